@@ -1,0 +1,13 @@
+//! Compiles `proto/` into Rust with protox (a pure-Rust protobuf compiler), so no `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["proto/tern/v1/client.proto"];
+    for proto in &protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The admin HTTP server: `/metrics` (Prometheus text), `/status` (JSON) and `/healthz`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::clock::uptime_secs;
+use crate::node::Node;
+use crate::server::ServerError;
+
+#[derive(Clone)]
+struct AdminState {
+    node: Arc<Node>,
+    prometheus: PrometheusHandle,
+}
+
+/// Serves the admin endpoints until the node shuts down.
+pub async fn serve(
+    listener: TcpListener,
+    node: Arc<Node>,
+    prometheus: PrometheusHandle,
+) -> Result<(), ServerError> {
+    // Histograms keep samples until upkeep drains them; without it their memory grows.
+    let upkeep = prometheus.clone();
+    let shutdown = node.shutdown.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = interval.tick() => upkeep.run_upkeep(),
+                () = shutdown.cancelled() => return,
+            }
+        }
+    });
+    let shutdown = node.shutdown.clone();
+    let router = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(AdminState { node, prometheus });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(ServerError::Admin)
+}
+
+async fn metrics(State(state): State<AdminState>) -> String {
+    state.node.mailboxes.report_depths();
+    state.prometheus.render()
+}
+
+async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let node = &state.node;
+    Json(serde_json::json!({
+        "node": node.config.node.id,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_secs": uptime_secs(),
+        "connections": node.conns.len(),
+        "online_users": node.registry.online_users(),
+        "dispatch_queue_depth": node.mailboxes.depth(),
+        "shutting_down": node.shutdown.is_cancelled(),
+    }))
+}

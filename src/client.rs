@@ -1,0 +1,249 @@
+//! A minimal phone: connects over TCP and speaks the v1 protocol. Used by the black-box tests,
+//! the load generator and the interactive client.
+
+use bytes::{BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpStream, ToSocketAddrs};
+
+use crate::frame::{self, FrameError};
+use crate::proto::PROTOCOL_VERSION;
+use crate::proto::v1::{
+    ClientFrame, DeviceAck, Login, MessageKind, Ping, PresenceSubscribe, Receipt, ReceiptKind,
+    Send, ServerFrame, Typing, Welcome, client_frame, server_frame,
+};
+
+/// Largest frame the client accepts from a server.
+pub const CLIENT_MAX_FRAME: u32 = 16 * 1024 * 1024;
+
+/// What can go wrong on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Socket trouble.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server sent something undecodable.
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    /// The server closed the connection.
+    #[error("connection closed by the server")]
+    Closed,
+    /// The server answered Login with something other than Welcome.
+    #[error("login refused: {0:?}")]
+    LoginRefused(Box<ServerFrame>),
+}
+
+/// A connected phone (both directions).
+pub struct Client {
+    /// Incoming half.
+    pub reader: ClientReader,
+    /// Outgoing half.
+    pub writer: ClientWriter,
+}
+
+/// The receiving half of a phone connection.
+pub struct ClientReader {
+    half: OwnedReadHalf,
+    buf: BytesMut,
+}
+
+/// The sending half of a phone connection.
+pub struct ClientWriter {
+    half: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+impl Client {
+    /// Opens a TCP connection (no login yet).
+    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        let stream = TcpStream::connect(addr).await?;
+        Ok(Self::from_stream(stream))
+    }
+
+    /// Wraps an already connected stream.
+    pub fn from_stream(stream: TcpStream) -> Self {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        Self {
+            reader: ClientReader {
+                half: read,
+                buf: BytesMut::new(),
+            },
+            writer: ClientWriter {
+                half: write,
+                buf: BytesMut::new(),
+            },
+        }
+    }
+
+    /// Connects and logs in; returns the client and the server's Welcome.
+    pub async fn login(
+        addr: impl ToSocketAddrs,
+        token: &str,
+        resume_after: u64,
+    ) -> Result<(Self, Welcome), ClientError> {
+        let mut client = Self::connect(addr).await?;
+        client.writer.login(token, resume_after).await?;
+        match client.reader.recv().await? {
+            Some(ServerFrame {
+                frame: Some(server_frame::Frame::Welcome(welcome)),
+            }) => Ok((client, welcome)),
+            Some(other) => Err(ClientError::LoginRefused(Box::new(other))),
+            None => Err(ClientError::Closed),
+        }
+    }
+
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: client_frame::Frame) -> Result<(), ClientError> {
+        self.writer.send(frame).await
+    }
+
+    /// Receives the next frame; `None` when the server closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+        self.reader.recv().await
+    }
+
+    /// Splits into independently usable halves.
+    pub fn split(self) -> (ClientReader, ClientWriter) {
+        (self.reader, self.writer)
+    }
+}
+
+impl ClientReader {
+    /// Receives the next frame; `None` when the server closed the connection cleanly.
+    pub async fn recv(&mut self) -> Result<Option<ServerFrame>, ClientError> {
+        loop {
+            if let Some(payload) = frame::split_frame(&mut self.buf, CLIENT_MAX_FRAME)? {
+                return Ok(Some(frame::decode(payload)?));
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            if self.half.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Receives the next frame's payload, a `ServerFrame` with its oneof filled in.
+    pub async fn recv_frame(&mut self) -> Result<server_frame::Frame, ClientError> {
+        loop {
+            match self.recv().await? {
+                Some(ServerFrame { frame: Some(frame) }) => return Ok(frame),
+                Some(ServerFrame { frame: None }) => continue,
+                None => return Err(ClientError::Closed),
+            }
+        }
+    }
+}
+
+impl ClientWriter {
+    /// Sends one frame.
+    pub async fn send(&mut self, frame: client_frame::Frame) -> Result<(), ClientError> {
+        self.queue(frame);
+        self.flush().await
+    }
+
+    /// Appends one frame to the outgoing buffer without writing it.
+    pub fn queue(&mut self, frame: client_frame::Frame) {
+        frame::encode(&ClientFrame { frame: Some(frame) }, &mut self.buf);
+    }
+
+    /// Writes every queued frame.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        let bytes = self.buf.split();
+        self.half.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// Writes raw bytes (for tests of malformed input).
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.half.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Writes a length prefix and an arbitrary payload (for tests of malformed input).
+    pub async fn send_raw_frame(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        let mut buf = BytesMut::with_capacity(4 + payload.len());
+        buf.put_u32(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+        buf.put_slice(payload);
+        self.send_raw(&buf).await
+    }
+
+    /// Sends Login.
+    pub async fn login(&mut self, token: &str, resume_after: u64) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::Login(Login {
+            protocol_version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            resume_after,
+            user_agent: concat!("tern-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }))
+        .await
+    }
+
+    /// Sends a text message.
+    pub async fn send_text(
+        &mut self,
+        client_msg_id: &str,
+        to_user: &str,
+        body: &str,
+    ) -> Result<(), ClientError> {
+        self.send(text_frame(client_msg_id, to_user, body.as_bytes()))
+            .await
+    }
+
+    /// Acknowledges every entry up to `up_to_seq`.
+    pub async fn ack(&mut self, up_to_seq: u64) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::Ack(DeviceAck { up_to_seq }))
+            .await
+    }
+
+    /// Sends a delivered/read receipt.
+    pub async fn receipt(
+        &mut self,
+        client_msg_id: &str,
+        to_user: &str,
+        kind: ReceiptKind,
+        up_to_seq: u64,
+    ) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::Receipt(Receipt {
+            client_msg_id: client_msg_id.to_owned(),
+            to_user: to_user.to_owned(),
+            kind: kind.into(),
+            up_to_seq,
+        }))
+        .await
+    }
+
+    /// Sends a typing indicator.
+    pub async fn typing(&mut self, to_user: &str, typing: bool) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::Typing(Typing {
+            to_user: to_user.to_owned(),
+            typing,
+        }))
+        .await
+    }
+
+    /// Replaces the presence subscriptions.
+    pub async fn subscribe_presence(&mut self, users: &[&str]) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::PresenceSubscribe(PresenceSubscribe {
+            users: users.iter().map(|u| (*u).to_owned()).collect(),
+        }))
+        .await
+    }
+
+    /// Sends a Ping.
+    pub async fn ping(&mut self, nonce: u64) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::Ping(Ping { nonce })).await
+    }
+}
+
+/// A `Send` frame carrying a text body.
+pub fn text_frame(client_msg_id: &str, to_user: &str, body: &[u8]) -> client_frame::Frame {
+    client_frame::Frame::Send(Send {
+        client_msg_id: client_msg_id.to_owned(),
+        to_user: to_user.to_owned(),
+        kind: MessageKind::Text.into(),
+        body: bytes::Bytes::copy_from_slice(body),
+    })
+}

@@ -1,0 +1,371 @@
+//! The typed node configuration (`cluster.toml`): every field, its default, and validation.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Errors loading a configuration file. All validation problems are reported together.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The path that was read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has fields of the wrong type or unknown fields.
+    #[error("cannot parse {path}: {message}")]
+    Parse {
+        /// The path that was parsed.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// The file parsed but some values are out of range; every problem is listed.
+    #[error("invalid configuration in {path}:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        /// The path that was validated.
+        path: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+}
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node: name, addresses, data directory.
+    pub node: NodeConfig,
+    /// Login tokens.
+    pub auth: AuthConfig,
+    /// Per-connection limits and timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The sharded dispatchers.
+    #[serde(default)]
+    pub dispatch: DispatchConfig,
+    /// Mailboxes (the write-back cache of queued messages).
+    #[serde(default)]
+    pub mailbox: MailboxConfig,
+}
+
+/// Identity and addresses of this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node name, shown in Welcome frames, logs and `/status`. Default: `"tern-1"`.
+    #[serde(default = "default_node_id")]
+    pub id: String,
+    /// Address phones connect to. Port 0 picks a free port. Default: `127.0.0.1:7400`.
+    #[serde(default = "default_client_addr")]
+    pub client_addr: SocketAddr,
+    /// Address of the admin HTTP server (`/metrics`, `/status`). Default: `127.0.0.1:7401`.
+    #[serde(default = "default_admin_addr")]
+    pub admin_addr: SocketAddr,
+    /// Directory for the node's data. Relative paths are relative to the working directory.
+    /// Default: `./data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+/// Login-token settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC-SHA256 key that signs login tokens; at least 16 bytes. No default: the shipped
+    /// `cluster.toml` carries a development key that must be replaced in production.
+    pub token_key: String,
+    /// Lifetime of tokens printed by `tern token` when `--ttl` is not given. Default: 86400 s.
+    #[serde(default = "default_token_ttl_secs")]
+    pub default_token_ttl_secs: u64,
+}
+
+/// Limits that protect the node from any one connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest frame accepted or sent, in bytes (length prefix excluded). Checked before any
+    /// allocation. Default: 65536.
+    pub max_frame_bytes: u32,
+    /// Largest message body, in bytes. Default: 16384.
+    pub max_body_bytes: u32,
+    /// Most simultaneous connections; more are refused with an error frame. Default: 100000.
+    pub max_connections: u32,
+    /// Seconds a new connection has to send a valid Login. Default: 10.
+    pub login_timeout_secs: u32,
+    /// Seconds without any frame from the phone before the connection is closed. Default: 300.
+    pub idle_timeout_secs: u32,
+    /// Frames per second a connection may send, sustained. Default: 200.
+    pub frames_per_sec: u32,
+    /// Frames a connection may send in one burst above the sustained rate. Default: 400.
+    pub frame_burst: u32,
+    /// Bytes of outbound frames buffered for one connection before it is a slow consumer.
+    /// Default: 1048576.
+    pub outbound_max_bytes: u32,
+    /// Mailbox entries delivered to a device but not yet acked, at most. Delivery pauses when the
+    /// window is full. Default: 512.
+    pub delivery_window: u32,
+    /// Seconds delivery may stay blocked (socket full or window full) before the connection is
+    /// closed as a slow consumer; its messages stay queued. Default: 30.
+    pub slow_consumer_secs: u32,
+    /// Presence subscriptions per connection. Default: 1024.
+    pub max_presence_subscriptions: u32,
+    /// Milliseconds between sweeps for login, idle and slow-consumer timeouts. Default: 1000.
+    pub sweep_interval_ms: u32,
+    /// Seconds a graceful shutdown waits for connections to close. Default: 10.
+    pub shutdown_grace_secs: u32,
+}
+
+/// The 32-way sharded dispatchers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchConfig {
+    /// Workers per shard (1-8). Each key is owned by exactly one worker. Default: 2.
+    pub workers_per_shard: u32,
+    /// Capacity of each worker's write queue and of its read queue. A full write queue refuses
+    /// the operation (the client sees `OVERLOADED` and retries). Default: 4096.
+    pub queue_capacity: u32,
+}
+
+/// Mailboxes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailboxConfig {
+    /// Entries returned by one mailbox read. Default: 128.
+    pub fetch_batch: u32,
+    /// Remembered `client_msg_id`s per (mailbox, sender) pair for retry deduplication. Default:
+    /// 1024.
+    pub dedup_window: u32,
+    /// Live pushes queued to one session before further ones are skipped (the session then reads
+    /// them from the mailbox). Default: 256.
+    pub push_queue: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 65_536,
+            max_body_bytes: 16_384,
+            max_connections: 100_000,
+            login_timeout_secs: 10,
+            idle_timeout_secs: 300,
+            frames_per_sec: 200,
+            frame_burst: 400,
+            outbound_max_bytes: 1_048_576,
+            delivery_window: 512,
+            slow_consumer_secs: 30,
+            max_presence_subscriptions: 1024,
+            sweep_interval_ms: 1000,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        Self {
+            workers_per_shard: 2,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        Self {
+            fetch_batch: 128,
+            dedup_window: 1024,
+            push_queue: 256,
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    "tern-1".to_owned()
+}
+fn default_client_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7400))
+}
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7401))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_token_ttl_secs() -> u64 {
+    86_400
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in error messages.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem with the values, one line each; empty when the configuration is usable.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        check(!self.node.id.is_empty(), "node.id must not be empty");
+        check(
+            self.auth.token_key.len() >= 16,
+            "auth.token_key must be at least 16 bytes",
+        );
+        check(
+            self.auth.default_token_ttl_secs > 0,
+            "auth.default_token_ttl_secs must be positive",
+        );
+        let limits = &self.limits;
+        check(
+            limits.max_frame_bytes >= 1024,
+            "limits.max_frame_bytes must be at least 1024",
+        );
+        check(
+            limits.max_body_bytes + 1024 <= limits.max_frame_bytes,
+            "limits.max_body_bytes must leave 1024 bytes of headroom below limits.max_frame_bytes",
+        );
+        check(
+            limits.max_connections > 0,
+            "limits.max_connections must be positive",
+        );
+        check(
+            limits.login_timeout_secs > 0,
+            "limits.login_timeout_secs must be positive",
+        );
+        check(
+            limits.idle_timeout_secs > 0,
+            "limits.idle_timeout_secs must be positive",
+        );
+        check(
+            limits.frames_per_sec > 0,
+            "limits.frames_per_sec must be positive",
+        );
+        check(
+            limits.frame_burst >= 1,
+            "limits.frame_burst must be at least 1",
+        );
+        check(
+            limits.outbound_max_bytes >= limits.max_frame_bytes,
+            "limits.outbound_max_bytes must be at least limits.max_frame_bytes",
+        );
+        check(
+            limits.delivery_window >= 1,
+            "limits.delivery_window must be at least 1",
+        );
+        check(
+            limits.slow_consumer_secs > 0,
+            "limits.slow_consumer_secs must be positive",
+        );
+        check(
+            (10..=60_000).contains(&limits.sweep_interval_ms),
+            "limits.sweep_interval_ms must be between 10 and 60000",
+        );
+        check(
+            (1..=8).contains(&self.dispatch.workers_per_shard),
+            "dispatch.workers_per_shard must be between 1 and 8",
+        );
+        check(
+            self.dispatch.queue_capacity >= 16,
+            "dispatch.queue_capacity must be at least 16",
+        );
+        check(
+            self.mailbox.fetch_batch >= 1,
+            "mailbox.fetch_batch must be at least 1",
+        );
+        check(
+            self.mailbox.dedup_window >= 1,
+            "mailbox.dedup_window must be at least 1",
+        );
+        check(
+            self.mailbox.push_queue >= 1,
+            "mailbox.push_queue must be at least 1",
+        );
+        problems
+    }
+}
+
+impl LimitsConfig {
+    /// The login timeout as a duration.
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout_secs.into())
+    }
+    /// The sweep interval as a duration.
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms.into())
+    }
+    /// The shutdown grace period as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_cluster_toml_parses_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
+        let config = Config::load(&path).expect("cluster.toml must be valid");
+        assert_eq!(config.node.client_addr.port(), 7400);
+        assert_eq!(
+            config.limits.max_frame_bytes,
+            LimitsConfig::default().max_frame_bytes
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            [node]
+            id = ""
+            [auth]
+            token_key = "short"
+            [dispatch]
+            workers_per_shard = 9
+        "#;
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("x"), text) else {
+            panic!("expected validation errors");
+        };
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = "[node]\nbogus = 1\n[auth]\ntoken_key = \"0123456789abcdef\"\n";
+        assert!(matches!(
+            Config::parse(Path::new("x"), text),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+}

@@ -1,0 +1,201 @@
+//! A phone's TCP connection: the state its reader task and its session actor share, and the
+//! table of open connections that the sweeper walks.
+//!
+//! The socket is shared, not split: the reader task awaits readiness and reads; the session actor
+//! writes with non-blocking `try_write` and, when the socket is full, asks the reader (through
+//! `want_write` and `wake`) to wait for writability and cast it a `Flush`. So one task per
+//! connection does all the waiting, and an idle connection holds no buffer and no timer.
+
+pub mod reader;
+pub mod sweep;
+
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use hashbrown::HashMap;
+use ractor::ActorRef;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::clock::uptime_secs;
+use crate::session::SessionMsg;
+use crate::shard::SHARDS;
+
+/// One accepted connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Process-unique id (logs, registry).
+    pub id: u64,
+    /// The socket (reads by the reader task, writes by the session actor).
+    pub stream: TcpStream,
+    /// The phone's address.
+    pub peer: SocketAddr,
+    opened_at: u32,
+    last_active: AtomicU32,
+    /// Uptime second + 1 at which delivery became blocked; 0 while it flows.
+    stalled_since: AtomicU32,
+    want_write: AtomicBool,
+    closed: AtomicBool,
+    wake: Notify,
+    session: OnceLock<ActorRef<SessionMsg>>,
+}
+
+impl Conn {
+    /// Wraps an accepted socket.
+    pub fn new(id: u64, stream: TcpStream, peer: SocketAddr) -> Self {
+        let now = uptime_secs();
+        Self {
+            id,
+            stream,
+            peer,
+            opened_at: now,
+            last_active: AtomicU32::new(now),
+            stalled_since: AtomicU32::new(0),
+            want_write: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            wake: Notify::new(),
+            session: OnceLock::new(),
+        }
+    }
+
+    /// Records activity from the phone (a coarse stamp; no timer is reset).
+    pub fn touch(&self) {
+        self.last_active.store(uptime_secs(), Ordering::Relaxed);
+    }
+
+    /// Marks delivery as blocked (or flowing again).
+    pub fn set_stalled(&self, stalled: bool) {
+        if stalled {
+            let _ = self.stalled_since.compare_exchange(
+                0,
+                uptime_secs() + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        } else {
+            self.stalled_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the reader to wait for the socket to become writable and then cast `Flush`.
+    pub fn request_writable(&self) {
+        self.want_write.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Closes the connection: no more writes (queued bytes are still sent, then FIN), and the
+    /// reader winds down. Idempotent.
+    pub fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Write);
+            self.wake.notify_one();
+        }
+    }
+
+    /// True once [`Conn::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The session actor, once logged in.
+    pub fn session(&self) -> Option<&ActorRef<SessionMsg>> {
+        self.session.get()
+    }
+
+    /// Records the session actor after login.
+    pub fn set_session(&self, session: ActorRef<SessionMsg>) {
+        let _ = self.session.set(session);
+    }
+
+    /// Writes as much of `bytes` as the socket takes now.
+    pub fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.stream.try_write(bytes)
+    }
+
+    /// Seconds since the phone last sent a frame, at `now`.
+    fn idle_secs(&self, now: u32) -> u32 {
+        now.saturating_sub(self.last_active.load(Ordering::Relaxed))
+    }
+
+    /// Seconds delivery has been blocked, at `now` (0 when flowing).
+    fn stalled_secs(&self, now: u32) -> u32 {
+        match self.stalled_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => (now + 1).saturating_sub(since),
+        }
+    }
+
+    /// Seconds since the connection was accepted, at `now`.
+    fn age_secs(&self, now: u32) -> u32 {
+        now.saturating_sub(self.opened_at)
+    }
+}
+
+type ConnShard = Mutex<HashMap<u64, Arc<Conn>>>;
+
+/// All open connections, in 32 shards so the sweeper and accepts rarely contend.
+#[derive(Debug)]
+pub struct ConnTable {
+    shards: Box<[ConnShard]>,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl Default for ConnTable {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl ConnTable {
+    /// A fresh connection id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn shard(&self, id: u64) -> &ConnShard {
+        &self.shards[(id % SHARDS as u64) as usize]
+    }
+
+    /// Adds a connection.
+    pub fn insert(&self, conn: Arc<Conn>) {
+        let mut shard = self
+            .shard(conn.id)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shard.insert(conn.id, conn).is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes a connection.
+    pub fn remove(&self, id: u64) {
+        let mut shard = self.shard(id).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.remove(&id).is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// True when no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` on every connection, one shard locked at a time (`f` must not block).
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<Conn>)) {
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.values().for_each(&mut f);
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! The reader task of one connection: waits for the socket, decodes frames (length checked before
+//! allocating), handles Login, rate-limits, and casts every later frame to the session actor.
+//!
+//! It also waits for writability on the session's behalf, and it is the last owner of the
+//! socket: it exits only after the connection is closed, then removes it from the table.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ractor::{Actor, ActorRef};
+use tokio::io::Interest;
+
+use crate::clock::{now_secs, uptime_secs};
+use crate::connection::Conn;
+use crate::frame::{self, FrameError};
+use crate::metrics as names;
+use crate::node::Node;
+use crate::proto::PROTOCOL_VERSION;
+use crate::proto::v1::{ClientFrame, ErrorCode, Login, client_frame::Frame};
+use crate::session::{Session, SessionArgs, SessionMsg, wire};
+use crate::token::TokenError;
+
+/// Bytes read per `read(2)` when a frame's size is not known yet.
+const READ_CHUNK: usize = 4096;
+/// Reads per wakeup before yielding to other connections.
+const READS_PER_WAKEUP: usize = 16;
+/// How long a closed connection waits for the phone's FIN before dropping the socket (dropping
+/// with unread input would reset the connection and could destroy the final error frame).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Why the reader stops reading.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("peer closed the connection")]
+    Eof,
+    #[error("socket error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Token bucket for frames per second, refilled once per coarse second.
+struct RateLimit {
+    tokens: u32,
+    refused: u32,
+    refilled_at: u32,
+}
+
+impl RateLimit {
+    fn new(burst: u32) -> Self {
+        Self {
+            tokens: burst,
+            refused: 0,
+            refilled_at: uptime_secs(),
+        }
+    }
+
+    /// True when a frame may pass now.
+    fn admit(&mut self, rate: u32, burst: u32) -> bool {
+        let now = uptime_secs();
+        if now != self.refilled_at {
+            let elapsed = now.saturating_sub(self.refilled_at);
+            self.tokens = self
+                .tokens
+                .saturating_add(rate.saturating_mul(elapsed))
+                .min(burst.max(rate));
+            self.refilled_at = now;
+            self.refused = 0;
+        }
+        if self.tokens > 0 {
+            self.tokens -= 1;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+}
+
+struct Reader {
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    buf: Option<BytesMut>,
+    session: Option<ActorRef<SessionMsg>>,
+    reading: bool,
+    rate: RateLimit,
+}
+
+/// Serves one accepted connection until it is closed.
+pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
+    let burst = node.config.limits.frame_burst;
+    let mut reader = Reader {
+        node,
+        conn,
+        buf: None,
+        session: None,
+        reading: true,
+        rate: RateLimit::new(burst),
+    };
+    reader.run().await;
+    reader.linger().await;
+    let Reader { node, conn, .. } = reader;
+    node.conns.remove(conn.id);
+    metrics::gauge!(names::CONNECTIONS).decrement(1.0);
+}
+
+impl Reader {
+    async fn run(&mut self) {
+        let conn = self.conn.clone();
+        while !conn.is_closed() {
+            let want_write = conn.want_write.load(Ordering::Acquire) && self.session.is_some();
+            let interest = match (self.reading, want_write) {
+                (true, true) => Interest::READABLE | Interest::WRITABLE,
+                (true, false) => Interest::READABLE,
+                (false, true) => Interest::WRITABLE,
+                (false, false) => {
+                    conn.wake.notified().await;
+                    continue;
+                }
+            };
+            let ready = tokio::select! {
+                () = conn.wake.notified() => continue,
+                ready = conn.stream.ready(interest) => ready,
+            };
+            let ready = match ready {
+                Ok(ready) => ready,
+                Err(error) => {
+                    self.stop_reading(ReadError::Io(error));
+                    continue;
+                }
+            };
+            if ready.is_writable()
+                && conn.want_write.swap(false, Ordering::AcqRel)
+                && let Some(session) = &self.session
+            {
+                let _ = session.cast(SessionMsg::Flush);
+            }
+            if self.reading
+                && (ready.is_readable() || ready.is_read_closed())
+                && let Err(error) = self.read_available().await
+            {
+                self.stop_reading(error);
+            }
+        }
+    }
+
+    /// Reads and handles every frame the socket has now.
+    async fn read_available(&mut self) -> Result<(), ReadError> {
+        let max = self.node.config.limits.max_frame_bytes;
+        for _ in 0..READS_PER_WAKEUP {
+            let buf = self
+                .buf
+                .get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
+            if buf.capacity() == buf.len() {
+                buf.reserve(READ_CHUNK);
+            }
+            let read = match self.conn.stream.try_read_buf(buf) {
+                Ok(0) => return Err(ReadError::Eof),
+                Ok(read) => read,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => return Err(error.into()),
+            };
+            self.node.metrics.bytes_in.increment(read as u64);
+            self.conn.touch();
+            while let Some(buf) = self.buf.as_mut() {
+                let Some(payload) = frame::split_frame(buf, max)? else {
+                    break;
+                };
+                self.node.metrics.frames_in.increment(1);
+                let client_frame: ClientFrame = frame::decode(payload)?;
+                self.handle(client_frame).await?;
+                if !self.reading || self.conn.is_closed() {
+                    return Ok(());
+                }
+            }
+        }
+        // An idle connection keeps no read buffer.
+        if self.buf.as_ref().is_some_and(BytesMut::is_empty) {
+            self.buf = None;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, client_frame: ClientFrame) -> Result<(), ReadError> {
+        let Some(frame) = client_frame.frame else {
+            return Err(FrameError::Empty.into());
+        };
+        let Some(session) = &self.session else {
+            self.login(frame).await;
+            return Ok(());
+        };
+        let limits = &self.node.config.limits;
+        if self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
+            let _ = session.cast(SessionMsg::Inbound(frame));
+        } else if self.rate.refused > limits.frame_burst {
+            metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
+            let _ = session.cast(SessionMsg::Flooded);
+            self.reading = false;
+        } else {
+            metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
+            let _ = session.cast(SessionMsg::RateLimited(frame));
+        }
+        Ok(())
+    }
+
+    /// Handles the first frame: it must be a Login with a valid token and version.
+    async fn login(&mut self, frame: Frame) {
+        let login = match frame {
+            Frame::Login(login) => login,
+            _ => {
+                return self.refuse(
+                    ErrorCode::ProtocolViolation,
+                    "the first frame must be Login",
+                    "protocol",
+                );
+            }
+        };
+        match self.check_login(&login) {
+            Ok(claims) => {
+                let args = SessionArgs {
+                    node: self.node.clone(),
+                    conn: self.conn.clone(),
+                    user: claims.user.into(),
+                    device: claims.device.into(),
+                    resume_after: login.resume_after,
+                };
+                match Actor::spawn(None, Session, args).await {
+                    Ok((session, _)) => {
+                        self.conn.set_session(session.clone());
+                        self.session = Some(session);
+                    }
+                    Err(error) => {
+                        tracing::warn!(conn = self.conn.id, %error, "session did not start");
+                        self.refuse(
+                            ErrorCode::Overloaded,
+                            "server busy, retry later",
+                            "overloaded",
+                        );
+                    }
+                }
+            }
+            Err((code, message, result)) => self.refuse(code, message, result),
+        }
+    }
+
+    fn check_login(
+        &self,
+        login: &Login,
+    ) -> Result<crate::token::Claims, (ErrorCode, &'static str, &'static str)> {
+        if login.protocol_version != PROTOCOL_VERSION {
+            return Err((
+                ErrorCode::UnsupportedVersion,
+                "unsupported protocol version; this server speaks 1",
+                "bad_version",
+            ));
+        }
+        if self.node.shutdown.is_cancelled() {
+            return Err((
+                ErrorCode::Overloaded,
+                "server shutting down",
+                "shutting_down",
+            ));
+        }
+        self.node
+            .token_key
+            .verify(&login.token, now_secs())
+            .map_err(|error| match error {
+                TokenError::Expired => (ErrorCode::TokenExpired, "token expired", "expired"),
+                _ => (ErrorCode::Unauthenticated, "invalid token", "bad_token"),
+            })
+    }
+
+    /// Before login: answers with an error frame and closes.
+    fn refuse(&mut self, code: ErrorCode, message: &str, result: &'static str) {
+        metrics::counter!(names::LOGINS, "result" => result).increment(1);
+        write_error_and_close(&self.conn, code, message);
+        self.reading = false;
+    }
+
+    /// Stops reading after EOF, a socket error or a bad frame; tells the session why.
+    fn stop_reading(&mut self, error: ReadError) {
+        self.reading = false;
+        let (code, kind) = match &error {
+            ReadError::Frame(FrameError::TooLarge { .. }) => {
+                (Some(ErrorCode::FrameTooLarge), "frame_too_large")
+            }
+            ReadError::Frame(FrameError::Decode(_) | FrameError::Empty) => {
+                (Some(ErrorCode::BadFrame), "bad_frame")
+            }
+            ReadError::Eof => (None, "peer_closed"),
+            ReadError::Io(_) => (None, "socket_error"),
+        };
+        if code.is_some() {
+            metrics::counter!(names::ERRORS, "kind" => kind).increment(1);
+            tracing::debug!(conn = self.conn.id, %error, "refusing connection input");
+        }
+        match (&self.session, code) {
+            (Some(session), Some(code)) => {
+                let _ = session.cast(SessionMsg::Fatal {
+                    code,
+                    message: error.to_string(),
+                });
+            }
+            (Some(session), None) => {
+                let _ = session.cast(SessionMsg::PeerClosed(kind));
+            }
+            (None, Some(code)) => write_error_and_close(&self.conn, code, &error.to_string()),
+            (None, None) => {
+                metrics::counter!(names::DISCONNECTS, "reason" => kind).increment(1);
+                self.conn.close();
+            }
+        }
+    }
+
+    /// After close: waits briefly for the phone's FIN, discarding input, so that dropping the
+    /// socket does not reset it while the last frames are still in flight.
+    async fn linger(&mut self) {
+        self.buf = None;
+        let conn = &self.conn;
+        let drain = async {
+            let mut scratch = [0u8; 1024];
+            loop {
+                if conn.stream.readable().await.is_err() {
+                    return;
+                }
+                match conn.stream.try_read(&mut scratch) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    }
+}
+
+/// Writes one error frame (best effort: the socket is fresh, so it fits) and closes.
+pub(crate) fn write_error_and_close(conn: &Conn, code: ErrorCode, message: &str) {
+    let mut out = BytesMut::new();
+    frame::encode(
+        &wire::server_frame(wire::error(code, message, "")),
+        &mut out,
+    );
+    let _ = conn.try_write(&out);
+    metrics::counter!(names::DISCONNECTS, "reason" => wire::error_kind(code)).increment(1);
+    conn.close();
+}

@@ -1,0 +1,27 @@
+//! tern: a messaging backend for mobile chat apps.
+//!
+//! Phones hold one TCP connection each; every logged-in device is one ractor actor
+//! ([`session`]); keyed work runs on 32-way sharded dispatchers ([`dispatch`]); messages wait in
+//! per-user mailboxes ([`mailbox`]). [`server::run`] starts a node. See `docs/ARCHITECTURE.md`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod dispatch;
+pub mod frame;
+pub mod mailbox;
+pub mod message;
+pub mod metrics;
+pub mod node;
+pub mod presence;
+pub mod proto;
+pub mod registry;
+pub mod server;
+pub mod session;
+pub mod shard;
+pub mod token;

@@ -1,0 +1,253 @@
+//! One user's mailbox: an ordered log of entries, a cursor per device, and the dedup table.
+//!
+//! Invariants: sequence numbers start at 1 and have no gaps; `entries` holds a contiguous range
+//! of them ending at `last_seq`; an entry is dropped only once every known device's cursor has
+//! passed it; a known device's cursor never moves backwards.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use crate::message::{Entry, Id, Payload};
+
+/// What the sender's ServerAck carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckInfo {
+    /// Seq in this mailbox.
+    pub seq: u64,
+    /// Server-wide id of the message.
+    pub server_id: u64,
+    /// Acceptance time, ms since the epoch.
+    pub timestamp_ms: u64,
+}
+
+/// The result of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// Stored now.
+    New(Arc<Entry>),
+    /// This (sender, client_msg_id) was stored before; here is its original ack.
+    Duplicate(AckInfo),
+}
+
+/// Recent client_msg_ids of one sender, bounded, oldest forgotten first.
+#[derive(Debug, Default)]
+struct SenderDedup {
+    acks: HashMap<Arc<str>, AckInfo>,
+    order: VecDeque<Arc<str>>,
+}
+
+/// One user's mailbox.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    last_seq: u64,
+    entries: VecDeque<Arc<Entry>>,
+    cursors: HashMap<Id, u64>,
+    dedup: HashMap<Id, SenderDedup>,
+}
+
+impl Mailbox {
+    /// Highest seq ever assigned (0 when empty).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Entries currently held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The seq of the oldest held entry, or `last_seq + 1` when none is held.
+    fn first_held_seq(&self) -> u64 {
+        self.entries.front().map_or(self.last_seq + 1, |e| e.seq)
+    }
+
+    /// Registers `device` (if new) and applies its resume cursor; returns the cursor delivery
+    /// resumes after. A new device starts before the oldest held entry, so it receives
+    /// everything still queued; a known device resumes at max(its cursor, `resume_after`).
+    pub fn login(&mut self, device: &Id, resume_after: u64) -> u64 {
+        let start = self.first_held_seq() - 1;
+        let cursor = self.cursors.entry(device.clone()).or_insert(start);
+        *cursor = (*cursor).max(resume_after.min(self.last_seq));
+        let cursor = *cursor;
+        self.prune();
+        cursor
+    }
+
+    /// Devices known to this mailbox.
+    pub fn devices(&self) -> usize {
+        self.cursors.len()
+    }
+
+    /// The cursor of `device`, if it is known.
+    pub fn cursor(&self, device: &str) -> Option<u64> {
+        self.cursors.get(device).copied()
+    }
+
+    /// Appends an entry unless (`from_user`, `client_msg_id`) was already appended; `payload`
+    /// is only called for a new entry.
+    pub fn append(
+        &mut self,
+        from_user: &Id,
+        client_msg_id: &Arc<str>,
+        server_id: u64,
+        timestamp_ms: u64,
+        dedup_window: usize,
+        payload: impl FnOnce() -> Payload,
+    ) -> Appended {
+        let sender = self.dedup.entry(from_user.clone()).or_default();
+        if let Some(ack) = sender.acks.get(client_msg_id) {
+            return Appended::Duplicate(*ack);
+        }
+        self.last_seq += 1;
+        let ack = AckInfo {
+            seq: self.last_seq,
+            server_id,
+            timestamp_ms,
+        };
+        sender.acks.insert(client_msg_id.clone(), ack);
+        sender.order.push_back(client_msg_id.clone());
+        while sender.order.len() > dedup_window {
+            if let Some(old) = sender.order.pop_front() {
+                sender.acks.remove(&old);
+            }
+        }
+        let entry = Arc::new(Entry {
+            seq: ack.seq,
+            timestamp_ms,
+            payload: payload(),
+        });
+        self.entries.push_back(entry.clone());
+        Appended::New(entry)
+    }
+
+    /// Moves `device`'s cursor forward to `up_to` (never past `last_seq`, never backwards) and
+    /// drops entries every device has acked. Returns the number of entries dropped.
+    pub fn ack(&mut self, device: &Id, up_to: u64) -> usize {
+        let up_to = up_to.min(self.last_seq);
+        let start = self.first_held_seq() - 1;
+        let cursor = self.cursors.entry(device.clone()).or_insert(start);
+        *cursor = (*cursor).max(up_to);
+        self.prune()
+    }
+
+    /// Up to `limit` entries with seq > `after`, in order.
+    pub fn fetch(&self, after: u64, limit: usize) -> Vec<Arc<Entry>> {
+        let first = self.first_held_seq();
+        let skip = after.saturating_add(1).saturating_sub(first);
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        self.entries
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    fn prune(&mut self) -> usize {
+        let Some(min_cursor) = self.cursors.values().min().copied() else {
+            return 0;
+        };
+        let mut dropped = 0;
+        while self.entries.front().is_some_and(|e| e.seq <= min_cursor) {
+            self.entries.pop_front();
+            dropped += 1;
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{ChatMessage, MessageKind};
+
+    fn id(s: &str) -> Id {
+        Arc::from(s)
+    }
+
+    fn append(mailbox: &mut Mailbox, from: &str, client_msg_id: &str) -> Appended {
+        let from = id(from);
+        mailbox.append(&from, &Arc::from(client_msg_id), 7, 1, 4, || {
+            Payload::Message(ChatMessage {
+                server_id: 7,
+                from_user: from.clone(),
+                from_device: id("d"),
+                to_user: id("me"),
+                client_msg_id: Arc::from(client_msg_id),
+                kind: MessageKind::Text,
+                body: bytes::Bytes::from_static(b"hi"),
+            })
+        })
+    }
+
+    fn seqs(entries: &[Arc<Entry>]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn entries_wait_for_a_first_device_then_for_every_device() {
+        let mut mailbox = Mailbox::default();
+        for n in 0..3 {
+            append(&mut mailbox, "alice", &format!("m{n}"));
+        }
+        // No device yet: everything is kept, and a new device starts before the first entry.
+        assert_eq!(mailbox.login(&id("phone"), 0), 0);
+        assert_eq!(seqs(&mailbox.fetch(0, 10)), vec![1, 2, 3]);
+        assert_eq!(mailbox.login(&id("laptop"), 0), 0);
+        mailbox.ack(&id("phone"), 3);
+        assert_eq!(mailbox.len(), 3, "laptop has not acked yet");
+        mailbox.ack(&id("laptop"), 2);
+        assert_eq!(seqs(&mailbox.fetch(0, 10)), vec![3]);
+        assert_eq!(seqs(&mailbox.fetch(2, 10)), vec![3]);
+    }
+
+    #[test]
+    fn retries_are_stored_once_and_the_window_is_bounded() {
+        let mut mailbox = Mailbox::default();
+        let Appended::New(first) = append(&mut mailbox, "alice", "m1") else {
+            panic!("first append must be new");
+        };
+        assert_eq!(
+            append(&mut mailbox, "alice", "m1"),
+            Appended::Duplicate(AckInfo {
+                seq: first.seq,
+                server_id: 7,
+                timestamp_ms: 1
+            })
+        );
+        // The same id from another sender is a different message.
+        assert!(matches!(
+            append(&mut mailbox, "bob", "m1"),
+            Appended::New(_)
+        ));
+        // The window keeps the last 4 ids of a sender.
+        for n in 2..=5 {
+            append(&mut mailbox, "alice", &format!("m{n}"));
+        }
+        assert!(matches!(
+            append(&mut mailbox, "alice", "m1"),
+            Appended::New(_)
+        ));
+        assert_eq!(mailbox.last_seq(), 7);
+    }
+
+    #[test]
+    fn resume_cursor_moves_forward_only_and_is_clamped() {
+        let mut mailbox = Mailbox::default();
+        for n in 0..5 {
+            append(&mut mailbox, "alice", &format!("m{n}"));
+        }
+        assert_eq!(mailbox.login(&id("phone"), 3), 3);
+        assert_eq!(mailbox.login(&id("phone"), 1), 3, "never backwards");
+        assert_eq!(mailbox.login(&id("phone"), 99), 5, "never past last_seq");
+        assert!(mailbox.is_empty());
+        assert_eq!(mailbox.fetch(0, 10).len(), 0);
+    }
+}

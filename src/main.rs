@@ -1,0 +1,173 @@
+//! The `tern` binary: parses the command line and the configuration, sets up logging and the
+//! runtime, and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tern::clock::now_secs;
+use tern::config::Config;
+use tern::server::{Listeners, Server};
+use tern::token::TokenKey;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Exit code for configuration errors (EX_USAGE-adjacent EX_DATAERR per sysexits is 65; 64 is
+/// EX_USAGE, which operators' tooling treats as "fix the invocation or config").
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "tern", version, about = "tern chat server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// Overrides `node.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Print a login token (for development and tests).
+    Token {
+        /// Configuration file (for the signing key).
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// User id.
+        #[arg(long)]
+        user: String,
+        /// Device id.
+        #[arg(long)]
+        device: String,
+        /// Lifetime in seconds (default: auth.default_token_ttl_secs).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, data_dir } => serve(&config, data_dir),
+        Command::Token {
+            config,
+            user,
+            device,
+            ttl,
+        } => token(&config, &user, &device, ttl),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|error| {
+        eprintln!("tern: {error}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn token(path: &std::path::Path, user: &str, device: &str, ttl: Option<u64>) -> ExitCode {
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let ttl = ttl.unwrap_or(config.auth.default_token_ttl_secs);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    match key.sign(user, device, now_secs() + ttl) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tern: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
+    let mut config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    if let Some(dir) = data_dir {
+        config.node.data_dir = dir;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tern: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        if let Err(error) = std::fs::create_dir_all(&config.node.data_dir) {
+            eprintln!(
+                "tern: cannot create data dir {}: {error}",
+                config.node.data_dir.display()
+            );
+            return Err(ExitCode::FAILURE);
+        }
+        let listeners = Listeners::bind(&config).await.map_err(|error| {
+            eprintln!("tern: {error}");
+            ExitCode::FAILURE
+        })?;
+        let server = Server::start(config, listeners).await.map_err(|error| {
+            eprintln!("tern: {error}");
+            ExitCode::FAILURE
+        })?;
+        println!(
+            "tern ready client={} admin={}",
+            server.client_addr(),
+            server.admin_addr()
+        );
+        server.run_until(shutdown_signal()).await.map_err(|error| {
+            eprintln!("tern: {error}");
+            ExitCode::FAILURE
+        })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,88 @@
+//! Domain types of the mailbox: what a user's mailbox holds, independent of the wire format.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// A user or device id (validated by [`crate::token::valid_id`]); cheap to clone.
+pub type Id = Arc<str>;
+
+/// What a 1:1 message body is; mirrors the wire `MessageKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    /// UTF-8 text.
+    Text,
+    /// Opaque application bytes.
+    Binary,
+}
+
+/// Which receipt; mirrors the wire `ReceiptKind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// The messages reached the device.
+    Delivered,
+    /// The user has read the messages.
+    Read,
+}
+
+/// One entry of a user's mailbox, numbered by that mailbox's sequence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Position in the mailbox: 1, 2, 3... without gaps.
+    pub seq: u64,
+    /// When the server accepted it, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// What it carries.
+    pub payload: Payload,
+}
+
+/// The contents of a mailbox entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    /// A chat message.
+    Message(ChatMessage),
+    /// A delivered/read receipt from a peer.
+    Receipt(ReceiptNotice),
+}
+
+/// A chat message as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    /// Server-wide unique id.
+    pub server_id: u64,
+    /// Author.
+    pub from_user: Id,
+    /// Author's device.
+    pub from_device: Id,
+    /// Addressee (differs from the mailbox owner for copies of the owner's own messages).
+    pub to_user: Id,
+    /// The author's id for it.
+    pub client_msg_id: Arc<str>,
+    /// Body type.
+    pub kind: MessageKind,
+    /// Body bytes.
+    pub body: Bytes,
+}
+
+/// A receipt as stored in the mailbox of the author of the covered messages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptNotice {
+    /// Who received or read.
+    pub from_user: Id,
+    /// On which device.
+    pub from_device: Id,
+    /// Delivered or read.
+    pub kind: ReceiptKind,
+    /// Covers the author's messages with seq <= this in `from_user`'s mailbox.
+    pub up_to_seq: u64,
+}
+
+impl Entry {
+    /// The device that produced this entry, for entries a device must not receive back.
+    pub fn origin(&self) -> (&Id, &Id) {
+        match &self.payload {
+            Payload::Message(m) => (&m.from_user, &m.from_device),
+            Payload::Receipt(r) => (&r.from_user, &r.from_device),
+        }
+    }
+}

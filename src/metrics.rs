@@ -1,0 +1,158 @@
+//! Every metric tern exports: names, units and descriptions in one place, and the Prometheus
+//! recorder. Labels never carry user, device or connection ids.
+
+use std::sync::OnceLock;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Open TCP connections (logged in or not).
+pub const CONNECTIONS: &str = "tern_connections";
+/// Logged-in sessions (one per connected device).
+pub const SESSIONS: &str = "tern_sessions";
+/// Connections accepted.
+pub const CONNECTIONS_ACCEPTED: &str = "tern_connections_accepted_total";
+/// Connections closed, by `reason`.
+pub const DISCONNECTS: &str = "tern_disconnects_total";
+/// Login attempts, by `result` (ok, bad_token, expired, bad_version, protocol, overloaded).
+pub const LOGINS: &str = "tern_logins_total";
+/// Frames received from phones.
+pub const FRAMES_IN: &str = "tern_frames_in_total";
+/// Frames sent to phones.
+pub const FRAMES_OUT: &str = "tern_frames_out_total";
+/// Bytes received from phones.
+pub const BYTES_IN: &str = "tern_bytes_in_total";
+/// Bytes sent to phones.
+pub const BYTES_OUT: &str = "tern_bytes_out_total";
+/// write(2) calls on phone sockets (frames out / writes = coalescing factor).
+pub const SOCKET_WRITES: &str = "tern_socket_writes_total";
+/// Messages and receipts accepted into a mailbox (acked), excluding retries.
+pub const MESSAGES_IN: &str = "tern_messages_in_total";
+/// Retries answered from the dedup table.
+pub const MESSAGES_DUPLICATE: &str = "tern_messages_duplicate_total";
+/// Mailbox entries written to devices.
+pub const MESSAGES_OUT: &str = "tern_messages_out_total";
+/// Errors answered to phones, by `kind` (bad_frame, frame_too_large, rate_limited...).
+pub const ERRORS: &str = "tern_errors_total";
+/// Time from a Send arriving to its ServerAck being queued.
+pub const ACK_LATENCY: &str = "tern_ack_latency_seconds";
+/// Jobs waiting in a dispatcher queue, by `service`, `shard` and `lane`.
+pub const DISPATCH_QUEUE_DEPTH: &str = "tern_dispatch_queue_depth";
+/// Jobs refused because a dispatcher queue was full, by `service` and `lane`.
+pub const DISPATCH_REJECTED: &str = "tern_dispatch_rejected_total";
+/// Dispatcher jobs that panicked (the worker survives), by `service`.
+pub const DISPATCH_PANICS: &str = "tern_dispatch_job_panics_total";
+/// Session actors that panicked.
+pub const SESSION_PANICS: &str = "tern_session_panics_total";
+/// Entries held in mailbox caches.
+pub const MAILBOX_ENTRIES: &str = "tern_mailbox_entries";
+/// Live pushes skipped because a session's push queue was full (it reads them from the mailbox).
+pub const PUSHES_SKIPPED: &str = "tern_pushes_skipped_total";
+/// Typing notices relayed to online devices.
+pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
+/// Presence updates sent to subscribers.
+pub const PRESENCE_UPDATES: &str = "tern_presence_updates_total";
+
+/// Latency buckets, in seconds, for every histogram.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// Installs the process-wide Prometheus recorder once and returns its handle (later calls, as in
+/// tests that start several servers in one process, get the same handle).
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let builder = builder
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours just stays unused.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_gauge!(
+        CONNECTIONS,
+        Unit::Count,
+        "Open TCP connections from phones."
+    );
+    describe_gauge!(
+        SESSIONS,
+        Unit::Count,
+        "Logged-in sessions, one per connected device."
+    );
+    describe_counter!(CONNECTIONS_ACCEPTED, Unit::Count, "Connections accepted.");
+    describe_counter!(DISCONNECTS, Unit::Count, "Connections closed, by reason.");
+    describe_counter!(LOGINS, Unit::Count, "Login attempts, by result.");
+    describe_counter!(FRAMES_IN, Unit::Count, "Frames received from phones.");
+    describe_counter!(FRAMES_OUT, Unit::Count, "Frames sent to phones.");
+    describe_counter!(BYTES_IN, Unit::Bytes, "Bytes received from phones.");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "Bytes sent to phones.");
+    describe_counter!(
+        SOCKET_WRITES,
+        Unit::Count,
+        "write(2) calls on phone sockets."
+    );
+    describe_counter!(
+        MESSAGES_IN,
+        Unit::Count,
+        "Messages and receipts accepted (acked)."
+    );
+    describe_counter!(
+        MESSAGES_DUPLICATE,
+        Unit::Count,
+        "Retries answered with the original ack."
+    );
+    describe_counter!(
+        MESSAGES_OUT,
+        Unit::Count,
+        "Mailbox entries written to devices."
+    );
+    describe_counter!(ERRORS, Unit::Count, "Error frames sent to phones, by kind.");
+    describe_histogram!(
+        ACK_LATENCY,
+        Unit::Seconds,
+        "Send received to ServerAck queued."
+    );
+    describe_gauge!(
+        DISPATCH_QUEUE_DEPTH,
+        Unit::Count,
+        "Jobs waiting per dispatcher queue."
+    );
+    describe_counter!(
+        DISPATCH_REJECTED,
+        Unit::Count,
+        "Jobs refused by a full dispatcher queue."
+    );
+    describe_counter!(
+        DISPATCH_PANICS,
+        Unit::Count,
+        "Dispatcher jobs that panicked."
+    );
+    describe_counter!(SESSION_PANICS, Unit::Count, "Session actors that panicked.");
+    describe_gauge!(
+        MAILBOX_ENTRIES,
+        Unit::Count,
+        "Entries held in mailbox caches."
+    );
+    describe_counter!(
+        PUSHES_SKIPPED,
+        Unit::Count,
+        "Live pushes skipped (read from mailbox)."
+    );
+    describe_counter!(TYPING_RELAYED, Unit::Count, "Typing notices relayed.");
+    describe_counter!(
+        PRESENCE_UPDATES,
+        Unit::Count,
+        "Presence updates sent to subscribers."
+    );
+}

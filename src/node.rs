@@ -1,0 +1,117 @@
+//! Everything one node shares between its connections, sessions and workers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use metrics::{Counter, Histogram};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::connection::ConnTable;
+use crate::mailbox::Mailboxes;
+use crate::metrics as names;
+use crate::presence::Presence;
+use crate::registry::Registry;
+use crate::token::TokenKey;
+
+/// Bits of a server id below the millisecond timestamp.
+const SERVER_ID_COUNTER_BITS: u32 = 22;
+
+/// Shared node state. Held in an `Arc` by every task and actor of the node.
+pub struct Node {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// Verifies login tokens.
+    pub token_key: TokenKey,
+    /// The mailbox service.
+    pub mailboxes: Mailboxes,
+    /// Who is online.
+    pub registry: Arc<Registry>,
+    /// Presence subscriptions.
+    pub presence: Presence,
+    /// Open connections.
+    pub conns: ConnTable,
+    /// Cancelled when the node starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Hot-path metric handles, registered once.
+    pub metrics: HotMetrics,
+    last_server_id: AtomicU64,
+}
+
+/// Metric handles used per frame or per message, resolved once instead of per use.
+pub struct HotMetrics {
+    /// Frames received.
+    pub frames_in: Counter,
+    /// Frames sent.
+    pub frames_out: Counter,
+    /// Bytes received.
+    pub bytes_in: Counter,
+    /// Bytes sent.
+    pub bytes_out: Counter,
+    /// write(2) calls.
+    pub socket_writes: Counter,
+    /// Messages accepted.
+    pub messages_in: Counter,
+    /// Retries answered with the original ack.
+    pub messages_duplicate: Counter,
+    /// Entries delivered.
+    pub messages_out: Counter,
+    /// Send → ServerAck.
+    pub ack_latency: Histogram,
+}
+
+impl HotMetrics {
+    fn new() -> Self {
+        Self {
+            frames_in: metrics::counter!(names::FRAMES_IN),
+            frames_out: metrics::counter!(names::FRAMES_OUT),
+            bytes_in: metrics::counter!(names::BYTES_IN),
+            bytes_out: metrics::counter!(names::BYTES_OUT),
+            socket_writes: metrics::counter!(names::SOCKET_WRITES),
+            messages_in: metrics::counter!(names::MESSAGES_IN),
+            messages_duplicate: metrics::counter!(names::MESSAGES_DUPLICATE),
+            messages_out: metrics::counter!(names::MESSAGES_OUT),
+            ack_latency: metrics::histogram!(names::ACK_LATENCY),
+        }
+    }
+}
+
+impl Node {
+    /// Builds the node state and starts the mailbox workers.
+    pub fn start(config: Config) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
+        let registry = Arc::new(Registry::default());
+        let (mailboxes, handles) = Mailboxes::start(&config, registry.clone());
+        let node = Arc::new(Self {
+            token_key: TokenKey::new(config.auth.token_key.as_bytes()),
+            config,
+            mailboxes,
+            registry,
+            presence: Presence::default(),
+            conns: ConnTable::default(),
+            shutdown: CancellationToken::new(),
+            metrics: HotMetrics::new(),
+            last_server_id: AtomicU64::new(0),
+        });
+        (node, handles)
+    }
+
+    /// A new server-wide message id: milliseconds since the epoch in the high bits, a counter in
+    /// the low 22, strictly increasing within this process.
+    pub fn next_server_id(&self) -> u64 {
+        let floor = now_ms() << SERVER_ID_COUNTER_BITS;
+        let mut current = self.last_server_id.load(Ordering::Relaxed);
+        loop {
+            let next = floor.max(current + 1);
+            match self.last_server_id.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Presence: who watches whom, and last-seen times. Never stored on disk, never retried.
+
+use dashmap::DashMap;
+use ractor::ActorRef;
+
+use crate::message::Id;
+use crate::session::SessionMsg;
+
+/// Presence subscriptions and last-seen times.
+#[derive(Debug, Default)]
+pub struct Presence {
+    /// Watched user → (connection id, watching session).
+    watchers: DashMap<Id, Vec<(u64, ActorRef<SessionMsg>)>>,
+    /// User → when their last device went offline (ms since the epoch).
+    last_seen: DashMap<Id, u64>,
+}
+
+impl Presence {
+    /// Adds `session` (on connection `conn_id`) as a watcher of each of `users`.
+    pub fn watch(&self, conn_id: u64, session: &ActorRef<SessionMsg>, users: &[Id]) {
+        for user in users {
+            let mut watchers = self.watchers.entry(user.clone()).or_default();
+            if !watchers.iter().any(|(id, _)| *id == conn_id) {
+                watchers.push((conn_id, session.clone()));
+            }
+        }
+    }
+
+    /// Removes connection `conn_id` as a watcher of each of `users`.
+    pub fn unwatch(&self, conn_id: u64, users: &[Id]) {
+        for user in users {
+            self.watchers.remove_if_mut(user, |_, watchers| {
+                watchers.retain(|(id, _)| *id != conn_id);
+                watchers.is_empty()
+            });
+        }
+    }
+
+    /// When `user` was last seen (0 if never, or online now).
+    pub fn last_seen(&self, user: &str) -> u64 {
+        self.last_seen.get(user).map_or(0, |t| *t)
+    }
+
+    /// Tells every watcher of `user` that it came online or went offline at `now_ms`.
+    /// Returns how many watchers were told.
+    pub fn changed(&self, user: &Id, online: bool, now_ms: u64) -> usize {
+        let last_seen_ms = if online {
+            self.last_seen.remove(user);
+            0
+        } else {
+            self.last_seen.insert(user.clone(), now_ms);
+            now_ms
+        };
+        let Some(watchers) = self.watchers.get(user) else {
+            return 0;
+        };
+        for (_, session) in watchers.iter() {
+            let _ = session.cast(SessionMsg::Presence {
+                user: user.clone(),
+                online,
+                last_seen_ms,
+            });
+        }
+        watchers.len()
+    }
+}

@@ -1,0 +1,339 @@
+//! The session actor: one ractor actor per logged-in device.
+//!
+//! Supervision tree of one connection:
+//! ```text
+//! accept loop ──spawns──▶ reader task (owns the connection's lifetime)
+//!                             └─spawns after Login──▶ Session actor (this module)
+//! ```
+//! The reader casts decoded frames to the session; the session owns all writes to the socket.
+//! The session's state ([`SessionState`]) is built in `pre_start` (mailbox login, registry entry,
+//! Welcome) and its `Drop` undoes all of it, whether the actor stopped, failed or panicked; it
+//! also closes the connection, which ends the reader. A reader that sees EOF or bad input tells
+//! the session, which stops. So neither half can outlive the other.
+//!
+//! The actor's own configuration is empty: everything mutable lives in `SessionState`.
+
+mod delivery;
+mod inbound;
+mod outbound;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use hashbrown::HashMap;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+
+use crate::clock::now_ms;
+use crate::connection::Conn;
+use crate::mailbox::{AckInfo, MailboxOp};
+use crate::message::{Entry, Id};
+use crate::metrics as names;
+use crate::node::Node;
+use crate::proto::PROTOCOL_VERSION;
+use crate::proto::v1::{ErrorCode, GoAwayReason, Welcome, client_frame::Frame as ClientFrame};
+use crate::registry::{DeviceSession, PushBudget};
+use delivery::Delivery;
+
+/// Messages a session actor handles.
+#[derive(Debug)]
+pub enum SessionMsg {
+    /// A frame from the phone (already rate-limited by the reader).
+    Inbound(ClientFrame),
+    /// A frame the reader refused for exceeding the rate limit.
+    RateLimited(ClientFrame),
+    /// The phone kept sending far above its rate limit: close.
+    Flooded,
+    /// The phone sent an oversized or undecodable frame: answer and close.
+    Fatal {
+        /// What to tell the phone.
+        code: ErrorCode,
+        /// Details.
+        message: String,
+    },
+    /// The phone closed the connection or the socket failed (the reason label).
+    PeerClosed(&'static str),
+    /// Write buffered frames to the socket.
+    Flush,
+    /// A new entry of this user's mailbox, pushed live by the mailbox worker.
+    Push(Arc<Entry>),
+    /// The answer to a mailbox read.
+    Batch {
+        /// Entries after the requested seq, in order.
+        entries: Vec<Arc<Entry>>,
+        /// The mailbox's highest seq at the time of the read.
+        last_seq: u64,
+    },
+    /// An append of this session's finished.
+    Appended {
+        /// The tag the session gave the append.
+        tag: u64,
+        /// Where it was stored.
+        ack: AckInfo,
+        /// True if it had been stored before (a retry).
+        duplicate: bool,
+    },
+    /// The number of known devices of this user changed.
+    Devices(usize),
+    /// Another user is typing to this one.
+    Typing {
+        /// Who.
+        from_user: Id,
+        /// Started or stopped.
+        typing: bool,
+    },
+    /// A watched user came online or went offline.
+    Presence {
+        /// Who.
+        user: Id,
+        /// Online now?
+        online: bool,
+        /// Last seen (ms since the epoch) when offline.
+        last_seen_ms: u64,
+    },
+    /// Close the connection with a GoAway frame.
+    GoAway {
+        /// Why.
+        reason: GoAwayReason,
+        /// The delay the phone should wait before reconnecting.
+        reconnect_after_ms: u32,
+    },
+    /// Retry a mailbox read that found its queue full.
+    RetryFetch,
+}
+
+/// The session actor (stateless; see [`SessionState`]).
+pub struct Session;
+
+/// What the reader hands a new session.
+pub struct SessionArgs {
+    /// The node.
+    pub node: Arc<Node>,
+    /// The connection.
+    pub conn: Arc<Conn>,
+    /// Authenticated user.
+    pub user: Id,
+    /// Authenticated device.
+    pub device: Id,
+    /// The device's resume cursor from Login.
+    pub resume_after: u64,
+}
+
+/// A Send or Receipt waiting for its mailbox appends.
+#[derive(Debug)]
+struct PendingSend {
+    client_msg_id: Arc<str>,
+    received: Instant,
+    waiting: u8,
+    recipient: Option<(AckInfo, bool)>,
+    failed: bool,
+}
+
+/// Everything a session owns.
+pub struct SessionState {
+    node: Arc<Node>,
+    conn: Arc<Conn>,
+    user: Id,
+    device: Id,
+    pushes: Arc<PushBudget>,
+    /// Encoded frames not yet written.
+    out: BytesMut,
+    flush_scheduled: bool,
+    waiting_writable: bool,
+    closing: bool,
+    delivery: Delivery,
+    /// Known devices of this user (own messages are copied to the user's mailbox when > 1).
+    devices: usize,
+    pending: HashMap<u64, PendingSend>,
+    next_tag: u64,
+    watching: Vec<Id>,
+}
+
+/// Sends and receipts in flight per session before new ones are refused with OVERLOADED.
+const MAX_PENDING_SENDS: usize = 1024;
+
+/// Why a session did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The mailbox queue of this user is full.
+    #[error("mailbox service overloaded")]
+    Overloaded,
+    /// The mailbox worker stopped (shutdown).
+    #[error("mailbox service stopped")]
+    Stopped,
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let SessionArgs {
+            node,
+            conn,
+            user,
+            device,
+            resume_after,
+        } = args;
+        let (reply, answer) = oneshot::channel();
+        node.mailboxes
+            .submit(MailboxOp::Login {
+                owner: user.clone(),
+                device: device.clone(),
+                resume_after,
+                reply,
+            })
+            .map_err(|_| SessionError::Overloaded)?;
+        let login = answer.await.map_err(|_| SessionError::Stopped)?;
+
+        let pushes = Arc::new(PushBudget::default());
+        let registered = node.registry.insert(
+            &user,
+            DeviceSession {
+                device: device.clone(),
+                conn_id: conn.id,
+                actor: myself.clone(),
+                pushes: pushes.clone(),
+            },
+        );
+        if let Some(old) = registered.replaced {
+            let _ = old.actor.cast(SessionMsg::GoAway {
+                reason: GoAwayReason::Replaced,
+                reconnect_after_ms: 0,
+            });
+        }
+        if registered.came_online {
+            node.presence.changed(&user, true, now_ms());
+        }
+        metrics::counter!(names::LOGINS, "result" => "ok").increment(1);
+        metrics::gauge!(names::SESSIONS).increment(1.0);
+        tracing::debug!(conn = conn.id, user = %user, device = %device, cursor = login.cursor, "logged in");
+
+        let limits = &node.config.limits;
+        let welcome = Welcome {
+            protocol_version: PROTOCOL_VERSION,
+            user: user.to_string(),
+            device: device.to_string(),
+            cursor: login.cursor,
+            last_seq: login.last_seq,
+            server_time_ms: now_ms(),
+            node: node.config.node.id.clone(),
+            max_frame_bytes: limits.max_frame_bytes,
+            max_body_bytes: limits.max_body_bytes,
+            idle_timeout_secs: limits.idle_timeout_secs,
+        };
+        let mut state = SessionState {
+            node,
+            conn,
+            user,
+            device,
+            pushes,
+            out: BytesMut::new(),
+            flush_scheduled: false,
+            waiting_writable: false,
+            closing: false,
+            delivery: Delivery::new(login.cursor),
+            devices: login.devices,
+            pending: HashMap::new(),
+            next_tag: 0,
+            watching: Vec::new(),
+        };
+        state.send(crate::proto::v1::server_frame::Frame::Welcome(welcome));
+        state.fetch(&myself);
+        state.after_handle(&myself);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SessionMsg>,
+        message: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.closing {
+            return Ok(());
+        }
+        match message {
+            SessionMsg::Inbound(frame) => state.inbound(&myself, frame),
+            SessionMsg::RateLimited(frame) => state.rate_limited(&frame),
+            SessionMsg::Flooded => state.go_away(GoAwayReason::Flood, 5_000, "flood"),
+            SessionMsg::Fatal { code, message } => state.fatal(code, &message),
+            SessionMsg::PeerClosed(reason) => state.close(reason),
+            SessionMsg::Flush => {
+                state.flush_scheduled = false;
+                state.waiting_writable = false;
+                state.flush();
+            }
+            SessionMsg::Push(entry) => {
+                let missed = state.pushes.release();
+                state.on_push(&myself, &entry, missed);
+            }
+            SessionMsg::Batch { entries, last_seq } => state.on_batch(&myself, &entries, last_seq),
+            SessionMsg::Appended {
+                tag,
+                ack,
+                duplicate,
+            } => state.on_appended(tag, ack, duplicate),
+            SessionMsg::Devices(count) => state.devices = count,
+            SessionMsg::Typing { from_user, typing } => {
+                let missed = state.pushes.release();
+                state.on_typing_notice(&from_user, typing);
+                if missed {
+                    state.delivery.lost_pushes();
+                    state.fetch(&myself);
+                }
+            }
+            SessionMsg::Presence {
+                user,
+                online,
+                last_seen_ms,
+            } => state.on_presence(&user, online, last_seen_ms),
+            SessionMsg::GoAway {
+                reason,
+                reconnect_after_ms,
+            } => state.go_away(reason, reconnect_after_ms, go_away_label(reason)),
+            SessionMsg::RetryFetch => state.fetch(&myself),
+        }
+        if state.closing {
+            myself.stop(None);
+        } else {
+            state.after_handle(&myself);
+        }
+        Ok(())
+    }
+}
+
+fn go_away_label(reason: GoAwayReason) -> &'static str {
+    match reason {
+        GoAwayReason::Unspecified => "go_away",
+        GoAwayReason::Shutdown => "shutdown",
+        GoAwayReason::SlowConsumer => "slow_consumer",
+        GoAwayReason::Replaced => "replaced",
+        GoAwayReason::Idle => "idle",
+        GoAwayReason::Flood => "flood",
+    }
+}
+
+impl Drop for SessionState {
+    /// Undoes the login whatever ended the session (stop, failure or panic).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            metrics::counter!(names::SESSION_PANICS).increment(1);
+            tracing::error!(conn = self.conn.id, user = %self.user, "session panicked");
+        }
+        let now = now_ms();
+        if self.node.registry.remove(&self.user, self.conn.id) {
+            self.node.presence.changed(&self.user, false, now);
+        }
+        self.node.presence.unwatch(self.conn.id, &self.watching);
+        metrics::gauge!(names::SESSIONS).decrement(1.0);
+        self.conn.close();
+    }
+}

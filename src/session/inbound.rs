@@ -1,0 +1,297 @@
+//! Frames from the phone: validation, then appends, acks, typing and presence.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::ActorRef;
+
+use super::{MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
+use crate::clock::now_ms;
+use crate::dispatch::DispatchError;
+use crate::mailbox::{AckInfo, AppendJob, Content, MailboxOp};
+use crate::message::Id;
+use crate::proto::v1::{
+    ErrorCode, Pong, PresenceSubscribe, PresenceUpdate, Receipt, Send, ServerAck, Typing,
+    TypingNotice, client_frame::Frame as In, server_frame::Frame as Out,
+};
+use crate::token::valid_id;
+
+/// Longest accepted client_msg_id, in bytes.
+const MAX_CLIENT_MSG_ID: usize = 128;
+
+/// The low bit of an append tag: set for the copy in the sender's own mailbox.
+const COPY_BIT: u64 = 1;
+
+impl SessionState {
+    /// Dispatches one frame from the phone.
+    pub(super) fn inbound(&mut self, myself: &ActorRef<SessionMsg>, frame: In) {
+        match frame {
+            In::Send(send) => self.on_send(myself, send),
+            In::Receipt(receipt) => self.on_receipt(myself, receipt),
+            In::Ack(ack) => self.on_device_ack(myself, ack.up_to_seq),
+            In::Typing(typing) => self.on_typing(&typing),
+            In::PresenceSubscribe(subscribe) => self.on_presence_subscribe(myself, subscribe),
+            In::Ping(ping) => self.send(Out::Pong(Pong {
+                nonce: ping.nonce,
+                server_time_ms: now_ms(),
+            })),
+            In::Login(_) => self.send_error(ErrorCode::ProtocolViolation, "already logged in", ""),
+        }
+    }
+
+    fn on_send(&mut self, myself: &ActorRef<SessionMsg>, send: Send) {
+        let Some(kind) = wire::message_kind_from_wire(send.kind) else {
+            return self.send_error(
+                ErrorCode::InvalidArgument,
+                "unknown message kind",
+                &send.client_msg_id,
+            );
+        };
+        let max_body = self.node.config.limits.max_body_bytes as usize;
+        if send.body.len() > max_body {
+            return self.send_error(
+                ErrorCode::InvalidArgument,
+                "body too large",
+                &send.client_msg_id,
+            );
+        }
+        let Some(to_user) = self.check_envelope(&send.client_msg_id, &send.to_user) else {
+            return;
+        };
+        // Own messages are copied to the user's mailbox for the user's other devices.
+        let copy = to_user != self.user && self.devices > 1;
+        let content = Content::Message {
+            to_user: to_user.clone(),
+            kind,
+            body: send.body,
+        };
+        self.append(myself, &send.client_msg_id, to_user, content, copy);
+    }
+
+    fn on_receipt(&mut self, myself: &ActorRef<SessionMsg>, receipt: Receipt) {
+        let Some(kind) = wire::receipt_kind_from_wire(receipt.kind) else {
+            return self.send_error(
+                ErrorCode::InvalidArgument,
+                "unknown receipt kind",
+                &receipt.client_msg_id,
+            );
+        };
+        if receipt.up_to_seq == 0 || receipt.up_to_seq > self.delivery_sent_upto() {
+            return self.send_error(
+                ErrorCode::InvalidArgument,
+                "up_to_seq must name an entry delivered to this device",
+                &receipt.client_msg_id,
+            );
+        }
+        let Some(to_user) = self.check_envelope(&receipt.client_msg_id, &receipt.to_user) else {
+            return;
+        };
+        let content = Content::Receipt {
+            kind,
+            up_to_seq: receipt.up_to_seq,
+        };
+        self.append(myself, &receipt.client_msg_id, to_user, content, false);
+    }
+
+    /// Validates client_msg_id and recipient; answers the error itself when invalid.
+    fn check_envelope(&mut self, client_msg_id: &str, to_user: &str) -> Option<Id> {
+        if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID {
+            self.send_error(
+                ErrorCode::InvalidArgument,
+                "client_msg_id must be 1-128 bytes",
+                client_msg_id,
+            );
+            return None;
+        }
+        if !valid_id(to_user) {
+            self.send_error(
+                ErrorCode::InvalidArgument,
+                "invalid recipient",
+                client_msg_id,
+            );
+            return None;
+        }
+        if self.pending.len() >= MAX_PENDING_SENDS {
+            self.send_error(
+                ErrorCode::Overloaded,
+                "too many messages in flight",
+                client_msg_id,
+            );
+            return None;
+        }
+        Some(Id::from(to_user))
+    }
+
+    /// Appends to the recipient's mailbox (and the sender's own, when `copy`); the ServerAck
+    /// goes out when every append has answered.
+    fn append(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        client_msg_id: &str,
+        owner: Id,
+        content: Content,
+        copy: bool,
+    ) {
+        let client_msg_id: Arc<str> = Arc::from(client_msg_id);
+        let server_id = self.node.next_server_id();
+        let timestamp_ms = now_ms();
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let job = |owner: Id, content: Content, role: u64| {
+            MailboxOp::Append(Box::new(AppendJob {
+                owner,
+                from_user: self.user.clone(),
+                from_device: self.device.clone(),
+                client_msg_id: client_msg_id.clone(),
+                server_id,
+                timestamp_ms,
+                content,
+                reply: Some((myself.clone(), (tag << 1) | role)),
+            }))
+        };
+        let copy_job = copy.then(|| job(self.user.clone(), content.clone(), COPY_BIT));
+        if let Err(error) = self.node.mailboxes.submit(job(owner, content, 0)) {
+            let message = match error {
+                DispatchError::Overloaded(_) => "server busy; retry",
+                DispatchError::Stopped(_) => "server shutting down; retry",
+            };
+            return self.send_error(ErrorCode::Overloaded, message, &client_msg_id);
+        }
+        let mut pending = PendingSend {
+            client_msg_id,
+            received: Instant::now(),
+            waiting: 1,
+            recipient: None,
+            failed: false,
+        };
+        if let Some(copy_job) = copy_job {
+            match self.node.mailboxes.submit(copy_job) {
+                Ok(()) => pending.waiting += 1,
+                // The recipient has it; the phone will retry (deduplicated) for the copy.
+                Err(_) => pending.failed = true,
+            }
+        }
+        self.pending.insert(tag, pending);
+    }
+
+    /// An append finished; when all of a send's appends have, answer the phone.
+    pub(super) fn on_appended(&mut self, tag: u64, ack: AckInfo, duplicate: bool) {
+        let Some(pending) = self.pending.get_mut(&(tag >> 1)) else {
+            return;
+        };
+        if tag & COPY_BIT == 0 {
+            pending.recipient = Some((ack, duplicate));
+        }
+        pending.waiting -= 1;
+        if pending.waiting > 0 {
+            return;
+        }
+        let Some(pending) = self.pending.remove(&(tag >> 1)) else {
+            return;
+        };
+        let metrics = &self.node.metrics;
+        metrics
+            .ack_latency
+            .record(pending.received.elapsed().as_secs_f64());
+        match pending.recipient {
+            Some((ack, duplicate)) if !pending.failed => {
+                if duplicate {
+                    metrics.messages_duplicate.increment(1);
+                } else {
+                    metrics.messages_in.increment(1);
+                }
+                self.send(Out::ServerAck(ServerAck {
+                    client_msg_id: pending.client_msg_id.to_string(),
+                    server_id: ack.server_id,
+                    seq: ack.seq,
+                    timestamp_ms: ack.timestamp_ms,
+                    duplicate,
+                }));
+            }
+            _ => self.send_error(
+                ErrorCode::Overloaded,
+                "server busy; retry",
+                &pending.client_msg_id,
+            ),
+        }
+    }
+
+    fn on_typing(&mut self, typing: &Typing) {
+        if !valid_id(&typing.to_user) {
+            return self.send_error(ErrorCode::InvalidArgument, "invalid recipient", "");
+        }
+        let limit = self.node.config.mailbox.push_queue;
+        let mut relayed = 0;
+        self.node.registry.for_each(&typing.to_user, |session| {
+            if session.pushes.try_reserve(limit) {
+                let notice = SessionMsg::Typing {
+                    from_user: self.user.clone(),
+                    typing: typing.typing,
+                };
+                if session.actor.cast(notice).is_ok() {
+                    relayed += 1;
+                } else {
+                    session.pushes.release();
+                }
+            }
+        });
+        metrics::counter!(crate::metrics::TYPING_RELAYED).increment(relayed);
+    }
+
+    pub(super) fn on_typing_notice(&mut self, from_user: &Id, typing: bool) {
+        self.send(Out::Typing(TypingNotice {
+            from_user: from_user.to_string(),
+            typing,
+        }));
+    }
+
+    fn on_presence_subscribe(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        subscribe: PresenceSubscribe,
+    ) {
+        let max = self.node.config.limits.max_presence_subscriptions as usize;
+        if subscribe.users.len() > max {
+            return self.send_error(
+                ErrorCode::InvalidArgument,
+                "too many presence subscriptions",
+                "",
+            );
+        }
+        if let Some(bad) = subscribe.users.iter().find(|u| !valid_id(u)) {
+            let message = format!("invalid user {bad:?}");
+            return self.send_error(ErrorCode::InvalidArgument, &message, "");
+        }
+        let users: Vec<Id> = subscribe
+            .users
+            .iter()
+            .map(|u| Id::from(u.as_str()))
+            .collect();
+        let node = self.node.clone();
+        node.presence.unwatch(self.conn.id, &self.watching);
+        node.presence.watch(self.conn.id, myself, &users);
+        for user in &users {
+            let online = node.registry.is_online(user);
+            let last_seen_ms = if online {
+                0
+            } else {
+                node.presence.last_seen(user)
+            };
+            self.on_presence(user, online, last_seen_ms);
+        }
+        self.watching = users;
+    }
+
+    pub(super) fn on_presence(&mut self, user: &Id, online: bool, last_seen_ms: u64) {
+        metrics::counter!(crate::metrics::PRESENCE_UPDATES).increment(1);
+        self.send(Out::Presence(PresenceUpdate {
+            user: user.to_string(),
+            online,
+            last_seen_ms,
+        }));
+    }
+
+    fn delivery_sent_upto(&self) -> u64 {
+        self.delivery.sent_upto()
+    }
+}

@@ -1,0 +1,98 @@
+//! Conversions between the session's domain values and the v1 wire frames.
+
+use crate::message::{Entry, MessageKind, Payload, ReceiptKind};
+use crate::proto::v1::{self as wire, ErrorCode, ServerFrame, deliver, server_frame::Frame};
+
+/// Wraps a frame in the server envelope.
+pub fn server_frame(frame: Frame) -> ServerFrame {
+    ServerFrame { frame: Some(frame) }
+}
+
+/// An Error frame.
+pub fn error(code: ErrorCode, message: &str, client_msg_id: &str) -> Frame {
+    Frame::Error(wire::Error {
+        code: code.into(),
+        message: message.to_owned(),
+        client_msg_id: client_msg_id.to_owned(),
+    })
+}
+
+/// The metric label for an error code.
+pub fn error_kind(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unspecified => "unspecified",
+        ErrorCode::BadFrame => "bad_frame",
+        ErrorCode::FrameTooLarge => "frame_too_large",
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        ErrorCode::Unauthenticated => "unauthenticated",
+        ErrorCode::TokenExpired => "token_expired",
+        ErrorCode::ProtocolViolation => "protocol_violation",
+        ErrorCode::InvalidArgument => "invalid_argument",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::Overloaded => "overloaded",
+        ErrorCode::TooManyConnections => "too_many_connections",
+        ErrorCode::Timeout => "timeout",
+        ErrorCode::StorageFailure => "storage_failure",
+        ErrorCode::Internal => "internal",
+    }
+}
+
+/// The Deliver frame for a mailbox entry.
+pub fn deliver(entry: &Entry) -> Frame {
+    let payload = match &entry.payload {
+        Payload::Message(m) => deliver::Payload::Message(wire::ChatMessage {
+            server_id: m.server_id,
+            from_user: m.from_user.to_string(),
+            from_device: m.from_device.to_string(),
+            to_user: m.to_user.to_string(),
+            client_msg_id: m.client_msg_id.to_string(),
+            kind: message_kind_to_wire(m.kind).into(),
+            body: m.body.clone(),
+        }),
+        Payload::Receipt(r) => deliver::Payload::Receipt(wire::ReceiptNotice {
+            from_user: r.from_user.to_string(),
+            from_device: r.from_device.to_string(),
+            kind: receipt_kind_to_wire(r.kind).into(),
+            up_to_seq: r.up_to_seq,
+        }),
+    };
+    Frame::Deliver(wire::Deliver {
+        seq: entry.seq,
+        timestamp_ms: entry.timestamp_ms,
+        payload: Some(payload),
+    })
+}
+
+/// The wire message kind.
+pub fn message_kind_to_wire(kind: MessageKind) -> wire::MessageKind {
+    match kind {
+        MessageKind::Text => wire::MessageKind::Text,
+        MessageKind::Binary => wire::MessageKind::Binary,
+    }
+}
+
+/// The domain message kind; `None` for unspecified or unknown values.
+pub fn message_kind_from_wire(kind: i32) -> Option<MessageKind> {
+    match wire::MessageKind::try_from(kind).ok()? {
+        wire::MessageKind::Text => Some(MessageKind::Text),
+        wire::MessageKind::Binary => Some(MessageKind::Binary),
+        wire::MessageKind::Unspecified => None,
+    }
+}
+
+/// The wire receipt kind.
+pub fn receipt_kind_to_wire(kind: ReceiptKind) -> wire::ReceiptKind {
+    match kind {
+        ReceiptKind::Delivered => wire::ReceiptKind::Delivered,
+        ReceiptKind::Read => wire::ReceiptKind::Read,
+    }
+}
+
+/// The domain receipt kind; `None` for unspecified or unknown values.
+pub fn receipt_kind_from_wire(kind: i32) -> Option<ReceiptKind> {
+    match wire::ReceiptKind::try_from(kind).ok()? {
+        wire::ReceiptKind::Delivered => Some(ReceiptKind::Delivered),
+        wire::ReceiptKind::Read => Some(ReceiptKind::Read),
+        wire::ReceiptKind::Unspecified => None,
+    }
+}
