@@ -188,7 +188,9 @@ impl Reader {
             return Err(FrameError::Empty.into());
         };
         let Some(session) = &self.session else {
-            self.login(frame).await;
+            // Boxed: the login future (it spawns the session) is large and would otherwise size
+            // this task's state for the connection's whole life.
+            Box::pin(self.login(frame)).await;
             return Ok(());
         };
         let limits = &self.node.config.limits;
@@ -320,7 +322,7 @@ impl Reader {
         self.buf = None;
         let conn = &self.conn;
         let drain = async {
-            let mut scratch = [0u8; 1024];
+            let mut scratch = vec![0u8; 1024];
             loop {
                 if conn.stream.readable().await.is_err() {
                     return;
@@ -333,7 +335,7 @@ impl Reader {
                 }
             }
         };
-        let _ = tokio::time::timeout(LINGER, drain).await;
+        let _ = tokio::time::timeout(LINGER, Box::pin(drain)).await;
     }
 }
 
@@ -347,4 +349,30 @@ pub(crate) fn write_error_and_close(conn: &Conn, code: ErrorCode, message: &str)
     let _ = conn.try_write(&out);
     metrics::counter!(names::DISCONNECTS, "reason" => wire::error_kind(code)).increment(1);
     conn.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    /// Every connection's reader task lives as long as the connection; its future's size is
+    /// per-phone memory. Large, rarely used futures (login, linger) are boxed to keep it small.
+    #[tokio::test]
+    async fn reader_task_state_stays_small() {
+        fn size_of_future<F: std::future::Future>(_: &F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
+        let config = crate::config::Config::load(&path).unwrap();
+        let (node, _workers) = crate::node::Node::start(config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let conn = Arc::new(super::Conn::new(1, stream, peer));
+        let reader = super::serve(node, conn);
+        let size = size_of_future(&reader);
+        assert!(size <= 512, "reader future grew to {size} bytes");
+    }
 }
