@@ -48,14 +48,9 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses from the configuration.
     pub async fn bind(config: &Config) -> Result<Self, ServerError> {
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServerError::Bind { addr, source })
-        };
         Ok(Self {
-            client: bind(config.node.client_addr).await?,
-            admin: bind(config.node.admin_addr).await?,
+            client: bind(config.node.client_addr, CLIENT_BACKLOG)?,
+            admin: bind(config.node.admin_addr, ADMIN_BACKLOG)?,
         })
     }
 }
@@ -170,6 +165,24 @@ impl Server {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// Accept-queue length for the phone port: login storms after a restart arrive by the ten
+/// thousand (the kernel caps it at `net.core.somaxconn`; see patches/sysctl.d).
+const CLIENT_BACKLOG: u32 = 65_535;
+const ADMIN_BACKLOG: u32 = 128;
+
+fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
+    let error = |source| ServerError::Bind { addr, source };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(error)?;
+    socket.set_reuseaddr(true).map_err(error)?;
+    socket.bind(addr).map_err(error)?;
+    socket.listen(backlog).map_err(error)
 }
 
 fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {

@@ -44,6 +44,8 @@ pub enum SessionMsg {
     Inbound(ClientFrame),
     /// A frame the reader refused for exceeding the rate limit.
     RateLimited(ClientFrame),
+    /// The phone sent a frame type this server does not know.
+    Unsupported,
     /// The phone kept sending far above its rate limit: close.
     Flooded,
     /// The phone sent an oversized or undecodable frame: answer and close.
@@ -228,6 +230,9 @@ impl Actor for Session {
             max_frame_bytes: limits.max_frame_bytes,
             max_body_bytes: limits.max_body_bytes,
             idle_timeout_secs: limits.idle_timeout_secs,
+            delivery_window: limits.delivery_window,
+            frames_per_sec: limits.frames_per_sec,
+            frame_burst: limits.frame_burst,
         };
         let mut state = SessionState {
             node,
@@ -263,6 +268,11 @@ impl Actor for Session {
         match message {
             SessionMsg::Inbound(frame) => state.inbound(&myself, frame),
             SessionMsg::RateLimited(frame) => state.rate_limited(&frame),
+            SessionMsg::Unsupported => state.send_error(
+                ErrorCode::ProtocolViolation,
+                "frame type not supported by this server",
+                "",
+            ),
             SessionMsg::Flooded => state.go_away(GoAwayReason::Flood, 5_000, "flood"),
             SessionMsg::Fatal { code, message } => state.fatal(code, &message),
             SessionMsg::PeerClosed(reason) => state.close(reason),

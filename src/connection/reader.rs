@@ -184,17 +184,24 @@ impl Reader {
     }
 
     async fn handle(&mut self, client_frame: ClientFrame) -> Result<(), ReadError> {
-        let Some(frame) = client_frame.frame else {
-            return Err(FrameError::Empty.into());
-        };
         let Some(session) = &self.session else {
+            let Some(frame) = client_frame.frame else {
+                return Err(FrameError::Empty.into());
+            };
             // Boxed: the login future (it spawns the session) is large and would otherwise size
             // this task's state for the connection's whole life.
             Box::pin(self.login(frame)).await;
             return Ok(());
         };
+        let Some(frame) = client_frame.frame else {
+            // A frame type this server does not know (a newer client): refuse it, stay open.
+            let _ = session.cast(SessionMsg::Unsupported);
+            return Ok(());
+        };
         let limits = &self.node.config.limits;
-        if self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
+        // Acks only release resources, so they are never refused.
+        let is_ack = matches!(frame, Frame::Ack(_));
+        if is_ack || self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
             let _ = session.cast(SessionMsg::Inbound(frame));
         } else if self.rate.refused > limits.frame_burst {
             metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);

@@ -8,13 +8,27 @@ pub fn server_frame(frame: Frame) -> ServerFrame {
     ServerFrame { frame: Some(frame) }
 }
 
-/// An Error frame.
+/// Longest text echoed back in an Error frame, so an error never outgrows the frame limit.
+const MAX_ECHO_BYTES: usize = 256;
+
+/// An Error frame (message and echoed id are cut to 256 bytes).
 pub fn error(code: ErrorCode, message: &str, client_msg_id: &str) -> Frame {
     Frame::Error(wire::Error {
         code: code.into(),
-        message: message.to_owned(),
-        client_msg_id: client_msg_id.to_owned(),
+        message: truncate(message).to_owned(),
+        client_msg_id: truncate(client_msg_id).to_owned(),
     })
+}
+
+fn truncate(text: &str) -> &str {
+    if text.len() <= MAX_ECHO_BYTES {
+        return text;
+    }
+    let mut end = MAX_ECHO_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// The metric label for an error code.
