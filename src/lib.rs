@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod frame;
+pub mod journal;
 pub mod mailbox;
 pub mod message;
 pub mod metrics;

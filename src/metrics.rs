@@ -59,6 +59,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.5,
 ];
 
+/// Buckets for records per journal batch.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
+];
+
 /// Installs the process-wide Prometheus recorder once and returns its handle (later calls, as in
 /// tests that start several servers in one process, get the same handle).
 pub fn install() -> PrometheusHandle {
@@ -68,6 +73,12 @@ pub fn install() -> PrometheusHandle {
             let builder = PrometheusBuilder::new();
             let builder = builder
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(crate::journal::telemetry::BATCH_RECORDS.into()),
+                        BATCH_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
