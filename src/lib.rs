@@ -25,4 +25,5 @@ pub mod registry;
 pub mod server;
 pub mod session;
 pub mod shard;
+pub mod store;
 pub mod token;
