@@ -112,6 +112,8 @@ pub enum MailboxOp {
         after: u64,
         /// At most this many entries.
         limit: usize,
+        /// And (past the first) at most this many bytes.
+        max_bytes: usize,
         /// The session to answer.
         reply: ActorRef<SessionMsg>,
     },
@@ -227,12 +229,12 @@ impl Worker for MailboxWorker {
                 owner,
                 after,
                 limit,
+                max_bytes,
                 reply,
             } => {
-                let (entries, last_seq) = self
-                    .mailboxes
-                    .get(&owner)
-                    .map_or((Vec::new(), 0), |m| (m.fetch(after, limit), m.last_seq()));
+                let (entries, last_seq) = self.mailboxes.get(&owner).map_or((Vec::new(), 0), |m| {
+                    (m.fetch(after, limit, max_bytes), m.last_seq())
+                });
                 let _ = reply.cast(SessionMsg::Batch { entries, last_seq });
             }
         }

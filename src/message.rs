@@ -78,6 +78,22 @@ pub struct ReceiptNotice {
 }
 
 impl Entry {
+    /// Roughly the bytes this entry takes on the wire, for byte budgets.
+    pub fn approximate_bytes(&self) -> usize {
+        const ENVELOPE: usize = 96;
+        match &self.payload {
+            Payload::Message(m) => {
+                ENVELOPE
+                    + m.body.len()
+                    + m.client_msg_id.len()
+                    + m.from_user.len()
+                    + m.from_device.len()
+                    + m.to_user.len()
+            }
+            Payload::Receipt(r) => ENVELOPE + r.from_user.len() + r.from_device.len(),
+        }
+    }
+
     /// The device that produced this entry, for entries a device must not receive back.
     pub fn origin(&self) -> (&Id, &Id) {
         match &self.payload {

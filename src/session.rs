@@ -280,6 +280,8 @@ impl Actor for Session {
                 state.flush_scheduled = false;
                 state.waiting_writable = false;
                 state.flush();
+                // Deliveries paused by a full buffer resume once it drained.
+                state.fetch(&myself);
             }
             SessionMsg::Push(entry) => {
                 let missed = state.pushes.release();

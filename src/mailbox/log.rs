@@ -137,15 +137,22 @@ impl Mailbox {
         self.prune()
     }
 
-    /// Up to `limit` entries with seq > `after`, in order.
-    pub fn fetch(&self, after: u64, limit: usize) -> Vec<Arc<Entry>> {
+    /// Entries with seq > `after`, in order: at most `limit` of them and, past the first, no
+    /// more than `max_bytes` of bodies in all.
+    pub fn fetch(&self, after: u64, limit: usize, max_bytes: usize) -> Vec<Arc<Entry>> {
         let first = self.first_held_seq();
         let skip = after.saturating_add(1).saturating_sub(first);
         let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        let mut bytes = 0;
         self.entries
             .iter()
             .skip(skip)
             .take(limit)
+            .take_while(|entry| {
+                let fits = bytes == 0 || bytes + entry.approximate_bytes() <= max_bytes;
+                bytes += entry.approximate_bytes();
+                fits
+            })
             .cloned()
             .collect()
     }
@@ -199,13 +206,13 @@ mod tests {
         }
         // No device yet: everything is kept, and a new device starts before the first entry.
         assert_eq!(mailbox.login(&id("phone"), 0), 0);
-        assert_eq!(seqs(&mailbox.fetch(0, 10)), vec![1, 2, 3]);
+        assert_eq!(seqs(&mailbox.fetch(0, 10, usize::MAX)), vec![1, 2, 3]);
         assert_eq!(mailbox.login(&id("laptop"), 0), 0);
         mailbox.ack(&id("phone"), 3);
         assert_eq!(mailbox.len(), 3, "laptop has not acked yet");
         mailbox.ack(&id("laptop"), 2);
-        assert_eq!(seqs(&mailbox.fetch(0, 10)), vec![3]);
-        assert_eq!(seqs(&mailbox.fetch(2, 10)), vec![3]);
+        assert_eq!(seqs(&mailbox.fetch(0, 10, usize::MAX)), vec![3]);
+        assert_eq!(seqs(&mailbox.fetch(2, 10, usize::MAX)), vec![3]);
     }
 
     #[test]
@@ -239,6 +246,18 @@ mod tests {
     }
 
     #[test]
+    fn fetch_respects_the_byte_budget_but_returns_at_least_one() {
+        let mut mailbox = Mailbox::default();
+        for n in 0..5 {
+            append(&mut mailbox, "alice", &format!("m{n}"));
+        }
+        let one = mailbox.fetch(0, 10, usize::MAX)[0].approximate_bytes();
+        assert_eq!(seqs(&mailbox.fetch(0, 10, 2 * one)), vec![1, 2]);
+        assert_eq!(seqs(&mailbox.fetch(0, 10, 1)), vec![1]);
+        assert_eq!(seqs(&mailbox.fetch(3, 1, usize::MAX)), vec![4]);
+    }
+
+    #[test]
     fn resume_cursor_moves_forward_only_and_is_clamped() {
         let mut mailbox = Mailbox::default();
         for n in 0..5 {
@@ -248,6 +267,6 @@ mod tests {
         assert_eq!(mailbox.login(&id("phone"), 1), 3, "never backwards");
         assert_eq!(mailbox.login(&id("phone"), 99), 5, "never past last_seq");
         assert!(mailbox.is_empty());
-        assert_eq!(mailbox.fetch(0, 10).len(), 0);
+        assert_eq!(mailbox.fetch(0, 10, usize::MAX).len(), 0);
     }
 }

@@ -76,7 +76,9 @@ impl SessionState {
     /// window has room.
     pub(super) fn fetch(&mut self, myself: &ActorRef<SessionMsg>) {
         let room = self.delivery.room(self.window());
-        if self.delivery.fetching || self.delivery.caught_up || room == 0 {
+        let byte_room = self.delivery_byte_room();
+        if self.delivery.fetching || self.delivery.caught_up || room == 0 || byte_room == 0 {
+            // A full outbound buffer: the next Flush that empties it fetches again.
             return;
         }
         let limit = room.min(u64::from(self.node.config.mailbox.fetch_batch)) as usize;
@@ -84,6 +86,7 @@ impl SessionState {
             owner: self.user.clone(),
             after: self.delivery.sent_upto,
             limit,
+            max_bytes: byte_room,
             reply: myself.clone(),
         };
         match self.node.mailboxes.submit(op) {
@@ -98,6 +101,12 @@ impl SessionState {
             }
             Err(DispatchError::Stopped(_)) => self.close("shutdown"),
         }
+    }
+
+    /// Bytes of deliveries that may still be buffered: half the outbound budget, so acks and
+    /// errors always fit in the other half and a reading phone is never cut as slow.
+    fn delivery_byte_room(&self) -> usize {
+        (self.node.config.limits.outbound_max_bytes as usize / 2).saturating_sub(self.out.len())
     }
 
     /// A live push from the mailbox worker.
@@ -117,7 +126,9 @@ impl SessionState {
             return;
         }
         let next_in_line = entry.seq == d.sent_upto + 1;
-        if d.caught_up && next_in_line && d.room(window) > 0 {
+        let byte_room = self.delivery_byte_room();
+        let d = &mut self.delivery;
+        if d.caught_up && next_in_line && d.room(window) > 0 && byte_room > 0 {
             self.write_entry(entry);
         } else {
             self.delivery.caught_up = false;
