@@ -1,0 +1,138 @@
+//! Opening phone connections, spread over source addresses 127.0.0.1-16 when the server is on
+//! loopback so that one process can hold more connections than one source address has ports.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tern::client::{Client, ClientError};
+use tern::proto::v1::{ServerFrame, Welcome, server_frame::Frame};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::error::LoadError;
+
+/// Loopback source addresses used in turn.
+pub const SOURCE_ADDRESSES: u8 = 16;
+
+/// How long connecting plus logging in may take.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Opens connections to one server.
+#[derive(Debug, Clone, Copy)]
+pub struct Dialer {
+    server: SocketAddr,
+}
+
+impl Dialer {
+    /// A dialer for `server`.
+    pub fn new(server: SocketAddr) -> Self {
+        Self { server }
+    }
+
+    /// The source address of connection number `index`: 127.0.0.{1 + index % 16}:0 when the
+    /// server is on IPv4 loopback, none (the kernel picks) otherwise.
+    pub fn source_for(&self, index: usize) -> Option<SocketAddr> {
+        match self.server {
+            SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+                let host = 1 + (index % usize::from(SOURCE_ADDRESSES)) as u8;
+                Some(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Opens connection number `index`.
+    pub async fn connect(&self, index: usize) -> Result<TcpStream, LoadError> {
+        let from = self.source_for(index);
+        let error = |source| LoadError::Connect {
+            addr: self.server,
+            from,
+            source,
+        };
+        let socket = match self.server {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }
+        .map_err(error)?;
+        if let Some(from) = from {
+            socket.bind(from).map_err(error)?;
+        }
+        socket.connect(self.server).await.map_err(error)
+    }
+
+    /// Opens connection number `index` and logs in; returns the client and the Welcome.
+    pub async fn login(
+        &self,
+        index: usize,
+        user: &str,
+        token: &str,
+        resume_after: u64,
+    ) -> Result<(Client, Welcome), LoadError> {
+        let attempt = async {
+            let stream = self.connect(index).await?;
+            let mut client = Client::from_stream(stream);
+            client.writer.login(token, resume_after).await?;
+            match client.reader.recv().await? {
+                Some(ServerFrame {
+                    frame: Some(Frame::Welcome(welcome)),
+                }) => Ok((client, welcome)),
+                Some(other) => Err(LoadError::LoginRefused {
+                    user: user.to_owned(),
+                    reason: format!("{other:?}"),
+                }),
+                None => Err(LoadError::Client(ClientError::Closed)),
+            }
+        };
+        tokio::time::timeout(LOGIN_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LoadError::Timeout {
+                    addr: self.server,
+                    user: user.to_owned(),
+                    secs: LOGIN_TIMEOUT.as_secs(),
+                })
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_connections_cycle_through_sixteen_sources() {
+        let dialer = Dialer::new("127.0.0.1:7400".parse().unwrap());
+        let first = dialer.source_for(0).unwrap();
+        assert_eq!(first, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(
+            dialer.source_for(15).unwrap(),
+            "127.0.0.16:0".parse().unwrap()
+        );
+        assert_eq!(dialer.source_for(16).unwrap(), first);
+        // Any 127/8 server counts as loopback.
+        let other = Dialer::new("127.0.0.9:7400".parse().unwrap());
+        assert_eq!(other.source_for(3).unwrap(), "127.0.0.4:0".parse().unwrap());
+    }
+
+    #[test]
+    fn remote_and_ipv6_servers_let_the_kernel_choose() {
+        assert!(
+            Dialer::new("10.0.0.1:7400".parse().unwrap())
+                .source_for(0)
+                .is_none()
+        );
+        assert!(
+            Dialer::new("[::1]:7400".parse().unwrap())
+                .source_for(0)
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_really_come_from_the_chosen_source() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dialer = Dialer::new(listener.local_addr().unwrap());
+        let _stream = dialer.connect(5).await.unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), Ipv4Addr::new(127, 0, 0, 6));
+    }
+}

@@ -1,0 +1,85 @@
+//! Everything that can stop a scenario before it produces figures.
+
+use std::io;
+use std::net::SocketAddr;
+
+use tern::client::ClientError;
+use tern::config::ConfigError;
+use tern::token::TokenError;
+
+/// Why a scenario could not run (as opposed to figures that show a failure, like `lost > 0`).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The cluster configuration (for the token key and limits) could not be loaded.
+    #[error("cannot load the configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// A user or device id is not usable in a token.
+    #[error("cannot sign a token for {user}/{device}: {source}")]
+    Token {
+        /// The user.
+        user: String,
+        /// The device.
+        device: String,
+        /// Why signing failed.
+        source: TokenError,
+    },
+    /// `--server` does not name a reachable address.
+    #[error("cannot resolve server address {addr:?}: {reason}")]
+    Resolve {
+        /// What was given.
+        addr: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The TCP connection could not be opened.
+    #[error("cannot connect to {addr}{}: {source}", source_note(*.from))]
+    Connect {
+        /// The server.
+        addr: SocketAddr,
+        /// The local address the socket was bound to, if any.
+        from: Option<SocketAddr>,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// Connecting or logging in took too long.
+    #[error("connecting to {addr} and logging in as {user} timed out after {secs} s")]
+    Timeout {
+        /// The server.
+        addr: SocketAddr,
+        /// The user logging in.
+        user: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// The server answered Login with something else than Welcome.
+    #[error("login as {user} refused: {reason}")]
+    LoginRefused {
+        /// The user logging in.
+        user: String,
+        /// The server's answer.
+        reason: String,
+    },
+    /// Socket or framing trouble on an established connection.
+    #[error("connection error: {0}")]
+    Client(#[from] ClientError),
+    /// The command line is inconsistent.
+    #[error("invalid arguments: {0}")]
+    Args(String),
+    /// Reading the terminal failed.
+    #[error("cannot read stdin: {0}")]
+    Stdin(io::Error),
+    /// Some phones of a scenario never logged in.
+    #[error("{failed} of {total} phones could not log in; first error: {first}")]
+    Setup {
+        /// Phones that failed.
+        failed: usize,
+        /// Phones in the scenario.
+        total: usize,
+        /// The first failure.
+        first: Box<LoadError>,
+    },
+}
+
+fn source_note(from: Option<SocketAddr>) -> String {
+    from.map(|from| format!(" from {from}")).unwrap_or_default()
+}

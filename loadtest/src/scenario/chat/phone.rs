@@ -1,0 +1,410 @@
+//! One phone of the chat scenario: sends to its partner, checks what the partner sends, acks,
+//! and reconnects (with resume) after a GoAway or a lost connection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tern::client::{Client, ClientError, ClientWriter, text_frame};
+use tern::proto::v1::{Ping, Welcome, client_frame};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+mod inbound;
+
+use super::outbox::Outbox;
+use crate::body::{self, Stamp};
+use crate::bucket::Bucket;
+use crate::dial::Dialer;
+use crate::error::LoadError;
+use crate::latency::{LatencyBuffer, SharedLatency};
+use crate::progress::{Counters, bump};
+use crate::tracker::Tracker;
+
+/// Sends queued before the phone reads again.
+const SEND_BATCH: usize = 64;
+/// Error frames printed to stderr (per run), so that a storm of them stays readable.
+const ERRORS_SHOWN: u64 = 10;
+/// Delay before repeating an ack the server refused (acks are cumulative: the repeat covers
+/// everything received meanwhile).
+const ACK_RETRY: Duration = Duration::from_millis(100);
+/// Share of the server's per-connection frame limit a phone uses by default.
+pub const FRAME_RATE_SHARE: f64 = 0.9;
+/// First delay before reconnecting after a lost connection; doubled per failed attempt.
+const RECONNECT_BASE: Duration = Duration::from_millis(100);
+/// Longest delay between reconnect attempts.
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// Where the scenario is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Phones log in.
+    Connecting,
+    /// Phones send.
+    Sending,
+    /// No new messages; retries, acks and deliveries finish.
+    Draining,
+    /// Phones disconnect.
+    Stopped,
+}
+
+/// What every phone of a run shares.
+#[derive(Debug)]
+pub struct Shared {
+    /// Identifies this run's messages.
+    pub run: u64,
+    /// Opens connections.
+    pub dialer: Dialer,
+    /// Body size in bytes.
+    pub size: usize,
+    /// Unacked sends per phone, at most.
+    pub window: usize,
+    /// Messages per second per phone; 0 sends as fast as the window allows.
+    pub rate_per_phone: f64,
+    /// Frames per second per connection the phone allows itself (0 is unlimited); `None`
+    /// takes [`FRAME_RATE_SHARE`] of the limit the server announces in Welcome.
+    pub frame_rate: Option<f64>,
+    /// The configuration's `limits.frames_per_sec`, for servers whose Welcome has no limit.
+    pub config_frames_per_sec: u32,
+    /// Phones in the run (to stagger their first sends).
+    pub phones: usize,
+    /// Live counters.
+    pub counters: Counters,
+    /// End-to-end latencies.
+    pub latency: SharedLatency,
+    /// Bounds concurrent connection attempts.
+    pub dial_gate: Semaphore,
+    /// Error frames printed so far.
+    pub errors_shown: AtomicU64,
+}
+
+/// One phone's identity and bookkeeping.
+#[derive(Debug)]
+pub struct Phone {
+    /// Phone number in the run (picks the source address and the latency shard).
+    pub index: usize,
+    /// This phone's user.
+    pub user: String,
+    /// The user it chats with.
+    pub partner: String,
+    /// Login token.
+    pub token: String,
+    /// This phone's messages.
+    pub outgoing: Arc<Mutex<Tracker>>,
+    /// The partner's messages.
+    pub incoming: Arc<Mutex<Tracker>>,
+}
+
+/// Why a connection ended.
+enum End {
+    /// The run is over.
+    Stopped,
+    /// The server sent GoAway: reconnect after this delay.
+    GoAway(Duration),
+    /// The connection failed.
+    Lost(ClientError),
+}
+
+/// Runs one phone: logs in, reports on `ready`, waits for the run to start, then chats until
+/// the phase is [`Phase::Stopped`].
+pub async fn run(
+    phone: Phone,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+    ready: mpsc::Sender<Result<(), LoadError>>,
+) {
+    let first = login_fresh(&phone, &shared).await;
+    let (mut client, welcome) = match first {
+        Ok(connected) => {
+            let _ = ready.send(Ok(())).await;
+            connected
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error)).await;
+            return;
+        }
+    };
+    drop(ready);
+    let started = match phase.wait_for(|p| *p != Phase::Connecting).await {
+        Ok(current) => *current != Phase::Stopped,
+        Err(_) => false,
+    };
+    if !started {
+        return;
+    }
+    let mut state = State::new(&phone, &shared, &welcome);
+    loop {
+        let end = state.drive(client, &mut phase).await;
+        let mut delay = match end {
+            End::Stopped => break,
+            End::GoAway(delay) => delay,
+            End::Lost(error) => {
+                bump(&shared.counters.disconnects);
+                state.show_error(&format!("{}: connection lost: {error}", phone.user));
+                RECONNECT_BASE
+            }
+        };
+        client = loop {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = phase.wait_for(|p| *p == Phase::Stopped) => {
+                    state.finish();
+                    return;
+                }
+            }
+            match login(&phone, &shared, state.last_seq).await {
+                Ok((client, _)) => {
+                    bump(&shared.counters.reconnects);
+                    break client;
+                }
+                Err(error) => {
+                    state.show_error(&format!("{}: reconnect failed: {error}", phone.user));
+                    delay = (delay * 2).clamp(RECONNECT_BASE, RECONNECT_MAX);
+                }
+            }
+        };
+        state.outbox.resend_all(Instant::now());
+    }
+    state.finish();
+}
+
+async fn login(
+    phone: &Phone,
+    shared: &Shared,
+    resume_after: u64,
+) -> Result<(Client, Welcome), LoadError> {
+    // The gate is never closed; if it were, dialing without it is still correct.
+    let _permit = shared.dial_gate.acquire().await.ok();
+    shared
+        .dialer
+        .login(phone.index, &phone.user, &phone.token, resume_after)
+        .await
+}
+
+/// The first login of a run. Entries left in the mailbox by earlier runs are skipped (by logging
+/// in again with `resume_after` at the mailbox's last seq) so that they do not compete with
+/// this run's messages.
+async fn login_fresh(phone: &Phone, shared: &Shared) -> Result<(Client, Welcome), LoadError> {
+    let (client, welcome) = login(phone, shared, 0).await?;
+    if welcome.last_seq <= welcome.cursor {
+        return Ok((client, welcome));
+    }
+    drop(client);
+    shared
+        .counters
+        .backlog_skipped
+        .fetch_add(welcome.last_seq - welcome.cursor, Ordering::Relaxed);
+    login(phone, shared, welcome.last_seq).await
+}
+
+/// A phone's state across its connections.
+struct State<'a> {
+    phone: &'a Phone,
+    shared: &'a Shared,
+    outbox: Outbox,
+    pacer: Bucket,
+    frames: Bucket,
+    latency: LatencyBuffer,
+    /// Highest mailbox seq received (and handled).
+    last_seq: u64,
+    /// Highest seq acked to the server.
+    acked_seq: u64,
+    /// When to repeat an ack refused by the server's rate limit.
+    ack_retry_at: Option<Instant>,
+    /// Frames queued on the writer and not flushed.
+    queued: bool,
+    /// When the last frames were written.
+    last_write: Instant,
+    /// Ping after this long without writing (a third of the server's idle timeout).
+    keepalive: Option<Duration>,
+    /// Pings sent (their nonces).
+    pings: u64,
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl<'a> State<'a> {
+    fn new(phone: &'a Phone, shared: &'a Shared, welcome: &Welcome) -> Self {
+        let now = Instant::now();
+        // Stagger the first paced send over one interval so phones do not send in lockstep.
+        let stagger = phone.index as f64 / shared.phones.max(1) as f64;
+        let rate = shared.rate_per_phone;
+        let pacer = Bucket::new(rate, (rate * 0.05).max(1.0), stagger, now);
+        let frame_rate = shared.frame_rate.unwrap_or_else(|| {
+            let announced = welcome.frames_per_sec;
+            let limit = if announced > 0 {
+                announced
+            } else {
+                shared.config_frames_per_sec
+            };
+            f64::from(limit) * FRAME_RATE_SHARE
+        });
+        let frames = Bucket::new(frame_rate, (frame_rate * 0.1).max(1.0), 1.0, now);
+        Self {
+            phone,
+            shared,
+            outbox: Outbox::new(shared.window),
+            pacer,
+            frames,
+            latency: LatencyBuffer::new(phone.index),
+            last_seq: welcome.cursor,
+            acked_seq: welcome.cursor,
+            ack_retry_at: None,
+            queued: false,
+            last_write: now,
+            keepalive: (welcome.idle_timeout_secs > 0)
+                .then(|| Duration::from_secs(welcome.idle_timeout_secs.into()) / 3),
+            pings: 0,
+        }
+    }
+
+    /// Serves one connection until it ends.
+    async fn drive(&mut self, client: Client, phase: &mut watch::Receiver<Phase>) -> End {
+        let (mut reader, mut writer) = client.split();
+        // A connection starts by acking what the resume cursor already covers.
+        self.acked_seq = self.acked_seq.max(self.last_seq);
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(sleep);
+        loop {
+            let current = *phase.borrow_and_update();
+            if current == Phase::Stopped {
+                return End::Stopped;
+            }
+            let now = Instant::now();
+            if self.ack_retry_at.is_some_and(|at| at <= now) {
+                self.ack_retry_at = None;
+                self.queue_ack_again(&mut writer);
+            }
+            let ping_at = self.keepalive.map(|every| self.last_write + every);
+            if ping_at.is_some_and(|at| at <= now) {
+                self.queue_ping(&mut writer, now);
+            }
+            let wake = earliest(
+                self.queue_sends(&mut writer, current, now),
+                earliest(self.ack_retry_at, ping_at),
+            );
+            if let Err(error) = self.flush(&mut writer).await {
+                return End::Lost(error);
+            }
+            if let Some(at) = wake {
+                sleep.as_mut().reset(at.into());
+            }
+            tokio::select! {
+                received = reader.recv() => {
+                    if let Some(end) = self.on_received(received, &mut reader, &mut writer) {
+                        return end;
+                    }
+                }
+                () = &mut sleep, if wake.is_some() => {}
+                changed = phase.changed() => {
+                    if changed.is_err() {
+                        return End::Stopped;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, writer: &mut ClientWriter) -> Result<(), ClientError> {
+        if std::mem::take(&mut self.queued) {
+            writer.flush().await?;
+            self.last_write = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// A Ping, so that a phone with nothing to send is not closed as idle.
+    fn queue_ping(&mut self, writer: &mut ClientWriter, now: Instant) {
+        self.pings += 1;
+        writer.queue(client_frame::Frame::Ping(Ping { nonce: self.pings }));
+        self.frames.force_take(now);
+        self.queued = true;
+    }
+
+    /// Queues due retries and new messages; returns when to look again (`None`: only when a
+    /// frame arrives or the phase changes).
+    fn queue_sends(
+        &mut self,
+        writer: &mut ClientWriter,
+        phase: Phase,
+        now: Instant,
+    ) -> Option<Instant> {
+        let paced = self.shared.rate_per_phone > 0.0;
+        for _ in 0..SEND_BATCH {
+            let can_send_new = phase == Phase::Sending && self.outbox.has_room();
+            let retry_due = self.outbox.next_retry().is_some_and(|at| at <= now);
+            let new_due = can_send_new && self.pacer.ready(now);
+            if !retry_due && !new_due {
+                let pacer_wake = (can_send_new && paced).then(|| self.pacer.next_ready(now));
+                return earliest(self.outbox.next_retry(), pacer_wake);
+            }
+            if !self.frames.ready(now) {
+                return Some(self.frames.next_ready(now));
+            }
+            if retry_due {
+                // `None` here only drops entries of messages acked meanwhile.
+                if let Some((counter, pending)) = self.outbox.due_retry(now) {
+                    self.queue_send(writer, counter, pending.sent_us, now);
+                    bump(&self.shared.counters.retries);
+                }
+            } else {
+                self.pacer.try_take(now);
+                let sent_us = body::now_us();
+                let counter = self.outbox.push(sent_us);
+                self.outgoing().sent(counter);
+                bump(&self.shared.counters.sent);
+                self.shared
+                    .counters
+                    .in_flight
+                    .fetch_add(1, Ordering::Relaxed);
+                self.queue_send(writer, counter, sent_us, now);
+            }
+        }
+        // More to send: come back right after reading what arrived meanwhile.
+        Some(now)
+    }
+
+    fn queue_send(&mut self, writer: &mut ClientWriter, counter: u64, sent_us: u64, now: Instant) {
+        let stamp = Stamp {
+            run: self.shared.run,
+            sender: u32::try_from(self.phone.index).unwrap_or(u32::MAX),
+            counter,
+            sent_us,
+        };
+        let id = body::client_msg_id(self.shared.run, counter);
+        writer.queue(text_frame(
+            &id,
+            &self.phone.partner,
+            &stamp.encode(self.shared.size),
+        ));
+        self.frames.force_take(now);
+        self.queued = true;
+    }
+
+    fn outgoing(&self) -> std::sync::MutexGuard<'_, Tracker> {
+        self.phone
+            .outgoing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Prints one problem to stderr, up to [`ERRORS_SHOWN`] per run.
+    fn show_error(&self, line: &str) {
+        let shown = self.shared.errors_shown.fetch_add(1, Ordering::Relaxed);
+        if shown < ERRORS_SHOWN {
+            eprintln!("{line}");
+        } else if shown == ERRORS_SHOWN {
+            eprintln!("(further errors are only counted)");
+        }
+    }
+
+    /// Hands the remaining latencies to the shared histogram.
+    fn finish(&mut self) {
+        self.latency.flush(&self.shared.latency);
+    }
+}
