@@ -195,6 +195,9 @@ impl Actor for Session {
             .map_err(|_| SessionError::Overloaded)?;
         let login = answer.await.map_err(|_| SessionError::Stopped)?;
 
+        // Known to the connection before anything is sent, so shutdown and the sweeper treat it
+        // as logged in from its first frame on.
+        conn.set_session(myself.clone());
         let pushes = Arc::new(PushBudget::default());
         let registered = node.registry.insert(
             &user,

@@ -236,10 +236,7 @@ impl Reader {
                     resume_after: login.resume_after,
                 };
                 match Actor::spawn(None, Session, args).await {
-                    Ok((session, _)) => {
-                        self.conn.set_session(session.clone());
-                        self.session = Some(session);
-                    }
+                    Ok((session, _)) => self.session = Some(session),
                     Err(error) => {
                         tracing::warn!(conn = self.conn.id, %error, "session did not start");
                         self.refuse(

@@ -39,6 +39,31 @@ pub(crate) struct Database {
     shards: Vec<Option<ShardTrees>>,
 }
 
+/// How long an open waits for the file lock of a database that this process closed a moment
+/// ago: sled's flusher thread lets go of it shortly after the last handle is dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(config.cache_bytes)
+            .flush_every_ms(config.flush_every_ms)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(error))
+                if error.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(error) => return Err(StoreError::sled(path, error)),
+        }
+    }
+}
+
 impl Database {
     /// Opens (creating if needed) database `index` of `count` in `path`, checks that it was
     /// created for that position, and opens the trees of its shards. Blocks on disk I/O.
@@ -49,12 +74,7 @@ impl Database {
         config: &StoreConfig,
     ) -> Result<Self, StoreError> {
         create_dir(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(config.cache_bytes)
-            .flush_every_ms(config.flush_every_ms)
-            .open()
-            .map_err(|error| StoreError::sled(path, error))?;
+        let db = open_sled(path, config)?;
         check_layout(&db, path, index, count)?;
         let shards = (0..SHARDS)
             .map(|shard| {

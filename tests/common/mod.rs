@@ -5,12 +5,16 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tern::client::{Client, ClientError, ClientReader};
+use tern::client::{Client, ClientError, ClientReader, ClientWriter};
 use tern::clock::now_secs;
 use tern::config::Config;
-use tern::proto::v1::{ServerFrame, Welcome, server_frame::Frame};
+use tern::proto::v1::{
+    ChatMessage, Deliver, ErrorCode, Login, ReceiptNotice, ServerAck, ServerFrame, Welcome,
+    client_frame, deliver, server_frame::Frame,
+};
 use tern::server::{Listeners, Server};
 use tern::token::TokenKey;
 use tokio::sync::oneshot;
@@ -187,4 +191,187 @@ pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers added for the topic test files.
+// ---------------------------------------------------------------------------------------------
+
+/// A logged-in phone with its two halves and the Welcome it got.
+pub struct Phone {
+    pub reader: ClientReader,
+    pub writer: ClientWriter,
+    pub welcome: Welcome,
+}
+
+impl TestServer {
+    /// Logs in (user, device) with a resume cursor; nothing after Welcome is read.
+    pub async fn phone_at(&self, user: &str, device: &str, resume_after: u64) -> Phone {
+        let (client, welcome) = self.login_at(user, device, resume_after).await;
+        let (reader, writer) = client.split();
+        Phone {
+            reader,
+            writer,
+            welcome,
+        }
+    }
+
+    /// Logs in (user, device) from the server's cursor; nothing after Welcome is read.
+    pub async fn phone(&self, user: &str, device: &str) -> Phone {
+        self.phone_at(user, device, 0).await
+    }
+
+    /// Logs in a device that has nothing queued: Welcome, then QueueDrained with no Deliver before
+    /// it. The phone is ready for live traffic when this returns.
+    pub async fn ready(&self, user: &str, device: &str) -> Phone {
+        let mut phone = self.phone(user, device).await;
+        let (delivered, _) = drain(&mut phone.reader).await;
+        assert!(
+            delivered.is_empty(),
+            "{user}/{device} expected an empty queue, got {delivered:?}"
+        );
+        phone
+    }
+
+    /// A token for (user, device) that expired `ago` seconds before now.
+    pub fn expired_token(&self, user: &str, device: &str, ago: u64) -> String {
+        self.key
+            .sign(user, device, now_secs() - ago)
+            .expect("token")
+    }
+
+    /// Opens a TCP connection without logging in.
+    pub async fn connect(&self) -> Client {
+        tokio::time::timeout(WAIT, Client::connect(self.addr))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed")
+    }
+
+    /// The value of one exact metric series (`name{labels}` as rendered), if present.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        metric_value(&self.metrics().await, series)
+    }
+}
+
+/// The value of one exact series (`name` or `name{label="x"}`) in Prometheus text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
+
+/// A Login frame with an explicit protocol version.
+pub fn login_frame(protocol_version: u32, token: &str, resume_after: u64) -> client_frame::Frame {
+    client_frame::Frame::Login(Login {
+        protocol_version,
+        token: token.to_owned(),
+        resume_after,
+        user_agent: "tern-tests".to_owned(),
+    })
+}
+
+/// Reads Deliver frames until QueueDrained; returns them and QueueDrained's `last_seq`. Any other
+/// frame fails the test (Presence and Pong excepted).
+pub async fn drain(reader: &mut ClientReader) -> (Vec<Deliver>, u64) {
+    let mut delivered = Vec::new();
+    loop {
+        match next(reader).await {
+            Frame::Deliver(d) => delivered.push(d),
+            Frame::QueueDrained(q) => return (delivered, q.last_seq),
+            Frame::Presence(_) | Frame::Pong(_) => {}
+            other => panic!("unexpected frame while draining the queue: {other:?}"),
+        }
+    }
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(1);
+
+/// Sends a Ping and returns every frame received before its Pong. Frames the server queued for
+/// this connection before handling the Ping arrive before the Pong, so this proves what was (and
+/// was not) sent up to now.
+pub async fn sync(reader: &mut ClientReader, writer: &mut ClientWriter) -> Vec<Frame> {
+    let nonce = NONCE.fetch_add(1, Ordering::Relaxed);
+    writer.ping(nonce).await.expect("ping");
+    let mut before = Vec::new();
+    loop {
+        match next(reader).await {
+            Frame::Pong(pong) if pong.nonce == nonce => return before,
+            other => before.push(other),
+        }
+    }
+}
+
+/// Waits for the next ServerAck, skipping Deliver/Typing/Presence/Pong; an Error fails the test.
+pub async fn next_ack(reader: &mut ClientReader) -> ServerAck {
+    loop {
+        match next(reader).await {
+            Frame::ServerAck(ack) => return ack,
+            Frame::Error(error) => panic!("expected a ServerAck, got {error:?}"),
+            Frame::GoAway(go_away) => panic!("expected a ServerAck, got {go_away:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Waits for the next Deliver, skipping ServerAck/Typing/Presence/Pong; an Error fails the test.
+pub async fn next_deliver(reader: &mut ClientReader) -> Deliver {
+    loop {
+        match next(reader).await {
+            Frame::Deliver(d) => return d,
+            Frame::Error(error) => panic!("expected a Deliver, got {error:?}"),
+            Frame::GoAway(go_away) => panic!("expected a Deliver, got {go_away:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// Waits for the next Error frame (skipping anything else) and checks its code.
+pub async fn next_error(reader: &mut ClientReader, code: ErrorCode) -> tern::proto::v1::Error {
+    let error = next_matching(reader, |f| match f {
+        Frame::Error(e) => Some(e),
+        _ => None,
+    })
+    .await;
+    assert_eq!(error.code(), code, "unexpected error frame: {error:?}");
+    error
+}
+
+/// Waits until the server closes the connection and checks that the last frame before the close
+/// was an Error with `code`; returns it.
+pub async fn closed_with_error(
+    reader: &mut ClientReader,
+    code: ErrorCode,
+) -> tern::proto::v1::Error {
+    let frames = until_closed(reader).await;
+    match frames.last() {
+        Some(Frame::Error(error)) => {
+            assert_eq!(error.code(), code, "wrong error before close: {frames:?}");
+            error.clone()
+        }
+        _ => panic!("expected an Error {code:?} before the close, got {frames:?}"),
+    }
+}
+
+/// The chat message a Deliver carries (fails the test for a receipt).
+pub fn chat(d: &Deliver) -> &ChatMessage {
+    match &d.payload {
+        Some(deliver::Payload::Message(m)) => m,
+        other => panic!("expected a chat message at seq {}, got {other:?}", d.seq),
+    }
+}
+
+/// The receipt notice a Deliver carries (fails the test for a chat message).
+pub fn receipt_notice(d: &Deliver) -> &ReceiptNotice {
+    match &d.payload {
+        Some(deliver::Payload::Receipt(r)) => r,
+        other => panic!("expected a receipt at seq {}, got {other:?}", d.seq),
+    }
+}
+
+/// The body of a delivered chat message as text.
+pub fn body(d: &Deliver) -> String {
+    String::from_utf8(chat(d).body.to_vec()).expect("utf-8 body")
 }
