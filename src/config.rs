@@ -139,7 +139,7 @@ pub struct MailboxConfig {
     /// Entries returned by one mailbox read. Default: 128.
     pub fetch_batch: u32,
     /// Remembered `client_msg_id`s per (mailbox, sender) pair for retry deduplication. Default:
-    /// 1024.
+    /// 256 (a phone retries at most the sends it had in flight when its connection dropped).
     pub dedup_window: u32,
     /// Live pushes queued to one session before further ones are skipped (the session then reads
     /// them from the mailbox). Default: 256.
@@ -179,7 +179,7 @@ impl Default for MailboxConfig {
     fn default() -> Self {
         Self {
             fetch_batch: 128,
-            dedup_window: 1024,
+            dedup_window: 256,
             push_queue: 256,
         }
     }
