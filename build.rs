@@ -1,7 +1,10 @@
 //! Compiles `proto/` into Rust with protox (a pure-Rust protobuf compiler), so no `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/tern/v1/client.proto"];
+    let protos = [
+        "proto/tern/v1/client.proto",
+        "proto/tern/storage/v1/mailbox.proto",
+    ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }

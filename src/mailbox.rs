@@ -6,6 +6,7 @@
 //! This in-memory map is the write-back cache layer; the journal and sled stores sit under it.
 
 pub mod log;
+pub mod record;
 
 use std::sync::Arc;
 

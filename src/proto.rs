@@ -1,10 +1,16 @@
-//! Generated wire types for `proto/tern/v1/client.proto`; the only module that holds prost types.
+//! Generated types for `proto/` (client protocol and on-disk formats); the only module that holds
+//! prost types.
 
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 /// Version 1 of the client protocol.
 pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tern.v1.rs"));
+}
+
+/// On-disk formats, version 1 (journal records, store values).
+pub mod storage {
+    include!(concat!(env!("OUT_DIR"), "/tern.storage.v1.rs"));
 }
 
 /// The protocol version this server speaks.

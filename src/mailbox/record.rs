@@ -1,0 +1,205 @@
+//! The on-disk form of mailbox changes (`proto/tern/storage/v1/mailbox.proto`): journal records
+//! and the values of entries written back to the stores.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
+use crate::proto::storage::{
+    CursorMoved, EntryAppended, MailboxRecord, StoredMessage, StoredReceipt, entry_appended,
+    mailbox_record,
+};
+use crate::session::wire;
+
+/// A decoded mailbox record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// An entry was appended to `owner`'s mailbox.
+    Appended {
+        /// Mailbox owner.
+        owner: Id,
+        /// The entry.
+        entry: Entry,
+        /// The author's id for it (the dedup key with the author).
+        client_msg_id: Arc<str>,
+        /// Server-wide id.
+        server_id: u64,
+    },
+    /// A device of `owner` moved its cursor.
+    Cursor {
+        /// Mailbox owner.
+        owner: Id,
+        /// The device.
+        device: Id,
+        /// Its cursor.
+        cursor: u64,
+    },
+}
+
+/// Why bytes are not a mailbox record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Not protobuf of the expected type.
+    #[error("undecodable mailbox record: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// Decoded, but a required part is missing or out of range.
+    #[error("invalid mailbox record: {0}")]
+    Invalid(&'static str),
+}
+
+/// Encodes an appended entry.
+pub fn encode_appended(owner: &str, entry: &Entry, client_msg_id: &str, server_id: u64) -> Bytes {
+    let (from_user, from_device) = entry.origin();
+    let content = match &entry.payload {
+        Payload::Message(m) => entry_appended::Content::Message(StoredMessage {
+            to_user: m.to_user.to_string(),
+            kind: wire::message_kind_to_wire(m.kind).into(),
+            body: m.body.clone(),
+        }),
+        Payload::Receipt(r) => entry_appended::Content::Receipt(StoredReceipt {
+            kind: wire::receipt_kind_to_wire(r.kind).into(),
+            up_to_seq: r.up_to_seq,
+        }),
+    };
+    let record = MailboxRecord {
+        record: Some(mailbox_record::Record::Appended(EntryAppended {
+            owner: owner.to_owned(),
+            seq: entry.seq,
+            timestamp_ms: entry.timestamp_ms,
+            from_user: from_user.to_string(),
+            from_device: from_device.to_string(),
+            client_msg_id: client_msg_id.to_owned(),
+            server_id,
+            content: Some(content),
+        })),
+    };
+    Bytes::from(record.encode_to_vec())
+}
+
+/// Encodes a cursor move.
+pub fn encode_cursor(owner: &str, device: &str, cursor: u64) -> Bytes {
+    let record = MailboxRecord {
+        record: Some(mailbox_record::Record::Cursor(CursorMoved {
+            owner: owner.to_owned(),
+            device: device.to_owned(),
+            cursor,
+        })),
+    };
+    Bytes::from(record.encode_to_vec())
+}
+
+/// Decodes a record.
+pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
+    let record = MailboxRecord::decode(bytes)?;
+    match record.record.ok_or(RecordError::Invalid("empty record"))? {
+        mailbox_record::Record::Cursor(c) => Ok(Record::Cursor {
+            owner: Id::from(c.owner),
+            device: Id::from(c.device),
+            cursor: c.cursor,
+        }),
+        mailbox_record::Record::Appended(a) => {
+            if a.seq == 0 {
+                return Err(RecordError::Invalid("seq 0"));
+            }
+            let from_user = Id::from(a.from_user);
+            let from_device = Id::from(a.from_device);
+            let client_msg_id: Arc<str> = Arc::from(a.client_msg_id);
+            let payload = match a.content.ok_or(RecordError::Invalid("no content"))? {
+                entry_appended::Content::Message(m) => Payload::Message(ChatMessage {
+                    server_id: a.server_id,
+                    from_user,
+                    from_device,
+                    to_user: Id::from(m.to_user),
+                    client_msg_id: client_msg_id.clone(),
+                    kind: wire::message_kind_from_wire(m.kind)
+                        .ok_or(RecordError::Invalid("message kind"))?,
+                    body: m.body,
+                }),
+                entry_appended::Content::Receipt(r) => Payload::Receipt(ReceiptNotice {
+                    from_user,
+                    from_device,
+                    kind: wire::receipt_kind_from_wire(r.kind)
+                        .ok_or(RecordError::Invalid("receipt kind"))?,
+                    up_to_seq: r.up_to_seq,
+                }),
+            };
+            Ok(Record::Appended {
+                owner: Id::from(a.owner),
+                entry: Entry {
+                    seq: a.seq,
+                    timestamp_ms: a.timestamp_ms,
+                    payload,
+                },
+                client_msg_id,
+                server_id: a.server_id,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{MessageKind, ReceiptKind};
+
+    #[test]
+    fn messages_receipts_and_cursors_round_trip() {
+        let message = Entry {
+            seq: 7,
+            timestamp_ms: 1_700,
+            payload: Payload::Message(ChatMessage {
+                server_id: 99,
+                from_user: Id::from("alice"),
+                from_device: Id::from("phone"),
+                to_user: Id::from("bob"),
+                client_msg_id: Arc::from("m-1"),
+                kind: MessageKind::Binary,
+                body: Bytes::from_static(b"\x00\xffbody"),
+            }),
+        };
+        let decoded = decode(encode_appended("bob", &message, "m-1", 99)).unwrap();
+        assert_eq!(
+            decoded,
+            Record::Appended {
+                owner: Id::from("bob"),
+                entry: message,
+                client_msg_id: Arc::from("m-1"),
+                server_id: 99
+            }
+        );
+
+        let receipt = Entry {
+            seq: 3,
+            timestamp_ms: 5,
+            payload: Payload::Receipt(ReceiptNotice {
+                from_user: Id::from("bob"),
+                from_device: Id::from("phone"),
+                kind: ReceiptKind::Read,
+                up_to_seq: 7,
+            }),
+        };
+        let decoded = decode(encode_appended("alice", &receipt, "r-1", 5)).unwrap();
+        assert!(matches!(decoded, Record::Appended { entry, .. } if entry == receipt));
+
+        let decoded = decode(encode_cursor("alice", "laptop", 42)).unwrap();
+        assert_eq!(
+            decoded,
+            Record::Cursor {
+                owner: Id::from("alice"),
+                device: Id::from("laptop"),
+                cursor: 42
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_and_incomplete_records_are_refused() {
+        assert!(matches!(
+            decode(Bytes::from_static(&[0xff, 0xff])),
+            Err(RecordError::Decode(_))
+        ));
+        assert!(matches!(decode(Bytes::new()), Err(RecordError::Invalid(_))));
+    }
+}
