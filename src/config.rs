@@ -52,6 +52,33 @@ pub struct Config {
     /// Mailboxes (the write-back cache of queued messages).
     #[serde(default)]
     pub mailbox: MailboxConfig,
+    /// The write-ahead journals that make acked messages durable.
+    #[serde(default)]
+    pub journal: JournalSection,
+}
+
+/// The journals: `count` independent write-ahead logs under `node.data_dir/journal-N`; shard
+/// `s` writes to journal `s % count`. Each has its own fsync thread (group commit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    /// Number of journals (1-32). Fixed for a data directory once created. Default: 4.
+    pub count: u32,
+    /// Size at which a journal segment file is rotated, in bytes. Default: 67108864 (64 MiB).
+    pub segment_bytes: u64,
+    /// Disk each journal may use, in bytes; past it appends fail (no ack, STORAGE_FAILURE) and
+    /// an alarm metric rises. Default: 8589934592 (8 GiB).
+    pub max_disk_bytes: u64,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        Self {
+            count: 4,
+            segment_bytes: 64 * 1024 * 1024,
+            max_disk_bytes: 8 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 /// Identity and addresses of this node.
@@ -305,6 +332,18 @@ impl Config {
         check(
             self.mailbox.dedup_window >= 1,
             "mailbox.dedup_window must be at least 1",
+        );
+        check(
+            (1..=32).contains(&self.journal.count),
+            "journal.count must be between 1 and 32",
+        );
+        check(
+            self.journal.segment_bytes >= 4096,
+            "journal.segment_bytes must be at least 4096",
+        );
+        check(
+            self.journal.max_disk_bytes >= 2 * self.journal.segment_bytes,
+            "journal.max_disk_bytes must be at least twice journal.segment_bytes",
         );
         check(
             self.mailbox.push_queue >= 1,

@@ -3,29 +3,32 @@
 //! Operations on one user's mailbox arrive in order on one worker ([`crate::dispatch`]), so the
 //! worker's map needs no lock. After an append the worker pushes the new entry to the owner's
 //! online devices (except the device it came from); a device that is behind reads with `Fetch`.
-//! This in-memory map is the write-back cache layer; the journal and sled stores sit under it.
+//! Every change is written to the shard's journal first; an entry is read, pushed and acked only
+//! once the journal's fsync covers it ([`worker`]). At start the mailboxes are rebuilt from the
+//! journals ([`recovery`]).
 
 pub mod log;
 pub mod record;
+pub mod recovery;
+mod worker;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hashbrown::HashMap;
-use metrics::{Counter, Gauge};
 use ractor::ActorRef;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::dispatch::{DispatchError, Industry, Lane, Worker};
-use crate::message::{ChatMessage, Entry, Id, MessageKind, Payload, ReceiptKind, ReceiptNotice};
-use crate::metrics as names;
+use crate::dispatch::{DispatchError, Industry, Lane};
+use crate::message::{Id, MessageKind, ReceiptKind};
 use crate::registry::Registry;
 use crate::session::SessionMsg;
 use crate::shard::key_hash;
 
 pub use log::{AckInfo, Appended, Mailbox};
+pub use recovery::{Slot, Storage, StorageError};
+use worker::MailboxWorker;
 
 /// Where a device's delivery starts after login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,19 +147,29 @@ pub struct Mailboxes {
 }
 
 impl Mailboxes {
-    /// Starts the workers.
-    pub fn start(config: &Config, registry: Arc<Registry>) -> (Self, Vec<JoinHandle<()>>) {
+    /// Starts the workers on the recovered mailboxes, each writing to its shard's journal.
+    pub fn start(
+        config: &Config,
+        registry: Arc<Registry>,
+        storage: Storage,
+    ) -> (Self, Vec<JoinHandle<()>>) {
+        let Storage {
+            journals,
+            mut recovered,
+        } = storage;
         let dedup_window = config.mailbox.dedup_window as usize;
         let push_queue = config.mailbox.push_queue;
-        let (industry, handles) =
-            Industry::start("mailbox", &config.dispatch, |_, _| MailboxWorker {
-                mailboxes: HashMap::new(),
-                registry: registry.clone(),
+        let workers_per_shard = config.dispatch.workers_per_shard as usize;
+        let (industry, handles) = Industry::start("mailbox", &config.dispatch, |shard, worker| {
+            let slots = std::mem::take(&mut recovered[shard * workers_per_shard + worker]);
+            MailboxWorker::new(
+                slots,
+                journals[shard % journals.len()].clone(),
+                registry.clone(),
                 dedup_window,
                 push_queue,
-                entries: metrics::gauge!(names::MAILBOX_ENTRIES),
-                pushes_skipped: metrics::counter!(names::PUSHES_SKIPPED),
-            });
+            )
+        });
         (Self { industry }, handles)
     }
 
@@ -175,151 +188,5 @@ impl Mailboxes {
     /// Jobs waiting in all queues.
     pub fn depth(&self) -> usize {
         self.industry.depth()
-    }
-}
-
-struct MailboxWorker {
-    mailboxes: HashMap<Id, Mailbox>,
-    registry: Arc<Registry>,
-    dedup_window: usize,
-    push_queue: u32,
-    entries: Gauge,
-    pushes_skipped: Counter,
-}
-
-impl Worker for MailboxWorker {
-    type Job = MailboxOp;
-
-    fn handle(&mut self, job: MailboxOp) {
-        match job {
-            MailboxOp::Login {
-                owner,
-                device,
-                resume_after,
-                reply,
-            } => {
-                let mailbox = self.mailboxes.entry(owner.clone()).or_default();
-                let (before, devices_before) = (mailbox.len(), mailbox.devices());
-                let cursor = mailbox.login(&device, resume_after);
-                let devices = mailbox.devices();
-                self.entries.decrement((before - mailbox.len()) as f64);
-                let _ = reply.send(LoginInfo {
-                    cursor,
-                    last_seq: mailbox.last_seq(),
-                    devices,
-                });
-                if devices != devices_before {
-                    // A new device: the user's online sessions start copying own messages.
-                    self.registry.for_each(&owner, |session| {
-                        let _ = session.actor.cast(SessionMsg::Devices(devices));
-                    });
-                }
-            }
-            MailboxOp::Append(job) => self.append(*job),
-            MailboxOp::Ack {
-                owner,
-                device,
-                up_to,
-            } => {
-                if let Some(mailbox) = self.mailboxes.get_mut(&owner) {
-                    let dropped = mailbox.ack(&device, up_to);
-                    self.entries.decrement(dropped as f64);
-                }
-            }
-            MailboxOp::Fetch {
-                owner,
-                after,
-                limit,
-                max_bytes,
-                reply,
-            } => {
-                let (entries, last_seq) = self.mailboxes.get(&owner).map_or((Vec::new(), 0), |m| {
-                    (m.fetch(after, limit, max_bytes), m.last_seq())
-                });
-                let _ = reply.cast(SessionMsg::Batch { entries, last_seq });
-            }
-        }
-    }
-}
-
-impl MailboxWorker {
-    fn append(&mut self, job: AppendJob) {
-        let AppendJob {
-            owner,
-            from_user,
-            from_device,
-            client_msg_id,
-            server_id,
-            timestamp_ms,
-            content,
-            reply,
-        } = job;
-        let mailbox = self.mailboxes.entry(owner.clone()).or_default();
-        let outcome = mailbox.append(
-            &from_user,
-            &client_msg_id,
-            server_id,
-            timestamp_ms,
-            self.dedup_window,
-            || match content {
-                Content::Message {
-                    to_user,
-                    kind,
-                    body,
-                } => Payload::Message(ChatMessage {
-                    server_id,
-                    from_user: from_user.clone(),
-                    from_device: from_device.clone(),
-                    to_user,
-                    client_msg_id: client_msg_id.clone(),
-                    kind,
-                    body,
-                }),
-                Content::Receipt { kind, up_to_seq } => Payload::Receipt(ReceiptNotice {
-                    from_user: from_user.clone(),
-                    from_device: from_device.clone(),
-                    kind,
-                    up_to_seq,
-                }),
-            },
-        );
-        let (ack, duplicate) = match outcome {
-            Appended::New(entry) => {
-                self.entries.increment(1.0);
-                let ack = AckInfo {
-                    seq: entry.seq,
-                    server_id,
-                    timestamp_ms,
-                };
-                self.push(&owner, entry);
-                (ack, false)
-            }
-            Appended::Duplicate(ack) => (ack, true),
-        };
-        if let Some((session, tag)) = reply {
-            let _ = session.cast(SessionMsg::Appended {
-                tag,
-                ack,
-                duplicate,
-            });
-        }
-    }
-
-    /// Sends a new entry to the owner's online devices, except the one it came from.
-    fn push(&self, owner: &Id, entry: Arc<Entry>) {
-        let (origin_user, origin_device) = entry.origin();
-        let own_copy = origin_user == owner;
-        self.registry.for_each(owner, |session| {
-            if own_copy && &session.device == origin_device {
-                return;
-            }
-            if session.pushes.try_reserve(self.push_queue) {
-                if session.actor.cast(SessionMsg::Push(entry.clone())).is_err() {
-                    session.pushes.release();
-                }
-            } else {
-                self.pushes_skipped.increment(1);
-            }
-        });
     }
 }

@@ -48,6 +48,10 @@ pub const SESSION_PANICS: &str = "tern_session_panics_total";
 pub const MAILBOX_ENTRIES: &str = "tern_mailbox_entries";
 /// Live pushes skipped because a session's push queue was full (it reads them from the mailbox).
 pub const PUSHES_SKIPPED: &str = "tern_pushes_skipped_total";
+/// How long the last start spent rebuilding mailboxes from the journals.
+pub const RECOVERY_SECONDS: &str = "tern_recovery_seconds";
+/// Appends refused because the journal could not make them durable (disk full, I/O error).
+pub const STORAGE_FAILURES: &str = "tern_storage_failures_total";
 /// Typing notices relayed to online devices.
 pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
 /// Presence updates sent to subscribers.
@@ -159,6 +163,16 @@ fn describe() {
         PUSHES_SKIPPED,
         Unit::Count,
         "Live pushes skipped (read from mailbox)."
+    );
+    describe_gauge!(
+        RECOVERY_SECONDS,
+        Unit::Seconds,
+        "Duration of the last journal recovery."
+    );
+    describe_counter!(
+        STORAGE_FAILURES,
+        Unit::Count,
+        "Appends refused: journal write failed."
     );
     describe_counter!(TYPING_RELAYED, Unit::Count, "Typing notices relayed.");
     describe_counter!(

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::connection::ConnTable;
-use crate::mailbox::Mailboxes;
+use crate::mailbox::{Mailboxes, Storage};
 use crate::metrics as names;
 use crate::presence::Presence;
 use crate::registry::Registry;
@@ -78,10 +78,13 @@ impl HotMetrics {
 }
 
 impl Node {
-    /// Builds the node state and starts the mailbox workers.
-    pub fn start(config: Config) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
+    /// Builds the node state and starts the mailbox workers on the recovered `storage`.
+    pub fn start(
+        config: Config,
+        storage: Storage,
+    ) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
         let registry = Arc::new(Registry::default());
-        let (mailboxes, handles) = Mailboxes::start(&config, registry.clone());
+        let (mailboxes, handles) = Mailboxes::start(&config, registry.clone(), storage);
         let node = Arc::new(Self {
             token_key: TokenKey::new(config.auth.token_key.as_bytes()),
             config,

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::connection::reader::write_error_and_close;
 use crate::connection::{Conn, reader, sweep};
+use crate::mailbox::Storage;
 use crate::metrics as names;
 use crate::node::Node;
 use crate::proto::v1::{ErrorCode, GoAwayReason};
@@ -32,6 +33,9 @@ pub enum ServerError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The journals could not be opened or replayed.
+    #[error("storage: {0}")]
+    Storage(String),
     /// The admin server failed.
     #[error("admin server: {0}")]
     Admin(std::io::Error),
@@ -83,7 +87,14 @@ impl Server {
         let prometheus = crate::metrics::install();
         let client_addr = local_addr(&listeners.client)?;
         let admin_addr = local_addr(&listeners.admin)?;
-        let (node, mut workers) = Node::start(config);
+        let (config, storage) = tokio::task::spawn_blocking(move || {
+            let storage = Storage::open(&config);
+            (config, storage)
+        })
+        .await
+        .map_err(|_| ServerError::Storage("storage recovery panicked".to_owned()))?;
+        let storage = storage.map_err(|error| ServerError::Storage(error.to_string()))?;
+        let (node, mut workers) = Node::start(config, storage);
         workers.push(tokio::spawn(sweep::run(node.clone())));
         let admin = tokio::spawn(crate::admin::serve(
             listeners.admin,

@@ -72,10 +72,8 @@ pub enum SessionMsg {
     Appended {
         /// The tag the session gave the append.
         tag: u64,
-        /// Where it was stored.
-        ack: AckInfo,
-        /// True if it had been stored before (a retry).
-        duplicate: bool,
+        /// Where it was stored and whether it had been stored before (a retry), or why not.
+        result: Result<(AckInfo, bool), AppendFailure>,
     },
     /// The number of known devices of this user changed.
     Devices(usize),
@@ -106,6 +104,17 @@ pub enum SessionMsg {
     RetryFetch,
 }
 
+/// Why an append was not acked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendFailure {
+    /// The journal could not make it durable (disk full, I/O error): STORAGE_FAILURE.
+    Storage,
+    /// A retry of an append whose first write is not durable yet: OVERLOADED, retry.
+    InProgress,
+    /// A queue was full: OVERLOADED, retry.
+    Busy,
+}
+
 /// The session actor (stateless; see [`SessionState`]).
 pub struct Session;
 
@@ -130,7 +139,7 @@ struct PendingSend {
     received: Instant,
     waiting: u8,
     recipient: Option<(AckInfo, bool)>,
-    failed: bool,
+    failed: Option<AppendFailure>,
 }
 
 /// Everything a session owns.
@@ -291,11 +300,7 @@ impl Actor for Session {
                 state.on_push(&myself, &entry, missed);
             }
             SessionMsg::Batch { entries, last_seq } => state.on_batch(&myself, &entries, last_seq),
-            SessionMsg::Appended {
-                tag,
-                ack,
-                duplicate,
-            } => state.on_appended(tag, ack, duplicate),
+            SessionMsg::Appended { tag, result } => state.on_appended(tag, result),
             SessionMsg::Devices(count) => state.devices = count,
             SessionMsg::Typing { from_user, typing } => {
                 let missed = state.pushes.release();

@@ -367,8 +367,11 @@ mod tests {
             std::mem::size_of::<F>()
         }
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
-        let config = crate::config::Config::load(&path).unwrap();
-        let (node, _workers) = crate::node::Node::start(config);
+        let mut config = crate::config::Config::load(&path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        config.node.data_dir = dir.path().to_owned();
+        let storage = crate::mailbox::Storage::open(&config).unwrap();
+        let (node, _workers) = crate::node::Node::start(config, storage);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

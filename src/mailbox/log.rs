@@ -1,7 +1,7 @@
 //! One user's mailbox: an ordered log of entries, a cursor per device, and the dedup table.
 //!
-//! Invariants: sequence numbers start at 1 and have no gaps; `entries` holds a contiguous range
-//! of them ending at `last_seq`; an entry is dropped only once every known device's cursor has
+//! Invariants: sequence numbers start at 1 and increase along the log (a gap only where a write
+//! failed: that seq was never acked and is never reused); `entries` ends at `last_seq`; an entry is dropped only once every known device's cursor has
 //! passed it; a known device's cursor never moves backwards.
 
 use std::collections::VecDeque;
@@ -101,8 +101,11 @@ impl Mailbox {
         dedup_window: usize,
         payload: impl FnOnce() -> Payload,
     ) -> Appended {
-        let sender = self.dedup.entry(from_user.clone()).or_default();
-        if let Some(ack) = sender.acks.get(client_msg_id) {
+        if let Some(ack) = self
+            .dedup
+            .get(from_user)
+            .and_then(|s| s.acks.get(client_msg_id))
+        {
             return Appended::Duplicate(*ack);
         }
         self.last_seq += 1;
@@ -111,13 +114,7 @@ impl Mailbox {
             server_id,
             timestamp_ms,
         };
-        sender.acks.insert(client_msg_id.clone(), ack);
-        sender.order.push_back(client_msg_id.clone());
-        while sender.order.len() > dedup_window {
-            if let Some(old) = sender.order.pop_front() {
-                sender.acks.remove(&old);
-            }
-        }
+        self.remember(from_user, client_msg_id, ack, dedup_window);
         let entry = Arc::new(Entry {
             seq: ack.seq,
             timestamp_ms,
@@ -125,6 +122,59 @@ impl Mailbox {
         });
         self.entries.push_back(entry.clone());
         Appended::New(entry)
+    }
+
+    /// Re-inserts an entry read back from disk at recovery (entries come in seq order; older or
+    /// repeated ones are ignored).
+    pub fn restore(
+        &mut self,
+        entry: Entry,
+        client_msg_id: &Arc<str>,
+        server_id: u64,
+        dedup_window: usize,
+    ) {
+        if entry.seq <= self.last_seq {
+            return;
+        }
+        let (from_user, _) = entry.origin();
+        let from_user = from_user.clone();
+        self.last_seq = entry.seq;
+        self.remember(
+            &from_user,
+            client_msg_id,
+            AckInfo {
+                seq: entry.seq,
+                server_id,
+                timestamp_ms: entry.timestamp_ms,
+            },
+            dedup_window,
+        );
+        self.entries.push_back(Arc::new(entry));
+        self.prune();
+    }
+
+    /// Forgets the dedup record of an append whose write failed, so a retry is stored anew.
+    pub fn forget(&mut self, from_user: &Id, client_msg_id: &Arc<str>) {
+        if let Some(sender) = self.dedup.get_mut(from_user) {
+            sender.acks.remove(client_msg_id);
+        }
+    }
+
+    fn remember(
+        &mut self,
+        from_user: &Id,
+        client_msg_id: &Arc<str>,
+        ack: AckInfo,
+        dedup_window: usize,
+    ) {
+        let sender = self.dedup.entry(from_user.clone()).or_default();
+        sender.acks.insert(client_msg_id.clone(), ack);
+        sender.order.push_back(client_msg_id.clone());
+        while sender.order.len() > dedup_window {
+            if let Some(old) = sender.order.pop_front() {
+                sender.acks.remove(&old);
+            }
+        }
     }
 
     /// Moves `device`'s cursor forward to `up_to` (never past `last_seq`, never backwards) and
@@ -140,9 +190,8 @@ impl Mailbox {
     /// Entries with seq > `after`, in order: at most `limit` of them and, past the first, no
     /// more than `max_bytes` of bodies in all.
     pub fn fetch(&self, after: u64, limit: usize, max_bytes: usize) -> Vec<Arc<Entry>> {
-        let first = self.first_held_seq();
-        let skip = after.saturating_add(1).saturating_sub(first);
-        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        // Seqs increase along the log; a write that failed leaves a gap, so search.
+        let skip = self.entries.partition_point(|entry| entry.seq <= after);
         let mut bytes = 0;
         self.entries
             .iter()

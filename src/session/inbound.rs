@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use ractor::ActorRef;
 
-use super::{MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
+use super::{AppendFailure, MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
 use crate::clock::now_ms;
 use crate::dispatch::DispatchError;
 use crate::mailbox::{AckInfo, AppendJob, Content, MailboxOp};
@@ -162,25 +162,27 @@ impl SessionState {
             received: Instant::now(),
             waiting: 1,
             recipient: None,
-            failed: false,
+            failed: None,
         };
         if let Some(copy_job) = copy_job {
             match self.node.mailboxes.submit(copy_job) {
                 Ok(()) => pending.waiting += 1,
                 // The recipient has it; the phone will retry (deduplicated) for the copy.
-                Err(_) => pending.failed = true,
+                Err(_) => pending.failed = Some(AppendFailure::Busy),
             }
         }
         self.pending.insert(tag, pending);
     }
 
     /// An append finished; when all of a send's appends have, answer the phone.
-    pub(super) fn on_appended(&mut self, tag: u64, ack: AckInfo, duplicate: bool) {
+    pub(super) fn on_appended(&mut self, tag: u64, result: Result<(AckInfo, bool), AppendFailure>) {
         let Some(pending) = self.pending.get_mut(&(tag >> 1)) else {
             return;
         };
-        if tag & COPY_BIT == 0 {
-            pending.recipient = Some((ack, duplicate));
+        match result {
+            Ok(outcome) if tag & COPY_BIT == 0 => pending.recipient = Some(outcome),
+            Ok(_) => {}
+            Err(failure) => pending.failed = Some(failure),
         }
         pending.waiting -= 1;
         if pending.waiting > 0 {
@@ -193,8 +195,8 @@ impl SessionState {
         metrics
             .ack_latency
             .record(pending.received.elapsed().as_secs_f64());
-        match pending.recipient {
-            Some((ack, duplicate)) if !pending.failed => {
+        match (pending.recipient, pending.failed) {
+            (Some((ack, duplicate)), None) => {
                 if duplicate {
                     metrics.messages_duplicate.increment(1);
                 } else {
@@ -208,6 +210,11 @@ impl SessionState {
                     duplicate,
                 }));
             }
+            (_, Some(AppendFailure::Storage)) => self.send_error(
+                ErrorCode::StorageFailure,
+                "the message could not be stored; retry later",
+                &pending.client_msg_id,
+            ),
             _ => self.send_error(
                 ErrorCode::Overloaded,
                 "server busy; retry",

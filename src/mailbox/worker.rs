@@ -1,0 +1,380 @@
+//! The mailbox worker: owns the mailboxes of its keys, writes every change to its shard's
+//! journal, and acks and pushes an entry only once the journal's fsync covers it.
+//!
+//! Completions run on the journal's thread, so they touch only shared, thread-safe state: the
+//! mailbox's durable watermark, the registry, session handles, and this worker's list of failed
+//! appends (drained by the worker before its next job).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hashbrown::HashMap;
+use metrics::{Counter, Gauge};
+use ractor::ActorRef;
+
+use super::record;
+use super::{AckInfo, AppendJob, Appended, Content, LoginInfo, MailboxOp, Slot};
+use crate::dispatch::Worker;
+use crate::journal::Journal;
+use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
+use crate::metrics as names;
+use crate::registry::Registry;
+use crate::session::{AppendFailure, SessionMsg};
+
+/// An append whose journal write failed: its dedup record must go, so a retry is stored anew.
+type Failed = (Id, Id, Arc<str>);
+
+/// State shared between a worker and its journal completions.
+struct Shared {
+    registry: Arc<Registry>,
+    push_queue: u32,
+    pushes_skipped: Counter,
+    storage_failures: Counter,
+    failed: Mutex<Vec<Failed>>,
+    has_failed: AtomicBool,
+}
+
+pub(super) struct MailboxWorker {
+    slots: HashMap<Id, Slot>,
+    journal: Arc<Journal>,
+    shared: Arc<Shared>,
+    dedup_window: usize,
+    entries: Gauge,
+}
+
+impl MailboxWorker {
+    pub(super) fn new(
+        slots: HashMap<Id, Slot>,
+        journal: Arc<Journal>,
+        registry: Arc<Registry>,
+        dedup_window: usize,
+        push_queue: u32,
+    ) -> Self {
+        let entries = metrics::gauge!(names::MAILBOX_ENTRIES);
+        entries.increment(slots.values().map(|s| s.mailbox.len()).sum::<usize>() as f64);
+        Self {
+            slots,
+            journal,
+            shared: Arc::new(Shared {
+                registry,
+                push_queue,
+                pushes_skipped: metrics::counter!(names::PUSHES_SKIPPED),
+                storage_failures: metrics::counter!(names::STORAGE_FAILURES),
+                failed: Mutex::new(Vec::new()),
+                has_failed: AtomicBool::new(false),
+            }),
+            dedup_window,
+            entries,
+        }
+    }
+}
+
+impl Worker for MailboxWorker {
+    type Job = MailboxOp;
+
+    fn handle(&mut self, job: MailboxOp) {
+        if self.shared.has_failed.swap(false, Ordering::AcqRel) {
+            self.forget_failed();
+        }
+        match job {
+            MailboxOp::Login {
+                owner,
+                device,
+                resume_after,
+                reply,
+            } => self.login(owner, &device, resume_after, reply),
+            MailboxOp::Append(job) => self.append(*job),
+            MailboxOp::Ack {
+                owner,
+                device,
+                up_to,
+            } => {
+                if let Some(slot) = self.slots.get_mut(&owner) {
+                    let dropped = slot.mailbox.ack(&device, up_to);
+                    self.entries.decrement(dropped as f64);
+                    // Fire and forget: a lost cursor record only means redelivery.
+                    let _ = self
+                        .journal
+                        .append_with(record::encode_cursor(&owner, &device, up_to), |_| {});
+                }
+            }
+            MailboxOp::Fetch {
+                owner,
+                after,
+                limit,
+                max_bytes,
+                reply,
+            } => {
+                let (entries, durable) = self.slots.get(&owner).map_or((Vec::new(), 0), |slot| {
+                    let durable = slot.durable.load(Ordering::Acquire);
+                    let mut entries = slot.mailbox.fetch(after, limit, max_bytes);
+                    entries.retain(|entry| entry.seq <= durable);
+                    (entries, durable)
+                });
+                let _ = reply.cast(SessionMsg::Batch {
+                    entries,
+                    last_seq: durable,
+                });
+            }
+        }
+    }
+}
+
+impl MailboxWorker {
+    fn login(
+        &mut self,
+        owner: Id,
+        device: &Id,
+        resume_after: u64,
+        reply: tokio::sync::oneshot::Sender<LoginInfo>,
+    ) {
+        let slot = self.slots.entry(owner.clone()).or_default();
+        let durable = slot.durable.load(Ordering::Acquire);
+        let (before, devices_before) = (slot.mailbox.len(), slot.mailbox.devices());
+        let cursor = slot.mailbox.login(device, resume_after.min(durable));
+        let devices = slot.mailbox.devices();
+        self.entries.decrement((before - slot.mailbox.len()) as f64);
+        let _ = reply.send(LoginInfo {
+            cursor,
+            last_seq: durable,
+            devices,
+        });
+        if devices != devices_before || cursor > 0 {
+            let _ = self
+                .journal
+                .append_with(record::encode_cursor(&owner, device, cursor), |_| {});
+        }
+        if devices != devices_before {
+            // A new device: the user's online sessions start copying own messages.
+            self.shared.registry.for_each(&owner, |session| {
+                let _ = session.actor.cast(SessionMsg::Devices(devices));
+            });
+        }
+    }
+
+    fn append(&mut self, job: AppendJob) {
+        let AppendJob {
+            owner,
+            from_user,
+            from_device,
+            client_msg_id,
+            server_id,
+            timestamp_ms,
+            content,
+            reply,
+        } = job;
+        let slot = self.slots.entry(owner.clone()).or_default();
+        let outcome = slot.mailbox.append(
+            &from_user,
+            &client_msg_id,
+            server_id,
+            timestamp_ms,
+            self.dedup_window,
+            || payload(content, server_id, &from_user, &from_device, &client_msg_id),
+        );
+        let entry = match outcome {
+            Appended::Duplicate(ack) => {
+                // A retry: answer with the original ack, but only once that one is durable.
+                let Some((session, tag)) = reply else {
+                    return;
+                };
+                let durable = slot.durable.clone();
+                if ack.seq <= durable.load(Ordering::Acquire) {
+                    let _ = session.cast(SessionMsg::Appended {
+                        tag,
+                        result: Ok((ack, true)),
+                    });
+                    return;
+                }
+                // Still in flight: an empty barrier record completes after the original's, by
+                // which time the watermark tells whether the original became durable.
+                let refused = session.clone();
+                let barrier = self.journal.append_with(bytes::Bytes::new(), move |_| {
+                    let result = if ack.seq <= durable.load(Ordering::Acquire) {
+                        Ok((ack, true))
+                    } else {
+                        Err(AppendFailure::Storage)
+                    };
+                    let _ = session.cast(SessionMsg::Appended { tag, result });
+                });
+                if barrier.is_err() {
+                    let _ = refused.cast(SessionMsg::Appended {
+                        tag,
+                        result: Err(AppendFailure::Busy),
+                    });
+                }
+                return;
+            }
+            Appended::New(entry) => entry,
+        };
+        self.entries.increment(1.0);
+        let ack = AckInfo {
+            seq: entry.seq,
+            server_id,
+            timestamp_ms,
+        };
+        let payload = record::encode_appended(&owner, &entry, &client_msg_id, server_id);
+        let completion = Completion {
+            shared: self.shared.clone(),
+            durable: slot.durable.clone(),
+            owner,
+            entry,
+            client_msg_id,
+            ack,
+            reply,
+        };
+        // The callback owns the completion; if the journal refuses the record outright, the
+        // callback is dropped unrun, so fail it here from a second handle on the same data.
+        let (first, second) = completion.split();
+        if self
+            .journal
+            .append_with(payload, move |result| first.finish(result.is_ok()))
+            .is_err()
+        {
+            second.finish(false);
+            self.forget_failed();
+        }
+    }
+
+    /// Drops the dedup records of appends whose journal write failed.
+    fn forget_failed(&mut self) {
+        let failed = std::mem::take(
+            &mut *self
+                .shared
+                .failed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for (owner, from_user, client_msg_id) in failed {
+            if let Some(slot) = self.slots.get_mut(&owner) {
+                slot.mailbox.forget(&from_user, &client_msg_id);
+            }
+        }
+    }
+}
+
+fn payload(
+    content: Content,
+    server_id: u64,
+    from_user: &Id,
+    from_device: &Id,
+    client_msg_id: &Arc<str>,
+) -> Payload {
+    match content {
+        Content::Message {
+            to_user,
+            kind,
+            body,
+        } => Payload::Message(ChatMessage {
+            server_id,
+            from_user: from_user.clone(),
+            from_device: from_device.clone(),
+            to_user,
+            client_msg_id: client_msg_id.clone(),
+            kind,
+            body,
+        }),
+        Content::Receipt { kind, up_to_seq } => Payload::Receipt(ReceiptNotice {
+            from_user: from_user.clone(),
+            from_device: from_device.clone(),
+            kind,
+            up_to_seq,
+        }),
+    }
+}
+
+/// What happens when the journal has (or has not) made an appended entry durable.
+struct Completion {
+    shared: Arc<Shared>,
+    durable: Arc<AtomicU64>,
+    owner: Id,
+    entry: Arc<Entry>,
+    client_msg_id: Arc<str>,
+    ack: AckInfo,
+    reply: Option<(ActorRef<SessionMsg>, u64)>,
+}
+
+/// One of two handles on a completion; whichever finishes first acts, the other does nothing.
+struct CompletionHandle {
+    inner: Arc<Mutex<Option<Completion>>>,
+}
+
+impl Completion {
+    fn split(self) -> (CompletionHandle, CompletionHandle) {
+        let inner = Arc::new(Mutex::new(Some(self)));
+        (
+            CompletionHandle {
+                inner: inner.clone(),
+            },
+            CompletionHandle { inner },
+        )
+    }
+
+    fn run(self, durable: bool) {
+        let Completion {
+            shared,
+            durable: watermark,
+            owner,
+            entry,
+            client_msg_id,
+            ack,
+            reply,
+        } = self;
+        if durable {
+            watermark.fetch_max(entry.seq, Ordering::AcqRel);
+            push(&shared, &owner, &entry);
+            if let Some((session, tag)) = reply {
+                let _ = session.cast(SessionMsg::Appended {
+                    tag,
+                    result: Ok((ack, false)),
+                });
+            }
+        } else {
+            shared.storage_failures.increment(1);
+            let (from_user, _) = entry.origin();
+            shared
+                .failed
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push((owner, from_user.clone(), client_msg_id));
+            shared.has_failed.store(true, Ordering::Release);
+            if let Some((session, tag)) = reply {
+                let _ = session.cast(SessionMsg::Appended {
+                    tag,
+                    result: Err(AppendFailure::Storage),
+                });
+            }
+        }
+    }
+}
+
+impl CompletionHandle {
+    fn finish(self, durable: bool) {
+        let completion = self
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(completion) = completion {
+            completion.run(durable);
+        }
+    }
+}
+
+/// Sends a durable entry to the owner's online devices, except the one it came from.
+fn push(shared: &Shared, owner: &Id, entry: &Arc<Entry>) {
+    let (origin_user, origin_device) = entry.origin();
+    let own_copy = origin_user == owner;
+    shared.registry.for_each(owner, |session| {
+        if own_copy && &session.device == origin_device {
+            return;
+        }
+        if session.pushes.try_reserve(shared.push_queue) {
+            if session.actor.cast(SessionMsg::Push(entry.clone())).is_err() {
+                session.pushes.release();
+            }
+        } else {
+            shared.pushes_skipped.increment(1);
+        }
+    });
+}

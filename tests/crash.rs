@@ -1,0 +1,194 @@
+//! kill -9 under load: every acked message survives, in order, without duplicates.
+//!
+//! Each round starts `tern serve` as a child process on the same data directory, has senders
+//! send to recipients that are offline, records every ServerAck, and kills the child with
+//! SIGKILL at a pseudo-random moment while sends are in flight. At the end a last node is
+//! started and every recipient drains its mailbox: each acked message must be there once, at
+//! the seq its ack named, in seq order.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use tern::client::{Client, text_frame};
+use tern::clock::now_secs;
+use tern::config::Config;
+use tern::proto::v1::{deliver, server_frame::Frame};
+use tern::token::TokenKey;
+
+const SENDERS: usize = 8;
+const RECIPIENTS: usize = 5;
+const ROUNDS: u64 = 4;
+
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+fn start_node(config_path: &Path, data: &Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(config_path)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tern");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let addr = line
+        .split_whitespace()
+        .find_map(|part| part.strip_prefix("client="))
+        .unwrap_or_else(|| panic!("no ready line, got {line:?}"))
+        .to_owned();
+    Node { child, addr }
+}
+
+/// (recipient, client_msg_id) → seq named by the ack.
+type Acked = HashMap<(String, String), u64>;
+
+async fn send_until_killed(addr: String, key: TokenKey, sender: usize, round: u64) -> Acked {
+    let token = key
+        .sign(&format!("s{sender}"), "d", now_secs() + 600)
+        .unwrap();
+    let Ok((client, _)) = Client::login(addr.as_str(), &token, 0).await else {
+        return Acked::new();
+    };
+    let (mut reader, mut writer) = client.split();
+    let mut in_flight: HashMap<String, String> = HashMap::new();
+    let mut acked = Acked::new();
+    let mut n = 0u64;
+    loop {
+        // Keep up to 16 sends in flight.
+        while in_flight.len() < 16 {
+            n += 1;
+            let recipient = format!("r{}", (sender as u64 + n) % RECIPIENTS as u64);
+            let id = format!("s{sender}-r{round}-{n}");
+            writer.queue(text_frame(&id, &recipient, id.as_bytes()));
+            in_flight.insert(id, recipient);
+        }
+        if writer.flush().await.is_err() {
+            return acked;
+        }
+        match reader.recv().await {
+            Ok(Some(frame)) => match frame.frame {
+                Some(Frame::ServerAck(ack)) => {
+                    let recipient = in_flight
+                        .remove(&ack.client_msg_id)
+                        .expect("ack of a known send");
+                    acked.insert((recipient, ack.client_msg_id), ack.seq);
+                }
+                Some(Frame::Error(error)) => {
+                    in_flight.remove(&error.client_msg_id);
+                }
+                _ => {}
+            },
+            _ => return acked,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml")).unwrap();
+    let text = shipped
+        .replace("127.0.0.1:7400", "127.0.0.1:0")
+        .replace("127.0.0.1:7401", "127.0.0.1:0");
+    let config_path = dir.path().join("node.toml");
+    std::fs::File::create(&config_path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let config = Config::parse(&config_path, &text).unwrap();
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let data = dir.path().join("data");
+
+    let mut acked = Acked::new();
+    for round in 0..ROUNDS {
+        let mut node = start_node(&config_path, &data);
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|sender| {
+                tokio::spawn(send_until_killed(
+                    node.addr.clone(),
+                    key.clone(),
+                    sender,
+                    round,
+                ))
+            })
+            .collect();
+        // A different moment in every round (no timing is asserted).
+        tokio::time::sleep(Duration::from_millis(150 + 170 * round)).await;
+        node.child.kill().expect("SIGKILL");
+        node.child.wait().expect("reap");
+        for sender in senders {
+            acked.extend(sender.await.unwrap());
+        }
+    }
+    assert!(
+        acked.len() > 100,
+        "too few acks to prove anything: {}",
+        acked.len()
+    );
+
+    // Restart and drain every recipient.
+    let mut node = start_node(&config_path, &data);
+    let mut expected: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
+    for ((recipient, id), seq) in &acked {
+        let previous = expected
+            .entry(recipient.clone())
+            .or_default()
+            .insert(*seq, id.clone());
+        assert!(
+            previous.is_none(),
+            "two acks named seq {seq} of {recipient}"
+        );
+    }
+    for (recipient, by_seq) in &expected {
+        let token = key.sign(recipient, "d", now_secs() + 600).unwrap();
+        let (client, _) = Client::login(node.addr.as_str(), &token, 0).await.unwrap();
+        let (mut reader, mut writer) = client.split();
+        let mut delivered: Vec<(u64, String)> = Vec::new();
+        loop {
+            match next(&mut reader).await {
+                Frame::Deliver(d) => {
+                    let Some(deliver::Payload::Message(m)) = d.payload else {
+                        panic!("unexpected payload");
+                    };
+                    delivered.push((d.seq, m.client_msg_id));
+                    writer.ack(d.seq).await.unwrap();
+                }
+                Frame::QueueDrained(_) => break,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{recipient}: out of order {seqs:?}"
+        );
+        let mut ids: Vec<&String> = delivered.iter().map(|(_, id)| id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), delivered.len(), "{recipient}: duplicates");
+        let delivered: HashMap<u64, String> = delivered.into_iter().collect();
+        for (seq, id) in by_seq {
+            assert_eq!(
+                delivered.get(seq),
+                Some(id),
+                "{recipient}: acked {id} at seq {seq} was lost"
+            );
+        }
+    }
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+}
