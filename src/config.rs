@@ -55,6 +55,29 @@ pub struct Config {
     /// The write-ahead journals that make acked messages durable.
     #[serde(default)]
     pub journal: JournalSection,
+    /// The sled stores that hold what stays unread past the write-back delay.
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// The stores: `count` sled databases under `node.data_dir/store-N`; shard `s` lives in store
+/// `s % count`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Number of sled databases (1-32). Fixed for a data directory once created. Default: 4.
+    pub count: u32,
+    /// sled page cache per database, in bytes (sled's own default is 1 GiB). Default: 67108864.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            count: 4,
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// The journals: `count` independent write-ahead logs under `node.data_dir/journal-N`; shard
@@ -173,6 +196,12 @@ pub struct MailboxConfig {
     /// Live pushes queued to one session before further ones are skipped (the session then reads
     /// them from the mailbox). Default: 256.
     pub push_queue: u32,
+    /// Seconds an entry may stay unacked in the cache before it is written back to the store;
+    /// entries acked sooner never reach the store. Default: 20.
+    pub writeback_delay_secs: u32,
+    /// Seconds between write-back passes (each ends with a store checkpoint and the release of
+    /// the journal segments it covers). Default: 5.
+    pub checkpoint_interval_secs: u32,
 }
 
 impl Default for LimitsConfig {
@@ -210,6 +239,8 @@ impl Default for MailboxConfig {
             fetch_batch: 128,
             dedup_window: 256,
             push_queue: 256,
+            writeback_delay_secs: 20,
+            checkpoint_interval_secs: 5,
         }
     }
 }
@@ -346,6 +377,18 @@ impl Config {
         check(
             self.journal.max_disk_bytes >= 2 * self.journal.segment_bytes,
             "journal.max_disk_bytes must be at least twice journal.segment_bytes",
+        );
+        check(
+            (1..=32).contains(&self.store.count),
+            "store.count must be between 1 and 32",
+        );
+        check(
+            self.store.cache_bytes >= 1024 * 1024,
+            "store.cache_bytes must be at least 1048576",
+        );
+        check(
+            self.mailbox.checkpoint_interval_secs >= 1,
+            "mailbox.checkpoint_interval_secs must be at least 1",
         );
         check(
             self.mailbox.push_queue >= 1,

@@ -124,6 +124,26 @@ impl<J: Send + 'static> Industry<J> {
         })
     }
 
+    /// Queues a job made by `make` on every worker's `lane`, without waiting; returns how many
+    /// workers refused it (full or stopped).
+    pub fn submit_all(&self, lane: Lane, mut make: impl FnMut() -> J) -> usize {
+        self.lanes
+            .iter()
+            .filter(|lanes| {
+                let sender = match lane {
+                    Lane::Write => &lanes.write,
+                    Lane::Read => &lanes.read,
+                };
+                sender.try_send(make()).is_err()
+            })
+            .count()
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.lanes.len()
+    }
+
     /// Publishes the depth of every queue, summed per shard, as gauges.
     pub fn report_depths(&self) {
         for (shard, workers) in self.lanes.chunks(self.workers_per_shard).enumerate() {

@@ -7,6 +7,7 @@
 //! once the journal's fsync covers it ([`worker`]). At start the mailboxes are rebuilt from the
 //! journals ([`recovery`]).
 
+pub mod checkpoint;
 pub mod log;
 pub mod record;
 pub mod recovery;
@@ -21,10 +22,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Industry, Lane};
+use crate::journal::Journal;
 use crate::message::{Id, MessageKind, ReceiptKind};
 use crate::registry::Registry;
 use crate::session::SessionMsg;
 use crate::shard::key_hash;
+use crate::store::Stores;
 
 pub use log::{AckInfo, Appended, Mailbox};
 pub use recovery::{Slot, Storage, StorageError};
@@ -108,6 +111,14 @@ pub enum MailboxOp {
         /// Cumulative ack.
         up_to: u64,
     },
+    /// Write back what is older than `older_than_ms` and still unacked, plus changed metadata,
+    /// to the store; then count down `done`.
+    WriteBack {
+        /// Entries accepted before this time (ms since the epoch) are written back.
+        older_than_ms: u64,
+        /// Completed once this worker's store batch is applied (or failed).
+        done: Arc<checkpoint::Countdown>,
+    },
     /// Read entries after `after`; answered with [`SessionMsg::Batch`].
     Fetch {
         /// Mailbox owner.
@@ -124,12 +135,14 @@ pub enum MailboxOp {
 }
 
 impl MailboxOp {
-    fn owner(&self) -> &Id {
+    /// The mailbox the op is about; `None` for ops sent to every worker.
+    fn owner(&self) -> Option<&Id> {
         match self {
             MailboxOp::Login { owner, .. }
             | MailboxOp::Ack { owner, .. }
-            | MailboxOp::Fetch { owner, .. } => owner,
-            MailboxOp::Append(job) => &job.owner,
+            | MailboxOp::Fetch { owner, .. } => Some(owner),
+            MailboxOp::Append(job) => Some(&job.owner),
+            MailboxOp::WriteBack { .. } => None,
         }
     }
 
@@ -144,6 +157,8 @@ impl MailboxOp {
 /// The mailbox service: 32 shards of mailbox workers.
 pub struct Mailboxes {
     industry: Industry<MailboxOp>,
+    journals: Vec<Arc<Journal>>,
+    stores: Arc<Stores>,
 }
 
 impl Mailboxes {
@@ -155,6 +170,7 @@ impl Mailboxes {
     ) -> (Self, Vec<JoinHandle<()>>) {
         let Storage {
             journals,
+            stores,
             mut recovered,
         } = storage;
         let dedup_window = config.mailbox.dedup_window as usize;
@@ -163,19 +179,46 @@ impl Mailboxes {
         let (industry, handles) = Industry::start("mailbox", &config.dispatch, |shard, worker| {
             let slots = std::mem::take(&mut recovered[shard * workers_per_shard + worker]);
             MailboxWorker::new(
+                shard,
                 slots,
                 journals[shard % journals.len()].clone(),
+                stores.clone(),
                 registry.clone(),
                 dedup_window,
                 push_queue,
             )
         });
-        (Self { industry }, handles)
+        let mailboxes = Self {
+            industry,
+            journals,
+            stores,
+        };
+        (mailboxes, handles)
+    }
+
+    /// The journals, in shard order (`shard % count`).
+    pub fn journals(&self) -> &[Arc<Journal>] {
+        &self.journals
+    }
+
+    /// The stores.
+    pub fn stores(&self) -> &Arc<Stores> {
+        &self.stores
+    }
+
+    /// Queues one job made by `make` on every worker's write lane; returns how many were refused.
+    pub fn broadcast(&self, make: impl FnMut() -> MailboxOp) -> usize {
+        self.industry.submit_all(Lane::Write, make)
+    }
+
+    /// Number of workers.
+    pub fn workers(&self) -> usize {
+        self.industry.workers()
     }
 
     /// Queues `op` on the worker that owns its mailbox, without waiting.
     pub fn submit(&self, op: MailboxOp) -> Result<(), DispatchError<MailboxOp>> {
-        let hash = key_hash(op.owner().as_bytes());
+        let hash = op.owner().map_or(0, |owner| key_hash(owner.as_bytes()));
         let lane = op.lane();
         self.industry.submit(hash, lane, op)
     }

@@ -50,8 +50,16 @@ pub const MAILBOX_ENTRIES: &str = "tern_mailbox_entries";
 pub const PUSHES_SKIPPED: &str = "tern_pushes_skipped_total";
 /// How long the last start spent rebuilding mailboxes from the journals.
 pub const RECOVERY_SECONDS: &str = "tern_recovery_seconds";
+/// Entries the last start loaded from the stores (written back before the restart).
+pub const RECOVERY_STORE_ENTRIES: &str = "tern_recovery_store_entries";
 /// Appends refused because the journal could not make them durable (disk full, I/O error).
 pub const STORAGE_FAILURES: &str = "tern_storage_failures_total";
+/// Completed checkpoints (write-back, store fsync, journal release).
+pub const CHECKPOINTS: &str = "tern_checkpoints_total";
+/// Write-back passes or checkpoints that failed (retried at the next interval); an alarm.
+pub const CHECKPOINT_FAILURES: &str = "tern_checkpoint_failures_total";
+/// Entries written back to the stores (unacked past the write-back delay).
+pub const WRITTEN_BACK: &str = "tern_mailbox_written_back_total";
 /// Typing notices relayed to online devices.
 pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
 /// Presence updates sent to subscribers.
@@ -173,6 +181,17 @@ fn describe() {
         STORAGE_FAILURES,
         Unit::Count,
         "Appends refused: journal write failed."
+    );
+    describe_counter!(CHECKPOINTS, Unit::Count, "Completed checkpoints.");
+    describe_counter!(
+        CHECKPOINT_FAILURES,
+        Unit::Count,
+        "Failed write-back passes or checkpoints."
+    );
+    describe_counter!(
+        WRITTEN_BACK,
+        Unit::Count,
+        "Entries written back to the stores."
     );
     describe_counter!(TYPING_RELAYED, Unit::Count, "Typing notices relayed.");
     describe_counter!(

@@ -96,6 +96,7 @@ impl Server {
         let storage = storage.map_err(|error| ServerError::Storage(error.to_string()))?;
         let (node, mut workers) = Node::start(config, storage);
         workers.push(tokio::spawn(sweep::run(node.clone())));
+        workers.push(tokio::spawn(crate::mailbox::checkpoint::run(node.clone())));
         let admin = tokio::spawn(crate::admin::serve(
             listeners.admin,
             node.clone(),

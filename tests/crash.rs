@@ -4,7 +4,8 @@
 //! send to recipients that are offline, records every ServerAck, and kills the child with
 //! SIGKILL at a pseudo-random moment while sends are in flight. At the end a last node is
 //! started and every recipient drains its mailbox: each acked message must be there once, at
-//! the seq its ack named, in seq order.
+//! the seq its ack named, in seq order. Write-back and checkpoints run every second, so the
+//! survivors come from both the stores and the journals.
 
 mod common;
 
@@ -101,9 +102,17 @@ async fn acked_messages_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml")).unwrap();
+    // Write-back and checkpoints every second, so kills also land around checkpoints and
+    // journal releases, and recovery mixes store and journal.
     let text = shipped
         .replace("127.0.0.1:7400", "127.0.0.1:0")
-        .replace("127.0.0.1:7401", "127.0.0.1:0");
+        .replace("127.0.0.1:7401", "127.0.0.1:0")
+        .replace("writeback_delay_secs = 20", "writeback_delay_secs = 1")
+        .replace(
+            "checkpoint_interval_secs = 5",
+            "checkpoint_interval_secs = 1",
+        )
+        .replace("segment_bytes = 67108864", "segment_bytes = 65536");
     let config_path = dir.path().join("node.toml");
     std::fs::File::create(&config_path)
         .unwrap()
@@ -127,7 +136,7 @@ async fn acked_messages_survive_sigkill() {
             })
             .collect();
         // A different moment in every round (no timing is asserted).
-        tokio::time::sleep(Duration::from_millis(150 + 170 * round)).await;
+        tokio::time::sleep(Duration::from_millis(2_600 + 450 * round)).await;
         node.child.kill().expect("SIGKILL");
         node.child.wait().expect("reap");
         for sender in senders {

@@ -370,7 +370,12 @@ mod tests {
         let mut config = crate::config::Config::load(&path).unwrap();
         let dir = tempfile::tempdir().unwrap();
         config.node.data_dir = dir.path().to_owned();
-        let storage = crate::mailbox::Storage::open(&config).unwrap();
+        let (config, storage) = tokio::task::spawn_blocking(move || {
+            let storage = crate::mailbox::Storage::open(&config).unwrap();
+            (config, storage)
+        })
+        .await
+        .unwrap();
         let (node, _workers) = crate::node::Node::start(config, storage);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())

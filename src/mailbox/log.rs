@@ -80,6 +80,28 @@ impl Mailbox {
         cursor
     }
 
+    /// Entries currently held, oldest first.
+    pub fn held(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.entries.iter()
+    }
+
+    /// Every known device and its cursor.
+    pub fn cursors(&self) -> impl Iterator<Item = (&Id, u64)> {
+        self.cursors
+            .iter()
+            .map(|(device, cursor)| (device, *cursor))
+    }
+
+    /// The lowest cursor of all known devices (entries at or below it are gone).
+    pub fn min_cursor(&self) -> Option<u64> {
+        self.cursors.values().min().copied()
+    }
+
+    /// Raises `last_seq` to at least `seq` (recovery of a mailbox whose entries were all acked).
+    pub fn raise_last_seq(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
     /// Devices known to this mailbox.
     pub fn devices(&self) -> usize {
         self.cursors.len()
@@ -133,12 +155,19 @@ impl Mailbox {
         server_id: u64,
         dedup_window: usize,
     ) {
-        if entry.seq <= self.last_seq {
+        // Held entries and the seq counter may come from the store first (its metadata can be
+        // ahead of this entry); only order against what is held.
+        if self
+            .entries
+            .back()
+            .is_some_and(|last| entry.seq <= last.seq)
+            || self.min_cursor().is_some_and(|cursor| entry.seq <= cursor)
+        {
             return;
         }
         let (from_user, _) = entry.origin();
         let from_user = from_user.clone();
-        self.last_seq = entry.seq;
+        self.last_seq = self.last_seq.max(entry.seq);
         self.remember(
             &from_user,
             client_msg_id,

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::message::Id;
 use crate::shard::{SHARDS, key_hash, shard_of, worker_of};
+use crate::store::{Pending, StoreConfig, StoreError, Stores};
 
 /// One mailbox and its durable watermark: entries above it are written but not yet fsynced, so
 /// they are neither read nor pushed.
@@ -21,12 +22,26 @@ pub struct Slot {
     pub mailbox: Mailbox,
     /// Highest seq known durable (raised by journal completions).
     pub durable: Arc<AtomicU64>,
+    /// Highest seq written back to the store.
+    pub written_upto: u64,
+    /// Entries at or below this seq were deleted from the store.
+    pub deleted_upto: u64,
+    /// `last_seq` or a cursor changed since the last write-back pass.
+    pub dirty: bool,
 }
 
-/// The opened journals and the mailboxes rebuilt from them, one map per dispatcher worker.
+/// Key of the record (in shard 0's records) holding journal `index`'s checkpoint LSN: every
+/// record at or below it is reflected in the stores.
+pub fn checkpoint_key(index: usize) -> Vec<u8> {
+    format!("checkpoint/journal-{index}").into_bytes()
+}
+
+/// The opened journals and stores, and the mailboxes rebuilt from them, one map per worker.
 pub struct Storage {
     /// Journal `i` serves shards `s` with `s % count == i`.
     pub journals: Vec<Arc<Journal>>,
+    /// The sled stores.
+    pub stores: Arc<Stores>,
     /// Index `shard * workers_per_shard + worker`.
     pub recovered: Vec<HashMap<Id, Slot>>,
 }
@@ -42,6 +57,9 @@ pub enum StorageError {
         /// The cause.
         source: JournalError,
     },
+    /// A store could not be opened or read.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
     /// A journal record could not be decoded.
     #[error("journal {index}, record {lsn}: {source}")]
     Record {
@@ -64,6 +82,13 @@ impl Storage {
         let mut recovered: Vec<HashMap<Id, Slot>> = (0..SHARDS * workers_per_shard)
             .map(|_| HashMap::new())
             .collect();
+        let mut store_config = StoreConfig::new(
+            (0..config.store.count)
+                .map(|index| config.node.data_dir.join(format!("store-{index}"))),
+        );
+        store_config.cache_bytes = config.store.cache_bytes;
+        let stores = Stores::open(store_config)?;
+        let entries = load_stores(&stores, &mut recovered, workers_per_shard, dedup_window)?;
         let mut journals = Vec::new();
         let mut records = 0u64;
         for index in 0..config.journal.count as usize {
@@ -73,7 +98,9 @@ impl Storage {
             journal_config.max_disk_bytes = Some(config.journal.max_disk_bytes);
             let journal_error = |source| StorageError::Journal { index, source };
             let (journal, recovery) = Journal::open(journal_config).map_err(journal_error)?;
-            for item in recovery.records_after(0).map_err(journal_error)? {
+            let checkpoint = wait(stores.get_record(0, &checkpoint_key(index)))?
+                .map_or(0, |bytes| decode_u64(&bytes));
+            for item in recovery.records_after(checkpoint).map_err(journal_error)? {
                 let (lsn, payload) = item.map_err(journal_error)?;
                 if payload.is_empty() {
                     // A barrier: orders a retry's answer after the original write.
@@ -97,16 +124,76 @@ impl Storage {
         }
         let elapsed = started.elapsed();
         metrics::gauge!(crate::metrics::RECOVERY_SECONDS).set(elapsed.as_secs_f64());
+        metrics::gauge!(crate::metrics::RECOVERY_STORE_ENTRIES).set(entries as f64);
         tracing::info!(
-            records,
+            store_entries = entries,
+            journal_records = records,
             seconds = elapsed.as_secs_f64(),
-            "mailboxes recovered from the journals"
+            "mailboxes recovered from the stores and journals"
         );
         Ok(Self {
             journals,
+            stores: Arc::new(stores),
             recovered,
         })
     }
+}
+
+/// Waits for a store operation from a blocking context.
+fn wait<T>(operation: Result<Pending<T>, StoreError>) -> Result<T, StoreError> {
+    operation?
+        .into_receiver()
+        .blocking_recv()
+        .map_err(|_| StoreError::Closed)?
+}
+
+/// A big-endian u64 (0 when malformed).
+pub fn decode_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map_or(0, u64::from_be_bytes)
+}
+
+/// Loads everything written back: mailbox metadata (last seq), cursors and entries.
+fn load_stores(
+    stores: &Stores,
+    recovered: &mut [HashMap<Id, Slot>],
+    workers_per_shard: usize,
+    dedup_window: usize,
+) -> Result<u64, StorageError> {
+    let mut loaded = 0;
+    for shard in 0..SHARDS {
+        for (owner, meta) in wait(stores.scan_meta(shard))? {
+            let owner = Id::from(String::from_utf8_lossy(&owner).as_ref());
+            let hash = key_hash(owner.as_bytes());
+            let index = shard_of(hash) * workers_per_shard + worker_of(hash, workers_per_shard);
+            let slot = recovered[index].entry(owner.clone()).or_default();
+            for (seq, value) in wait(stores.read_entries(shard, owner.as_bytes(), 0, usize::MAX))? {
+                let record = record::decode(value).map_err(|source| StorageError::Record {
+                    index: shard,
+                    lsn: seq,
+                    source,
+                })?;
+                if let Record::Appended {
+                    entry,
+                    client_msg_id,
+                    server_id,
+                    ..
+                } = record
+                {
+                    slot.mailbox
+                        .restore(entry, &client_msg_id, server_id, dedup_window);
+                    slot.written_upto = seq;
+                    loaded += 1;
+                }
+            }
+            // The seq counter first: cursors are clamped to it.
+            slot.mailbox.raise_last_seq(decode_u64(&meta));
+            for (device, cursor) in wait(stores.read_cursors(shard, owner.as_bytes()))? {
+                slot.mailbox.ack(&Id::from(device), cursor);
+            }
+            slot.deleted_upto = slot.mailbox.min_cursor().unwrap_or(0);
+        }
+    }
+    Ok(loaded)
 }
 
 fn apply(
@@ -134,4 +221,5 @@ fn apply(
             slot.mailbox.ack(&device, cursor);
         }
     }
+    slot.dirty = true;
 }

@@ -12,6 +12,7 @@ use hashbrown::HashMap;
 use metrics::{Counter, Gauge};
 use ractor::ActorRef;
 
+use super::checkpoint::Countdown;
 use super::record;
 use super::{AckInfo, AppendJob, Appended, Content, LoginInfo, MailboxOp, Slot};
 use crate::dispatch::Worker;
@@ -20,6 +21,7 @@ use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
 use crate::metrics as names;
 use crate::registry::Registry;
 use crate::session::{AppendFailure, SessionMsg};
+use crate::store::{Stores, WriteBatch};
 
 /// An append whose journal write failed: its dedup record must go, so a retry is stored anew.
 type Failed = (Id, Id, Arc<str>);
@@ -35,17 +37,25 @@ struct Shared {
 }
 
 pub(super) struct MailboxWorker {
+    shard: usize,
     slots: HashMap<Id, Slot>,
     journal: Arc<Journal>,
+    stores: Arc<Stores>,
+    /// Set by a failed write-back batch: the next pass rewrites everything it holds.
+    writeback_failed: Arc<AtomicBool>,
+    written_back: Counter,
     shared: Arc<Shared>,
     dedup_window: usize,
     entries: Gauge,
 }
 
 impl MailboxWorker {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
+        shard: usize,
         slots: HashMap<Id, Slot>,
         journal: Arc<Journal>,
+        stores: Arc<Stores>,
         registry: Arc<Registry>,
         dedup_window: usize,
         push_queue: u32,
@@ -53,8 +63,12 @@ impl MailboxWorker {
         let entries = metrics::gauge!(names::MAILBOX_ENTRIES);
         entries.increment(slots.values().map(|s| s.mailbox.len()).sum::<usize>() as f64);
         Self {
+            shard,
             slots,
             journal,
+            stores,
+            writeback_failed: Arc::new(AtomicBool::new(false)),
+            written_back: metrics::counter!(names::WRITTEN_BACK),
             shared: Arc::new(Shared {
                 registry,
                 push_queue,
@@ -84,12 +98,17 @@ impl Worker for MailboxWorker {
                 reply,
             } => self.login(owner, &device, resume_after, reply),
             MailboxOp::Append(job) => self.append(*job),
+            MailboxOp::WriteBack {
+                older_than_ms,
+                done,
+            } => self.write_back(older_than_ms, done),
             MailboxOp::Ack {
                 owner,
                 device,
                 up_to,
             } => {
                 if let Some(slot) = self.slots.get_mut(&owner) {
+                    slot.dirty = true;
                     let dropped = slot.mailbox.ack(&device, up_to);
                     self.entries.decrement(dropped as f64);
                     // Fire and forget: a lost cursor record only means redelivery.
@@ -129,6 +148,7 @@ impl MailboxWorker {
         reply: tokio::sync::oneshot::Sender<LoginInfo>,
     ) {
         let slot = self.slots.entry(owner.clone()).or_default();
+        slot.dirty = true;
         let durable = slot.durable.load(Ordering::Acquire);
         let (before, devices_before) = (slot.mailbox.len(), slot.mailbox.devices());
         let cursor = slot.mailbox.login(device, resume_after.min(durable));
@@ -207,6 +227,7 @@ impl MailboxWorker {
             }
             Appended::New(entry) => entry,
         };
+        slot.dirty = true;
         self.entries.increment(1.0);
         let ack = AckInfo {
             seq: entry.seq,
@@ -233,6 +254,77 @@ impl MailboxWorker {
         {
             second.finish(false);
             self.forget_failed();
+        }
+    }
+
+    /// Writes back entries accepted before `older_than_ms` and still unacked, deletes written-back
+    /// entries every device has acked since, and saves changed last seqs and cursors, in one
+    /// store batch for this worker's shard.
+    fn write_back(&mut self, older_than_ms: u64, done: Arc<Countdown>) {
+        let rewrite = self.writeback_failed.swap(false, Ordering::AcqRel);
+        let mut batch = WriteBatch::new();
+        let mut written = 0u64;
+        for (owner, slot) in &mut self.slots {
+            if rewrite {
+                slot.written_upto = 0;
+                slot.dirty = true;
+            }
+            let durable = slot.durable.load(Ordering::Acquire);
+            for entry in slot.mailbox.held() {
+                if entry.seq <= slot.written_upto {
+                    continue;
+                }
+                if entry.seq > durable || entry.timestamp_ms >= older_than_ms {
+                    break;
+                }
+                let (client_msg_id, server_id) = match &entry.payload {
+                    Payload::Message(m) => (m.client_msg_id.as_ref(), m.server_id),
+                    Payload::Receipt(_) => ("", 0),
+                };
+                let value = record::encode_appended(owner, entry, client_msg_id, server_id);
+                batch.put_entry(owner.as_bytes(), entry.seq, value);
+                slot.written_upto = entry.seq;
+                written += 1;
+            }
+            let acked = slot
+                .mailbox
+                .min_cursor()
+                .unwrap_or(0)
+                .min(slot.written_upto);
+            if acked > slot.deleted_upto {
+                batch.delete_entries_up_to(owner.as_bytes(), acked);
+                slot.deleted_upto = acked;
+            }
+            if slot.dirty {
+                slot.dirty = false;
+                let last_seq = slot.mailbox.last_seq();
+                batch.put_meta(
+                    owner.as_bytes(),
+                    bytes::Bytes::copy_from_slice(&last_seq.to_be_bytes()),
+                );
+                for (device, cursor) in slot.mailbox.cursors() {
+                    batch.put_cursor(owner.as_bytes(), device, cursor);
+                }
+            }
+        }
+        self.written_back.increment(written);
+        if batch.is_empty() {
+            done.finish(true);
+            return;
+        }
+        let failed = self.writeback_failed.clone();
+        let finish = done.clone();
+        let submitted = self
+            .stores
+            .write_batch_with(self.shard, batch, move |result| {
+                if result.is_err() {
+                    failed.store(true, Ordering::Release);
+                }
+                finish.finish(result.is_ok());
+            });
+        if submitted.is_err() {
+            self.writeback_failed.store(true, Ordering::Release);
+            done.finish(false);
         }
     }
 

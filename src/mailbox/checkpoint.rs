@@ -1,0 +1,144 @@
+//! Write-back and checkpoints: every `checkpoint_interval_secs`, each worker writes what has
+//! stayed unacked longer than `writeback_delay_secs` (and changed cursors and last seqs) to the
+//! stores; the stores are flushed and fsynced; then the journal segments whose records are all
+//! reflected in the stores are released.
+//!
+//! Which journal records a pass covers: before each pass the checkpointer samples every
+//! journal's durable LSN with the time. A record durable at sample time `t` was accepted before
+//! `t`, so once a pass has written back everything accepted before `t` (and all changed
+//! metadata), every record up to that sample's LSN is either acked or in the stores, and the
+//! journal may drop it. Entries younger than the delay are never written back, which is why the
+//! released sample is one at least the delay old.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::sync::oneshot;
+
+use super::MailboxOp;
+use super::recovery::checkpoint_key;
+use crate::clock::now_ms;
+use crate::node::Node;
+use crate::store::WriteBatch;
+
+/// Counts down the workers of one pass; resolves to whether all succeeded.
+#[derive(Debug)]
+pub struct Countdown {
+    remaining: AtomicUsize,
+    failed: AtomicBool,
+    done: Mutex<Option<oneshot::Sender<bool>>>,
+}
+
+impl Countdown {
+    /// A countdown of `parts`, and the receiver of its outcome.
+    pub fn new(parts: usize) -> (Arc<Self>, oneshot::Receiver<bool>) {
+        let (tx, rx) = oneshot::channel();
+        let countdown = Arc::new(Self {
+            remaining: AtomicUsize::new(parts),
+            failed: AtomicBool::new(false),
+            done: Mutex::new(Some(tx)),
+        });
+        if parts == 0 {
+            countdown.finish_all();
+        }
+        (countdown, rx)
+    }
+
+    /// One part finished.
+    pub fn finish(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::Release);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish_all();
+        }
+    }
+
+    fn finish_all(&self) {
+        let sender = self
+            .done
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(sender) = sender {
+            let _ = sender.send(!self.failed.load(Ordering::Acquire));
+        }
+    }
+}
+
+/// Runs write-back passes until the node shuts down.
+pub async fn run(node: Arc<Node>) {
+    let config = &node.config.mailbox;
+    let delay_ms = u64::from(config.writeback_delay_secs) * 1000;
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(
+        config.checkpoint_interval_secs.into(),
+    ));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut samples: VecDeque<(u64, Vec<u64>)> = VecDeque::new();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            () = node.shutdown.cancelled() => return,
+        }
+        let now = now_ms();
+        let journals = node.mailboxes.journals();
+        samples.push_back((
+            now,
+            journals.iter().map(|j| j.stats().durable_lsn).collect(),
+        ));
+        let cutoff = now.saturating_sub(delay_ms);
+        if !pass(&node, cutoff).await {
+            metrics::counter!(crate::metrics::CHECKPOINT_FAILURES).increment(1);
+            continue;
+        }
+        // The newest sample at least the delay (plus a second of clock slack) old.
+        let mut release = None;
+        while samples.front().is_some_and(|(at, _)| *at + 1000 <= cutoff) {
+            release = samples.pop_front();
+        }
+        if let Some((_, marks)) = release {
+            if checkpoint(&node, &marks).await {
+                for (journal, mark) in journals.iter().zip(&marks) {
+                    journal.release(*mark);
+                }
+                metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
+            } else {
+                metrics::counter!(crate::metrics::CHECKPOINT_FAILURES).increment(1);
+            }
+        }
+    }
+}
+
+/// One write-back pass over every worker; true when every worker's batch was applied.
+async fn pass(node: &Node, older_than_ms: u64) -> bool {
+    let (countdown, outcome) = Countdown::new(node.mailboxes.workers());
+    let refused = node.mailboxes.broadcast(|| MailboxOp::WriteBack {
+        older_than_ms,
+        done: countdown.clone(),
+    });
+    for _ in 0..refused {
+        countdown.finish(false);
+    }
+    outcome.await.unwrap_or(false)
+}
+
+/// Records the journals' checkpoint LSNs and makes the stores durable.
+async fn checkpoint(node: &Node, marks: &[u64]) -> bool {
+    let stores = node.mailboxes.stores();
+    let mut batch = WriteBatch::new();
+    for (index, mark) in marks.iter().enumerate() {
+        batch.put_record(
+            &checkpoint_key(index),
+            bytes::Bytes::copy_from_slice(&mark.to_be_bytes()),
+        );
+    }
+    let Ok(written) = stores.write_batch(0, batch) else {
+        return false;
+    };
+    if written.await.is_err() {
+        return false;
+    }
+    stores.checkpoint_all().await.is_ok()
+}

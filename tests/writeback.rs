@@ -1,0 +1,170 @@
+//! Write-back: a message read and acked within `writeback_delay_secs` never reaches the store; one
+//! left unread is written back, and after a restart it is served from the store.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use tern::client::Client;
+use tern::clock::now_secs;
+use tern::config::Config;
+use tern::proto::v1::{deliver, server_frame::Frame};
+use tern::token::TokenKey;
+
+struct Node {
+    child: Child,
+    client: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn start_node(config: &Path, data: &Path) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tern");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    let field = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|part| part.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+            .parse()
+            .expect("address")
+    };
+    Node {
+        client: field("client="),
+        admin: field("admin="),
+        child,
+    }
+}
+
+async fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let text = http_get(admin, "/metrics").await;
+    text.lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml")).unwrap();
+    let text = shipped
+        .replace("127.0.0.1:7400", "127.0.0.1:0")
+        .replace("127.0.0.1:7401", "127.0.0.1:0")
+        .replace("writeback_delay_secs = 20", "writeback_delay_secs = 1")
+        .replace(
+            "checkpoint_interval_secs = 5",
+            "checkpoint_interval_secs = 1",
+        );
+    let config_path = dir.path().join("node.toml");
+    std::fs::File::create(&config_path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let config = Config::parse(&config_path, &text).unwrap();
+    assert_eq!(config.mailbox.writeback_delay_secs, 1);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let token = |user: &str| key.sign(user, "d", now_secs() + 600).unwrap();
+    let data = dir.path().join("data");
+
+    let mut node = start_node(&config_path, &data);
+    let (carol, _) = Client::login(node.client, &token("carol"), 0)
+        .await
+        .unwrap();
+    let (mut carol_reader, mut carol_writer) = carol.split();
+    assert!(matches!(
+        next(&mut carol_reader).await,
+        Frame::QueueDrained(_)
+    ));
+    let (alice, _) = Client::login(node.client, &token("alice"), 0)
+        .await
+        .unwrap();
+    let (mut alice_reader, mut alice_writer) = alice.split();
+    next_matching(&mut alice_reader, |f| {
+        matches!(f, Frame::QueueDrained(_)).then_some(())
+    })
+    .await;
+
+    // carol reads and acks at once; bob is offline and leaves his message unread.
+    alice_writer
+        .send_text("to-carol", "carol", "read at once")
+        .await
+        .unwrap();
+    alice_writer
+        .send_text("to-bob", "bob", "left unread")
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        next_matching(&mut alice_reader, |f| {
+            matches!(f, Frame::ServerAck(_)).then_some(())
+        })
+        .await;
+    }
+    let seq = next_matching(&mut carol_reader, |f| match f {
+        Frame::Deliver(d) => Some(d.seq),
+        _ => None,
+    })
+    .await;
+    carol_writer.ack(seq).await.unwrap();
+
+    // Wait for checkpoints that cover both messages (the delay is 1 s, passes every second).
+    let admin = node.admin;
+    eventually("three checkpoints", async || {
+        metric(admin, "tern_checkpoints_total").await >= 3.0
+    })
+    .await;
+    assert_eq!(
+        metric(admin, "tern_mailbox_written_back_total").await,
+        1.0,
+        "exactly the unread message is written back"
+    );
+
+    // Crash and restart: bob's message comes back from the store.
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+    let mut node = start_node(&config_path, &data);
+    assert_eq!(metric(node.admin, "tern_recovery_store_entries").await, 1.0);
+    let (bob, _) = Client::login(node.client, &token("bob"), 0).await.unwrap();
+    let (mut bob_reader, _bob_writer) = bob.split();
+    let Frame::Deliver(d) = next(&mut bob_reader).await else {
+        panic!("expected bob's message");
+    };
+    let Some(deliver::Payload::Message(m)) = d.payload else {
+        panic!("expected a chat message");
+    };
+    assert_eq!(
+        (m.client_msg_id.as_str(), &m.body[..]),
+        ("to-bob", &b"left unread"[..])
+    );
+    assert!(matches!(
+        next(&mut bob_reader).await,
+        Frame::QueueDrained(_)
+    ));
+    // carol's message was acked: nothing is redelivered to her.
+    let (carol, welcome) = Client::login(node.client, &token("carol"), 0)
+        .await
+        .unwrap();
+    assert_eq!(welcome.cursor, seq);
+    let (mut carol_reader, _) = carol.split();
+    assert!(matches!(
+        next(&mut carol_reader).await,
+        Frame::QueueDrained(_)
+    ));
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
+}
