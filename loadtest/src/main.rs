@@ -37,6 +37,10 @@ enum Command {
     Chat(scenario::chat::ChatArgs),
     /// An interactive client: prints what arrives, sends what you type.
     ChatCli(scenario::chat_cli::ChatCliArgs),
+    /// Senders message recipients that are offline; every ServerAck is appended to a record.
+    OfflineSend(scenario::offline_send::OfflineSendArgs),
+    /// Logs in the recorded recipients and checks every recorded message arrives at its seq.
+    OfflineDrain(scenario::offline_drain::OfflineDrainArgs),
 }
 
 #[tokio::main]
@@ -45,6 +49,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Chat(args) => scenario::chat::run(args).await,
         Command::ChatCli(args) => scenario::chat_cli::run(args).await,
+        Command::OfflineSend(args) => scenario::offline_send::run(args).await,
+        Command::OfflineDrain(args) => scenario::offline_drain::run(args).await,
     };
     match result {
         Ok(Verdict::Pass) => ExitCode::SUCCESS,

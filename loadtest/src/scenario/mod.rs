@@ -3,6 +3,8 @@
 
 pub mod chat;
 pub mod chat_cli;
+pub mod offline_drain;
+pub mod offline_send;
 
 /// Whether a scenario's figures meet its success criterion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
