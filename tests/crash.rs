@@ -31,6 +31,14 @@ struct Node {
     addr: String,
 }
 
+impl Drop for Node {
+    /// A failing test must not leave its node running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_node(config_path: &Path, data: &Path) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["serve", "--config"])
@@ -198,6 +206,4 @@ async fn acked_messages_survive_sigkill() {
             );
         }
     }
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
 }

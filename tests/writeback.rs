@@ -21,6 +21,14 @@ struct Node {
     admin: SocketAddr,
 }
 
+impl Drop for Node {
+    /// A failing test must not leave its node running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_node(config: &Path, data: &Path) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args(["serve", "--config"])
@@ -165,6 +173,4 @@ async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
         next(&mut carol_reader).await,
         Frame::QueueDrained(_)
     ));
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
 }
