@@ -158,7 +158,7 @@ async fn acked_messages_survive_sigkill() {
     );
 
     // Restart and drain every recipient.
-    let mut node = start_node(&config_path, &data);
+    let node = start_node(&config_path, &data);
     let mut expected: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
     for ((recipient, id), seq) in &acked {
         let previous = expected

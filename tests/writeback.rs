@@ -145,7 +145,7 @@ async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
     // Crash and restart: bob's message comes back from the store.
     node.child.kill().unwrap();
     node.child.wait().unwrap();
-    let mut node = start_node(&config_path, &data);
+    let node = start_node(&config_path, &data);
     assert_eq!(metric(node.admin, "tern_recovery_store_entries").await, 1.0);
     let (bob, _) = Client::login(node.client, &token("bob"), 0).await.unwrap();
     let (mut bob_reader, _bob_writer) = bob.split();
