@@ -10,15 +10,11 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use tern::client::{Client, text_frame};
 use tern::clock::now_secs;
-use tern::config::Config;
 use tern::proto::v1::{deliver, server_frame::Frame};
 use tern::token::TokenKey;
 
@@ -26,49 +22,19 @@ const SENDERS: usize = 8;
 const RECIPIENTS: usize = 5;
 const ROUNDS: u64 = 4;
 
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    /// A failing test must not leave its node running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(config_path: &Path, data: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
-        .arg(config_path)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tern");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let addr = line
-        .split_whitespace()
-        .find_map(|part| part.strip_prefix("client="))
-        .unwrap_or_else(|| panic!("no ready line, got {line:?}"))
-        .to_owned();
-    Node { child, addr }
-}
-
 /// (recipient, client_msg_id) → seq named by the ack.
 type Acked = HashMap<(String, String), u64>;
 
-async fn send_until_killed(addr: String, key: TokenKey, sender: usize, round: u64) -> Acked {
+async fn send_until_killed(
+    addr: std::net::SocketAddr,
+    key: TokenKey,
+    sender: usize,
+    round: u64,
+) -> Acked {
     let token = key
         .sign(&format!("s{sender}"), "d", now_secs() + 600)
         .unwrap();
-    let Ok((client, _)) = Client::login(addr.as_str(), &token, 0).await else {
+    let Ok((client, _)) = Client::login(addr, &token, 0).await else {
         return Acked::new();
     };
     let (mut reader, mut writer) = client.split();
@@ -108,45 +74,31 @@ async fn send_until_killed(addr: String, key: TokenKey, sender: usize, round: u6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_messages_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml")).unwrap();
     // Write-back and checkpoints every second, so kills also land around checkpoints and
     // journal releases, and recovery mixes store and journal.
-    let text = shipped
-        .replace("127.0.0.1:7400", "127.0.0.1:0")
-        .replace("127.0.0.1:7401", "127.0.0.1:0")
-        .replace("writeback_delay_secs = 20", "writeback_delay_secs = 1")
-        .replace(
-            "checkpoint_interval_secs = 5",
-            "checkpoint_interval_secs = 1",
-        )
-        .replace("segment_bytes = 67108864", "segment_bytes = 65536");
-    let config_path = dir.path().join("node.toml");
-    std::fs::File::create(&config_path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let config = Config::parse(&config_path, &text).unwrap();
+    let (config_path, config) = child_config(
+        dir.path(),
+        &[
+            ("writeback_delay_secs = 20", "writeback_delay_secs = 1"),
+            (
+                "checkpoint_interval_secs = 5",
+                "checkpoint_interval_secs = 1",
+            ),
+            ("segment_bytes = 67108864", "segment_bytes = 65536"),
+        ],
+    );
     let key = TokenKey::new(config.auth.token_key.as_bytes());
     let data = dir.path().join("data");
 
     let mut acked = Acked::new();
     for round in 0..ROUNDS {
-        let mut node = start_node(&config_path, &data);
+        let node = ChildNode::start(&config_path, &data);
         let senders: Vec<_> = (0..SENDERS)
-            .map(|sender| {
-                tokio::spawn(send_until_killed(
-                    node.addr.clone(),
-                    key.clone(),
-                    sender,
-                    round,
-                ))
-            })
+            .map(|sender| tokio::spawn(send_until_killed(node.client, key.clone(), sender, round)))
             .collect();
         // A different moment in every round (no timing is asserted).
         tokio::time::sleep(Duration::from_millis(2_600 + 450 * round)).await;
-        node.child.kill().expect("SIGKILL");
-        node.child.wait().expect("reap");
+        node.kill();
         for sender in senders {
             acked.extend(sender.await.unwrap());
         }
@@ -158,7 +110,7 @@ async fn acked_messages_survive_sigkill() {
     );
 
     // Restart and drain every recipient.
-    let node = start_node(&config_path, &data);
+    let node = ChildNode::start(&config_path, &data);
     let mut expected: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
     for ((recipient, id), seq) in &acked {
         let previous = expected
@@ -172,7 +124,7 @@ async fn acked_messages_survive_sigkill() {
     }
     for (recipient, by_seq) in &expected {
         let token = key.sign(recipient, "d", now_secs() + 600).unwrap();
-        let (client, _) = Client::login(node.addr.as_str(), &token, 0).await.unwrap();
+        let (client, _) = Client::login(node.client, &token, 0).await.unwrap();
         let (mut reader, mut writer) = client.split();
         let mut delivered: Vec<(u64, String)> = Vec::new();
         loop {

@@ -3,59 +3,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 
 use common::*;
 use tern::client::Client;
 use tern::clock::now_secs;
-use tern::config::Config;
 use tern::proto::v1::{deliver, server_frame::Frame};
 use tern::token::TokenKey;
-
-struct Node {
-    child: Child,
-    client: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Drop for Node {
-    /// A failing test must not leave its node running.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_node(config: &Path, data: &Path) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tern");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    let field = |name: &str| -> SocketAddr {
-        line.split_whitespace()
-            .find_map(|part| part.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-            .parse()
-            .expect("address")
-    };
-    Node {
-        client: field("client="),
-        admin: field("admin="),
-        child,
-    }
-}
 
 async fn metric(admin: SocketAddr, name: &str) -> f64 {
     let text = http_get(admin, "/metrics").await;
@@ -69,28 +23,22 @@ async fn metric(admin: SocketAddr, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml")).unwrap();
-    let text = shipped
-        .replace("127.0.0.1:7400", "127.0.0.1:0")
-        .replace("127.0.0.1:7401", "127.0.0.1:0")
-        .replace("writeback_delay_secs = 20", "writeback_delay_secs = 1")
-        .replace(
-            "checkpoint_interval_secs = 5",
-            "checkpoint_interval_secs = 1",
-        );
-    let config_path = dir.path().join("node.toml");
-    std::fs::File::create(&config_path)
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let config = Config::parse(&config_path, &text).unwrap();
+    let (config_path, config) = child_config(
+        dir.path(),
+        &[
+            ("writeback_delay_secs = 20", "writeback_delay_secs = 1"),
+            (
+                "checkpoint_interval_secs = 5",
+                "checkpoint_interval_secs = 1",
+            ),
+        ],
+    );
     assert_eq!(config.mailbox.writeback_delay_secs, 1);
     let key = TokenKey::new(config.auth.token_key.as_bytes());
     let token = |user: &str| key.sign(user, "d", now_secs() + 600).unwrap();
     let data = dir.path().join("data");
 
-    let mut node = start_node(&config_path, &data);
+    let node = ChildNode::start(&config_path, &data);
     let (carol, _) = Client::login(node.client, &token("carol"), 0)
         .await
         .unwrap();
@@ -143,9 +91,8 @@ async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
     );
 
     // Crash and restart: bob's message comes back from the store.
-    node.child.kill().unwrap();
-    node.child.wait().unwrap();
-    let node = start_node(&config_path, &data);
+    node.kill();
+    let node = ChildNode::start(&config_path, &data);
     assert_eq!(metric(node.admin, "tern_recovery_store_entries").await, 1.0);
     let (bob, _) = Client::login(node.client, &token("bob"), 0).await.unwrap();
     let (mut bob_reader, _bob_writer) = bob.split();

@@ -375,3 +375,75 @@ pub fn receipt_notice(d: &Deliver) -> &ReceiptNotice {
 pub fn body(d: &Deliver) -> String {
     String::from_utf8(chat(d).body.to_vec()).expect("utf-8 body")
 }
+
+/// A node running as a child process (`tern serve`), killed when dropped so a failing test
+/// leaves nothing behind.
+pub struct ChildNode {
+    pub child: std::process::Child,
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl ChildNode {
+    /// Starts `tern serve --config CONFIG --data-dir DATA` and waits for its ready line.
+    pub fn start(config: &Path, data: &Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn tern");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .parse()
+                .expect("address")
+        };
+        Self {
+            client: field("client="),
+            admin: field("admin="),
+            child,
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes the shipped `cluster.toml` with ports 0 and each (from, to) replacement applied to
+/// `dir/node.toml`; returns its path and the parsed config.
+pub fn child_config(dir: &Path, replacements: &[(&str, &str)]) -> (std::path::PathBuf, Config) {
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml"))
+            .expect("cluster.toml");
+    let mut text = shipped
+        .replace("127.0.0.1:7400", "127.0.0.1:0")
+        .replace("127.0.0.1:7401", "127.0.0.1:0");
+    for (from, to) in replacements {
+        assert!(text.contains(from), "cluster.toml has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let path = dir.join("node.toml");
+    std::fs::write(&path, &text).expect("write config");
+    let config = Config::parse(&path, &text).expect("test config");
+    (path, config)
+}
