@@ -128,6 +128,7 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
             eprintln!("tern: {error}");
             ExitCode::FAILURE
         })?;
+        let shutdown = shutdown_signal();
         let server = Server::start(config, listeners).await.map_err(|error| {
             eprintln!("tern: {error}");
             ExitCode::FAILURE
@@ -137,7 +138,7 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
             server.client_addr(),
             server.admin_addr()
         );
-        server.run_until(shutdown_signal()).await.map_err(|error| {
+        server.run_until(shutdown).await.map_err(|error| {
             eprintln!("tern: {error}");
             ExitCode::FAILURE
         })
@@ -148,26 +149,32 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
     }
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Registers SIGINT and SIGTERM handlers now (before the ready line, so a signal sent right
+/// after it is never fatal) and returns a future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

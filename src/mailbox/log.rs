@@ -182,6 +182,15 @@ impl Mailbox {
         self.prune();
     }
 
+    /// Re-applies a device cursor read back from disk at recovery: exactly that value for a
+    /// device not seen yet (unlike [`Mailbox::ack`], which starts unknown devices at the oldest
+    /// held entry), never moving a known cursor backwards.
+    pub fn restore_cursor(&mut self, device: &Id, cursor: u64) {
+        let known = self.cursors.entry(device.clone()).or_insert(cursor);
+        *known = (*known).max(cursor);
+        self.prune();
+    }
+
     /// Forgets the dedup record of an append whose write failed, so a retry is stored anew.
     pub fn forget(&mut self, from_user: &Id, client_msg_id: &Arc<str>) {
         if let Some(sender) = self.dedup.get_mut(from_user) {
@@ -333,6 +342,21 @@ mod tests {
         assert_eq!(seqs(&mailbox.fetch(0, 10, 2 * one)), vec![1, 2]);
         assert_eq!(seqs(&mailbox.fetch(0, 10, 1)), vec![1]);
         assert_eq!(seqs(&mailbox.fetch(3, 1, usize::MAX)), vec![4]);
+    }
+
+    #[test]
+    fn a_restored_cursor_is_taken_as_recorded() {
+        // Recovery order: the seq counter from metadata first, nothing held, then cursors.
+        let mut mailbox = Mailbox::default();
+        mailbox.raise_last_seq(14);
+        mailbox.restore_cursor(&id("phone"), 11);
+        assert_eq!(
+            mailbox.cursor("phone"),
+            Some(11),
+            "not moved to the end of an empty log"
+        );
+        mailbox.restore_cursor(&id("phone"), 3);
+        assert_eq!(mailbox.cursor("phone"), Some(11), "never backwards");
     }
 
     #[test]

@@ -188,8 +188,11 @@ fn load_stores(
             // The seq counter first: cursors are clamped to it.
             slot.mailbox.raise_last_seq(decode_u64(&meta));
             for (device, cursor) in wait(stores.read_cursors(shard, owner.as_bytes()))? {
-                slot.mailbox.ack(&Id::from(device), cursor);
+                slot.mailbox
+                    .restore_cursor(&Id::from(device.as_str()), cursor);
+                tracing::debug!(owner = %owner, device, cursor, held = slot.mailbox.len(), "loaded cursor");
             }
+            tracing::debug!(owner = %owner, last_seq = slot.mailbox.last_seq(), held = slot.mailbox.len(), "loaded mailbox");
             slot.deleted_upto = slot.mailbox.min_cursor().unwrap_or(0);
         }
     }
@@ -207,6 +210,7 @@ fn apply(
     };
     let hash = key_hash(owner.as_bytes());
     let index = shard_of(hash) * workers_per_shard + worker_of(hash, workers_per_shard);
+    let owner_for_log = owner.clone();
     let slot = recovered[index].entry(owner).or_default();
     match record {
         Record::Appended {
@@ -218,7 +222,8 @@ fn apply(
             .mailbox
             .restore(entry, &client_msg_id, server_id, dedup_window),
         Record::Cursor { device, cursor, .. } => {
-            slot.mailbox.ack(&device, cursor);
+            slot.mailbox.restore_cursor(&device, cursor);
+            tracing::debug!(owner = %owner_for_log, device = %device, record = cursor, now = ?slot.mailbox.cursor(&device), held = slot.mailbox.len(), "replayed cursor");
         }
     }
     slot.dirty = true;

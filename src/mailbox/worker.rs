@@ -151,7 +151,9 @@ impl MailboxWorker {
         slot.dirty = true;
         let durable = slot.durable.load(Ordering::Acquire);
         let (before, devices_before) = (slot.mailbox.len(), slot.mailbox.devices());
+        let known = slot.mailbox.cursor(device);
         let cursor = slot.mailbox.login(device, resume_after.min(durable));
+        tracing::debug!(owner = %owner, device = %device, ?known, cursor, durable, held = slot.mailbox.len(), "mailbox login");
         let devices = slot.mailbox.devices();
         self.entries.decrement((before - slot.mailbox.len()) as f64);
         let _ = reply.send(LoginInfo {

@@ -394,7 +394,17 @@ impl ChildNode {
             .arg("--data-dir")
             .arg(data)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(match std::env::var_os("TERN_CHILD_LOG") {
+                // Debugging aid: TERN_CHILD_LOG=FILE appends the children's logs to FILE.
+                Some(file) => std::process::Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(file)
+                        .expect("log file"),
+                ),
+                None => std::process::Stdio::null(),
+            })
             .spawn()
             .expect("spawn tern");
         let mut line = String::new();
