@@ -109,8 +109,6 @@ pub enum SessionMsg {
 pub enum AppendFailure {
     /// The journal could not make it durable (disk full, I/O error): STORAGE_FAILURE.
     Storage,
-    /// A retry of an append whose first write is not durable yet: OVERLOADED, retry.
-    InProgress,
     /// A queue was full: OVERLOADED, retry.
     Busy,
 }

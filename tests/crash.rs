@@ -79,11 +79,8 @@ async fn acked_messages_survive_sigkill() {
     let (config_path, config) = child_config(
         dir.path(),
         &[
-            ("writeback_delay_secs = 20", "writeback_delay_secs = 1"),
-            (
-                "checkpoint_interval_secs = 5",
-                "checkpoint_interval_secs = 1",
-            ),
+            FAST_WRITEBACK[0],
+            FAST_WRITEBACK[1],
             ("segment_bytes = 67108864", "segment_bytes = 65536"),
         ],
     );

@@ -105,16 +105,8 @@ async fn drain(node: &ChildNode, key: &TokenKey, user: &str, model: &mut UserMod
 async fn mailboxes_match_a_model_across_restarts() {
     for seed in [7_u64, 1_234_567] {
         let dir = tempfile::tempdir().unwrap();
-        let (config_path, config) = child_config(
-            dir.path(),
-            &[
-                ("writeback_delay_secs = 20", "writeback_delay_secs = 1"),
-                (
-                    "checkpoint_interval_secs = 5",
-                    "checkpoint_interval_secs = 1",
-                ),
-            ],
-        );
+        let (config_path, config) =
+            child_config(dir.path(), &[FAST_WRITEBACK[0], FAST_WRITEBACK[1]]);
         let key = TokenKey::new(config.auth.token_key.as_bytes());
         let data = dir.path().join("data");
         let mut rng = Rng(seed);

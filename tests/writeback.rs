@@ -12,27 +12,13 @@ use tern::proto::v1::{deliver, server_frame::Frame};
 use tern::token::TokenKey;
 
 async fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let text = http_get(admin, "/metrics").await;
-    text.lines()
-        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&http_get(admin, "/metrics").await, name).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (config_path, config) = child_config(
-        dir.path(),
-        &[
-            ("writeback_delay_secs = 20", "writeback_delay_secs = 1"),
-            (
-                "checkpoint_interval_secs = 5",
-                "checkpoint_interval_secs = 1",
-            ),
-        ],
-    );
+    let (config_path, config) = child_config(dir.path(), &[FAST_WRITEBACK[0], FAST_WRITEBACK[1]]);
     assert_eq!(config.mailbox.writeback_delay_secs, 1);
     let key = TokenKey::new(config.auth.token_key.as_bytes());
     let token = |user: &str| key.sign(user, "d", now_secs() + 600).unwrap();

@@ -237,7 +237,7 @@ impl MailboxWorker {
             timestamp_ms,
         };
         let payload = record::encode_appended(&owner, &entry, &client_msg_id, server_id);
-        let completion = Completion {
+        let completion = Completion(Some(Pending {
             shared: self.shared.clone(),
             durable: slot.durable.clone(),
             owner,
@@ -245,16 +245,14 @@ impl MailboxWorker {
             client_msg_id,
             ack,
             reply,
-        };
-        // The callback owns the completion; if the journal refuses the record outright, the
-        // callback is dropped unrun, so fail it here from a second handle on the same data.
-        let (first, second) = completion.split();
-        if self
+        }));
+        // If the journal refuses the record outright, the callback is dropped unrun and the
+        // completion's Drop reports the failure.
+        let refused = self
             .journal
-            .append_with(payload, move |result| first.finish(result.is_ok()))
-            .is_err()
-        {
-            second.finish(false);
+            .append_with(payload, move |result| completion.finish(result.is_ok()))
+            .is_err();
+        if refused {
             self.forget_failed();
         }
     }
@@ -377,8 +375,8 @@ fn payload(
     }
 }
 
-/// What happens when the journal has (or has not) made an appended entry durable.
-struct Completion {
+/// An appended entry waiting for the journal.
+struct Pending {
     shared: Arc<Shared>,
     durable: Arc<AtomicU64>,
     owner: Id,
@@ -388,24 +386,30 @@ struct Completion {
     reply: Option<(ActorRef<SessionMsg>, u64)>,
 }
 
-/// One of two handles on a completion; whichever finishes first acts, the other does nothing.
-struct CompletionHandle {
-    inner: Arc<Mutex<Option<Completion>>>,
-}
+/// What happens once the journal has (or has not) made an appended entry durable. Dropped
+/// without [`Completion::finish`] (the journal refused or discarded the record), it reports a
+/// failure, so every append is answered exactly once.
+struct Completion(Option<Pending>);
 
 impl Completion {
-    fn split(self) -> (CompletionHandle, CompletionHandle) {
-        let inner = Arc::new(Mutex::new(Some(self)));
-        (
-            CompletionHandle {
-                inner: inner.clone(),
-            },
-            CompletionHandle { inner },
-        )
+    fn finish(mut self, durable: bool) {
+        if let Some(pending) = self.0.take() {
+            pending.run(durable);
+        }
     }
+}
 
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            pending.run(false);
+        }
+    }
+}
+
+impl Pending {
     fn run(self, durable: bool) {
-        let Completion {
+        let Pending {
             shared,
             durable: watermark,
             owner,
@@ -438,19 +442,6 @@ impl Completion {
                     result: Err(AppendFailure::Storage),
                 });
             }
-        }
-    }
-}
-
-impl CompletionHandle {
-    fn finish(self, durable: bool) {
-        let completion = self
-            .inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(completion) = completion {
-            completion.run(durable);
         }
     }
 }

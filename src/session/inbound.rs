@@ -76,7 +76,7 @@ impl SessionState {
                 &receipt.client_msg_id,
             );
         };
-        if receipt.up_to_seq == 0 || receipt.up_to_seq > self.delivery_sent_upto() {
+        if receipt.up_to_seq == 0 || receipt.up_to_seq > self.delivery.sent_upto() {
             return self.send_error(
                 ErrorCode::InvalidArgument,
                 "up_to_seq must name an entry delivered to this device",
@@ -296,9 +296,5 @@ impl SessionState {
             online,
             last_seen_ms,
         }));
-    }
-
-    fn delivery_sent_upto(&self) -> u64 {
-        self.delivery.sent_upto()
     }
 }

@@ -439,6 +439,15 @@ impl Drop for ChildNode {
     }
 }
 
+/// Config edits that run write-back and checkpoints every second (instead of 20 s / 5 s).
+pub const FAST_WRITEBACK: [(&str, &str); 2] = [
+    ("writeback_delay_secs = 20", "writeback_delay_secs = 1"),
+    (
+        "checkpoint_interval_secs = 5",
+        "checkpoint_interval_secs = 1",
+    ),
+];
+
 /// Writes the shipped `cluster.toml` with ports 0 and each (from, to) replacement applied to
 /// `dir/node.toml`; returns its path and the parsed config.
 pub fn child_config(dir: &Path, replacements: &[(&str, &str)]) -> (std::path::PathBuf, Config) {
