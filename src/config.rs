@@ -60,8 +60,8 @@ pub struct Config {
     pub store: StoreSection,
 }
 
-/// The stores: `count` sled databases under `node.data_dir/store-N`; shard `s` lives in store
-/// `s % count`.
+/// The stores: `count` sled databases, under `node.data_dir/store-N` unless `paths` names
+/// them; shard `s` lives in store `s % count`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSection {
@@ -69,6 +69,9 @@ pub struct StoreSection {
     pub count: u32,
     /// sled page cache per database, in bytes (sled's own default is 1 GiB). Default: 67108864.
     pub cache_bytes: u64,
+    /// One directory per store, in store order, so stores can sit on different disks; empty
+    /// means `node.data_dir/store-N`. When set, its length must equal `count`. Default: empty.
+    pub paths: Vec<PathBuf>,
 }
 
 impl Default for StoreSection {
@@ -76,6 +79,20 @@ impl Default for StoreSection {
         Self {
             count: 4,
             cache_bytes: 64 * 1024 * 1024,
+            paths: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The directory of every store, in store order.
+    pub fn store_paths(&self) -> Vec<PathBuf> {
+        if self.store.paths.is_empty() {
+            (0..self.store.count)
+                .map(|index| self.node.data_dir.join(format!("store-{index}")))
+                .collect()
+        } else {
+            self.store.paths.clone()
         }
     }
 }
@@ -202,6 +219,13 @@ pub struct MailboxConfig {
     /// Seconds between write-back passes (each ends with a store checkpoint and the release of
     /// the journal segments it covers). Default: 5.
     pub checkpoint_interval_secs: u32,
+    /// Memory budget of the mailbox cache (entries held, approximately), in bytes, shared evenly
+    /// by the mailbox workers. Past it, mailboxes are written to the store and dropped from
+    /// memory; reads of them page in from the store. Default: 1073741824 (1 GiB).
+    pub cache_bytes: u64,
+    /// Mailboxes holding more entries than this are evicted before any other, so one user in
+    /// many busy groups cannot push everyone else out of the cache. Default: 1000.
+    pub huge_mailbox_entries: u32,
 }
 
 impl Default for LimitsConfig {
@@ -241,6 +265,8 @@ impl Default for MailboxConfig {
             push_queue: 256,
             writeback_delay_secs: 20,
             checkpoint_interval_secs: 5,
+            cache_bytes: 1024 * 1024 * 1024,
+            huge_mailbox_entries: 1000,
         }
     }
 }
@@ -385,6 +411,18 @@ impl Config {
         check(
             self.store.cache_bytes >= 1024 * 1024,
             "store.cache_bytes must be at least 1048576",
+        );
+        check(
+            self.store.paths.is_empty() || self.store.paths.len() == self.store.count as usize,
+            "store.paths must be empty or name exactly store.count directories",
+        );
+        check(
+            self.mailbox.cache_bytes >= 1024 * 1024,
+            "mailbox.cache_bytes must be at least 1048576",
+        );
+        check(
+            self.mailbox.huge_mailbox_entries >= 1,
+            "mailbox.huge_mailbox_entries must be at least 1",
         );
         check(
             self.mailbox.checkpoint_interval_secs >= 1,

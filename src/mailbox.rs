@@ -31,7 +31,7 @@ use crate::store::Stores;
 
 pub use log::{AckInfo, Appended, Mailbox};
 pub use recovery::{Slot, Storage, StorageError};
-use worker::MailboxWorker;
+use worker::{Budget, MailboxWorker};
 
 /// Where a device's delivery starts after login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +154,12 @@ impl MailboxOp {
     }
 }
 
+/// Each mailbox worker's share of `mailbox.cache_bytes`.
+pub fn cache_budget_per_worker(config: &Config) -> usize {
+    let workers = crate::shard::SHARDS * config.dispatch.workers_per_shard as usize;
+    usize::try_from(config.mailbox.cache_bytes).unwrap_or(usize::MAX) / workers
+}
+
 /// The mailbox service: 32 shards of mailbox workers.
 pub struct Mailboxes {
     industry: Industry<MailboxOp>,
@@ -176,6 +182,8 @@ impl Mailboxes {
         let dedup_window = config.mailbox.dedup_window as usize;
         let push_queue = config.mailbox.push_queue;
         let workers_per_shard = config.dispatch.workers_per_shard as usize;
+        let worker_budget = cache_budget_per_worker(config);
+        let huge_entries = config.mailbox.huge_mailbox_entries as usize;
         let (industry, handles) = Industry::start("mailbox", &config.dispatch, |shard, worker| {
             let slots = std::mem::take(&mut recovered[shard * workers_per_shard + worker]);
             MailboxWorker::new(
@@ -186,6 +194,10 @@ impl Mailboxes {
                 registry.clone(),
                 dedup_window,
                 push_queue,
+                Budget {
+                    bytes: worker_budget,
+                    huge_entries,
+                },
             )
         });
         let mailboxes = Self {

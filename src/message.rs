@@ -94,6 +94,13 @@ impl Entry {
         }
     }
 
+    /// Roughly the memory this entry takes in the mailbox cache: the wire size plus the
+    /// allocation, the log slot and the dedup record.
+    pub fn cache_bytes(&self) -> usize {
+        const HELD: usize = 160;
+        self.approximate_bytes() + HELD
+    }
+
     /// The device that produced this entry, for entries a device must not receive back.
     pub fn origin(&self) -> (&Id, &Id) {
         match &self.payload {

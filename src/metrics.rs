@@ -46,6 +46,17 @@ pub const DISPATCH_PANICS: &str = "tern_dispatch_job_panics_total";
 pub const SESSION_PANICS: &str = "tern_session_panics_total";
 /// Entries held in mailbox caches.
 pub const MAILBOX_ENTRIES: &str = "tern_mailbox_entries";
+/// Approximate bytes held in mailbox caches (see `mailbox.cache_bytes`).
+pub const MAILBOX_CACHE_BYTES: &str = "tern_mailbox_cache_bytes";
+/// Entries served by mailbox reads, by `source`: `cache` (held in memory) or `store` (paged in
+/// from sled). The cache hit ratio is cache / (cache + store).
+pub const MAILBOX_READ_ENTRIES: &str = "tern_mailbox_read_entries_total";
+/// Mailboxes evicted from the cache to the store (over the memory budget).
+pub const EVICTIONS: &str = "tern_mailbox_evictions_total";
+/// Entries dropped from memory by evictions.
+pub const EVICTED_ENTRIES: &str = "tern_mailbox_evicted_entries_total";
+/// Mailbox reads from the store that failed (retried by the session) or found a corrupt entry.
+pub const PAGE_IN_FAILURES: &str = "tern_mailbox_page_in_failures_total";
 /// Live pushes skipped because a session's push queue was full (it reads them from the mailbox).
 pub const PUSHES_SKIPPED: &str = "tern_pushes_skipped_total";
 /// How long the last start spent rebuilding mailboxes from the journals.
@@ -166,6 +177,31 @@ fn describe() {
         MAILBOX_ENTRIES,
         Unit::Count,
         "Entries held in mailbox caches."
+    );
+    describe_gauge!(
+        MAILBOX_CACHE_BYTES,
+        Unit::Bytes,
+        "Approximate bytes held in mailbox caches."
+    );
+    describe_counter!(
+        MAILBOX_READ_ENTRIES,
+        Unit::Count,
+        "Entries served by mailbox reads, by source (cache or store)."
+    );
+    describe_counter!(
+        EVICTIONS,
+        Unit::Count,
+        "Mailboxes evicted from the cache to the store."
+    );
+    describe_counter!(
+        EVICTED_ENTRIES,
+        Unit::Count,
+        "Entries dropped from memory by evictions."
+    );
+    describe_counter!(
+        PAGE_IN_FAILURES,
+        Unit::Count,
+        "Mailbox reads from the store that failed."
     );
     describe_counter!(
         PUSHES_SKIPPED,

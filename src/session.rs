@@ -67,6 +67,9 @@ pub enum SessionMsg {
         entries: Vec<Arc<Entry>>,
         /// The mailbox's highest seq at the time of the read.
         last_seq: u64,
+        /// When `entries` is empty: every seq up to here that the read did not return is gone
+        /// (acked by every device, or never stored), so delivery may skip past it.
+        read_upto: u64,
     },
     /// An append of this session's finished.
     Appended {
@@ -102,6 +105,8 @@ pub enum SessionMsg {
     },
     /// Retry a mailbox read that found its queue full.
     RetryFetch,
+    /// A mailbox read failed in the store: retry shortly.
+    FetchFailed,
 }
 
 /// Why an append was not acked.
@@ -297,7 +302,11 @@ impl Actor for Session {
                 let missed = state.pushes.release();
                 state.on_push(&myself, &entry, missed);
             }
-            SessionMsg::Batch { entries, last_seq } => state.on_batch(&myself, &entries, last_seq),
+            SessionMsg::Batch {
+                entries,
+                last_seq,
+                read_upto,
+            } => state.on_batch(&myself, &entries, last_seq, read_upto),
             SessionMsg::Appended { tag, result } => state.on_appended(tag, result),
             SessionMsg::Devices(count) => state.devices = count,
             SessionMsg::Typing { from_user, typing } => {
@@ -318,6 +327,7 @@ impl Actor for Session {
                 reconnect_after_ms,
             } => state.go_away(reason, reconnect_after_ms, go_away_label(reason)),
             SessionMsg::RetryFetch => state.fetch(&myself),
+            SessionMsg::FetchFailed => state.fetch_failed(&myself),
         }
         if state.closing {
             myself.stop(None);

@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::*;
 use tern::client::{Client, text_frame};
 use tern::clock::now_secs;
-use tern::proto::v1::{deliver, server_frame::Frame};
+use tern::proto::v1::server_frame::Frame;
 use tern::token::TokenKey;
 
 const SENDERS: usize = 8;
@@ -123,20 +123,7 @@ async fn acked_messages_survive_sigkill() {
         let token = key.sign(recipient, "d", now_secs() + 600).unwrap();
         let (client, _) = Client::login(node.client, &token, 0).await.unwrap();
         let (mut reader, mut writer) = client.split();
-        let mut delivered: Vec<(u64, String)> = Vec::new();
-        loop {
-            match next(&mut reader).await {
-                Frame::Deliver(d) => {
-                    let Some(deliver::Payload::Message(m)) = d.payload else {
-                        panic!("unexpected payload");
-                    };
-                    delivered.push((d.seq, m.client_msg_id));
-                    writer.ack(d.seq).await.unwrap();
-                }
-                Frame::QueueDrained(_) => break,
-                other => panic!("unexpected frame {other:?}"),
-            }
-        }
+        let delivered = drain_acking(&mut reader, &mut writer).await;
         let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),

@@ -1,8 +1,12 @@
 //! One user's mailbox: an ordered log of entries, a cursor per device, and the dedup table.
 //!
 //! Invariants: sequence numbers start at 1 and increase along the log (a gap only where a write
-//! failed: that seq was never acked and is never reused); `entries` ends at `last_seq`; an entry is dropped only once every known device's cursor has
-//! passed it; a known device's cursor never moves backwards.
+//! failed: that seq was never acked and is never reused); `entries` ends at `last_seq`; an entry
+//! is dropped only once every known device's cursor has passed it, or evicted once it is in the
+//! store; a known device's cursor never moves backwards.
+//!
+//! Eviction keeps the log a suffix: the entries above every cursor and at or below
+//! `spilled_upto` live only in the store, everything above `spilled_upto` is held here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -38,11 +42,28 @@ struct SenderDedup {
     order: VecDeque<Arc<str>>,
 }
 
+/// Where a read is served from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Read {
+    /// From the held entries.
+    Cache(Vec<Arc<Entry>>),
+    /// The entries after the read position were evicted: read the store after it, up to and
+    /// including `upto` (everything above that is held).
+    Store {
+        /// The last evicted seq.
+        upto: u64,
+    },
+}
+
 /// One user's mailbox.
 #[derive(Debug, Default)]
 pub struct Mailbox {
     last_seq: u64,
     entries: VecDeque<Arc<Entry>>,
+    /// Sum of [`Entry::cache_bytes`] over `entries`.
+    held_bytes: usize,
+    /// Entries above every cursor and at or below this seq are only in the store.
+    spilled_upto: u64,
     cursors: HashMap<Id, u64>,
     dedup: HashMap<Id, SenderDedup>,
 }
@@ -63,9 +84,37 @@ impl Mailbox {
         self.entries.is_empty()
     }
 
-    /// The seq of the oldest held entry, or `last_seq + 1` when none is held.
+    /// Approximate memory of the held entries.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
+    /// True when some retained entries live only in the store.
+    pub fn is_spilled(&self) -> bool {
+        self.spilled_upto > self.min_cursor().unwrap_or(0)
+    }
+
+    /// The seq of the oldest retained entry (held or evicted), or `last_seq + 1` when none is.
     fn first_held_seq(&self) -> u64 {
+        if self.is_spilled() {
+            return self.min_cursor().unwrap_or(0) + 1;
+        }
         self.entries.front().map_or(self.last_seq + 1, |e| e.seq)
+    }
+
+    /// Drops held entries up to `upto` from memory: they are in the store and are read from
+    /// there. Returns the number dropped.
+    pub fn evict_upto(&mut self, upto: u64) -> usize {
+        self.spilled_upto = self.spilled_upto.max(upto);
+        self.drop_front_upto(upto)
+    }
+
+    /// Marks entries up to `upto` as held only in the store (recovery of a mailbox that is not
+    /// loaded into memory); nothing may be held yet.
+    pub fn restore_spilled(&mut self, upto: u64) {
+        debug_assert!(self.entries.is_empty());
+        self.spilled_upto = self.spilled_upto.max(upto);
+        self.last_seq = self.last_seq.max(upto);
     }
 
     /// Registers `device` (if new) and applies its resume cursor; returns the cursor delivery
@@ -142,6 +191,7 @@ impl Mailbox {
             timestamp_ms,
             payload: payload(),
         });
+        self.held_bytes += entry.cache_bytes();
         self.entries.push_back(entry.clone());
         Appended::New(entry)
     }
@@ -162,6 +212,7 @@ impl Mailbox {
             .back()
             .is_some_and(|last| entry.seq <= last.seq)
             || self.min_cursor().is_some_and(|cursor| entry.seq <= cursor)
+            || entry.seq <= self.spilled_upto
         {
             return;
         }
@@ -178,6 +229,7 @@ impl Mailbox {
             },
             dedup_window,
         );
+        self.held_bytes += entry.cache_bytes();
         self.entries.push_back(Arc::new(entry));
         self.prune();
     }
@@ -226,35 +278,57 @@ impl Mailbox {
     }
 
     /// Entries with seq > `after`, in order: at most `limit` of them and, past the first, no
-    /// more than `max_bytes` of bodies in all.
-    pub fn fetch(&self, after: u64, limit: usize, max_bytes: usize) -> Vec<Arc<Entry>> {
+    /// more than `max_bytes` of bodies in all; or, when the entries after `after` were evicted,
+    /// where to read them in the store.
+    pub fn fetch(&self, after: u64, limit: usize, max_bytes: usize) -> Read {
+        if after < self.spilled_upto && self.is_spilled() {
+            return Read::Store {
+                upto: self.spilled_upto,
+            };
+        }
         // Seqs increase along the log; a write that failed leaves a gap, so search.
         let skip = self.entries.partition_point(|entry| entry.seq <= after);
-        let mut bytes = 0;
-        self.entries
-            .iter()
-            .skip(skip)
-            .take(limit)
-            .take_while(|entry| {
-                let fits = bytes == 0 || bytes + entry.approximate_bytes() <= max_bytes;
-                bytes += entry.approximate_bytes();
-                fits
-            })
-            .cloned()
-            .collect()
+        Read::Cache(within_budget(
+            self.entries.iter().skip(skip).take(limit),
+            max_bytes,
+        ))
     }
 
     fn prune(&mut self) -> usize {
-        let Some(min_cursor) = self.cursors.values().min().copied() else {
-            return 0;
-        };
+        match self.cursors.values().min().copied() {
+            Some(min_cursor) => self.drop_front_upto(min_cursor),
+            None => 0,
+        }
+    }
+
+    fn drop_front_upto(&mut self, upto: u64) -> usize {
         let mut dropped = 0;
-        while self.entries.front().is_some_and(|e| e.seq <= min_cursor) {
+        while let Some(entry) = self.entries.front() {
+            if entry.seq > upto {
+                break;
+            }
+            self.held_bytes -= entry.cache_bytes();
             self.entries.pop_front();
             dropped += 1;
         }
         dropped
     }
+}
+
+/// The leading `entries` that fit in `max_bytes` of bodies (always at least one).
+pub fn within_budget<'a>(
+    entries: impl Iterator<Item = &'a Arc<Entry>>,
+    max_bytes: usize,
+) -> Vec<Arc<Entry>> {
+    let mut bytes = 0;
+    entries
+        .take_while(|entry| {
+            let fits = bytes == 0 || bytes + entry.approximate_bytes() <= max_bytes;
+            bytes += entry.approximate_bytes();
+            fits
+        })
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -281,8 +355,11 @@ mod tests {
         })
     }
 
-    fn seqs(entries: &[Arc<Entry>]) -> Vec<u64> {
-        entries.iter().map(|e| e.seq).collect()
+    fn seqs(read: &Read) -> Vec<u64> {
+        match read {
+            Read::Cache(entries) => entries.iter().map(|e| e.seq).collect(),
+            Read::Store { upto } => panic!("read from the store up to {upto}"),
+        }
     }
 
     #[test]
@@ -338,7 +415,10 @@ mod tests {
         for n in 0..5 {
             append(&mut mailbox, "alice", &format!("m{n}"));
         }
-        let one = mailbox.fetch(0, 10, usize::MAX)[0].approximate_bytes();
+        let Read::Cache(all) = mailbox.fetch(0, 10, usize::MAX) else {
+            panic!("nothing was evicted");
+        };
+        let one = all[0].approximate_bytes();
         assert_eq!(seqs(&mailbox.fetch(0, 10, 2 * one)), vec![1, 2]);
         assert_eq!(seqs(&mailbox.fetch(0, 10, 1)), vec![1]);
         assert_eq!(seqs(&mailbox.fetch(3, 1, usize::MAX)), vec![4]);
@@ -369,6 +449,54 @@ mod tests {
         assert_eq!(mailbox.login(&id("phone"), 1), 3, "never backwards");
         assert_eq!(mailbox.login(&id("phone"), 99), 5, "never past last_seq");
         assert!(mailbox.is_empty());
-        assert_eq!(mailbox.fetch(0, 10, usize::MAX).len(), 0);
+        assert_eq!(seqs(&mailbox.fetch(0, 10, usize::MAX)), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn evicted_entries_are_read_from_the_store_until_every_device_passes_them() {
+        let mut mailbox = Mailbox::default();
+        for n in 0..5 {
+            append(&mut mailbox, "alice", &format!("m{n}"));
+        }
+        let all_bytes = mailbox.held_bytes();
+        assert_eq!(mailbox.evict_upto(3), 3);
+        assert_eq!(mailbox.len(), 2);
+        assert!(mailbox.held_bytes() < all_bytes);
+        assert_eq!(mailbox.fetch(0, 10, usize::MAX), Read::Store { upto: 3 });
+        assert_eq!(mailbox.fetch(2, 10, usize::MAX), Read::Store { upto: 3 });
+        assert_eq!(seqs(&mailbox.fetch(3, 10, usize::MAX)), vec![4, 5]);
+        // A new device starts before the evicted entries.
+        assert_eq!(mailbox.login(&id("phone"), 0), 0);
+        mailbox.ack(&id("phone"), 3);
+        assert!(!mailbox.is_spilled());
+        assert_eq!(seqs(&mailbox.fetch(3, 10, usize::MAX)), vec![4, 5]);
+        // Acking everything leaves nothing held and nothing accounted.
+        mailbox.ack(&id("phone"), 5);
+        assert_eq!(mailbox.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_mailbox_recovered_spilled_holds_only_what_comes_after() {
+        let mut mailbox = Mailbox::default();
+        mailbox.restore_cursor(&id("phone"), 2);
+        mailbox.restore_spilled(6);
+        assert_eq!(mailbox.last_seq(), 6);
+        assert_eq!(mailbox.fetch(2, 10, usize::MAX), Read::Store { upto: 6 });
+        // Replayed journal records: those already in the store are ignored.
+        for seq in 5..=8 {
+            let Appended::New(entry) = append(&mut Mailbox::default(), "alice", "x") else {
+                panic!("new");
+            };
+            let mut entry = (*entry).clone();
+            entry.seq = seq;
+            mailbox.restore(entry, &Arc::from(format!("r{seq}")), 7, 4);
+        }
+        assert_eq!(mailbox.len(), 2);
+        assert_eq!(seqs(&mailbox.fetch(6, 10, usize::MAX)), vec![7, 8]);
+        assert_eq!(
+            mailbox.login(&id("laptop"), 0),
+            2,
+            "starts at the oldest retained"
+        );
     }
 }

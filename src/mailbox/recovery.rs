@@ -82,13 +82,16 @@ impl Storage {
         let mut recovered: Vec<HashMap<Id, Slot>> = (0..SHARDS * workers_per_shard)
             .map(|_| HashMap::new())
             .collect();
-        let mut store_config = StoreConfig::new(
-            (0..config.store.count)
-                .map(|index| config.node.data_dir.join(format!("store-{index}"))),
-        );
+        let mut store_config = StoreConfig::new(config.store_paths());
         store_config.cache_bytes = config.store.cache_bytes;
         let stores = Stores::open(store_config)?;
-        let entries = load_stores(&stores, &mut recovered, workers_per_shard, dedup_window)?;
+        let limits = LoadLimits {
+            workers_per_shard,
+            dedup_window,
+            worker_bytes: super::cache_budget_per_worker(config),
+            huge_entries: config.mailbox.huge_mailbox_entries as usize,
+        };
+        let entries = load_stores(&stores, &mut recovered, &limits)?;
         let mut journals = Vec::new();
         let mut records = 0u64;
         for index in 0..config.journal.count as usize {
@@ -152,21 +155,44 @@ pub fn decode_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map_or(0, u64::from_be_bytes)
 }
 
-/// Loads everything written back: mailbox metadata (last seq), cursors and entries.
+/// How much of the stores recovery loads into memory.
+struct LoadLimits {
+    workers_per_shard: usize,
+    dedup_window: usize,
+    /// A worker's share of the cache budget: once its mailboxes hold this much, the rest of its
+    /// mailboxes stay in the store until read.
+    worker_bytes: usize,
+    /// Mailboxes with more entries than this stay in the store until read.
+    huge_entries: usize,
+}
+
+/// Loads what was written back: mailbox metadata (last seq), cursors, and entries as far as
+/// the cache budget allows (the entries of the others stay in the store, paged in when read).
 fn load_stores(
     stores: &Stores,
     recovered: &mut [HashMap<Id, Slot>],
-    workers_per_shard: usize,
-    dedup_window: usize,
+    limits: &LoadLimits,
 ) -> Result<u64, StorageError> {
     let mut loaded = 0;
+    let mut held = vec![0usize; recovered.len()];
     for shard in 0..SHARDS {
         for (owner, meta) in wait(stores.scan_meta(shard))? {
             let owner = Id::from(String::from_utf8_lossy(&owner).as_ref());
             let hash = key_hash(owner.as_bytes());
-            let index = shard_of(hash) * workers_per_shard + worker_of(hash, workers_per_shard);
+            let index = shard_of(hash) * limits.workers_per_shard
+                + worker_of(hash, limits.workers_per_shard);
             let slot = recovered[index].entry(owner.clone()).or_default();
-            for (seq, value) in wait(stores.read_entries(shard, owner.as_bytes(), 0, usize::MAX))? {
+            let rows = if held[index] < limits.worker_bytes {
+                wait(stores.read_entries(shard, owner.as_bytes(), 0, limits.huge_entries + 1))?
+            } else {
+                Vec::new()
+            };
+            let spill = held[index] >= limits.worker_bytes || rows.len() > limits.huge_entries;
+            if spill && let Some(last) = wait(stores.last_entry_seq(shard, owner.as_bytes()))? {
+                slot.mailbox.restore_spilled(last);
+                slot.written_upto = last;
+            }
+            for (seq, value) in rows.into_iter().filter(|_| !spill) {
                 let record = record::decode(value).map_err(|source| StorageError::Record {
                     index: shard,
                     lsn: seq,
@@ -180,11 +206,12 @@ fn load_stores(
                 } = record
                 {
                     slot.mailbox
-                        .restore(entry, &client_msg_id, server_id, dedup_window);
+                        .restore(entry, &client_msg_id, server_id, limits.dedup_window);
                     slot.written_upto = seq;
                     loaded += 1;
                 }
             }
+            held[index] += slot.mailbox.held_bytes();
             // The seq counter first: cursors are clamped to it.
             slot.mailbox.raise_last_seq(decode_u64(&meta));
             for (device, cursor) in wait(stores.read_cursors(shard, owner.as_bytes()))? {

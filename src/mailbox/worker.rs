@@ -4,6 +4,12 @@
 //! Completions run on the journal's thread, so they touch only shared, thread-safe state: the
 //! mailbox's durable watermark, the registry, session handles, and this worker's list of failed
 //! appends (drained by the worker before its next job).
+//!
+//! The worker keeps its mailboxes within its share of the cache budget ([`evict`]) and serves
+//! reads from memory or, for evicted entries, from the store ([`read`]).
+
+mod evict;
+mod read;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,6 +40,48 @@ struct Shared {
     storage_failures: Counter,
     failed: Mutex<Vec<Failed>>,
     has_failed: AtomicBool,
+    /// Store batches of this worker that failed so far; an eviction stands only if none failed
+    /// between its submission and its completion.
+    store_failures: AtomicU64,
+    /// Mailboxes whose eviction batch is applied: (owner, evict up to seq); `None` while none
+    /// has finished.
+    evicted: Mutex<Option<Vec<(Id, u64)>>>,
+    has_evicted: AtomicBool,
+}
+
+/// What the worker's mailboxes hold, for the cache budget and its gauges.
+struct Usage {
+    entries: usize,
+    bytes: usize,
+    entries_gauge: Gauge,
+    bytes_gauge: Gauge,
+}
+
+impl Usage {
+    /// Accounts a mailbox that held `before` (entries, bytes) and now holds `after`.
+    fn update(&mut self, before: (usize, usize), after: (usize, usize)) {
+        if before == after {
+            return;
+        }
+        self.entries = self.entries + after.0 - before.0;
+        self.bytes = self.bytes + after.1 - before.1;
+        self.entries_gauge
+            .increment(after.0 as f64 - before.0 as f64);
+        self.bytes_gauge.increment(after.1 as f64 - before.1 as f64);
+    }
+}
+
+/// What a mailbox holds: (entries, bytes).
+fn footprint(slot: &Slot) -> (usize, usize) {
+    (slot.mailbox.len(), slot.mailbox.held_bytes())
+}
+
+/// The cache budget of one worker.
+pub(super) struct Budget {
+    /// Bytes this worker's mailboxes may hold.
+    pub(super) bytes: usize,
+    /// Mailboxes holding more entries than this are evicted first.
+    pub(super) huge_entries: usize,
 }
 
 pub(super) struct MailboxWorker {
@@ -46,7 +94,15 @@ pub(super) struct MailboxWorker {
     written_back: Counter,
     shared: Arc<Shared>,
     dedup_window: usize,
-    entries: Gauge,
+    usage: Usage,
+    budget: Budget,
+    /// An eviction batch is in flight.
+    evicting: bool,
+    evictions: Counter,
+    evicted_entries: Counter,
+    read_from_cache: Counter,
+    read_from_store: Counter,
+    page_in_failures: Counter,
 }
 
 impl MailboxWorker {
@@ -59,9 +115,17 @@ impl MailboxWorker {
         registry: Arc<Registry>,
         dedup_window: usize,
         push_queue: u32,
+        budget: Budget,
     ) -> Self {
-        let entries = metrics::gauge!(names::MAILBOX_ENTRIES);
-        entries.increment(slots.values().map(|s| s.mailbox.len()).sum::<usize>() as f64);
+        let mut usage = Usage {
+            entries: 0,
+            bytes: 0,
+            entries_gauge: metrics::gauge!(names::MAILBOX_ENTRIES),
+            bytes_gauge: metrics::gauge!(names::MAILBOX_CACHE_BYTES),
+        };
+        for slot in slots.values() {
+            usage.update((0, 0), footprint(slot));
+        }
         Self {
             shard,
             slots,
@@ -76,9 +140,19 @@ impl MailboxWorker {
                 storage_failures: metrics::counter!(names::STORAGE_FAILURES),
                 failed: Mutex::new(Vec::new()),
                 has_failed: AtomicBool::new(false),
+                store_failures: AtomicU64::new(0),
+                evicted: Mutex::new(None),
+                has_evicted: AtomicBool::new(false),
             }),
             dedup_window,
-            entries,
+            usage,
+            budget,
+            evicting: false,
+            evictions: metrics::counter!(names::EVICTIONS),
+            evicted_entries: metrics::counter!(names::EVICTED_ENTRIES),
+            read_from_cache: metrics::counter!(names::MAILBOX_READ_ENTRIES, "source" => "cache"),
+            read_from_store: metrics::counter!(names::MAILBOX_READ_ENTRIES, "source" => "store"),
+            page_in_failures: metrics::counter!(names::PAGE_IN_FAILURES),
         }
     }
 }
@@ -90,6 +164,9 @@ impl Worker for MailboxWorker {
         if self.shared.has_failed.swap(false, Ordering::AcqRel) {
             self.forget_failed();
         }
+        if self.shared.has_evicted.swap(false, Ordering::AcqRel) {
+            self.finish_eviction();
+        }
         match job {
             MailboxOp::Login {
                 owner,
@@ -97,7 +174,10 @@ impl Worker for MailboxWorker {
                 resume_after,
                 reply,
             } => self.login(owner, &device, resume_after, reply),
-            MailboxOp::Append(job) => self.append(*job),
+            MailboxOp::Append(job) => {
+                self.append(*job);
+                self.evict_if_over_budget();
+            }
             MailboxOp::WriteBack {
                 older_than_ms,
                 done,
@@ -109,8 +189,9 @@ impl Worker for MailboxWorker {
             } => {
                 if let Some(slot) = self.slots.get_mut(&owner) {
                     slot.dirty = true;
-                    let dropped = slot.mailbox.ack(&device, up_to);
-                    self.entries.decrement(dropped as f64);
+                    let before = footprint(slot);
+                    slot.mailbox.ack(&device, up_to);
+                    self.usage.update(before, footprint(slot));
                     // Fire and forget: a lost cursor record only means redelivery.
                     let _ = self
                         .journal
@@ -123,18 +204,7 @@ impl Worker for MailboxWorker {
                 limit,
                 max_bytes,
                 reply,
-            } => {
-                let (entries, durable) = self.slots.get(&owner).map_or((Vec::new(), 0), |slot| {
-                    let durable = slot.durable.load(Ordering::Acquire);
-                    let mut entries = slot.mailbox.fetch(after, limit, max_bytes);
-                    entries.retain(|entry| entry.seq <= durable);
-                    (entries, durable)
-                });
-                let _ = reply.cast(SessionMsg::Batch {
-                    entries,
-                    last_seq: durable,
-                });
-            }
+            } => self.fetch(owner, after, limit, max_bytes, reply),
         }
     }
 }
@@ -150,12 +220,12 @@ impl MailboxWorker {
         let slot = self.slots.entry(owner.clone()).or_default();
         slot.dirty = true;
         let durable = slot.durable.load(Ordering::Acquire);
-        let (before, devices_before) = (slot.mailbox.len(), slot.mailbox.devices());
+        let (before, devices_before) = (footprint(slot), slot.mailbox.devices());
         let known = slot.mailbox.cursor(device);
         let cursor = slot.mailbox.login(device, resume_after.min(durable));
         tracing::debug!(owner = %owner, device = %device, ?known, cursor, durable, held = slot.mailbox.len(), "mailbox login");
         let devices = slot.mailbox.devices();
-        self.entries.decrement((before - slot.mailbox.len()) as f64);
+        self.usage.update(before, footprint(slot));
         let _ = reply.send(LoginInfo {
             cursor,
             last_seq: durable,
@@ -186,6 +256,7 @@ impl MailboxWorker {
             reply,
         } = job;
         let slot = self.slots.entry(owner.clone()).or_default();
+        let before = footprint(slot);
         let outcome = slot.mailbox.append(
             &from_user,
             &client_msg_id,
@@ -230,7 +301,7 @@ impl MailboxWorker {
             Appended::New(entry) => entry,
         };
         slot.dirty = true;
-        self.entries.increment(1.0);
+        self.usage.update(before, footprint(slot));
         let ack = AckInfo {
             seq: entry.seq,
             server_id,
@@ -269,23 +340,7 @@ impl MailboxWorker {
                 slot.written_upto = 0;
                 slot.dirty = true;
             }
-            let durable = slot.durable.load(Ordering::Acquire);
-            for entry in slot.mailbox.held() {
-                if entry.seq <= slot.written_upto {
-                    continue;
-                }
-                if entry.seq > durable || entry.timestamp_ms >= older_than_ms {
-                    break;
-                }
-                let (client_msg_id, server_id) = match &entry.payload {
-                    Payload::Message(m) => (m.client_msg_id.as_ref(), m.server_id),
-                    Payload::Receipt(_) => ("", 0),
-                };
-                let value = record::encode_appended(owner, entry, client_msg_id, server_id);
-                batch.put_entry(owner.as_bytes(), entry.seq, value);
-                slot.written_upto = entry.seq;
-                written += 1;
-            }
+            written += write_entries(owner, slot, &mut batch, older_than_ms);
             let acked = slot
                 .mailbox
                 .min_cursor()
@@ -295,17 +350,7 @@ impl MailboxWorker {
                 batch.delete_entries_up_to(owner.as_bytes(), acked);
                 slot.deleted_upto = acked;
             }
-            if slot.dirty {
-                slot.dirty = false;
-                let last_seq = slot.mailbox.last_seq();
-                batch.put_meta(
-                    owner.as_bytes(),
-                    bytes::Bytes::copy_from_slice(&last_seq.to_be_bytes()),
-                );
-                for (device, cursor) in slot.mailbox.cursors() {
-                    batch.put_cursor(owner.as_bytes(), device, cursor);
-                }
-            }
+            write_meta(owner, slot, &mut batch);
         }
         self.written_back.increment(written);
         if batch.is_empty() {
@@ -313,11 +358,13 @@ impl MailboxWorker {
             return;
         }
         let failed = self.writeback_failed.clone();
+        let shared = self.shared.clone();
         let finish = done.clone();
         let submitted = self
             .stores
             .write_batch_with(self.shard, batch, move |result| {
                 if result.is_err() {
+                    shared.store_failures.fetch_add(1, Ordering::AcqRel);
                     failed.store(true, Ordering::Release);
                 }
                 finish.finish(result.is_ok());
@@ -342,6 +389,46 @@ impl MailboxWorker {
                 slot.mailbox.forget(&from_user, &client_msg_id);
             }
         }
+    }
+}
+
+/// Adds to `batch` the held entries of `owner` not yet written back, durable, and accepted
+/// before `older_than_ms`; returns how many.
+fn write_entries(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch, older_than_ms: u64) -> u64 {
+    let durable = slot.durable.load(Ordering::Acquire);
+    let mut written = 0;
+    for entry in slot.mailbox.held() {
+        if entry.seq <= slot.written_upto {
+            continue;
+        }
+        if entry.seq > durable || entry.timestamp_ms >= older_than_ms {
+            break;
+        }
+        let (client_msg_id, server_id) = match &entry.payload {
+            Payload::Message(m) => (m.client_msg_id.as_ref(), m.server_id),
+            Payload::Receipt(_) => ("", 0),
+        };
+        let value = record::encode_appended(owner, entry, client_msg_id, server_id);
+        batch.put_entry(owner.as_bytes(), entry.seq, value);
+        slot.written_upto = entry.seq;
+        written += 1;
+    }
+    written
+}
+
+/// Adds `owner`'s last seq and cursors to `batch` if they changed since last written.
+fn write_meta(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch) {
+    if !slot.dirty {
+        return;
+    }
+    slot.dirty = false;
+    let last_seq = slot.mailbox.last_seq();
+    batch.put_meta(
+        owner.as_bytes(),
+        bytes::Bytes::copy_from_slice(&last_seq.to_be_bytes()),
+    );
+    for (device, cursor) in slot.mailbox.cursors() {
+        batch.put_cursor(owner.as_bytes(), device, cursor);
     }
 }
 

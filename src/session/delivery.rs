@@ -91,16 +91,16 @@ impl SessionState {
         };
         match self.node.mailboxes.submit(op) {
             Ok(()) => self.delivery.fetching = true,
-            Err(DispatchError::Overloaded(_)) => {
-                // Rare: the read lane is full. Try again shortly without holding the actor.
-                let myself = myself.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    let _ = myself.cast(SessionMsg::RetryFetch);
-                });
-            }
+            // Rare: the read lane is full. Try again shortly without holding the actor.
+            Err(DispatchError::Overloaded(_)) => retry_fetch_after(myself, 20),
             Err(DispatchError::Stopped(_)) => self.close("shutdown"),
         }
+    }
+
+    /// A mailbox read failed in the store: try again later (the store may recover).
+    pub(super) fn fetch_failed(&mut self, myself: &ActorRef<SessionMsg>) {
+        self.delivery.fetching = false;
+        retry_fetch_after(myself, 200);
     }
 
     /// Bytes of deliveries that may still be buffered: half the outbound budget, so acks and
@@ -142,6 +142,7 @@ impl SessionState {
         myself: &ActorRef<SessionMsg>,
         entries: &[Arc<Entry>],
         last_seq: u64,
+        read_upto: u64,
     ) {
         self.delivery.fetching = false;
         self.delivery.known_last = self.delivery.known_last.max(last_seq);
@@ -156,8 +157,8 @@ impl SessionState {
             }
             self.write_entry(entry);
         }
-        if entries.is_empty() && self.delivery.sent_upto < last_seq {
-            self.skip_acked(last_seq);
+        if entries.is_empty() && self.delivery.sent_upto < read_upto {
+            self.skip_acked(read_upto);
         }
         if self.delivery.sent_upto >= self.delivery.known_last {
             self.delivery.caught_up = true;
@@ -214,4 +215,13 @@ impl SessionState {
         self.node.metrics.messages_out.increment(1);
         self.send(wire::deliver(entry));
     }
+}
+
+/// Casts [`SessionMsg::RetryFetch`] to the session after `millis`, without holding the actor.
+fn retry_fetch_after(myself: &ActorRef<SessionMsg>, millis: u64) {
+    let myself = myself.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+        let _ = myself.cast(SessionMsg::RetryFetch);
+    });
 }

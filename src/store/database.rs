@@ -182,6 +182,24 @@ impl Database {
             .collect()
     }
 
+    /// The highest seq of `owner`'s entries, if it has any.
+    pub(crate) fn last_entry_seq(
+        &self,
+        shard: usize,
+        owner: &[u8],
+    ) -> Result<Option<u64>, StoreError> {
+        let trees = self.trees(shard)?;
+        let low = keys::entry_key(owner, 0);
+        let high = keys::entry_key(owner, u64::MAX);
+        match trees.entries.range(low..=high).next_back() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, _) = item.map_err(|error| self.error(error))?;
+                Ok(Some(keys::entry_seq(owner.len(), &key)?))
+            }
+        }
+    }
+
     /// Every cursor of `owner`, ordered by device.
     pub(crate) fn read_cursors(
         &self,

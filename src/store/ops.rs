@@ -81,6 +81,23 @@ impl Stores {
         )
     }
 
+    /// The highest seq of `owner`'s entries, if it has any.
+    pub fn last_entry_seq(
+        &self,
+        shard: usize,
+        owner: &[u8],
+    ) -> Result<Pending<Option<u64>>, StoreError> {
+        keys::check_owner(owner)?;
+        let owner = owner.to_vec();
+        let (done, pending) = Pending::channel();
+        self.route(shard)?.submit(
+            OpKind::Read,
+            move |db| db.last_entry_seq(shard, &owner),
+            done,
+        )?;
+        Ok(pending)
+    }
+
     /// Every device cursor of `owner`, ordered by device.
     pub fn read_cursors(&self, shard: usize, owner: &[u8]) -> Result<Pending<Cursors>, StoreError> {
         let (done, pending) = Pending::channel();

@@ -287,6 +287,28 @@ pub async fn drain(reader: &mut ClientReader) -> (Vec<Deliver>, u64) {
     }
 }
 
+/// Reads chat messages until QueueDrained, acking each one; returns (seq, client_msg_id) in the
+/// order received. Any other frame fails the test.
+pub async fn drain_acking(
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
+) -> Vec<(u64, String)> {
+    let mut delivered = Vec::new();
+    loop {
+        match next(reader).await {
+            Frame::Deliver(d) => {
+                let Some(deliver::Payload::Message(m)) = d.payload else {
+                    panic!("unexpected payload {:?}", d.payload);
+                };
+                delivered.push((d.seq, m.client_msg_id));
+                writer.ack(d.seq).await.expect("ack");
+            }
+            Frame::QueueDrained(_) => return delivered,
+            other => panic!("unexpected frame while draining the queue: {other:?}"),
+        }
+    }
+}
+
 static NONCE: AtomicU64 = AtomicU64::new(1);
 
 /// Sends a Ping and returns every frame received before its Pong. Frames the server queued for
