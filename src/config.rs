@@ -417,8 +417,8 @@ impl Config {
             "store.paths must be empty or name exactly store.count directories",
         );
         check(
-            self.mailbox.cache_bytes >= 1024 * 1024,
-            "mailbox.cache_bytes must be at least 1048576",
+            self.mailbox.cache_bytes >= 65_536,
+            "mailbox.cache_bytes must be at least 65536",
         );
         check(
             self.mailbox.huge_mailbox_entries >= 1,

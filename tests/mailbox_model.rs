@@ -103,10 +103,23 @@ async fn drain(node: &ChildNode, key: &TokenKey, user: &str, model: &mut UserMod
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mailboxes_match_a_model_across_restarts() {
-    for seed in [7_u64, 1_234_567] {
+    // The last run squeezes the mailbox cache to 2 KiB per worker, so nearly every mailbox is
+    // evicted and read back from the store.
+    let tiny_cache = [
+        FAST_WRITEBACK[0],
+        FAST_WRITEBACK[1],
+        ("cache_bytes = 1073741824", "cache_bytes = 65536"),
+        ("huge_mailbox_entries = 1000", "huge_mailbox_entries = 5"),
+        ("workers_per_shard = 2", "workers_per_shard = 1"),
+    ];
+    let runs: [(u64, &[(&str, &str)]); 3] = [
+        (7, &FAST_WRITEBACK),
+        (1_234_567, &FAST_WRITEBACK),
+        (42, &tiny_cache),
+    ];
+    for (seed, edits) in runs {
         let dir = tempfile::tempdir().unwrap();
-        let (config_path, config) =
-            child_config(dir.path(), &[FAST_WRITEBACK[0], FAST_WRITEBACK[1]]);
+        let (config_path, config) = child_config(dir.path(), edits);
         let key = TokenKey::new(config.auth.token_key.as_bytes());
         let data = dir.path().join("data");
         let mut rng = Rng(seed);
@@ -179,6 +192,17 @@ async fn mailboxes_match_a_model_across_restarts() {
                 &mut rng,
             )
             .await;
+        }
+        if seed == 42 {
+            let metrics = http_get(node.admin, "/metrics").await;
+            let paged_in = metric_value(
+                &metrics,
+                "tern_mailbox_read_entries_total{source=\"store\"}",
+            );
+            assert!(
+                paged_in.unwrap_or(0.0) > 0.0,
+                "the tiny cache never paged in"
+            );
         }
     }
 }
