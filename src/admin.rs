@@ -1,15 +1,19 @@
-//! The admin HTTP server: `/metrics` (Prometheus text), `/status` (JSON) and `/healthz`.
+//! The admin HTTP server: `/metrics` (Prometheus text), `/status` (JSON), `/healthz`, and
+//! `/accounts/{user}` (JSON: the user's account record, devices and cursors).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::clock::uptime_secs;
+use crate::dispatch::DispatchError;
 use crate::node::Node;
 use crate::server::ServerError;
 
@@ -42,6 +46,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/accounts/{user}", get(account))
         .with_state(AdminState { node, prometheus });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -65,4 +70,19 @@ async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
         "dispatch_queue_depth": node.mailboxes.depth(),
         "shutting_down": node.shutdown.is_cancelled(),
     }))
+}
+
+async fn account(State(state): State<AdminState>, Path(user): Path<String>) -> Response {
+    match state.node.mailboxes.account(user.as_str().into()).await {
+        Ok(Some(info)) => Json(info).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, "no such account\n").into_response(),
+        Err(DispatchError::Overloaded(())) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "mailbox queue full, retry\n",
+        )
+            .into_response(),
+        Err(DispatchError::Stopped(())) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+        }
+    }
 }

@@ -7,6 +7,7 @@
 //! once the journal's fsync covers it ([`worker`]). At start the mailboxes are rebuilt from the
 //! journals ([`recovery`]).
 
+pub mod account;
 pub mod checkpoint;
 pub mod log;
 pub mod record;
@@ -42,6 +43,32 @@ pub struct LoginInfo {
     pub last_seq: u64,
     /// Devices of the user known to the mailbox (this one included).
     pub devices: usize,
+}
+
+/// A user's account as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccountInfo {
+    /// The mailbox's highest seq.
+    pub last_seq: u64,
+    /// Entries held in memory.
+    pub held: usize,
+    /// First seen, ms since the epoch.
+    pub created_ms: u64,
+    /// The devices, ordered by id.
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// One device of an account.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeviceInfo {
+    /// Device id.
+    pub device: String,
+    /// Delivery cursor (everything up to it was acked), if the mailbox knows the device.
+    pub cursor: Option<u64>,
+    /// First login, ms since the epoch (0 if not recorded).
+    pub first_login_ms: u64,
+    /// Latest login, ms since the epoch (0 if not recorded).
+    pub last_login_ms: u64,
 }
 
 /// What an append carries besides its envelope.
@@ -119,6 +146,13 @@ pub enum MailboxOp {
         /// Completed once this worker's store batch is applied (or failed).
         done: Arc<checkpoint::Countdown>,
     },
+    /// Look up a user's account, devices and cursors.
+    Account {
+        /// The user.
+        owner: Id,
+        /// Answer: `None` for a user this node has never seen.
+        reply: oneshot::Sender<Option<AccountInfo>>,
+    },
     /// Read entries after `after`; answered with [`SessionMsg::Batch`].
     Fetch {
         /// Mailbox owner.
@@ -140,7 +174,8 @@ impl MailboxOp {
         match self {
             MailboxOp::Login { owner, .. }
             | MailboxOp::Ack { owner, .. }
-            | MailboxOp::Fetch { owner, .. } => Some(owner),
+            | MailboxOp::Fetch { owner, .. }
+            | MailboxOp::Account { owner, .. } => Some(owner),
             MailboxOp::Append(job) => Some(&job.owner),
             MailboxOp::WriteBack { .. } => None,
         }
@@ -148,7 +183,7 @@ impl MailboxOp {
 
     fn lane(&self) -> Lane {
         match self {
-            MailboxOp::Fetch { .. } => Lane::Read,
+            MailboxOp::Fetch { .. } | MailboxOp::Account { .. } => Lane::Read,
             _ => Lane::Write,
         }
     }
@@ -233,6 +268,18 @@ impl Mailboxes {
         let hash = op.owner().map_or(0, |owner| key_hash(owner.as_bytes()));
         let lane = op.lane();
         self.industry.submit(hash, lane, op)
+    }
+
+    /// Looks up `owner`'s account through its worker's read lane; `Ok(None)` for a user this
+    /// node has never seen.
+    pub async fn account(&self, owner: Id) -> Result<Option<AccountInfo>, DispatchError<()>> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(MailboxOp::Account { owner, reply })
+            .map_err(|error| match error {
+                DispatchError::Overloaded(_) => DispatchError::Overloaded(()),
+                DispatchError::Stopped(_) => DispatchError::Stopped(()),
+            })?;
+        answer.await.map_err(|_| DispatchError::Stopped(()))
     }
 
     /// Publishes queue depths as gauges.

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use hashbrown::HashMap;
 
+use super::account::{self, Account};
 use super::log::Mailbox;
 use super::record::{self, Record};
 use crate::config::Config;
@@ -26,8 +27,10 @@ pub struct Slot {
     pub written_upto: u64,
     /// Entries at or below this seq were deleted from the store.
     pub deleted_upto: u64,
-    /// `last_seq` or a cursor changed since the last write-back pass.
+    /// `last_seq`, a cursor or the account changed since the last write-back pass.
     pub dirty: bool,
+    /// The user's account record (stored with `last_seq` as the mailbox metadata).
+    pub account: Account,
 }
 
 /// Key of the record (in shard 0's records) holding journal `index`'s checkpoint LSN: every
@@ -60,6 +63,14 @@ pub enum StorageError {
     /// A store could not be opened or read.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// A stored account (mailbox metadata) record could not be decoded.
+    #[error("store: account record of {owner}: {source}")]
+    Account {
+        /// The account's user.
+        owner: String,
+        /// The cause.
+        source: prost::DecodeError,
+    },
     /// A journal record could not be decoded.
     #[error("journal {index}, record {lsn}: {source}")]
     Record {
@@ -213,7 +224,13 @@ fn load_stores(
             }
             held[index] += slot.mailbox.held_bytes();
             // The seq counter first: cursors are clamped to it.
-            slot.mailbox.raise_last_seq(decode_u64(&meta));
+            let (last_seq, account) =
+                account::decode(&meta).map_err(|source| StorageError::Account {
+                    owner: owner.to_string(),
+                    source,
+                })?;
+            slot.mailbox.raise_last_seq(last_seq);
+            slot.account = account;
             for (device, cursor) in wait(stores.read_cursors(shard, owner.as_bytes()))? {
                 slot.mailbox
                     .restore_cursor(&Id::from(device.as_str()), cursor);

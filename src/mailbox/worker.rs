@@ -18,9 +18,12 @@ use hashbrown::HashMap;
 use metrics::{Counter, Gauge};
 use ractor::ActorRef;
 
+use super::account;
 use super::checkpoint::Countdown;
 use super::record;
-use super::{AckInfo, AppendJob, Appended, Content, LoginInfo, MailboxOp, Slot};
+use super::{
+    AccountInfo, AckInfo, AppendJob, Appended, Content, DeviceInfo, LoginInfo, MailboxOp, Slot,
+};
 use crate::dispatch::Worker;
 use crate::journal::Journal;
 use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
@@ -205,6 +208,9 @@ impl Worker for MailboxWorker {
                 max_bytes,
                 reply,
             } => self.fetch(owner, after, limit, max_bytes, reply),
+            MailboxOp::Account { owner, reply } => {
+                let _ = reply.send(self.slots.get(&owner).map(account_info));
+            }
         }
     }
 }
@@ -223,6 +229,7 @@ impl MailboxWorker {
         let (before, devices_before) = (footprint(slot), slot.mailbox.devices());
         let known = slot.mailbox.cursor(device);
         let cursor = slot.mailbox.login(device, resume_after.min(durable));
+        slot.account.login(device, crate::clock::now_ms());
         tracing::debug!(owner = %owner, device = %device, ?known, cursor, durable, held = slot.mailbox.len(), "mailbox login");
         let devices = slot.mailbox.devices();
         self.usage.update(before, footprint(slot));
@@ -257,6 +264,7 @@ impl MailboxWorker {
         } = job;
         let slot = self.slots.entry(owner.clone()).or_default();
         let before = footprint(slot);
+        slot.account.touch(timestamp_ms);
         let outcome = slot.mailbox.append(
             &from_user,
             &client_msg_id,
@@ -422,13 +430,44 @@ fn write_meta(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch) {
         return;
     }
     slot.dirty = false;
-    let last_seq = slot.mailbox.last_seq();
     batch.put_meta(
         owner.as_bytes(),
-        bytes::Bytes::copy_from_slice(&last_seq.to_be_bytes()),
+        account::encode(slot.mailbox.last_seq(), &slot.account),
     );
     for (device, cursor) in slot.mailbox.cursors() {
         batch.put_cursor(owner.as_bytes(), device, cursor);
+    }
+}
+
+/// The admin view of a mailbox's account: devices from the account record and the cursors.
+fn account_info(slot: &Slot) -> AccountInfo {
+    let mut devices: Vec<DeviceInfo> = slot
+        .account
+        .devices
+        .iter()
+        .map(|(device, times)| DeviceInfo {
+            device: device.to_string(),
+            cursor: slot.mailbox.cursor(device),
+            first_login_ms: times.first_login_ms,
+            last_login_ms: times.last_login_ms,
+        })
+        .collect();
+    for (device, cursor) in slot.mailbox.cursors() {
+        if !slot.account.devices.contains_key(device) {
+            devices.push(DeviceInfo {
+                device: device.to_string(),
+                cursor: Some(cursor),
+                first_login_ms: 0,
+                last_login_ms: 0,
+            });
+        }
+    }
+    devices.sort_by(|a, b| a.device.cmp(&b.device));
+    AccountInfo {
+        last_seq: slot.mailbox.last_seq(),
+        held: slot.mailbox.len(),
+        created_ms: slot.account.created_ms,
+        devices,
     }
 }
 

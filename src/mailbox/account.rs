@@ -1,0 +1,127 @@
+//! A user's account as a durable record: when it was first seen and its devices with their
+//! first and last logins. It lives beside the user's mailbox, owned by the same worker, and is
+//! stored as the mailbox's metadata record (`AccountRecord` in
+//! `proto/tern/storage/v1/mailbox.proto`) together with the mailbox's last seq.
+//!
+//! Login times are written at write-back passes and evictions, not journaled: a crash loses at
+//! most the logins since the last pass (the devices themselves survive through their journaled
+//! cursors).
+
+use bytes::Bytes;
+use hashbrown::HashMap;
+use prost::Message;
+
+use crate::message::Id;
+use crate::proto::storage::{AccountRecord, DeviceRecord};
+
+/// One device's login times, ms since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceTimes {
+    /// The device's first login.
+    pub first_login_ms: u64,
+    /// Its latest login.
+    pub last_login_ms: u64,
+}
+
+/// A user's account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Account {
+    /// First seen, ms since the epoch (0 until then).
+    pub created_ms: u64,
+    /// Devices that logged in.
+    pub devices: HashMap<Id, DeviceTimes>,
+}
+
+impl Account {
+    /// Notes that the account took part in something at `now_ms` (a login or a message).
+    pub fn touch(&mut self, now_ms: u64) {
+        if self.created_ms == 0 {
+            self.created_ms = now_ms;
+        }
+    }
+
+    /// Records a login of `device` at `now_ms`.
+    pub fn login(&mut self, device: &Id, now_ms: u64) {
+        self.touch(now_ms);
+        let times = self.devices.entry(device.clone()).or_insert(DeviceTimes {
+            first_login_ms: now_ms,
+            last_login_ms: now_ms,
+        });
+        times.last_login_ms = times.last_login_ms.max(now_ms);
+    }
+}
+
+/// Encodes the metadata record: `last_seq` and the account.
+pub fn encode(last_seq: u64, account: &Account) -> Bytes {
+    let mut devices: Vec<DeviceRecord> = account
+        .devices
+        .iter()
+        .map(|(device, times)| DeviceRecord {
+            device: device.to_string(),
+            first_login_ms: times.first_login_ms,
+            last_login_ms: times.last_login_ms,
+        })
+        .collect();
+    devices.sort_by(|a, b| a.device.cmp(&b.device));
+    let record = AccountRecord {
+        last_seq,
+        created_ms: account.created_ms,
+        devices,
+    };
+    Bytes::from(record.encode_to_vec())
+}
+
+/// Decodes a metadata record into `last_seq` and the account.
+pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
+    let record = AccountRecord::decode(bytes)?;
+    let devices = record
+        .devices
+        .into_iter()
+        .map(|device| {
+            (
+                Id::from(device.device.as_str()),
+                DeviceTimes {
+                    first_login_ms: device.first_login_ms,
+                    last_login_ms: device.last_login_ms,
+                },
+            )
+        })
+        .collect();
+    Ok((
+        record.last_seq,
+        Account {
+            created_ms: record.created_ms,
+            devices,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_round_trips_and_logins_keep_the_first_time() {
+        let mut account = Account::default();
+        let phone: Id = Id::from("phone");
+        account.login(&phone, 100);
+        account.login(&Id::from("laptop"), 150);
+        account.login(&phone, 200);
+        account.login(&phone, 180);
+        assert_eq!(account.created_ms, 100);
+        assert_eq!(
+            account.devices[&phone],
+            DeviceTimes {
+                first_login_ms: 100,
+                last_login_ms: 200
+            }
+        );
+        let (last_seq, decoded) = decode(&encode(42, &account)).unwrap();
+        assert_eq!((last_seq, decoded), (42, account));
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode(&[0xff, 0xff, 0xff]).is_err());
+    }
+}
