@@ -206,7 +206,27 @@ impl Mailbox {
         dedup_window: usize,
     ) {
         // Held entries and the seq counter may come from the store first (its metadata can be
-        // ahead of this entry); only order against what is held.
+        // ahead of this entry); only order against what is held. The dedup key is kept even for
+        // an entry already acked or evicted, so a retry after the restart is still recognized.
+        let (from_user, _) = entry.origin();
+        let known = self
+            .dedup
+            .get(from_user)
+            .is_some_and(|sender| sender.acks.contains_key(client_msg_id));
+        if !known {
+            let from_user = from_user.clone();
+            self.remember(
+                &from_user,
+                client_msg_id,
+                AckInfo {
+                    seq: entry.seq,
+                    server_id,
+                    timestamp_ms: entry.timestamp_ms,
+                },
+                dedup_window,
+            );
+        }
+        self.last_seq = self.last_seq.max(entry.seq);
         if self
             .entries
             .back()
@@ -216,19 +236,6 @@ impl Mailbox {
         {
             return;
         }
-        let (from_user, _) = entry.origin();
-        let from_user = from_user.clone();
-        self.last_seq = self.last_seq.max(entry.seq);
-        self.remember(
-            &from_user,
-            client_msg_id,
-            AckInfo {
-                seq: entry.seq,
-                server_id,
-                timestamp_ms: entry.timestamp_ms,
-            },
-            dedup_window,
-        );
         self.held_bytes += entry.cache_bytes();
         self.entries.push_back(Arc::new(entry));
         self.prune();
