@@ -56,6 +56,7 @@ pub async fn serve(
 
 async fn metrics(State(state): State<AdminState>) -> String {
     state.node.mailboxes.report_depths();
+    metrics::gauge!(crate::metrics::GROUP_FANOUT_QUEUE).set(state.node.fanout.depth() as f64);
     state.prometheus.render()
 }
 

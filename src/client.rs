@@ -218,6 +218,7 @@ impl ClientWriter {
     /// Sends a typing indicator.
     pub async fn typing(&mut self, to_user: &str, typing: bool) -> Result<(), ClientError> {
         self.send(client_frame::Frame::Typing(Typing {
+            group_id: String::new(),
             to_user: to_user.to_owned(),
             typing,
         }))

@@ -58,6 +58,33 @@ pub struct Config {
     /// The sled stores that hold what stays unread past the write-back delay.
     #[serde(default)]
     pub store: StoreSection,
+    /// Group chats.
+    #[serde(default)]
+    pub groups: GroupsConfig,
+}
+
+/// Group chats.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupsConfig {
+    /// Members per group at most. Default: 1024.
+    pub max_members: u32,
+    /// Fan-out lanes (tasks copying group entries into members' mailboxes); a group always
+    /// uses the same lane, so its entries arrive in order. Default: 4.
+    pub fanout_lanes: u32,
+    /// Entries queued per fan-out lane; past it, posts are refused with OVERLOADED until it
+    /// drains. Default: 1024.
+    pub fanout_queue: u32,
+}
+
+impl Default for GroupsConfig {
+    fn default() -> Self {
+        Self {
+            max_members: 1024,
+            fanout_lanes: 4,
+            fanout_queue: 1024,
+        }
+    }
 }
 
 /// The stores: `count` sled databases, under `node.data_dir/store-N` unless `paths` names
@@ -419,6 +446,18 @@ impl Config {
         check(
             self.mailbox.cache_bytes >= 65_536,
             "mailbox.cache_bytes must be at least 65536",
+        );
+        check(
+            (2..=100_000).contains(&self.groups.max_members),
+            "groups.max_members must be between 2 and 100000",
+        );
+        check(
+            (1..=64).contains(&self.groups.fanout_lanes),
+            "groups.fanout_lanes must be between 1 and 64",
+        );
+        check(
+            self.groups.fanout_queue >= 16,
+            "groups.fanout_queue must be at least 16",
         );
         check(
             self.mailbox.huge_mailbox_entries >= 1,

@@ -21,6 +21,9 @@
 
 use std::panic::AssertUnwindSafe;
 
+use std::sync::Arc;
+
+use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
 
@@ -39,6 +42,13 @@ pub trait Worker: Send + 'static {
     fn handle(&mut self, job: Self::Job);
     /// Called when the queues are empty or after a batch of jobs: the place for group commits.
     fn end_batch(&mut self) {}
+    /// A doorbell other threads (e.g. I/O completions) ring to have [`Worker::rung`] called
+    /// on the worker's task without queuing a job; `None` (the default) for none.
+    fn doorbell(&self) -> Option<Arc<Notify>> {
+        None
+    }
+    /// Called on the worker's task after its doorbell rang.
+    fn rung(&mut self) {}
 }
 
 /// Which queue of a worker a job goes to.
@@ -124,6 +134,27 @@ impl<J: Send + 'static> Industry<J> {
         })
     }
 
+    /// Queues `job` for the worker that owns `key_hash`, waiting while its lane is full (for
+    /// internal producers that must not drop work, such as the group fan-out).
+    pub async fn submit_wait(
+        &self,
+        key_hash: u64,
+        lane: Lane,
+        job: J,
+    ) -> Result<(), DispatchError<J>> {
+        let index = shard_of(key_hash) * self.workers_per_shard
+            + worker_of(key_hash, self.workers_per_shard);
+        let lanes = &self.lanes[index];
+        let sender = match lane {
+            Lane::Write => &lanes.write,
+            Lane::Read => &lanes.read,
+        };
+        sender
+            .send(job)
+            .await
+            .map_err(|error| DispatchError::Stopped(error.0))
+    }
+
     /// Queues a job made by `make` on every worker's `lane`, without waiting; returns how many
     /// workers refused it (full or stopped).
     pub fn submit_all(&self, lane: Lane, mut make: impl FnMut() -> J) -> usize {
@@ -200,11 +231,30 @@ async fn run_worker<W: Worker>(
     mut writes: mpsc::Receiver<W::Job>,
     mut reads: mpsc::Receiver<W::Job>,
 ) {
+    let doorbell = worker.doorbell();
+    let (mut writes_open, mut reads_open) = (true, true);
     loop {
-        // Wait for the first job from either lane; stop when both are closed.
+        // Wait for the first job from either lane (or the doorbell); stop when both lanes are
+        // closed.
         let first = tokio::select! {
-            Some(job) = writes.recv() => job,
-            Some(job) = reads.recv() => job,
+            job = writes.recv(), if writes_open => match job {
+                Some(job) => job,
+                None => {
+                    writes_open = false;
+                    continue;
+                }
+            },
+            job = reads.recv(), if reads_open => match job {
+                Some(job) => job,
+                None => {
+                    reads_open = false;
+                    continue;
+                }
+            },
+            () = rung(doorbell.as_deref()), if doorbell.is_some() && (writes_open || reads_open) => {
+                worker.rung();
+                continue;
+            }
             else => break,
         };
         run_job(name, &mut worker, first);
@@ -231,6 +281,14 @@ async fn run_worker<W: Worker>(
             // Let other tasks on this thread run between batches.
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// Resolves when `doorbell` rings; never without one.
+async fn rung(doorbell: Option<&Notify>) {
+    match doorbell {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
     }
 }
 

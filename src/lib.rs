@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod dispatch;
 pub mod frame;
+pub mod group;
 pub mod journal;
 pub mod mailbox;
 pub mod message;

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod checkpoint;
+pub mod group_ops;
 pub mod log;
 pub mod record;
 pub mod recovery;
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::dispatch::{DispatchError, Industry, Lane};
+use crate::group::fanout::FanOut;
 use crate::journal::Journal;
 use crate::message::{Id, MessageKind, ReceiptKind};
 use crate::registry::Registry;
@@ -90,6 +92,8 @@ pub enum Content {
         /// Seq in the receipt author's mailbox.
         up_to_seq: u64,
     },
+    /// A payload built elsewhere (a group entry or receipt from the fan-out), stored as is.
+    Copy(crate::message::Payload),
 }
 
 /// One append: the entry to store in `owner`'s mailbox and who to tell.
@@ -111,6 +115,8 @@ pub struct AppendJob {
     pub content: Content,
     /// The session to answer with [`SessionMsg::Appended`], and its tag for the pending send.
     pub reply: Option<(ActorRef<SessionMsg>, u64)>,
+    /// Counted down once the entry is durable (or not), for the group fan-out.
+    pub done: Option<Arc<checkpoint::Countdown>>,
 }
 
 /// Operations on mailboxes.
@@ -146,6 +152,27 @@ pub enum MailboxOp {
         /// Completed once this worker's store batch is applied (or failed).
         done: Arc<checkpoint::Countdown>,
     },
+    /// A group operation, on the group's worker.
+    Group(Box<group_ops::GroupJob>),
+    /// The groups `user` is a member of (from the user's account), answered as a
+    /// [`SessionMsg::GroupAnswer`].
+    ListGroups {
+        /// The user.
+        user: Id,
+        /// The client's request id.
+        request_id: u64,
+        /// The session to answer.
+        reply: ActorRef<SessionMsg>,
+    },
+    /// The fan-out finished copying a group entry (`complete`: to every recipient).
+    GroupFannedOut {
+        /// The group.
+        group: Id,
+        /// The entry.
+        group_seq: u64,
+        /// Every copy is durable.
+        complete: bool,
+    },
     /// Look up a user's account, devices and cursors.
     Account {
         /// The user.
@@ -175,15 +202,20 @@ impl MailboxOp {
             MailboxOp::Login { owner, .. }
             | MailboxOp::Ack { owner, .. }
             | MailboxOp::Fetch { owner, .. }
-            | MailboxOp::Account { owner, .. } => Some(owner),
+            | MailboxOp::Account { owner, .. }
+            | MailboxOp::ListGroups { user: owner, .. }
+            | MailboxOp::GroupFannedOut { group: owner, .. } => Some(owner),
             MailboxOp::Append(job) => Some(&job.owner),
+            MailboxOp::Group(job) => Some(&job.group),
             MailboxOp::WriteBack { .. } => None,
         }
     }
 
     fn lane(&self) -> Lane {
         match self {
-            MailboxOp::Fetch { .. } | MailboxOp::Account { .. } => Lane::Read,
+            MailboxOp::Fetch { .. } | MailboxOp::Account { .. } | MailboxOp::ListGroups { .. } => {
+                Lane::Read
+            }
             _ => Lane::Write,
         }
     }
@@ -208,19 +240,28 @@ impl Mailboxes {
         config: &Config,
         registry: Arc<Registry>,
         storage: Storage,
+        fanout: &FanOut,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let Storage {
             journals,
             stores,
             mut recovered,
+            mut groups,
         } = storage;
+        let max_members = config.groups.max_members as usize;
         let dedup_window = config.mailbox.dedup_window as usize;
         let push_queue = config.mailbox.push_queue;
         let workers_per_shard = config.dispatch.workers_per_shard as usize;
         let worker_budget = cache_budget_per_worker(config);
         let huge_entries = config.mailbox.huge_mailbox_entries as usize;
         let (industry, handles) = Industry::start("mailbox", &config.dispatch, |shard, worker| {
-            let slots = std::mem::take(&mut recovered[shard * workers_per_shard + worker]);
+            let index = shard * workers_per_shard + worker;
+            let slots = std::mem::take(&mut recovered[index]);
+            let setup = worker::GroupSetup {
+                groups: std::mem::take(&mut groups[index]),
+                fanout: fanout.clone(),
+                max_members,
+            };
             MailboxWorker::new(
                 shard,
                 slots,
@@ -233,6 +274,7 @@ impl Mailboxes {
                     bytes: worker_budget,
                     huge_entries,
                 },
+                setup,
             )
         });
         let mailboxes = Self {
@@ -280,6 +322,13 @@ impl Mailboxes {
                 DispatchError::Stopped(_) => DispatchError::Stopped(()),
             })?;
         answer.await.map_err(|_| DispatchError::Stopped(()))
+    }
+
+    /// Queues `op` on the worker that owns its mailbox, waiting while the lane is full.
+    pub async fn submit_wait(&self, op: MailboxOp) -> Result<(), DispatchError<MailboxOp>> {
+        let hash = op.owner().map_or(0, |owner| key_hash(owner.as_bytes()));
+        let lane = op.lane();
+        self.industry.submit_wait(hash, lane, op).await
     }
 
     /// Publishes queue depths as gauges.

@@ -1,5 +1,9 @@
 //! Domain types of the mailbox: what a user's mailbox holds, independent of the wire format.
 
+mod group;
+
+pub use group::{GroupContent, GroupEntry, GroupEvent, GroupEventKind, GroupReceiptNotice};
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -43,6 +47,10 @@ pub enum Payload {
     Message(ChatMessage),
     /// A delivered/read receipt from a peer.
     Receipt(ReceiptNotice),
+    /// An entry of a group's log, copied to a member (shared by all members' copies).
+    Group(Arc<GroupEntry>),
+    /// A group member's receipt for the mailbox owner's group messages.
+    GroupReceipt(GroupReceiptNotice),
 }
 
 /// A chat message as stored.
@@ -91,6 +99,10 @@ impl Entry {
                     + m.to_user.len()
             }
             Payload::Receipt(r) => ENVELOPE + r.from_user.len() + r.from_device.len(),
+            Payload::Group(g) => ENVELOPE + g.approximate_bytes(),
+            Payload::GroupReceipt(r) => {
+                ENVELOPE + r.group_id.len() + r.from_user.len() + r.from_device.len()
+            }
         }
     }
 
@@ -106,6 +118,8 @@ impl Entry {
         match &self.payload {
             Payload::Message(m) => (&m.from_user, &m.from_device),
             Payload::Receipt(r) => (&r.from_user, &r.from_device),
+            Payload::Group(g) => (&g.from_user, &g.from_device),
+            Payload::GroupReceipt(r) => (&r.from_user, &r.from_device),
         }
     }
 }

@@ -57,6 +57,12 @@ pub const EVICTIONS: &str = "tern_mailbox_evictions_total";
 pub const EVICTED_ENTRIES: &str = "tern_mailbox_evicted_entries_total";
 /// Mailbox reads from the store that failed (retried by the session) or found a corrupt entry.
 pub const PAGE_IN_FAILURES: &str = "tern_mailbox_page_in_failures_total";
+/// Recipients per group entry copied by the fan-out (the group sizes that post).
+pub const GROUP_FANOUT_RECIPIENTS: &str = "tern_group_fanout_recipients";
+/// Time from a group entry's acceptance until every recipient's copy is durable.
+pub const GROUP_FANOUT_SECONDS: &str = "tern_group_fanout_seconds";
+/// Group entries waiting in the fan-out lanes.
+pub const GROUP_FANOUT_QUEUE: &str = "tern_group_fanout_queue_depth";
 /// Live pushes skipped because a session's push queue was full (it reads them from the mailbox).
 pub const PUSHES_SKIPPED: &str = "tern_pushes_skipped_total";
 /// How long the last start spent rebuilding mailboxes from the journals.
@@ -202,6 +208,21 @@ fn describe() {
         PAGE_IN_FAILURES,
         Unit::Count,
         "Mailbox reads from the store that failed."
+    );
+    describe_histogram!(
+        GROUP_FANOUT_RECIPIENTS,
+        Unit::Count,
+        "Recipients per group entry copied by the fan-out."
+    );
+    describe_histogram!(
+        GROUP_FANOUT_SECONDS,
+        Unit::Seconds,
+        "Group entry accepted until every copy is durable."
+    );
+    describe_gauge!(
+        GROUP_FANOUT_QUEUE,
+        Unit::Count,
+        "Group entries waiting in the fan-out lanes."
     );
     describe_counter!(
         PUSHES_SKIPPED,

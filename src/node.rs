@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::connection::ConnTable;
+use crate::group::fanout::FanOut;
 use crate::mailbox::{Mailboxes, Storage};
 use crate::metrics as names;
 use crate::presence::Presence;
@@ -24,8 +25,10 @@ pub struct Node {
     pub config: Config,
     /// Verifies login tokens.
     pub token_key: TokenKey,
-    /// The mailbox service.
+    /// The mailbox service (mailboxes and groups).
     pub mailboxes: Mailboxes,
+    /// The group fan-out lanes.
+    pub fanout: FanOut,
     /// Who is online.
     pub registry: Arc<Registry>,
     /// Presence subscriptions.
@@ -84,8 +87,14 @@ impl Node {
         storage: Storage,
     ) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
         let registry = Arc::new(Registry::default());
-        let (mailboxes, handles) = Mailboxes::start(&config, registry.clone(), storage);
+        let (fanout, lanes) = FanOut::new(
+            config.groups.fanout_lanes as usize,
+            config.groups.fanout_queue as usize,
+        );
+        let (mailboxes, mut handles) =
+            Mailboxes::start(&config, registry.clone(), storage, &fanout);
         let node = Arc::new(Self {
+            fanout,
             token_key: TokenKey::new(config.auth.token_key.as_bytes()),
             config,
             mailboxes,
@@ -96,6 +105,12 @@ impl Node {
             metrics: HotMetrics::new(),
             last_server_id: AtomicU64::new(0),
         });
+        for lane in lanes {
+            handles.push(tokio::spawn(crate::group::fanout::run_lane(
+                lane,
+                node.clone(),
+            )));
+        }
         (node, handles)
     }
 

@@ -14,6 +14,8 @@
 //! The actor's own configuration is empty: everything mutable lives in `SessionState`.
 
 mod delivery;
+mod group;
+pub mod group_wire;
 mod inbound;
 mod outbound;
 pub mod wire;
@@ -80,12 +82,22 @@ pub enum SessionMsg {
     },
     /// The number of known devices of this user changed.
     Devices(usize),
-    /// Another user is typing to this one.
+    /// Another user is typing to this one (in `group`, when set).
     Typing {
         /// Who.
         from_user: Id,
         /// Started or stopped.
         typing: bool,
+        /// The group they type in.
+        group: Option<Id>,
+    },
+    /// The answer to a group request.
+    GroupAnswer {
+        /// The client's request id.
+        request_id: u64,
+        /// What the group's worker answered.
+        answer:
+            Result<crate::mailbox::group_ops::GroupAnswer, crate::mailbox::group_ops::GroupFailure>,
     },
     /// A watched user came online or went offline.
     Presence {
@@ -116,6 +128,8 @@ pub enum AppendFailure {
     Storage,
     /// A queue was full: OVERLOADED, retry.
     Busy,
+    /// A group post by a user who is not a member: NOT_A_MEMBER.
+    NotAMember,
 }
 
 /// The session actor (stateless; see [`SessionState`]).
@@ -143,6 +157,8 @@ struct PendingSend {
     waiting: u8,
     recipient: Option<(AckInfo, bool)>,
     failed: Option<AppendFailure>,
+    /// Set for a group post.
+    group: Option<Id>,
 }
 
 /// Everything a session owns.
@@ -309,9 +325,16 @@ impl Actor for Session {
             } => state.on_batch(&myself, &entries, last_seq, read_upto),
             SessionMsg::Appended { tag, result } => state.on_appended(tag, result),
             SessionMsg::Devices(count) => state.devices = count,
-            SessionMsg::Typing { from_user, typing } => {
+            SessionMsg::GroupAnswer { request_id, answer } => {
+                state.on_group_answer(request_id, answer);
+            }
+            SessionMsg::Typing {
+                from_user,
+                typing,
+                group,
+            } => {
                 let missed = state.pushes.release();
-                state.on_typing_notice(&from_user, typing);
+                state.on_typing_notice(&from_user, typing, group.as_ref());
                 if missed {
                     state.delivery.lost_pushes();
                     state.fetch(&myself);

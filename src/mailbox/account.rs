@@ -8,7 +8,7 @@
 //! cursors).
 
 use bytes::Bytes;
-use hashbrown::HashMap;
+use hashbrown::{HashMap, HashSet};
 use prost::Message;
 
 use crate::message::Id;
@@ -30,6 +30,8 @@ pub struct Account {
     pub created_ms: u64,
     /// Devices that logged in.
     pub devices: HashMap<Id, DeviceTimes>,
+    /// Groups the user is a member of.
+    pub groups: HashSet<Id>,
 }
 
 impl Account {
@@ -63,10 +65,13 @@ pub fn encode(last_seq: u64, account: &Account) -> Bytes {
         })
         .collect();
     devices.sort_by(|a, b| a.device.cmp(&b.device));
+    let mut groups: Vec<String> = account.groups.iter().map(ToString::to_string).collect();
+    groups.sort();
     let record = AccountRecord {
         last_seq,
         created_ms: account.created_ms,
         devices,
+        groups,
     };
     Bytes::from(record.encode_to_vec())
 }
@@ -92,6 +97,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
         Account {
             created_ms: record.created_ms,
             devices,
+            groups: record.groups.into_iter().map(Id::from).collect(),
         },
     ))
 }

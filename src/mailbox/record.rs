@@ -6,10 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
+use crate::group::record as group_record;
+use crate::message::{
+    ChatMessage, Entry, GroupEntry, GroupReceiptNotice, Id, Payload, ReceiptNotice,
+};
 use crate::proto::storage::{
-    CursorMoved, EntryAppended, MailboxRecord, StoredMessage, StoredReceipt, entry_appended,
-    mailbox_record,
+    CursorMoved, EntryAppended, MailboxRecord, StoredGroupReceipt, StoredMessage, StoredReceipt,
+    entry_appended, mailbox_record,
 };
 use crate::session::wire;
 
@@ -26,6 +29,15 @@ pub enum Record {
         client_msg_id: Arc<str>,
         /// Server-wide id.
         server_id: u64,
+    },
+    /// An entry was appended to a group's log.
+    GroupAppended(GroupEntry),
+    /// A group entry reached every recipient's mailbox.
+    GroupFannedOut {
+        /// The group.
+        group_id: Id,
+        /// The entry.
+        group_seq: u64,
     },
     /// A device of `owner` moved its cursor.
     Cursor {
@@ -61,6 +73,12 @@ pub fn encode_appended(owner: &str, entry: &Entry, client_msg_id: &str, server_i
         Payload::Receipt(r) => entry_appended::Content::Receipt(StoredReceipt {
             kind: wire::receipt_kind_to_wire(r.kind).into(),
             up_to_seq: r.up_to_seq,
+        }),
+        Payload::Group(g) => entry_appended::Content::Group(group_record::encode_entry(g)),
+        Payload::GroupReceipt(r) => entry_appended::Content::GroupReceipt(StoredGroupReceipt {
+            group_id: r.group_id.to_string(),
+            kind: wire::receipt_kind_to_wire(r.kind).into(),
+            up_to_group_seq: r.up_to_group_seq,
         }),
     };
     let record = MailboxRecord {
@@ -99,6 +117,13 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
             device: Id::from(c.device),
             cursor: c.cursor,
         }),
+        mailbox_record::Record::GroupAppended(g) => Ok(Record::GroupAppended(
+            group_record::decode_entry(g.entry.ok_or(RecordError::Invalid("no group entry"))?)?,
+        )),
+        mailbox_record::Record::GroupFannedOut(f) => Ok(Record::GroupFannedOut {
+            group_id: Id::from(f.group_id),
+            group_seq: f.group_seq,
+        }),
         mailbox_record::Record::Appended(a) => {
             if a.seq == 0 {
                 return Err(RecordError::Invalid("seq 0"));
@@ -124,6 +149,19 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
                         .ok_or(RecordError::Invalid("receipt kind"))?,
                     up_to_seq: r.up_to_seq,
                 }),
+                entry_appended::Content::Group(g) => {
+                    Payload::Group(Arc::new(group_record::decode_entry(g)?))
+                }
+                entry_appended::Content::GroupReceipt(r) => {
+                    Payload::GroupReceipt(GroupReceiptNotice {
+                        group_id: Id::from(r.group_id),
+                        from_user,
+                        from_device,
+                        kind: wire::receipt_kind_from_wire(r.kind)
+                            .ok_or(RecordError::Invalid("receipt kind"))?,
+                        up_to_group_seq: r.up_to_group_seq,
+                    })
+                }
             };
             Ok(Record::Appended {
                 owner: Id::from(a.owner),

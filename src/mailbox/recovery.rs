@@ -9,9 +9,13 @@ use hashbrown::HashMap;
 use super::account::{self, Account};
 use super::log::Mailbox;
 use super::record::{self, Record};
+use super::worker::group::note_membership;
 use crate::config::Config;
+use crate::group::record as group_record;
+use crate::group::{Group, GroupSlot};
 use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::message::Id;
+use crate::message::Payload;
 use crate::shard::{SHARDS, key_hash, shard_of, worker_of};
 use crate::store::{Pending, StoreConfig, StoreError, Stores};
 
@@ -47,6 +51,29 @@ pub struct Storage {
     pub stores: Arc<Stores>,
     /// Index `shard * workers_per_shard + worker`.
     pub recovered: Vec<HashMap<Id, Slot>>,
+    /// The groups, indexed like `recovered`.
+    pub groups: Vec<HashMap<Id, GroupSlot>>,
+}
+
+/// Everything recovery rebuilds, one map per worker.
+struct Rebuilt<'a> {
+    mailboxes: &'a mut [HashMap<Id, Slot>],
+    groups: &'a mut [HashMap<Id, GroupSlot>],
+    workers_per_shard: usize,
+}
+
+impl Rebuilt<'_> {
+    fn index(&self, key: &str) -> usize {
+        let hash = key_hash(key.as_bytes());
+        shard_of(hash) * self.workers_per_shard + worker_of(hash, self.workers_per_shard)
+    }
+
+    fn group(&mut self, group_id: &Id) -> &mut GroupSlot {
+        let index = self.index(group_id);
+        self.groups[index]
+            .entry(group_id.clone())
+            .or_insert_with(|| GroupSlot::new(Group::new(group_id.clone())))
+    }
 }
 
 /// Why the node's storage could not be opened.
@@ -102,7 +129,16 @@ impl Storage {
             worker_bytes: super::cache_budget_per_worker(config),
             huge_entries: config.mailbox.huge_mailbox_entries as usize,
         };
+        let mut groups: Vec<HashMap<Id, GroupSlot>> = (0..SHARDS * workers_per_shard)
+            .map(|_| HashMap::new())
+            .collect();
         let entries = load_stores(&stores, &mut recovered, &limits)?;
+        let mut rebuilt = Rebuilt {
+            mailboxes: &mut recovered,
+            groups: &mut groups,
+            workers_per_shard,
+        };
+        load_groups(&stores, &mut rebuilt)?;
         let mut journals = Vec::new();
         let mut records = 0u64;
         for index in 0..config.journal.count as usize {
@@ -126,7 +162,7 @@ impl Storage {
                     source,
                 })?;
                 records += 1;
-                apply(&mut recovered, workers_per_shard, dedup_window, record);
+                apply(&mut rebuilt, dedup_window, record);
             }
             journals.push(Arc::new(journal));
         }
@@ -149,6 +185,7 @@ impl Storage {
             journals,
             stores: Arc::new(stores),
             recovered,
+            groups,
         })
     }
 }
@@ -243,32 +280,70 @@ fn load_stores(
     Ok(loaded)
 }
 
-fn apply(
-    recovered: &mut [HashMap<Id, Slot>],
-    workers_per_shard: usize,
-    dedup_window: usize,
-    record: Record,
-) {
+/// Loads every group snapshot written back to the stores.
+fn load_groups(stores: &Stores, rebuilt: &mut Rebuilt<'_>) -> Result<(), StorageError> {
+    for shard in 0..SHARDS {
+        let prefix = group_record::SNAPSHOT_PREFIX.as_bytes();
+        for (key, value) in wait(stores.scan_records(shard, prefix, usize::MAX))? {
+            let group =
+                group_record::decode_snapshot(value).map_err(|source| StorageError::Record {
+                    index: shard,
+                    lsn: 0,
+                    source,
+                })?;
+            tracing::debug!(key = %String::from_utf8_lossy(&key), members = group.members.len(), "loaded group");
+            let index = rebuilt.index(&group.id);
+            rebuilt.groups[index].insert(group.id.clone(), GroupSlot::new(group));
+        }
+    }
+    Ok(())
+}
+
+fn apply(rebuilt: &mut Rebuilt<'_>, dedup_window: usize, record: Record) {
     let owner = match &record {
         Record::Appended { owner, .. } | Record::Cursor { owner, .. } => owner.clone(),
+        Record::GroupAppended(entry) => {
+            let group_id = entry.group_id.clone();
+            rebuilt.group(&group_id).replay(entry_of(record));
+            return;
+        }
+        Record::GroupFannedOut {
+            group_id,
+            group_seq,
+        } => {
+            rebuilt.group(group_id).fanned_out(*group_seq);
+            return;
+        }
     };
-    let hash = key_hash(owner.as_bytes());
-    let index = shard_of(hash) * workers_per_shard + worker_of(hash, workers_per_shard);
+    let index = rebuilt.index(&owner);
     let owner_for_log = owner.clone();
-    let slot = recovered[index].entry(owner).or_default();
+    let slot = rebuilt.mailboxes[index].entry(owner.clone()).or_default();
     match record {
         Record::Appended {
             entry,
             client_msg_id,
             server_id,
             ..
-        } => slot
-            .mailbox
-            .restore(entry, &client_msg_id, server_id, dedup_window),
+        } => {
+            if let Payload::Group(group_entry) = &entry.payload {
+                note_membership(&mut slot.account, &owner, group_entry);
+            }
+            slot.mailbox
+                .restore(entry, &client_msg_id, server_id, dedup_window);
+        }
         Record::Cursor { device, cursor, .. } => {
             slot.mailbox.restore_cursor(&device, cursor);
             tracing::debug!(owner = %owner_for_log, device = %device, record = cursor, now = ?slot.mailbox.cursor(&device), held = slot.mailbox.len(), "replayed cursor");
         }
+        Record::GroupAppended(_) | Record::GroupFannedOut { .. } => {}
     }
     slot.dirty = true;
+}
+
+/// The group entry of a `GroupAppended` record.
+fn entry_of(record: Record) -> crate::message::GroupEntry {
+    match record {
+        Record::GroupAppended(entry) => entry,
+        _ => unreachable!("called on GroupAppended only"),
+    }
 }

@@ -9,10 +9,13 @@
 //! reads from memory or, for evicted entries, from the store ([`read`]).
 
 mod evict;
+pub mod group;
 mod read;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
 
 use hashbrown::HashMap;
 use metrics::{Counter, Gauge};
@@ -25,10 +28,12 @@ use super::{
     AccountInfo, AckInfo, AppendJob, Appended, Content, DeviceInfo, LoginInfo, MailboxOp, Slot,
 };
 use crate::dispatch::Worker;
+use crate::group::GroupSlot;
+use crate::group::fanout::FanOut;
 use crate::journal::Journal;
 use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
 use crate::metrics as names;
-use crate::registry::Registry;
+use crate::registry::{DeviceSession, Registry};
 use crate::session::{AppendFailure, SessionMsg};
 use crate::store::{Stores, WriteBatch};
 
@@ -50,6 +55,46 @@ struct Shared {
     /// has finished.
     evicted: Mutex<Option<Vec<(Id, u64)>>>,
     has_evicted: AtomicBool,
+    /// What group journal completions left for the worker.
+    group_news: Mutex<Vec<group::GroupNews>>,
+    has_group_news: AtomicBool,
+    /// Rung by completions that leave news.
+    doorbell: Arc<Notify>,
+}
+
+impl Shared {
+    /// Leaves `news` for the worker and rings its doorbell.
+    fn group_news(&self, news: group::GroupNews) {
+        self.group_news
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(news);
+        self.has_group_news.store(true, Ordering::Release);
+        self.doorbell.notify_one();
+    }
+
+    /// Casts `message` to an online session within its push budget; counts a skip otherwise.
+    fn try_push(&self, session: &DeviceSession, message: SessionMsg) -> bool {
+        if !session.pushes.try_reserve(self.push_queue) {
+            self.pushes_skipped.increment(1);
+            return false;
+        }
+        if session.actor.cast(message).is_err() {
+            session.pushes.release();
+            return false;
+        }
+        true
+    }
+}
+
+/// What the worker needs for the groups it owns.
+pub(super) struct GroupSetup {
+    /// The recovered groups of this worker.
+    pub(super) groups: HashMap<Id, GroupSlot>,
+    /// The fan-out lanes.
+    pub(super) fanout: FanOut,
+    /// Members per group at most.
+    pub(super) max_members: usize,
 }
 
 /// What the worker's mailboxes hold, for the cache budget and its gauges.
@@ -106,6 +151,9 @@ pub(super) struct MailboxWorker {
     read_from_cache: Counter,
     read_from_store: Counter,
     page_in_failures: Counter,
+    groups: HashMap<Id, GroupSlot>,
+    fanout: FanOut,
+    max_members: usize,
 }
 
 impl MailboxWorker {
@@ -119,6 +167,7 @@ impl MailboxWorker {
         dedup_window: usize,
         push_queue: u32,
         budget: Budget,
+        setup: GroupSetup,
     ) -> Self {
         let mut usage = Usage {
             entries: 0,
@@ -146,6 +195,9 @@ impl MailboxWorker {
                 store_failures: AtomicU64::new(0),
                 evicted: Mutex::new(None),
                 has_evicted: AtomicBool::new(false),
+                group_news: Mutex::new(Vec::new()),
+                has_group_news: AtomicBool::new(false),
+                doorbell: Arc::new(Notify::new()),
             }),
             dedup_window,
             usage,
@@ -156,12 +208,25 @@ impl MailboxWorker {
             read_from_cache: metrics::counter!(names::MAILBOX_READ_ENTRIES, "source" => "cache"),
             read_from_store: metrics::counter!(names::MAILBOX_READ_ENTRIES, "source" => "store"),
             page_in_failures: metrics::counter!(names::PAGE_IN_FAILURES),
+            groups: setup.groups,
+            fanout: setup.fanout,
+            max_members: setup.max_members,
         }
     }
 }
 
 impl Worker for MailboxWorker {
     type Job = MailboxOp;
+
+    fn doorbell(&self) -> Option<Arc<Notify>> {
+        Some(self.shared.doorbell.clone())
+    }
+
+    fn rung(&mut self) {
+        if self.shared.has_group_news.swap(false, Ordering::AcqRel) {
+            self.group_news();
+        }
+    }
 
     fn handle(&mut self, job: MailboxOp) {
         if self.shared.has_failed.swap(false, Ordering::AcqRel) {
@@ -170,7 +235,21 @@ impl Worker for MailboxWorker {
         if self.shared.has_evicted.swap(false, Ordering::AcqRel) {
             self.finish_eviction();
         }
+        if self.shared.has_group_news.swap(false, Ordering::AcqRel) {
+            self.group_news();
+        }
         match job {
+            MailboxOp::Group(job) => self.group(*job),
+            MailboxOp::ListGroups {
+                user,
+                request_id,
+                reply,
+            } => self.list_groups(&user, request_id, &reply),
+            MailboxOp::GroupFannedOut {
+                group,
+                group_seq,
+                complete,
+            } => self.group_fanned_out(&group, group_seq, complete),
             MailboxOp::Login {
                 owner,
                 device,
@@ -261,10 +340,14 @@ impl MailboxWorker {
             timestamp_ms,
             content,
             reply,
+            done,
         } = job;
         let slot = self.slots.entry(owner.clone()).or_default();
         let before = footprint(slot);
         slot.account.touch(timestamp_ms);
+        if let Content::Copy(crate::message::Payload::Group(entry)) = &content {
+            group::note_membership(&mut slot.account, &owner, entry);
+        }
         let outcome = slot.mailbox.append(
             &from_user,
             &client_msg_id,
@@ -275,6 +358,10 @@ impl MailboxWorker {
         );
         let entry = match outcome {
             Appended::Duplicate(ack) => {
+                // A copy made before (the fan-out repeating itself) counts as done.
+                if let Some(done) = done {
+                    done.finish(true);
+                }
                 // A retry: answer with the original ack, but only once that one is durable.
                 let Some((session, tag)) = reply else {
                     return;
@@ -324,6 +411,7 @@ impl MailboxWorker {
             client_msg_id,
             ack,
             reply,
+            done,
         }));
         // If the journal refuses the record outright, the callback is dropped unrun and the
         // completion's Drop reports the failure.
@@ -360,6 +448,8 @@ impl MailboxWorker {
             }
             write_meta(owner, slot, &mut batch);
         }
+        self.write_back_groups(&mut batch);
+        self.pump_all();
         self.written_back.increment(written);
         if batch.is_empty() {
             done.finish(true);
@@ -412,16 +502,30 @@ fn write_entries(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch, older_than
         if entry.seq > durable || entry.timestamp_ms >= older_than_ms {
             break;
         }
-        let (client_msg_id, server_id) = match &entry.payload {
-            Payload::Message(m) => (m.client_msg_id.as_ref(), m.server_id),
-            Payload::Receipt(_) => ("", 0),
-        };
-        let value = record::encode_appended(owner, entry, client_msg_id, server_id);
+        let (client_msg_id, server_id) = dedup_id(entry);
+        let value = record::encode_appended(owner, entry, &client_msg_id, server_id);
         batch.put_entry(owner.as_bytes(), entry.seq, value);
         slot.written_upto = entry.seq;
         written += 1;
     }
     written
+}
+
+/// The dedup id and server id an entry was appended with (copies of group entries and group
+/// receipts have ids of their own making; 1:1 receipts are not deduplicated after a restart).
+fn dedup_id(entry: &Entry) -> (std::borrow::Cow<'_, str>, u64) {
+    match &entry.payload {
+        Payload::Message(m) => (m.client_msg_id.as_ref().into(), m.server_id),
+        Payload::Receipt(_) => ("".into(), 0),
+        Payload::Group(g) => (
+            format!("#{}/{}", g.group_id, g.group_seq).into(),
+            g.server_id,
+        ),
+        Payload::GroupReceipt(r) => (
+            format!("#{}/{:?}/{}", r.group_id, r.kind, r.up_to_group_seq).into(),
+            0,
+        ),
+    }
 }
 
 /// Adds `owner`'s last seq and cursors to `batch` if they changed since last written.
@@ -492,6 +596,7 @@ fn payload(
             kind,
             body,
         }),
+        Content::Copy(payload) => payload,
         Content::Receipt { kind, up_to_seq } => Payload::Receipt(ReceiptNotice {
             from_user: from_user.clone(),
             from_device: from_device.clone(),
@@ -510,6 +615,7 @@ struct Pending {
     client_msg_id: Arc<str>,
     ack: AckInfo,
     reply: Option<(ActorRef<SessionMsg>, u64)>,
+    done: Option<Arc<Countdown>>,
 }
 
 /// What happens once the journal has (or has not) made an appended entry durable. Dropped
@@ -543,7 +649,11 @@ impl Pending {
             client_msg_id,
             ack,
             reply,
+            done,
         } = self;
+        if let Some(done) = done {
+            done.finish(durable);
+        }
         if durable {
             watermark.fetch_max(entry.seq, Ordering::AcqRel);
             push(&shared, &owner, &entry);

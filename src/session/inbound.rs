@@ -29,7 +29,13 @@ impl SessionState {
             In::Send(send) => self.on_send(myself, send),
             In::Receipt(receipt) => self.on_receipt(myself, receipt),
             In::Ack(ack) => self.on_device_ack(myself, ack.up_to_seq),
+            In::Typing(typing) if !typing.group_id.is_empty() => {
+                self.on_group_typing(&typing.group_id, typing.typing);
+            }
             In::Typing(typing) => self.on_typing(&typing),
+            In::GroupRequest(request) => self.on_group_request(myself, request),
+            In::GroupSend(send) => self.on_group_send(myself, send),
+            In::GroupReceipt(receipt) => self.on_group_receipt(receipt),
             In::PresenceSubscribe(subscribe) => self.on_presence_subscribe(myself, subscribe),
             In::Ping(ping) => self.send(Out::Pong(Pong {
                 nonce: ping.nonce,
@@ -94,7 +100,7 @@ impl SessionState {
     }
 
     /// Validates client_msg_id and recipient; answers the error itself when invalid.
-    fn check_envelope(&mut self, client_msg_id: &str, to_user: &str) -> Option<Id> {
+    pub(super) fn check_envelope(&mut self, client_msg_id: &str, to_user: &str) -> Option<Id> {
         if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID {
             self.send_error(
                 ErrorCode::InvalidArgument,
@@ -147,6 +153,7 @@ impl SessionState {
                 timestamp_ms,
                 content,
                 reply: Some((myself.clone(), (tag << 1) | role)),
+                done: None,
             }))
         };
         let copy_job = copy.then(|| job(self.user.clone(), content.clone(), COPY_BIT));
@@ -163,6 +170,7 @@ impl SessionState {
             waiting: 1,
             recipient: None,
             failed: None,
+            group: None,
         };
         if let Some(copy_job) = copy_job {
             match self.node.mailboxes.submit(copy_job) {
@@ -208,8 +216,14 @@ impl SessionState {
                     seq: ack.seq,
                     timestamp_ms: ack.timestamp_ms,
                     duplicate,
+                    group_id: pending.group.as_deref().unwrap_or_default().to_owned(),
                 }));
             }
+            (_, Some(AppendFailure::NotAMember)) => self.send_error(
+                ErrorCode::NotAMember,
+                "not a member of this group",
+                &pending.client_msg_id,
+            ),
             (_, Some(AppendFailure::Storage)) => self.send_error(
                 ErrorCode::StorageFailure,
                 "the message could not be stored; retry later",
@@ -234,6 +248,7 @@ impl SessionState {
                 let notice = SessionMsg::Typing {
                     from_user: self.user.clone(),
                     typing: typing.typing,
+                    group: None,
                 };
                 if session.actor.cast(notice).is_ok() {
                     relayed += 1;
@@ -245,10 +260,11 @@ impl SessionState {
         metrics::counter!(crate::metrics::TYPING_RELAYED).increment(relayed);
     }
 
-    pub(super) fn on_typing_notice(&mut self, from_user: &Id, typing: bool) {
+    pub(super) fn on_typing_notice(&mut self, from_user: &Id, typing: bool, group: Option<&Id>) {
         self.send(Out::Typing(TypingNotice {
             from_user: from_user.to_string(),
             typing,
+            group_id: group.map(ToString::to_string).unwrap_or_default(),
         }));
     }
 

@@ -48,6 +48,9 @@ pub fn error_kind(code: ErrorCode) -> &'static str {
         ErrorCode::Timeout => "timeout",
         ErrorCode::StorageFailure => "storage_failure",
         ErrorCode::Internal => "internal",
+        ErrorCode::NotAMember => "not_a_member",
+        ErrorCode::NotAdmin => "not_admin",
+        ErrorCode::GroupFull => "group_full",
     }
 }
 
@@ -68,6 +71,13 @@ pub fn deliver(entry: &Entry) -> Frame {
             from_device: r.from_device.to_string(),
             kind: receipt_kind_to_wire(r.kind).into(),
             up_to_seq: r.up_to_seq,
+        }),
+        Payload::Group(g) => super::group_wire::deliver_group(g),
+        Payload::GroupReceipt(r) => deliver::Payload::GroupReceipt(wire::GroupReceiptNotice {
+            group_id: r.group_id.to_string(),
+            from_user: r.from_user.to_string(),
+            kind: receipt_kind_to_wire(r.kind).into(),
+            up_to_group_seq: r.up_to_group_seq,
         }),
     };
     Frame::Deliver(wire::Deliver {

@@ -255,6 +255,7 @@ impl Chat {
                 now_ms().saturating_sub(p.nonce)
             )),
             Frame::Welcome(w) => say(&render::welcome(&w)),
+            Frame::GroupResponse(r) => say(&format!("group response {r:?}")),
         }
         None
     }
@@ -287,7 +288,11 @@ impl Chat {
                 if let Some(to_user) = self.peer_or_complain() {
                     self.queue(
                         writer,
-                        client_frame::Frame::Typing(Typing { to_user, typing }),
+                        client_frame::Frame::Typing(Typing {
+                            to_user,
+                            typing,
+                            group_id: String::new(),
+                        }),
                     );
                 }
             }

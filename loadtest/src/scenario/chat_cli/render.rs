@@ -40,6 +40,19 @@ pub fn deliver(d: &Deliver, me: &str) -> String {
                 d.seq, r.from_user, r.up_to_seq
             )
         }
+        Some(deliver::Payload::GroupMessage(m)) => {
+            let kind = MessageKind::try_from(m.kind).unwrap_or(MessageKind::Unspecified);
+            let body = body_text(&m.body, kind);
+            format!("[{}] {}@{}: {body}", d.seq, m.from_user, m.group_id)
+        }
+        Some(deliver::Payload::GroupEvent(e)) => format!(
+            "[{}] group {} event {} by {}: {:?} {}",
+            d.seq, e.group_id, e.kind, e.actor, e.users, e.subject
+        ),
+        Some(deliver::Payload::GroupReceipt(r)) => format!(
+            "[{}] {} saw group {} up to {}",
+            d.seq, r.from_user, r.group_id, r.up_to_group_seq
+        ),
         None => format!("[{}] (empty entry)", d.seq),
     }
 }

@@ -110,7 +110,8 @@ impl State<'_> {
             | Frame::QueueDrained(_)
             | Frame::Typing(_)
             | Frame::Presence(_)
-            | Frame::Pong(_) => {}
+            | Frame::Pong(_)
+            | Frame::GroupResponse(_) => {}
         }
         None
     }

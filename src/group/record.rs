@@ -1,0 +1,221 @@
+//! The on-disk form of groups (`proto/tern/storage/v1/mailbox.proto`): group log entries (in
+//! journal records and in members' stored mailbox entries) and the group snapshot written back
+//! to the store.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::state::{Group, Member, Role};
+use crate::mailbox::record::RecordError;
+use crate::message::{GroupContent, GroupEntry, GroupEvent, Id};
+use crate::proto::storage::{
+    GroupFannedOut, GroupSnapshot, MailboxRecord, PendingGroupEntry, StoredGroupEntry,
+    StoredGroupEvent, StoredMember, StoredMessage, mailbox_record, stored_group_entry,
+};
+use crate::session::{group_wire, wire};
+
+/// Key of a group's snapshot among its shard's records.
+pub fn snapshot_key(group_id: &str) -> Vec<u8> {
+    format!("{SNAPSHOT_PREFIX}{group_id}").into_bytes()
+}
+
+/// Prefix of every group snapshot key.
+pub const SNAPSHOT_PREFIX: &str = "group/";
+
+/// The stored form of a group log entry.
+pub fn encode_entry(entry: &GroupEntry) -> StoredGroupEntry {
+    let content = match &entry.content {
+        GroupContent::Message { kind, body } => {
+            stored_group_entry::Content::Message(StoredMessage {
+                to_user: String::new(),
+                kind: wire::message_kind_to_wire(*kind).into(),
+                body: body.clone(),
+            })
+        }
+        GroupContent::Event(event) => stored_group_entry::Content::Event(StoredGroupEvent {
+            kind: group_wire::event_kind_to_wire(event.kind).into(),
+            users: event.users.iter().map(ToString::to_string).collect(),
+            subject: event.subject.clone(),
+        }),
+    };
+    StoredGroupEntry {
+        group_id: entry.group_id.to_string(),
+        group_seq: entry.group_seq,
+        server_id: entry.server_id,
+        from_user: entry.from_user.to_string(),
+        from_device: entry.from_device.to_string(),
+        client_msg_id: entry.client_msg_id.to_string(),
+        timestamp_ms: entry.timestamp_ms,
+        content: Some(content),
+    }
+}
+
+/// A group log entry from its stored form.
+pub fn decode_entry(stored: StoredGroupEntry) -> Result<GroupEntry, RecordError> {
+    if stored.group_seq == 0 {
+        return Err(RecordError::Invalid("group seq 0"));
+    }
+    let content = match stored
+        .content
+        .ok_or(RecordError::Invalid("no group content"))?
+    {
+        stored_group_entry::Content::Message(m) => GroupContent::Message {
+            kind: wire::message_kind_from_wire(m.kind)
+                .ok_or(RecordError::Invalid("message kind"))?,
+            body: m.body,
+        },
+        stored_group_entry::Content::Event(e) => GroupContent::Event(GroupEvent {
+            kind: group_wire::event_kind_from_wire(e.kind)
+                .ok_or(RecordError::Invalid("group event kind"))?,
+            users: e.users.into_iter().map(Id::from).collect(),
+            subject: e.subject,
+        }),
+    };
+    Ok(GroupEntry {
+        group_id: Id::from(stored.group_id),
+        group_seq: stored.group_seq,
+        server_id: stored.server_id,
+        from_user: Id::from(stored.from_user),
+        from_device: Id::from(stored.from_device),
+        client_msg_id: Arc::from(stored.client_msg_id),
+        timestamp_ms: stored.timestamp_ms,
+        content,
+    })
+}
+
+/// The journal record of an entry appended to a group's log.
+pub fn encode_appended(entry: &GroupEntry) -> Bytes {
+    let record = MailboxRecord {
+        record: Some(mailbox_record::Record::GroupAppended(
+            crate::proto::storage::GroupAppended {
+                entry: Some(encode_entry(entry)),
+            },
+        )),
+    };
+    Bytes::from(record.encode_to_vec())
+}
+
+/// The journal record of an entry that reached all its recipients.
+pub fn encode_fanned_out(group_id: &str, group_seq: u64) -> Bytes {
+    let record = MailboxRecord {
+        record: Some(mailbox_record::Record::GroupFannedOut(GroupFannedOut {
+            group_id: group_id.to_owned(),
+            group_seq,
+        })),
+    };
+    Bytes::from(record.encode_to_vec())
+}
+
+/// The snapshot of a group written back to the store.
+pub fn encode_snapshot(group: &Group) -> Bytes {
+    let mut members: Vec<StoredMember> = group
+        .members
+        .iter()
+        .map(|(user, m)| StoredMember {
+            user: user.to_string(),
+            admin: m.role == Role::Admin,
+            joined_seq: m.joined_seq,
+            delivered: m.delivered,
+            read: m.read,
+        })
+        .collect();
+    members.sort_by(|a, b| a.user.cmp(&b.user));
+    let snapshot = GroupSnapshot {
+        group_id: group.id.to_string(),
+        subject: group.subject.clone(),
+        created_ms: group.created_ms,
+        last_seq: group.last_seq,
+        members,
+        pending: group
+            .pending
+            .iter()
+            .map(|(entry, recipients)| PendingGroupEntry {
+                entry: Some(encode_entry(entry)),
+                recipients: recipients.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+        recent_seqs: group.recent_authors.iter().map(|(seq, _)| *seq).collect(),
+        recent_authors: group
+            .recent_authors
+            .iter()
+            .map(|(_, author)| author.to_string())
+            .collect(),
+    };
+    Bytes::from(snapshot.encode_to_vec())
+}
+
+/// A group from its snapshot.
+pub fn decode_snapshot(bytes: Bytes) -> Result<Group, RecordError> {
+    let snapshot = GroupSnapshot::decode(bytes)?;
+    let mut group = Group::new(Id::from(snapshot.group_id));
+    group.subject = snapshot.subject;
+    group.created_ms = snapshot.created_ms;
+    group.last_seq = snapshot.last_seq;
+    for m in snapshot.members {
+        let role = if m.admin { Role::Admin } else { Role::Member };
+        group.members.insert(
+            Id::from(m.user),
+            Member {
+                role,
+                joined_seq: m.joined_seq,
+                delivered: m.delivered,
+                read: m.read,
+            },
+        );
+    }
+    for pending in snapshot.pending {
+        let entry = decode_entry(pending.entry.ok_or(RecordError::Invalid("pending entry"))?)?;
+        let recipients: Arc<[Id]> = pending.recipients.into_iter().map(Id::from).collect();
+        group.pending.push_back((Arc::new(entry), recipients));
+    }
+    group.recent_authors = snapshot
+        .recent_seqs
+        .into_iter()
+        .zip(snapshot.recent_authors.into_iter().map(Id::from))
+        .collect();
+    Ok(group)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{GroupEventKind, MessageKind};
+
+    #[test]
+    fn entries_and_snapshots_round_trip() {
+        let mut group = Group::new(Id::from("g1"));
+        let created = GroupEntry {
+            group_id: Id::from("g1"),
+            group_seq: 1,
+            server_id: 5,
+            from_user: Id::from("ann"),
+            from_device: Id::from("phone"),
+            client_msg_id: Arc::from(""),
+            timestamp_ms: 9,
+            content: GroupContent::Event(GroupEvent {
+                kind: GroupEventKind::Created,
+                users: vec![Id::from("ann"), Id::from("bob")],
+                subject: "s".into(),
+            }),
+        };
+        let recipients = group.apply(&created).unwrap();
+        let message = GroupEntry {
+            group_seq: 2,
+            client_msg_id: Arc::from("m1"),
+            content: GroupContent::Message {
+                kind: MessageKind::Text,
+                body: Bytes::from_static(b"hi"),
+            },
+            ..created.clone()
+        };
+        group.apply(&message).unwrap();
+        group
+            .pending
+            .push_back((Arc::new(message.clone()), recipients.into()));
+        assert_eq!(decode_entry(encode_entry(&message)).unwrap(), message);
+        assert_eq!(decode_entry(encode_entry(&created)).unwrap(), created);
+        assert_eq!(decode_snapshot(encode_snapshot(&group)).unwrap(), group);
+    }
+}

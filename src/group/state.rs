@@ -1,0 +1,460 @@
+//! One group's state and rules, without I/O: who may change what, and how a log entry changes
+//! the group. The worker applies an entry the moment it is accepted; recovery applies the same
+//! entries replayed from the journal, so both paths share [`Group::apply`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use crate::message::{GroupContent, GroupEntry, GroupEvent, GroupEventKind, Id};
+
+/// Authors remembered per group, to route read receipts to them.
+const RECENT_AUTHORS: usize = 4096;
+
+/// A member's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// May post.
+    Member,
+    /// May also add, remove, promote, demote and change the subject.
+    Admin,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Member or admin.
+    pub role: Role,
+    /// The group seq of the entry that made this user a member.
+    pub joined_seq: u64,
+    /// The member's delivered position in the group's log.
+    pub delivered: u64,
+    /// The member's read position in the group's log.
+    pub read: u64,
+}
+
+/// Why a group operation is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// No such group, or the user is not a member.
+    #[error("not a member of this group")]
+    NotAMember,
+    /// The operation needs an admin.
+    #[error("only an admin may do this")]
+    NotAdmin,
+    /// The group would exceed its member limit.
+    #[error("the group would exceed {max} members")]
+    Full {
+        /// The limit.
+        max: usize,
+    },
+    /// A field is invalid.
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// A group with this id exists.
+    #[error("a group with this id exists")]
+    Exists,
+}
+
+/// A change a member asks for (before it becomes an event with a seq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Add users.
+    Add(Vec<Id>),
+    /// Remove users.
+    Remove(Vec<Id>),
+    /// The actor leaves.
+    Leave,
+    /// Make users admins.
+    Promote(Vec<Id>),
+    /// Make admins plain members.
+    Demote(Vec<Id>),
+    /// Change the subject.
+    Subject(String),
+}
+
+/// One group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    /// Group id.
+    pub id: Id,
+    /// Subject.
+    pub subject: String,
+    /// Creation time, ms since the epoch.
+    pub created_ms: u64,
+    /// Highest group seq assigned.
+    pub last_seq: u64,
+    /// Current members.
+    pub members: HashMap<Id, Member>,
+    /// Entries accepted but not yet copied to every recipient's mailbox, with their recipients.
+    pub pending: VecDeque<(Arc<GroupEntry>, Arc<[Id]>)>,
+    /// (group seq, author) of recent messages, oldest first.
+    pub recent_authors: VecDeque<(u64, Id)>,
+}
+
+impl Group {
+    /// An empty group, before its `Created` entry is applied.
+    pub fn new(id: Id) -> Self {
+        Self {
+            id,
+            subject: String::new(),
+            created_ms: 0,
+            last_seq: 0,
+            members: HashMap::new(),
+            pending: VecDeque::new(),
+            recent_authors: VecDeque::new(),
+        }
+    }
+
+    /// The event creating a group of `creator` and `members` (deduplicated, the creator first).
+    pub fn creation(
+        creator: &Id,
+        subject: String,
+        members: Vec<Id>,
+        max: usize,
+    ) -> Result<GroupEvent, GroupError> {
+        let mut users = vec![creator.clone()];
+        for user in members {
+            if !users.contains(&user) {
+                users.push(user);
+            }
+        }
+        if users.len() > max {
+            return Err(GroupError::Full { max });
+        }
+        Ok(GroupEvent {
+            kind: GroupEventKind::Created,
+            users,
+            subject,
+        })
+    }
+
+    /// True when `user` is a member.
+    pub fn is_member(&self, user: &str) -> bool {
+        self.members.contains_key(user)
+    }
+
+    /// Checks that `actor` may make `change` and returns the event it becomes; `None` when it
+    /// changes nothing (adding members already in, removing users not in).
+    pub fn check(
+        &self,
+        actor: &Id,
+        change: Change,
+        max: usize,
+    ) -> Result<Option<GroupEvent>, GroupError> {
+        let role = self.members.get(actor).ok_or(GroupError::NotAMember)?.role;
+        let admin_only = !matches!(change, Change::Leave);
+        if admin_only && role != Role::Admin {
+            return Err(GroupError::NotAdmin);
+        }
+        let (kind, users, subject) = match change {
+            Change::Add(users) => {
+                let new: Vec<Id> = dedup(users)
+                    .into_iter()
+                    .filter(|u| !self.is_member(u))
+                    .collect();
+                if self.members.len() + new.len() > max {
+                    return Err(GroupError::Full { max });
+                }
+                (GroupEventKind::Added, new, String::new())
+            }
+            Change::Remove(users) => {
+                let gone = dedup(users)
+                    .into_iter()
+                    .filter(|u| self.is_member(u) && u != actor)
+                    .collect();
+                (GroupEventKind::Removed, gone, String::new())
+            }
+            Change::Leave => (GroupEventKind::Left, vec![actor.clone()], String::new()),
+            Change::Promote(users) => {
+                let promoted = dedup(users)
+                    .into_iter()
+                    .filter(|u| self.members.get(u).is_some_and(|m| m.role == Role::Member))
+                    .collect();
+                (GroupEventKind::Promoted, promoted, String::new())
+            }
+            Change::Demote(users) => {
+                let demoted: Vec<Id> = dedup(users)
+                    .into_iter()
+                    .filter(|u| self.members.get(u).is_some_and(|m| m.role == Role::Admin))
+                    .collect();
+                let admins = self
+                    .members
+                    .values()
+                    .filter(|m| m.role == Role::Admin)
+                    .count();
+                if !demoted.is_empty() && demoted.len() >= admins {
+                    return Err(GroupError::Invalid("a group keeps at least one admin"));
+                }
+                (GroupEventKind::Demoted, demoted, String::new())
+            }
+            Change::Subject(subject) => {
+                if subject.len() > 256 {
+                    return Err(GroupError::Invalid("subject over 256 bytes"));
+                }
+                (GroupEventKind::Subject, Vec::new(), subject)
+            }
+        };
+        if users.is_empty() && kind != GroupEventKind::Subject {
+            return Ok(None);
+        }
+        Ok(Some(GroupEvent {
+            kind,
+            users,
+            subject,
+        }))
+    }
+
+    /// Applies an accepted (or replayed) entry; returns who receives it: the members after it,
+    /// plus those it removes. Entries at or below `last_seq` were applied already: `None`.
+    pub fn apply(&mut self, entry: &GroupEntry) -> Option<Vec<Id>> {
+        if entry.group_seq <= self.last_seq {
+            return None;
+        }
+        self.last_seq = entry.group_seq;
+        let seq = entry.group_seq;
+        let mut also = Vec::new();
+        match &entry.content {
+            GroupContent::Message { .. } => {
+                if self.recent_authors.len() == RECENT_AUTHORS {
+                    self.recent_authors.pop_front();
+                }
+                self.recent_authors
+                    .push_back((seq, entry.from_user.clone()));
+            }
+            GroupContent::Event(event) => match event.kind {
+                GroupEventKind::Created => {
+                    self.subject = event.subject.clone();
+                    self.created_ms = entry.timestamp_ms;
+                    for (index, user) in event.users.iter().enumerate() {
+                        let role = if index == 0 {
+                            Role::Admin
+                        } else {
+                            Role::Member
+                        };
+                        self.members.insert(user.clone(), member(role, seq));
+                    }
+                }
+                GroupEventKind::Added => {
+                    for user in &event.users {
+                        self.members
+                            .entry(user.clone())
+                            .or_insert_with(|| member(Role::Member, seq));
+                    }
+                }
+                GroupEventKind::Removed | GroupEventKind::Left => {
+                    for user in &event.users {
+                        if self.members.remove(user).is_some() {
+                            also.push(user.clone());
+                        }
+                    }
+                    self.keep_an_admin();
+                }
+                GroupEventKind::Promoted | GroupEventKind::Demoted => {
+                    let role = if event.kind == GroupEventKind::Promoted {
+                        Role::Admin
+                    } else {
+                        Role::Member
+                    };
+                    for user in &event.users {
+                        if let Some(m) = self.members.get_mut(user) {
+                            m.role = role;
+                        }
+                    }
+                }
+                GroupEventKind::Subject => self.subject = event.subject.clone(),
+            },
+        }
+        let mut recipients: Vec<Id> = self.members.keys().cloned().collect();
+        recipients.extend(also);
+        Some(recipients)
+    }
+
+    /// When the last admin is gone, the longest-standing member becomes admin.
+    fn keep_an_admin(&mut self) {
+        if self.members.values().any(|m| m.role == Role::Admin) {
+            return;
+        }
+        let eldest = self
+            .members
+            .iter()
+            .min_by(|a, b| (a.1.joined_seq, a.0).cmp(&(b.1.joined_seq, b.0)))
+            .map(|(user, _)| user.clone());
+        if let Some(user) = eldest
+            && let Some(m) = self.members.get_mut(&user)
+        {
+            m.role = Role::Admin;
+        }
+    }
+
+    /// Moves `user`'s delivered or read position forward (clamped to `last_seq`); returns the
+    /// distinct authors (other than `user`) of messages in the range newly covered.
+    pub fn receipt(&mut self, user: &str, read: bool, up_to: u64) -> Vec<Id> {
+        let up_to = up_to.min(self.last_seq);
+        let Some(m) = self.members.get_mut(user) else {
+            return Vec::new();
+        };
+        let before = if read { m.read } else { m.delivered };
+        if up_to <= before {
+            return Vec::new();
+        }
+        if read {
+            m.read = up_to;
+            m.delivered = m.delivered.max(up_to);
+        } else {
+            m.delivered = up_to;
+        }
+        let mut authors: Vec<Id> = Vec::new();
+        let start = self
+            .recent_authors
+            .partition_point(|(seq, _)| *seq <= before);
+        for (seq, author) in self.recent_authors.iter().skip(start) {
+            if *seq > up_to {
+                break;
+            }
+            if author.as_ref() != user && !authors.contains(author) {
+                authors.push(author.clone());
+            }
+        }
+        authors
+    }
+
+    /// Members whose read position, and those whose delivered (but not read) position, covers
+    /// `seq`.
+    pub fn read_by(&self, seq: u64) -> (Vec<Id>, Vec<Id>) {
+        let mut read = Vec::new();
+        let mut delivered = Vec::new();
+        for (user, m) in &self.members {
+            if m.read >= seq {
+                read.push(user.clone());
+            } else if m.delivered >= seq {
+                delivered.push(user.clone());
+            }
+        }
+        read.sort();
+        delivered.sort();
+        (read, delivered)
+    }
+}
+
+fn member(role: Role, joined_seq: u64) -> Member {
+    Member {
+        role,
+        joined_seq,
+        delivered: joined_seq,
+        read: joined_seq,
+    }
+}
+
+fn dedup(users: Vec<Id>) -> Vec<Id> {
+    let mut out: Vec<Id> = Vec::with_capacity(users.len());
+    for user in users {
+        if !out.contains(&user) {
+            out.push(user);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::MessageKind;
+
+    fn id(s: &str) -> Id {
+        Id::from(s)
+    }
+
+    fn entry(group: &Group, from: &str, content: GroupContent) -> GroupEntry {
+        GroupEntry {
+            group_id: group.id.clone(),
+            group_seq: group.last_seq + 1,
+            server_id: 1,
+            from_user: id(from),
+            from_device: id("d"),
+            client_msg_id: Arc::from(""),
+            timestamp_ms: 5,
+            content,
+        }
+    }
+
+    fn change(group: &mut Group, actor: &str, c: Change) -> Result<Option<Vec<Id>>, GroupError> {
+        let event = group.check(&id(actor), c, 4)?;
+        Ok(event.and_then(|e| {
+            let entry = entry(group, actor, GroupContent::Event(e));
+            group.apply(&entry)
+        }))
+    }
+
+    fn created() -> Group {
+        let mut group = Group::new(id("g"));
+        let event = Group::creation(&id("ann"), "s".into(), vec![id("bob"), id("ann")], 4).unwrap();
+        assert_eq!(event.users, vec![id("ann"), id("bob")]);
+        let e = entry(&group, "ann", GroupContent::Event(event));
+        group.apply(&e).unwrap();
+        group
+    }
+
+    #[test]
+    fn only_admins_change_members_and_the_limit_holds() {
+        let mut group = created();
+        assert_eq!(
+            change(&mut group, "bob", Change::Add(vec![id("cat")])),
+            Err(GroupError::NotAdmin)
+        );
+        assert_eq!(
+            change(&mut group, "eve", Change::Leave),
+            Err(GroupError::NotAMember)
+        );
+        change(&mut group, "ann", Change::Add(vec![id("cat"), id("dan")])).unwrap();
+        assert_eq!(group.members.len(), 4);
+        assert_eq!(
+            change(&mut group, "ann", Change::Add(vec![id("eve")])),
+            Err(GroupError::Full { max: 4 })
+        );
+        assert_eq!(
+            change(&mut group, "ann", Change::Add(vec![id("cat")])),
+            Ok(None)
+        );
+        let recipients = change(&mut group, "ann", Change::Remove(vec![id("cat")]))
+            .unwrap()
+            .unwrap();
+        assert!(
+            recipients.contains(&id("cat")),
+            "the removed member hears of it"
+        );
+        assert!(!group.is_member("cat"));
+    }
+
+    #[test]
+    fn the_last_admin_leaving_promotes_the_eldest_member() {
+        let mut group = created();
+        change(&mut group, "ann", Change::Add(vec![id("cat")])).unwrap();
+        change(&mut group, "ann", Change::Leave).unwrap();
+        assert_eq!(group.members[&id("bob")].role, Role::Admin);
+        assert_eq!(group.members[&id("cat")].role, Role::Member);
+        assert_eq!(
+            change(&mut group, "bob", Change::Demote(vec![id("bob")])),
+            Err(GroupError::Invalid("a group keeps at least one admin"))
+        );
+    }
+
+    #[test]
+    fn replayed_entries_apply_once_and_receipts_name_authors() {
+        let mut group = created();
+        let message = entry(
+            &group,
+            "bob",
+            GroupContent::Message {
+                kind: MessageKind::Text,
+                body: bytes::Bytes::from_static(b"hi"),
+            },
+        );
+        assert!(group.apply(&message).is_some());
+        assert!(group.apply(&message).is_none(), "applied twice");
+        assert_eq!(group.receipt("ann", true, 99), vec![id("bob")]);
+        assert_eq!(group.receipt("ann", true, 2), Vec::<Id>::new(), "no news");
+        assert_eq!(group.read_by(2), (vec![id("ann")], vec![]));
+    }
+}

@@ -1,0 +1,539 @@
+//! Groups on their worker: rules checked, entries numbered and journaled, answers sent once the
+//! journal holds them, and durable entries handed to the fan-out in group order.
+//!
+//! Journal completions run on the journal thread: they only raise the group's durable
+//! watermark, answer the session, and leave news for the worker (ringing its doorbell), which
+//! then hands the newly durable entries to the fan-out or forgets a failed post.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use ractor::ActorRef;
+
+use super::MailboxWorker;
+use crate::clock::now_ms;
+use crate::group::fanout::FanOutJob;
+use crate::group::record as group_record;
+use crate::group::{Group, GroupError, GroupSlot};
+use crate::mailbox::AckInfo;
+use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure, GroupInfo, GroupJob};
+use crate::message::{
+    GroupContent, GroupEntry, GroupEvent, GroupReceiptNotice, Id, MessageKind, ReceiptKind,
+};
+use crate::session::{AppendFailure, SessionMsg};
+
+/// What a completion leaves for the worker.
+#[derive(Debug)]
+pub(super) enum GroupNews {
+    /// Entries of this group became durable: hand them to the fan-out.
+    Durable(Id),
+    /// The journal refused entry `seq` of this group: it is never fanned out, and a retry of
+    /// the post (author, client_msg_id) is accepted anew.
+    Failed {
+        group: Id,
+        seq: u64,
+        from: Id,
+        client_msg_id: Arc<str>,
+    },
+}
+
+/// Who hears about an accepted entry, once the journal answers.
+enum Answer {
+    /// A group request.
+    Request {
+        reply: Option<ActorRef<SessionMsg>>,
+        request_id: u64,
+    },
+    /// A post: the session's pending send.
+    Post {
+        reply: Option<ActorRef<SessionMsg>>,
+        tag: u64,
+        ack: AckInfo,
+    },
+}
+
+impl Answer {
+    fn send(self, durable: bool) {
+        match self {
+            Answer::Request { reply, request_id } => {
+                let answer = if durable {
+                    Ok(GroupAnswer::Done)
+                } else {
+                    Err(GroupFailure::Storage)
+                };
+                answer_request(reply.as_ref(), request_id, answer);
+            }
+            Answer::Post { reply, tag, ack } => {
+                if let Some(session) = reply {
+                    let result = if durable {
+                        Ok((ack, false))
+                    } else {
+                        Err(AppendFailure::Storage)
+                    };
+                    let _ = session.cast(SessionMsg::Appended { tag, result });
+                }
+            }
+        }
+    }
+}
+
+fn answer_request(
+    reply: Option<&ActorRef<SessionMsg>>,
+    request_id: u64,
+    answer: Result<GroupAnswer, GroupFailure>,
+) {
+    if let Some(session) = reply {
+        let _ = session.cast(SessionMsg::GroupAnswer { request_id, answer });
+    }
+}
+
+impl MailboxWorker {
+    /// Handles one group operation.
+    pub(super) fn group(&mut self, job: GroupJob) {
+        let GroupJob {
+            group,
+            actor,
+            device,
+            call,
+            request_id,
+            reply,
+        } = job;
+        let refuse = |error: GroupError| {
+            answer_request(
+                reply.as_ref(),
+                request_id,
+                Err(GroupFailure::Refused(error)),
+            );
+        };
+        let max = self.max_members;
+        match call {
+            GroupCall::Create { subject, members } => {
+                if self.groups.contains_key(&group) {
+                    return refuse(GroupError::Exists);
+                }
+                match Group::creation(&actor, subject, members, max) {
+                    Err(error) => refuse(error),
+                    Ok(event) => {
+                        self.groups
+                            .insert(group.clone(), GroupSlot::new(Group::new(group.clone())));
+                        let entry = self.next_entry(&group, &actor, &device, event);
+                        self.accept(entry, Answer::Request { reply, request_id });
+                    }
+                }
+            }
+            GroupCall::Change(change) => {
+                let Some(slot) = self.groups.get(&group) else {
+                    return refuse(GroupError::NotAMember);
+                };
+                match slot.group.check(&actor, change, max) {
+                    Err(error) => refuse(error),
+                    Ok(None) => answer_request(reply.as_ref(), request_id, Ok(GroupAnswer::Done)),
+                    Ok(Some(event)) => {
+                        let entry = self.next_entry(&group, &actor, &device, event);
+                        self.accept(entry, Answer::Request { reply, request_id });
+                    }
+                }
+            }
+            GroupCall::Info => match self.member_view(&group, &actor) {
+                Err(error) => refuse(error),
+                Ok(slot) => {
+                    let mut members: Vec<_> = slot
+                        .group
+                        .members
+                        .iter()
+                        .map(|(user, m)| (user.clone(), m.role, m.joined_seq))
+                        .collect();
+                    members.sort_by(|a, b| a.0.cmp(&b.0));
+                    let info = GroupInfo {
+                        group_id: group.clone(),
+                        subject: slot.group.subject.clone(),
+                        created_ms: slot.group.created_ms,
+                        last_seq: slot.group.last_seq,
+                        members,
+                    };
+                    answer_request(reply.as_ref(), request_id, Ok(GroupAnswer::Info(info)));
+                }
+            },
+            GroupCall::ReadBy(group_seq) => match self.member_view(&group, &actor) {
+                Err(error) => refuse(error),
+                Ok(slot) => {
+                    let (read, delivered) = slot.group.read_by(group_seq);
+                    let answer = GroupAnswer::ReadBy {
+                        group_id: group.clone(),
+                        group_seq,
+                        read,
+                        delivered,
+                    };
+                    answer_request(reply.as_ref(), request_id, Ok(answer));
+                }
+            },
+            GroupCall::Post {
+                client_msg_id,
+                server_id,
+                kind,
+                body,
+                tag,
+            } => self.post(
+                &group,
+                actor,
+                device,
+                client_msg_id,
+                server_id,
+                kind,
+                body,
+                tag,
+                reply,
+            ),
+            GroupCall::Receipt { kind, up_to } => {
+                self.group_receipt(&group, actor, device, kind, up_to)
+            }
+            GroupCall::Typing(typing) => self.group_typing(&group, &actor, typing),
+        }
+    }
+
+    fn member_view(&self, group: &Id, actor: &Id) -> Result<&GroupSlot, GroupError> {
+        self.groups
+            .get(group)
+            .filter(|slot| slot.group.is_member(actor))
+            .ok_or(GroupError::NotAMember)
+    }
+
+    /// The next entry of `group` carrying `event` by `actor`.
+    fn next_entry(&self, group: &Id, actor: &Id, device: &Id, event: GroupEvent) -> GroupEntry {
+        let last_seq = self.groups.get(group).map_or(0, |slot| slot.group.last_seq);
+        GroupEntry {
+            group_id: group.clone(),
+            group_seq: last_seq + 1,
+            server_id: 0,
+            from_user: actor.clone(),
+            from_device: device.clone(),
+            client_msg_id: Arc::from(""),
+            timestamp_ms: now_ms(),
+            content: GroupContent::Event(event),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn post(
+        &mut self,
+        group: &Id,
+        actor: Id,
+        device: Id,
+        client_msg_id: Arc<str>,
+        server_id: u64,
+        kind: MessageKind,
+        body: bytes::Bytes,
+        tag: u64,
+        reply: Option<ActorRef<SessionMsg>>,
+    ) {
+        let failed = |failure: AppendFailure| {
+            if let Some(session) = &reply {
+                let _ = session.cast(SessionMsg::Appended {
+                    tag,
+                    result: Err(failure),
+                });
+            }
+        };
+        let Some(slot) = self.groups.get(group) else {
+            return failed(AppendFailure::NotAMember);
+        };
+        if !slot.group.is_member(&actor) {
+            return failed(AppendFailure::NotAMember);
+        }
+        if let Some(ack) = slot.recall(&actor, &client_msg_id) {
+            // A retry: the original ack, once the original is durable.
+            if ack.seq <= slot.durable.load(Ordering::Acquire) {
+                if let Some(session) = &reply {
+                    let _ = session.cast(SessionMsg::Appended {
+                        tag,
+                        result: Ok((ack, true)),
+                    });
+                }
+            } else {
+                failed(AppendFailure::Busy);
+            }
+            return;
+        }
+        let entry = GroupEntry {
+            group_id: group.clone(),
+            group_seq: slot.group.last_seq + 1,
+            server_id,
+            from_user: actor,
+            from_device: device,
+            client_msg_id,
+            timestamp_ms: now_ms(),
+            content: GroupContent::Message { kind, body },
+        };
+        let ack = AckInfo {
+            seq: entry.group_seq,
+            server_id,
+            timestamp_ms: entry.timestamp_ms,
+        };
+        if let Some(slot) = self.groups.get_mut(group) {
+            slot.remember(&entry.from_user, &entry.client_msg_id, ack);
+        }
+        self.accept(entry, Answer::Post { reply, tag, ack });
+    }
+
+    /// Applies `entry` to its group, journals it, and answers once the journal has.
+    fn accept(&mut self, entry: GroupEntry, answer: Answer) {
+        let Some(slot) = self.groups.get_mut(&entry.group_id) else {
+            return answer.send(false);
+        };
+        let Some(recipients) = slot.group.apply(&entry) else {
+            return answer.send(false);
+        };
+        slot.dirty = true;
+        let entry = Arc::new(entry);
+        slot.group
+            .pending
+            .push_back((entry.clone(), recipients.into()));
+        let record = group_record::encode_appended(&entry);
+        let completion = GroupCompletion(Some(Accepted {
+            shared: self.shared.clone(),
+            watermark: slot.durable.clone(),
+            entry,
+            answer,
+        }));
+        // Refused outright, the callback is dropped unrun and the completion's Drop reports it.
+        let _ = self
+            .journal
+            .append_with(record, move |result| completion.finish(result.is_ok()));
+    }
+
+    /// A member's receipt: moves its position and tells the authors of the covered messages.
+    fn group_receipt(&mut self, group: &Id, actor: Id, device: Id, kind: ReceiptKind, up_to: u64) {
+        let Some(slot) = self.groups.get_mut(group) else {
+            return;
+        };
+        let authors = slot.group.receipt(&actor, kind == ReceiptKind::Read, up_to);
+        slot.dirty = true;
+        if authors.is_empty() {
+            return;
+        }
+        let notice = GroupReceiptNotice {
+            group_id: group.clone(),
+            from_user: actor,
+            from_device: device,
+            kind,
+            up_to_group_seq: up_to.min(slot.group.last_seq),
+        };
+        match self.fanout.reserve(group) {
+            Some(permit) => {
+                permit.send(FanOutJob::Receipt { notice, authors });
+            }
+            None => self.shared.pushes_skipped.increment(1),
+        }
+    }
+
+    /// Relays a typing notice to the group's online members (never stored).
+    fn group_typing(&mut self, group: &Id, actor: &Id, typing: bool) {
+        let Some(slot) = self.groups.get(group) else {
+            return;
+        };
+        if !slot.group.is_member(actor) {
+            return;
+        }
+        for member in slot.group.members.keys() {
+            if member == actor {
+                continue;
+            }
+            self.shared.registry.for_each(member, |session| {
+                let notice = SessionMsg::Typing {
+                    from_user: actor.clone(),
+                    typing,
+                    group: Some(group.clone()),
+                };
+                self.shared.try_push(session, notice);
+            });
+        }
+    }
+
+    /// Takes the news the journal completions left.
+    pub(super) fn group_news(&mut self) {
+        let news = std::mem::take(
+            &mut *self
+                .shared
+                .group_news
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for item in news {
+            match item {
+                GroupNews::Durable(group) => self.pump(&group),
+                GroupNews::Failed {
+                    group,
+                    seq,
+                    from,
+                    client_msg_id,
+                } => {
+                    if let Some(slot) = self.groups.get_mut(&group) {
+                        // Never fanned out: a gap in the group's log that nobody was sent.
+                        slot.fanned_out(seq);
+                        slot.forget(&from, &client_msg_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands `group`'s durable pending entries not yet handed over to the fan-out, in order,
+    /// while its lane has room (the rest wait for the next news or write-back pass).
+    pub(super) fn pump(&mut self, group: &Id) {
+        let Some(slot) = self.groups.get_mut(group) else {
+            return;
+        };
+        let durable = slot.durable.load(Ordering::Acquire);
+        for (entry, recipients) in &slot.group.pending {
+            if entry.group_seq <= slot.queued_upto {
+                continue;
+            }
+            if entry.group_seq > durable {
+                break;
+            }
+            let Some(permit) = self.fanout.reserve(group) else {
+                break;
+            };
+            permit.send(FanOutJob::Entry {
+                entry: entry.clone(),
+                recipients: recipients.clone(),
+                accepted: Instant::now(),
+            });
+            slot.queued_upto = entry.group_seq;
+        }
+    }
+
+    /// The fan-out finished an entry: forget it, or hand it over again if a copy failed.
+    pub(super) fn group_fanned_out(&mut self, group: &Id, group_seq: u64, complete: bool) {
+        let Some(slot) = self.groups.get_mut(group) else {
+            return;
+        };
+        if complete {
+            slot.fanned_out(group_seq);
+            let _ = self
+                .journal
+                .append_with(group_record::encode_fanned_out(group, group_seq), |_| {});
+        } else {
+            // Copies already made are recognized by the recipients' mailboxes.
+            slot.queued_upto = slot.queued_upto.min(group_seq - 1);
+            self.pump(group);
+        }
+    }
+
+    /// Hands over what waits in every group (after recovery, or when a lane was full).
+    pub(super) fn pump_all(&mut self) {
+        let groups: Vec<Id> = self
+            .groups
+            .iter()
+            .filter(|(_, slot)| {
+                slot.group
+                    .pending
+                    .back()
+                    .is_some_and(|(entry, _)| entry.group_seq > slot.queued_upto)
+            })
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in groups {
+            self.pump(&group);
+        }
+    }
+
+    /// Adds the snapshot of every changed group to this worker's write-back batch.
+    pub(super) fn write_back_groups(&mut self, batch: &mut crate::store::WriteBatch) {
+        for (group, slot) in &mut self.groups {
+            if slot.dirty {
+                slot.dirty = false;
+                batch.put_record(
+                    &group_record::snapshot_key(group),
+                    group_record::encode_snapshot(&slot.group),
+                );
+            }
+        }
+    }
+
+    /// Answers the groups `user` belongs to, from the user's account.
+    pub(super) fn list_groups(&self, user: &Id, request_id: u64, reply: &ActorRef<SessionMsg>) {
+        let mut groups: Vec<Id> = self
+            .slots
+            .get(user)
+            .map(|slot| slot.account.groups.iter().cloned().collect())
+            .unwrap_or_default();
+        groups.sort();
+        answer_request(Some(reply), request_id, Ok(GroupAnswer::List(groups)));
+    }
+}
+
+/// An accepted group entry waiting for the journal.
+struct Accepted {
+    shared: Arc<super::Shared>,
+    watermark: Arc<std::sync::atomic::AtomicU64>,
+    entry: Arc<GroupEntry>,
+    answer: Answer,
+}
+
+/// An [`Accepted`] entry's completion. Dropped without [`GroupCompletion::finish`] (the journal
+/// refused the record), it reports a failure, so every entry is answered once.
+struct GroupCompletion(Option<Accepted>);
+
+impl GroupCompletion {
+    fn finish(mut self, durable: bool) {
+        if let Some(accepted) = self.0.take() {
+            accepted.complete(durable);
+        }
+    }
+}
+
+impl Drop for GroupCompletion {
+    fn drop(&mut self) {
+        if let Some(accepted) = self.0.take() {
+            accepted.complete(false);
+        }
+    }
+}
+
+impl Accepted {
+    fn complete(self, durable: bool) {
+        let Accepted {
+            shared,
+            watermark,
+            entry,
+            answer,
+        } = self;
+        if durable {
+            watermark.fetch_max(entry.group_seq, Ordering::AcqRel);
+            shared.group_news(GroupNews::Durable(entry.group_id.clone()));
+        } else {
+            shared.storage_failures.increment(1);
+            shared.group_news(GroupNews::Failed {
+                group: entry.group_id.clone(),
+                seq: entry.group_seq,
+                from: entry.from_user.clone(),
+                client_msg_id: entry.client_msg_id.clone(),
+            });
+        }
+        answer.send(durable);
+    }
+}
+
+/// Adds or drops `group` in a member's account when a group event concerns the member.
+pub fn note_membership(
+    account: &mut crate::mailbox::account::Account,
+    owner: &Id,
+    entry: &GroupEntry,
+) {
+    use crate::message::GroupEventKind as Kind;
+    let GroupContent::Event(event) = &entry.content else {
+        return;
+    };
+    let concerned = event.users.iter().any(|user| user == owner);
+    match event.kind {
+        Kind::Created | Kind::Added if concerned => {
+            account.groups.insert(entry.group_id.clone());
+        }
+        Kind::Removed | Kind::Left if concerned => {
+            account.groups.remove(&entry.group_id);
+        }
+        _ => {}
+    }
+}
