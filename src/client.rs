@@ -1,7 +1,7 @@
 //! A minimal phone: connects over TCP and speaks the v1 protocol. Used by the black-box tests,
 //! the load generator and the interactive client.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
@@ -9,8 +9,9 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use crate::frame::{self, FrameError};
 use crate::proto::PROTOCOL_VERSION;
 use crate::proto::v1::{
-    ClientFrame, DeviceAck, Login, MessageKind, Ping, PresenceSubscribe, Receipt, ReceiptKind,
-    Send, ServerFrame, Typing, Welcome, client_frame, server_frame,
+    ClientFrame, DeviceAck, GroupReceipt, GroupRequest, GroupSend, Login, MessageKind, Ping,
+    PresenceSubscribe, Receipt, ReceiptKind, Send, ServerFrame, Typing, Welcome, client_frame,
+    group_request, server_frame,
 };
 
 /// Largest frame the client accepts from a server.
@@ -211,6 +212,60 @@ impl ClientWriter {
             to_user: to_user.to_owned(),
             kind: kind.into(),
             up_to_seq,
+        }))
+        .await
+    }
+
+    /// Sends a group request (`op`) tagged `request_id`.
+    pub async fn group_request(
+        &mut self,
+        request_id: u64,
+        op: group_request::Op,
+    ) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::GroupRequest(GroupRequest {
+            request_id,
+            op: Some(op),
+        }))
+        .await
+    }
+
+    /// Sends a text message to a group.
+    pub async fn send_group_text(
+        &mut self,
+        client_msg_id: &str,
+        group_id: &str,
+        body: &str,
+    ) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::GroupSend(GroupSend {
+            client_msg_id: client_msg_id.to_owned(),
+            group_id: group_id.to_owned(),
+            kind: MessageKind::Text.into(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        }))
+        .await
+    }
+
+    /// Reports the group's entries up to `up_to_group_seq` as received or read.
+    pub async fn group_receipt(
+        &mut self,
+        group_id: &str,
+        kind: ReceiptKind,
+        up_to_group_seq: u64,
+    ) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::GroupReceipt(GroupReceipt {
+            group_id: group_id.to_owned(),
+            kind: kind.into(),
+            up_to_group_seq,
+        }))
+        .await
+    }
+
+    /// Sends a typing indicator to a group's online members.
+    pub async fn group_typing(&mut self, group_id: &str, typing: bool) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::Typing(Typing {
+            group_id: group_id.to_owned(),
+            to_user: String::new(),
+            typing,
         }))
         .await
     }

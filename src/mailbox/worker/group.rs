@@ -40,10 +40,11 @@ pub(super) enum GroupNews {
 
 /// Who hears about an accepted entry, once the journal answers.
 enum Answer {
-    /// A group request.
+    /// A group request, answered with `success` once durable.
     Request {
         reply: Option<ActorRef<SessionMsg>>,
         request_id: u64,
+        success: GroupAnswer,
     },
     /// A post: the session's pending send.
     Post {
@@ -56,9 +57,13 @@ enum Answer {
 impl Answer {
     fn send(self, durable: bool) {
         match self {
-            Answer::Request { reply, request_id } => {
+            Answer::Request {
+                reply,
+                request_id,
+                success,
+            } => {
                 let answer = if durable {
-                    Ok(GroupAnswer::Done)
+                    Ok(success)
                 } else {
                     Err(GroupFailure::Storage)
                 };
@@ -118,7 +123,18 @@ impl MailboxWorker {
                         self.groups
                             .insert(group.clone(), GroupSlot::new(Group::new(group.clone())));
                         let entry = self.next_entry(&group, &actor, &device, event);
-                        self.accept(entry, Answer::Request { reply, request_id });
+                        // The creator learns the new group's id and members.
+                        let mut created = Group::new(group.clone());
+                        created.apply(&entry);
+                        let success = GroupAnswer::Info(info_of(&created));
+                        self.accept(
+                            entry,
+                            Answer::Request {
+                                reply,
+                                request_id,
+                                success,
+                            },
+                        );
                     }
                 }
             }
@@ -131,27 +147,22 @@ impl MailboxWorker {
                     Ok(None) => answer_request(reply.as_ref(), request_id, Ok(GroupAnswer::Done)),
                     Ok(Some(event)) => {
                         let entry = self.next_entry(&group, &actor, &device, event);
-                        self.accept(entry, Answer::Request { reply, request_id });
+                        let success = GroupAnswer::Done;
+                        self.accept(
+                            entry,
+                            Answer::Request {
+                                reply,
+                                request_id,
+                                success,
+                            },
+                        );
                     }
                 }
             }
             GroupCall::Info => match self.member_view(&group, &actor) {
                 Err(error) => refuse(error),
                 Ok(slot) => {
-                    let mut members: Vec<_> = slot
-                        .group
-                        .members
-                        .iter()
-                        .map(|(user, m)| (user.clone(), m.role, m.joined_seq))
-                        .collect();
-                    members.sort_by(|a, b| a.0.cmp(&b.0));
-                    let info = GroupInfo {
-                        group_id: group.clone(),
-                        subject: slot.group.subject.clone(),
-                        created_ms: slot.group.created_ms,
-                        last_seq: slot.group.last_seq,
-                        members,
-                    };
+                    let info = info_of(&slot.group);
                     answer_request(reply.as_ref(), request_id, Ok(GroupAnswer::Info(info)));
                 }
             },
@@ -513,6 +524,23 @@ impl Accepted {
             });
         }
         answer.send(durable);
+    }
+}
+
+/// A group's details as answered to members.
+fn info_of(group: &Group) -> GroupInfo {
+    let mut members: Vec<_> = group
+        .members
+        .iter()
+        .map(|(user, m)| (user.clone(), m.role, m.joined_seq))
+        .collect();
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    GroupInfo {
+        group_id: group.id.clone(),
+        subject: group.subject.clone(),
+        created_ms: group.created_ms,
+        last_seq: group.last_seq,
+        members,
     }
 }
 

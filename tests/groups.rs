@@ -1,0 +1,401 @@
+//! Group chats over TCP: creation and membership rules (with their refusals), ordering for
+//! concurrent senders, what removed and new members see, offline members, receipts per member,
+//! typing, and survival of a SIGKILL.
+
+mod common;
+
+use common::*;
+use tern::client::{Client, ClientReader, ClientWriter};
+use tern::clock::now_secs;
+use tern::proto::v1::{
+    CreateGroup, ErrorCode, GroupMembers, GroupRef, GroupResponse, ListGroups, ReadBy, ReceiptKind,
+    deliver, group_request::Op, group_response, server_frame::Frame,
+};
+use tern::token::TokenKey;
+
+struct Member {
+    reader: ClientReader,
+    writer: ClientWriter,
+    next_request: u64,
+    /// Group entries delivered while logging in.
+    backlog: Vec<(u64, String)>,
+}
+
+impl Member {
+    /// Logs in (already connected) and keeps what the catch-up delivers.
+    async fn new(client: Client) -> Self {
+        let (reader, writer) = client.split();
+        let mut member = Member {
+            reader,
+            writer,
+            next_request: 0,
+            backlog: Vec::new(),
+        };
+        loop {
+            match next(&mut member.reader).await {
+                Frame::Deliver(d) => {
+                    member.writer.ack(d.seq).await.unwrap();
+                    member.backlog.extend(group_entry(d.payload));
+                }
+                Frame::QueueDrained(_) => return member,
+                _ => {}
+            }
+        }
+    }
+
+    async fn request(&mut self, op: Op) -> GroupResponse {
+        self.next_request += 1;
+        let id = self.next_request;
+        self.writer.group_request(id, op).await.unwrap();
+        next_matching(&mut self.reader, |f| match f {
+            Frame::GroupResponse(r) if r.request_id == id => Some(r.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn create(&mut self, members: &[&str]) -> String {
+        let response = self
+            .request(Op::Create(CreateGroup {
+                subject: "team".into(),
+                members: members.iter().map(|m| m.to_string()).collect(),
+            }))
+            .await;
+        match response.result {
+            Some(group_response::Result::Info(info)) => info.group_id,
+            other => panic!(
+                "create answered error {} {:?}: {other:?}",
+                response.error, response.message
+            ),
+        }
+    }
+
+    async fn change(&mut self, op: Op) -> i32 {
+        self.request(op).await.error
+    }
+
+    /// Group messages (group_seq, client_msg_id) and events (group_seq, kind) delivered until
+    /// a Pong, acking everything.
+    async fn received(&mut self) -> Vec<(u64, String)> {
+        let frames = sync(&mut self.reader, &mut self.writer).await;
+        let mut got = std::mem::take(&mut self.backlog);
+        for frame in frames {
+            if let Frame::Deliver(d) = frame {
+                self.writer.ack(d.seq).await.unwrap();
+                got.extend(group_entry(d.payload));
+            }
+        }
+        got
+    }
+
+    async fn post(&mut self, group: &str, id: &str) -> Result<u64, i32> {
+        self.writer
+            .send_group_text(id, group, "hello")
+            .await
+            .unwrap();
+        loop {
+            match next(&mut self.reader).await {
+                Frame::ServerAck(ack) if ack.client_msg_id == id => {
+                    assert_eq!(ack.group_id, group);
+                    return Ok(ack.seq);
+                }
+                Frame::Error(e) if e.client_msg_id == id => return Err(e.code),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// (group_seq, client_msg_id) of a group message, (group_seq, "event:KIND") of an event.
+fn group_entry(payload: Option<deliver::Payload>) -> Option<(u64, String)> {
+    match payload? {
+        deliver::Payload::GroupMessage(m) => Some((m.group_seq, m.client_msg_id)),
+        deliver::Payload::GroupEvent(e) => Some((e.group_seq, format!("event:{}", e.kind))),
+        _ => None,
+    }
+}
+
+async fn member(server: &TestServer, user: &str) -> Member {
+    let (client, _) = server.login(user, "phone").await;
+    Member::new(client).await
+}
+
+fn members(group: &str, users: &[&str]) -> GroupMembers {
+    GroupMembers {
+        group_id: group.to_owned(),
+        users: users.iter().map(|u| u.to_string()).collect(),
+    }
+}
+
+/// Waits until `member` has received the group entries up to `group_seq`.
+async fn received_upto(member: &mut Member, group_seq: u64) -> Vec<(u64, String)> {
+    let mut all = Vec::new();
+    for _ in 0..200 {
+        all.extend(member.received().await);
+        if all.last().is_some_and(|(seq, _)| *seq >= group_seq) {
+            return all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("entries up to {group_seq} never arrived; got {all:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_rules_and_their_refusals() {
+    let server = TestServer::start_with(|c| c.groups.max_members = 4).await;
+    let mut ann = member(&server, "ann").await;
+    let mut bob = member(&server, "bob").await;
+    let group = ann.create(&["bob"]).await;
+
+    let not_admin = ErrorCode::NotAdmin as i32;
+    assert_eq!(
+        bob.change(Op::Add(members(&group, &["cat"]))).await,
+        not_admin
+    );
+    assert_eq!(
+        bob.change(Op::Remove(members(&group, &["ann"]))).await,
+        not_admin
+    );
+    assert_eq!(
+        bob.change(Op::Promote(members(&group, &["bob"]))).await,
+        not_admin
+    );
+    assert_eq!(
+        ann.change(Op::Add(members(&group, &["cat", "dan"]))).await,
+        0
+    );
+    assert_eq!(
+        ann.change(Op::Add(members(&group, &["eve"]))).await,
+        ErrorCode::GroupFull as i32
+    );
+    let mut eve = member(&server, "eve").await;
+    assert_eq!(
+        eve.change(Op::Info(GroupRef {
+            group_id: group.clone()
+        }))
+        .await,
+        ErrorCode::NotAMember as i32
+    );
+    assert_eq!(
+        eve.post(&group, "x").await,
+        Err(ErrorCode::NotAMember as i32)
+    );
+
+    // Promote, then the last original admin leaves: bob (an admin now) stays in charge; when
+    // bob leaves too, the longest-standing member (cat) is promoted.
+    assert_eq!(ann.change(Op::Promote(members(&group, &["bob"]))).await, 0);
+    assert_eq!(
+        ann.change(Op::Leave(GroupRef {
+            group_id: group.clone()
+        }))
+        .await,
+        0
+    );
+    assert_eq!(
+        bob.change(Op::Leave(GroupRef {
+            group_id: group.clone()
+        }))
+        .await,
+        0
+    );
+    let mut cat = member(&server, "cat").await;
+    let info = cat
+        .request(Op::Info(GroupRef {
+            group_id: group.clone(),
+        }))
+        .await;
+    let Some(group_response::Result::Info(info)) = info.result else {
+        panic!("no info: {info:?}");
+    };
+    let roles: Vec<(String, i32)> = info
+        .members
+        .iter()
+        .map(|m| (m.user.clone(), m.role))
+        .collect();
+    assert_eq!(roles, vec![("cat".into(), 2), ("dan".into(), 1)]);
+
+    // cat's groups list names the group; ann's no longer does.
+    let list = cat.request(Op::List(ListGroups {})).await;
+    assert!(
+        matches!(list.result, Some(group_response::Result::List(l)) if l.group_ids == vec![group.clone()])
+    );
+    let list = ann.request(Op::List(ListGroups {})).await;
+    assert!(matches!(list.result, Some(group_response::Result::List(l)) if l.group_ids.is_empty()));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_members_get_nothing_new_and_new_members_nothing_old() {
+    let server = TestServer::start().await;
+    let mut ann = member(&server, "ann").await;
+    let mut bob = member(&server, "bob").await;
+    let group = ann.create(&["bob"]).await;
+    let before = ann.post(&group, "before-cat").await.unwrap();
+    assert_eq!(ann.change(Op::Add(members(&group, &["cat"]))).await, 0);
+    let with_cat = ann.post(&group, "with-cat").await.unwrap();
+    assert_eq!(ann.change(Op::Remove(members(&group, &["bob"]))).await, 0);
+    let after = ann.post(&group, "after-bob").await.unwrap();
+
+    let got = received_upto(&mut bob, after - 1).await;
+    let ids: Vec<&str> = got.iter().map(|(_, id)| id.as_str()).collect();
+    assert!(
+        ids.contains(&"before-cat") && ids.contains(&"with-cat"),
+        "{ids:?}"
+    );
+    assert!(
+        ids.contains(&"event:3"),
+        "bob hears of his removal: {ids:?}"
+    );
+    // A Ping round trip later, still nothing sent after the removal.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(bob.received().await.is_empty());
+
+    let mut cat = member(&server, "cat").await;
+    let got = received_upto(&mut cat, after).await;
+    let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
+    assert!(
+        seqs.iter().all(|seq| *seq > before),
+        "cat got entries before joining: {got:?}"
+    );
+    assert!(seqs.contains(&with_cat) && seqs.contains(&after));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_senders_are_delivered_in_one_group_order_also_offline() {
+    let server = TestServer::start().await;
+    let mut ann = member(&server, "ann").await;
+    let group = ann.create(&["bob", "cat", "dan"]).await;
+    let mut bob = member(&server, "bob").await;
+    // dan stays offline until the end.
+    let per_sender = 50;
+    let (ann_sent, bob_sent) = tokio::join!(
+        async {
+            let mut seqs = Vec::new();
+            for n in 0..per_sender {
+                seqs.push(ann.post(&group, &format!("ann-{n}")).await.unwrap());
+            }
+            seqs
+        },
+        async {
+            let mut seqs = Vec::new();
+            for n in 0..per_sender {
+                seqs.push(bob.post(&group, &format!("bob-{n}")).await.unwrap());
+            }
+            seqs
+        }
+    );
+    let last = *ann_sent.iter().chain(&bob_sent).max().unwrap();
+    let mut cat = member(&server, "cat").await;
+    let cat_got = received_upto(&mut cat, last).await;
+    let mut dan = member(&server, "dan").await;
+    let dan_got = received_upto(&mut dan, last).await;
+    let seqs: Vec<u64> = cat_got.iter().map(|(seq, _)| *seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "cat: out of group order"
+    );
+    assert_eq!(
+        cat_got.len(),
+        2 * per_sender + 1,
+        "the creation event and every message"
+    );
+    assert_eq!(cat_got, dan_got, "online and offline members see one order");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_per_member_reach_the_author_and_read_by_lists_them() {
+    let server = TestServer::start().await;
+    let mut ann = member(&server, "ann").await;
+    let group = ann.create(&["bob", "cat"]).await;
+    let seq = ann.post(&group, "m1").await.unwrap();
+    let mut bob = member(&server, "bob").await;
+    received_upto(&mut bob, seq).await;
+    bob.writer
+        .group_receipt(&group, ReceiptKind::Read, seq)
+        .await
+        .unwrap();
+    let notice = next_matching(&mut ann.reader, |f| match f {
+        Frame::Deliver(d) => match &d.payload {
+            Some(deliver::Payload::GroupReceipt(r)) => Some(r.clone()),
+            _ => None,
+        },
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (notice.from_user.as_str(), notice.up_to_group_seq),
+        ("bob", seq)
+    );
+    let answer = ann
+        .request(Op::ReadBy(ReadBy {
+            group_id: group.clone(),
+            group_seq: seq,
+        }))
+        .await;
+    let Some(group_response::Result::ReadBy(list)) = answer.result else {
+        panic!("no read-by list: {answer:?}");
+    };
+    assert_eq!(list.read, vec!["bob".to_owned()]);
+    assert!(list.delivered.is_empty(), "cat has not said anything");
+
+    // Typing reaches the other online members only.
+    bob.writer.group_typing(&group, true).await.unwrap();
+    let typing = next_matching(&mut ann.reader, |f| match f {
+        Frame::Typing(t) => Some(t.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (typing.from_user.as_str(), typing.group_id.as_str()),
+        ("bob", group.as_str())
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_messages_and_membership_survive_a_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, config) = child_config(dir.path(), &[]);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let data = dir.path().join("data");
+    let node = ChildNode::start(&config_path, &data);
+    let login = async |node: &ChildNode, user: &str| {
+        let token = key.sign(user, "phone", now_secs() + 600).unwrap();
+        let (client, _) = Client::login(node.client, &token, 0).await.unwrap();
+        Member::new(client).await
+    };
+    let mut ann = login(&node, "ann").await;
+    let group = ann.create(&["bob", "cat"]).await;
+    let mut acked = Vec::new();
+    for n in 0..20 {
+        acked.push(ann.post(&group, &format!("m{n}")).await.unwrap());
+    }
+    node.kill();
+
+    let node = ChildNode::start(&config_path, &data);
+    let mut bob = login(&node, "bob").await;
+    let got = received_upto(&mut bob, *acked.last().unwrap()).await;
+    let messages: Vec<(u64, String)> = got
+        .into_iter()
+        .filter(|(_, id)| id.starts_with('m'))
+        .collect();
+    let expected: Vec<(u64, String)> = acked
+        .iter()
+        .enumerate()
+        .map(|(n, seq)| (*seq, format!("m{n}")))
+        .collect();
+    assert_eq!(
+        messages, expected,
+        "every acked group message, once, in order"
+    );
+    // Membership survived too: cat may post, a stranger may not.
+    let mut cat = login(&node, "cat").await;
+    assert!(cat.post(&group, "after-restart").await.is_ok());
+    let mut eve = login(&node, "eve").await;
+    assert_eq!(
+        eve.post(&group, "x").await,
+        Err(ErrorCode::NotAMember as i32)
+    );
+}
