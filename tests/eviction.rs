@@ -134,3 +134,84 @@ async fn evicted_entries_survive_a_sigkill_and_are_paged_in_after_it() {
     drain_exactly(&node, &key, "bob", HUGE).await;
     assert!(metric(&node, "tern_mailbox_read_entries_total{source=\"store\"}").await > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_many_busy_groups_is_evicted_before_everyone_else() {
+    use tern::proto::v1::{CreateGroup, group_request::Op, group_response};
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, config) = child_config(dir.path(), &SMALL_CACHE);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let node = ChildNode::start(&config_path, &dir.path().join("data"));
+    let (mut reader, mut writer) = login(&node, &key, "alice").await;
+
+    // Small 1:1 mailboxes, then bob in five busy groups (with no one else).
+    let small: Vec<String> = (0..20).map(|n| format!("carol{n}")).collect();
+    for user in &small {
+        send(&mut reader, &mut writer, user, 5).await;
+    }
+    let body = "x".repeat(100);
+    let mut posted = 0;
+    for g in 0..5u64 {
+        writer
+            .group_request(
+                g,
+                Op::Create(CreateGroup {
+                    subject: format!("busy {g}"),
+                    members: vec!["bob".into()],
+                }),
+            )
+            .await
+            .unwrap();
+        let group = next_matching(&mut reader, |f| match f {
+            tern::proto::v1::server_frame::Frame::GroupResponse(r) if r.request_id == g => {
+                match &r.result {
+                    Some(group_response::Result::Info(info)) => Some(info.group_id.clone()),
+                    _ => panic!("create refused: {r:?}"),
+                }
+            }
+            _ => None,
+        })
+        .await;
+        for n in 0..120 {
+            writer
+                .send_group_text(&format!("{group}-{n}"), &group, &body)
+                .await
+                .unwrap();
+            next_ack(&mut reader).await;
+            posted += 1;
+        }
+    }
+    eventually("an eviction", async || {
+        metric(&node, "tern_mailbox_evictions_total").await >= 1.0
+    })
+    .await;
+    for user in &small {
+        drain_exactly(&node, &key, user, 5).await;
+    }
+    let from_store = "tern_mailbox_read_entries_total{source=\"store\"}";
+    assert_eq!(
+        metric(&node, from_store).await,
+        0.0,
+        "small mailboxes were evicted"
+    );
+
+    // bob gets every group entry (5 creations and the posts), paged back in order.
+    let (mut bob_reader, mut bob_writer) = login(&node, &key, "bob").await;
+    let mut seqs = Vec::new();
+    loop {
+        match next(&mut bob_reader).await {
+            tern::proto::v1::server_frame::Frame::Deliver(d) => {
+                seqs.push(d.seq);
+                bob_writer.ack(d.seq).await.unwrap();
+            }
+            tern::proto::v1::server_frame::Frame::QueueDrained(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seqs.len(), posted + 5, "bob's entries");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "bob: out of order");
+    assert!(
+        metric(&node, from_store).await > 0.0,
+        "bob was not paged in"
+    );
+}
