@@ -115,16 +115,20 @@ impl<J: Send + 'static> Industry<J> {
         (industry, handles)
     }
 
-    /// Queues `job` for the worker that owns `key_hash`, without waiting.
-    pub fn submit(&self, key_hash: u64, lane: Lane, job: J) -> Result<(), DispatchError<J>> {
+    /// The queue of `lane` of the worker that owns `key_hash`.
+    fn sender(&self, key_hash: u64, lane: Lane) -> &mpsc::Sender<J> {
         let index = shard_of(key_hash) * self.workers_per_shard
             + worker_of(key_hash, self.workers_per_shard);
         let lanes = &self.lanes[index];
-        let sender = match lane {
+        match lane {
             Lane::Write => &lanes.write,
             Lane::Read => &lanes.read,
-        };
-        sender.try_send(job).map_err(|error| match error {
+        }
+    }
+
+    /// Queues `job` for the worker that owns `key_hash`, without waiting.
+    pub fn submit(&self, key_hash: u64, lane: Lane, job: J) -> Result<(), DispatchError<J>> {
+        self.sender(key_hash, lane).try_send(job).map_err(|error| match error {
             TrySendError::Full(job) => {
                 metrics::counter!(DISPATCH_REJECTED, "service" => self.name, "lane" => lane_name(lane))
                     .increment(1);
@@ -142,14 +146,7 @@ impl<J: Send + 'static> Industry<J> {
         lane: Lane,
         job: J,
     ) -> Result<(), DispatchError<J>> {
-        let index = shard_of(key_hash) * self.workers_per_shard
-            + worker_of(key_hash, self.workers_per_shard);
-        let lanes = &self.lanes[index];
-        let sender = match lane {
-            Lane::Write => &lanes.write,
-            Lane::Read => &lanes.read,
-        };
-        sender
+        self.sender(key_hash, lane)
             .send(job)
             .await
             .map_err(|error| DispatchError::Stopped(error.0))
