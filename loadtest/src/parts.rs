@@ -245,7 +245,7 @@ mod tests {
             for index in 0..count {
                 let r = share(total, align, count, index);
                 assert_eq!(r.start, next, "{total} {align} {count} {index}");
-                assert!(r.start % align == 0);
+                assert!(r.start.is_multiple_of(align));
                 next = r.end;
             }
             assert_eq!(next, total);

@@ -147,6 +147,52 @@ fn parse_open_files(limits: &str) -> Option<u64> {
         .ok()
 }
 
+/// A server process watched from `start` on, for scenarios that are not coordinated in phases.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    pid: u32,
+    machine: Machine,
+    first: ProcessSample,
+    began: std::time::Instant,
+}
+
+/// What a [`Watch`] saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Watched {
+    /// CPU time used since the start, µs.
+    pub cpu_us: u64,
+    /// Wall time since the start, seconds.
+    pub wall_s: f64,
+    /// Resident memory now, bytes.
+    pub rss_bytes: u64,
+}
+
+impl Watch {
+    /// Starts watching `pid` (nothing to watch without one).
+    pub fn start(pid: Option<u32>) -> Result<Option<Self>, ProcError> {
+        let Some(pid) = pid else {
+            return Ok(None);
+        };
+        let machine = Machine::read();
+        Ok(Some(Self {
+            pid,
+            machine,
+            first: sample_process(pid, machine)?,
+            began: std::time::Instant::now(),
+        }))
+    }
+
+    /// The figures since the start.
+    pub fn read(&self) -> Result<Watched, ProcError> {
+        let now = sample_process(self.pid, self.machine)?;
+        Ok(Watched {
+            cpu_us: now.cpu_us.saturating_sub(self.first.cpu_us),
+            wall_s: self.began.elapsed().as_secs_f64(),
+            rss_bytes: now.rss_bytes,
+        })
+    }
+}
+
 /// `VmRSS:   1234 kB` in bytes.
 fn parse_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;

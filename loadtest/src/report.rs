@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::latency::LatencySummary;
+use crate::procfs::Watched;
 
 /// The common figures, in the order they are printed; `extra` follows them.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -45,7 +46,7 @@ pub struct Report {
     pub rss_per_conn_bytes: Option<f64>,
     /// Server CPU (user + system) over the measured phase, % of one core.
     pub server_cpu_pct: Option<f64>,
-    /// Server CPU time per delivered message, µs.
+    /// Server CPU time per message counted in `msgs_per_sec`, µs.
     pub server_cpu_us_per_msg: Option<f64>,
     /// The scenario's own figures.
     #[serde(flatten)]
@@ -68,6 +69,18 @@ impl Report {
             self.p50_ms = Some(latency.p50_ms);
             self.p99_ms = Some(latency.p99_ms);
             self.p999_ms = Some(latency.p999_ms);
+        }
+    }
+
+    /// Fills the server figures from a watch over the whole run; `messages` are those counted
+    /// in `msgs_per_sec`.
+    pub fn set_watched(&mut self, watched: &Watched, messages: u64) {
+        self.server_rss_bytes = Some(watched.rss_bytes);
+        self.server_cpu_pct = Some(round1(
+            watched.cpu_us as f64 / 1e4 / watched.wall_s.max(1e-3),
+        ));
+        if messages > 0 {
+            self.server_cpu_us_per_msg = Some(round3(watched.cpu_us as f64 / messages as f64));
         }
     }
 
@@ -183,6 +196,23 @@ mod tests {
         let text = r.to_text();
         let names: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
         assert_eq!(names, ["scenario", "target", "sent", "lost", "a_extra"]);
+    }
+
+    #[test]
+    fn watched_figures_give_cpu_share_and_cost_per_message() {
+        let mut r = Report::new("offline-send", "tern");
+        let watched = Watched {
+            cpu_us: 1_500_000,
+            wall_s: 2.0,
+            rss_bytes: 4096,
+        };
+        r.set_watched(&watched, 300_000);
+        assert_eq!(r.server_cpu_pct, Some(75.0));
+        assert_eq!(r.server_cpu_us_per_msg, Some(5.0));
+        assert_eq!(r.server_rss_bytes, Some(4096));
+        let mut none = Report::new("offline-drain", "tern");
+        none.set_watched(&watched, 0);
+        assert_eq!(none.server_cpu_us_per_msg, None);
     }
 
     #[test]

@@ -174,7 +174,7 @@ async fn steer(
 ) -> Result<(Ready, f64, f64), LoadError> {
     room.until(Room::all_ready, None).await?;
     let ready = room.merged_ready();
-    room.phase = "running";
+    room.phase = "settling";
     eprintln!(
         "{}: {} connected, {} failed in {:.2} s",
         plan.scenario, ready.connected, ready.failed, ready.connect_s
@@ -195,6 +195,7 @@ async fn steer(
     server.start = probe.process()?;
     let start = Instant::now();
     commands.send_replace(Command::Start);
+    room.phase = "running";
     room.until(Room::never, Some(start + plan.duration)).await?;
     server.held = probe.process()?;
     server.sockets_held = probe.sockets();
@@ -211,7 +212,6 @@ async fn steer(
     }
     server.end = probe.process()?;
     let busy_s = start.elapsed().as_secs_f64();
-    room.print_progress();
     Ok((ready, run_s, busy_s))
 }
 

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 
 use super::phone::{OpenConnection, Phase, Phone, Shared};
@@ -212,7 +211,7 @@ impl<'a> State<'a> {
                 packet_id: Some(packet_id),
                 dup: false,
                 retain: false,
-                payload: Bytes::from(stamp.encode(self.shared.size)),
+                payload: stamp.encode(self.shared.size),
             });
             self.queued = true;
         }
