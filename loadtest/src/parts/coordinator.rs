@@ -368,3 +368,109 @@ impl Room {
         self.shown_at = Instant::now();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn common(args: &[&str]) -> CommonArgs {
+        Cli::parse_from(std::iter::once("x").chain(args.iter().copied())).common
+    }
+
+    fn plan() -> Plan {
+        Plan {
+            scenario: "test",
+            connections: 4,
+            align: 2,
+            duration: Duration::from_millis(50),
+            settle: Duration::from_millis(10),
+            finish_timeout: Duration::from_secs(5),
+            abort_on_failure: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_part_goes_through_every_phase_and_its_figures_come_back() {
+        let me = std::process::id().to_string();
+        let common = common(&["--workers", "1", "--server-pid", &me]);
+        let outcome = coordinate(&common, plan(), |mut link| async move {
+            assert_eq!(link.range(4, 2), 0..4);
+            link.ready(Ready {
+                connected: 4,
+                connect_s: 0.25,
+                ..Ready::default()
+            })
+            .await;
+            assert!(link.started().await);
+            link.stopped().await;
+            let mut partial = Partial::default();
+            partial.counts.sent = 7;
+            partial.latency.record(2_000);
+            Ok(partial)
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome.parts, 1);
+        assert_eq!(
+            (outcome.ready.connected, outcome.ready.connect_s),
+            (4, 0.25)
+        );
+        assert_eq!(outcome.partial.counts.sent, 7);
+        assert_eq!(outcome.partial.latency.count(), 1);
+        assert!(outcome.run_s >= 0.05 && outcome.busy_s >= outcome.run_s);
+        // This test process stood in for the server: every sample was taken.
+        let s = outcome.server;
+        assert!(s.before.is_some() && s.start.is_some() && s.held.is_some() && s.end.is_some());
+        assert!(s.cpu_us().is_some() && s.rss_growth().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_failing_part_ends_the_run_with_its_error() {
+        let result = coordinate(&common(&["--workers", "1"]), plan(), |_link| async {
+            Err(LoadError::Args("boom".to_owned()))
+        })
+        .await;
+        match result {
+            Err(LoadError::Part { index: 0, error }) => assert!(error.contains("boom"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_connections_abort_the_run_when_the_plan_says_so() {
+        let result = coordinate(&common(&["--workers", "1"]), plan(), |link| async move {
+            link.ready(Ready {
+                connected: 3,
+                failed: 1,
+                first_error: Some("refused".to_owned()),
+                connect_s: 0.1,
+            })
+            .await;
+            // The coordinator gives up instead of starting the run.
+            link.stopped().await;
+            Ok(Partial::default())
+        })
+        .await;
+        assert!(matches!(result, Err(LoadError::Setup { failed: 1, .. })));
+    }
+
+    #[tokio::test]
+    async fn a_part_that_never_reports_after_the_stop_times_out() {
+        let mut plan = plan();
+        plan.finish_timeout = Duration::from_millis(100);
+        let result = coordinate(&common(&["--workers", "1"]), plan, |link| async move {
+            link.ready(Ready::default()).await;
+            std::future::pending::<()>().await;
+            Ok(Partial::default())
+        })
+        .await;
+        assert!(matches!(result, Err(LoadError::Parts(_))), "{result:?}");
+    }
+}
