@@ -53,10 +53,11 @@ pub async fn run(
     ready: mpsc::Sender<bool>,
     mut commands: watch::Receiver<Command>,
 ) {
-    let started = Instant::now();
-    let opened = {
+    let (opened, started) = {
         let _permit = holder.gate.acquire().await.ok();
-        open(index, &holder).await
+        // Timed from the connect, not from the wait for a permit.
+        let started = Instant::now();
+        (open(index, &holder).await, started)
     };
     let held = match opened {
         Ok(held) => held,
