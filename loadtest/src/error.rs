@@ -72,14 +72,14 @@ pub enum LoadError {
     #[error("cannot read stdin: {0}")]
     Stdin(io::Error),
     /// Some phones of a scenario never logged in.
-    #[error("{failed} of {total} phones could not log in; first error: {first}")]
+    #[error("{failed} of {total} connections could not log in; first error: {first}")]
     Setup {
         /// Phones that failed.
         failed: usize,
         /// Phones in the scenario.
         total: usize,
         /// The first failure.
-        first: Box<LoadError>,
+        first: String,
     },
     /// The MQTT broker refused or broke the protocol.
     #[error("mqtt: {0}")]

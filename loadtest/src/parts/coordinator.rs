@@ -183,9 +183,7 @@ async fn steer(
         return Err(LoadError::Setup {
             failed: usize::try_from(ready.failed).unwrap_or(usize::MAX),
             total: plan.connections,
-            first: Box::new(LoadError::Args(
-                ready.first_error.clone().unwrap_or_default(),
-            )),
+            first: ready.first_error.clone().unwrap_or_default(),
         });
     }
     if !plan.settle.is_zero() {
