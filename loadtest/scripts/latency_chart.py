@@ -118,6 +118,10 @@ def chart(data):
         if not series:
             out.append(f'<text x="{LEFT + plot_w + 20}" y="{legend_y + 4}" fill="#888">{escape(name)}: no data</text>')
             legend_y += 22
+    notes = ("one point per chat run:", "fixed rates, and the", "maximum (rightmost)")
+    for line in notes:
+        legend_y += 18
+        out.append(f'<text x="{LEFT + plot_w + 20}" y="{legend_y}" fill="#666" font-size="11">{line}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
