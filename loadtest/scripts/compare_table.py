@@ -39,7 +39,8 @@ def fmt(value, unit=""):
 
 
 def ratio(a, b):
-    if a is None or b is None or b == 0:
+    # Only for positive figures: a negative growth (noise from other traffic) has no ratio.
+    if a is None or b is None or a < 0 or b <= 0:
         return "-"
     return f"{a / b:.2f}"
 
