@@ -9,6 +9,7 @@ use tern::proto::v1::{ServerFrame, Welcome, server_frame::Frame};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::LoadError;
+use crate::mqtt::{self, MqttReader, MqttWriter};
 
 /// Loopback source addresses used in turn.
 pub const SOURCE_ADDRESSES: u8 = 16;
@@ -88,6 +89,30 @@ impl Dialer {
                 Err(LoadError::Timeout {
                     addr: self.server,
                     user: user.to_owned(),
+                    secs: LOGIN_TIMEOUT.as_secs(),
+                })
+            })
+    }
+}
+
+impl Dialer {
+    /// Opens connection number `index` to an MQTT broker and completes CONNECT/CONNACK.
+    pub async fn mqtt_connect(
+        &self,
+        index: usize,
+        client_id: &str,
+        keep_alive: Duration,
+    ) -> Result<(MqttReader, MqttWriter), LoadError> {
+        let attempt = async {
+            let stream = self.connect(index).await?;
+            Ok(mqtt::client::handshake(stream, client_id, keep_alive).await?)
+        };
+        tokio::time::timeout(LOGIN_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LoadError::Timeout {
+                    addr: self.server,
+                    user: client_id.to_owned(),
                     secs: LOGIN_TIMEOUT.as_secs(),
                 })
             })

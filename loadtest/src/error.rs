@@ -7,6 +7,9 @@ use tern::client::ClientError;
 use tern::config::ConfigError;
 use tern::token::TokenError;
 
+use crate::mqtt::MqttError;
+use crate::procfs::ProcError;
+
 /// Why a scenario could not run (as opposed to figures that show a failure, like `lost > 0`).
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -69,15 +72,38 @@ pub enum LoadError {
     #[error("cannot read stdin: {0}")]
     Stdin(io::Error),
     /// Some phones of a scenario never logged in.
-    #[error("{failed} of {total} phones could not log in; first error: {first}")]
+    #[error("{failed} of {total} connections could not log in; first error: {first}")]
     Setup {
         /// Phones that failed.
         failed: usize,
         /// Phones in the scenario.
         total: usize,
         /// The first failure.
-        first: Box<LoadError>,
+        first: String,
     },
+    /// The MQTT broker refused or broke the protocol.
+    #[error("mqtt: {0}")]
+    Mqtt(#[from] MqttError),
+    /// `--server-pid` names a process that cannot be read.
+    #[error("cannot measure the server: {0}")]
+    Probe(#[from] ProcError),
+    /// A worker process could not be started.
+    #[error("cannot start a worker process: {0}")]
+    Spawn(io::Error),
+    /// A worker process could not report to its parent.
+    #[error("cannot write to the coordinator: {0}")]
+    Pipe(io::Error),
+    /// A part of the run (a worker process, or this process's part) could not run.
+    #[error("part {index}: {error}")]
+    Part {
+        /// The part.
+        index: usize,
+        /// What it reported.
+        error: String,
+    },
+    /// The parts did not report as expected.
+    #[error("coordination: {0}")]
+    Parts(String),
 }
 
 fn source_note(from: Option<SocketAddr>) -> String {

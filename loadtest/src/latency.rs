@@ -4,7 +4,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Largest latency told apart, in microseconds (longer ones count as this).
 pub const MAX_US: u64 = 60_000_000;
@@ -12,10 +12,38 @@ pub const MAX_US: u64 = 60_000_000;
 /// Latencies recorded by one phone before they are added to the shared histogram.
 const BATCH: usize = 256;
 
-/// A latency histogram in microseconds, 3 significant digits.
-#[derive(Debug, Clone)]
+/// A latency histogram in microseconds, 3 significant digits. It serializes as its buckets, so
+/// that worker processes can hand their histograms to the parent for merging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "Buckets", into = "Buckets")]
 pub struct Latency {
     hist: Histogram<u64>,
+}
+
+/// A histogram as `(value µs, count)` pairs, one per non-empty bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Buckets(pub Vec<(u64, u64)>);
+
+impl From<Latency> for Buckets {
+    fn from(latency: Latency) -> Self {
+        Self(
+            latency
+                .hist
+                .iter_recorded()
+                .map(|bucket| (bucket.value_iterated_to(), bucket.count_at_value()))
+                .collect(),
+        )
+    }
+}
+
+impl From<Buckets> for Latency {
+    fn from(buckets: Buckets) -> Self {
+        let mut latency = Latency::new();
+        for (value, count) in buckets.0 {
+            latency.hist.saturating_record_n(value.max(1), count);
+        }
+        latency
+    }
 }
 
 /// The figures reported for a histogram, in milliseconds.
@@ -194,6 +222,42 @@ mod tests {
         assert_eq!(s.count, 2);
         assert!(s.p50_ms <= 0.002, "{s:?}");
         assert!(s.max_ms >= 59_900.0, "{s:?}");
+    }
+
+    #[test]
+    fn histograms_survive_the_trip_through_json_bucket_for_bucket() {
+        let mut l = Latency::new();
+        for micros in [1, 7, 999, 1_000, 1_001, 123_456, 5_000_000, u64::MAX] {
+            l.record(micros);
+        }
+        let json = serde_json::to_string(&l).unwrap();
+        let back: Latency = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.summary(), l.summary());
+        assert_eq!(Buckets::from(back), Buckets::from(l));
+    }
+
+    #[test]
+    fn merging_worker_histograms_equals_recording_in_one() {
+        // Three "processes" each record part of the values and send their buckets as JSON;
+        // the parent's merge must report what one histogram of all the values reports.
+        let mut whole = Latency::new();
+        let mut parts = vec![Latency::new(), Latency::new(), Latency::new()];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for i in 0..30_000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let micros = 50 + seed % 200_000;
+            whole.record(micros);
+            parts[(i % 3) as usize].record(micros);
+        }
+        let mut merged = Latency::new();
+        for part in &parts {
+            let line = serde_json::to_string(part).unwrap();
+            merged.merge(&serde_json::from_str(&line).unwrap());
+        }
+        assert_eq!(merged.count(), 30_000);
+        assert_eq!(merged.summary(), whole.summary());
     }
 
     #[test]

@@ -7,19 +7,28 @@
 
 mod body;
 mod bucket;
+mod common;
 mod dial;
 mod error;
 mod latency;
+mod mqtt;
+mod parts;
 mod poll;
+mod procfs;
 mod progress;
+mod report;
 mod scenario;
 mod target;
 mod tracker;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use common::CommonArgs;
+use error::LoadError;
+use parts::{PartLink, Partial};
 use scenario::Verdict;
 
 /// Load generator and interactive test client for tern.
@@ -33,8 +42,12 @@ struct Cli {
 /// One subcommand per scenario.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Opens and logs in many connections and holds them: server memory per connection.
+    Idle(scenario::idle::IdleArgs),
     /// Pairs of phones message each other; checks loss, duplicates and latency.
     Chat(scenario::chat::ChatArgs),
+    /// Log in, resume, disconnect, again, over many loops: logins per second.
+    Storm(scenario::storm::StormArgs),
     /// An interactive client: prints what arrives, sends what you type.
     ChatCli(scenario::chat_cli::ChatCliArgs),
     /// Senders message recipients that are offline; every ServerAck is appended to a record.
@@ -47,7 +60,24 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Chat(args) => scenario::chat::run(args).await,
+        Command::Idle(args) => match worker_of(&args.common) {
+            Some((index, count)) => {
+                serve(index, count, |link| scenario::idle::part(args, link)).await
+            }
+            None => scenario::idle::run(args).await,
+        },
+        Command::Chat(args) => match worker_of(&args.common) {
+            Some((index, count)) => {
+                serve(index, count, |link| scenario::chat::part(args, link)).await
+            }
+            None => scenario::chat::run(args).await,
+        },
+        Command::Storm(args) => match worker_of(&args.common) {
+            Some((index, count)) => {
+                serve(index, count, |link| scenario::storm::part(args, link)).await
+            }
+            None => scenario::storm::run(args).await,
+        },
         Command::ChatCli(args) => scenario::chat_cli::run(args).await,
         Command::OfflineSend(args) => scenario::offline_send::run(args).await,
         Command::OfflineDrain(args) => scenario::offline_drain::run(args).await,
@@ -60,4 +90,21 @@ async fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `(index, count)` when this process is a worker started by a coordinator.
+fn worker_of(common: &CommonArgs) -> Option<(usize, usize)> {
+    common
+        .worker_index
+        .map(|index| (index, common.workers.unwrap_or(1)))
+}
+
+/// Runs one part as a worker process; its figures go to the coordinator, not to the exit code.
+async fn serve<F, Fut>(index: usize, count: usize, part: F) -> Result<Verdict, LoadError>
+where
+    F: FnOnce(PartLink) -> Fut,
+    Fut: Future<Output = Result<Partial, LoadError>>,
+{
+    parts::worker::serve(index, count, part).await?;
+    Ok(Verdict::Pass)
 }

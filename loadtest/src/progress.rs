@@ -1,7 +1,9 @@
-//! Live counters shared by all phones, and the once-per-second progress line on stderr.
+//! Live counters shared by all phones of a process, and the totals a process reports to the
+//! coordinator once per second.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+
+use crate::parts::Tally;
 
 /// Event counters, updated by the phones as things happen.
 #[derive(Debug, Default)]
@@ -36,6 +38,10 @@ pub struct Counters {
     pub backlog_skipped: AtomicU64,
     /// Messages sent and neither acked nor given up yet.
     pub in_flight: AtomicI64,
+    /// Completed logins (Welcome, or CONNACK for MQTT).
+    pub logins: AtomicU64,
+    /// Connections open now.
+    pub open: AtomicI64,
 }
 
 /// Increments a counter.
@@ -48,40 +54,55 @@ pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-/// The sent/acked/delivered totals at one moment.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Snapshot {
-    sent: u64,
-    acked: u64,
-    delivered: u64,
-}
-
 impl Counters {
-    /// The current totals.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    /// The event counters by name, for a part's figures.
+    pub fn to_map(&self) -> std::collections::BTreeMap<String, u64> {
+        [
+            ("refused", &self.refused),
+            ("retries", &self.retries),
+            ("duplicate_acks", &self.duplicate_acks),
+            ("errors", &self.errors),
+            ("go_aways", &self.go_aways),
+            ("disconnects", &self.disconnects),
+            ("reconnects", &self.reconnects),
+            ("unexpected", &self.unexpected),
+            ("seq_regressions", &self.seq_regressions),
+            ("backlog_skipped", &self.backlog_skipped),
+            ("logins", &self.logins),
+        ]
+        .into_iter()
+        .map(|(name, counter)| (name.to_owned(), get(counter)))
+        .collect()
+    }
+
+    /// The totals reported to the coordinator.
+    pub fn tally(&self) -> Tally {
+        Tally {
+            open: self.open.load(Ordering::Relaxed).max(0).unsigned_abs(),
+            logins: get(&self.logins),
             sent: get(&self.sent),
             acked: get(&self.acked),
             delivered: get(&self.delivered),
+            duplicates: get(&self.duplicates),
+            errors: get(&self.errors),
+            in_flight: self.in_flight.load(Ordering::Relaxed).max(0).unsigned_abs(),
         }
     }
+}
 
-    /// One progress line: rates since `before` (taken `interval` ago) and current totals.
-    pub fn progress_line(&self, label: &str, before: Snapshot, interval: Duration) -> String {
-        let now = self.snapshot();
-        let secs = interval.as_secs_f64().max(1e-3);
-        let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
-        format!(
-            "[{label}] sent {:.0}/s acked {:.0}/s delivered {:.0}/s | in flight {} refused {} errors {} goaways {} reconnects {} dup {}",
-            rate(now.sent, before.sent),
-            rate(now.acked, before.acked),
-            rate(now.delivered, before.delivered),
-            self.in_flight.load(Ordering::Relaxed),
-            get(&self.refused),
-            get(&self.errors),
-            get(&self.go_aways),
-            get(&self.reconnects),
-            get(&self.duplicates),
-        )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tally_reads_the_counters_and_never_goes_negative() {
+        let c = Counters::default();
+        bump(&c.sent);
+        bump(&c.sent);
+        bump(&c.logins);
+        c.open.fetch_add(3, Ordering::Relaxed);
+        c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let t = c.tally();
+        assert_eq!((t.sent, t.logins, t.open, t.in_flight), (2, 1, 3, 0));
     }
 }

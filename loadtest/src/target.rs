@@ -8,6 +8,7 @@ use tern::clock::now_secs;
 use tern::config::Config;
 use tern::token::TokenKey;
 
+use crate::common::{CommonArgs, TargetKind};
 use crate::error::LoadError;
 
 /// `--server` and `--config`, shared by every scenario.
@@ -32,21 +33,53 @@ pub struct Target {
     expires_at: u64,
 }
 
+/// The first address `server` (host:port) resolves to.
+pub async fn resolve(server: &str) -> Result<SocketAddr, LoadError> {
+    tokio::net::lookup_host(server)
+        .await
+        .map_err(|error| LoadError::Resolve {
+            addr: server.to_owned(),
+            reason: error.to_string(),
+        })?
+        .next()
+        .ok_or_else(|| LoadError::Resolve {
+            addr: server.to_owned(),
+            reason: "no address found".to_owned(),
+        })
+}
+
+/// The server under test, of either kind.
+#[derive(Debug, Clone)]
+pub enum Endpoint {
+    /// A tern node and the means to log in to it.
+    Tern(Box<Target>),
+    /// An MQTT broker's address.
+    Mqtt(SocketAddr),
+}
+
+impl Endpoint {
+    /// Opens the server named by the common flags.
+    pub async fn open(common: &CommonArgs, ttl_secs: u64) -> Result<Self, LoadError> {
+        Ok(match common.target {
+            TargetKind::Tern => Self::Tern(Box::new(Target::open(&common.server, ttl_secs).await?)),
+            TargetKind::Mqtt => Self::Mqtt(resolve(&common.server.server).await?),
+        })
+    }
+
+    /// The server's address.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Tern(target) => target.addr,
+            Self::Mqtt(addr) => *addr,
+        }
+    }
+}
+
 impl Target {
     /// Loads the configuration and resolves the address; tokens stay valid for `ttl_secs`.
     pub async fn open(args: &ServerArgs, ttl_secs: u64) -> Result<Self, LoadError> {
         let config = Config::load(&args.config)?;
-        let addr = tokio::net::lookup_host(args.server.as_str())
-            .await
-            .map_err(|error| LoadError::Resolve {
-                addr: args.server.clone(),
-                reason: error.to_string(),
-            })?
-            .next()
-            .ok_or_else(|| LoadError::Resolve {
-                addr: args.server.clone(),
-                reason: "no address found".to_owned(),
-            })?;
+        let addr = resolve(&args.server).await?;
         let key = TokenKey::new(config.auth.token_key.as_bytes());
         Ok(Self {
             addr,

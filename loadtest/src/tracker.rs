@@ -6,6 +6,8 @@
 
 use std::ops::AddAssign;
 
+use serde::{Deserialize, Serialize};
+
 const SENT: u8 = 1;
 const ACKED: u8 = 2;
 const DELIVERED: u8 = 4;
@@ -28,8 +30,8 @@ pub struct Tracker {
     counts: Counts,
 }
 
-/// Totals of one or more trackers.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Totals of one or more trackers (and of worker processes: they add up).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Distinct messages sent (retries not counted).
     pub sent: u64,
@@ -227,6 +229,37 @@ mod tests {
         assert_eq!(total.undelivered, 1);
         assert_eq!(total.duplicates, 1);
         assert_eq!(total.unacked, 1);
+    }
+
+    #[test]
+    fn counts_from_worker_processes_add_up_after_json() {
+        let mut a = Tracker::new();
+        for id in 0..4 {
+            a.sent(id);
+            a.acked(id);
+        }
+        a.delivered(0);
+        a.delivered(0);
+        let mut b = Tracker::new();
+        b.sent(0);
+        b.sent(1);
+        b.acked(1);
+        b.delivered(1);
+        let mut total = Counts::default();
+        for counts in [a.counts(), b.counts()] {
+            let line = serde_json::to_string(&counts).unwrap();
+            total += serde_json::from_str::<Counts>(&line).unwrap();
+        }
+        let want = Counts {
+            sent: 6,
+            acked: 5,
+            delivered: 2,
+            duplicates: 1,
+            unknown: 0,
+            undelivered: 3,
+            unacked: 1,
+        };
+        assert_eq!(total, want);
     }
 
     #[test]

@@ -4,7 +4,13 @@
 //! Phases: all phones log in; they send for `--duration` seconds (closed loop with at most
 //! `--window` unacked sends each, or paced at `--rate` in total); then they stop sending new
 //! messages and wait up to `--drain-timeout` seconds for acks, retries and deliveries to finish.
+//!
+//! With `--target mqtt` each phone is an MQTT client instead: it subscribes to its own topic
+//! with QoS 1 and publishes to its partner's with QoS 1 (PUBACK counts as acked), with the same
+//! bodies, window, rate and accounting. Pairs are spread over worker processes like any
+//! connections, a pair always in one process.
 
+mod mqtt_phone;
 mod outbox;
 mod phone;
 mod report;
@@ -17,26 +23,29 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use self::phone::{Phase, Phone, Shared};
-use self::report::{ChatReport, RunInfo};
 use super::Verdict;
 use crate::body::new_run_id;
+use crate::common::{CommonArgs, TargetKind};
 use crate::dial::Dialer;
 use crate::error::LoadError;
 use crate::latency::SharedLatency;
+use crate::parts::{self, PartLink, Partial, Plan, Ready};
 use crate::progress::Counters;
-use crate::target::{ServerArgs, Target};
+use crate::target::Endpoint;
 use crate::tracker::{Counts, Tracker};
 
 /// How often the drain phase checks whether everything arrived.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 /// How long stopped phones get to close their connections.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Largest body sent to an MQTT broker (tern's default `max_body_bytes`, for equal sizes).
+const MQTT_MAX_BODY: u32 = 16_384;
 
 /// Arguments of `tern-load chat`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChatArgs {
     #[command(flatten)]
-    server: ServerArgs,
+    pub common: CommonArgs,
     /// Phones (an even number: half of them send to the other half and back).
     #[arg(long, default_value_t = 2)]
     connections: usize,
@@ -52,9 +61,6 @@ pub struct ChatArgs {
     /// Unacked sends per phone, at most.
     #[arg(long, default_value_t = 32)]
     window: usize,
-    /// Print the figures as one JSON object (the last line on stdout).
-    #[arg(long)]
-    json: bool,
     /// Prefix of the user names (`<prefix>a<i>` chats with `<prefix>b<i>`).
     #[arg(long, default_value = "load-")]
     user_prefix: String,
@@ -86,8 +92,8 @@ impl ChatArgs {
                 "--size {} exceeds the server's limits.max_body_bytes {max_body_bytes}",
                 self.size
             ))
-        } else if self.window == 0 {
-            Some("--window must be at least 1".to_owned())
+        } else if self.window == 0 || self.window > 60_000 {
+            Some("--window must be between 1 and 60000".to_owned())
         } else if !(self.drain_timeout >= 0.0 && self.drain_timeout.is_finite()) {
             Some("--drain-timeout must be 0 or positive".to_owned())
         } else if self
@@ -106,27 +112,17 @@ impl ChatArgs {
 
 /// Runs the scenario; fails the verdict when an acked message was never delivered.
 pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
-    let ttl = (args.duration + args.drain_timeout) as u64 + 3600;
-    let target = Target::open(&args.server, ttl).await?;
-    args.check(target.config.limits.max_body_bytes)?;
-    let shared = Arc::new(Shared {
-        run: new_run_id(),
-        dialer: Dialer::new(target.addr),
-        size: args.size,
-        window: args.window,
-        rate_per_phone: args.rate / args.connections as f64,
-        frame_rate: args.frame_rate,
-        config_frames_per_sec: target.config.limits.frames_per_sec,
-        phones: args.connections,
-        counters: Counters::default(),
-        latency: SharedLatency::new(64),
-        dial_gate: Semaphore::new(args.connect_concurrency),
-        errors_shown: AtomicU64::new(0),
-    });
+    let endpoint = Endpoint::open(&args.common, 60).await?;
+    let max_body = match &endpoint {
+        Endpoint::Tern(target) => target.config.limits.max_body_bytes,
+        Endpoint::Mqtt(_) => MQTT_MAX_BODY,
+    };
+    args.check(max_body)?;
     eprintln!(
-        "chat: {} phones to {}, {} s, rate {}, {} B bodies, window {}, frame limit {} per phone, run {:x}",
+        "chat: {} phones to {} ({}), {} s, rate {}, {} B bodies, window {}",
         args.connections,
-        target.addr,
+        endpoint.addr(),
+        args.common.target.name(),
         args.duration,
         if args.rate > 0.0 {
             format!("{}/s", args.rate)
@@ -135,22 +131,60 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
         },
         args.size,
         args.window,
-        match args.frame_rate {
-            None => format!("{:.0}% of the server's", phone::FRAME_RATE_SHARE * 100.0),
-            Some(rate) if rate > 0.0 => format!("{rate:.0}/s"),
-            Some(_) => "none".to_owned(),
-        },
-        shared.run,
     );
+    let plan = Plan {
+        scenario: "chat",
+        connections: args.connections,
+        align: 2,
+        duration: Duration::from_secs_f64(args.duration),
+        settle: Duration::ZERO,
+        finish_timeout: Duration::from_secs_f64(args.drain_timeout) + STOP_GRACE * 2,
+        abort_on_failure: true,
+    };
+    let outcome = parts::coordinate(&args.common, plan, |link| part(args.clone(), link)).await?;
+    let report = report::build(&args, &outcome);
+    report.print(args.common.json);
+    Ok(if report.lost.unwrap_or(0) > 0 {
+        Verdict::Fail
+    } else {
+        Verdict::Pass
+    })
+}
 
-    let trackers: Vec<Arc<Mutex<Tracker>>> = (0..args.connections)
+/// One part: its share of the pairs log in, send from Start to Stop, then drain.
+pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadError> {
+    let ttl = (args.duration + args.drain_timeout) as u64 + 3600;
+    let endpoint = Endpoint::open(&args.common, ttl).await?;
+    let range = link.range(args.connections, 2);
+    let counters = Arc::new(Counters::default());
+    link.report_progress(counters.clone());
+    let (config_frames_per_sec, target) = match &endpoint {
+        Endpoint::Tern(target) => (target.config.limits.frames_per_sec, Some(target.clone())),
+        Endpoint::Mqtt(_) => (0, None),
+    };
+    let shared = Arc::new(Shared {
+        run: new_run_id(),
+        dialer: Dialer::new(endpoint.addr()),
+        size: args.size,
+        window: args.window,
+        rate_per_phone: args.rate / args.connections as f64,
+        frame_rate: args.frame_rate,
+        config_frames_per_sec,
+        phones: args.connections,
+        counters: counters.clone(),
+        latency: SharedLatency::new(64),
+        dial_gate: Semaphore::new(args.connect_concurrency),
+        errors_shown: AtomicU64::new(0),
+    });
+    let trackers: Vec<Arc<Mutex<Tracker>>> = range
+        .clone()
         .map(|_| Arc::new(Mutex::new(Tracker::new())))
         .collect();
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
-    let (ready_tx, mut ready_rx) = mpsc::channel(args.connections.min(1024));
+    let (ready_tx, mut ready_rx) = mpsc::channel(range.len().clamp(1, 1024));
     let mut tasks = JoinSet::new();
     let connect_start = Instant::now();
-    for index in 0..args.connections {
+    for index in range.clone() {
         // Phone 2i is user a<i>, phone 2i+1 is b<i>; each one's partner is the other.
         let pair = index / 2;
         let (mine, theirs) = if index % 2 == 0 {
@@ -160,56 +194,45 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
         };
         let user = format!("{}{mine}{pair}", args.user_prefix);
         let partner = format!("{}{theirs}{pair}", args.user_prefix);
+        let token = match &target {
+            Some(target) => target.token(&user, "d")?,
+            None => String::new(),
+        };
         let phone = Phone {
             index,
-            token: target.token(&user, "d")?,
+            token,
             user,
             partner,
-            outgoing: trackers[index].clone(),
-            incoming: trackers[index ^ 1].clone(),
+            outgoing: trackers[index - range.start].clone(),
+            incoming: trackers[(index ^ 1) - range.start].clone(),
         };
-        tasks.spawn(phone::run(
-            phone,
-            shared.clone(),
-            phase_rx.clone(),
-            ready_tx.clone(),
-        ));
+        let (shared, phase, ready) = (shared.clone(), phase_rx.clone(), ready_tx.clone());
+        match args.common.target {
+            TargetKind::Tern => tasks.spawn(phone::run(phone, shared, phase, ready)),
+            TargetKind::Mqtt => tasks.spawn(mqtt_phone::run(phone, shared, phase, ready)),
+        };
     }
     drop(ready_tx);
 
-    let mut failed = 0;
-    let mut first_error = None;
-    let mut logged_in = 0;
+    let mut ready = Ready::default();
     while let Some(result) = ready_rx.recv().await {
         match result {
-            Ok(()) => logged_in += 1,
+            Ok(()) => ready.connected += 1,
             Err(error) => {
-                failed += 1;
-                first_error.get_or_insert(error);
+                ready.failed += 1;
+                ready.first_error.get_or_insert(error.to_string());
             }
         }
     }
-    let connect_s = connect_start.elapsed().as_secs_f64();
-    if let Some(first) = first_error {
+    ready.connect_s = connect_start.elapsed().as_secs_f64();
+    link.ready(ready).await;
+    if !link.started().await {
         let _ = phase_tx.send(Phase::Stopped);
         stop(&mut tasks).await;
-        return Err(LoadError::Setup {
-            failed,
-            total: args.connections,
-            first: Box::new(first),
-        });
+        return Ok(Partial::default());
     }
-    eprintln!("chat: {logged_in} phones logged in in {connect_s:.2} s; sending");
-
     let _ = phase_tx.send(Phase::Sending);
-    let duration = Duration::from_secs_f64(args.duration);
-    let start = Instant::now();
-    let mut progress = Progress::new(&shared.counters, start);
-    while start.elapsed() < duration {
-        let left = duration.saturating_sub(start.elapsed());
-        tokio::time::sleep(left.min(progress.until_next())).await;
-        progress.tick(&shared.counters, start);
-    }
+    link.stopped().await;
 
     let _ = phase_tx.send(Phase::Draining);
     let drain_start = Instant::now();
@@ -222,7 +245,6 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
             break false;
         }
         tokio::time::sleep(DRAIN_POLL).await;
-        progress.tick(&shared.counters, start);
     };
     let drain_s = drain_start.elapsed().as_secs_f64();
     let _ = phase_tx.send(Phase::Stopped);
@@ -235,31 +257,12 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
             .unwrap_or_else(PoisonError::into_inner)
             .counts();
     }
-    let info = RunInfo {
-        connections: args.connections,
-        duration_s: args.duration,
-        rate: args.rate,
-        size: args.size,
-        window: args.window,
-        connect_s,
+    Ok(Partial {
+        counts,
+        counters: shared.counters.to_map(),
+        latency: shared.latency.collect(),
         drain_s,
         drained,
-    };
-    let report = ChatReport::new(
-        info,
-        counts,
-        &shared.counters,
-        shared.latency.collect().summary(),
-    );
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        println!("{}", report.to_text());
-    }
-    Ok(if report.lost > 0 {
-        Verdict::Fail
-    } else {
-        Verdict::Pass
     })
 }
 
@@ -284,36 +287,5 @@ async fn stop(tasks: &mut JoinSet<()>) {
     if tokio::time::timeout(STOP_GRACE, all).await.is_err() {
         eprintln!("chat: some phones did not stop in time; aborting them");
         tasks.abort_all();
-    }
-}
-
-/// The once-per-second progress line.
-struct Progress {
-    last: Instant,
-    before: crate::progress::Snapshot,
-}
-
-impl Progress {
-    fn new(counters: &Counters, now: Instant) -> Self {
-        Self {
-            last: now,
-            before: counters.snapshot(),
-        }
-    }
-
-    fn until_next(&self) -> Duration {
-        Duration::from_secs(1).saturating_sub(self.last.elapsed())
-    }
-
-    /// Prints a line if a second has passed since the last one.
-    fn tick(&mut self, counters: &Counters, start: Instant) {
-        let interval = self.last.elapsed();
-        if interval < Duration::from_secs(1) {
-            return;
-        }
-        let label = format!("{:>4.0}s", start.elapsed().as_secs_f64());
-        eprintln!("{}", counters.progress_line(&label, self.before, interval));
-        self.before = counters.snapshot();
-        self.last = Instant::now();
     }
 }

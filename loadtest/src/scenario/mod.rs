@@ -3,8 +3,10 @@
 
 pub mod chat;
 pub mod chat_cli;
+pub mod idle;
 pub mod offline_drain;
 pub mod offline_send;
+pub mod storm;
 
 /// Whether a scenario's figures meet its success criterion.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tern::proto::v1::{DeviceAck, ServerFrame, client_frame, deliver, server_frame::Frame};
@@ -20,6 +20,8 @@ use super::offline_send::DEVICE;
 use crate::dial::Dialer;
 use crate::error::LoadError;
 use crate::poll::now_or_never;
+use crate::procfs::Watch;
+use crate::report::{Report, round1, round3};
 use crate::target::{ServerArgs, Target};
 
 /// Logins of one recipient attempted before its drain is given up.
@@ -43,6 +45,9 @@ pub struct OfflineDrainArgs {
     /// Seconds each recipient may take to reach QueueDrained.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
+    /// The server's process id: its memory and CPU time are read from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// The recorded messages: recipient → client_msg_id → seq.
@@ -181,6 +186,8 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
     let record = parse_record(&bytes)
         .map_err(|error| LoadError::Args(format!("{}: {error}", args.record.display())))?;
     let target = Arc::new(Target::open(&args.server, 24 * 3600).await?);
+    let watch = Watch::start(args.server_pid)?;
+    let start = Instant::now();
     let dialer = Dialer::new(target.addr);
     eprintln!(
         "offline-drain: {} recorded messages for {} recipients at {}",
@@ -221,11 +228,24 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
     }
     let mut report = check(&record, &deliveries);
     report.incomplete = incomplete;
+    let wall_s = start.elapsed().as_secs_f64();
+    let mut common = Report::new("offline-drain", "tern");
+    common.connections = Some(record.by_recipient.len() as u64);
+    common.duration_s = Some(round3(wall_s));
+    common.delivered = Some(report.delivered);
+    common.lost = Some(report.lost);
+    common.duplicates = Some(report.duplicates);
+    common.msgs_per_sec = Some(round1(report.delivered as f64 / wall_s.max(1e-3)));
+    if let Some(watch) = &watch {
+        common.set_watched(&watch.read()?, report.delivered);
+    }
+    common.put("expected", report.expected);
+    common.put("out_of_order", report.out_of_order);
+    common.put("unrecorded", report.unrecorded);
+    common.put("seq_mismatch", report.seq_mismatch);
+    common.put("incomplete", report.incomplete);
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-        );
+        common.print(true);
     } else {
         println!(
             "offline-drain: expected {} delivered {} lost {} (seq mismatch {}) duplicates {} out of order {} unrecorded {} incomplete {}",

@@ -28,7 +28,9 @@ use crate::bucket::Bucket;
 use crate::dial::Dialer;
 use crate::error::LoadError;
 use crate::poll::now_or_never;
+use crate::procfs::Watch;
 use crate::progress::{bump, get};
+use crate::report::{Report, round1, round3};
 use crate::target::{ServerArgs, Target};
 
 /// The device every sender (and recipient) logs in as.
@@ -75,6 +77,9 @@ pub struct OfflineSendArgs {
     /// Unacked sends per sender, at most.
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// The server's process id: its memory and CPU time are read from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// How messages are spread and named.
@@ -206,6 +211,7 @@ pub async fn run(args: OfflineSendArgs) -> Result<Verdict, LoadError> {
         ));
     }
     let target = Target::open(&args.server, 24 * 3600).await?;
+    let watch = Watch::start(args.server_pid)?;
     let recorder = Recorder::open(&args.record).map_err(|error| {
         LoadError::Args(format!("cannot open {}: {error}", args.record.display()))
     })?;
@@ -268,20 +274,32 @@ pub async fn run(args: OfflineSendArgs) -> Result<Verdict, LoadError> {
     progress(&shared.counters, start);
     let flushed = shared.recorder.flush();
     let c = &shared.counters;
-    let report = serde_json::json!({
-        "scenario": "offline-send",
-        "sent": get(&c.sent),
-        "acked": get(&c.acked),
-        "refused": get(&c.refused),
-        "retries": get(&c.retries),
-        "failed": get(&c.failed),
-        "reconnects": get(&c.reconnects),
-        "go_aways": get(&c.go_aways),
-        "duplicate_acks": get(&c.duplicate_acks),
-        "run": shared.plan.run,
-        "complete": stop.is_none() && get(&c.acked) == shared.plan.messages,
-    });
-    println!("{report}");
+    let wall_s = start.elapsed().as_secs_f64();
+    let mut report = Report::new("offline-send", "tern");
+    report.connections = Some(args.users as u64);
+    report.duration_s = Some(round3(wall_s));
+    report.sent = Some(get(&c.sent));
+    report.acked = Some(get(&c.acked));
+    report.msgs_per_sec = Some(round1(get(&c.acked) as f64 / wall_s.max(1e-3)));
+    if let Some(watch) = &watch {
+        report.set_watched(&watch.read()?, get(&c.acked));
+    }
+    for (name, counter) in [
+        ("refused", &c.refused),
+        ("retries", &c.retries),
+        ("failed", &c.failed),
+        ("reconnects", &c.reconnects),
+        ("go_aways", &c.go_aways),
+        ("duplicate_acks", &c.duplicate_acks),
+    ] {
+        report.put(name, get(counter));
+    }
+    report.put("run", shared.plan.run);
+    report.put(
+        "complete",
+        stop.is_none() && get(&c.acked) == shared.plan.messages,
+    );
+    report.print(true);
     match (stop, flushed) {
         (Some(Stop::Record(error)), _) | (None, Err(error)) => Err(LoadError::Args(format!(
             "cannot write {}: {error}",

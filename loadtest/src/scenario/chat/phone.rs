@@ -67,8 +67,8 @@ pub struct Shared {
     pub config_frames_per_sec: u32,
     /// Phones in the run (to stagger their first sends).
     pub phones: usize,
-    /// Live counters.
-    pub counters: Counters,
+    /// Live counters (shared with the progress reporter).
+    pub counters: Arc<Counters>,
     /// End-to-end latencies.
     pub latency: SharedLatency,
     /// Bounds concurrent connection attempts.
@@ -124,6 +124,7 @@ pub async fn run(
         }
     };
     drop(ready);
+    let _open = OpenConnection::new(&shared.counters);
     let started = match phase.wait_for(|p| *p != Phase::Connecting).await {
         Ok(current) => *current != Phase::Stopped,
         Err(_) => false,
@@ -174,10 +175,31 @@ async fn login(
 ) -> Result<(Client, Welcome), LoadError> {
     // The gate is never closed; if it were, dialing without it is still correct.
     let _permit = shared.dial_gate.acquire().await.ok();
-    shared
+    let login = shared
         .dialer
         .login(phone.index, &phone.user, &phone.token, resume_after)
-        .await
+        .await;
+    if login.is_ok() {
+        bump(&shared.counters.logins);
+    }
+    login
+}
+
+/// Counts a phone in `Counters::open` while it exists.
+pub struct OpenConnection<'a>(&'a Counters);
+
+impl<'a> OpenConnection<'a> {
+    /// Counts one more open connection.
+    pub fn new(counters: &'a Counters) -> Self {
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        Self(counters)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The first login of a run. Entries left in the mailbox by earlier runs are skipped (by logging
