@@ -48,6 +48,8 @@ enum Command {
     Chat(scenario::chat::ChatArgs),
     /// Log in, resume, disconnect, again, over many loops: logins per second.
     Storm(scenario::storm::StormArgs),
+    /// One member posts to a large group: time to reach every online member, fan-out rate.
+    Group(scenario::group::GroupArgs),
     /// An interactive client: prints what arrives, sends what you type.
     ChatCli(scenario::chat_cli::ChatCliArgs),
     /// Senders message recipients that are offline; every ServerAck is appended to a record.
@@ -78,6 +80,7 @@ async fn main() -> ExitCode {
             }
             None => scenario::storm::run(args).await,
         },
+        Command::Group(args) => scenario::group::run(args).await,
         Command::ChatCli(args) => scenario::chat_cli::run(args).await,
         Command::OfflineSend(args) => scenario::offline_send::run(args).await,
         Command::OfflineDrain(args) => scenario::offline_drain::run(args).await,

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod chat_cli;
+pub mod group;
 pub mod idle;
 pub mod offline_drain;
 pub mod offline_send;
