@@ -72,9 +72,13 @@ pub struct GroupsConfig {
     /// Fan-out lanes (tasks copying group entries into members' mailboxes); a group always
     /// uses the same lane, so its entries arrive in order. Default: 4.
     pub fanout_lanes: u32,
-    /// Entries queued per fan-out lane; past it, posts are refused with OVERLOADED until it
-    /// drains. Default: 1024.
+    /// Entries queued per fan-out lane; past it, entries wait in their group, and a group with
+    /// this many entries waiting refuses posts with OVERLOADED. Default: 1024.
     pub fanout_queue: u32,
+    /// Groups with more members than this keep each entry once in the group's log in the
+    /// store; members' stored copies are references to it, so storage grows with messages, not
+    /// messages × members. Default: 64.
+    pub reference_threshold: u32,
 }
 
 impl Default for GroupsConfig {
@@ -83,6 +87,7 @@ impl Default for GroupsConfig {
             max_members: 1024,
             fanout_lanes: 4,
             fanout_queue: 1024,
+            reference_threshold: 64,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! every recipient's mailbox, in group order, off the sender's path.
 
 pub mod fanout;
+pub mod log;
 pub mod record;
 pub mod slot;
 pub mod state;

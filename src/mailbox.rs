@@ -261,6 +261,7 @@ impl Mailboxes {
                 groups: std::mem::take(&mut groups[index]),
                 fanout: fanout.clone(),
                 max_members,
+                reference_threshold: config.groups.reference_threshold as usize,
             };
             MailboxWorker::new(
                 shard,

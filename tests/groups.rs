@@ -399,3 +399,74 @@ async fn group_messages_and_membership_survive_a_sigkill() {
         Err(ErrorCode::NotAMember as i32)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_group_copies_are_references_resolved_after_a_restart_and_on_page_in() {
+    let dir = tempfile::tempdir().unwrap();
+    // Groups of more than 2 members are logged; write-back every second; a cache so small that
+    // bob's mailbox stays in the store after the restart and is paged in.
+    let edits = [
+        FAST_WRITEBACK[0],
+        FAST_WRITEBACK[1],
+        ("reference_threshold = 64", "reference_threshold = 2"),
+        ("cache_bytes = 1073741824", "cache_bytes = 65536"),
+        ("huge_mailbox_entries = 1000", "huge_mailbox_entries = 5"),
+        ("workers_per_shard = 2", "workers_per_shard = 1"),
+    ];
+    let (config_path, config) = child_config(dir.path(), &edits);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let data = dir.path().join("data");
+    let login = async |node: &ChildNode, user: &str| {
+        let token = key.sign(user, "phone", now_secs() + 600).unwrap();
+        let (client, _) = Client::login(node.client, &token, 0).await.unwrap();
+        Member::new(client).await
+    };
+    let node = ChildNode::start(&config_path, &data);
+    let mut ann = login(&node, "ann").await;
+    let group = ann.create(&["bob", "cat"]).await;
+    let mut acked = Vec::new();
+    for n in 0..30 {
+        acked.push(ann.post(&group, &format!("m{n}")).await.unwrap());
+    }
+    // Write-back passes put bob's unread copies (references) and the group's log in the
+    // stores, and checkpoints release the journal.
+    let admin = node.admin;
+    eventually("checkpoints after the posts", async || {
+        let metrics = http_get(admin, "/metrics").await;
+        metric_value(&metrics, "tern_checkpoints_total").unwrap_or(0.0) >= 4.0
+            && metric_value(&metrics, "tern_mailbox_written_back_total").unwrap_or(0.0) >= 30.0
+    })
+    .await;
+    node.kill();
+
+    let node = ChildNode::start(&config_path, &data);
+    let mut bob = login(&node, "bob").await;
+    let got = received_upto(&mut bob, *acked.last().unwrap()).await;
+    let messages: Vec<(u64, String)> = got
+        .into_iter()
+        .filter(|(_, id)| id.starts_with('m'))
+        .collect();
+    let expected: Vec<(u64, String)> = acked
+        .iter()
+        .enumerate()
+        .map(|(n, seq)| (*seq, format!("m{n}")))
+        .collect();
+    assert_eq!(
+        messages, expected,
+        "every copy resolved from the group's log, in order"
+    );
+    let metrics = http_get(node.admin, "/metrics").await;
+    assert!(
+        metric_value(
+            &metrics,
+            "tern_mailbox_read_entries_total{source=\"store\"}"
+        )
+        .unwrap_or(0.0)
+            > 0.0,
+        "bob's copies were paged in"
+    );
+    assert_eq!(
+        metric_value(&metrics, "tern_mailbox_page_in_failures_total").unwrap_or(0.0),
+        0.0
+    );
+}

@@ -72,6 +72,11 @@ impl FanOut {
         self.lanes[lane].clone().try_reserve_owned().ok()
     }
 
+    /// Jobs one lane holds.
+    pub fn capacity(&self) -> usize {
+        self.lanes[0].max_capacity()
+    }
+
     /// Jobs waiting in all lanes.
     pub fn depth(&self) -> usize {
         self.lanes

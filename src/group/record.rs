@@ -24,6 +24,64 @@ pub fn snapshot_key(group_id: &str) -> Vec<u8> {
 /// Prefix of every group snapshot key.
 pub const SNAPSHOT_PREFIX: &str = "group/";
 
+/// Key of a logged group entry among its group's shard's records.
+pub fn log_key(group_id: &str, group_seq: u64) -> Vec<u8> {
+    format!("glog/{group_id}/{group_seq:020}").into_bytes()
+}
+
+/// A stored group entry: whole, or a reference to the group's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredGroup {
+    /// The entry itself.
+    Entry(GroupEntry),
+    /// A reference: read entry `group_seq` from group `group_id`'s log.
+    Reference {
+        /// The group.
+        group_id: Id,
+        /// The entry.
+        group_seq: u64,
+    },
+}
+
+/// The stored form of a member's copy: a reference when the entry is in the group's log.
+pub fn encode_copy(entry: &GroupEntry) -> StoredGroupEntry {
+    if !entry.logged {
+        return encode_entry(entry);
+    }
+    StoredGroupEntry {
+        group_id: entry.group_id.to_string(),
+        group_seq: entry.group_seq,
+        server_id: entry.server_id,
+        logged: true,
+        reference: true,
+        ..StoredGroupEntry::default()
+    }
+}
+
+/// A stored group entry or reference.
+pub fn decode_stored(stored: StoredGroupEntry) -> Result<StoredGroup, RecordError> {
+    if stored.reference {
+        if stored.group_seq == 0 {
+            return Err(RecordError::Invalid("group seq 0"));
+        }
+        return Ok(StoredGroup::Reference {
+            group_id: Id::from(stored.group_id),
+            group_seq: stored.group_seq,
+        });
+    }
+    decode_entry(stored).map(StoredGroup::Entry)
+}
+
+/// A logged entry as read from the group's log.
+pub fn decode_logged(bytes: Bytes) -> Result<GroupEntry, RecordError> {
+    decode_entry(StoredGroupEntry::decode(bytes)?)
+}
+
+/// A logged entry's value in the group's log.
+pub fn encode_logged(entry: &GroupEntry) -> Bytes {
+    Bytes::from(encode_entry(entry).encode_to_vec())
+}
+
 /// The stored form of a group log entry.
 pub fn encode_entry(entry: &GroupEntry) -> StoredGroupEntry {
     let content = match &entry.content {
@@ -49,6 +107,8 @@ pub fn encode_entry(entry: &GroupEntry) -> StoredGroupEntry {
         client_msg_id: entry.client_msg_id.to_string(),
         timestamp_ms: entry.timestamp_ms,
         content: Some(content),
+        logged: entry.logged,
+        reference: false,
     }
 }
 
@@ -56,6 +116,9 @@ pub fn encode_entry(entry: &GroupEntry) -> StoredGroupEntry {
 pub fn decode_entry(stored: StoredGroupEntry) -> Result<GroupEntry, RecordError> {
     if stored.group_seq == 0 {
         return Err(RecordError::Invalid("group seq 0"));
+    }
+    if stored.reference {
+        return Err(RecordError::Invalid("a reference where an entry belongs"));
     }
     let content = match stored
         .content
@@ -82,6 +145,7 @@ pub fn decode_entry(stored: StoredGroupEntry) -> Result<GroupEntry, RecordError>
         client_msg_id: Arc::from(stored.client_msg_id),
         timestamp_ms: stored.timestamp_ms,
         content,
+        logged: stored.logged,
     })
 }
 
@@ -194,6 +258,7 @@ mod tests {
             from_device: Id::from("phone"),
             client_msg_id: Arc::from(""),
             timestamp_ms: 9,
+            logged: false,
             content: GroupContent::Event(GroupEvent {
                 kind: GroupEventKind::Created,
                 users: vec![Id::from("ann"), Id::from("bob")],

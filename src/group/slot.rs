@@ -26,6 +26,8 @@ pub struct GroupSlot {
     pub queued_upto: u64,
     /// Changed since the last write-back pass.
     pub dirty: bool,
+    /// Logged entries not yet written to the group's log in the store.
+    pub unlogged: Vec<Arc<GroupEntry>>,
     acks: HashMap<(Id, Arc<str>), AckInfo>,
     order: VecDeque<(Id, Arc<str>)>,
 }
@@ -39,6 +41,7 @@ impl GroupSlot {
             durable,
             queued_upto: 0,
             dirty: false,
+            unlogged: Vec::new(),
             acks: HashMap::new(),
             order: VecDeque::new(),
         }
@@ -71,7 +74,7 @@ impl GroupSlot {
 
     /// Re-applies an entry read back from the journal at recovery; it waits for the fan-out
     /// (the copies already made are recognized by the recipients' mailboxes).
-    pub fn replay(&mut self, entry: GroupEntry) {
+    pub fn replay(&mut self, entry: Arc<GroupEntry>) {
         let Some(recipients) = self.group.apply(&entry) else {
             return;
         };
@@ -88,9 +91,10 @@ impl GroupSlot {
         }
         self.durable
             .store(entry.group_seq, std::sync::atomic::Ordering::Release);
-        self.group
-            .pending
-            .push_back((Arc::new(entry), recipients.into()));
+        if entry.logged {
+            self.unlogged.push(entry.clone());
+        }
+        self.group.pending.push_back((entry, recipients.into()));
         self.dirty = true;
     }
 

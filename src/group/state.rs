@@ -376,6 +376,7 @@ mod tests {
             client_msg_id: Arc::from(""),
             timestamp_ms: 5,
             content,
+            logged: false,
         }
     }
 

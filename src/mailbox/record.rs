@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
-use crate::group::record as group_record;
+use crate::group::record::{self as group_record, StoredGroup};
 use crate::message::{
     ChatMessage, Entry, GroupEntry, GroupReceiptNotice, Id, Payload, ReceiptNotice,
 };
@@ -29,6 +29,20 @@ pub enum Record {
         client_msg_id: Arc<str>,
         /// Server-wide id.
         server_id: u64,
+    },
+    /// A copy of a logged group entry was appended to `owner`'s mailbox; the entry itself is
+    /// in the group's log.
+    GroupCopy {
+        /// Mailbox owner.
+        owner: Id,
+        /// Seq in the mailbox.
+        seq: u64,
+        /// Time of the copy.
+        timestamp_ms: u64,
+        /// The group.
+        group_id: Id,
+        /// The entry in the group's log.
+        group_seq: u64,
     },
     /// An entry was appended to a group's log.
     GroupAppended(GroupEntry),
@@ -74,7 +88,7 @@ pub fn encode_appended(owner: &str, entry: &Entry, client_msg_id: &str, server_i
             kind: wire::receipt_kind_to_wire(r.kind).into(),
             up_to_seq: r.up_to_seq,
         }),
-        Payload::Group(g) => entry_appended::Content::Group(group_record::encode_entry(g)),
+        Payload::Group(g) => entry_appended::Content::Group(group_record::encode_copy(g)),
         Payload::GroupReceipt(r) => entry_appended::Content::GroupReceipt(StoredGroupReceipt {
             group_id: r.group_id.to_string(),
             kind: wire::receipt_kind_to_wire(r.kind).into(),
@@ -149,9 +163,21 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
                         .ok_or(RecordError::Invalid("receipt kind"))?,
                     up_to_seq: r.up_to_seq,
                 }),
-                entry_appended::Content::Group(g) => {
-                    Payload::Group(Arc::new(group_record::decode_entry(g)?))
-                }
+                entry_appended::Content::Group(g) => match group_record::decode_stored(g)? {
+                    StoredGroup::Entry(entry) => Payload::Group(Arc::new(entry)),
+                    StoredGroup::Reference {
+                        group_id,
+                        group_seq,
+                    } => {
+                        return Ok(Record::GroupCopy {
+                            owner: Id::from(a.owner),
+                            seq: a.seq,
+                            timestamp_ms: a.timestamp_ms,
+                            group_id,
+                            group_seq,
+                        });
+                    }
+                },
                 entry_appended::Content::GroupReceipt(r) => {
                     Payload::GroupReceipt(GroupReceiptNotice {
                         group_id: Id::from(r.group_id),

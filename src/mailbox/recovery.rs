@@ -11,6 +11,7 @@ use super::log::Mailbox;
 use super::record::{self, Record};
 use super::worker::group::note_membership;
 use crate::config::Config;
+use crate::group::log::{LogError, LogReader, copy_of};
 use crate::group::record as group_record;
 use crate::group::{Group, GroupSlot};
 use crate::journal::{Journal, JournalConfig, JournalError};
@@ -60,6 +61,8 @@ struct Rebuilt<'a> {
     mailboxes: &'a mut [HashMap<Id, Slot>],
     groups: &'a mut [HashMap<Id, GroupSlot>],
     workers_per_shard: usize,
+    /// Resolves members' copies of logged group entries.
+    log: LogReader<'a>,
 }
 
 impl Rebuilt<'_> {
@@ -98,6 +101,16 @@ pub enum StorageError {
         /// The cause.
         source: prost::DecodeError,
     },
+    /// A member's copy of a group entry could not be read from the group's log.
+    #[error("group {group}, entry {group_seq}: {source}")]
+    GroupLog {
+        /// The group.
+        group: String,
+        /// The entry.
+        group_seq: u64,
+        /// The cause.
+        source: LogError,
+    },
     /// A journal record could not be decoded.
     #[error("journal {index}, record {lsn}: {source}")]
     Record {
@@ -132,12 +145,13 @@ impl Storage {
         let mut groups: Vec<HashMap<Id, GroupSlot>> = (0..SHARDS * workers_per_shard)
             .map(|_| HashMap::new())
             .collect();
-        let entries = load_stores(&stores, &mut recovered, &limits)?;
         let mut rebuilt = Rebuilt {
             mailboxes: &mut recovered,
             groups: &mut groups,
             workers_per_shard,
+            log: LogReader::new(&stores),
         };
+        let entries = load_stores(&stores, &mut rebuilt, &limits)?;
         load_groups(&stores, &mut rebuilt)?;
         let mut journals = Vec::new();
         let mut records = 0u64;
@@ -162,7 +176,7 @@ impl Storage {
                     source,
                 })?;
                 records += 1;
-                apply(&mut rebuilt, dedup_window, record);
+                apply(&mut rebuilt, dedup_window, record)?;
             }
             journals.push(Arc::new(journal));
         }
@@ -218,18 +232,18 @@ struct LoadLimits {
 /// the cache budget allows (the entries of the others stay in the store, paged in when read).
 fn load_stores(
     stores: &Stores,
-    recovered: &mut [HashMap<Id, Slot>],
+    rebuilt: &mut Rebuilt<'_>,
     limits: &LoadLimits,
 ) -> Result<u64, StorageError> {
     let mut loaded = 0;
-    let mut held = vec![0usize; recovered.len()];
+    let mut held = vec![0usize; rebuilt.mailboxes.len()];
     for shard in 0..SHARDS {
         for (owner, meta) in wait(stores.scan_meta(shard))? {
             let owner = Id::from(String::from_utf8_lossy(&owner).as_ref());
             let hash = key_hash(owner.as_bytes());
             let index = shard_of(hash) * limits.workers_per_shard
                 + worker_of(hash, limits.workers_per_shard);
-            let slot = recovered[index].entry(owner.clone()).or_default();
+            let slot = rebuilt.mailboxes[index].entry(owner.clone()).or_default();
             let rows = if held[index] < limits.worker_bytes {
                 wait(stores.read_entries(shard, owner.as_bytes(), 0, limits.huge_entries + 1))?
             } else {
@@ -246,13 +260,23 @@ fn load_stores(
                     lsn: seq,
                     source,
                 })?;
-                if let Record::Appended {
-                    entry,
-                    client_msg_id,
-                    server_id,
-                    ..
-                } = record
-                {
+                let restored = match record {
+                    Record::Appended {
+                        entry,
+                        client_msg_id,
+                        server_id,
+                        ..
+                    } => Some((entry, client_msg_id, server_id)),
+                    Record::GroupCopy {
+                        seq,
+                        timestamp_ms,
+                        group_id,
+                        group_seq,
+                        ..
+                    } => resolve_copy(&mut rebuilt.log, seq, timestamp_ms, &group_id, group_seq)?,
+                    _ => None,
+                };
+                if let Some((entry, client_msg_id, server_id)) = restored {
                     slot.mailbox
                         .restore(entry, &client_msg_id, server_id, limits.dedup_window);
                     slot.written_upto = seq;
@@ -299,24 +323,79 @@ fn load_groups(stores: &Stores, rebuilt: &mut Rebuilt<'_>) -> Result<(), Storage
     Ok(())
 }
 
-fn apply(rebuilt: &mut Rebuilt<'_>, dedup_window: usize, record: Record) {
+/// A member's copy of a logged group entry, read from the group's log; `None` (logged) when
+/// the log does not have it.
+fn resolve_copy(
+    log: &mut LogReader<'_>,
+    seq: u64,
+    timestamp_ms: u64,
+    group_id: &Id,
+    group_seq: u64,
+) -> Result<Option<(crate::message::Entry, Arc<str>, u64)>, StorageError> {
+    let entry = log
+        .read(group_id, group_seq)
+        .map_err(|source| StorageError::GroupLog {
+            group: group_id.to_string(),
+            group_seq,
+            source,
+        })?;
+    let Some(entry) = entry else {
+        tracing::error!(group = %group_id, group_seq, "a member's copy names a group entry the log does not have");
+        return Ok(None);
+    };
+    let client_msg_id: Arc<str> = Arc::from(format!("#{group_id}/{group_seq}"));
+    let server_id = entry.server_id;
+    Ok(Some((
+        copy_of(seq, timestamp_ms, entry),
+        client_msg_id,
+        server_id,
+    )))
+}
+
+fn apply(
+    rebuilt: &mut Rebuilt<'_>,
+    dedup_window: usize,
+    record: Record,
+) -> Result<(), StorageError> {
     let owner = match &record {
-        Record::Appended { owner, .. } | Record::Cursor { owner, .. } => owner.clone(),
+        Record::Appended { owner, .. }
+        | Record::Cursor { owner, .. }
+        | Record::GroupCopy { owner, .. } => owner.clone(),
         Record::GroupAppended(entry) => {
             let group_id = entry.group_id.clone();
-            rebuilt.group(&group_id).replay(entry_of(record));
-            return;
+            let entry = Arc::new(entry_of(record));
+            rebuilt.log.remember(&entry);
+            rebuilt.group(&group_id).replay(entry);
+            return Ok(());
         }
         Record::GroupFannedOut {
             group_id,
             group_seq,
         } => {
             rebuilt.group(group_id).fanned_out(*group_seq);
-            return;
+            return Ok(());
         }
     };
     let index = rebuilt.index(&owner);
     let owner_for_log = owner.clone();
+    let record = match record {
+        Record::GroupCopy {
+            seq,
+            timestamp_ms,
+            group_id,
+            group_seq,
+            ..
+        } => match resolve_copy(&mut rebuilt.log, seq, timestamp_ms, &group_id, group_seq)? {
+            Some((entry, client_msg_id, server_id)) => Record::Appended {
+                owner: owner.clone(),
+                entry,
+                client_msg_id,
+                server_id,
+            },
+            None => return Ok(()),
+        },
+        other => other,
+    };
     let slot = rebuilt.mailboxes[index].entry(owner.clone()).or_default();
     match record {
         Record::Appended {
@@ -335,9 +414,10 @@ fn apply(rebuilt: &mut Rebuilt<'_>, dedup_window: usize, record: Record) {
             slot.mailbox.restore_cursor(&device, cursor);
             tracing::debug!(owner = %owner_for_log, device = %device, record = cursor, now = ?slot.mailbox.cursor(&device), held = slot.mailbox.len(), "replayed cursor");
         }
-        Record::GroupAppended(_) | Record::GroupFannedOut { .. } => {}
+        Record::GroupAppended(_) | Record::GroupFannedOut { .. } | Record::GroupCopy { .. } => {}
     }
     slot.dirty = true;
+    Ok(())
 }
 
 /// The group entry of a `GroupAppended` record.

@@ -95,6 +95,8 @@ pub(super) struct GroupSetup {
     pub(super) fanout: FanOut,
     /// Members per group at most.
     pub(super) max_members: usize,
+    /// Groups with more members keep their entries in the group's log, copies by reference.
+    pub(super) reference_threshold: usize,
 }
 
 /// What the worker's mailboxes hold, for the cache budget and its gauges.
@@ -154,6 +156,7 @@ pub(super) struct MailboxWorker {
     groups: HashMap<Id, GroupSlot>,
     fanout: FanOut,
     max_members: usize,
+    reference_threshold: usize,
 }
 
 impl MailboxWorker {
@@ -211,6 +214,7 @@ impl MailboxWorker {
             groups: setup.groups,
             fanout: setup.fanout,
             max_members: setup.max_members,
+            reference_threshold: setup.reference_threshold,
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct GroupEntry {
     pub timestamp_ms: u64,
     /// A message or an event.
     pub content: GroupContent,
+    /// Kept in the group's log in the store, so members' stored copies hold only a reference
+    /// (large groups).
+    pub logged: bool,
 }
 
 /// What a group log entry carries.

@@ -151,7 +151,9 @@ pub async fn run(args: GroupArgs) -> Result<Verdict, LoadError> {
         .any(|seen| seen.load(Ordering::Acquire) < setup_last)
     {
         if setup.elapsed() > POST_TIMEOUT {
-            return Err(LoadError::Args("the membership events never reached everyone".into()));
+            return Err(LoadError::Args(
+                "the membership events never reached everyone".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -215,7 +217,10 @@ pub async fn run(args: GroupArgs) -> Result<Verdict, LoadError> {
     report.put("online", args.online);
     report.put("first_member_p50_ms", first.p50_ms);
     report.put("first_member_p99_ms", first.p99_ms);
-    report.put("latency_measures", "post sent to its delivery at the last online member");
+    report.put(
+        "latency_measures",
+        "post sent to its delivery at the last online member",
+    );
     report.print(args.json);
     Ok(if lost == 0 {
         Verdict::Pass
@@ -244,7 +249,9 @@ async fn create_group(
     )
     .await?;
     let Some(group_response::Result::Info(info)) = response else {
-        return Err(LoadError::Args("the server did not answer the create".into()));
+        return Err(LoadError::Args(
+            "the server did not answer the create".into(),
+        ));
     };
     let mut last_seq = 1;
     for (n, batch) in batches.enumerate() {

@@ -222,6 +222,7 @@ impl MailboxWorker {
             client_msg_id: Arc::from(""),
             timestamp_ms: now_ms(),
             content: GroupContent::Event(event),
+            logged: false,
         }
     }
 
@@ -252,6 +253,10 @@ impl MailboxWorker {
         if !slot.group.is_member(&actor) {
             return failed(AppendFailure::NotAMember);
         }
+        if slot.group.pending.len() >= self.fanout.capacity() {
+            // The fan-out is behind: the phone retries later.
+            return failed(AppendFailure::Busy);
+        }
         if let Some(ack) = slot.recall(&actor, &client_msg_id) {
             // A retry: the original ack, once the original is durable.
             if ack.seq <= slot.durable.load(Ordering::Acquire) {
@@ -275,6 +280,7 @@ impl MailboxWorker {
             client_msg_id,
             timestamp_ms: now_ms(),
             content: GroupContent::Message { kind, body },
+            logged: false,
         };
         let ack = AckInfo {
             seq: entry.group_seq,
@@ -288,15 +294,20 @@ impl MailboxWorker {
     }
 
     /// Applies `entry` to its group, journals it, and answers once the journal has.
-    fn accept(&mut self, entry: GroupEntry, answer: Answer) {
+    fn accept(&mut self, mut entry: GroupEntry, answer: Answer) {
         let Some(slot) = self.groups.get_mut(&entry.group_id) else {
             return answer.send(false);
         };
+        // Large groups keep the entry once, in the group's log; members' copies refer to it.
+        entry.logged = slot.group.members.len() > self.reference_threshold;
         let Some(recipients) = slot.group.apply(&entry) else {
             return answer.send(false);
         };
         slot.dirty = true;
         let entry = Arc::new(entry);
+        if entry.logged {
+            slot.unlogged.push(entry.clone());
+        }
         slot.group
             .pending
             .push_back((entry.clone(), recipients.into()));
@@ -453,6 +464,12 @@ impl MailboxWorker {
     /// Adds the snapshot of every changed group to this worker's write-back batch.
     pub(super) fn write_back_groups(&mut self, batch: &mut crate::store::WriteBatch) {
         for (group, slot) in &mut self.groups {
+            for entry in slot.unlogged.drain(..) {
+                batch.put_record(
+                    &group_record::log_key(group, entry.group_seq),
+                    group_record::encode_logged(&entry),
+                );
+            }
             if slot.dirty {
                 slot.dirty = false;
                 batch.put_record(

@@ -8,10 +8,12 @@ use metrics::Counter;
 use ractor::ActorRef;
 
 use super::MailboxWorker;
+use crate::group::log::copy_of;
 use crate::mailbox::log::{Read, within_budget};
 use crate::mailbox::record::{self, Record};
 use crate::message::{Entry, Id};
 use crate::session::SessionMsg;
+use crate::store::Stores;
 
 impl MailboxWorker {
     /// Answers a read of `owner`'s entries after `after` with [`SessionMsg::Batch`].
@@ -73,30 +75,48 @@ impl MailboxWorker {
         let failures = self.page_in_failures.clone();
         let session = reply.clone();
         let owner_name = owner.clone();
+        let stores = self.stores.clone();
+        let runtime = tokio::runtime::Handle::current();
         let submitted = self.stores.read_entries_with(
             self.shard,
             owner.as_bytes(),
             after,
             limit,
             move |result| {
-                let message = match result {
-                    Ok(rows) => {
-                        let (entries, read_upto) =
-                            decode(&owner_name, rows, upto, max_bytes, &failures);
-                        counted.increment(entries.len() as u64);
-                        SessionMsg::Batch {
-                            entries,
-                            last_seq,
-                            read_upto,
-                        }
-                    }
+                let rows = match result {
+                    Ok(rows) => rows,
                     Err(error) => {
                         failures.increment(1);
                         tracing::warn!(owner = %owner_name, %error, "mailbox read from the store failed");
-                        SessionMsg::FetchFailed
+                        let _ = reply.cast(SessionMsg::FetchFailed);
+                        return;
                     }
                 };
-                let _ = reply.cast(message);
+                let (paged, read_upto) = decode(&owner_name, rows, upto, &failures);
+                let retry = reply.clone();
+                let answer = move |entries: Vec<Arc<Entry>>| {
+                    let entries = within_budget(entries.iter(), max_bytes);
+                    counted.increment(entries.len() as u64);
+                    let _ = reply.cast(SessionMsg::Batch {
+                        entries,
+                        last_seq,
+                        read_upto,
+                    });
+                };
+                if paged.iter().all(|p| matches!(p, Paged::Ready(_))) {
+                    answer(paged.into_iter().filter_map(Paged::ready).collect());
+                    return;
+                }
+                // Copies of logged group entries: read them from their groups' logs, off this
+                // database's thread.
+                runtime.spawn(async move {
+                    match resolve(&stores, paged, &failures).await {
+                        Some(entries) => answer(entries),
+                        None => {
+                            let _ = retry.cast(SessionMsg::FetchFailed);
+                        }
+                    }
+                });
             },
         );
         if submitted.is_err() {
@@ -114,17 +134,36 @@ struct PageIn {
     last_seq: u64,
 }
 
-/// Decodes stored entries up to `upto` that fit in `max_bytes` (at least one), and how far the
-/// read saw: `upto`, or, when every row read was corrupt, the last of them. A corrupt entry is
-/// reported, counted and left out, so the session skips it instead of stalling on it.
+/// A stored entry as read: ready, or a copy of a logged group entry still to be read.
+enum Paged {
+    Ready(Arc<Entry>),
+    Copy {
+        seq: u64,
+        timestamp_ms: u64,
+        group_id: Id,
+        group_seq: u64,
+    },
+}
+
+impl Paged {
+    fn ready(self) -> Option<Arc<Entry>> {
+        match self {
+            Paged::Ready(entry) => Some(entry),
+            Paged::Copy { .. } => None,
+        }
+    }
+}
+
+/// Decodes stored entries up to `upto`, and how far the read saw: `upto`, or, when every row
+/// read was corrupt, the last of them. A corrupt entry is reported, counted and left out, so
+/// the session skips it instead of stalling on it.
 fn decode(
     owner: &Id,
     rows: Vec<(u64, bytes::Bytes)>,
     upto: u64,
-    max_bytes: usize,
     failures: &Counter,
-) -> (Vec<Arc<Entry>>, u64) {
-    let mut entries = Vec::with_capacity(rows.len());
+) -> (Vec<Paged>, u64) {
+    let mut paged = Vec::with_capacity(rows.len());
     let mut last_corrupt = None;
     for (seq, value) in rows {
         if seq > upto {
@@ -132,8 +171,20 @@ fn decode(
         }
         match record::decode(value) {
             Ok(Record::Appended { entry, .. }) if entry.seq == seq => {
-                entries.push(Arc::new(entry));
+                paged.push(Paged::Ready(Arc::new(entry)));
             }
+            Ok(Record::GroupCopy {
+                seq: copy_seq,
+                timestamp_ms,
+                group_id,
+                group_seq,
+                ..
+            }) if copy_seq == seq => paged.push(Paged::Copy {
+                seq,
+                timestamp_ms,
+                group_id,
+                group_seq,
+            }),
             Ok(_) | Err(_) => {
                 failures.increment(1);
                 tracing::error!(owner = %owner, seq, "undecodable mailbox entry in the store");
@@ -142,7 +193,40 @@ fn decode(
         }
     }
     match last_corrupt {
-        Some(seq) if entries.is_empty() => (entries, seq),
-        _ => (within_budget(entries.iter(), max_bytes), upto),
+        Some(seq) if paged.is_empty() => (paged, seq),
+        _ => (paged, upto),
     }
+}
+
+/// Reads the copies' entries from their groups' logs; `None` when the store failed (the
+/// session retries). A copy whose entry the log does not have is left out (and counted).
+async fn resolve(
+    stores: &Stores,
+    paged: Vec<Paged>,
+    failures: &Counter,
+) -> Option<Vec<Arc<Entry>>> {
+    let mut entries = Vec::with_capacity(paged.len());
+    for item in paged {
+        match item {
+            Paged::Ready(entry) => entries.push(entry),
+            Paged::Copy {
+                seq,
+                timestamp_ms,
+                group_id,
+                group_seq,
+            } => match crate::group::log::read(stores, &group_id, group_seq).await {
+                Ok(Some(entry)) => entries.push(Arc::new(copy_of(seq, timestamp_ms, entry))),
+                Ok(None) => {
+                    failures.increment(1);
+                    tracing::error!(group = %group_id, group_seq, "a member's copy names a group entry the log does not have");
+                }
+                Err(error) => {
+                    failures.increment(1);
+                    tracing::warn!(group = %group_id, group_seq, %error, "group log read failed");
+                    return None;
+                }
+            },
+        }
+    }
+    Some(entries)
 }
