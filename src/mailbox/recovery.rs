@@ -18,7 +18,7 @@ use crate::journal::{Journal, JournalConfig, JournalError};
 use crate::message::Id;
 use crate::message::Payload;
 use crate::shard::{SHARDS, key_hash, shard_of, worker_of};
-use crate::store::{Pending, StoreConfig, StoreError, Stores};
+use crate::store::{Pending, StoreConfig, StoreError, Stores, WriteBatch};
 
 /// One mailbox and its durable watermark: entries above it are written but not yet fsynced, so
 /// they are neither read nor pushed.
@@ -153,8 +153,7 @@ impl Storage {
         };
         let entries = load_stores(&stores, &mut rebuilt, &limits)?;
         load_groups(&stores, &mut rebuilt)?;
-        let mut journals = Vec::new();
-        let mut records = 0u64;
+        let mut opened = Vec::new();
         for index in 0..config.journal.count as usize {
             let mut journal_config =
                 JournalConfig::new(config.node.data_dir.join(format!("journal-{index}")));
@@ -164,22 +163,39 @@ impl Storage {
             let (journal, recovery) = Journal::open(journal_config).map_err(journal_error)?;
             let checkpoint = wait(stores.get_record(0, &checkpoint_key(index)))?
                 .map_or(0, |bytes| decode_u64(&bytes));
-            for item in recovery.records_after(checkpoint).map_err(journal_error)? {
-                let (lsn, payload) = item.map_err(journal_error)?;
-                if payload.is_empty() {
-                    // A barrier: orders a retry's answer after the original write.
-                    continue;
-                }
-                let record = record::decode(payload).map_err(|source| StorageError::Record {
-                    index,
-                    lsn,
-                    source,
-                })?;
-                records += 1;
-                apply(&mut rebuilt, dedup_window, record)?;
-            }
-            journals.push(Arc::new(journal));
+            opened.push((journal, recovery, checkpoint));
         }
+        // A member's copy of a group entry follows the entry in its journal; with several
+        // journals they are in different ones, so group records are replayed first.
+        let passes: &[Pass] = if opened.len() == 1 {
+            &[Pass::All]
+        } else {
+            &[Pass::Groups, Pass::Mailboxes]
+        };
+        let mut records = 0u64;
+        for pass in passes {
+            for (index, (_, recovery, checkpoint)) in opened.iter().enumerate() {
+                let journal_error = |source| StorageError::Journal { index, source };
+                for item in recovery.records_after(*checkpoint).map_err(journal_error)? {
+                    let (lsn, payload) = item.map_err(journal_error)?;
+                    if payload.is_empty() {
+                        // A barrier: orders a retry's answer after the original write.
+                        continue;
+                    }
+                    let record = record::decode(payload)
+                        .map_err(|source| StorageError::Record { index, lsn, source })?;
+                    if pass.takes(&record) {
+                        records += 1;
+                        apply(&mut rebuilt, dedup_window, record)?;
+                    }
+                }
+            }
+        }
+        write_group_logs(&stores, &mut rebuilt)?;
+        let journals: Vec<Arc<Journal>> = opened
+            .into_iter()
+            .map(|(journal, _, _)| Arc::new(journal))
+            .collect();
         for slot in recovered.iter().flat_map(|map| map.values()) {
             slot.durable.store(
                 slot.mailbox.last_seq(),
@@ -202,6 +218,52 @@ impl Storage {
             groups,
         })
     }
+}
+
+/// Which journal records a replay pass applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Everything, in journal order.
+    All,
+    /// Group log records only.
+    Groups,
+    /// Everything but group log records.
+    Mailboxes,
+}
+
+impl Pass {
+    fn takes(self, record: &Record) -> bool {
+        let group = matches!(
+            record,
+            Record::GroupAppended(_) | Record::GroupFannedOut { .. }
+        );
+        match self {
+            Pass::All => true,
+            Pass::Groups => group,
+            Pass::Mailboxes => !group,
+        }
+    }
+}
+
+/// Writes the logged group entries replayed from the journals to the groups' logs in the
+/// stores before the node serves, so that copies in the stores always find their entry.
+fn write_group_logs(stores: &Stores, rebuilt: &mut Rebuilt<'_>) -> Result<(), StorageError> {
+    let mut batches: Vec<WriteBatch> = (0..SHARDS).map(|_| WriteBatch::new()).collect();
+    for slot in rebuilt.groups.iter_mut().flat_map(|map| map.values_mut()) {
+        for entry in slot.unlogged.drain(..) {
+            let shard = shard_of(key_hash(entry.group_id.as_bytes()));
+            batches[shard].put_record(
+                &group_record::log_key(&entry.group_id, entry.group_seq),
+                group_record::encode_logged(&entry),
+            );
+        }
+    }
+    for (shard, batch) in batches.into_iter().enumerate() {
+        if !batch.is_empty() {
+            wait(stores.write_batch(shard, batch))?;
+        }
+    }
+    Ok(())
 }
 
 /// Waits for a store operation from a blocking context.
@@ -249,39 +311,54 @@ fn load_stores(
             } else {
                 Vec::new()
             };
-            let spill = held[index] >= limits.worker_bytes || rows.len() > limits.huge_entries;
-            if spill && let Some(last) = wait(stores.last_entry_seq(shard, owner.as_bytes()))? {
-                slot.mailbox.restore_spilled(last);
-                slot.written_upto = last;
-            }
-            for (seq, value) in rows.into_iter().filter(|_| !spill) {
+            let mut spill = held[index] >= limits.worker_bytes || rows.len() > limits.huge_entries;
+            let mut restored = Vec::new();
+            let rows = if spill { Vec::new() } else { rows };
+            for (seq, value) in rows {
                 let record = record::decode(value).map_err(|source| StorageError::Record {
                     index: shard,
                     lsn: seq,
                     source,
                 })?;
-                let restored = match record {
+                match record {
                     Record::Appended {
                         entry,
                         client_msg_id,
                         server_id,
                         ..
-                    } => Some((entry, client_msg_id, server_id)),
+                    } => restored.push((seq, entry, client_msg_id, server_id)),
                     Record::GroupCopy {
                         seq,
                         timestamp_ms,
                         group_id,
                         group_seq,
                         ..
-                    } => resolve_copy(&mut rebuilt.log, seq, timestamp_ms, &group_id, group_seq)?,
-                    _ => None,
-                };
-                if let Some((entry, client_msg_id, server_id)) = restored {
-                    slot.mailbox
-                        .restore(entry, &client_msg_id, server_id, limits.dedup_window);
-                    slot.written_upto = seq;
-                    loaded += 1;
+                    } => match resolve_copy(
+                        &mut rebuilt.log,
+                        seq,
+                        timestamp_ms,
+                        &group_id,
+                        group_seq,
+                    )? {
+                        Some((entry, client_msg_id, server_id)) => {
+                            restored.push((seq, entry, client_msg_id, server_id));
+                        }
+                        // Its group entry is still only in the journal: leave the mailbox in
+                        // the store; it is paged in once the group's log has the entry.
+                        None => spill = true,
+                    },
+                    _ => {}
                 }
+            }
+            if spill && let Some(last) = wait(stores.last_entry_seq(shard, owner.as_bytes()))? {
+                slot.mailbox.restore_spilled(last);
+                slot.written_upto = last;
+            }
+            for (seq, entry, client_msg_id, server_id) in restored.into_iter().filter(|_| !spill) {
+                slot.mailbox
+                    .restore(entry, &client_msg_id, server_id, limits.dedup_window);
+                slot.written_upto = seq;
+                loaded += 1;
             }
             held[index] += slot.mailbox.held_bytes();
             // The seq counter first: cursors are clamped to it.
@@ -340,7 +417,7 @@ fn resolve_copy(
             source,
         })?;
     let Some(entry) = entry else {
-        tracing::error!(group = %group_id, group_seq, "a member's copy names a group entry the log does not have");
+        tracing::warn!(group = %group_id, group_seq, "a member's copy names a group entry not (yet) in the group's log");
         return Ok(None);
     };
     let client_msg_id: Arc<str> = Arc::from(format!("#{group_id}/{group_seq}"));
