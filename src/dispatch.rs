@@ -152,19 +152,21 @@ impl<J: Send + 'static> Industry<J> {
             .map_err(|error| DispatchError::Stopped(error.0))
     }
 
-    /// Queues a job made by `make` on every worker's `lane`, without waiting; returns how many
-    /// workers refused it (full or stopped).
-    pub fn submit_all(&self, lane: Lane, mut make: impl FnMut() -> J) -> usize {
-        self.lanes
-            .iter()
-            .filter(|lanes| {
-                let sender = match lane {
-                    Lane::Write => &lanes.write,
-                    Lane::Read => &lanes.read,
-                };
-                sender.try_send(make()).is_err()
-            })
-            .count()
+    /// Queues a job made by `make` on every worker's `lane`, waiting where a lane is full (so
+    /// other waiting producers cannot keep it from ever getting a slot); returns how many
+    /// workers have stopped.
+    pub async fn submit_all_wait(&self, lane: Lane, mut make: impl FnMut() -> J) -> usize {
+        let mut stopped = 0;
+        for lanes in &self.lanes {
+            let sender = match lane {
+                Lane::Write => &lanes.write,
+                Lane::Read => &lanes.read,
+            };
+            if sender.send(make()).await.is_err() {
+                stopped += 1;
+            }
+        }
+        stopped
     }
 
     /// Number of workers.

@@ -296,9 +296,10 @@ impl Mailboxes {
         &self.stores
     }
 
-    /// Queues one job made by `make` on every worker's write lane; returns how many were refused.
-    pub fn broadcast(&self, make: impl FnMut() -> MailboxOp) -> usize {
-        self.industry.submit_all(Lane::Write, make)
+    /// Queues one job made by `make` on every worker's write lane, waiting for room in full
+    /// queues; returns how many workers have stopped.
+    pub async fn broadcast_wait(&self, make: impl FnMut() -> MailboxOp) -> usize {
+        self.industry.submit_all_wait(Lane::Write, make).await
     }
 
     /// Number of workers.

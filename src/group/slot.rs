@@ -28,6 +28,9 @@ pub struct GroupSlot {
     pub dirty: bool,
     /// Logged entries not yet written to the group's log in the store.
     pub unlogged: Vec<Arc<GroupEntry>>,
+    /// Logged entries in the last write-back pass's batch, until the next pass knows it was
+    /// applied.
+    pub logging: Vec<Arc<GroupEntry>>,
     acks: HashMap<(Id, Arc<str>), AckInfo>,
     order: VecDeque<(Id, Arc<str>)>,
 }
@@ -42,6 +45,7 @@ impl GroupSlot {
             queued_upto: 0,
             dirty: false,
             unlogged: Vec::new(),
+            logging: Vec::new(),
             acks: HashMap::new(),
             order: VecDeque::new(),
         }

@@ -313,7 +313,10 @@ impl Group {
             if *seq > up_to {
                 break;
             }
-            if author.as_ref() != user && !authors.contains(author) {
+            if author.as_ref() != user
+                && self.members.contains_key(author)
+                && !authors.contains(author)
+            {
                 authors.push(author.clone());
             }
         }

@@ -32,6 +32,28 @@ pub struct Account {
     pub devices: HashMap<Id, DeviceTimes>,
     /// Groups the user is a member of.
     pub groups: HashSet<Id>,
+    /// Per group (also after leaving it), the highest group seq copied into the mailbox.
+    pub copied: HashMap<Id, u64>,
+    /// Group seqs at or below the mark whose copy failed to be stored (a retry is new); kept
+    /// in memory only.
+    pub holes: HashSet<(Id, u64)>,
+}
+
+impl Account {
+    /// True when the copy of entry `group_seq` of `group` was made before.
+    pub fn has_copy(&self, group: &Id, group_seq: u64) -> bool {
+        self.copied
+            .get(group)
+            .is_some_and(|mark| group_seq <= *mark)
+            && !self.holes.contains(&(group.clone(), group_seq))
+    }
+
+    /// Notes the copy of entry `group_seq` of `group`.
+    pub fn note_copy(&mut self, group: &Id, group_seq: u64) {
+        self.holes.remove(&(group.clone(), group_seq));
+        let mark = self.copied.entry(group.clone()).or_insert(0);
+        *mark = (*mark).max(group_seq);
+    }
 }
 
 impl Account {
@@ -67,11 +89,18 @@ pub fn encode(last_seq: u64, account: &Account) -> Bytes {
     devices.sort_by(|a, b| a.device.cmp(&b.device));
     let mut groups: Vec<String> = account.groups.iter().map(ToString::to_string).collect();
     groups.sort();
+    let (copied_groups, copied_seqs) = account
+        .copied
+        .iter()
+        .map(|(group, seq)| (group.to_string(), *seq))
+        .unzip();
     let record = AccountRecord {
         last_seq,
         created_ms: account.created_ms,
         devices,
         groups,
+        copied_groups,
+        copied_seqs,
     };
     Bytes::from(record.encode_to_vec())
 }
@@ -98,6 +127,13 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
             created_ms: record.created_ms,
             devices,
             groups: record.groups.into_iter().map(Id::from).collect(),
+            copied: record
+                .copied_groups
+                .into_iter()
+                .map(Id::from)
+                .zip(record.copied_seqs)
+                .collect(),
+            holes: HashSet::new(),
         },
     ))
 }

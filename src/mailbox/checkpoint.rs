@@ -114,10 +114,15 @@ pub async fn run(node: Arc<Node>) {
 /// One write-back pass over every worker; true when every worker's batch was applied.
 async fn pass(node: &Node, older_than_ms: u64) -> bool {
     let (countdown, outcome) = Countdown::new(node.mailboxes.workers());
-    let refused = node.mailboxes.broadcast(|| MailboxOp::WriteBack {
-        older_than_ms,
-        done: countdown.clone(),
-    });
+    // Waiting for room: the group fan-out also waits on these queues, and a refused pass
+    // would hold back every checkpoint.
+    let refused = node
+        .mailboxes
+        .broadcast_wait(|| MailboxOp::WriteBack {
+            older_than_ms,
+            done: countdown.clone(),
+        })
+        .await;
     for _ in 0..refused {
         countdown.finish(false);
     }

@@ -196,6 +196,20 @@ impl Mailbox {
         Appended::New(entry)
     }
 
+    /// Appends a copy of a group entry: no dedup record here, the caller knows copies by their
+    /// group position ([`crate::mailbox::account::Account::has_copy`]).
+    pub fn append_copy(&mut self, timestamp_ms: u64, payload: Payload) -> Arc<Entry> {
+        self.last_seq += 1;
+        let entry = Arc::new(Entry {
+            seq: self.last_seq,
+            timestamp_ms,
+            payload,
+        });
+        self.held_bytes += entry.cache_bytes();
+        self.entries.push_back(entry.clone());
+        entry
+    }
+
     /// Re-inserts an entry read back from disk at recovery (entries come in seq order; older or
     /// repeated ones are ignored).
     pub fn restore(
@@ -213,7 +227,8 @@ impl Mailbox {
             .dedup
             .get(from_user)
             .is_some_and(|sender| sender.acks.contains_key(client_msg_id));
-        if !known {
+        // Copies of group entries ('#' ids, never a phone's) are known by their group position.
+        if !known && !client_msg_id.starts_with('#') {
             let from_user = from_user.clone();
             self.remember(
                 &from_user,

@@ -483,6 +483,8 @@ fn apply(
         } => {
             if let Payload::Group(group_entry) = &entry.payload {
                 note_membership(&mut slot.account, &owner, group_entry);
+                slot.account
+                    .note_copy(&group_entry.group_id, group_entry.group_seq);
             }
             slot.mailbox
                 .restore(entry, &client_msg_id, server_id, dedup_window);

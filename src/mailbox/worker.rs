@@ -181,7 +181,7 @@ impl MailboxWorker {
         for slot in slots.values() {
             usage.update((0, 0), footprint(slot));
         }
-        Self {
+        let mut worker = Self {
             shard,
             slots,
             journal,
@@ -215,7 +215,10 @@ impl MailboxWorker {
             fanout: setup.fanout,
             max_members: setup.max_members,
             reference_threshold: setup.reference_threshold,
-        }
+        };
+        // Recovered group entries still waiting for the fan-out.
+        worker.pump_all();
+        worker
     }
 }
 
@@ -349,17 +352,31 @@ impl MailboxWorker {
         let slot = self.slots.entry(owner.clone()).or_default();
         let before = footprint(slot);
         slot.account.touch(timestamp_ms);
-        if let Content::Copy(crate::message::Payload::Group(entry)) = &content {
-            group::note_membership(&mut slot.account, &owner, entry);
-        }
-        let outcome = slot.mailbox.append(
-            &from_user,
-            &client_msg_id,
-            server_id,
-            timestamp_ms,
-            self.dedup_window,
-            || payload(content, server_id, &from_user, &from_device, &client_msg_id),
-        );
+        let outcome = match content {
+            Content::Copy(Payload::Group(entry)) => {
+                // A group copy: known by its group position, exactly.
+                if slot.account.has_copy(&entry.group_id, entry.group_seq) {
+                    if let Some(done) = done {
+                        done.finish(true);
+                    }
+                    return;
+                }
+                group::note_membership(&mut slot.account, &owner, &entry);
+                slot.account.note_copy(&entry.group_id, entry.group_seq);
+                Appended::New(
+                    slot.mailbox
+                        .append_copy(timestamp_ms, Payload::Group(entry)),
+                )
+            }
+            content => slot.mailbox.append(
+                &from_user,
+                &client_msg_id,
+                server_id,
+                timestamp_ms,
+                self.dedup_window,
+                || payload(content, server_id, &from_user, &from_device, &client_msg_id),
+            ),
+        };
         let entry = match outcome {
             Appended::Duplicate(ack) => {
                 // A copy made before (the fan-out repeating itself) counts as done.
@@ -452,7 +469,7 @@ impl MailboxWorker {
             }
             write_meta(owner, slot, &mut batch);
         }
-        self.write_back_groups(&mut batch);
+        self.write_back_groups(&mut batch, rewrite);
         self.pump_all();
         self.written_back.increment(written);
         if batch.is_empty() {
@@ -489,6 +506,14 @@ impl MailboxWorker {
         for (owner, from_user, client_msg_id) in failed {
             if let Some(slot) = self.slots.get_mut(&owner) {
                 slot.mailbox.forget(&from_user, &client_msg_id);
+                // A group copy ("#<group>/<seq>") that failed: a copy made again is new.
+                if let Some((group, seq)) = client_msg_id
+                    .strip_prefix('#')
+                    .and_then(|rest| rest.rsplit_once('/'))
+                    .and_then(|(group, seq)| Some((Id::from(group), seq.parse::<u64>().ok()?)))
+                {
+                    slot.account.holes.insert((group, seq));
+                }
             }
         }
     }
@@ -655,9 +680,6 @@ impl Pending {
             reply,
             done,
         } = self;
-        if let Some(done) = done {
-            done.finish(durable);
-        }
         if durable {
             watermark.fetch_max(entry.seq, Ordering::AcqRel);
             push(&shared, &owner, &entry);
@@ -682,6 +704,10 @@ impl Pending {
                     result: Err(AppendFailure::Storage),
                 });
             }
+        }
+        // Last: whoever waits on the countdown acts on the failure recorded above.
+        if let Some(done) = done {
+            done.finish(durable);
         }
     }
 }

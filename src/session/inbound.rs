@@ -101,10 +101,13 @@ impl SessionState {
 
     /// Validates client_msg_id and recipient; answers the error itself when invalid.
     pub(super) fn check_envelope(&mut self, client_msg_id: &str, to_user: &str) -> Option<Id> {
-        if client_msg_id.is_empty() || client_msg_id.len() > MAX_CLIENT_MSG_ID {
+        if client_msg_id.is_empty()
+            || client_msg_id.len() > MAX_CLIENT_MSG_ID
+            || client_msg_id.starts_with('#')
+        {
             self.send_error(
                 ErrorCode::InvalidArgument,
-                "client_msg_id must be 1-128 bytes",
+                "client_msg_id must be 1-128 bytes and not start with '#'",
                 client_msg_id,
             );
             return None;

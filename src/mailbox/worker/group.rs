@@ -439,8 +439,9 @@ impl MailboxWorker {
         } else {
             // Copies already made are recognized by the recipients' mailboxes.
             slot.queued_upto = slot.queued_upto.min(group_seq - 1);
-            self.pump(group);
         }
+        // A lane slot is free again: hand over what waits.
+        self.pump(group);
     }
 
     /// Hands over what waits in every group (after recovery, or when a lane was full).
@@ -462,14 +463,26 @@ impl MailboxWorker {
     }
 
     /// Adds the snapshot of every changed group to this worker's write-back batch.
-    pub(super) fn write_back_groups(&mut self, batch: &mut crate::store::WriteBatch) {
+    /// (`rewrite`: the previous pass failed; its entries are written again.)
+    pub(super) fn write_back_groups(
+        &mut self,
+        batch: &mut crate::store::WriteBatch,
+        rewrite: bool,
+    ) {
         for (group, slot) in &mut self.groups {
-            for entry in slot.unlogged.drain(..) {
+            if rewrite {
+                // The last pass failed: write its log entries and the snapshot again.
+                slot.unlogged.append(&mut slot.logging);
+                slot.dirty = true;
+            }
+            slot.logging.clear();
+            for entry in &slot.unlogged {
                 batch.put_record(
                     &group_record::log_key(group, entry.group_seq),
-                    group_record::encode_logged(&entry),
+                    group_record::encode_logged(entry),
                 );
             }
+            slot.logging.append(&mut slot.unlogged);
             if slot.dirty {
                 slot.dirty = false;
                 batch.put_record(
