@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod frame;
 pub mod journal;
 pub mod mailbox;
+pub mod media;
 pub mod message;
 pub mod metrics;
 pub mod node;

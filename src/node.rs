@@ -10,6 +10,7 @@ use crate::clock::now_ms;
 use crate::config::Config;
 use crate::connection::ConnTable;
 use crate::mailbox::{Mailboxes, Storage};
+use crate::media::Media;
 use crate::metrics as names;
 use crate::presence::Presence;
 use crate::registry::Registry;
@@ -26,6 +27,8 @@ pub struct Node {
     pub token_key: TokenKey,
     /// The mailbox service.
     pub mailboxes: Mailboxes,
+    /// The media service (uploads, downloads, the media check of chat messages).
+    pub media: Arc<Media>,
     /// Who is online.
     pub registry: Arc<Registry>,
     /// Presence subscriptions.
@@ -78,10 +81,12 @@ impl HotMetrics {
 }
 
 impl Node {
-    /// Builds the node state and starts the mailbox workers on the recovered `storage`.
+    /// Builds the node state and starts the mailbox workers on the recovered `storage`;
+    /// `media` is the opened media service.
     pub fn start(
         config: Config,
         storage: Storage,
+        media: Arc<Media>,
     ) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
         let registry = Arc::new(Registry::default());
         let (mailboxes, handles) = Mailboxes::start(&config, registry.clone(), storage);
@@ -89,6 +94,7 @@ impl Node {
             token_key: TokenKey::new(config.auth.token_key.as_bytes()),
             config,
             mailboxes,
+            media,
             registry,
             presence: Presence::default(),
             conns: ConnTable::default(),

@@ -48,6 +48,7 @@ pub fn error_kind(code: ErrorCode) -> &'static str {
         ErrorCode::Timeout => "timeout",
         ErrorCode::StorageFailure => "storage_failure",
         ErrorCode::Internal => "internal",
+        ErrorCode::MediaNotFound => "media_not_found",
     }
 }
 
@@ -82,6 +83,7 @@ pub fn message_kind_to_wire(kind: MessageKind) -> wire::MessageKind {
     match kind {
         MessageKind::Text => wire::MessageKind::Text,
         MessageKind::Binary => wire::MessageKind::Binary,
+        MessageKind::Media => wire::MessageKind::Media,
     }
 }
 
@@ -90,6 +92,7 @@ pub fn message_kind_from_wire(kind: i32) -> Option<MessageKind> {
     match wire::MessageKind::try_from(kind).ok()? {
         wire::MessageKind::Text => Some(MessageKind::Text),
         wire::MessageKind::Binary => Some(MessageKind::Binary),
+        wire::MessageKind::Media => Some(MessageKind::Media),
         wire::MessageKind::Unspecified => None,
     }
 }
