@@ -499,3 +499,6 @@ impl Media {
         expired
     }
 }
+
+#[cfg(test)]
+mod tests;
