@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::auth::authenticate;
 use super::error::RequestError;
 use super::routes::MediaState;
-use super::tus;
+use super::{Written, tus};
 
 /// `OPTIONS /media/` and `OPTIONS /media/{id}`: versions, extensions and the size limit. No
 /// authentication, so clients and proxies can probe.
@@ -79,7 +79,19 @@ pub async fn create(
         HeaderValue::from_str(&location).map_err(|_| RequestError::Internal)?,
     );
     let written = if with_body || length == 0 {
-        Some(media.write(&upload, 0, content_length, body).await?)
+        match media.write(&upload, 0, content_length, body).await {
+            Ok(written) => Some(written),
+            // The upload exists and keeps what arrived: answer with its URL so the client can
+            // resume (a server error still fails the request).
+            Err(error) if !error.status().is_server_error() => {
+                tracing::debug!(%error, id = %upload.id, "creation body cut short");
+                Some(Written {
+                    offset: upload.offset(),
+                    complete: false,
+                })
+            }
+            Err(error) => return Err(error),
+        }
     } else {
         None
     };
