@@ -461,12 +461,15 @@ async fn abandoned_uploads_expire_and_are_cleaned_up() {
     assert_eq!(response.status, 204);
     assert!(response.header("Upload-Expires").is_some());
     let staging = media_dir(&server).join("staging");
-    eventually("the abandoned upload expires and its file is deleted", async || {
-        let expired = server.metric("tern_media_uploads_expired_total").await;
-        alice.head(&path).await.status == 404
-            && files_under(&staging) == 0
-            && expired.unwrap_or(0.0) >= 1.0
-    })
+    eventually(
+        "the abandoned upload expires and its file is deleted",
+        async || {
+            let expired = server.metric("tern_media_uploads_expired_total").await;
+            alice.head(&path).await.status == 404
+                && files_under(&staging) == 0
+                && expired.unwrap_or(0.0) >= 1.0
+        },
+    )
     .await;
     // A finished upload never expires.
     let done = alice.upload(&content(10, 12), "", 10).await;
