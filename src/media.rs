@@ -46,6 +46,7 @@ mod upload;
 
 use std::collections::HashSet;
 use std::fs;
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -260,7 +261,18 @@ impl Media {
         metadata: &str,
         mime: &str,
     ) -> Result<Arc<Upload>, RequestError> {
-        let owner = Id::from(owner);
+        let media = self.clone();
+        let (owner, metadata, mime) = (Id::from(owner), metadata.to_owned(), mime.to_owned());
+        detached(async move { media.create_detached(owner, length, metadata, mime).await }).await
+    }
+
+    async fn create_detached(
+        self: Arc<Self>,
+        owner: Id,
+        length: u64,
+        metadata: String,
+        mime: String,
+    ) -> Result<Arc<Upload>, RequestError> {
         self.catalog.reserve(
             &owner,
             length,
@@ -271,8 +283,8 @@ impl Media {
         let record = UploadRecord {
             owner: owner.to_string(),
             length,
-            metadata: metadata.to_owned(),
-            mime_type: mime.to_owned(),
+            metadata,
+            mime_type: mime,
             created_ms: now_ms(),
         };
         let media = self.clone();
@@ -312,6 +324,22 @@ impl Media {
     /// Appends `body` to `upload` at `offset` (which must be the upload's offset); finishes the
     /// upload when it is complete. Bytes that arrived are kept even when the body fails.
     pub(crate) async fn write(
+        self: &Arc<Self>,
+        upload: &Arc<Upload>,
+        offset: u64,
+        content_length: Option<u64>,
+        body: Body,
+    ) -> Result<Written, RequestError> {
+        let (media, upload) = (self.clone(), upload.clone());
+        detached(async move {
+            media
+                .write_detached(&upload, offset, content_length, body)
+                .await
+        })
+        .await
+    }
+
+    async fn write_detached(
         self: &Arc<Self>,
         upload: &Arc<Upload>,
         offset: u64,
@@ -425,6 +453,15 @@ impl Media {
         owner: &str,
         id: MediaId,
     ) -> Result<(), RequestError> {
+        let (media, owner) = (self.clone(), owner.to_owned());
+        detached(async move { media.terminate_detached(&owner, id).await }).await
+    }
+
+    async fn terminate_detached(
+        self: &Arc<Self>,
+        owner: &str,
+        id: MediaId,
+    ) -> Result<(), RequestError> {
         if let Some(upload) = self.catalog.upload(&id) {
             if &*upload.owner != owner {
                 return Err(RequestError::NotOwner);
@@ -498,6 +535,17 @@ impl Media {
         }
         expired
     }
+}
+
+/// Runs a change to the media state in a task of its own, so that a client hanging up (which
+/// drops the request's future) cannot stop it half-way: a writer lock released before its
+/// commit finished, or a quota reserved for an upload nobody will hear of.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, RequestError>> + Send + 'static,
+) -> Result<T, RequestError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|_| RequestError::Internal)?
 }
 
 #[cfg(test)]
