@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/tern/v1/client.proto",
         "proto/tern/storage/v1/mailbox.proto",
+        "proto/tern/storage/v1/media.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -61,6 +61,9 @@ pub struct Config {
     /// Group chats.
     #[serde(default)]
     pub groups: GroupsConfig,
+    /// The media server: resumable uploads and downloads over HTTP.
+    #[serde(default)]
+    pub media: MediaSection,
 }
 
 /// Group chats.
@@ -88,6 +91,70 @@ impl Default for GroupsConfig {
             fanout_lanes: 4,
             fanout_queue: 1024,
             reference_threshold: 64,
+        }
+    }
+}
+
+/// The media server: tus 1.0 uploads and downloads over HTTP/1.1 on its own port, objects under
+/// `node.data_dir/media` (see docs/media.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Address of the media HTTP server. Port 0 picks a free port. Default: `127.0.0.1:7402`.
+    pub listen_addr: SocketAddr,
+    /// Largest upload, in bytes; advertised in `Tus-Max-Size`, larger ones are refused with 413.
+    /// Default: 104857600 (100 MiB).
+    pub max_upload_bytes: u64,
+    /// Bytes one user may hold: the declared length of every upload, finished or not, counts
+    /// until it is terminated or expires (deduplicated copies count for each owner). Past it,
+    /// new uploads are refused with 403. Default: 1073741824 (1 GiB).
+    pub user_quota_bytes: u64,
+    /// Unfinished uploads one user may have at a time; more are refused with 403. Default: 16.
+    pub max_unfinished_uploads_per_user: u32,
+    /// Seconds an unfinished upload lives after its last received byte (`Upload-Expires`);
+    /// then its staging file is deleted. Default: 86400.
+    pub upload_expiry_secs: u64,
+    /// Milliseconds between sweeps for expired uploads. Default: 60000.
+    pub expiry_sweep_ms: u64,
+    /// Memory for the hot-object cache, in bytes; 0 turns it off. Default: 67108864 (64 MiB).
+    pub hot_cache_bytes: u64,
+    /// Largest object the hot cache holds, in bytes; larger ones are always streamed from disk.
+    /// Default: 1048576 (1 MiB).
+    pub hot_cache_max_object_bytes: u64,
+    /// Bytes of an upload body gathered in memory before each write to the staging file (the
+    /// only buffering of a body). Default: 262144.
+    pub write_buffer_bytes: u32,
+    /// Bytes read from disk per chunk of a streamed download. Default: 65536.
+    pub read_chunk_bytes: u32,
+    /// Seconds an upload body may stall before the request is ended; what arrived is kept.
+    /// Default: 30.
+    pub body_idle_timeout_secs: u32,
+    /// Seconds a client has to send a request's headers. Default: 30.
+    pub header_timeout_secs: u32,
+    /// Most simultaneous HTTP connections; further ones wait in the listen backlog.
+    /// Default: 10000.
+    pub max_connections: u32,
+    /// sled page cache of the media index (`media/index`), in bytes. Default: 8388608.
+    pub index_cache_bytes: u64,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 7402)),
+            max_upload_bytes: 100 * 1024 * 1024,
+            user_quota_bytes: 1024 * 1024 * 1024,
+            max_unfinished_uploads_per_user: 16,
+            upload_expiry_secs: 86_400,
+            expiry_sweep_ms: 60_000,
+            hot_cache_bytes: 64 * 1024 * 1024,
+            hot_cache_max_object_bytes: 1024 * 1024,
+            write_buffer_bytes: 256 * 1024,
+            read_chunk_bytes: 64 * 1024,
+            body_idle_timeout_secs: 30,
+            header_timeout_secs: 30,
+            max_connections: 10_000,
+            index_cache_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -476,6 +543,68 @@ impl Config {
             self.mailbox.push_queue >= 1,
             "mailbox.push_queue must be at least 1",
         );
+        problems.extend(self.media.validate());
+        problems
+    }
+}
+
+impl MediaSection {
+    /// Every problem with the `[media]` values, one line each.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, problem: &str| {
+            if !ok {
+                problems.push(problem.to_owned());
+            }
+        };
+        check(
+            self.max_upload_bytes >= 1,
+            "media.max_upload_bytes must be positive",
+        );
+        check(
+            self.user_quota_bytes >= self.max_upload_bytes,
+            "media.user_quota_bytes must be at least media.max_upload_bytes",
+        );
+        check(
+            self.max_unfinished_uploads_per_user >= 1,
+            "media.max_unfinished_uploads_per_user must be at least 1",
+        );
+        check(
+            self.upload_expiry_secs >= 1,
+            "media.upload_expiry_secs must be positive",
+        );
+        check(
+            (10..=3_600_000).contains(&self.expiry_sweep_ms),
+            "media.expiry_sweep_ms must be between 10 and 3600000",
+        );
+        check(
+            self.hot_cache_max_object_bytes <= self.hot_cache_bytes || self.hot_cache_bytes == 0,
+            "media.hot_cache_max_object_bytes must not exceed media.hot_cache_bytes",
+        );
+        check(
+            (4096..=16 * 1024 * 1024).contains(&self.write_buffer_bytes),
+            "media.write_buffer_bytes must be between 4096 and 16777216",
+        );
+        check(
+            (4096..=16 * 1024 * 1024).contains(&self.read_chunk_bytes),
+            "media.read_chunk_bytes must be between 4096 and 16777216",
+        );
+        check(
+            self.body_idle_timeout_secs >= 1,
+            "media.body_idle_timeout_secs must be positive",
+        );
+        check(
+            self.header_timeout_secs >= 1,
+            "media.header_timeout_secs must be positive",
+        );
+        check(
+            self.max_connections >= 1,
+            "media.max_connections must be at least 1",
+        );
+        check(
+            self.index_cache_bytes >= 1024 * 1024,
+            "media.index_cache_bytes must be at least 1048576",
+        );
         problems
     }
 }
@@ -508,6 +637,42 @@ mod tests {
             config.limits.max_frame_bytes,
             LimitsConfig::default().max_frame_bytes
         );
+    }
+
+    #[test]
+    fn shipped_media_section_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
+        let text = std::fs::read_to_string(&path).expect("cluster.toml");
+        assert!(
+            text.contains("\n[media]\n"),
+            "cluster.toml must document [media]"
+        );
+        let shipped = Config::parse(&path, &text).expect("valid").media;
+        let defaults = MediaSection::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+        // Every field is written out (and so documented) in the shipped file.
+        let section = text.split("\n[media]\n").nth(1).unwrap_or_default();
+        for field in format!("{defaults:?}")
+            .trim_start_matches("MediaSection {")
+            .split(", ")
+            .filter_map(|pair| pair.split(':').next())
+        {
+            let field = field.trim();
+            assert!(
+                section.contains(&format!("\n{field} = "))
+                    || section.starts_with(&format!("{field} = ")),
+                "cluster.toml [media] lacks {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn media_problems_are_reported() {
+        let text = "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[media]\nmax_upload_bytes = 0\nwrite_buffer_bytes = 1\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("x"), text) else {
+            panic!("expected validation errors");
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod frame;
 pub mod group;
 pub mod journal;
 pub mod mailbox;
+pub mod media;
 pub mod message;
 pub mod metrics;
 pub mod node;

@@ -134,9 +134,10 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
             ExitCode::FAILURE
         })?;
         println!(
-            "tern ready client={} admin={}",
+            "tern ready client={} admin={} media={}",
             server.client_addr(),
-            server.admin_addr()
+            server.admin_addr(),
+            server.media_addr()
         );
         server.run_until(shutdown).await.map_err(|error| {
             eprintln!("tern: {error}");

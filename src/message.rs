@@ -18,6 +18,9 @@ pub enum MessageKind {
     Text,
     /// Opaque application bytes.
     Binary,
+    /// A reference to a finished upload on the media server (an encoded `MediaRef`, checked by
+    /// [`crate::media::Media::share`]).
+    Media,
 }
 
 /// Which receipt; mirrors the wire `ReceiptKind`.

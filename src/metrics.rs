@@ -82,6 +82,38 @@ pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
 /// Presence updates sent to subscribers.
 pub const PRESENCE_UPDATES: &str = "tern_presence_updates_total";
 
+/// Uploads created on the media server (tus POST).
+pub const MEDIA_UPLOADS_STARTED: &str = "tern_media_uploads_started_total";
+/// Uploads finished: hashed and stored (or deduplicated).
+pub const MEDIA_UPLOADS_COMPLETED: &str = "tern_media_uploads_completed_total";
+/// Unfinished uploads deleted by the expiry sweeper.
+pub const MEDIA_UPLOADS_EXPIRED: &str = "tern_media_uploads_expired_total";
+/// Uploads or media deleted by their owner (tus termination).
+pub const MEDIA_UPLOADS_TERMINATED: &str = "tern_media_uploads_terminated_total";
+/// Unfinished uploads held.
+pub const MEDIA_UPLOADS_UNFINISHED: &str = "tern_media_uploads_unfinished";
+/// Upload bytes received and fsynced.
+pub const MEDIA_BYTES_IN: &str = "tern_media_bytes_in_total";
+/// Download body bytes sent.
+pub const MEDIA_BYTES_OUT: &str = "tern_media_bytes_out_total";
+/// Downloads (200 and 206) by `result`: `hit` (served from the hot cache) or `miss` (from disk).
+/// The hit ratio is hit / (hit + miss).
+pub const MEDIA_HOT_CACHE_REQUESTS: &str = "tern_media_hot_cache_requests_total";
+/// Hot-cache hits over all downloads since start (the same ratio, precomputed).
+pub const MEDIA_HOT_CACHE_HIT_RATIO: &str = "tern_media_hot_cache_hit_ratio";
+/// Bytes held in the hot cache (see `media.hot_cache_bytes`).
+pub const MEDIA_HOT_CACHE_BYTES: &str = "tern_media_hot_cache_bytes";
+/// Finished uploads whose content was already stored (no new space used).
+pub const MEDIA_DEDUP_HITS: &str = "tern_media_dedup_hits_total";
+/// Bytes not written to the object store thanks to deduplication.
+pub const MEDIA_DEDUP_SAVED_BYTES: &str = "tern_media_dedup_saved_bytes_total";
+/// Distinct objects stored.
+pub const MEDIA_OBJECTS: &str = "tern_media_objects";
+/// Bytes of distinct objects stored.
+pub const MEDIA_STORED_BYTES: &str = "tern_media_stored_bytes";
+/// Media HTTP responses, by `status` class (`2xx`, `3xx`, `4xx`, `5xx`).
+pub const MEDIA_RESPONSES: &str = "tern_media_responses_total";
+
 /// Latency buckets, in seconds, for every histogram.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -251,9 +283,76 @@ fn describe() {
         "Entries written back to the stores."
     );
     describe_counter!(TYPING_RELAYED, Unit::Count, "Typing notices relayed.");
+    describe_media();
     describe_counter!(
         PRESENCE_UPDATES,
         Unit::Count,
         "Presence updates sent to subscribers."
+    );
+}
+
+fn describe_media() {
+    describe_counter!(MEDIA_UPLOADS_STARTED, Unit::Count, "Media uploads created.");
+    describe_counter!(
+        MEDIA_UPLOADS_COMPLETED,
+        Unit::Count,
+        "Media uploads finished and stored."
+    );
+    describe_counter!(
+        MEDIA_UPLOADS_EXPIRED,
+        Unit::Count,
+        "Unfinished media uploads deleted at expiry."
+    );
+    describe_counter!(
+        MEDIA_UPLOADS_TERMINATED,
+        Unit::Count,
+        "Media uploads or media deleted by their owner."
+    );
+    describe_gauge!(
+        MEDIA_UPLOADS_UNFINISHED,
+        Unit::Count,
+        "Unfinished media uploads held."
+    );
+    describe_counter!(
+        MEDIA_BYTES_IN,
+        Unit::Bytes,
+        "Media upload bytes received and fsynced."
+    );
+    describe_counter!(MEDIA_BYTES_OUT, Unit::Bytes, "Media download bytes sent.");
+    describe_counter!(
+        MEDIA_HOT_CACHE_REQUESTS,
+        Unit::Count,
+        "Media downloads by result (hit: from memory, miss: from disk)."
+    );
+    describe_gauge!(
+        MEDIA_HOT_CACHE_HIT_RATIO,
+        Unit::Count,
+        "Share of media downloads served from the hot cache since start."
+    );
+    describe_gauge!(
+        MEDIA_HOT_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes held in the media hot cache."
+    );
+    describe_counter!(
+        MEDIA_DEDUP_HITS,
+        Unit::Count,
+        "Finished uploads whose content was already stored."
+    );
+    describe_counter!(
+        MEDIA_DEDUP_SAVED_BYTES,
+        Unit::Bytes,
+        "Bytes not stored thanks to media deduplication."
+    );
+    describe_gauge!(MEDIA_OBJECTS, Unit::Count, "Distinct media objects stored.");
+    describe_gauge!(
+        MEDIA_STORED_BYTES,
+        Unit::Bytes,
+        "Bytes of distinct media objects stored."
+    );
+    describe_counter!(
+        MEDIA_RESPONSES,
+        Unit::Count,
+        "Media HTTP responses by status class."
     );
 }

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::connection::ConnTable;
 use crate::group::fanout::FanOut;
 use crate::mailbox::{Mailboxes, Storage};
+use crate::media::Media;
 use crate::metrics as names;
 use crate::presence::Presence;
 use crate::registry::Registry;
@@ -29,6 +30,8 @@ pub struct Node {
     pub mailboxes: Mailboxes,
     /// The group fan-out lanes.
     pub fanout: FanOut,
+    /// The media service (uploads, downloads, the media check of chat messages).
+    pub media: Arc<Media>,
     /// Who is online.
     pub registry: Arc<Registry>,
     /// Presence subscriptions.
@@ -81,10 +84,12 @@ impl HotMetrics {
 }
 
 impl Node {
-    /// Builds the node state and starts the mailbox workers on the recovered `storage`.
+    /// Builds the node state and starts the mailbox workers on the recovered `storage`;
+    /// `media` is the opened media service.
     pub fn start(
         config: Config,
         storage: Storage,
+        media: Arc<Media>,
     ) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
         let registry = Arc::new(Registry::default());
         let (fanout, lanes) = FanOut::new(
@@ -98,6 +103,7 @@ impl Node {
             token_key: TokenKey::new(config.auth.token_key.as_bytes()),
             config,
             mailboxes,
+            media,
             registry,
             presence: Presence::default(),
             conns: ConnTable::default(),

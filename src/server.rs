@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::connection::reader::write_error_and_close;
 use crate::connection::{Conn, reader, sweep};
 use crate::mailbox::Storage;
+use crate::media::Media;
 use crate::metrics as names;
 use crate::node::Node;
 use crate::proto::v1::{ErrorCode, GoAwayReason};
@@ -39,6 +40,9 @@ pub enum ServerError {
     /// The admin server failed.
     #[error("admin server: {0}")]
     Admin(std::io::Error),
+    /// The media data could not be opened.
+    #[error("media: {0}")]
+    Media(#[from] crate::media::OpenError),
 }
 
 /// The node's bound sockets.
@@ -47,6 +51,8 @@ pub struct Listeners {
     pub client: TcpListener,
     /// Admin HTTP.
     pub admin: TcpListener,
+    /// Media HTTP (uploads and downloads).
+    pub media: TcpListener,
 }
 
 impl Listeners {
@@ -55,6 +61,7 @@ impl Listeners {
         Ok(Self {
             client: bind(config.node.client_addr, CLIENT_BACKLOG)?,
             admin: bind(config.node.admin_addr, ADMIN_BACKLOG)?,
+            media: bind(config.media.listen_addr, MEDIA_BACKLOG)?,
         })
     }
 }
@@ -64,8 +71,10 @@ pub struct Server {
     node: Arc<Node>,
     client_addr: SocketAddr,
     admin_addr: SocketAddr,
+    media_addr: SocketAddr,
     accept: JoinHandle<()>,
     admin: JoinHandle<Result<(), ServerError>>,
+    media: JoinHandle<()>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -87,29 +96,35 @@ impl Server {
         let prometheus = crate::metrics::install();
         let client_addr = local_addr(&listeners.client)?;
         let admin_addr = local_addr(&listeners.admin)?;
-        let (config, storage) = tokio::task::spawn_blocking(move || {
+        let media_addr = local_addr(&listeners.media)?;
+        let (config, storage, media) = tokio::task::spawn_blocking(move || {
             let storage = Storage::open(&config);
-            (config, storage)
+            let media = Media::open(&config);
+            (config, storage, media)
         })
         .await
         .map_err(|_| ServerError::Storage("storage recovery panicked".to_owned()))?;
         let storage = storage.map_err(|error| ServerError::Storage(error.to_string()))?;
-        let (node, mut workers) = Node::start(config, storage);
+        let (node, mut workers) = Node::start(config, storage, media?);
         workers.push(tokio::spawn(sweep::run(node.clone())));
+        workers.push(tokio::spawn(crate::media::expiry::run(node.clone())));
         workers.push(tokio::spawn(crate::mailbox::checkpoint::run(node.clone())));
         let admin = tokio::spawn(crate::admin::serve(
             listeners.admin,
             node.clone(),
             prometheus,
         ));
+        let media = tokio::spawn(crate::media::http::serve(listeners.media, node.clone()));
         let accept = tokio::spawn(accept_loop(listeners.client, node.clone()));
-        tracing::info!(%client_addr, %admin_addr, node = %node.config.node.id, "node started");
+        tracing::info!(%client_addr, %admin_addr, %media_addr, node = %node.config.node.id, "node started");
         Ok(Self {
             node,
             client_addr,
             admin_addr,
+            media_addr,
             accept,
             admin,
+            media,
             workers,
         })
     }
@@ -122,6 +137,11 @@ impl Server {
     /// The admin HTTP address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The media HTTP address.
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_addr
     }
 
     /// Waits for `shutdown`, then shuts down gracefully.
@@ -166,6 +186,7 @@ impl Server {
             node.conns.for_each(|conn| conn.close());
         }
         let admin = self.admin.await;
+        let _ = self.media.await;
         // The workers stop once the last sender (held by the node) is dropped.
         drop(node);
         for worker in self.workers {
@@ -183,6 +204,7 @@ impl Server {
 /// thousand (the kernel caps it at `net.core.somaxconn`; see patches/sysctl.d).
 const CLIENT_BACKLOG: u32 = 65_535;
 const ADMIN_BACKLOG: u32 = 128;
+const MEDIA_BACKLOG: u32 = 1024;
 
 fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {
     let error = |source| ServerError::Bind { addr, source };

@@ -59,7 +59,8 @@ async fn serve_prints_the_ready_line_accepts_phones_and_stops_on_sigterm() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cluster.toml")).unwrap();
     let config = shipped
         .replace("127.0.0.1:7400", "127.0.0.1:0")
-        .replace("127.0.0.1:7401", "127.0.0.1:0");
+        .replace("127.0.0.1:7401", "127.0.0.1:0")
+        .replace("127.0.0.1:7402", "127.0.0.1:0");
     let path = dir.path().join("node.toml");
     std::fs::File::create(&path)
         .unwrap()
@@ -84,7 +85,9 @@ async fn serve_prints_the_ready_line_accepts_phones_and_stops_on_sigterm() {
         .unwrap_or_else(|| panic!("no client= in ready line {line:?}"))
         .to_owned();
     assert!(
-        line.starts_with("tern ready client=") && line.contains(" admin="),
+        line.starts_with("tern ready client=")
+            && line.contains(" admin=")
+            && line.contains(" media="),
         "{line}"
     );
     assert!(dir.path().join("data").is_dir(), "--data-dir was not used");

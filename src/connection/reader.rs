@@ -370,13 +370,14 @@ mod tests {
         let mut config = crate::config::Config::load(&path).unwrap();
         let dir = tempfile::tempdir().unwrap();
         config.node.data_dir = dir.path().to_owned();
-        let (config, storage) = tokio::task::spawn_blocking(move || {
+        let (config, storage, media) = tokio::task::spawn_blocking(move || {
             let storage = crate::mailbox::Storage::open(&config).unwrap();
-            (config, storage)
+            let media = crate::media::Media::open(&config).unwrap();
+            (config, storage, media)
         })
         .await
         .unwrap();
-        let (node, _workers) = crate::node::Node::start(config, storage);
+        let (node, _workers) = crate::node::Node::start(config, storage, media);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

@@ -9,7 +9,7 @@ use super::{AppendFailure, MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionSt
 use crate::clock::now_ms;
 use crate::dispatch::DispatchError;
 use crate::mailbox::{AckInfo, AppendJob, Content, MailboxOp};
-use crate::message::Id;
+use crate::message::{Id, MessageKind};
 use crate::proto::v1::{
     ErrorCode, Pong, PresenceSubscribe, PresenceUpdate, Receipt, Send, ServerAck, Typing,
     TypingNotice, client_frame::Frame as In, server_frame::Frame as Out,
@@ -64,12 +64,24 @@ impl SessionState {
         let Some(to_user) = self.check_envelope(&send.client_msg_id, &send.to_user) else {
             return;
         };
+        let body = if kind == MessageKind::Media {
+            // The sender must own the media; the body gets its stored type, size and hash.
+            match self.node.media.share(&self.user, &send.body, max_body) {
+                Ok(body) => body,
+                Err(refusal) => {
+                    let message = refusal.to_string();
+                    return self.send_error(refusal.code(), &message, &send.client_msg_id);
+                }
+            }
+        } else {
+            send.body
+        };
         // Own messages are copied to the user's mailbox for the user's other devices.
         let copy = to_user != self.user && self.devices > 1;
         let content = Content::Message {
             to_user: to_user.clone(),
             kind,
-            body: send.body,
+            body,
         };
         self.append(myself, &send.client_msg_id, to_user, content, copy);
     }

@@ -51,6 +51,7 @@ pub fn error_kind(code: ErrorCode) -> &'static str {
         ErrorCode::NotAMember => "not_a_member",
         ErrorCode::NotAdmin => "not_admin",
         ErrorCode::GroupFull => "group_full",
+        ErrorCode::MediaNotFound => "media_not_found",
     }
 }
 
@@ -92,6 +93,7 @@ pub fn message_kind_to_wire(kind: MessageKind) -> wire::MessageKind {
     match kind {
         MessageKind::Text => wire::MessageKind::Text,
         MessageKind::Binary => wire::MessageKind::Binary,
+        MessageKind::Media => wire::MessageKind::Media,
     }
 }
 
@@ -100,6 +102,7 @@ pub fn message_kind_from_wire(kind: i32) -> Option<MessageKind> {
     match wire::MessageKind::try_from(kind).ok()? {
         wire::MessageKind::Text => Some(MessageKind::Text),
         wire::MessageKind::Binary => Some(MessageKind::Binary),
+        wire::MessageKind::Media => Some(MessageKind::Media),
         wire::MessageKind::Unspecified => None,
     }
 }

@@ -28,6 +28,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    pub media: SocketAddr,
     pub key: TokenKey,
     pub config: Config,
     stop: Option<oneshot::Sender<()>>,
@@ -41,6 +42,7 @@ pub fn test_config(dir: &Path) -> Config {
     let mut config = Config::load(&path).expect("cluster.toml");
     config.node.client_addr = "127.0.0.1:0".parse().unwrap();
     config.node.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.media.listen_addr = "127.0.0.1:0".parse().unwrap();
     config.node.data_dir = dir.to_owned();
     config
 }
@@ -65,6 +67,7 @@ impl TestServer {
         let (stop, stopped) = oneshot::channel::<()>();
         let addr = server.client_addr();
         let admin = server.admin_addr();
+        let media = server.media_addr();
         let task = tokio::spawn(async move {
             server
                 .run_until(async {
@@ -76,6 +79,7 @@ impl TestServer {
         Self {
             addr,
             admin,
+            media,
             key: TokenKey::new(config.auth.token_key.as_bytes()),
             config,
             stop: Some(stop),
@@ -404,6 +408,7 @@ pub struct ChildNode {
     pub child: std::process::Child,
     pub client: SocketAddr,
     pub admin: SocketAddr,
+    pub media: SocketAddr,
 }
 
 impl ChildNode {
@@ -443,6 +448,7 @@ impl ChildNode {
         Self {
             client: field("client="),
             admin: field("admin="),
+            media: field("media="),
             child,
         }
     }
@@ -478,7 +484,8 @@ pub fn child_config(dir: &Path, replacements: &[(&str, &str)]) -> (std::path::Pa
             .expect("cluster.toml");
     let mut text = shipped
         .replace("127.0.0.1:7400", "127.0.0.1:0")
-        .replace("127.0.0.1:7401", "127.0.0.1:0");
+        .replace("127.0.0.1:7401", "127.0.0.1:0")
+        .replace("127.0.0.1:7402", "127.0.0.1:0");
     for (from, to) in replacements {
         assert!(text.contains(from), "cluster.toml has no {from:?}");
         text = text.replace(from, to);
