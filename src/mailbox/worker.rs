@@ -99,10 +99,13 @@ pub(super) struct GroupSetup {
     pub(super) reference_threshold: usize,
 }
 
-/// What the worker's mailboxes hold, for the cache budget and its gauges.
+/// What the worker's mailboxes hold, for the cache budget and its gauges. The gauges are
+/// shared by all workers, so they are moved once per batch of jobs, not per append.
 struct Usage {
     entries: usize,
     bytes: usize,
+    /// What the gauges were last moved to, from this worker.
+    published: (usize, usize),
     entries_gauge: Gauge,
     bytes_gauge: Gauge,
 }
@@ -110,15 +113,27 @@ struct Usage {
 impl Usage {
     /// Accounts a mailbox that held `before` (entries, bytes) and now holds `after`.
     fn update(&mut self, before: (usize, usize), after: (usize, usize)) {
-        if before == after {
-            return;
-        }
         self.entries = self.entries + after.0 - before.0;
         self.bytes = self.bytes + after.1 - before.1;
-        self.entries_gauge
-            .increment(after.0 as f64 - before.0 as f64);
-        self.bytes_gauge.increment(after.1 as f64 - before.1 as f64);
     }
+
+    /// Moves the shared gauges by what changed since the last call.
+    fn publish(&mut self) {
+        let (entries, bytes) = self.published;
+        if (entries, bytes) == (self.entries, self.bytes) {
+            return;
+        }
+        self.entries_gauge
+            .increment(self.entries as f64 - entries as f64);
+        self.bytes_gauge.increment(self.bytes as f64 - bytes as f64);
+        self.published = (self.entries, self.bytes);
+    }
+}
+
+/// Clears `flag` and says whether it was set; reads first, so the common case (not set) does
+/// not write the cache line the journal and store threads also use.
+fn take(flag: &AtomicBool) -> bool {
+    flag.load(Ordering::Acquire) && flag.swap(false, Ordering::AcqRel)
 }
 
 /// What a mailbox holds: (entries, bytes).
@@ -175,12 +190,14 @@ impl MailboxWorker {
         let mut usage = Usage {
             entries: 0,
             bytes: 0,
+            published: (0, 0),
             entries_gauge: metrics::gauge!(names::MAILBOX_ENTRIES),
             bytes_gauge: metrics::gauge!(names::MAILBOX_CACHE_BYTES),
         };
         for slot in slots.values() {
             usage.update((0, 0), footprint(slot));
         }
+        usage.publish();
         let mut worker = Self {
             shard,
             slots,
@@ -225,24 +242,28 @@ impl MailboxWorker {
 impl Worker for MailboxWorker {
     type Job = MailboxOp;
 
+    fn end_batch(&mut self) {
+        self.usage.publish();
+    }
+
     fn doorbell(&self) -> Option<Arc<Notify>> {
         Some(self.shared.doorbell.clone())
     }
 
     fn rung(&mut self) {
-        if self.shared.has_group_news.swap(false, Ordering::AcqRel) {
+        if take(&self.shared.has_group_news) {
             self.group_news();
         }
     }
 
     fn handle(&mut self, job: MailboxOp) {
-        if self.shared.has_failed.swap(false, Ordering::AcqRel) {
+        if take(&self.shared.has_failed) {
             self.forget_failed();
         }
-        if self.shared.has_evicted.swap(false, Ordering::AcqRel) {
+        if take(&self.shared.has_evicted) {
             self.finish_eviction();
         }
-        if self.shared.has_group_news.swap(false, Ordering::AcqRel) {
+        if take(&self.shared.has_group_news) {
             self.group_news();
         }
         match job {
