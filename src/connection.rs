@@ -59,6 +59,11 @@ impl Conn {
         }
     }
 
+    /// Waits until the socket is readable (or closed), as the reader does while a phone idles.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        self.stream.readable().await
+    }
+
     /// Records activity from the phone (a coarse stamp; no timer is reset).
     pub fn touch(&self) {
         self.last_active.store(uptime_secs(), Ordering::Relaxed);
