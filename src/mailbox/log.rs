@@ -265,6 +265,17 @@ impl Mailbox {
         self.prune();
     }
 
+    /// Removes the held entry `seq`, whose write failed: it is never read, pushed or written
+    /// back (a gap in the seqs).
+    pub fn withdraw(&mut self, seq: u64) {
+        let index = self.entries.partition_point(|entry| entry.seq < seq);
+        if self.entries.get(index).is_some_and(|entry| entry.seq == seq)
+            && let Some(entry) = self.entries.remove(index)
+        {
+            self.held_bytes -= entry.cache_bytes();
+        }
+    }
+
     /// Forgets the dedup record of an append whose write failed, so a retry is stored anew.
     pub fn forget(&mut self, from_user: &Id, client_msg_id: &Arc<str>) {
         if let Some(sender) = self.dedup.get_mut(from_user) {
@@ -444,6 +455,18 @@ mod tests {
         assert_eq!(seqs(&mailbox.fetch(0, 10, 2 * one)), vec![1, 2]);
         assert_eq!(seqs(&mailbox.fetch(0, 10, 1)), vec![1]);
         assert_eq!(seqs(&mailbox.fetch(3, 1, usize::MAX)), vec![4]);
+    }
+
+    #[test]
+    fn a_withdrawn_entry_is_never_read() {
+        let mut mailbox = Mailbox::default();
+        for n in 0..3 {
+            append(&mut mailbox, "alice", &format!("m{n}"));
+        }
+        mailbox.withdraw(2);
+        mailbox.withdraw(9);
+        assert_eq!(seqs(&mailbox.fetch(0, 10, usize::MAX)), vec![1, 3]);
+        assert_eq!(mailbox.last_seq(), 3, "the seq is not reused");
     }
 
     #[test]

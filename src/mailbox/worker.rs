@@ -37,8 +37,9 @@ use crate::registry::{DeviceSession, Registry};
 use crate::session::{AppendFailure, SessionMsg};
 use crate::store::{Stores, WriteBatch};
 
-/// An append whose journal write failed: its dedup record must go, so a retry is stored anew.
-type Failed = (Id, Id, Arc<str>);
+/// An append whose journal write failed (owner, author, client_msg_id, seq): the entry is
+/// withdrawn (a seq gap nobody is sent) and its dedup record goes, so a retry is stored anew.
+type Failed = (Id, Id, Arc<str>, u64);
 
 /// State shared between a worker and its journal completions.
 struct Shared {
@@ -524,8 +525,11 @@ impl MailboxWorker {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        for (owner, from_user, client_msg_id) in failed {
+        for (owner, from_user, client_msg_id, seq) in failed {
             if let Some(slot) = self.slots.get_mut(&owner) {
+                let before = footprint(slot);
+                slot.mailbox.withdraw(seq);
+                self.usage.update(before, footprint(slot));
                 slot.mailbox.forget(&from_user, &client_msg_id);
                 // A group copy ("#<group>/<seq>") that failed: a copy made again is new.
                 if let Some((group, seq)) = client_msg_id
@@ -717,7 +721,7 @@ impl Pending {
                 .failed
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .push((owner, from_user.clone(), client_msg_id));
+                .push((owner, from_user.clone(), client_msg_id, entry.seq));
             shared.has_failed.store(true, Ordering::Release);
             if let Some((session, tag)) = reply {
                 let _ = session.cast(SessionMsg::Appended {
