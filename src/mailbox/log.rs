@@ -269,7 +269,10 @@ impl Mailbox {
     /// back (a gap in the seqs).
     pub fn withdraw(&mut self, seq: u64) {
         let index = self.entries.partition_point(|entry| entry.seq < seq);
-        if self.entries.get(index).is_some_and(|entry| entry.seq == seq)
+        if self
+            .entries
+            .get(index)
+            .is_some_and(|entry| entry.seq == seq)
             && let Some(entry) = self.entries.remove(index)
         {
             self.held_bytes -= entry.cache_bytes();

@@ -47,7 +47,10 @@ mod counting {
             unsafe { System.dealloc(ptr, layout) }
         }
         unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
             // SAFETY: the caller's contract for `realloc` is passed on as is.
             unsafe { System.realloc(ptr, layout, new_size) }
         }
@@ -114,7 +117,10 @@ async fn main() {
         }
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    parts.push(("session actor (ractor, SessionMsg, 208-byte state)", per(before)));
+    parts.push((
+        "session actor (ractor, SessionMsg, 208-byte state)",
+        per(before),
+    ));
 
     // Connections: the server's side of a socket pair, in the connection table.
     let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
@@ -131,7 +137,8 @@ async fn main() {
     let mut accepted = Vec::with_capacity(n);
     let before = live();
     for _ in 0..n {
-        let (client, server) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (client, server) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
         match (client, server) {
             (Ok(client), Ok((server, peer))) => {
                 clients.push(client);
@@ -163,7 +170,10 @@ async fn main() {
         readers.push(tokio::spawn(async move { conn.readable().await }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    parts.push(("a task parked on the socket (header and a small future)", per(before)));
+    parts.push((
+        "a task parked on the socket (header and a small future)",
+        per(before),
+    ));
 
     // Registry entries.
     let registry = Registry::default();
@@ -200,7 +210,10 @@ async fn main() {
             .iter()
             .map(|(name, bytes)| format!("{:?}:{:.0}", name, bytes))
             .collect();
-        println!("{{\"count\":{n},{},\"total\":{total:.0}}}", fields.join(","));
+        println!(
+            "{{\"count\":{n},{},\"total\":{total:.0}}}",
+            fields.join(",")
+        );
     } else {
         println!("| part | heap bytes per phone |");
         println!("|---|---|");
