@@ -283,7 +283,11 @@ impl Actor for Session {
         };
         state.send(crate::proto::v1::server_frame::Frame::Welcome(welcome));
         state.fetch(&myself);
-        state.after_handle(&myself);
+        if !state.delivery.fetching() {
+            state.after_handle(&myself);
+        }
+        // Otherwise the Welcome leaves with the mailbox's first answer (entries, or
+        // QueueDrained): one write per login instead of two.
         Ok(state)
     }
 

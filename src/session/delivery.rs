@@ -56,6 +56,11 @@ impl Delivery {
         self.room(window) == 0 && self.known_last > self.sent_upto
     }
 
+    /// A mailbox read is in flight.
+    pub(super) fn fetching(&self) -> bool {
+        self.fetching
+    }
+
     /// Highest seq written to the phone.
     pub(super) fn sent_upto(&self) -> u64 {
         self.sent_upto
