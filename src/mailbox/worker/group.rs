@@ -403,6 +403,11 @@ impl MailboxWorker {
     /// Hands `group`'s durable pending entries not yet handed over to the fan-out, in order,
     /// while its lane has room (the rest wait for the next news or write-back pass).
     pub(super) fn pump(&mut self, group: &Id) {
+        if self.shared.has_group_news.load(Ordering::Acquire) {
+            // Unread news may withdraw an entry below the durable watermark (a failed write
+            // before a successful one); the doorbell has rung, and reading it pumps again.
+            return;
+        }
         let Some(slot) = self.groups.get_mut(group) else {
             return;
         };
