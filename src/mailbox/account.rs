@@ -30,29 +30,64 @@ pub struct Account {
     pub created_ms: u64,
     /// Devices that logged in.
     pub devices: HashMap<Id, DeviceTimes>,
+    /// Group memberships and copy marks; boxed, and absent for users never in a group, so an
+    /// account costs little for most users.
+    memberships: Option<Box<Memberships>>,
+}
+
+/// A user's side of its groups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Memberships {
     /// Groups the user is a member of.
-    pub groups: HashSet<Id>,
+    groups: HashSet<Id>,
     /// Per group (also after leaving it), the highest group seq copied into the mailbox.
-    pub copied: HashMap<Id, u64>,
+    copied: HashMap<Id, u64>,
     /// Group seqs at or below the mark whose copy failed to be stored (a retry is new); kept
     /// in memory only.
-    pub holes: HashSet<(Id, u64)>,
+    holes: HashSet<(Id, u64)>,
 }
 
 impl Account {
+    fn memberships(&mut self) -> &mut Memberships {
+        self.memberships.get_or_insert_with(Box::default)
+    }
+
+    /// The groups the user is a member of.
+    pub fn groups(&self) -> impl Iterator<Item = &Id> {
+        self.memberships.iter().flat_map(|m| m.groups.iter())
+    }
+
+    /// The user joined `group`.
+    pub fn join(&mut self, group: &Id) {
+        self.memberships().groups.insert(group.clone());
+    }
+
+    /// The user left (or was removed from) `group`.
+    pub fn leave(&mut self, group: &Id) {
+        if let Some(memberships) = &mut self.memberships {
+            memberships.groups.remove(group);
+        }
+    }
+
     /// True when the copy of entry `group_seq` of `group` was made before.
     pub fn has_copy(&self, group: &Id, group_seq: u64) -> bool {
-        self.copied
-            .get(group)
-            .is_some_and(|mark| group_seq <= *mark)
-            && !self.holes.contains(&(group.clone(), group_seq))
+        self.memberships.as_ref().is_some_and(|m| {
+            m.copied.get(group).is_some_and(|mark| group_seq <= *mark)
+                && !m.holes.contains(&(group.clone(), group_seq))
+        })
     }
 
     /// Notes the copy of entry `group_seq` of `group`.
     pub fn note_copy(&mut self, group: &Id, group_seq: u64) {
-        self.holes.remove(&(group.clone(), group_seq));
-        let mark = self.copied.entry(group.clone()).or_insert(0);
+        let memberships = self.memberships();
+        memberships.holes.remove(&(group.clone(), group_seq));
+        let mark = memberships.copied.entry(group.clone()).or_insert(0);
         *mark = (*mark).max(group_seq);
+    }
+
+    /// The copy of entry `group_seq` of `group` failed to be stored: a copy made again is new.
+    pub fn note_hole(&mut self, group: Id, group_seq: u64) {
+        self.memberships().holes.insert((group, group_seq));
     }
 }
 
@@ -87,11 +122,12 @@ pub fn encode(last_seq: u64, account: &Account) -> Bytes {
         })
         .collect();
     devices.sort_by(|a, b| a.device.cmp(&b.device));
-    let mut groups: Vec<String> = account.groups.iter().map(ToString::to_string).collect();
+    let mut groups: Vec<String> = account.groups().map(ToString::to_string).collect();
     groups.sort();
     let (copied_groups, copied_seqs) = account
-        .copied
+        .memberships
         .iter()
+        .flat_map(|m| m.copied.iter())
         .map(|(group, seq)| (group.to_string(), *seq))
         .unzip();
     let record = AccountRecord {
@@ -126,14 +162,20 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
         Account {
             created_ms: record.created_ms,
             devices,
-            groups: record.groups.into_iter().map(Id::from).collect(),
-            copied: record
-                .copied_groups
-                .into_iter()
-                .map(Id::from)
-                .zip(record.copied_seqs)
-                .collect(),
-            holes: HashSet::new(),
+            memberships: (!record.groups.is_empty() || !record.copied_groups.is_empty()).then(
+                || {
+                    Box::new(Memberships {
+                        groups: record.groups.into_iter().map(Id::from).collect(),
+                        copied: record
+                            .copied_groups
+                            .into_iter()
+                            .map(Id::from)
+                            .zip(record.copied_seqs)
+                            .collect(),
+                        holes: HashSet::new(),
+                    })
+                },
+            ),
         },
     ))
 }

@@ -537,7 +537,7 @@ impl MailboxWorker {
                     .and_then(|rest| rest.rsplit_once('/'))
                     .and_then(|(group, seq)| Some((Id::from(group), seq.parse::<u64>().ok()?)))
                 {
-                    slot.account.holes.insert((group, seq));
+                    slot.account.note_hole(group, seq);
                 }
             }
         }

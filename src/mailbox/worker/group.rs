@@ -503,7 +503,7 @@ impl MailboxWorker {
         let mut groups: Vec<Id> = self
             .slots
             .get(user)
-            .map(|slot| slot.account.groups.iter().cloned().collect())
+            .map(|slot| slot.account.groups().cloned().collect())
             .unwrap_or_default();
         groups.sort();
         answer_request(Some(reply), request_id, Ok(GroupAnswer::List(groups)));
@@ -592,10 +592,10 @@ pub fn note_membership(
     let concerned = event.users.iter().any(|user| user == owner);
     match event.kind {
         Kind::Created | Kind::Added if concerned => {
-            account.groups.insert(entry.group_id.clone());
+            account.join(&entry.group_id);
         }
         Kind::Removed | Kind::Left if concerned => {
-            account.groups.remove(&entry.group_id);
+            account.leave(&entry.group_id);
         }
         _ => {}
     }
