@@ -195,9 +195,13 @@ pub fn encode_snapshot(group: &Group) -> Bytes {
         pending: group
             .pending
             .iter()
-            .map(|(entry, recipients)| PendingGroupEntry {
-                entry: Some(encode_entry(entry)),
-                recipients: recipients.iter().map(ToString::to_string).collect(),
+            .map(|(entry, recipients)| {
+                let (extra, excluded) = recipient_delta(group, entry.group_seq, recipients);
+                PendingGroupEntry {
+                    entry: Some(encode_entry(entry)),
+                    extra,
+                    excluded,
+                }
             })
             .collect(),
         recent_seqs: group.recent_authors.iter().map(|(seq, _)| *seq).collect(),
@@ -208,6 +212,30 @@ pub fn encode_snapshot(group: &Group) -> Bytes {
             .collect(),
     };
     Bytes::from(snapshot.encode_to_vec())
+}
+
+/// How `recipients` of the entry at `group_seq` differ from the group's members that joined at
+/// or before it: (extra recipients, excluded members).
+fn recipient_delta(group: &Group, group_seq: u64, recipients: &[Id]) -> (Vec<String>, Vec<String>) {
+    let counted = |user: &Id| {
+        group
+            .members
+            .get(user)
+            .is_some_and(|m| m.joined_seq <= group_seq)
+    };
+    let extra = recipients
+        .iter()
+        .filter(|user| !counted(user))
+        .map(ToString::to_string)
+        .collect();
+    let listed: hashbrown::HashSet<&Id> = recipients.iter().collect();
+    let excluded = group
+        .members
+        .iter()
+        .filter(|(user, m)| m.joined_seq <= group_seq && !listed.contains(user))
+        .map(|(user, _)| user.to_string())
+        .collect();
+    (extra, excluded)
 }
 
 /// A group from its snapshot.
@@ -231,7 +259,16 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Group, RecordError> {
     }
     for pending in snapshot.pending {
         let entry = decode_entry(pending.entry.ok_or(RecordError::Invalid("pending entry"))?)?;
-        let recipients: Arc<[Id]> = pending.recipients.into_iter().map(Id::from).collect();
+        let excluded: hashbrown::HashSet<String> = pending.excluded.into_iter().collect();
+        let recipients: Arc<[Id]> = group
+            .members
+            .iter()
+            .filter(|(user, m)| {
+                m.joined_seq <= entry.group_seq && !excluded.contains(user.as_ref())
+            })
+            .map(|(user, _)| user.clone())
+            .chain(pending.extra.into_iter().map(Id::from))
+            .collect();
         group.pending.push_back((Arc::new(entry), recipients));
     }
     group.recent_authors = snapshot
@@ -265,7 +302,7 @@ mod tests {
                 subject: "s".into(),
             }),
         };
-        let recipients = group.apply(&created).unwrap();
+        group.apply(&created).unwrap();
         let message = GroupEntry {
             group_seq: 2,
             client_msg_id: Arc::from("m1"),
@@ -275,12 +312,40 @@ mod tests {
             },
             ..created.clone()
         };
-        group.apply(&message).unwrap();
+        let message_recipients = group.apply(&message).unwrap();
         group
             .pending
-            .push_back((Arc::new(message.clone()), recipients.into()));
+            .push_back((Arc::new(message.clone()), message_recipients.into()));
+        // Later, cat joins and bob is removed: the pending message still goes to ann and bob.
+        let change = |seq: u64, kind: GroupEventKind, user: &str| GroupEntry {
+            group_seq: seq,
+            content: GroupContent::Event(GroupEvent {
+                kind,
+                users: vec![Id::from(user)],
+                subject: String::new(),
+            }),
+            ..created.clone()
+        };
+        group
+            .apply(&change(3, GroupEventKind::Added, "cat"))
+            .unwrap();
+        group
+            .apply(&change(4, GroupEventKind::Removed, "bob"))
+            .unwrap();
         assert_eq!(decode_entry(encode_entry(&message)).unwrap(), message);
         assert_eq!(decode_entry(encode_entry(&created)).unwrap(), created);
-        assert_eq!(decode_snapshot(encode_snapshot(&group)).unwrap(), group);
+        let mut decoded = decode_snapshot(encode_snapshot(&group)).unwrap();
+        let sorted = |group: &mut Group| {
+            for (_, recipients) in &mut group.pending {
+                let mut list = recipients.to_vec();
+                list.sort();
+                *recipients = list.into();
+            }
+        };
+        sorted(&mut decoded);
+        sorted(&mut group);
+        assert_eq!(decoded, group);
+        let (_, pending) = &decoded.pending[0];
+        assert_eq!(&pending[..], &[Id::from("ann"), Id::from("bob")]);
     }
 }
