@@ -144,6 +144,22 @@ async fn groups_of(member: &mut Member, expected: usize) -> Vec<String> {
     groups
 }
 
+/// Waits for posts `m0`, `m1`... acked at `acked` group seqs and checks they all arrived, once,
+/// in order.
+async fn expect_posts(member: &mut Member, acked: &[u64], what: &str) {
+    let got = received_upto(member, *acked.last().unwrap()).await;
+    let messages: Vec<(u64, String)> = got
+        .into_iter()
+        .filter(|(_, id)| id.starts_with('m'))
+        .collect();
+    let expected: Vec<(u64, String)> = acked
+        .iter()
+        .enumerate()
+        .map(|(n, seq)| (*seq, format!("m{n}")))
+        .collect();
+    assert_eq!(messages, expected, "{what}");
+}
+
 /// Waits until `member` has received the group entries up to `group_seq`.
 async fn received_upto(member: &mut Member, group_seq: u64) -> Vec<(u64, String)> {
     let mut all = Vec::new();
@@ -390,20 +406,12 @@ async fn group_messages_and_membership_survive_a_sigkill() {
 
     let node = ChildNode::start(&config_path, &data);
     let mut bob = login(&node, "bob").await;
-    let got = received_upto(&mut bob, *acked.last().unwrap()).await;
-    let messages: Vec<(u64, String)> = got
-        .into_iter()
-        .filter(|(_, id)| id.starts_with('m'))
-        .collect();
-    let expected: Vec<(u64, String)> = acked
-        .iter()
-        .enumerate()
-        .map(|(n, seq)| (*seq, format!("m{n}")))
-        .collect();
-    assert_eq!(
-        messages, expected,
-        "every acked group message, once, in order"
-    );
+    expect_posts(
+        &mut bob,
+        &acked,
+        "every acked group message, once, in order",
+    )
+    .await;
     // Membership survived too: cat may post, a stranger may not.
     let mut cat = login(&node, "cat").await;
     assert!(cat.post(&group, "after-restart").await.is_ok());
@@ -455,20 +463,12 @@ async fn large_group_copies_are_references_resolved_after_a_restart_and_on_page_
 
     let node = ChildNode::start(&config_path, &data);
     let mut bob = login(&node, "bob").await;
-    let got = received_upto(&mut bob, *acked.last().unwrap()).await;
-    let messages: Vec<(u64, String)> = got
-        .into_iter()
-        .filter(|(_, id)| id.starts_with('m'))
-        .collect();
-    let expected: Vec<(u64, String)> = acked
-        .iter()
-        .enumerate()
-        .map(|(n, seq)| (*seq, format!("m{n}")))
-        .collect();
-    assert_eq!(
-        messages, expected,
-        "every copy resolved from the group's log, in order"
-    );
+    expect_posts(
+        &mut bob,
+        &acked,
+        "every copy resolved from the group's log, in order",
+    )
+    .await;
     let metrics = http_get(node.admin, "/metrics").await;
     assert!(
         metric_value(
