@@ -179,18 +179,19 @@ async fn creation_with_upload_and_an_empty_upload() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_interrupted_patch_resumes_from_the_head_offset() {
-    let server = TestServer::start().await;
-    let alice = Tus::new(server.media, &server.token("alice", "phone"));
-    let data = content(200_000, 4);
-    let path = alice.create(data.len() as u64, "").await;
-
-    // The connection drops after 120,000 of the 200,000 bytes it announced.
+/// Starts a PATCH of all of `data` from offset 0 on a raw connection, sends only its first
+/// `sent` bytes, and returns the connection (open, silent).
+async fn partial_patch(
+    server: &TestServer,
+    alice: &Tus,
+    path: &str,
+    data: &[u8],
+    sent: usize,
+) -> tokio::net::TcpStream {
     let mut stream = tokio::net::TcpStream::connect(server.media).await.unwrap();
     let head = request_head(
         "PATCH",
-        &path,
+        path,
         &[
             ("Tus-Resumable", "1.0.0"),
             ("Authorization", alice.bearer.as_str()),
@@ -200,9 +201,20 @@ async fn an_interrupted_patch_resumes_from_the_head_offset() {
         Some(data.len()),
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&data[..120_000]).await.unwrap();
+    stream.write_all(&data[..sent]).await.unwrap();
     stream.flush().await.unwrap();
-    drop(stream);
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_patch_resumes_from_the_head_offset() {
+    let server = TestServer::start().await;
+    let alice = Tus::new(server.media, &server.token("alice", "phone"));
+    let data = content(200_000, 4);
+    let path = alice.create(data.len() as u64, "").await;
+
+    // The connection drops after 120,000 of the 200,000 bytes it announced.
+    drop(partial_patch(&server, &alice, &path, &data, 120_000).await);
 
     // What arrived was kept and made durable; the client resumes from there.
     eventually("the partial body is durable", async || {
@@ -223,21 +235,7 @@ async fn a_stalled_patch_is_taken_over_by_the_resuming_client() {
     let path = alice.create(data.len() as u64, "").await;
 
     // A phone lost its network mid-body: the connection stays open and silent.
-    let mut stalled = tokio::net::TcpStream::connect(server.media).await.unwrap();
-    let head = request_head(
-        "PATCH",
-        &path,
-        &[
-            ("Tus-Resumable", "1.0.0"),
-            ("Authorization", alice.bearer.as_str()),
-            ("Upload-Offset", "0"),
-            ("Content-Type", "application/offset+octet-stream"),
-        ],
-        Some(data.len()),
-    );
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    stalled.write_all(&data[..40_000]).await.unwrap();
-    stalled.flush().await.unwrap();
+    let stalled = partial_patch(&server, &alice, &path, &data, 40_000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The phone comes back on another connection: its PATCH from its last known offset makes
