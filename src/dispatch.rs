@@ -3,8 +3,10 @@
 //! An [`Industry`] runs one keyed service as [`SHARDS`] shards × `workers_per_shard` workers.
 //! A key's stable hash picks its shard and its worker ([`crate::shard`]), so every job for one
 //! key runs on one worker, in submission order, without locks: the worker owns that key's state.
-//! Each worker has two bounded queues, a write lane and a read lane, so reads are never stuck
-//! behind a backlog of writes on other workers and a full lane refuses rather than blocks.
+//! Each worker has three bounded queues: a write lane and a read lane for work from phones, so
+//! reads are never stuck behind a backlog of writes and a full lane refuses rather than blocks,
+//! and an internal lane for the node's own producers that wait for room (the group fan-out,
+//! write-back passes), so their backlog never takes the phones' queue slots.
 //!
 //! Overflow policy: [`Industry::submit`] never waits. A full lane returns
 //! [`DispatchError::Overloaded`] with the job, and the caller answers the phone `OVERLOADED`
@@ -58,6 +60,8 @@ pub enum Lane {
     Write,
     /// Queries.
     Read,
+    /// The node's own work, queued by producers that wait for room.
+    Internal,
 }
 
 /// Why a job was not queued; the job is handed back.
@@ -74,6 +78,24 @@ pub enum DispatchError<J> {
 struct Lanes<J> {
     write: mpsc::Sender<J>,
     read: mpsc::Sender<J>,
+    internal: mpsc::Sender<J>,
+}
+
+impl<J> Lanes<J> {
+    fn get(&self, lane: Lane) -> &mpsc::Sender<J> {
+        match lane {
+            Lane::Write => &self.write,
+            Lane::Read => &self.read,
+            Lane::Internal => &self.internal,
+        }
+    }
+}
+
+/// A worker's receiving ends, in the order they are served.
+struct Receivers<J> {
+    write: mpsc::Receiver<J>,
+    read: mpsc::Receiver<J>,
+    internal: mpsc::Receiver<J>,
 }
 
 /// One keyed service: 32 shards of workers with bounded lanes.
@@ -102,9 +124,19 @@ impl<J: Send + 'static> Industry<J> {
             for index in 0..workers_per_shard {
                 let (write, write_rx) = mpsc::channel(capacity);
                 let (read, read_rx) = mpsc::channel(capacity);
-                lanes.push(Lanes { write, read });
+                let (internal, internal_rx) = mpsc::channel(capacity);
+                lanes.push(Lanes {
+                    write,
+                    read,
+                    internal,
+                });
+                let receivers = Receivers {
+                    write: write_rx,
+                    read: read_rx,
+                    internal: internal_rx,
+                };
                 let worker = make(shard, index);
-                handles.push(tokio::spawn(run_worker(name, worker, write_rx, read_rx)));
+                handles.push(tokio::spawn(run_worker(name, worker, receivers)));
             }
         }
         let industry = Self {
@@ -119,11 +151,7 @@ impl<J: Send + 'static> Industry<J> {
     fn sender(&self, key_hash: u64, lane: Lane) -> &mpsc::Sender<J> {
         let index = shard_of(key_hash) * self.workers_per_shard
             + worker_of(key_hash, self.workers_per_shard);
-        let lanes = &self.lanes[index];
-        match lane {
-            Lane::Write => &lanes.write,
-            Lane::Read => &lanes.read,
-        }
+        self.lanes[index].get(lane)
     }
 
     /// Queues `job` for the worker that owns `key_hash`, without waiting.
@@ -158,11 +186,7 @@ impl<J: Send + 'static> Industry<J> {
     pub async fn submit_all_wait(&self, lane: Lane, mut make: impl FnMut() -> J) -> usize {
         let mut stopped = 0;
         for lanes in &self.lanes {
-            let sender = match lane {
-                Lane::Write => &lanes.write,
-                Lane::Read => &lanes.read,
-            };
-            if sender.send(make()).await.is_err() {
+            if lanes.get(lane).send(make()).await.is_err() {
                 stopped += 1;
             }
         }
@@ -177,15 +201,11 @@ impl<J: Send + 'static> Industry<J> {
     /// Publishes the depth of every queue, summed per shard, as gauges.
     pub fn report_depths(&self) {
         for (shard, workers) in self.lanes.chunks(self.workers_per_shard).enumerate() {
-            for lane in [Lane::Write, Lane::Read] {
+            for lane in [Lane::Write, Lane::Read, Lane::Internal] {
                 let depth: usize = workers
                     .iter()
                     .map(|l| {
-                        let sender = if lane == Lane::Write {
-                            &l.write
-                        } else {
-                            &l.read
-                        };
+                        let sender = l.get(lane);
                         sender.max_capacity() - sender.capacity()
                     })
                     .sum();
@@ -216,6 +236,7 @@ fn lane_name(lane: Lane) -> &'static str {
     match lane {
         Lane::Write => "write",
         Lane::Read => "read",
+        Lane::Internal => "internal",
     }
 }
 
@@ -224,33 +245,35 @@ const SHARD_LABELS: [&str; SHARDS] = [
     "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
 ];
 
-async fn run_worker<W: Worker>(
-    name: &'static str,
-    mut worker: W,
-    mut writes: mpsc::Receiver<W::Job>,
-    mut reads: mpsc::Receiver<W::Job>,
-) {
+async fn run_worker<W: Worker>(name: &'static str, mut worker: W, mut lanes: Receivers<W::Job>) {
     let doorbell = worker.doorbell();
-    let (mut writes_open, mut reads_open) = (true, true);
+    let mut open = [true; 3];
     loop {
-        // Wait for the first job from either lane (or the doorbell); stop when both lanes are
+        // Wait for the first job from any lane (or the doorbell); stop when every lane is
         // closed.
         let first = tokio::select! {
-            job = writes.recv(), if writes_open => match job {
+            job = lanes.write.recv(), if open[0] => match job {
                 Some(job) => job,
                 None => {
-                    writes_open = false;
+                    open[0] = false;
                     continue;
                 }
             },
-            job = reads.recv(), if reads_open => match job {
+            job = lanes.read.recv(), if open[1] => match job {
                 Some(job) => job,
                 None => {
-                    reads_open = false;
+                    open[1] = false;
                     continue;
                 }
             },
-            () = rung(doorbell.as_deref()), if doorbell.is_some() && (writes_open || reads_open) => {
+            job = lanes.internal.recv(), if open[2] => match job {
+                Some(job) => job,
+                None => {
+                    open[2] = false;
+                    continue;
+                }
+            },
+            () = rung(doorbell.as_deref()), if doorbell.is_some() && open.contains(&true) => {
                 worker.rung();
                 continue;
             }
@@ -261,15 +284,12 @@ async fn run_worker<W: Worker>(
         let mut handled = 1;
         while handled < MAX_BATCH {
             let mut progressed = false;
-            if let Ok(job) = writes.try_recv() {
-                run_job(name, &mut worker, job);
-                handled += 1;
-                progressed = true;
-            }
-            if let Ok(job) = reads.try_recv() {
-                run_job(name, &mut worker, job);
-                handled += 1;
-                progressed = true;
+            for lane in [&mut lanes.write, &mut lanes.read, &mut lanes.internal] {
+                if let Ok(job) = lane.try_recv() {
+                    run_job(name, &mut worker, job);
+                    handled += 1;
+                    progressed = true;
+                }
             }
             if !progressed {
                 break;

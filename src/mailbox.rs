@@ -299,7 +299,7 @@ impl Mailboxes {
     /// Queues one job made by `make` on every worker's write lane, waiting for room in full
     /// queues; returns how many workers have stopped.
     pub async fn broadcast_wait(&self, make: impl FnMut() -> MailboxOp) -> usize {
-        self.industry.submit_all_wait(Lane::Write, make).await
+        self.industry.submit_all_wait(Lane::Internal, make).await
     }
 
     /// Number of workers.
@@ -326,11 +326,11 @@ impl Mailboxes {
         answer.await.map_err(|_| DispatchError::Stopped(()))
     }
 
-    /// Queues `op` on the worker that owns its mailbox, waiting while the lane is full.
+    /// Queues `op` on the internal lane of the worker that owns its mailbox, waiting while the
+    /// lane is full (the node's own work: the phones' lanes keep their room).
     pub async fn submit_wait(&self, op: MailboxOp) -> Result<(), DispatchError<MailboxOp>> {
         let hash = op.owner().map_or(0, |owner| key_hash(owner.as_bytes()));
-        let lane = op.lane();
-        self.industry.submit_wait(hash, lane, op).await
+        self.industry.submit_wait(hash, Lane::Internal, op).await
     }
 
     /// Publishes queue depths as gauges.

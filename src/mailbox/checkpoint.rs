@@ -114,8 +114,8 @@ pub async fn run(node: Arc<Node>) {
 /// One write-back pass over every worker; true when every worker's batch was applied.
 async fn pass(node: &Node, older_than_ms: u64) -> bool {
     let (countdown, outcome) = Countdown::new(node.mailboxes.workers());
-    // Waiting for room: the group fan-out also waits on these queues, and a refused pass
-    // would hold back every checkpoint.
+    // On the internal lanes, waiting for room: a refused pass would hold back every
+    // checkpoint.
     let refused = node
         .mailboxes
         .broadcast_wait(|| MailboxOp::WriteBack {
