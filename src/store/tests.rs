@@ -26,7 +26,19 @@ fn paths(dir: &Path, count: usize) -> Vec<PathBuf> {
 }
 
 fn open(config: &StoreConfig) -> Stores {
-    Stores::open(config.clone()).expect("open stores")
+    // sled lets go of a database's file lock from its background flusher thread shortly after
+    // the last handle is dropped, so a reopen in the same process may have to wait a moment (a
+    // restarted process never does).
+    for _ in 0..250 {
+        match Stores::open(config.clone()) {
+            Ok(stores) => return stores,
+            Err(error) if error.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("open stores: {error:?}"),
+        }
+    }
+    panic!("the stores stayed locked for 5 s after they were closed")
 }
 
 fn value(text: &str) -> Bytes {
