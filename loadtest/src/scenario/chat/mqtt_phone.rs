@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::phone::{OpenConnection, Phase, Phone, Shared};
+use super::phone::{Phase, Phone, Shared, count_delivery, enter};
 use crate::body::{self, Stamp};
 use crate::bucket::Bucket;
 use crate::error::LoadError;
@@ -21,7 +21,6 @@ use crate::mqtt::{MqttError, MqttReader, MqttWriter, Packet, client};
 use crate::poll::now_or_never;
 use crate::progress::bump;
 use crate::scenario::idle::MQTT_KEEP_ALIVE;
-use crate::tracker::Delivery;
 
 /// Publishes queued before the phone reads again.
 const SEND_BATCH: usize = 64;
@@ -38,25 +37,11 @@ pub async fn run(
     mut phase: watch::Receiver<Phase>,
     ready: mpsc::Sender<Result<(), LoadError>>,
 ) {
-    let (reader, writer) = match connect(&phone, &shared).await {
-        Ok(halves) => {
-            let _ = ready.send(Ok(())).await;
-            halves
-        }
-        Err(error) => {
-            let _ = ready.send(Err(error)).await;
-            return;
-        }
-    };
-    drop(ready);
-    let _open = OpenConnection::new(&shared.counters);
-    let started = match phase.wait_for(|p| *p != Phase::Connecting).await {
-        Ok(current) => *current != Phase::Stopped,
-        Err(_) => false,
-    };
-    if !started {
+    let first = connect(&phone, &shared).await;
+    let Some(((reader, writer), _open)) = enter(first, &shared.counters, &mut phase, ready).await
+    else {
         return;
-    }
+    };
     let mut state = State::new(&phone, &shared);
     if let Err(error) = state.drive(reader, writer, &mut phase).await {
         bump(&shared.counters.disconnects);
@@ -252,29 +237,10 @@ impl<'a> State<'a> {
     }
 
     fn on_message(&mut self, payload: &[u8]) {
-        let counters = &self.shared.counters;
         let partner = u32::try_from(self.phone.index ^ 1).unwrap_or(u32::MAX);
         let stamp =
             Stamp::decode(payload).filter(|s| s.run == self.shared.run && s.sender == partner);
-        let Some(stamp) = stamp else {
-            bump(&counters.unexpected);
-            return;
-        };
-        let delivery = self
-            .phone
-            .incoming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .delivered(stamp.counter);
-        match delivery {
-            Delivery::First => {
-                bump(&counters.delivered);
-                let latency = body::now_us().saturating_sub(stamp.sent_us);
-                self.latency.record(&self.shared.latency, latency);
-            }
-            Delivery::Duplicate => bump(&counters.duplicates),
-            Delivery::Unknown => bump(&counters.unexpected),
-        }
+        count_delivery(self.phone, self.shared, &mut self.latency, stamp);
     }
 
     /// Hands over the latencies; messages still awaiting PUBACK leave the in-flight count (a

@@ -18,7 +18,7 @@ use crate::dial::Dialer;
 use crate::error::LoadError;
 use crate::latency::{LatencyBuffer, SharedLatency};
 use crate::progress::{Counters, bump};
-use crate::tracker::Tracker;
+use crate::tracker::{Delivery, Tracker};
 
 /// Sends queued before the phone reads again.
 const SEND_BATCH: usize = 64;
@@ -113,25 +113,11 @@ pub async fn run(
     ready: mpsc::Sender<Result<(), LoadError>>,
 ) {
     let first = login_fresh(&phone, &shared).await;
-    let (mut client, welcome) = match first {
-        Ok(connected) => {
-            let _ = ready.send(Ok(())).await;
-            connected
-        }
-        Err(error) => {
-            let _ = ready.send(Err(error)).await;
-            return;
-        }
-    };
-    drop(ready);
-    let _open = OpenConnection::new(&shared.counters);
-    let started = match phase.wait_for(|p| *p != Phase::Connecting).await {
-        Ok(current) => *current != Phase::Stopped,
-        Err(_) => false,
-    };
-    if !started {
+    let Some(((mut client, welcome), _open)) =
+        enter(first, &shared.counters, &mut phase, ready).await
+    else {
         return;
-    }
+    };
     let mut state = State::new(&phone, &shared, &welcome);
     loop {
         let end = state.drive(client, &mut phase).await;
@@ -199,6 +185,63 @@ impl<'a> OpenConnection<'a> {
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reports the first connection's outcome to the coordinator and waits for the sending phase;
+/// the connection (counted open) when the run goes on, `None` when it failed or was stopped.
+pub async fn enter<'a, T>(
+    first: Result<T, LoadError>,
+    counters: &'a Counters,
+    phase: &mut watch::Receiver<Phase>,
+    ready: mpsc::Sender<Result<(), LoadError>>,
+) -> Option<(T, OpenConnection<'a>)> {
+    let connected = match first {
+        Ok(connected) => {
+            let _ = ready.send(Ok(())).await;
+            connected
+        }
+        Err(error) => {
+            let _ = ready.send(Err(error)).await;
+            return None;
+        }
+    };
+    drop(ready);
+    let open = OpenConnection::new(counters);
+    let started = match phase.wait_for(|p| *p != Phase::Connecting).await {
+        Ok(current) => *current != Phase::Stopped,
+        Err(_) => false,
+    };
+    started.then_some((connected, open))
+}
+
+/// Counts a message from the partner (its stamp, if it is one of this run's), with its latency.
+pub fn count_delivery(
+    phone: &Phone,
+    shared: &Shared,
+    latency: &mut LatencyBuffer,
+    stamp: Option<Stamp>,
+) {
+    let counters = &shared.counters;
+    let Some(stamp) = stamp else {
+        bump(&counters.unexpected);
+        return;
+    };
+    let delivery = phone
+        .incoming
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .delivered(stamp.counter);
+    match delivery {
+        Delivery::First => {
+            bump(&counters.delivered);
+            latency.record(
+                &shared.latency,
+                body::now_us().saturating_sub(stamp.sent_us),
+            );
+        }
+        Delivery::Duplicate => bump(&counters.duplicates),
+        Delivery::Unknown => bump(&counters.unexpected),
     }
 }
 

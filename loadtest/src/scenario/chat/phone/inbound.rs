@@ -1,7 +1,6 @@
 //! The receiving side of a chat phone: ServerAcks, deliveries (checked by id and timed),
 //! errors (refusals are retried) and GoAway; and the cumulative acks it owes the server.
 
-use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,6 @@ use super::{ACK_RETRY, End, State};
 use crate::body::{self, Stamp};
 use crate::poll::now_or_never;
 use crate::progress::bump;
-use crate::tracker::Delivery;
 
 /// Delivered entries after which an ack goes out even if more are waiting.
 const ACK_EVERY: u64 = 32;
@@ -117,28 +115,9 @@ impl State<'_> {
     }
 
     fn on_message(&mut self, message: &ChatMessage) {
-        let counters = &self.shared.counters;
         let stamp = Stamp::decode(&message.body)
             .filter(|s| s.run == self.shared.run && message.from_user == self.phone.partner);
-        let Some(stamp) = stamp else {
-            bump(&counters.unexpected);
-            return;
-        };
-        let delivery = self
-            .phone
-            .incoming
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .delivered(stamp.counter);
-        match delivery {
-            Delivery::First => {
-                bump(&counters.delivered);
-                let latency = body::now_us().saturating_sub(stamp.sent_us);
-                self.latency.record(&self.shared.latency, latency);
-            }
-            Delivery::Duplicate => bump(&counters.duplicates),
-            Delivery::Unknown => bump(&counters.unexpected),
-        }
+        super::count_delivery(self.phone, self.shared, &mut self.latency, stamp);
     }
 
     fn on_error(&mut self, error: &tern::proto::v1::Error) {
