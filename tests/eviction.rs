@@ -65,6 +65,28 @@ async fn drain_exactly(node: &ChildNode, key: &TokenKey, user: &str, count: usiz
     );
 }
 
+/// Entries served from the store.
+const FROM_STORE: &str = "tern_mailbox_read_entries_total{source=\"store\"}";
+
+async fn an_eviction(node: &ChildNode) {
+    eventually("an eviction", async || {
+        metric(node, "tern_mailbox_evictions_total").await >= 1.0
+    })
+    .await;
+}
+
+/// The small mailboxes (5 entries each) were left in memory: reading them touches no store.
+async fn small_mailboxes_stay_cached(node: &ChildNode, key: &TokenKey, small: &[String]) {
+    for user in small {
+        drain_exactly(node, key, user, 5).await;
+    }
+    assert_eq!(
+        metric(node, FROM_STORE).await,
+        0.0,
+        "small mailboxes were evicted"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_mailbox_is_evicted_first_and_paged_back_in_order() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,22 +105,9 @@ async fn a_huge_mailbox_is_evicted_first_and_paged_back_in_order() {
         send(&mut reader, &mut writer, user, 5).await;
     }
     send(&mut reader, &mut writer, "bob", HUGE).await;
-    eventually("an eviction", async || {
-        metric(&node, "tern_mailbox_evictions_total").await >= 1.0
-    })
-    .await;
+    an_eviction(&node).await;
     assert!(metric(&node, "tern_mailbox_cache_bytes").await <= 1_048_576.0);
-
-    // The small mailboxes were left in memory: reading them touches no store.
-    for user in &small {
-        drain_exactly(&node, &key, user, 5).await;
-    }
-    let from_store = "tern_mailbox_read_entries_total{source=\"store\"}";
-    assert_eq!(
-        metric(&node, from_store).await,
-        0.0,
-        "small mailboxes were evicted"
-    );
+    small_mailboxes_stay_cached(&node, &key, &small).await;
     assert_eq!(
         metric(&node, "tern_mailbox_read_entries_total{source=\"cache\"}").await,
         (small.len() * 5) as f64
@@ -107,7 +116,7 @@ async fn a_huge_mailbox_is_evicted_first_and_paged_back_in_order() {
     // The huge one comes back from the store and the cache, in order, without a gap.
     drain_exactly(&node, &key, "bob", HUGE).await;
     assert!(
-        metric(&node, from_store).await > 0.0,
+        metric(&node, FROM_STORE).await > 0.0,
         "bob was not paged in"
     );
 }
@@ -132,7 +141,7 @@ async fn evicted_entries_survive_a_sigkill_and_are_paged_in_after_it() {
     let node = ChildNode::start(&config_path, &data);
     drain_exactly(&node, &key, "dave", 3).await;
     drain_exactly(&node, &key, "bob", HUGE).await;
-    assert!(metric(&node, "tern_mailbox_read_entries_total{source=\"store\"}").await > 0.0);
+    assert!(metric(&node, FROM_STORE).await > 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,19 +190,8 @@ async fn a_member_of_many_busy_groups_is_evicted_before_everyone_else() {
             posted += 1;
         }
     }
-    eventually("an eviction", async || {
-        metric(&node, "tern_mailbox_evictions_total").await >= 1.0
-    })
-    .await;
-    for user in &small {
-        drain_exactly(&node, &key, user, 5).await;
-    }
-    let from_store = "tern_mailbox_read_entries_total{source=\"store\"}";
-    assert_eq!(
-        metric(&node, from_store).await,
-        0.0,
-        "small mailboxes were evicted"
-    );
+    an_eviction(&node).await;
+    small_mailboxes_stay_cached(&node, &key, &small).await;
 
     // bob gets every group entry (5 creations and the posts), paged back in order. The
     // fan-out may still be copying the last posts when bob logs in: they follow as pushes.
@@ -208,7 +206,7 @@ async fn a_member_of_many_busy_groups_is_evicted_before_everyone_else() {
     assert_eq!(seqs.len(), posted + 5, "bob's entries");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "bob: out of order");
     assert!(
-        metric(&node, from_store).await > 0.0,
+        metric(&node, FROM_STORE).await > 0.0,
         "bob was not paged in"
     );
 }
