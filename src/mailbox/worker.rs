@@ -401,10 +401,6 @@ impl MailboxWorker {
         };
         let entry = match outcome {
             Appended::Duplicate(ack) => {
-                // A copy made before (the fan-out repeating itself) counts as done.
-                if let Some(done) = done {
-                    done.finish(true);
-                }
                 // A retry: answer with the original ack, but only once that one is durable.
                 let Some((session, tag)) = reply else {
                     return;

@@ -7,11 +7,15 @@
 //! eviction stands if an earlier store batch of this worker failed in between (its entries may
 //! be missing from the store until the next write-back pass rewrites them).
 
+use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
 
 use super::{MailboxWorker, footprint, write_entries, write_meta};
 use crate::message::Id;
 use crate::store::WriteBatch;
+
+/// Sorts eviction candidates: (not huge, largest first, oldest held entry first).
+type VictimOrder = (bool, Reverse<usize>, u64);
 
 impl MailboxWorker {
     /// Starts an eviction when the cache is over budget and none is in flight.
@@ -25,31 +29,24 @@ impl MailboxWorker {
         // Free down to 90% of the budget, so evictions come in batches, not per append.
         let to_free = self.usage.bytes - self.budget.bytes / 10 * 9;
         let huge = self.budget.huge_entries;
-        let mut candidates: Vec<(bool, usize, u64, &Id)> = self
+        // Huge ones first, the largest of them first; then the others, oldest entry first.
+        let mut candidates: Vec<(VictimOrder, &Id)> = self
             .slots
             .iter()
             .filter_map(|(owner, slot)| {
                 let oldest = slot.mailbox.held().next()?.timestamp_ms;
-                let is_huge = slot.mailbox.len() > huge;
-                Some((
-                    !is_huge,
-                    usize::MAX - slot.mailbox.held_bytes(),
-                    oldest,
-                    owner,
-                ))
+                let key = if slot.mailbox.len() > huge {
+                    (false, Reverse(slot.mailbox.held_bytes()), 0)
+                } else {
+                    (true, Reverse(0), oldest)
+                };
+                Some((key, owner))
             })
             .collect();
-        // Huge ones first (false sorts first), the largest of them first; then by age.
-        candidates.sort_unstable_by_key(|&(normal, inverse_bytes, oldest, _)| {
-            if normal {
-                (normal, 0, oldest)
-            } else {
-                (normal, inverse_bytes, 0)
-            }
-        });
+        candidates.sort_unstable_by_key(|&(key, _)| key);
         let victims: Vec<Id> = candidates
             .into_iter()
-            .map(|(_, _, _, owner)| owner.clone())
+            .map(|(_, owner)| owner.clone())
             .collect();
 
         let mut batch = WriteBatch::new();
