@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod checkpoint;
+pub mod device_map;
 pub mod group_ops;
 pub mod log;
 pub mod record;

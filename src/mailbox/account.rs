@@ -11,6 +11,7 @@ use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use prost::Message;
 
+use super::device_map::DeviceMap;
 use crate::message::Id;
 use crate::proto::storage::{AccountRecord, DeviceRecord};
 
@@ -29,7 +30,7 @@ pub struct Account {
     /// First seen, ms since the epoch (0 until then).
     pub created_ms: u64,
     /// Devices that logged in.
-    pub devices: HashMap<Id, DeviceTimes>,
+    pub devices: DeviceMap<DeviceTimes>,
     /// Group memberships and copy marks; boxed, and absent for users never in a group, so an
     /// account costs little for most users.
     memberships: Option<Box<Memberships>>,
@@ -102,7 +103,7 @@ impl Account {
     /// Records a login of `device` at `now_ms`.
     pub fn login(&mut self, device: &Id, now_ms: u64) {
         self.touch(now_ms);
-        let times = self.devices.entry(device.clone()).or_insert(DeviceTimes {
+        let times = self.devices.get_or_insert_with(device, || DeviceTimes {
             first_login_ms: now_ms,
             last_login_ms: now_ms,
         });
@@ -112,7 +113,8 @@ impl Account {
 
 /// Encodes the metadata record: `last_seq` and the account.
 pub fn encode(last_seq: u64, account: &Account) -> Bytes {
-    let mut devices: Vec<DeviceRecord> = account
+    // By device id: the map keeps them sorted.
+    let devices: Vec<DeviceRecord> = account
         .devices
         .iter()
         .map(|(device, times)| DeviceRecord {
@@ -121,7 +123,6 @@ pub fn encode(last_seq: u64, account: &Account) -> Bytes {
             last_login_ms: times.last_login_ms,
         })
         .collect();
-    devices.sort_by(|a, b| a.device.cmp(&b.device));
     let mut groups: Vec<String> = account.groups().map(ToString::to_string).collect();
     groups.sort();
     let (copied_groups, copied_seqs) = account
@@ -194,7 +195,7 @@ mod tests {
         account.login(&phone, 180);
         assert_eq!(account.created_ms, 100);
         assert_eq!(
-            account.devices[&phone],
+            account.devices.get("phone").copied().unwrap(),
             DeviceTimes {
                 first_login_ms: 100,
                 last_login_ms: 200

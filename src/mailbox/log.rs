@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
+use super::device_map::DeviceMap;
 use crate::message::{Entry, Id, Payload};
 
 /// What the sender's ServerAck carries.
@@ -64,7 +65,7 @@ pub struct Mailbox {
     held_bytes: usize,
     /// Entries above every cursor and at or below this seq are only in the store.
     spilled_upto: u64,
-    cursors: HashMap<Id, u64>,
+    cursors: DeviceMap<u64>,
     dedup: HashMap<Id, SenderDedup>,
 }
 
@@ -122,7 +123,7 @@ impl Mailbox {
     /// everything still queued; a known device resumes at max(its cursor, `resume_after`).
     pub fn login(&mut self, device: &Id, resume_after: u64) -> u64 {
         let start = self.first_held_seq() - 1;
-        let cursor = self.cursors.entry(device.clone()).or_insert(start);
+        let cursor = self.cursors.get_or_insert_with(device, || start);
         *cursor = (*cursor).max(resume_after.min(self.last_seq));
         let cursor = *cursor;
         self.prune();
@@ -260,7 +261,7 @@ impl Mailbox {
     /// device not seen yet (unlike [`Mailbox::ack`], which starts unknown devices at the oldest
     /// held entry), never moving a known cursor backwards.
     pub fn restore_cursor(&mut self, device: &Id, cursor: u64) {
-        let known = self.cursors.entry(device.clone()).or_insert(cursor);
+        let known = self.cursors.get_or_insert_with(device, || cursor);
         *known = (*known).max(cursor);
         self.prune();
     }
@@ -308,7 +309,7 @@ impl Mailbox {
     pub fn ack(&mut self, device: &Id, up_to: u64) -> usize {
         let up_to = up_to.min(self.last_seq);
         let start = self.first_held_seq() - 1;
-        let cursor = self.cursors.entry(device.clone()).or_insert(start);
+        let cursor = self.cursors.get_or_insert_with(device, || start);
         *cursor = (*cursor).max(up_to);
         self.prune()
     }
