@@ -3,6 +3,8 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 
+use crate::encode::{self, Field};
+
 /// Bytes in the length prefix.
 pub const HEADER_BYTES: usize = 4;
 
@@ -33,6 +35,14 @@ pub fn encode<M: Message>(message: &M, out: &mut BytesMut) {
     out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
     // Encoding into a BytesMut with enough reserved capacity cannot fail.
     let _ = message.encode(out);
+}
+
+/// Appends the message made of `fields` to `out` as one frame (see [`crate::encode`]).
+pub fn encode_fields(fields: &[Field<'_>], out: &mut BytesMut) {
+    let len = encode::encoded_len(fields);
+    out.reserve(HEADER_BYTES + len);
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    encode::encode(fields, out);
 }
 
 /// Splits the next complete frame's payload off the front of `buf`.

@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
+pub mod encode;
 pub mod frame;
 pub mod group;
 pub mod journal;

@@ -6,14 +6,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
+use crate::encode::{
+    self, Field,
+    Field::{I32, Str, U64},
+};
 use crate::group::record::{self as group_record, StoredGroup};
 use crate::message::{
     ChatMessage, Entry, GroupEntry, GroupReceiptNotice, Id, Payload, ReceiptNotice,
 };
-use crate::proto::storage::{
-    CursorMoved, EntryAppended, MailboxRecord, StoredGroupReceipt, StoredMessage, StoredReceipt,
-    entry_appended, mailbox_record,
-};
+use crate::proto::storage::{MailboxRecord, entry_appended, mailbox_record};
 use crate::session::wire;
 
 /// A decoded mailbox record.
@@ -78,48 +79,57 @@ pub enum RecordError {
 /// Encodes an appended entry.
 pub fn encode_appended(owner: &str, entry: &Entry, client_msg_id: &str, server_id: u64) -> Bytes {
     let (from_user, from_device) = entry.origin();
+    let (message, receipt, group, group_receipt);
+    // `EntryAppended.content`, field numbers as in `StoredMessage`, `StoredReceipt`,
+    // `StoredGroupEntry` and `StoredGroupReceipt`.
     let content = match &entry.payload {
-        Payload::Message(m) => entry_appended::Content::Message(StoredMessage {
-            to_user: m.to_user.to_string(),
-            kind: wire::message_kind_to_wire(m.kind).into(),
-            body: m.body.clone(),
-        }),
-        Payload::Receipt(r) => entry_appended::Content::Receipt(StoredReceipt {
-            kind: wire::receipt_kind_to_wire(r.kind).into(),
-            up_to_seq: r.up_to_seq,
-        }),
-        Payload::Group(g) => entry_appended::Content::Group(group_record::encode_copy(g)),
-        Payload::GroupReceipt(r) => entry_appended::Content::GroupReceipt(StoredGroupReceipt {
-            group_id: r.group_id.to_string(),
-            kind: wire::receipt_kind_to_wire(r.kind).into(),
-            up_to_group_seq: r.up_to_group_seq,
-        }),
+        Payload::Message(m) => {
+            message = [
+                Str(1, &m.to_user),
+                I32(2, wire::message_kind_to_wire(m.kind).into()),
+                Field::Bytes(3, &m.body),
+            ];
+            Field::Message(8, &message)
+        }
+        Payload::Receipt(r) => {
+            receipt = [
+                I32(1, wire::receipt_kind_to_wire(r.kind).into()),
+                U64(2, r.up_to_seq),
+            ];
+            Field::Message(9, &receipt)
+        }
+        Payload::Group(g) => {
+            group = group_record::encode_copy(g).encode_to_vec();
+            Field::Encoded(10, &group)
+        }
+        Payload::GroupReceipt(r) => {
+            group_receipt = [
+                Str(1, &r.group_id),
+                I32(2, wire::receipt_kind_to_wire(r.kind).into()),
+                U64(3, r.up_to_group_seq),
+            ];
+            Field::Message(11, &group_receipt)
+        }
     };
-    let record = MailboxRecord {
-        record: Some(mailbox_record::Record::Appended(EntryAppended {
-            owner: owner.to_owned(),
-            seq: entry.seq,
-            timestamp_ms: entry.timestamp_ms,
-            from_user: from_user.to_string(),
-            from_device: from_device.to_string(),
-            client_msg_id: client_msg_id.to_owned(),
-            server_id,
-            content: Some(content),
-        })),
-    };
-    Bytes::from(record.encode_to_vec())
+    // `MailboxRecord.appended` (`EntryAppended`).
+    let appended = [
+        Str(1, owner),
+        U64(2, entry.seq),
+        U64(3, entry.timestamp_ms),
+        Str(4, from_user),
+        Str(5, from_device),
+        Str(6, client_msg_id),
+        U64(7, server_id),
+        content,
+    ];
+    Bytes::from(encode::encode_to_vec(&[Field::Message(1, &appended)]))
 }
 
 /// Encodes a cursor move.
 pub fn encode_cursor(owner: &str, device: &str, cursor: u64) -> Bytes {
-    let record = MailboxRecord {
-        record: Some(mailbox_record::Record::Cursor(CursorMoved {
-            owner: owner.to_owned(),
-            device: device.to_owned(),
-            cursor,
-        })),
-    };
-    Bytes::from(record.encode_to_vec())
+    // `MailboxRecord.cursor` (`CursorMoved`).
+    let moved = [Str(1, owner), Str(2, device), U64(3, cursor)];
+    Bytes::from(encode::encode_to_vec(&[Field::Message(2, &moved)]))
 }
 
 /// Decodes a record.
@@ -256,6 +266,68 @@ mod tests {
                 cursor: 42
             }
         );
+    }
+
+    #[test]
+    fn records_are_byte_for_byte_what_prost_writes() {
+        use crate::proto::storage::{CursorMoved, EntryAppended, StoredMessage, StoredReceipt};
+        let appended = |content| MailboxRecord {
+            record: Some(mailbox_record::Record::Appended(EntryAppended {
+                owner: "bob".to_owned(),
+                seq: 7,
+                timestamp_ms: 1_700,
+                from_user: "alice".to_owned(),
+                from_device: "phone".to_owned(),
+                client_msg_id: "m-1".to_owned(),
+                server_id: 99,
+                content: Some(content),
+            })),
+        };
+        let entry = |payload| Entry {
+            seq: 7,
+            timestamp_ms: 1_700,
+            payload,
+        };
+        let message = entry(Payload::Message(ChatMessage {
+            server_id: 99,
+            from_user: Id::from("alice"),
+            from_device: Id::from("phone"),
+            to_user: Id::from("bob"),
+            client_msg_id: Arc::from("m-1"),
+            kind: MessageKind::Binary,
+            body: Bytes::from_static(b"body"),
+        }));
+        let expected = appended(entry_appended::Content::Message(StoredMessage {
+            to_user: "bob".to_owned(),
+            kind: wire::message_kind_to_wire(MessageKind::Binary).into(),
+            body: Bytes::from_static(b"body"),
+        }));
+        assert_eq!(
+            encode_appended("bob", &message, "m-1", 99),
+            expected.encode_to_vec()
+        );
+        let receipt = entry(Payload::Receipt(ReceiptNotice {
+            from_user: Id::from("alice"),
+            from_device: Id::from("phone"),
+            kind: ReceiptKind::Delivered,
+            up_to_seq: 0,
+        }));
+        let expected = appended(entry_appended::Content::Receipt(StoredReceipt {
+            kind: wire::receipt_kind_to_wire(ReceiptKind::Delivered).into(),
+            up_to_seq: 0,
+        }));
+        assert_eq!(
+            encode_appended("bob", &receipt, "m-1", 99),
+            expected.encode_to_vec()
+        );
+        let expected = MailboxRecord {
+            record: Some(mailbox_record::Record::Cursor(CursorMoved {
+                owner: "alice".to_owned(),
+                device: String::new(),
+                cursor: 3,
+            })),
+        };
+        assert_eq!(encode_cursor("alice", "", 3), expected.encode_to_vec());
     }
 
     #[test]

@@ -218,7 +218,9 @@ impl SessionState {
             return;
         }
         self.node.metrics.messages_out.increment(1);
-        self.send(wire::deliver(entry));
+        if wire::with_deliver_fields(entry, |frame| self.send_fields(frame)).is_none() {
+            self.send(wire::deliver(entry));
+        }
     }
 }
 

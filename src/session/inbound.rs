@@ -8,11 +8,15 @@ use ractor::ActorRef;
 use super::{AppendFailure, MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
 use crate::clock::now_ms;
 use crate::dispatch::DispatchError;
+use crate::encode::{
+    Field,
+    Field::{Bool, Str, U64},
+};
 use crate::mailbox::{AckInfo, AppendJob, Content, MailboxOp};
 use crate::message::{Id, MessageKind};
 use crate::proto::v1::{
-    ErrorCode, Pong, PresenceSubscribe, PresenceUpdate, Receipt, Send, ServerAck, Typing,
-    TypingNotice, client_frame::Frame as In, server_frame::Frame as Out,
+    ErrorCode, Pong, PresenceSubscribe, PresenceUpdate, Receipt, Send, Typing, TypingNotice,
+    client_frame::Frame as In, server_frame::Frame as Out,
 };
 use crate::token::valid_id;
 
@@ -225,14 +229,16 @@ impl SessionState {
                 } else {
                     metrics.messages_in.increment(1);
                 }
-                self.send(Out::ServerAck(ServerAck {
-                    client_msg_id: pending.client_msg_id.to_string(),
-                    server_id: ack.server_id,
-                    seq: ack.seq,
-                    timestamp_ms: ack.timestamp_ms,
-                    duplicate,
-                    group_id: pending.group.as_deref().unwrap_or_default().to_owned(),
-                }));
+                // `ServerFrame.server_ack` (`ServerAck`), from borrowed fields.
+                let server_ack = [
+                    Str(1, &pending.client_msg_id),
+                    U64(2, ack.server_id),
+                    U64(3, ack.seq),
+                    U64(4, ack.timestamp_ms),
+                    Bool(5, duplicate),
+                    Str(6, pending.group.as_deref().unwrap_or_default()),
+                ];
+                self.send_fields(&[Field::Message(2, &server_ack)]);
             }
             (_, Some(AppendFailure::NotAMember)) => self.send_error(
                 ErrorCode::NotAMember,

@@ -5,6 +5,7 @@ use bytes::{Buf, BytesMut};
 use ractor::ActorRef;
 
 use super::{SessionMsg, SessionState, wire};
+use crate::encode::Field;
 use crate::frame;
 use crate::metrics as names;
 use crate::proto::v1::{ErrorCode, GoAway, GoAwayReason, server_frame::Frame};
@@ -17,6 +18,20 @@ impl SessionState {
             return;
         }
         frame::encode(&wire::server_frame(frame), &mut self.out);
+        self.queued();
+    }
+
+    /// As [`SessionState::send`], for a `ServerFrame` given as borrowed fields.
+    pub(super) fn send_fields(&mut self, frame: &[Field<'_>]) {
+        if self.closing {
+            return;
+        }
+        frame::encode_fields(frame, &mut self.out);
+        self.queued();
+    }
+
+    /// A frame was queued: counts it, and closes a slow consumer.
+    fn queued(&mut self) {
         self.node.metrics.frames_out.increment(1);
         if self.out.len() > self.node.config.limits.outbound_max_bytes as usize {
             tracing::info!(conn = self.conn.id, user = %self.user, "slow consumer: outbound buffer full");

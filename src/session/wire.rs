@@ -1,5 +1,9 @@
 //! Conversions between the session's domain values and the v1 wire frames.
 
+use crate::encode::{
+    Field,
+    Field::{I32, Str, U64},
+};
 use crate::message::{Entry, MessageKind, Payload, ReceiptKind};
 use crate::proto::v1::{self as wire, ErrorCode, ServerFrame, deliver, server_frame::Frame};
 
@@ -88,6 +92,51 @@ pub fn deliver(entry: &Entry) -> Frame {
     })
 }
 
+/// Calls `send` with the `ServerFrame` carrying `entry`'s Deliver frame as fields borrowed from
+/// the entry (no copy of its ids or body); `None` for group messages and events, whose frames
+/// [`deliver`] builds.
+pub fn with_deliver_fields<R>(entry: &Entry, send: impl FnOnce(&[Field<'_>]) -> R) -> Option<R> {
+    let (message, receipt, group_receipt);
+    // `Deliver.payload`, field numbers as in `ChatMessage`, `ReceiptNotice` and
+    // `GroupReceiptNotice`.
+    let payload = match &entry.payload {
+        Payload::Message(m) => {
+            message = [
+                U64(1, m.server_id),
+                Str(2, &m.from_user),
+                Str(3, &m.from_device),
+                Str(4, &m.to_user),
+                Str(5, &m.client_msg_id),
+                I32(6, message_kind_to_wire(m.kind).into()),
+                Field::Bytes(7, &m.body),
+            ];
+            Field::Message(3, &message)
+        }
+        Payload::Receipt(r) => {
+            receipt = [
+                Str(1, &r.from_user),
+                Str(2, &r.from_device),
+                I32(3, receipt_kind_to_wire(r.kind).into()),
+                U64(4, r.up_to_seq),
+            ];
+            Field::Message(4, &receipt)
+        }
+        Payload::GroupReceipt(r) => {
+            group_receipt = [
+                Str(1, &r.group_id),
+                Str(2, &r.from_user),
+                I32(3, receipt_kind_to_wire(r.kind).into()),
+                U64(4, r.up_to_group_seq),
+            ];
+            Field::Message(7, &group_receipt)
+        }
+        Payload::Group(_) => return None,
+    };
+    // `ServerFrame.deliver` (`Deliver`).
+    let deliver = [U64(1, entry.seq), U64(2, entry.timestamp_ms), payload];
+    Some(send(&[Field::Message(3, &deliver)]))
+}
+
 /// The wire message kind.
 pub fn message_kind_to_wire(kind: MessageKind) -> wire::MessageKind {
     match kind {
@@ -121,5 +170,58 @@ pub fn receipt_kind_from_wire(kind: i32) -> Option<ReceiptKind> {
         wire::ReceiptKind::Delivered => Some(ReceiptKind::Delivered),
         wire::ReceiptKind::Read => Some(ReceiptKind::Read),
         wire::ReceiptKind::Unspecified => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::{Bytes, BytesMut};
+
+    use super::*;
+    use crate::frame;
+    use crate::message::{ChatMessage, GroupReceiptNotice, Id, ReceiptNotice};
+
+    fn both_ways(payload: Payload) -> (BytesMut, BytesMut) {
+        let entry = Entry {
+            seq: 12,
+            timestamp_ms: 1_700_000_000_123,
+            payload,
+        };
+        let mut direct = BytesMut::new();
+        with_deliver_fields(&entry, |fields| frame::encode_fields(fields, &mut direct)).unwrap();
+        let mut prost = BytesMut::new();
+        frame::encode(&server_frame(deliver(&entry)), &mut prost);
+        (direct, prost)
+    }
+
+    #[test]
+    fn deliver_frames_from_borrowed_fields_match_the_prost_frames() {
+        let (direct, prost) = both_ways(Payload::Message(ChatMessage {
+            server_id: 9,
+            from_user: Id::from("alice"),
+            from_device: Id::from("phone"),
+            to_user: Id::from("bob"),
+            client_msg_id: Arc::from("m-1"),
+            kind: MessageKind::Media,
+            body: Bytes::from_static(b"\x00\x01body"),
+        }));
+        assert_eq!(direct, prost);
+        let (direct, prost) = both_ways(Payload::Receipt(ReceiptNotice {
+            from_user: Id::from("bob"),
+            from_device: Id::from(""),
+            kind: ReceiptKind::Read,
+            up_to_seq: 4,
+        }));
+        assert_eq!(direct, prost);
+        let (direct, prost) = both_ways(Payload::GroupReceipt(GroupReceiptNotice {
+            group_id: Id::from("g-1"),
+            from_user: Id::from("carol"),
+            from_device: Id::from("tablet"),
+            kind: ReceiptKind::Delivered,
+            up_to_group_seq: 77,
+        }));
+        assert_eq!(direct, prost);
     }
 }
