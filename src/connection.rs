@@ -9,12 +9,15 @@
 pub mod reader;
 pub mod sweep;
 
+use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::BytesMut;
 use hashbrown::HashMap;
 use ractor::ActorRef;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -113,6 +116,35 @@ impl Conn {
         let _ = self.session.set(session);
     }
 
+    /// Reads what the socket has now into the spare capacity of `buf` (which must have some).
+    /// Returns the bytes read (0 at end of stream) and whether the read drained the socket.
+    ///
+    /// A read that leaves part of the spare capacity unfilled has emptied the socket's receive
+    /// queue; the socket's readiness is then cleared, so the reader waits for the next data
+    /// instead of paying one more `recv` that would only find none. Data arriving meanwhile
+    /// raises a new readiness event, which clearing does not lose.
+    pub fn try_read_drained(&self, buf: &mut BytesMut) -> io::Result<(usize, bool)> {
+        let start = buf.len();
+        let spare = buf.capacity() - start;
+        buf.resize(start + spare, 0);
+        let mut read = 0;
+        let result = self.stream.try_io(Interest::READABLE, || {
+            let mut socket: &socket2::Socket = &socket2::SockRef::from(&self.stream);
+            read = socket.read(&mut buf[start..])?;
+            if read > 0 && read < spare {
+                // Drained: report WouldBlock to clear the readiness; `read` carries the count.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        buf.truncate(start + read);
+        match result {
+            Ok(read) => Ok((read, false)),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok((read, true)),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Writes as much of `bytes` as the socket takes now.
     pub fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
         self.stream.try_write(bytes)
@@ -202,5 +234,48 @@ impl ConnTable {
             let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             shard.values().for_each(&mut f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use tokio::io::{AsyncWriteExt, Interest};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::Conn;
+
+    /// A short read clears the readiness; data that arrives afterwards raises it again and is
+    /// read whole, and a read that fills the buffer leaves the rest for the next one.
+    #[tokio::test]
+    async fn a_drained_read_clears_readiness_without_losing_later_data() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut phone = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        let conn = Conn::new(1, stream, peer);
+
+        phone.write_all(b"hello").await.unwrap();
+        conn.stream.ready(Interest::READABLE).await.unwrap();
+        let mut buf = BytesMut::with_capacity(16);
+        assert_eq!(conn.try_read_drained(&mut buf).unwrap(), (5, true));
+        assert_eq!(&buf[..], b"hello");
+        // Readiness is cleared: nothing to read is reported as such, not as a stale event.
+        assert_eq!(
+            conn.try_read_drained(&mut buf).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock
+        );
+
+        phone.write_all(&[7u8; 20]).await.unwrap();
+        conn.stream.ready(Interest::READABLE).await.unwrap();
+        buf.clear();
+        buf.reserve(16);
+        let (first, drained) = conn.try_read_drained(&mut buf).unwrap();
+        assert!(!drained && first == buf.capacity());
+        buf.reserve(64);
+        let (second, drained) = conn.try_read_drained(&mut buf).unwrap();
+        assert!(drained);
+        assert_eq!((first + second, &buf[..]), (20, &[7u8; 20][..]));
     }
 }

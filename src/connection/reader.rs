@@ -156,8 +156,8 @@ impl Reader {
             if buf.capacity() == buf.len() {
                 buf.reserve(READ_CHUNK);
             }
-            let read = match self.conn.stream.try_read_buf(buf) {
-                Ok(0) => return Err(ReadError::Eof),
+            let (read, drained) = match self.conn.try_read_drained(buf) {
+                Ok((0, _)) => return Err(ReadError::Eof),
                 Ok(read) => read,
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(error) => return Err(error.into()),
@@ -174,6 +174,9 @@ impl Reader {
                 if !self.reading || self.conn.is_closed() {
                     return Ok(());
                 }
+            }
+            if drained {
+                break;
             }
         }
         // An idle connection keeps no read buffer.
