@@ -10,6 +10,9 @@ use tern::config::Config;
 use tern::server::{Listeners, Server};
 use tern::token::TokenKey;
 
+/// mimalloc, unless built with `--features system-alloc` (the C library's allocator, which heap
+/// profilers such as heaptrack can follow: `loadtest/scripts/heap_profile.sh`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
