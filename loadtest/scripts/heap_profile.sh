@@ -32,7 +32,7 @@ else
     count=${2:-10000}
     "${load[@]}" idle --server 127.0.0.1:7500 --config loadtest/bench.toml \
         --connections "$count" --duration 5 --json > /dev/null 2>&1
-    cost=peak unit="bytes per idle connection, at the peak"
+    cost=peak unit="bytes of heap at the peak per idle connection (the node's fixed heap included)"
 fi
 kill -INT "$pid"
 while kill -0 "$pid" 2> /dev/null; do sleep 0.5; done
