@@ -1,9 +1,0 @@
-struct GeneratedActor;
-
-#[ractor::actor(message = enum GeneratedMessage)]
-impl GeneratedActor {
-    #[ractor::message(Discard(_))]
-    fn discard(&self) {}
-}
-
-fn main() {}
