@@ -218,9 +218,9 @@ mod tests {
     use super::*;
     use crate::message::{MessageKind, ReceiptKind};
 
-    #[test]
-    fn messages_receipts_and_cursors_round_trip() {
-        let message = Entry {
+    /// Entry 7 of bob's mailbox: alice's message "m-1" (server id 99) with `body`.
+    fn message_to_bob(body: &'static [u8]) -> Entry {
+        Entry {
             seq: 7,
             timestamp_ms: 1_700,
             payload: Payload::Message(ChatMessage {
@@ -230,9 +230,14 @@ mod tests {
                 to_user: Id::from("bob"),
                 client_msg_id: Arc::from("m-1"),
                 kind: MessageKind::Binary,
-                body: Bytes::from_static(b"\x00\xffbody"),
+                body: Bytes::from_static(body),
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn messages_receipts_and_cursors_round_trip() {
+        let message = message_to_bob(b"\x00\xffbody");
         let decoded = decode(encode_appended("bob", &message, "m-1", 99)).unwrap();
         assert_eq!(
             decoded,
@@ -288,15 +293,7 @@ mod tests {
             timestamp_ms: 1_700,
             payload,
         };
-        let message = entry(Payload::Message(ChatMessage {
-            server_id: 99,
-            from_user: Id::from("alice"),
-            from_device: Id::from("phone"),
-            to_user: Id::from("bob"),
-            client_msg_id: Arc::from("m-1"),
-            kind: MessageKind::Binary,
-            body: Bytes::from_static(b"body"),
-        }));
+        let message = message_to_bob(b"body");
         let expected = appended(entry_appended::Content::Message(StoredMessage {
             to_user: "bob".to_owned(),
             kind: wire::message_kind_to_wire(MessageKind::Binary).into(),
