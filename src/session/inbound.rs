@@ -8,10 +8,6 @@ use ractor::ActorRef;
 use super::{AppendFailure, MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
 use crate::clock::now_ms;
 use crate::dispatch::DispatchError;
-use crate::encode::{
-    Field,
-    Field::{Bool, Str, U64},
-};
 use crate::mailbox::{AckInfo, AppendJob, Content, MailboxOp};
 use crate::message::{Id, MessageKind};
 use crate::proto::v1::{
@@ -229,16 +225,14 @@ impl SessionState {
                 } else {
                     metrics.messages_in.increment(1);
                 }
-                // `ServerFrame.server_ack` (`ServerAck`), from borrowed fields.
-                let server_ack = [
-                    Str(1, &pending.client_msg_id),
-                    U64(2, ack.server_id),
-                    U64(3, ack.seq),
-                    U64(4, ack.timestamp_ms),
-                    Bool(5, duplicate),
-                    Str(6, pending.group.as_deref().unwrap_or_default()),
-                ];
-                self.send_fields(&[Field::Message(2, &server_ack)]);
+                let group = pending.group.as_deref().unwrap_or_default();
+                wire::with_server_ack_fields(
+                    &pending.client_msg_id,
+                    &ack,
+                    duplicate,
+                    group,
+                    |frame| self.send_fields(frame),
+                );
             }
             (_, Some(AppendFailure::NotAMember)) => self.send_error(
                 ErrorCode::NotAMember,

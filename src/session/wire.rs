@@ -2,8 +2,9 @@
 
 use crate::encode::{
     Field,
-    Field::{I32, Str, U64},
+    Field::{Bool, I32, Str, U64},
 };
+use crate::mailbox::AckInfo;
 use crate::message::{Entry, MessageKind, Payload, ReceiptKind};
 use crate::proto::v1::{self as wire, ErrorCode, ServerFrame, deliver, server_frame::Frame};
 
@@ -137,6 +138,27 @@ pub fn with_deliver_fields<R>(entry: &Entry, send: impl FnOnce(&[Field<'_>]) -> 
     Some(send(&[Field::Message(3, &deliver)]))
 }
 
+/// Calls `send` with the `ServerFrame` carrying the ServerAck of `client_msg_id` as borrowed
+/// fields (`group` empty for a 1:1 message).
+pub fn with_server_ack_fields<R>(
+    client_msg_id: &str,
+    ack: &AckInfo,
+    duplicate: bool,
+    group: &str,
+    send: impl FnOnce(&[Field<'_>]) -> R,
+) -> R {
+    // `ServerFrame.server_ack` (`ServerAck`).
+    let server_ack = [
+        Str(1, client_msg_id),
+        U64(2, ack.server_id),
+        U64(3, ack.seq),
+        U64(4, ack.timestamp_ms),
+        Bool(5, duplicate),
+        Str(6, group),
+    ];
+    send(&[Field::Message(2, &server_ack)])
+}
+
 /// The wire message kind.
 pub fn message_kind_to_wire(kind: MessageKind) -> wire::MessageKind {
     match kind {
@@ -223,5 +245,31 @@ mod tests {
             up_to_group_seq: 77,
         }));
         assert_eq!(direct, prost);
+    }
+
+    #[test]
+    fn a_server_ack_from_borrowed_fields_matches_the_prost_frame() {
+        let ack = AckInfo {
+            seq: 5,
+            server_id: 1 << 40,
+            timestamp_ms: 1_700_000_000_000,
+        };
+        for (duplicate, group) in [(false, ""), (true, "g-1")] {
+            let mut direct = BytesMut::new();
+            with_server_ack_fields("m-9", &ack, duplicate, group, |fields| {
+                frame::encode_fields(fields, &mut direct)
+            });
+            let mut prost = BytesMut::new();
+            let frame = Frame::ServerAck(wire::ServerAck {
+                client_msg_id: "m-9".to_owned(),
+                server_id: ack.server_id,
+                seq: ack.seq,
+                timestamp_ms: ack.timestamp_ms,
+                duplicate,
+                group_id: group.to_owned(),
+            });
+            frame::encode(&server_frame(frame), &mut prost);
+            assert_eq!(direct, prost);
+        }
     }
 }
