@@ -44,6 +44,8 @@ use delivery::Delivery;
 pub enum SessionMsg {
     /// A frame from the phone (already rate-limited by the reader).
     Inbound(ClientFrame),
+    /// Several frames from one read of the socket, in order (already rate-limited).
+    InboundBatch(Vec<ClientFrame>),
     /// A frame the reader refused for exceeding the rate limit.
     RateLimited(ClientFrame),
     /// The phone sent a frame type this server does not know.
@@ -302,6 +304,14 @@ impl Actor for Session {
         }
         match message {
             SessionMsg::Inbound(frame) => state.inbound(&myself, frame),
+            SessionMsg::InboundBatch(frames) => {
+                for frame in frames {
+                    if state.closing {
+                        break;
+                    }
+                    state.inbound(&myself, frame);
+                }
+            }
             SessionMsg::RateLimited(frame) => state.rate_limited(&frame),
             SessionMsg::Unsupported => state.send_error(
                 ErrorCode::ProtocolViolation,

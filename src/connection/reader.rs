@@ -79,6 +79,37 @@ impl RateLimit {
     }
 }
 
+/// The admitted frames of one read, cast to the session as one actor message: one frame as
+/// [`SessionMsg::Inbound`], several as [`SessionMsg::InboundBatch`]. Lives on the stack of a
+/// synchronous function, so it does not grow the reader task's state.
+enum Batch {
+    Empty,
+    One(Frame),
+    Many(Vec<Frame>),
+}
+
+impl Batch {
+    fn push(&mut self, frame: Frame) {
+        *self = match std::mem::replace(self, Batch::Empty) {
+            Batch::Empty => Batch::One(frame),
+            Batch::One(first) => Batch::Many(vec![first, frame]),
+            Batch::Many(mut frames) => {
+                frames.push(frame);
+                Batch::Many(frames)
+            }
+        };
+    }
+
+    /// Casts what is gathered, leaving the batch empty.
+    fn send(&mut self, session: &ActorRef<SessionMsg>) {
+        let _ = match std::mem::replace(self, Batch::Empty) {
+            Batch::Empty => return,
+            Batch::One(frame) => session.cast(SessionMsg::Inbound(frame)),
+            Batch::Many(frames) => session.cast(SessionMsg::InboundBatch(frames)),
+        };
+    }
+}
+
 struct Reader {
     node: Arc<Node>,
     conn: Arc<Conn>,
@@ -165,15 +196,26 @@ impl Reader {
             self.node.metrics.bytes_in.increment(read as u64);
             self.conn.touch();
             while let Some(buf) = self.buf.as_mut() {
+                if let Some(session) = self.session.clone() {
+                    // Logged in: every complete frame of this read goes to the session.
+                    let mut batch = Batch::Empty;
+                    let result = self.dispatch(&session, &mut batch, max);
+                    batch.send(&session);
+                    result?;
+                    break;
+                }
                 let Some(payload) = frame::split_frame(buf, max)? else {
                     break;
                 };
                 self.node.metrics.frames_in.increment(1);
                 let client_frame: ClientFrame = frame::decode(payload)?;
-                self.handle(client_frame).await?;
+                self.first_frame(client_frame).await?;
                 if !self.reading || self.conn.is_closed() {
                     return Ok(());
                 }
+            }
+            if !self.reading || self.conn.is_closed() {
+                return Ok(());
             }
             if drained {
                 break;
@@ -186,33 +228,56 @@ impl Reader {
         Ok(())
     }
 
-    async fn handle(&mut self, client_frame: ClientFrame) -> Result<(), ReadError> {
-        let Some(session) = &self.session else {
-            let Some(frame) = client_frame.frame else {
-                return Err(FrameError::Empty.into());
-            };
-            // Boxed: the login future (it spawns the session) is large and would otherwise size
-            // this task's state for the connection's whole life.
-            Box::pin(self.login(frame)).await;
-            return Ok(());
-        };
+    /// A frame before login: it must be a Login (see [`Reader::login`]).
+    async fn first_frame(&mut self, client_frame: ClientFrame) -> Result<(), ReadError> {
         let Some(frame) = client_frame.frame else {
-            // A frame type this server does not know (a newer client): refuse it, stay open.
-            let _ = session.cast(SessionMsg::Unsupported);
-            return Ok(());
+            return Err(FrameError::Empty.into());
         };
+        // Boxed: the login future (it spawns the session) is large and would otherwise size
+        // this task's state for the connection's whole life.
+        Box::pin(self.login(frame)).await;
+        Ok(())
+    }
+
+    /// Splits every complete frame off the read buffer and hands it to the session: admitted
+    /// frames gather in `batch` (the caller casts what is left in it), and anything else the
+    /// session must hear casts the batch first, so the session sees everything in order.
+    fn dispatch(
+        &mut self,
+        session: &ActorRef<SessionMsg>,
+        batch: &mut Batch,
+        max: u32,
+    ) -> Result<(), ReadError> {
         let limits = &self.node.config.limits;
-        // Acks only release resources, so they are never refused.
-        let is_ack = matches!(frame, Frame::Ack(_));
-        if is_ack || self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
-            let _ = session.cast(SessionMsg::Inbound(frame));
-        } else if self.rate.refused > limits.frame_burst {
-            metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
-            let _ = session.cast(SessionMsg::Flooded);
-            self.reading = false;
-        } else {
-            metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
-            let _ = session.cast(SessionMsg::RateLimited(frame));
+        while self.reading && !self.conn.is_closed() {
+            let Some(buf) = self.buf.as_mut() else {
+                break;
+            };
+            let Some(payload) = frame::split_frame(buf, max)? else {
+                break;
+            };
+            self.node.metrics.frames_in.increment(1);
+            let client_frame: ClientFrame = frame::decode(payload)?;
+            let Some(frame) = client_frame.frame else {
+                // A frame type this server does not know (a newer client): refuse it, stay open.
+                batch.send(session);
+                let _ = session.cast(SessionMsg::Unsupported);
+                continue;
+            };
+            // Acks only release resources, so they are never refused.
+            let is_ack = matches!(frame, Frame::Ack(_));
+            if is_ack || self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
+                batch.push(frame);
+            } else if self.rate.refused > limits.frame_burst {
+                metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
+                batch.send(session);
+                let _ = session.cast(SessionMsg::Flooded);
+                self.reading = false;
+            } else {
+                metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
+                batch.send(session);
+                let _ = session.cast(SessionMsg::RateLimited(frame));
+            }
         }
         Ok(())
     }
