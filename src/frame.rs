@@ -29,20 +29,22 @@ pub enum FrameError {
 
 /// Appends `message` to `out` as one frame.
 pub fn encode<M: Message>(message: &M, out: &mut BytesMut) {
-    let len = message.encoded_len();
-    out.reserve(HEADER_BYTES + len);
-    // Lengths above u32::MAX cannot be produced: frames are bounded far below that by config.
-    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    put_header(message.encoded_len(), out);
     // Encoding into a BytesMut with enough reserved capacity cannot fail.
     let _ = message.encode(out);
 }
 
 /// Appends the message made of `fields` to `out` as one frame (see [`crate::encode`]).
 pub fn encode_fields(fields: &[Field<'_>], out: &mut BytesMut) {
-    let len = encode::encoded_len(fields);
-    out.reserve(HEADER_BYTES + len);
-    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    put_header(encode::encoded_len(fields), out);
     encode::encode(fields, out);
+}
+
+/// Reserves room for a frame of `len` payload bytes and writes its length prefix.
+fn put_header(len: usize, out: &mut BytesMut) {
+    out.reserve(HEADER_BYTES + len);
+    // Lengths above u32::MAX cannot be produced: frames are bounded far below that by config.
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
 /// Splits the next complete frame's payload off the front of `buf`.
