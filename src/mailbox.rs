@@ -148,7 +148,9 @@ pub enum MailboxOp {
     /// Write back what is older than `older_than_ms` and still unacked, plus changed metadata,
     /// to the store; then count down `done`.
     WriteBack {
-        /// Entries accepted before this time (ms since the epoch) are written back.
+        /// Entries accepted before this time are written back: milliseconds on the process's
+        /// monotonic clock ([`crate::clock::monotonic_ms`], compared with
+        /// [`crate::message::Entry::accepted_ms`]), never the wall clock.
         older_than_ms: u64,
         /// Completed once this worker's store batch is applied (or failed).
         done: Arc<checkpoint::Countdown>,

@@ -37,8 +37,14 @@ pub enum ReceiptKind {
 pub struct Entry {
     /// Position in the mailbox: 1, 2, 3... without gaps.
     pub seq: u64,
-    /// When the server accepted it, milliseconds since the Unix epoch.
+    /// When the server accepted it, milliseconds since the Unix epoch (wall clock; what users
+    /// see, never used to decide what may be released).
     pub timestamp_ms: u64,
+    /// When this process appended it to the mailbox, on the process's monotonic clock
+    /// ([`crate::clock::monotonic_ms`]); 0 for entries read back from disk at start. Write-back
+    /// ages entries by this stamp, so a wall-clock step cannot make an entry look older than it
+    /// is and get its journal record released before the entry reaches the store. Not stored.
+    pub accepted_ms: u64,
     /// What it carries.
     pub payload: Payload,
 }

@@ -23,11 +23,12 @@ pub enum LogError {
     Record(#[from] RecordError),
 }
 
-/// The member's copy (at `seq` in its mailbox) of a group entry.
+/// The member's copy (at `seq` in its mailbox) of a group entry, read back from disk.
 pub fn copy_of(seq: u64, timestamp_ms: u64, entry: Arc<GroupEntry>) -> Entry {
     Entry {
         seq,
         timestamp_ms,
+        accepted_ms: 0,
         payload: Payload::Group(entry),
     }
 }

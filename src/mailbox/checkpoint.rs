@@ -9,6 +9,12 @@
 //! metadata), every record up to that sample's LSN is either acked or in the stores, and the
 //! journal may drop it. Entries younger than the delay are never written back, which is why the
 //! released sample is one at least the delay old.
+//!
+//! Every time here (samples, the pass's cutoff, and the entries' `accepted_ms` it is compared
+//! with) is on the process's monotonic clock ([`crate::clock::monotonic_ms`]): with the wall
+//! clock, a step backwards between an append and a sample would make the entry look younger than
+//! the sample, and the sample's release would drop a record whose entry was never written back.
+//! Entries recovered at start are stamped 0, older than any sample of this process.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::MailboxOp;
 use super::recovery::checkpoint_key;
-use crate::clock::now_ms;
+use crate::clock::monotonic_ms;
 use crate::node::Node;
 use crate::store::WriteBatch;
 
@@ -82,7 +88,7 @@ pub async fn run(node: Arc<Node>) {
             _ = interval.tick() => {}
             () = node.shutdown.cancelled() => return,
         }
-        let now = now_ms();
+        let now = monotonic_ms();
         let journals = node.mailboxes.journals();
         samples.push_back((
             now,
@@ -93,7 +99,7 @@ pub async fn run(node: Arc<Node>) {
             metrics::counter!(crate::metrics::CHECKPOINT_FAILURES).increment(1);
             continue;
         }
-        // The newest sample at least the delay (plus a second of clock slack) old.
+        // The newest sample at least the delay (plus a second of slack) old.
         let mut release = None;
         while samples.front().is_some_and(|(at, _)| *at + 1000 <= cutoff) {
             release = samples.pop_front();

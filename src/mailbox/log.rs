@@ -190,6 +190,7 @@ impl Mailbox {
         let entry = Arc::new(Entry {
             seq: ack.seq,
             timestamp_ms,
+            accepted_ms: crate::clock::monotonic_ms(),
             payload: payload(),
         });
         self.held_bytes += entry.cache_bytes();
@@ -204,6 +205,7 @@ impl Mailbox {
         let entry = Arc::new(Entry {
             seq: self.last_seq,
             timestamp_ms,
+            accepted_ms: crate::clock::monotonic_ms(),
             payload,
         });
         self.held_bytes += entry.cache_bytes();

@@ -204,6 +204,7 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
                 entry: Entry {
                     seq: a.seq,
                     timestamp_ms: a.timestamp_ms,
+                    accepted_ms: 0,
                     payload,
                 },
                 client_msg_id,
@@ -223,6 +224,7 @@ mod tests {
         Entry {
             seq: 7,
             timestamp_ms: 1_700,
+            accepted_ms: 0,
             payload: Payload::Message(ChatMessage {
                 server_id: 99,
                 from_user: Id::from("alice"),
@@ -252,6 +254,7 @@ mod tests {
         let receipt = Entry {
             seq: 3,
             timestamp_ms: 5,
+            accepted_ms: 0,
             payload: Payload::Receipt(ReceiptNotice {
                 from_user: Id::from("bob"),
                 from_device: Id::from("phone"),
@@ -291,6 +294,7 @@ mod tests {
         let entry = |payload| Entry {
             seq: 7,
             timestamp_ms: 1_700,
+            accepted_ms: 0,
             payload,
         };
         let message = message_to_bob(b"body");

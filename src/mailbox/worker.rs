@@ -541,7 +541,7 @@ impl MailboxWorker {
 }
 
 /// Adds to `batch` the held entries of `owner` not yet written back, durable, and accepted
-/// before `older_than_ms`; returns how many.
+/// before `older_than_ms` (the monotonic clock, as [`Entry::accepted_ms`]); returns how many.
 fn write_entries(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch, older_than_ms: u64) -> u64 {
     let durable = slot.durable.load(Ordering::Acquire);
     let mut written = 0;
@@ -549,7 +549,7 @@ fn write_entries(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch, older_than
         if entry.seq <= slot.written_upto {
             continue;
         }
-        if entry.seq > durable || entry.timestamp_ms >= older_than_ms {
+        if entry.seq > durable || entry.accepted_ms >= older_than_ms {
             break;
         }
         let (client_msg_id, server_id) = dedup_id(entry);

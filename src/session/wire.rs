@@ -209,6 +209,7 @@ mod tests {
         let entry = Entry {
             seq: 12,
             timestamp_ms: 1_700_000_000_123,
+            accepted_ms: 0,
             payload,
         };
         let mut direct = BytesMut::new();

@@ -414,8 +414,14 @@ pub struct ChildNode {
 impl ChildNode {
     /// Starts `tern serve --config CONFIG --data-dir DATA` and waits for its ready line.
     pub fn start(config: &Path, data: &Path) -> Self {
+        Self::start_with_env(config, data, &[])
+    }
+
+    /// [`ChildNode::start`] with extra environment variables for the child.
+    pub fn start_with_env(config: &Path, data: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+            .envs(env.iter().copied())
             .args(["serve", "--config"])
             .arg(config)
             .arg("--data-dir")
