@@ -15,6 +15,7 @@ pub mod connection;
 pub mod dispatch;
 pub mod encode;
 pub mod frame;
+pub mod fsync;
 pub mod group;
 pub mod journal;
 pub mod mailbox;

@@ -113,6 +113,8 @@ pub const MEDIA_OBJECTS: &str = "tern_media_objects";
 pub const MEDIA_STORED_BYTES: &str = "tern_media_stored_bytes";
 /// Media HTTP responses, by `status` class (`2xx`, `3xx`, `4xx`, `5xx`).
 pub const MEDIA_RESPONSES: &str = "tern_media_responses_total";
+/// Time to make one change of the media index durable (sled flush, then fsync of its files).
+pub const MEDIA_INDEX_SYNC: &str = "tern_media_index_sync_seconds";
 
 /// Latency buckets, in seconds, for every histogram.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -349,6 +351,11 @@ fn describe_media() {
         MEDIA_STORED_BYTES,
         Unit::Bytes,
         "Bytes of distinct media objects stored."
+    );
+    describe_histogram!(
+        MEDIA_INDEX_SYNC,
+        Unit::Seconds,
+        "Making one media index change durable: sled flush, then fsync of its files."
     );
     describe_counter!(
         MEDIA_RESPONSES,

@@ -103,9 +103,7 @@ pub(crate) fn truncate(dir: &Path, path: &Path, len: u64) -> Result<(), JournalE
 
 /// Fsyncs a directory, making file creations, renames and deletions in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|error| JournalError::io(dir, error))
+    crate::fsync::sync_dir(dir).map_err(|error| JournalError::io(dir, error))
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! (`proto/tern/storage/v1/media.proto`); media bytes never go here.
 //!
 //! Every method blocks on disk: call them from `spawn_blocking` or at start, never on an async
-//! worker. Every change ends with sled's `flush`, so it survives a process crash once the call
-//! returns (sled's own fsync follows within `FLUSH_EVERY_MS`).
+//! worker. Every change is durable when its call returns, power loss included: sled's `flush`
+//! (which stops at `sync_file_range`), then an fsync of the database's files and directory. A
+//! client may put a media id in an acked message as soon as its upload is answered, so an
+//! answered completion must not depend on sled's own flusher.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,7 +24,8 @@ const MEDIA: u8 = b'm';
 /// Key prefix of an object (then the 32-byte digest).
 const OBJECT: u8 = b'o';
 
-/// How often sled's flusher fsyncs on its own, in milliseconds.
+/// How often sled's flusher writes on its own, in milliseconds (every change is also made
+/// durable before its call returns).
 const FLUSH_EVERY_MS: u64 = 500;
 
 /// How long an open waits for the file lock of an index this process closed a moment ago.
@@ -38,6 +41,14 @@ pub enum IndexError {
         path: PathBuf,
         /// The cause.
         source: sled::Error,
+    },
+    /// Making a change durable failed.
+    #[error("media index {path}: {source}")]
+    Sync {
+        /// The database directory.
+        path: PathBuf,
+        /// The cause.
+        source: crate::fsync::SyncError,
     },
     /// A record did not decode.
     #[error("media index {path}: corrupt record under key {key:02x?}")]
@@ -65,6 +76,8 @@ pub struct Contents {
 pub struct Index {
     path: PathBuf,
     db: sled::Db,
+    /// How long each change took to become durable.
+    sync_seconds: metrics::Histogram,
 }
 
 fn key(prefix: u8, bytes: &[u8]) -> Vec<u8> {
@@ -89,6 +102,7 @@ impl Index {
                     return Ok(Self {
                         path: path.to_owned(),
                         db,
+                        sync_seconds: metrics::histogram!(crate::metrics::MEDIA_INDEX_SYNC),
                     });
                 }
                 Err(sled::Error::Io(error))
@@ -146,11 +160,17 @@ impl Index {
         Ok(contents)
     }
 
+    /// Makes every change applied so far durable: sled's flush writes them to its files, the
+    /// fsyncs make the files' data and metadata durable.
     fn flush(&self) -> Result<(), IndexError> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(|error| self.sled_error(error))
+        let started = Instant::now();
+        self.db.flush().map_err(|error| self.sled_error(error))?;
+        crate::fsync::sync_tree(&self.path).map_err(|error| IndexError::Sync {
+            path: self.path.clone(),
+            source: error,
+        })?;
+        self.sync_seconds.record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     /// Records a new unfinished upload.

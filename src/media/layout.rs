@@ -7,7 +7,7 @@
 //! media/objects/ab/cd…  finished content, named by its SHA-256 (64 hex digits, split 2/62)
 //! ```
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -62,22 +62,7 @@ impl Layout {
     }
 }
 
-/// Creates `dir` (and missing parents) and fsyncs its parent so the new entry survives a crash.
-pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir)?;
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
-}
-
-/// fsyncs a directory, making its entries (new files, renames, removals) durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub use crate::fsync::{create_dir_durably, sync_dir};
 
 /// Removes a file; one that is already gone is not an error.
 pub fn remove_file_if_present(path: &Path) -> io::Result<()> {

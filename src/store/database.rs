@@ -1,8 +1,6 @@
 //! One sled database and the trees of the shards it holds; used only by its store thread.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -347,42 +345,10 @@ fn bytes(value: &IVec) -> Bytes {
 
 /// Creates the database directory (and parents) and makes its entry durable.
 fn create_dir(dir: &Path) -> Result<(), StoreError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir).map_err(|error| StoreError::io(dir, error))?;
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
+    crate::fsync::create_dir_durably(dir).map_err(|error| StoreError::io(dir, error))
 }
 
-/// fsyncs every regular file directly in `dir`, then `dir` itself. Files that vanish meanwhile
-/// (sled replaces snapshots) are skipped.
+/// [`crate::fsync::sync_tree`], as a store error.
 fn sync_tree(dir: &Path) -> Result<(), StoreError> {
-    let listing = fs::read_dir(dir).map_err(|error| StoreError::io(dir, error))?;
-    for entry in listing {
-        let entry = entry.map_err(|error| StoreError::io(dir, error))?;
-        let path = entry.path();
-        let is_file = entry
-            .file_type()
-            .map_err(|error| StoreError::io(&path, error))?
-            .is_file();
-        if !is_file {
-            continue;
-        }
-        match File::open(&path).and_then(|file| file.sync_all()) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(StoreError::io(path, error)),
-        }
-    }
-    sync_dir(dir)
-}
-
-/// fsyncs a directory, making its entries durable.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|file| file.sync_all())
-        .map_err(|error| StoreError::io(dir, error))
+    crate::fsync::sync_tree(dir).map_err(|error| StoreError::io(error.path, error.source))
 }
