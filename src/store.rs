@@ -141,7 +141,7 @@ impl Stores {
         for (index, database) in databases.into_iter().enumerate() {
             stores
                 .stores
-                .push(Store::start(index, database, config.queue_capacity)?);
+                .push(Store::start(index, count, database, &config)?);
         }
         Ok(stores)
     }
@@ -166,11 +166,24 @@ impl Stores {
         self.stores.iter().all(Store::healthy)
     }
 
-    /// Stops accepting operations, waits until every thread has run what is queued and
-    /// checkpointed, and joins them; returns the first failure. Blocks: from async code, call
-    /// it on a blocking thread.
-    pub fn close(mut self) -> Result<(), StoreError> {
-        self.shut_down()
+    /// Stops every database thread after what is queued now: each runs it, checkpoints, drops
+    /// its database and exits; joins them and returns the first failure. Later operations are
+    /// refused with [`StoreError::Closed`]. Blocks: from async code, call it on a blocking
+    /// thread. Dropping the last handle does the same.
+    pub fn close(&self) -> Result<(), StoreError> {
+        for store in &self.stores {
+            store.request_close();
+        }
+        let mut outcome = Ok(());
+        for store in &self.stores {
+            if let Err(error) = store.wait() {
+                tracing::error!(%error, path = %store.path().display(), "store: unclean close");
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        outcome
     }
 
     fn shut_down(&mut self) -> Result<(), StoreError> {
