@@ -8,9 +8,10 @@
 //! [`Journal`] is a handle; one OS thread (`tern-journal-N`, the `writer` module) owns the
 //! directory lock, the active segment file and the segment list. Appends reach it through a
 //! bounded queue (full: [`JournalError::Overloaded`], never blocking); completions come back on a
-//! oneshot channel or as a callback run on the journal thread. Dropping the handle closes the
-//! queue; the thread drains and fsyncs what is queued, completes it, and exits; the drop joins
-//! it.
+//! oneshot channel or as a callback run on the journal thread. [`Journal::close`] (or dropping
+//! the last handle) stops the thread after what is queued: it is written, fsynced and
+//! completed, and the thread is joined. [`Journal::exited`] resolves when the thread has ended,
+//! however it ended (the node's supervisor waits on it).
 //!
 //! # On disk
 //! `dir/LOCK` (held with an exclusive file lock while open) and segment files

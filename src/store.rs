@@ -13,9 +13,12 @@
 //! [`StoreError::Overloaded`]. An operation completes through a callback run on the database
 //! thread (the `*_with` methods: quick, non-blocking, e.g. an actor cast) or a [`Pending`]
 //! future. A panic in an operation or callback is caught, counted and answered with
-//! [`StoreError::Panicked`]; the thread goes on. Closing (or dropping) [`Stores`] closes the
-//! queues; each thread runs what is queued, checkpoints, drops its database and exits, and the
-//! close joins them. [`Stores::open`] and [`Stores::close`] block on disk I/O: call them before
+//! [`StoreError::Panicked`]; the thread goes on. A database that sled has failed (after an
+//! I/O error such as a full disk sled answers every operation with that error) is closed and
+//! opened again by its thread, which first applies again every batch applied since its last
+//! flush (see the `worker` module). Closing (or dropping) [`Stores`] stops the threads; each
+//! runs what is queued, checkpoints, drops its database and exits, and the close joins them.
+//! Each thread's end (however it ends) is visible through [`Store::exited`]. [`Stores::open`] and [`Stores::close`] block on disk I/O: call them before
 //! serving or on a blocking thread, never on a tokio worker.
 //!
 //! # Placement

@@ -59,6 +59,9 @@ enum Message {
     /// Die of a panic outside any operation (debug builds: tests of the node's supervision).
     #[cfg(debug_assertions)]
     Crash,
+    /// Take the database for failed, as if sled had failed (tests of the reopen).
+    #[cfg(test)]
+    Fail,
 }
 
 /// Handle to one sled database and the thread that owns it. Obtained from
@@ -278,6 +281,14 @@ impl Store {
         }
     }
 
+    /// Makes the thread take its database for failed, as if sled had failed.
+    #[cfg(test)]
+    pub(crate) fn fail(&self) {
+        if let Some(commands) = &self.commands {
+            let _ = commands.send(Message::Fail);
+        }
+    }
+
     /// Closes the queue; the thread runs what is queued, checkpoints and exits.
     pub(crate) fn hang_up(&mut self) {
         drop(self.commands.take());
@@ -462,18 +473,21 @@ impl Served {
             .unwrap_or(Err(StoreError::Panicked));
         match flushed {
             Ok(()) => self.replay.clear(),
-            Err(error) => {
-                tracing::error!(%error, path = %self.place.path.display(),
-                    replay_batches = self.replay.batches.len(),
-                    "store: database failed; closing it to open it again");
-                self.shared.failed.store(true, Ordering::SeqCst);
-                self.failure = Some(error);
-                // Dropping the handle closes sled (its own final flush fails and is logged).
-                self.database = None;
-                self.next_reopen = Instant::now();
-                self.pause = FIRST_REOPEN_PAUSE;
-            }
+            Err(error) => self.fail(error),
         }
+    }
+
+    /// Closes the failed database, to be opened again at once.
+    fn fail(&mut self, error: StoreError) {
+        tracing::error!(%error, path = %self.place.path.display(),
+            replay_batches = self.replay.batches.len(),
+            "store: database failed; closing it to open it again");
+        self.shared.failed.store(true, Ordering::SeqCst);
+        self.failure = Some(error);
+        // Dropping the handle closes sled (its own final flush fails and is logged).
+        self.database = None;
+        self.next_reopen = Instant::now();
+        self.pause = FIRST_REOPEN_PAUSE;
     }
 
     /// Opens the failed database again, applies the replay log to it and checkpoints it; on
@@ -544,6 +558,8 @@ fn serve(served: &mut Served, queue: Receiver<Message>) -> Result<(), StoreError
             Message::Close => break,
             #[cfg(debug_assertions)]
             Message::Crash => panic!("store thread crashed on request"),
+            #[cfg(test)]
+            Message::Fail => served.fail(StoreError::Sled("failed on purpose".to_owned())),
         }
     }
     // Operations queued after a close are dropped unanswered (their callers see `Closed`).
