@@ -49,10 +49,7 @@ pub async fn serve(
         .route("/accounts/{user}", get(account));
     // Debug builds only: kill a background thread, for the tests of the node's supervision.
     #[cfg(debug_assertions)]
-    let router = router.route(
-        "/debug/crash/{task}",
-        axum::routing::post(crash),
-    );
+    let router = router.route("/debug/crash/{task}", axum::routing::post(crash));
     let router = router.with_state(AdminState { node, prometheus });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -199,7 +199,10 @@ impl Server {
 
     /// Waits for `shutdown`, then shuts down gracefully. If a background task or thread ends
     /// first, shuts down all the same and returns [`ServerError::TaskDied`].
-    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         let died = tokio::select! {
             () = shutdown => None,
             () = self.node.shutdown.cancelled() => None,
@@ -306,12 +309,15 @@ fn close_storage(node: &Node) -> bool {
 /// Never resolves for an empty list.
 async fn first_ended(tasks: &mut Vec<Supervised>) -> (&'static str, &'static str) {
     std::future::poll_fn(|context| {
-        let ended = tasks.iter_mut().enumerate().find_map(|(index, supervised)| {
-            match Pin::new(&mut supervised.handle).poll(context) {
-                Poll::Ready(outcome) => Some((index, outcome)),
-                Poll::Pending => None,
-            }
-        });
+        let ended = tasks
+            .iter_mut()
+            .enumerate()
+            .find_map(
+                |(index, supervised)| match Pin::new(&mut supervised.handle).poll(context) {
+                    Poll::Ready(outcome) => Some((index, outcome)),
+                    Poll::Pending => None,
+                },
+            );
         match ended {
             Some((index, outcome)) => {
                 let task = tasks.swap_remove(index).task;
@@ -337,8 +343,14 @@ async fn stop_tasks(tasks: &mut Vec<Supervised>, names: &[&str], grace: Duration
     *tasks = rest;
     let deadline = tokio::time::Instant::now() + grace;
     for Supervised { task, mut handle } in stopping {
-        if tokio::time::timeout_at(deadline, &mut handle).await.is_err() {
-            tracing::warn!(task, "task did not stop within the grace period; aborting it");
+        if tokio::time::timeout_at(deadline, &mut handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                task,
+                "task did not stop within the grace period; aborting it"
+            );
             handle.abort();
         }
     }
@@ -406,5 +418,33 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
         metrics::gauge!(names::CONNECTIONS).increment(1.0);
         node.conns.insert(conn.clone());
         tokio::spawn(reader::serve(node.clone(), conn));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_task_to_end_is_reported_with_how_it_ended() {
+        let mut tasks = vec![
+            Supervised {
+                task: "idle",
+                handle: tokio::spawn(std::future::pending()),
+            },
+            Supervised {
+                task: "panicking",
+                handle: tokio::spawn(async { panic!("dies on purpose") }),
+            },
+        ];
+        assert_eq!(first_ended(&mut tasks).await, ("panicking", "panicked"));
+        assert_eq!(tasks.len(), 1);
+        tasks.push(Supervised {
+            task: "returning",
+            handle: tokio::spawn(async {}),
+        });
+        assert_eq!(first_ended(&mut tasks).await, ("returning", "ended"));
+        stop_tasks(&mut tasks, &["idle"], Duration::from_millis(10)).await;
+        assert!(tasks.is_empty());
     }
 }

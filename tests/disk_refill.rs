@@ -32,7 +32,14 @@ impl Mount {
             output.status.success(),
             "this test needs root to mount a {size} tmpfs on {} (uid {}): {}",
             dir.display(),
-            String::from_utf8_lossy(&Command::new("id").arg("-u").output().map(|o| o.stdout).unwrap_or_default()).trim(),
+            String::from_utf8_lossy(
+                &Command::new("id")
+                    .arg("-u")
+                    .output()
+                    .map(|o| o.stdout)
+                    .unwrap_or_default()
+            )
+            .trim(),
             String::from_utf8_lossy(&output.stderr).trim()
         );
         Mount(dir.to_owned())
@@ -108,7 +115,10 @@ async fn metric(admin: SocketAddr, series: &str) -> f64 {
 async fn within(limit: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + limit;
     while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "never happened: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never happened: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -174,18 +184,27 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     }
     assert!(refused, "sends were never refused on a full disk");
     // Write-back meets the full disk too, and sled fails.
-    within(Duration::from_secs(60), "a failed write-back or checkpoint", async || {
-        metric(node.admin, "tern_checkpoint_failures_total").await >= 1.0
-    })
+    within(
+        Duration::from_secs(60),
+        "a failed write-back or checkpoint",
+        async || metric(node.admin, "tern_checkpoint_failures_total").await >= 1.0,
+    )
     .await;
-    within(Duration::from_secs(60), "a failed store operation", async || {
-        let text = http_get(node.admin, "/metrics").await;
-        (0..4).any(|store| {
-            metric_value(&text, &format!("tern_store_errors_total{{store=\"{store}\"}}"))
+    within(
+        Duration::from_secs(60),
+        "a failed store operation",
+        async || {
+            let text = http_get(node.admin, "/metrics").await;
+            (0..4).any(|store| {
+                metric_value(
+                    &text,
+                    &format!("tern_store_errors_total{{store=\"{store}\"}}"),
+                )
                 .unwrap_or(0.0)
-                >= 1.0
-        })
-    })
+                    >= 1.0
+            })
+        },
+    )
     .await;
 
     report(node.admin, "full").await;
@@ -195,17 +214,21 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     let checkpoints_when_freed = metric(node.admin, "tern_checkpoints_total").await;
 
     // Sends are acked again.
-    within(Duration::from_secs(60), "a send acked after the disk was freed", async || {
-        n += 1;
-        let id = format!("m{n}");
-        match send(&mut reader, &mut writer, &id).await {
-            Ok(seq) => {
-                acked.push((seq, id));
-                true
+    within(
+        Duration::from_secs(60),
+        "a send acked after the disk was freed",
+        async || {
+            n += 1;
+            let id = format!("m{n}");
+            match send(&mut reader, &mut writer, &id).await {
+                Ok(seq) => {
+                    acked.push((seq, id));
+                    true
+                }
+                Err(_) => false,
             }
-            Err(_) => false,
-        }
-    })
+        },
+    )
     .await;
     // More to write back, now that there is room.
     for _ in 0..50 {
@@ -218,21 +241,27 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     report(node.admin, "freed").await;
 
     // Checkpoints succeed again, by themselves, and journal segments are released.
-    within(Duration::from_secs(90), "two checkpoints after the disk was freed", async || {
-        metric(node.admin, "tern_checkpoints_total").await >= checkpoints_when_freed + 2.0
-    })
+    within(
+        Duration::from_secs(90),
+        "two checkpoints after the disk was freed",
+        async || metric(node.admin, "tern_checkpoints_total").await >= checkpoints_when_freed + 2.0,
+    )
     .await;
     report(node.admin, "checkpointed").await;
-    within(Duration::from_secs(60), "journal segments released", async || {
-        metric(node.admin, "tern_journal_segments").await < segments_before
-    })
+    within(
+        Duration::from_secs(60),
+        "journal segments released",
+        async || metric(node.admin, "tern_journal_segments").await < segments_before,
+    )
     .await;
     // And they stay successful: three more checkpoints with no new failure in between.
     let failures = metric(node.admin, "tern_checkpoint_failures_total").await;
     let checkpoints = metric(node.admin, "tern_checkpoints_total").await;
-    within(Duration::from_secs(60), "three more checkpoints", async || {
-        metric(node.admin, "tern_checkpoints_total").await >= checkpoints + 3.0
-    })
+    within(
+        Duration::from_secs(60),
+        "three more checkpoints",
+        async || metric(node.admin, "tern_checkpoints_total").await >= checkpoints + 3.0,
+    )
     .await;
     assert_eq!(
         metric(node.admin, "tern_checkpoint_failures_total").await,

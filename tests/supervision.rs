@@ -117,7 +117,10 @@ async fn thread_death_stops_the_node(task: &str) {
     let node = Node::start(&config_path, &data);
     let seq = send_acked(node.client, &key, "alice", "bob", "before").await;
     let answer = post(node.admin, &format!("/debug/crash/{task}")).await;
-    assert!(answer.starts_with("HTTP/1.1 202"), "crash refused: {answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 202"),
+        "crash refused: {answer}"
+    );
     let (code, log) = node.exited();
     assert_eq!(
         code,

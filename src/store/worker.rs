@@ -210,15 +210,13 @@ impl Store {
     fn queue(&self, task: Task) -> Result<(), StoreError> {
         let commands = self.commands.as_ref().ok_or(StoreError::Closed)?;
         self.shared.enqueued();
-        commands
-            .try_send(Message::Run(task))
-            .map_err(|error| {
-                self.shared.dequeued();
-                match error {
-                    TrySendError::Full(_) => StoreError::Overloaded,
-                    TrySendError::Disconnected(_) => StoreError::Closed,
-                }
-            })
+        commands.try_send(Message::Run(task)).map_err(|error| {
+            self.shared.dequeued();
+            match error {
+                TrySendError::Full(_) => StoreError::Overloaded,
+                TrySendError::Disconnected(_) => StoreError::Closed,
+            }
+        })
     }
 
     /// Position of this database in `store.paths`.

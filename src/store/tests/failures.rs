@@ -164,7 +164,11 @@ async fn a_failed_database_is_reopened_with_every_batch_applied_since_its_last_f
         vec![(3, value("three")), (4, value("four"))]
     );
     assert_eq!(
-        stores.read_meta(0, b"lena").expect("queued").await.expect("read"),
+        stores
+            .read_meta(0, b"lena")
+            .expect("queued")
+            .await
+            .expect("read"),
         Some(value("meta"))
     );
     assert_eq!(store.stats().reopens, 1);
