@@ -61,7 +61,8 @@ pub enum ServerError {
     TaskDied {
         /// Which kind of task (`journal`, `store`, `mailbox_worker`, `fanout_lane`, ...).
         task: &'static str,
-        /// How it ended (`panicked`, `returned`, ...).
+        /// How it ended: `panicked`, `ended` (returned; for a journal or store thread, ended
+        /// either way, its panic is in the log) or `was cancelled`.
         how: &'static str,
     },
 }
