@@ -46,8 +46,11 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/accounts/{user}", get(account))
-        .with_state(AdminState { node, prometheus });
+        .route("/accounts/{user}", get(account));
+    // Debug builds only: kill a background thread, for the tests of the node's supervision.
+    #[cfg(debug_assertions)]
+    let router = router.route("/debug/crash/{task}", axum::routing::post(crash));
+    let router = router.with_state(AdminState { node, prometheus });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -71,6 +74,24 @@ async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
         "dispatch_queue_depth": node.mailboxes.depth(),
         "shutting_down": node.shutdown.is_cancelled(),
     }))
+}
+
+/// Makes the first journal or store thread die of a panic (debug builds only).
+#[cfg(debug_assertions)]
+async fn crash(State(state): State<AdminState>, Path(task): Path<String>) -> Response {
+    let mailboxes = &state.node.mailboxes;
+    match task.as_str() {
+        "journal" => match mailboxes.journals().first() {
+            Some(journal) => journal.crash(),
+            None => return (StatusCode::NOT_FOUND, "no journal\n").into_response(),
+        },
+        "store" => match mailboxes.stores().store(0) {
+            Some(store) => store.crash(),
+            None => return (StatusCode::NOT_FOUND, "no store\n").into_response(),
+        },
+        _ => return (StatusCode::NOT_FOUND, "journal or store\n").into_response(),
+    }
+    (StatusCode::ACCEPTED, "crashing\n").into_response()
 }
 
 async fn account(State(state): State<AdminState>, Path(user): Path<String>) -> Response {

@@ -13,7 +13,10 @@
 //! (the operation is not acked, so the phone retries) or, for reads, retries later.
 //!
 //! Supervision: a job that panics is caught, counted in `tern_dispatch_job_panics_total` and
-//! logged; the worker keeps its queue and goes on with the next job.
+//! logged; the worker keeps its queue and goes on with the next job. A worker task that ends
+//! anyway (a panic outside a job, in `end_batch` or `rung`) ends its `JoinHandle`, which the
+//! node's supervisor watches (`crate::server`). [`Industry::stop`] ends every worker after its
+//! current batch, for shutdown; jobs still queued are dropped unanswered.
 //!
 //! Why not ractor's `factory`: one factory actor routes every job of its factory, a
 //! serialization point measured at ~8 µs per job end to end, and each job costs two actor hops
@@ -28,6 +31,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchConfig;
 use crate::metrics::{DISPATCH_PANICS, DISPATCH_QUEUE_DEPTH, DISPATCH_REJECTED};
@@ -103,6 +107,8 @@ pub struct Industry<J> {
     name: &'static str,
     workers_per_shard: usize,
     lanes: Box<[Lanes<J>]>,
+    /// Cancelled by [`Industry::stop`].
+    stop: CancellationToken,
 }
 
 impl<J: Send + 'static> Industry<J> {
@@ -120,6 +126,7 @@ impl<J: Send + 'static> Industry<J> {
         let capacity = config.queue_capacity as usize;
         let mut lanes = Vec::with_capacity(SHARDS * workers_per_shard);
         let mut handles = Vec::with_capacity(SHARDS * workers_per_shard);
+        let stop = CancellationToken::new();
         for shard in 0..SHARDS {
             for index in 0..workers_per_shard {
                 let (write, write_rx) = mpsc::channel(capacity);
@@ -136,13 +143,19 @@ impl<J: Send + 'static> Industry<J> {
                     internal: internal_rx,
                 };
                 let worker = make(shard, index);
-                handles.push(tokio::spawn(run_worker(name, worker, receivers)));
+                handles.push(tokio::spawn(run_worker(
+                    name,
+                    worker,
+                    receivers,
+                    stop.clone(),
+                )));
             }
         }
         let industry = Self {
             name,
             workers_per_shard,
             lanes: lanes.into_boxed_slice(),
+            stop,
         };
         (industry, handles)
     }
@@ -198,6 +211,13 @@ impl<J: Send + 'static> Industry<J> {
         self.lanes.len()
     }
 
+    /// Ends every worker after the batch it is running (shutdown); queued jobs are dropped
+    /// unanswered and later submissions wait or fail with [`DispatchError::Stopped`] once the
+    /// workers are gone.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
     /// Publishes the depth of every queue, summed per shard, as gauges.
     pub fn report_depths(&self) {
         for (shard, workers) in self.lanes.chunks(self.workers_per_shard).enumerate() {
@@ -245,13 +265,20 @@ const SHARD_LABELS: [&str; SHARDS] = [
     "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31",
 ];
 
-async fn run_worker<W: Worker>(name: &'static str, mut worker: W, mut lanes: Receivers<W::Job>) {
+async fn run_worker<W: Worker>(
+    name: &'static str,
+    mut worker: W,
+    mut lanes: Receivers<W::Job>,
+    stop: CancellationToken,
+) {
     let doorbell = worker.doorbell();
     let mut open = [true; 3];
     loop {
         // Wait for the first job from any lane (or the doorbell); stop when every lane is
-        // closed.
+        // closed or the industry is stopped.
         let first = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
             job = lanes.write.recv(), if open[0] => match job {
                 Some(job) => job,
                 None => {

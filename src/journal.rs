@@ -8,9 +8,10 @@
 //! [`Journal`] is a handle; one OS thread (`tern-journal-N`, the `writer` module) owns the
 //! directory lock, the active segment file and the segment list. Appends reach it through a
 //! bounded queue (full: [`JournalError::Overloaded`], never blocking); completions come back on a
-//! oneshot channel or as a callback run on the journal thread. Dropping the handle closes the
-//! queue; the thread drains and fsyncs what is queued, completes it, and exits; the drop joins
-//! it.
+//! oneshot channel or as a callback run on the journal thread. [`Journal::close`] (or dropping
+//! the last handle) stops the thread after what is queued: it is written, fsynced and
+//! completed, and the thread is joined. [`Journal::exited`] resolves when the thread has ended,
+//! however it ended (the node's supervisor waits on it).
 //!
 //! # On disk
 //! `dir/LOCK` (held with an exclusive file lock while open) and segment files
@@ -48,14 +49,14 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 pub use config::JournalConfig;
 pub use error::{Damage, JournalError};
@@ -79,7 +80,9 @@ static NEXT_THREAD_ID: AtomicUsize = AtomicUsize::new(1);
 pub struct Journal {
     dir: PathBuf,
     commands: Option<SyncSender<Command>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    /// Closed (the sender dropped) when the thread ends, however it ends.
+    exit: watch::Receiver<()>,
     shared: Arc<Shared>,
 }
 
@@ -129,14 +132,21 @@ impl Journal {
             "tern-journal-{}",
             NEXT_THREAD_ID.fetch_add(1, Ordering::Relaxed)
         );
+        let (alive, exit) = watch::channel(());
         let thread = thread::Builder::new()
             .name(name)
-            .spawn(move || writer.run(queue))
+            .spawn(move || {
+                // Dropped when the thread ends, by a return or a panic: the node's supervisor
+                // waits on it.
+                let _alive = alive;
+                writer.run(queue);
+            })
             .map_err(|error| JournalError::io(&config.dir, error))?;
         let journal = Journal {
             dir: config.dir,
             commands: Some(commands),
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
+            exit,
             shared,
         };
         Ok((journal, recovery))
@@ -197,8 +207,25 @@ impl Journal {
         self.shared.healthy.load(Ordering::SeqCst)
             && self
                 .thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
                 .as_ref()
                 .is_some_and(|thread| !thread.is_finished())
+    }
+
+    /// Resolves when the journal thread has ended, however it ended.
+    pub fn exited(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut exit = self.exit.clone();
+        async move { while exit.changed().await.is_ok() {} }
+    }
+
+    /// Makes the journal thread die of a panic (debug builds; for tests of the node's
+    /// supervision).
+    #[cfg(debug_assertions)]
+    pub fn crash(&self) {
+        if let Some(commands) = &self.commands {
+            let _ = commands.try_send(Command::Crash);
+        }
     }
 
     /// The journal's counters now.
@@ -219,15 +246,30 @@ impl Journal {
         &self.dir
     }
 
-    /// Stops accepting appends, waits until everything queued is written, fsynced and completed,
-    /// and joins the journal thread. Blocks: from async code, call it on a blocking thread.
-    pub fn close(mut self) -> Result<(), JournalError> {
-        self.shut_down()
+    /// Stops the journal after what is queued now: it is written, fsynced and completed, the
+    /// thread exits and is joined; later appends are refused with [`JournalError::Closed`]
+    /// (waits for room in a full queue). Blocks: from async code, call it on a blocking thread.
+    /// Dropping the last handle does the same.
+    pub fn close(&self) -> Result<(), JournalError> {
+        if let Some(commands) = &self.commands {
+            // Gone: the thread has already ended.
+            let _ = commands.send(Command::Close);
+        }
+        self.join()
     }
 
     fn shut_down(&mut self) -> Result<(), JournalError> {
         drop(self.commands.take());
-        match self.thread.take() {
+        self.join()
+    }
+
+    fn join(&self) -> Result<(), JournalError> {
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        match thread {
             Some(thread) => thread.join().map_err(|_| JournalError::WriterPanicked),
             None => Ok(()),
         }

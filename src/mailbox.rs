@@ -310,6 +310,11 @@ impl Mailboxes {
         self.industry.workers()
     }
 
+    /// Ends every worker after its current batch (shutdown, once no session is left).
+    pub fn stop(&self) {
+        self.industry.stop();
+    }
+
     /// Queues `op` on the worker that owns its mailbox, without waiting.
     pub fn submit(&self, op: MailboxOp) -> Result<(), DispatchError<MailboxOp>> {
         let hash = op.owner().map_or(0, |owner| key_hash(owner.as_bytes()));

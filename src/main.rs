@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tern::clock::now_secs;
 use tern::config::Config;
-use tern::server::{Listeners, Server};
+use tern::server::{Listeners, Server, ServerError};
 use tern::token::TokenKey;
 
 /// mimalloc, unless built with `--features system-alloc` (the C library's allocator, which heap
@@ -19,6 +19,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Exit code for configuration errors (EX_USAGE-adjacent EX_DATAERR per sysexits is 65; 64 is
 /// EX_USAGE, which operators' tooling treats as "fix the invocation or config").
 const EXIT_CONFIG: u8 = 64;
+
+/// Exit code when a background task or thread (a journal or store thread, a mailbox worker, a
+/// fan-out lane, the checkpointer, the sweeper...) died while the node ran: 70 is sysexits'
+/// EX_SOFTWARE. The node has shut down; its supervisor should restart it, and recovery replays
+/// the journals.
+const EXIT_TASK_DIED: u8 = 70;
 
 #[derive(Parser)]
 #[command(name = "tern", version, about = "tern chat server")]
@@ -144,7 +150,10 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
         );
         server.run_until(shutdown).await.map_err(|error| {
             eprintln!("tern: {error}");
-            ExitCode::FAILURE
+            match error {
+                ServerError::TaskDied { .. } => ExitCode::from(EXIT_TASK_DIED),
+                _ => ExitCode::FAILURE,
+            }
         })
     });
     match result {

@@ -71,6 +71,10 @@ pub const RECOVERY_SECONDS: &str = "tern_recovery_seconds";
 pub const RECOVERY_STORE_ENTRIES: &str = "tern_recovery_store_entries";
 /// Appends refused because the journal could not make them durable (disk full, I/O error).
 pub const STORAGE_FAILURES: &str = "tern_storage_failures_total";
+/// Background tasks or threads that ended while the node was running, by `task` (`journal`,
+/// `store`, `mailbox_worker`, `fanout_lane`, `checkpointer`, `sweeper`, `media_expiry`,
+/// `accept`); the node then shuts down and exits non-zero.
+pub const BACKGROUND_TASK_FAILURES: &str = "tern_background_task_failures_total";
 /// Completed checkpoints (write-back, store fsync, journal release).
 pub const CHECKPOINTS: &str = "tern_checkpoints_total";
 /// Write-back passes or checkpoints that failed (retried at the next interval); an alarm.
@@ -272,6 +276,11 @@ fn describe() {
         STORAGE_FAILURES,
         Unit::Count,
         "Appends refused: journal write failed."
+    );
+    describe_counter!(
+        BACKGROUND_TASK_FAILURES,
+        Unit::Count,
+        "Background tasks or threads that died while the node ran (the node then exits)."
     );
     describe_counter!(CHECKPOINTS, Unit::Count, "Completed checkpoints.");
     describe_counter!(

@@ -84,20 +84,24 @@ impl HotMetrics {
 }
 
 impl Node {
-    /// Builds the node state and starts the mailbox workers on the recovered `storage`;
-    /// `media` is the opened media service.
+    /// Builds the node state and starts the mailbox workers and the fan-out lanes on the
+    /// recovered `storage`; `media` is the opened media service. Returns their tasks, each with
+    /// the name the supervisor reports it under.
     pub fn start(
         config: Config,
         storage: Storage,
         media: Arc<Media>,
-    ) -> (Arc<Self>, Vec<tokio::task::JoinHandle<()>>) {
+    ) -> (Arc<Self>, Vec<(&'static str, tokio::task::JoinHandle<()>)>) {
         let registry = Arc::new(Registry::default());
         let (fanout, lanes) = FanOut::new(
             config.groups.fanout_lanes as usize,
             config.groups.fanout_queue as usize,
         );
-        let (mailboxes, mut handles) =
-            Mailboxes::start(&config, registry.clone(), storage, &fanout);
+        let (mailboxes, workers) = Mailboxes::start(&config, registry.clone(), storage, &fanout);
+        let mut handles: Vec<_> = workers
+            .into_iter()
+            .map(|handle| ("mailbox_worker", handle))
+            .collect();
         let node = Arc::new(Self {
             fanout,
             token_key: TokenKey::new(config.auth.token_key.as_bytes()),
@@ -112,10 +116,10 @@ impl Node {
             last_server_id: AtomicU64::new(0),
         });
         for lane in lanes {
-            handles.push(tokio::spawn(crate::group::fanout::run_lane(
-                lane,
-                node.clone(),
-            )));
+            handles.push((
+                "fanout_lane",
+                tokio::spawn(crate::group::fanout::run_lane(lane, node.clone())),
+            ));
         }
         (node, handles)
     }

@@ -1,9 +1,22 @@
-//! Starting and stopping a node: listeners, the accept loop, the sweeper, the admin server, and
-//! a graceful shutdown that tells every phone to go away and waits for them (bounded).
+//! Starting and stopping a node: listeners, the accept loop, the sweeper, the admin server, the
+//! supervision of every background task and thread, and a graceful shutdown that tells every
+//! phone to go away, waits for them (bounded), then stops the workers and closes the journals
+//! and stores.
+//!
+//! Supervision: every background task (mailbox workers, fan-out lanes, sweeper, checkpointer,
+//! media expiry, accept loop) is kept by its `JoinHandle`, and every journal and store thread
+//! by a watcher task that ends when the thread ends. [`Server::run_until`] waits on all of them
+//! beside the shutdown future: one that ends while the node is not shutting down (a panic, or
+//! a loop that returned) is logged, counted in `tern_background_task_failures_total{task}`,
+//! and shuts the node down with [`ServerError::TaskDied`], so `tern serve` exits with its own
+//! code (70) and its supervisor restarts it and recovery runs, instead of a node that accepts
+//! phones it can no longer serve.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -43,6 +56,21 @@ pub enum ServerError {
     /// The media data could not be opened.
     #[error("media: {0}")]
     Media(#[from] crate::media::OpenError),
+    /// A background task or thread ended while the node was running; the node shut down.
+    #[error("background task {task} {how}; node stopped")]
+    TaskDied {
+        /// Which kind of task (`journal`, `store`, `mailbox_worker`, `fanout_lane`, ...).
+        task: &'static str,
+        /// How it ended: `panicked`, `ended` (returned; for a journal or store thread, ended
+        /// either way, its panic is in the log) or `was cancelled`.
+        how: &'static str,
+    },
+}
+
+/// A supervised background task: its name (the `task` label) and its handle.
+struct Supervised {
+    task: &'static str,
+    handle: JoinHandle<()>,
 }
 
 /// The node's bound sockets.
@@ -72,10 +100,10 @@ pub struct Server {
     client_addr: SocketAddr,
     admin_addr: SocketAddr,
     media_addr: SocketAddr,
-    accept: JoinHandle<()>,
     admin: JoinHandle<Result<(), ServerError>>,
     media: JoinHandle<()>,
-    workers: Vec<JoinHandle<()>>,
+    /// Every background task and thread watcher, accept loop included.
+    tasks: Vec<Supervised>,
 }
 
 /// Runs a node until `shutdown` completes, then drains it.
@@ -105,27 +133,53 @@ impl Server {
         .await
         .map_err(|_| ServerError::Storage("storage recovery panicked".to_owned()))?;
         let storage = storage.map_err(|error| ServerError::Storage(error.to_string()))?;
-        let (node, mut workers) = Node::start(config, storage, media?);
-        workers.push(tokio::spawn(sweep::run(node.clone())));
-        workers.push(tokio::spawn(crate::media::expiry::run(node.clone())));
-        workers.push(tokio::spawn(crate::mailbox::checkpoint::run(node.clone())));
+        let (node, workers) = Node::start(config, storage, media?);
+        let mut tasks: Vec<Supervised> = workers
+            .into_iter()
+            .map(|(task, handle)| Supervised { task, handle })
+            .collect();
+        for journal in node.mailboxes.journals() {
+            tasks.push(Supervised {
+                task: "journal",
+                handle: tokio::spawn(journal.exited()),
+            });
+        }
+        let stores = node.mailboxes.stores();
+        for store in (0..stores.databases()).filter_map(|index| stores.store(index)) {
+            tasks.push(Supervised {
+                task: "store",
+                handle: tokio::spawn(store.exited()),
+            });
+        }
+        let mut supervise = |task, handle| tasks.push(Supervised { task, handle });
+        supervise("sweeper", tokio::spawn(sweep::run(node.clone())));
+        supervise(
+            "media_expiry",
+            tokio::spawn(crate::media::expiry::run(node.clone())),
+        );
+        supervise(
+            "checkpointer",
+            tokio::spawn(crate::mailbox::checkpoint::run(node.clone())),
+        );
         let admin = tokio::spawn(crate::admin::serve(
             listeners.admin,
             node.clone(),
             prometheus,
         ));
         let media = tokio::spawn(crate::media::http::serve(listeners.media, node.clone()));
-        let accept = tokio::spawn(accept_loop(listeners.client, node.clone()));
+        supervise(
+            "accept",
+            tokio::spawn(accept_loop(listeners.client, node.clone())),
+        );
         tracing::info!(%client_addr, %admin_addr, %media_addr, node = %node.config.node.id, "node started");
         Ok(Self {
             node,
             client_addr,
             admin_addr,
             media_addr,
-            accept,
             admin,
             media,
-            workers,
+            tasks,
         })
     }
 
@@ -144,21 +198,43 @@ impl Server {
         self.media_addr
     }
 
-    /// Waits for `shutdown`, then shuts down gracefully.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-        tokio::select! {
-            () = shutdown => {}
-            () = self.node.shutdown.cancelled() => {}
+    /// Waits for `shutdown`, then shuts down gracefully. If a background task or thread ends
+    /// first, shuts down all the same and returns [`ServerError::TaskDied`].
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let died = tokio::select! {
+            () = shutdown => None,
+            () = self.node.shutdown.cancelled() => None,
+            died = first_ended(&mut self.tasks) => Some(died),
+        };
+        if let Some((task, how)) = died {
+            metrics::counter!(names::BACKGROUND_TASK_FAILURES, "task" => task).increment(1);
+            tracing::error!(task, how, "background task died; shutting the node down");
+            // The node stops either way; the death is what the caller must hear about.
+            let _ = self.shutdown().await;
+            return Err(ServerError::TaskDied { task, how });
         }
         self.shutdown().await
     }
 
-    /// Stops accepting, sends every phone a GoAway with a jittered reconnect delay, waits up to
-    /// `shutdown_grace_secs` for connections to close, then stops the workers.
+    /// Shuts down in order: stops accepting; sends every phone a GoAway with a jittered
+    /// reconnect delay and waits up to `shutdown_grace_secs` for connections to close; stops
+    /// the node's own producers (sweeper, checkpointer, expiry), the fan-out lanes and the
+    /// mailbox workers; then closes the journals (what is queued is written and fsynced, their
+    /// threads joined) and the stores (each checkpoints, closes sled, and its thread is joined).
     pub async fn shutdown(self) -> Result<(), ServerError> {
-        let node = self.node;
+        let Server {
+            node,
+            admin,
+            media,
+            mut tasks,
+            ..
+        } = self;
         node.shutdown.cancel();
-        self.accept.abort();
+        let grace = node.config.limits.shutdown_grace();
+        stop_tasks(&mut tasks, &["accept"], grace).await;
         let conns = node.conns.len();
         tracing::info!(conns, "shutting down");
         node.conns.for_each(|conn| match conn.session() {
@@ -171,7 +247,6 @@ impl Server {
             }
             None => conn.close(),
         });
-        let grace = node.config.limits.shutdown_grace();
         let drained = tokio::time::timeout(grace, async {
             while !node.conns.is_empty() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -185,17 +260,99 @@ impl Server {
             );
             node.conns.for_each(|conn| conn.close());
         }
-        let admin = self.admin.await;
-        let _ = self.media.await;
-        // The workers stop once the last sender (held by the node) is dropped.
-        drop(node);
-        for worker in self.workers {
-            worker.abort();
+        let admin = admin.await;
+        let _ = media.await;
+        // The node's own producers stop on the shutdown token; then the fan-out (which feeds
+        // the workers), then the workers.
+        stop_tasks(
+            &mut tasks,
+            &["sweeper", "media_expiry", "checkpointer"],
+            grace,
+        )
+        .await;
+        node.fanout.stop();
+        stop_tasks(&mut tasks, &["fanout_lane"], grace).await;
+        node.mailboxes.stop();
+        stop_tasks(&mut tasks, &["mailbox_worker"], grace).await;
+        let closing = node.clone();
+        let closed = tokio::task::spawn_blocking(move || close_storage(&closing)).await;
+        if !matches!(closed, Ok(true)) {
+            tracing::error!("journals or stores did not close cleanly; recovery replays them");
         }
+        // Only the thread watchers are left, and their threads have ended.
+        stop_tasks(&mut tasks, &["journal", "store"], grace).await;
         tracing::info!("node stopped");
         match admin {
             Ok(result) => result,
             Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Closes every journal, then every store; false if any did not close cleanly (each error is
+/// logged). Blocks.
+fn close_storage(node: &Node) -> bool {
+    let mut clean = true;
+    for journal in node.mailboxes.journals() {
+        if let Err(error) = journal.close() {
+            tracing::error!(%error, dir = %journal.dir().display(), "journal: unclean close");
+            clean = false;
+        }
+    }
+    // Each store thread checkpoints (sled flush and fsync) before it lets go of its database.
+    if node.mailboxes.stores().close().is_err() {
+        clean = false;
+    }
+    clean
+}
+
+/// Resolves when one of `tasks` ends, with its name and how it ended; removes it from the list.
+/// Never resolves for an empty list.
+async fn first_ended(tasks: &mut Vec<Supervised>) -> (&'static str, &'static str) {
+    std::future::poll_fn(|context| {
+        let ended = tasks
+            .iter_mut()
+            .enumerate()
+            .find_map(
+                |(index, supervised)| match Pin::new(&mut supervised.handle).poll(context) {
+                    Poll::Ready(outcome) => Some((index, outcome)),
+                    Poll::Pending => None,
+                },
+            );
+        match ended {
+            Some((index, outcome)) => {
+                let task = tasks.swap_remove(index).task;
+                let how = match outcome {
+                    Ok(()) => "ended",
+                    Err(error) if error.is_panic() => "panicked",
+                    Err(_) => "was cancelled",
+                };
+                Poll::Ready((task, how))
+            }
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Waits, up to `grace`, for the tasks named `names` to end (they have been told to stop), and
+/// removes them from `tasks`; aborts the ones still running after that, with a warning.
+async fn stop_tasks(tasks: &mut Vec<Supervised>, names: &[&str], grace: Duration) {
+    let (stopping, rest): (Vec<_>, Vec<_>) = std::mem::take(tasks)
+        .into_iter()
+        .partition(|supervised| names.contains(&supervised.task));
+    *tasks = rest;
+    let deadline = tokio::time::Instant::now() + grace;
+    for Supervised { task, mut handle } in stopping {
+        if tokio::time::timeout_at(deadline, &mut handle)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                task,
+                "task did not stop within the grace period; aborting it"
+            );
+            handle.abort();
         }
     }
 }
@@ -226,11 +383,17 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
     })
 }
 
+/// Accepts phones until the node shuts down (the listener closes when this returns).
 async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
     let max = node.config.limits.max_connections as usize;
     let accepted = metrics::counter!(names::CONNECTIONS_ACCEPTED);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let next = tokio::select! {
+            biased;
+            () = node.shutdown.cancelled() => return,
+            next = listener.accept() => next,
+        };
+        let (stream, peer) = match next {
             Ok(pair) => pair,
             Err(error) => {
                 // Out of file descriptors or a transient network error: back off briefly
@@ -256,5 +419,33 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
         metrics::gauge!(names::CONNECTIONS).increment(1.0);
         node.conns.insert(conn.clone());
         tokio::spawn(reader::serve(node.clone(), conn));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_first_task_to_end_is_reported_with_how_it_ended() {
+        let mut tasks = vec![
+            Supervised {
+                task: "idle",
+                handle: tokio::spawn(std::future::pending()),
+            },
+            Supervised {
+                task: "panicking",
+                handle: tokio::spawn(async { panic!("dies on purpose") }),
+            },
+        ];
+        assert_eq!(first_ended(&mut tasks).await, ("panicking", "panicked"));
+        assert_eq!(tasks.len(), 1);
+        tasks.push(Supervised {
+            task: "returning",
+            handle: tokio::spawn(async {}),
+        });
+        assert_eq!(first_ended(&mut tasks).await, ("returning", "ended"));
+        stop_tasks(&mut tasks, &["idle"], Duration::from_millis(10)).await;
+        assert!(tasks.is_empty());
     }
 }

@@ -13,9 +13,12 @@
 //! [`StoreError::Overloaded`]. An operation completes through a callback run on the database
 //! thread (the `*_with` methods: quick, non-blocking, e.g. an actor cast) or a [`Pending`]
 //! future. A panic in an operation or callback is caught, counted and answered with
-//! [`StoreError::Panicked`]; the thread goes on. Closing (or dropping) [`Stores`] closes the
-//! queues; each thread runs what is queued, checkpoints, drops its database and exits, and the
-//! close joins them. [`Stores::open`] and [`Stores::close`] block on disk I/O: call them before
+//! [`StoreError::Panicked`]; the thread goes on. A database that sled has failed (after an
+//! I/O error such as a full disk sled answers every operation with that error) is closed and
+//! opened again by its thread, which first applies again every batch applied since its last
+//! flush (see the `worker` module). Closing (or dropping) [`Stores`] stops the threads; each
+//! runs what is queued, checkpoints, drops its database and exits, and the close joins them.
+//! Each thread's end (however it ends) is visible through [`Store::exited`]. [`Stores::open`] and [`Stores::close`] block on disk I/O: call them before
 //! serving or on a blocking thread, never on a tokio worker.
 //!
 //! # Placement
@@ -141,7 +144,7 @@ impl Stores {
         for (index, database) in databases.into_iter().enumerate() {
             stores
                 .stores
-                .push(Store::start(index, database, config.queue_capacity)?);
+                .push(Store::start(index, count, database, &config)?);
         }
         Ok(stores)
     }
@@ -166,11 +169,24 @@ impl Stores {
         self.stores.iter().all(Store::healthy)
     }
 
-    /// Stops accepting operations, waits until every thread has run what is queued and
-    /// checkpointed, and joins them; returns the first failure. Blocks: from async code, call
-    /// it on a blocking thread.
-    pub fn close(mut self) -> Result<(), StoreError> {
-        self.shut_down()
+    /// Stops every database thread after what is queued now: each runs it, checkpoints, drops
+    /// its database and exits; joins them and returns the first failure. Later operations are
+    /// refused with [`StoreError::Closed`]. Blocks: from async code, call it on a blocking
+    /// thread. Dropping the last handle does the same.
+    pub fn close(&self) -> Result<(), StoreError> {
+        for store in &self.stores {
+            store.request_close();
+        }
+        let mut outcome = Ok(());
+        for store in &self.stores {
+            if let Err(error) = store.wait() {
+                tracing::error!(%error, path = %store.path().display(), "store: unclean close");
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        outcome
     }
 
     fn shut_down(&mut self) -> Result<(), StoreError> {

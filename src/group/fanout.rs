@@ -7,11 +7,15 @@
 //! finds room. Each entry's mailbox appends are counted down; when all are durable the lane
 //! tells the group's worker (`GroupFannedOut`), which then forgets the entry. In-flight entries
 //! per lane are bounded by a semaphore, so a slow journal slows the fan-out, not memory.
+//!
+//! Supervision: a lane ends only when [`FanOut::stop`] is called (shutdown) or the mailboxes
+//! have stopped; the node's supervisor treats any other end of a lane task as fatal.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::mailbox::checkpoint::Countdown;
 use crate::mailbox::{AppendJob, Content, MailboxOp, Mailboxes};
@@ -48,6 +52,8 @@ pub enum FanOutJob {
 #[derive(Debug, Clone)]
 pub struct FanOut {
     lanes: Arc<[mpsc::Sender<FanOutJob>]>,
+    /// Cancelled by [`FanOut::stop`].
+    stop: CancellationToken,
 }
 
 /// A reserved slot in a fan-out lane: sending through it cannot fail or wait.
@@ -61,6 +67,7 @@ impl FanOut {
         (
             Self {
                 lanes: senders.into(),
+                stop: CancellationToken::new(),
             },
             receivers,
         )
@@ -70,6 +77,12 @@ impl FanOut {
     pub fn reserve(&self, group: &Id) -> Option<FanOutPermit> {
         let lane = (key_hash(group.as_bytes()) % self.lanes.len() as u64) as usize;
         self.lanes[lane].clone().try_reserve_owned().ok()
+    }
+
+    /// Ends every lane after the job it is handing out (shutdown); entries still queued are
+    /// handed to the fan-out again by recovery.
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Jobs one lane holds.
@@ -91,7 +104,16 @@ pub async fn run_lane(mut jobs: mpsc::Receiver<FanOutJob>, node: Arc<Node>) {
     let mailboxes = &node.mailboxes;
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_LANE));
     let sizes = metrics::histogram!(names::GROUP_FANOUT_RECIPIENTS);
-    while let Some(job) = jobs.recv().await {
+    let stop = node.fanout.stop.clone();
+    loop {
+        let job = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            job = jobs.recv() => match job {
+                Some(job) => job,
+                None => return,
+            },
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };

@@ -19,6 +19,12 @@ pub(crate) enum Command {
     Append { payload: Bytes, done: Completion },
     /// Look at the release mark (sent by `release` when the queue has room).
     Wake,
+    /// Stop after what was queued before: write, fsync and complete it, then exit
+    /// ([`super::Journal::close`]).
+    Close,
+    /// Die of a panic (debug builds: tests of the node's supervision).
+    #[cfg(debug_assertions)]
+    Crash,
 }
 
 /// How an append's outcome reaches its caller.

@@ -124,13 +124,19 @@ impl Writer {
         Ok(writer)
     }
 
-    /// Serves commands until every sender is gone and the queue is empty.
+    /// Serves commands until every sender is gone and the queue is empty, or a close is asked
+    /// for (what was queued before it is written first; what comes after is dropped, its
+    /// completions with it).
     pub(crate) fn run(mut self, commands: Receiver<Command>) {
-        while let Ok(command) = commands.recv() {
-            let mut batch_bytes = self.take(command);
-            while self.batch.len() < self.max_batch_records && batch_bytes < BATCH_BYTES {
+        let mut closing = false;
+        while !closing {
+            let Ok(command) = commands.recv() else { break };
+            let mut batch_bytes = 0;
+            closing = self.take(command, &mut batch_bytes);
+            while !closing && self.batch.len() < self.max_batch_records && batch_bytes < BATCH_BYTES
+            {
                 match commands.try_recv() {
-                    Ok(command) => batch_bytes += self.take(command),
+                    Ok(command) => closing = self.take(command, &mut batch_bytes),
                     Err(_) => break,
                 }
             }
@@ -144,15 +150,18 @@ impl Writer {
             .decrement(self.segments.len() as f64);
     }
 
-    /// Adds an append to the batch; returns its payload bytes.
-    fn take(&mut self, command: Command) -> u64 {
+    /// Adds an append to the batch, counting its payload bytes; true for a close.
+    fn take(&mut self, command: Command, batch_bytes: &mut u64) -> bool {
         match command {
             Command::Append { payload, done } => {
-                let len = payload.len() as u64;
+                *batch_bytes += payload.len() as u64;
                 self.batch.push((payload, done));
-                len
+                false
             }
-            Command::Wake => 0,
+            Command::Wake => false,
+            Command::Close => true,
+            #[cfg(debug_assertions)]
+            Command::Crash => panic!("journal thread crashed on request"),
         }
     }
 

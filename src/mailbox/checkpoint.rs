@@ -132,7 +132,12 @@ async fn pass(node: &Node, older_than_ms: u64) -> bool {
     for _ in 0..refused {
         countdown.finish(false);
     }
-    outcome.await.unwrap_or(false)
+    let applied = outcome.await.unwrap_or(false);
+    if !applied {
+        // Retried at the next interval; a failed store database reopens by itself.
+        tracing::warn!(refused, "write-back pass failed; nothing released");
+    }
+    applied
 }
 
 /// Records the journals' checkpoint LSNs and makes the stores durable.
@@ -145,11 +150,19 @@ async fn checkpoint(node: &Node, marks: &[u64]) -> bool {
             bytes::Bytes::copy_from_slice(&mark.to_be_bytes()),
         );
     }
-    let Ok(written) = stores.write_batch(0, batch) else {
-        return false;
+    let written = match stores.write_batch(0, batch) {
+        Ok(written) => written.await,
+        Err(error) => Err(error),
     };
-    if written.await.is_err() {
-        return false;
+    let checkpointed = match written {
+        Ok(()) => stores.checkpoint_all().await,
+        Err(error) => Err(error),
+    };
+    match checkpointed {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "checkpoint failed; nothing released");
+            false
+        }
     }
-    stores.checkpoint_all().await.is_ok()
 }

@@ -130,6 +130,27 @@ impl WriteBatch {
         self.writes.is_empty()
     }
 
+    /// Roughly the bytes the batch holds (keys and values), for memory bounds.
+    pub(crate) fn approximate_bytes(&self) -> usize {
+        self.writes
+            .iter()
+            .map(|write| match write {
+                Write::PutEntry { owner, value, .. } | Write::PutMeta { owner, value } => {
+                    owner.len() + value.len() + 16
+                }
+                Write::PutRecord { key, value } => key.len() + value.len(),
+                Write::DeleteEntriesUpTo { owner, .. } | Write::DeleteMeta { owner } => {
+                    owner.len() + 8
+                }
+                Write::PutCursor { owner, device, .. } | Write::DeleteCursor { owner, device } => {
+                    owner.len() + device.len() + 8
+                }
+                Write::DeleteRecord { key } => key.len(),
+            })
+            .sum::<usize>()
+            + 64
+    }
+
     fn push(&mut self, write: Write) -> &mut Self {
         self.writes.push(write);
         self

@@ -264,6 +264,12 @@ impl Database {
         sync_tree(&self.path)
     }
 
+    /// sled's flush alone (no fsync): what it covers survives closing and reopening the
+    /// database. Fails for good once sled has failed.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(drop).map_err(|error| self.error(error))
+    }
+
     fn trees(&self, shard: usize) -> Result<&ShardTrees, StoreError> {
         self.shards
             .get(shard)

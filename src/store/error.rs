@@ -114,6 +114,15 @@ impl StoreError {
         }
     }
 
+    /// True for failures of the database itself (I/O, sled, a panic inside it), after which
+    /// its thread checks whether sled still works.
+    pub(crate) fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Io { .. } | StoreError::Sled(_) | StoreError::Panicked
+        )
+    }
+
     /// An invalid key, with its reason.
     pub(crate) fn invalid_key(reason: impl Into<String>) -> Self {
         StoreError::InvalidKey {

@@ -43,8 +43,7 @@ impl Stores {
         F: FnOnce(Result<(), StoreError>) + Send + 'static,
     {
         batch.check()?;
-        self.route(shard)?
-            .submit(OpKind::Write, move |db| db.write(shard, &batch), done)
+        self.route(shard)?.submit_write(shard, batch, done)
     }
 
     /// Up to `limit` entries of `owner` with a seq above `after_seq`, in seq order.

@@ -15,6 +15,10 @@ pub const ERRORS: &str = "tern_store_errors_total";
 pub const CHECKPOINTS: &str = "tern_store_checkpoints_total";
 /// Operations waiting in a database's queue (label `store`).
 pub const QUEUE_DEPTH: &str = "tern_store_queue_depth";
+/// Times a failed database was closed and opened again (label `store`).
+pub const REOPENS: &str = "tern_store_reopens_total";
+/// Reopens of a failed database that failed in turn, retried later (label `store`).
+pub const REOPEN_FAILURES: &str = "tern_store_reopen_failures_total";
 
 /// Registers descriptions and units of the store's metrics with the installed recorder.
 pub fn describe() {
@@ -32,6 +36,16 @@ pub fn describe() {
         CHECKPOINTS,
         Unit::Count,
         "Store checkpoints (sled flush plus fsync of its files) that succeeded."
+    );
+    metrics::describe_counter!(
+        REOPENS,
+        Unit::Count,
+        "Failed store databases closed and opened again (sled keeps failing after an I/O error)."
+    );
+    metrics::describe_counter!(
+        REOPEN_FAILURES,
+        Unit::Count,
+        "Reopens of a failed store database that failed and are retried."
     );
     metrics::describe_gauge!(
         QUEUE_DEPTH,
@@ -53,6 +67,8 @@ pub(crate) struct Telemetry {
     checkpoint_seconds: Histogram,
     pub(crate) errors: Counter,
     pub(crate) checkpoints: Counter,
+    pub(crate) reopens: Counter,
+    pub(crate) reopen_failures: Counter,
 }
 
 impl Telemetry {
@@ -63,7 +79,9 @@ impl Telemetry {
             read_seconds: metrics::histogram!(OP_SECONDS, "op" => "read"),
             checkpoint_seconds: metrics::histogram!(OP_SECONDS, "op" => "checkpoint"),
             errors: metrics::counter!(ERRORS, "store" => store.clone()),
-            checkpoints: metrics::counter!(CHECKPOINTS, "store" => store),
+            checkpoints: metrics::counter!(CHECKPOINTS, "store" => store.clone()),
+            reopens: metrics::counter!(REOPENS, "store" => store.clone()),
+            reopen_failures: metrics::counter!(REOPEN_FAILURES, "store" => store),
         }
     }
 

@@ -136,3 +136,43 @@ async fn a_closed_queue_refuses_with_closed() {
     ));
     stores.close().expect("close");
 }
+
+#[tokio::test]
+async fn a_failed_database_is_reopened_with_every_batch_applied_since_its_last_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stores = open(&config(dir.path(), 2));
+    let mut batch = WriteBatch::new();
+    batch
+        .put_entry(b"lena", 1, value("one"))
+        .put_entry(b"lena", 2, value("two"))
+        .put_entry(b"lena", 3, value("three"));
+    write(&stores, 0, batch).await;
+    let mut batch = WriteBatch::new();
+    batch
+        .delete_entries_up_to(b"lena", 2)
+        .put_meta(b"lena", value("meta"));
+    write(&stores, 0, batch).await;
+    let mut batch = WriteBatch::new();
+    batch.put_entry(b"lena", 4, value("four"));
+    write(&stores, 0, batch).await;
+    let store = stores.store(0).expect("store");
+    store.fail();
+    // The next operation finds the database closed, opens it again, replays the batches and
+    // then runs.
+    assert_eq!(
+        entries(&stores, 0, b"lena", 0, 10).await,
+        vec![(3, value("three")), (4, value("four"))]
+    );
+    assert_eq!(
+        stores
+            .read_meta(0, b"lena")
+            .expect("queued")
+            .await
+            .expect("read"),
+        Some(value("meta"))
+    );
+    assert_eq!(store.stats().reopens, 1);
+    assert!(stores.healthy());
+    stores.checkpoint_all().await.expect("checkpoint");
+    stores.close().expect("close");
+}

@@ -1,0 +1,154 @@
+//! A background thread that dies takes the node down: it logs which one, and `tern serve`
+//! exits with code 70 instead of taking phones it can no longer serve; after a restart the
+//! acked messages are all there.
+//!
+//! The threads are killed through the admin port's `/debug/crash/{task}` route, which only
+//! debug builds (the ones tests run) have.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tern::clock::now_secs;
+use tern::token::TokenKey;
+
+/// The exit code of a node whose background task died (see `src/main.rs`).
+const EXIT_TASK_DIED: i32 = 70;
+
+/// A `tern serve` child with its stderr captured.
+struct Node {
+    child: Child,
+    client: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Node {
+    fn start(config: &std::path::Path, data: &std::path::Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tern");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready line");
+        let field = |name: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|part| part.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .parse()
+                .expect("address")
+        };
+        Node {
+            client: field("client="),
+            admin: field("admin="),
+            child,
+        }
+    }
+
+    /// Waits (generously) for the process to exit; returns its code and its log.
+    fn exited(mut self) -> (Option<i32>, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node kept running after a background thread died"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut log = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut log);
+        }
+        (status.code(), log)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+}
+
+/// Sends one message from `from` to `to` and returns the seq its ack names.
+async fn send_acked(addr: SocketAddr, key: &TokenKey, from: &str, to: &str, id: &str) -> u64 {
+    let token = key.sign(from, "d", now_secs() + 600).expect("token");
+    let (client, _) = tokio::time::timeout(WAIT, tern::client::Client::login(addr, &token, 0))
+        .await
+        .expect("login timed out")
+        .expect("login");
+    let (mut reader, mut writer) = client.split();
+    writer.send_text(id, to, id).await.expect("send");
+    next_ack(&mut reader).await.seq
+}
+
+async fn thread_death_stops_the_node(task: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config_path, config) = child_config(dir.path(), &[]);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let data = dir.path().join("data");
+
+    let node = Node::start(&config_path, &data);
+    let seq = send_acked(node.client, &key, "alice", "bob", "before").await;
+    let answer = post(node.admin, &format!("/debug/crash/{task}")).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 202"),
+        "crash refused: {answer}"
+    );
+    let (code, log) = node.exited();
+    assert_eq!(
+        code,
+        Some(EXIT_TASK_DIED),
+        "the node must exit with 70 when a {task} thread dies; log:\n{log}"
+    );
+    assert!(
+        log.contains("background task died") && log.contains(&format!("background task {task} ")),
+        "the log must say that a {task} thread died:\n{log}"
+    );
+
+    // Restarted, the node recovers what was acked.
+    let node = Node::start(&config_path, &data);
+    let token = key.sign("bob", "d", now_secs() + 600).expect("token");
+    let (client, _) = tern::client::Client::login(node.client, &token, 0)
+        .await
+        .expect("login");
+    let (mut reader, mut writer) = client.split();
+    let delivered = drain_acking(&mut reader, &mut writer).await;
+    assert_eq!(delivered, vec![(seq, "before".to_owned())]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_journal_thread_makes_the_node_exit_with_70() {
+    thread_death_stops_the_node("journal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_store_thread_makes_the_node_exit_with_70() {
+    thread_death_stops_the_node("store").await;
+}
