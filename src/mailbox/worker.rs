@@ -534,6 +534,7 @@ impl MailboxWorker {
                     .and_then(|(group, seq)| Some((Id::from(group), seq.parse::<u64>().ok()?)))
                 {
                     slot.account.note_hole(group, seq);
+                    slot.dirty = true;
                 }
             }
         }
@@ -583,10 +584,12 @@ fn write_meta(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch) {
     if !slot.dirty {
         return;
     }
-    slot.dirty = false;
+    // Copies not yet durable are stored as holes; the next pass writes what became of them.
+    let unsure = group::unsure_copies(slot);
+    slot.dirty = !unsure.is_empty();
     batch.put_meta(
         owner.as_bytes(),
-        account::encode(slot.mailbox.last_seq(), &slot.account),
+        account::encode(slot.mailbox.last_seq(), &slot.account, &unsure),
     );
     for (device, cursor) in slot.mailbox.cursors() {
         batch.put_cursor(owner.as_bytes(), device, cursor);

@@ -442,8 +442,11 @@ impl MailboxWorker {
                 .journal
                 .append_with(group_record::encode_fanned_out(group, group_seq), |_| {});
         } else {
-            // Copies already made are recognized by the recipients' mailboxes.
+            // Copies already made are recognized by the recipients' mailboxes. The entry is
+            // handed over again by the next write-back pass (or the group's next entry), not at
+            // once: a journal that refused a copy (disk full) would refuse it again at once.
             slot.queued_upto = slot.queued_upto.min(group_seq - 1);
+            return;
         }
         // A lane slot is free again: hand over what waits.
         self.pump(group);
@@ -599,4 +602,17 @@ pub fn note_membership(
         }
         _ => {}
     }
+}
+
+/// Copies of group entries in `slot`'s mailbox not yet durable: (group, group seq).
+pub(super) fn unsure_copies(slot: &crate::mailbox::Slot) -> Vec<(Id, u64)> {
+    let durable = slot.durable.load(Ordering::Acquire);
+    slot.mailbox
+        .held()
+        .skip_while(|entry| entry.seq <= durable)
+        .filter_map(|entry| match &entry.payload {
+            crate::message::Payload::Group(copy) => Some((copy.group_id.clone(), copy.group_seq)),
+            _ => None,
+        })
+        .collect()
 }
