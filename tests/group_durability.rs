@@ -148,6 +148,20 @@ fn journal_of(key: &str, journals: usize) -> usize {
     shard_of(key_hash(key.as_bytes())) % journals
 }
 
+/// Sends direct messages to `to`, smaller and smaller, until its journal refuses even a
+/// one-byte one: the journal is full.
+async fn fill(sender: &mut Phone, to: &str) {
+    let mut n = 0;
+    for size in [500, 100, 20, 1] {
+        let body = "x".repeat(size);
+        while sender.send(to, &format!("fill{n}"), &body).await {
+            n += 1;
+            assert!(n < 200, "the journal quota was never reached");
+        }
+        n += 1;
+    }
+}
+
 async fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
     metric_value(&http_get(admin, "/metrics").await, series).unwrap_or(0.0)
 }
@@ -196,12 +210,7 @@ async fn a_members_failed_copy_is_made_after_a_restart() {
         .clone();
 
     // Fill the victim's journal with direct messages until it refuses one.
-    let body = "x".repeat(500);
-    let mut n = 0;
-    while ann.send(&victim, &format!("fill{n}"), &body).await {
-        n += 1;
-        assert!(n < 100, "the journal quota was never reached");
-    }
+    fill(&mut ann, &victim).await;
     let failures = metric(node.admin, "tern_storage_failures_total").await;
 
     // The post is acked (the group's journal has room), but the victim's copy is refused.
@@ -212,9 +221,9 @@ async fn a_members_failed_copy_is_made_after_a_restart() {
     .await;
     // Write-back passes (one a second) store the victim's account, with its copy marks, after
     // the refusal. Waiting for passes that did not happen only lets the test pass vacuously.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let writes = metric(node.admin, STORE_WRITES).await;
-    eventually("another write-back pass", async || {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("a write-back pass", async || {
         metric(node.admin, STORE_WRITES).await > writes
     })
     .await;
@@ -225,4 +234,96 @@ async fn a_members_failed_copy_is_made_after_a_restart() {
     let mut victim = Phone::login(node.client, &key, &victim).await;
     victim.wait_for("lost?").await;
     drop(node);
+}
+
+/// (user, role) of a group's members, by user.
+fn roster(info: &GroupInfo) -> Vec<(String, i32)> {
+    let mut members: Vec<(String, i32)> = info
+        .members
+        .iter()
+        .map(|m| (m.user.clone(), m.role))
+        .collect();
+    members.sort();
+    members
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_change_refused_by_the_journal_is_not_in_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, config) = child_config(dir.path(), &TWO_SMALL_JOURNALS);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let data = dir.path().join("data");
+    let node = ChildNode::start(&config_path, &data);
+
+    let mut ann = Phone::login(node.client, &key, "ann").await;
+    let group = ann.create(&["bob".to_owned()]).await;
+    let before = ann.info(&group).await;
+    // Fill the group's journal (with direct messages to a user journaled with it) until it
+    // refuses a write.
+    let target = (0..)
+        .map(|n| format!("target{n}"))
+        .find(|user| journal_of(user, 2) == journal_of(&group, 2))
+        .unwrap();
+    fill(&mut ann, &target).await;
+
+    // Each change is refused with STORAGE_FAILURE and is not in effect afterwards.
+    let refused = [
+        Op::Add(GroupMembers {
+            group_id: group.clone(),
+            users: vec!["dave".into()],
+        }),
+        Op::Remove(GroupMembers {
+            group_id: group.clone(),
+            users: vec!["bob".into()],
+        }),
+        Op::Promote(GroupMembers {
+            group_id: group.clone(),
+            users: vec!["bob".into()],
+        }),
+        Op::SetSubject(tern::proto::v1::GroupSubject {
+            group_id: group.clone(),
+            subject: "renamed".into(),
+        }),
+    ];
+    for op in refused {
+        let answer = ann.request(op.clone()).await;
+        assert_eq!(
+            answer.error,
+            ErrorCode::StorageFailure as i32,
+            "{op:?}: {answer:?}"
+        );
+        let info = ann.info(&group).await;
+        assert_eq!(info.subject, before.subject, "after {op:?}");
+        assert_eq!(roster(&info), roster(&before), "after {op:?}");
+    }
+
+    // Write-back passes (one a second) run before the kill: they must not store the changes.
+    let writes = metric(node.admin, STORE_WRITES).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("a write-back pass", async || {
+        metric(node.admin, STORE_WRITES).await > writes
+    })
+    .await;
+    node.kill();
+
+    unlimit(&config_path);
+    let node = ChildNode::start(&config_path, &data);
+    let mut ann = Phone::login(node.client, &key, "ann").await;
+    let info = ann.info(&group).await;
+    assert_eq!(info.subject, before.subject, "after the restart");
+    assert_eq!(roster(&info), roster(&before), "after the restart");
+    let mut dave = Phone::login(node.client, &key, "dave").await;
+    assert_eq!(
+        dave.post(&group, "x").await,
+        Err(ErrorCode::NotAMember as i32)
+    );
+    // With room in the journal, the same change is made.
+    let answer = ann
+        .request(Op::Add(GroupMembers {
+            group_id: group.clone(),
+            users: vec!["dave".into()],
+        }))
+        .await;
+    assert_eq!(answer.error, 0, "{answer:?}");
+    assert!(dave.post(&group, "now").await.is_ok());
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
+use super::slot::Before;
 use super::state::{Group, Member, Role};
 use crate::mailbox::record::RecordError;
 use crate::message::{GroupContent, GroupEntry, GroupEvent, Id};
@@ -172,10 +173,15 @@ pub fn encode_fanned_out(group_id: &str, group_seq: u64) -> Bytes {
     Bytes::from(record.encode_to_vec())
 }
 
-/// The snapshot of a group written back to the store.
-pub fn encode_snapshot(group: &Group) -> Bytes {
-    let mut members: Vec<StoredMember> = group
-        .members
+/// The snapshot of a group written back to the store, as of its seq `upto` (entries above it
+/// are left out); `before`: the members, subject and creation time to store instead of the
+/// group's (those before a change that is not durable yet).
+pub fn encode_snapshot(group: &Group, upto: u64, before: Option<&Before>) -> Bytes {
+    let (subject, created_ms, members) = match before {
+        Some(before) => (&before.subject, before.created_ms, &before.members),
+        None => (&group.subject, group.created_ms, &group.members),
+    };
+    let mut stored: Vec<StoredMember> = members
         .iter()
         .map(|(user, m)| StoredMember {
             user: user.to_string(),
@@ -185,18 +191,25 @@ pub fn encode_snapshot(group: &Group) -> Bytes {
             read: m.read,
         })
         .collect();
-    members.sort_by(|a, b| a.user.cmp(&b.user));
+    stored.sort_by(|a, b| a.user.cmp(&b.user));
+    let recent = || {
+        group
+            .recent_authors
+            .iter()
+            .take_while(|(seq, _)| *seq <= upto)
+    };
     let snapshot = GroupSnapshot {
         group_id: group.id.to_string(),
-        subject: group.subject.clone(),
-        created_ms: group.created_ms,
-        last_seq: group.last_seq,
-        members,
+        subject: subject.clone(),
+        created_ms,
+        last_seq: upto,
+        members: stored,
         pending: group
             .pending
             .iter()
+            .take_while(|(entry, _)| entry.group_seq <= upto)
             .map(|(entry, recipients)| {
-                let (extra, excluded) = recipient_delta(group, entry.group_seq, recipients);
+                let (extra, excluded) = recipient_delta(members, entry.group_seq, recipients);
                 PendingGroupEntry {
                     entry: Some(encode_entry(entry)),
                     extra,
@@ -204,22 +217,21 @@ pub fn encode_snapshot(group: &Group) -> Bytes {
                 }
             })
             .collect(),
-        recent_seqs: group.recent_authors.iter().map(|(seq, _)| *seq).collect(),
-        recent_authors: group
-            .recent_authors
-            .iter()
-            .map(|(_, author)| author.to_string())
-            .collect(),
+        recent_seqs: recent().map(|(seq, _)| *seq).collect(),
+        recent_authors: recent().map(|(_, author)| author.to_string()).collect(),
     };
     Bytes::from(snapshot.encode_to_vec())
 }
 
 /// How `recipients` of the entry at `group_seq` differ from the group's members that joined at
 /// or before it: (extra recipients, excluded members).
-fn recipient_delta(group: &Group, group_seq: u64, recipients: &[Id]) -> (Vec<String>, Vec<String>) {
+fn recipient_delta(
+    members: &hashbrown::HashMap<Id, Member>,
+    group_seq: u64,
+    recipients: &[Id],
+) -> (Vec<String>, Vec<String>) {
     let counted = |user: &Id| {
-        group
-            .members
+        members
             .get(user)
             .is_some_and(|m| m.joined_seq <= group_seq)
     };
@@ -229,8 +241,7 @@ fn recipient_delta(group: &Group, group_seq: u64, recipients: &[Id]) -> (Vec<Str
         .map(ToString::to_string)
         .collect();
     let listed: hashbrown::HashSet<&Id> = recipients.iter().collect();
-    let excluded = group
-        .members
+    let excluded = members
         .iter()
         .filter(|(user, m)| m.joined_seq <= group_seq && !listed.contains(user))
         .map(|(user, _)| user.to_string())
@@ -334,7 +345,7 @@ mod tests {
             .unwrap();
         assert_eq!(decode_entry(encode_entry(&message)).unwrap(), message);
         assert_eq!(decode_entry(encode_entry(&created)).unwrap(), created);
-        let mut decoded = decode_snapshot(encode_snapshot(&group)).unwrap();
+        let mut decoded = decode_snapshot(encode_snapshot(&group, group.last_seq, None)).unwrap();
         let sorted = |group: &mut Group| {
             for (_, recipients) in &mut group.pending {
                 let mut list = recipients.to_vec();

@@ -3,7 +3,13 @@
 //!
 //! Journal completions run on the journal thread: they only raise the group's durable
 //! watermark, answer the session, and leave news for the worker (ringing its doorbell), which
-//! then hands the newly durable entries to the fan-out or forgets a failed post.
+//! then hands the newly durable entries to the fan-out, forgets a failed post, or undoes a
+//! failed change.
+//!
+//! A change (creation, members, roles, subject) is applied at once, like a post, but until the
+//! journal answers it the group's later operations wait in the slot (`deferred`): if the write
+//! fails, the change is undone exactly (nothing was decided on it), and a snapshot written
+//! meanwhile stores the group as it was before the change.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,19 +21,21 @@ use super::MailboxWorker;
 use crate::clock::now_ms;
 use crate::group::fanout::FanOutJob;
 use crate::group::record as group_record;
+use crate::group::slot::DEFERRED_MAX;
 use crate::group::{Group, GroupError, GroupSlot};
 use crate::mailbox::AckInfo;
 use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure, GroupInfo, GroupJob};
 use crate::message::{
-    GroupContent, GroupEntry, GroupEvent, GroupReceiptNotice, Id, MessageKind, ReceiptKind,
+    GroupContent, GroupEntry, GroupEvent, GroupEventKind, GroupReceiptNotice, Id, MessageKind,
+    ReceiptKind,
 };
 use crate::session::{AppendFailure, SessionMsg};
 
 /// What a completion leaves for the worker.
 #[derive(Debug)]
 pub(super) enum GroupNews {
-    /// Entries of this group became durable: hand them to the fan-out.
-    Durable(Id),
+    /// Entry `seq` of this group became durable: hand it to the fan-out.
+    Durable { group: Id, seq: u64 },
     /// The journal refused entry `seq` of this group: it is never fanned out, and a retry of
     /// the post (author, client_msg_id) is accepted anew.
     Failed {
@@ -94,8 +102,18 @@ fn answer_request(
 }
 
 impl MailboxWorker {
-    /// Handles one group operation.
+    /// Handles one group operation, or queues it behind the group's change in flight.
     pub(super) fn group(&mut self, job: GroupJob) {
+        if let Some(slot) = self.groups.get_mut(&job.group)
+            && slot.blocked()
+        {
+            if slot.deferred.len() < DEFERRED_MAX {
+                slot.deferred.push_back(job);
+            } else {
+                busy(job);
+            }
+            return;
+        }
         let GroupJob {
             group,
             actor,
@@ -300,9 +318,16 @@ impl MailboxWorker {
         };
         // Large groups keep the entry once, in the group's log; members' copies refer to it.
         entry.logged = slot.group.members.len() > self.reference_threshold;
+        let before = match &entry.content {
+            GroupContent::Event(event) if event.kind != GroupEventKind::Created => {
+                Some(slot.before())
+            }
+            _ => None,
+        };
         let Some(recipients) = slot.group.apply(&entry) else {
             return answer.send(false);
         };
+        slot.accepted(&entry, before);
         slot.dirty = true;
         let entry = Arc::new(entry);
         if entry.logged {
@@ -383,20 +408,47 @@ impl MailboxWorker {
         );
         for item in news {
             match item {
-                GroupNews::Durable(group) => self.pump(&group),
+                GroupNews::Durable { group, seq } => {
+                    let settled = self
+                        .groups
+                        .get_mut(&group)
+                        .is_some_and(|slot| slot.durable_entry(seq));
+                    if settled {
+                        self.resume(&group, false);
+                    }
+                    self.pump(&group);
+                }
                 GroupNews::Failed {
                     group,
                     seq,
                     from,
                     client_msg_id,
                 } => {
-                    if let Some(slot) = self.groups.get_mut(&group) {
-                        // Never fanned out: a gap in the group's log that nobody was sent.
-                        slot.fanned_out(seq);
-                        slot.forget(&from, &client_msg_id);
+                    let Some(slot) = self.groups.get_mut(&group) else {
+                        continue;
+                    };
+                    // Never fanned out: a gap in the group's log that nobody was sent.
+                    slot.forget(&from, &client_msg_id);
+                    if let Some(remove) = slot.failed_entry(seq) {
+                        self.resume(&group, remove);
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the operations that waited for `group`'s change, in order (the group removed first
+    /// when its creation failed); one that is a change makes the rest wait again.
+    fn resume(&mut self, group: &Id, remove: bool) {
+        let Some(slot) = self.groups.get_mut(group) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut slot.deferred);
+        if remove {
+            self.groups.remove(group);
+        }
+        for job in waiting {
+            self.group(job);
         }
     }
 
@@ -484,19 +536,26 @@ impl MailboxWorker {
                 slot.dirty = true;
             }
             slot.logging.clear();
-            for entry in &slot.unlogged {
+            // Only durable entries: one whose journal write fails is never in the log.
+            let settled = slot.settled();
+            let (durable, later): (Vec<_>, Vec<_>) = slot
+                .unlogged
+                .drain(..)
+                .partition(|entry| entry.group_seq <= settled);
+            slot.unlogged = later;
+            for entry in &durable {
                 batch.put_record(
                     &group_record::log_key(group, entry.group_seq),
                     group_record::encode_logged(entry),
                 );
             }
-            slot.logging.append(&mut slot.unlogged);
-            if slot.dirty {
-                slot.dirty = false;
-                batch.put_record(
-                    &group_record::snapshot_key(group),
-                    group_record::encode_snapshot(&slot.group),
-                );
+            slot.logging = durable;
+            if slot.dirty
+                && let Some(snapshot) = slot.snapshot()
+            {
+                // Written again by the next pass while entries are in flight.
+                slot.dirty = !slot.in_flight.is_empty();
+                batch.put_record(&group_record::snapshot_key(group), snapshot);
             }
         }
     }
@@ -551,7 +610,10 @@ impl Accepted {
         } = self;
         if durable {
             watermark.fetch_max(entry.group_seq, Ordering::AcqRel);
-            shared.group_news(GroupNews::Durable(entry.group_id.clone()));
+            shared.group_news(GroupNews::Durable {
+                group: entry.group_id.clone(),
+                seq: entry.group_seq,
+            });
         } else {
             shared.storage_failures.increment(1);
             shared.group_news(GroupNews::Failed {
@@ -562,6 +624,22 @@ impl Accepted {
             });
         }
         answer.send(durable);
+    }
+}
+
+/// Answers an operation that could not wait behind a change in flight: busy, retry later.
+fn busy(job: GroupJob) {
+    match job.call {
+        GroupCall::Post { tag, .. } => {
+            if let Some(session) = &job.reply {
+                let _ = session.cast(SessionMsg::Appended {
+                    tag,
+                    result: Err(AppendFailure::Busy),
+                });
+            }
+        }
+        GroupCall::Receipt { .. } | GroupCall::Typing(_) => {}
+        _ => answer_request(job.reply.as_ref(), job.request_id, Err(GroupFailure::Busy)),
     }
 }
 
