@@ -327,3 +327,86 @@ async fn a_group_change_refused_by_the_journal_is_not_in_effect() {
     assert_eq!(answer.error, 0, "{answer:?}");
     assert!(dave.post(&group, "now").await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_groups_log_is_pruned_once_acked_and_unacked_copies_still_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    // Groups of more than 2 members keep their entries in the group's log; write-back every
+    // second.
+    let edits = [
+        FAST_WRITEBACK[0],
+        FAST_WRITEBACK[1],
+        ("reference_threshold = 64", "reference_threshold = 2"),
+    ];
+    let (config_path, config) = child_config(dir.path(), &edits);
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let data = dir.path().join("data");
+    let node = ChildNode::start(&config_path, &data);
+    let admin = node.admin;
+    let pruned = async || metric(admin, "tern_group_log_pruned_total").await;
+    let checkpoints = async || metric(admin, "tern_checkpoints_total").await;
+
+    let mut ann = Phone::login(node.client, &key, "ann").await;
+    let group = ann
+        .create(&["bob".to_owned(), "cat".to_owned(), "dan".to_owned()])
+        .await;
+    let mut bob = Phone::login(node.client, &key, "bob").await;
+    let mut cat = Phone::login(node.client, &key, "cat").await;
+    for n in 0..10 {
+        ann.post(&group, &format!("a{n}")).await.unwrap();
+    }
+    // bob's post makes ann's phone read (and ack) her own copies before it.
+    bob.post(&group, "b0").await.unwrap();
+    for phone in [&mut ann, &mut cat] {
+        phone.wait_for("b0").await;
+    }
+    for n in 0..10 {
+        cat.wait_for(&format!("a{n}")).await;
+    }
+    // dan, offline, holds every copy: nothing is pruned.
+    let seen = checkpoints().await;
+    eventually("checkpoints after the posts", async || {
+        checkpoints().await >= seen + 3.0
+    })
+    .await;
+    assert_eq!(pruned().await, 0.0, "pruned while dan has not acked");
+
+    // dan reads and acks everything: the logged entries leave the log (ann's ten at least;
+    // bob's own b0 once his phone has passed it).
+    let mut dan = Phone::login(node.client, &key, "dan").await;
+    dan.wait_for("b0").await;
+    eventually("the acked entries pruned", async || pruned().await >= 10.0).await;
+
+    // cat goes offline; what follows stays in the log for cat, across a SIGKILL.
+    drop(cat);
+    for n in 0..10 {
+        ann.post(&group, &format!("c{n}")).await.unwrap();
+    }
+    bob.post(&group, "b1").await.unwrap();
+    for phone in [&mut ann, &mut dan] {
+        phone.wait_for("b1").await;
+    }
+    bob.catch_up().await;
+    let seen = checkpoints().await;
+    eventually("checkpoints after the second posts", async || {
+        checkpoints().await >= seen + 3.0
+    })
+    .await;
+    // At most a0..a9 and b0: cat holds c0..c9 and b1.
+    assert!(pruned().await <= 11.0, "only what every member acked is pruned");
+    node.kill();
+
+    let node = ChildNode::start(&config_path, &data);
+    let mut cat = Phone::login(node.client, &key, "cat").await;
+    cat.wait_for("b1").await;
+    let got: Vec<&str> = cat.received.iter().map(|(_, id)| id.as_str()).collect();
+    let expected: Vec<String> = (0..10)
+        .map(|n| format!("c{n}"))
+        .chain(["b1".to_owned()])
+        .collect();
+    assert_eq!(got, expected, "cat's unacked copies, once, in order");
+    assert_eq!(
+        metric(node.admin, "tern_mailbox_page_in_failures_total").await,
+        0.0
+    );
+}

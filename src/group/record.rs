@@ -30,6 +30,12 @@ pub fn log_key(group_id: &str, group_seq: u64) -> Vec<u8> {
     format!("glog/{group_id}/{group_seq:020}").into_bytes()
 }
 
+/// Key of the record holding how far a group's log is pruned (a big-endian u64): a reference
+/// at or below it whose entry is gone was acked by every member.
+pub fn pruned_key(group_id: &str) -> Vec<u8> {
+    format!("glogpruned/{group_id}").into_bytes()
+}
+
 /// A stored group entry: whole, or a reference to the group's log.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoredGroup {
@@ -177,10 +183,36 @@ pub fn encode_fanned_out(group_id: &str, group_seq: u64) -> Bytes {
 /// are left out); `before`: the members, subject and creation time to store instead of the
 /// group's (those before a change that is not durable yet).
 pub fn encode_snapshot(group: &Group, upto: u64, before: Option<&Before>) -> Bytes {
-    let (subject, created_ms, members) = match before {
-        Some(before) => (&before.subject, before.created_ms, &before.members),
-        None => (&group.subject, group.created_ms, &group.members),
+    let (subject, created_ms, members, released, departed) = match before {
+        Some(before) => (
+            &before.subject,
+            before.created_ms,
+            &before.members,
+            &before.released,
+            &before.departed,
+        ),
+        None => (
+            &group.subject,
+            group.created_ms,
+            &group.members,
+            &group.released,
+            &group.departed,
+        ),
     };
+    let (released_users, released_seqs) = released
+        .iter()
+        .map(|(user, seq)| (user.to_string(), *seq))
+        .unzip();
+    let (departed_users, departed_seqs) = departed
+        .iter()
+        .map(|(user, seq)| (user.to_string(), *seq))
+        .unzip();
+    let (logged_firsts, logged_lasts) = group
+        .logged
+        .iter()
+        .filter(|(first, _)| *first <= upto)
+        .map(|(first, last)| (*first, (*last).min(upto)))
+        .unzip();
     let mut stored: Vec<StoredMember> = members
         .iter()
         .map(|(user, m)| StoredMember {
@@ -219,6 +251,13 @@ pub fn encode_snapshot(group: &Group, upto: u64, before: Option<&Before>) -> Byt
             .collect(),
         recent_seqs: recent().map(|(seq, _)| *seq).collect(),
         recent_authors: recent().map(|(_, author)| author.to_string()).collect(),
+        released_users,
+        released_seqs,
+        departed_users,
+        departed_seqs,
+        logged_firsts,
+        logged_lasts,
+        log_pruned: group.log_pruned,
     };
     Bytes::from(snapshot.encode_to_vec())
 }
@@ -287,6 +326,24 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Group, RecordError> {
         .into_iter()
         .zip(snapshot.recent_authors.into_iter().map(Id::from))
         .collect();
+    group.released = snapshot
+        .released_users
+        .into_iter()
+        .map(Id::from)
+        .zip(snapshot.released_seqs)
+        .collect();
+    group.departed = snapshot
+        .departed_users
+        .into_iter()
+        .map(Id::from)
+        .zip(snapshot.departed_seqs)
+        .collect();
+    group.logged = snapshot
+        .logged_firsts
+        .into_iter()
+        .zip(snapshot.logged_lasts)
+        .collect();
+    group.log_pruned = snapshot.log_pruned;
     Ok(group)
 }
 

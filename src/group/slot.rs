@@ -31,6 +31,10 @@ pub struct Before {
     pub created_ms: u64,
     /// The members with their roles and positions.
     pub members: HashMap<Id, Member>,
+    /// What each user's mailbox released.
+    pub released: HashMap<Id, u64>,
+    /// Who left when, still holding copies.
+    pub departed: HashMap<Id, u64>,
 }
 
 /// A membership or subject change whose journal write is still out. Until it is answered,
@@ -120,6 +124,8 @@ impl GroupSlot {
         let Some(recipients) = self.group.apply(&entry) else {
             return;
         };
+        // An entry already pruned from the log is not written to it again.
+        let logged = entry.logged && entry.group_seq > self.group.log_pruned;
         if matches!(entry.content, GroupContent::Message { .. }) {
             self.remember(
                 &entry.from_user.clone(),
@@ -133,7 +139,7 @@ impl GroupSlot {
         }
         self.durable
             .store(entry.group_seq, std::sync::atomic::Ordering::Release);
-        if entry.logged {
+        if logged {
             self.unlogged.push(entry.clone());
         }
         self.group.pending.push_back((entry, recipients.into()));
@@ -163,6 +169,8 @@ impl GroupSlot {
             subject: self.group.subject.clone(),
             created_ms: self.group.created_ms,
             members: self.group.members.clone(),
+            released: self.group.released.clone(),
+            departed: self.group.departed.clone(),
         }
     }
 
@@ -195,6 +203,15 @@ impl GroupSlot {
         self.group.subject = before.subject;
         self.group.created_ms = before.created_ms;
         self.group.members = before.members;
+        self.group.departed = before.departed;
+        // Releases reported meanwhile stay; users the change brought in go.
+        for (user, upto) in before.released {
+            self.group.released.entry(user).or_insert(upto);
+        }
+        let group = &mut self.group;
+        group
+            .released
+            .retain(|user, _| group.members.contains_key(user) || group.departed.contains_key(user));
         self.dirty = true;
         Some(false)
     }

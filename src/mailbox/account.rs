@@ -46,6 +46,9 @@ struct Memberships {
     /// Group seqs at or below the mark whose copy failed to be stored (a retry is new); stored
     /// with the account, so a copy that failed before a restart is still made after it.
     holes: HashSet<(Id, u64)>,
+    /// Per group, how far the mailbox told the group it released its copies (memory only: after
+    /// a restart it tells again).
+    reported: HashMap<Id, u64>,
 }
 
 impl Account {
@@ -96,6 +99,19 @@ impl Account {
         self.memberships
             .iter()
             .flat_map(|m| m.copied.iter().map(|(group, seq)| (group, *seq)))
+    }
+
+    /// How far the mailbox told `group` it released its copies.
+    pub fn reported(&self, group: &Id) -> u64 {
+        self.memberships
+            .as_ref()
+            .and_then(|m| m.reported.get(group).copied())
+            .unwrap_or(0)
+    }
+
+    /// The mailbox told `group` it released its copies up to `upto`.
+    pub fn note_reported(&mut self, group: &Id, upto: u64) {
+        self.memberships().reported.insert(group.clone(), upto);
     }
 
     /// The lowest hole of `group` (a copy at or below the mark not in the mailbox), if any.
@@ -210,6 +226,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
                             .map(Id::from)
                             .zip(record.hole_seqs)
                             .collect(),
+                        reported: HashMap::new(),
                     })
                 },
             ),

@@ -279,6 +279,11 @@ impl Worker for MailboxWorker {
                 group_seq,
                 complete,
             } => self.group_fanned_out(&group, group_seq, complete),
+            MailboxOp::GroupReleased {
+                group,
+                member,
+                upto,
+            } => self.group_released(&group, &member, upto),
             MailboxOp::Login {
                 owner,
                 device,
@@ -485,6 +490,7 @@ impl MailboxWorker {
                 batch.delete_entries_up_to(owner.as_bytes(), acked);
                 slot.deleted_upto = acked;
             }
+            group::report_released(&self.fanout, owner, slot);
             write_meta(owner, slot, &mut batch);
         }
         self.write_back_groups(&mut batch, rewrite);

@@ -19,7 +19,7 @@ use ractor::ActorRef;
 
 use super::MailboxWorker;
 use crate::clock::now_ms;
-use crate::group::fanout::FanOutJob;
+use crate::group::fanout::{FanOut, FanOutJob};
 use crate::group::record as group_record;
 use crate::group::slot::DEFERRED_MAX;
 use crate::group::{Group, GroupError, GroupSlot};
@@ -536,6 +536,22 @@ impl MailboxWorker {
                 slot.dirty = true;
             }
             slot.logging.clear();
+            // Entries every mailbox with a copy has acked leave the log (the record saying how
+            // far is in the same batch, with the snapshot).
+            let low = slot.group.low_water(slot.settled());
+            if low > slot.group.log_pruned {
+                let pruned = slot.group.prune_log(low);
+                for seq in &pruned {
+                    batch.delete_record(&group_record::log_key(group, *seq));
+                }
+                batch.put_record(
+                    &group_record::pruned_key(group),
+                    bytes::Bytes::copy_from_slice(&low.to_be_bytes()),
+                );
+                metrics::counter!(crate::metrics::GROUP_LOG_PRUNED).increment(pruned.len() as u64);
+                slot.unlogged.retain(|entry| entry.group_seq > low);
+                slot.dirty = true;
+            }
             // Only durable entries: one whose journal write fails is never in the log.
             let settled = slot.settled();
             let (durable, later): (Vec<_>, Vec<_>) = slot
@@ -557,6 +573,15 @@ impl MailboxWorker {
                 slot.dirty = !slot.in_flight.is_empty();
                 batch.put_record(&group_record::snapshot_key(group), snapshot);
             }
+        }
+    }
+
+    /// `member`'s mailbox released its copies of `group`'s entries up to `upto`.
+    pub(super) fn group_released(&mut self, group: &Id, member: &Id, upto: u64) {
+        if let Some(slot) = self.groups.get_mut(group) {
+            slot.group.release(member, upto);
+            tracing::debug!(group = %group, member = %member, upto, "a mailbox released group copies");
+            slot.dirty = true;
         }
     }
 
@@ -693,4 +718,59 @@ pub(super) fn unsure_copies(slot: &crate::mailbox::Slot) -> Vec<(Id, u64)> {
             _ => None,
         })
         .collect()
+}
+
+/// Unacked entries past which a mailbox does not look for the copies it still holds (it
+/// reports nothing until it holds fewer: a mailbox that far behind releases nothing anyway).
+const RELEASE_SCAN: usize = 256;
+
+/// Tells the groups of `owner` (through their fan-out lanes) how far its mailbox released their
+/// copies: every copy up to that group seq is acked by every device and gone, and none failed.
+/// Only after a change of the mailbox, and only what grew since last told.
+pub(super) fn report_released(fanout: &FanOut, owner: &Id, slot: &mut crate::mailbox::Slot) {
+    if !slot.dirty || slot.mailbox.is_spilled() || slot.mailbox.len() > RELEASE_SCAN {
+        return;
+    }
+    let marks: Vec<(Id, u64)> = slot
+        .account
+        .copy_marks()
+        .map(|(group, mark)| (group.clone(), mark))
+        .collect();
+    if marks.is_empty() {
+        return;
+    }
+    // The held entries are those some device has not acked (or not yet durable).
+    let mut held: hashbrown::HashMap<&Id, u64> = hashbrown::HashMap::new();
+    for entry in slot.mailbox.held() {
+        if let crate::message::Payload::Group(copy) = &entry.payload {
+            let low = held.entry(&copy.group_id).or_insert(copy.group_seq);
+            *low = (*low).min(copy.group_seq);
+        }
+    }
+    let mut reports = Vec::new();
+    for (group, mark) in marks {
+        let mut released = mark;
+        if let Some(low) = held.get(&group) {
+            released = released.min(low - 1);
+        }
+        if let Some(hole) = slot.account.lowest_hole(&group) {
+            released = released.min(hole - 1);
+        }
+        if released > slot.account.reported(&group) {
+            reports.push((group, released));
+        }
+    }
+    drop(held);
+    for (group, upto) in reports {
+        // A full lane: told at a later pass.
+        let Some(permit) = fanout.reserve(&group) else {
+            continue;
+        };
+        slot.account.note_reported(&group, upto);
+        permit.send(FanOutJob::Released {
+            group,
+            member: owner.clone(),
+            upto,
+        });
+    }
 }
