@@ -117,7 +117,10 @@ impl Phone {
 
     /// Posts `id`; the ack's group seq, or the error code.
     async fn post(&mut self, group: &str, id: &str) -> Result<u64, i32> {
-        self.writer.send_group_text(id, group, "hello").await.unwrap();
+        self.writer
+            .send_group_text(id, group, "hello")
+            .await
+            .unwrap();
         loop {
             match next(&mut self.reader).await {
                 Frame::ServerAck(ack) if ack.client_msg_id == id => return Ok(ack.seq),
@@ -393,7 +396,10 @@ async fn a_large_groups_log_is_pruned_once_acked_and_unacked_copies_still_resolv
     })
     .await;
     // At most a0..a9 and b0: cat holds c0..c9 and b1.
-    assert!(pruned().await <= 11.0, "only what every member acked is pruned");
+    assert!(
+        pruned().await <= 11.0,
+        "only what every member acked is pruned"
+    );
     node.kill();
 
     let node = ChildNode::start(&config_path, &data);

@@ -269,11 +269,7 @@ fn recipient_delta(
     group_seq: u64,
     recipients: &[Id],
 ) -> (Vec<String>, Vec<String>) {
-    let counted = |user: &Id| {
-        members
-            .get(user)
-            .is_some_and(|m| m.joined_seq <= group_seq)
-    };
+    let counted = |user: &Id| members.get(user).is_some_and(|m| m.joined_seq <= group_seq);
     let extra = recipients
         .iter()
         .filter(|user| !counted(user))

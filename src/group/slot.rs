@@ -64,6 +64,9 @@ pub struct GroupSlot {
     /// Logged entries in the last write-back pass's batch, until the next pass knows it was
     /// applied.
     pub logging: Vec<Arc<GroupEntry>>,
+    /// Seqs pruned from the log in the last write-back pass's batch, deleted again if that
+    /// batch failed.
+    pub pruning: Vec<u64>,
     /// Seqs of accepted entries whose journal answer the worker has not heard yet, in order.
     pub in_flight: VecDeque<u64>,
     /// The change in flight, if any.
@@ -85,6 +88,7 @@ impl GroupSlot {
             dirty: false,
             unlogged: Vec::new(),
             logging: Vec::new(),
+            pruning: Vec::new(),
             in_flight: VecDeque::new(),
             change: None,
             deferred: VecDeque::new(),
@@ -209,9 +213,9 @@ impl GroupSlot {
             self.group.released.entry(user).or_insert(upto);
         }
         let group = &mut self.group;
-        group
-            .released
-            .retain(|user, _| group.members.contains_key(user) || group.departed.contains_key(user));
+        group.released.retain(|user, _| {
+            group.members.contains_key(user) || group.departed.contains_key(user)
+        });
         self.dirty = true;
         Some(false)
     }
@@ -295,9 +299,15 @@ mod tests {
     #[test]
     fn a_failed_change_is_undone_and_snapshots_leave_out_what_is_in_flight() {
         let mut slot = GroupSlot::new(Group::new(Id::from("g")));
-        accept(&mut slot, event(1, GroupEventKind::Created, &["ann", "bob"]));
+        accept(
+            &mut slot,
+            event(1, GroupEventKind::Created, &["ann", "bob"]),
+        );
         assert!(slot.blocked());
-        assert!(slot.snapshot().is_none(), "no group before its creation is durable");
+        assert!(
+            slot.snapshot().is_none(),
+            "no group before its creation is durable"
+        );
         assert!(slot.durable_entry(1));
         let post = entry(
             2,
@@ -311,7 +321,10 @@ mod tests {
         accept(&mut slot, event(3, GroupEventKind::Added, &["cat"]));
         assert!(slot.group.is_member("cat"));
         let stored = record::decode_snapshot(slot.snapshot().unwrap()).unwrap();
-        assert_eq!(stored.last_seq, 1, "the post and the change are still in flight");
+        assert_eq!(
+            stored.last_seq, 1,
+            "the post and the change are still in flight"
+        );
         assert!(!stored.is_member("cat"));
         assert!(!slot.durable_entry(2));
         assert_eq!(slot.failed_entry(3), Some(false));

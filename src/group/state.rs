@@ -310,9 +310,10 @@ impl Group {
 
     /// `user`'s mailbox holds no copy of this group's entries up to `upto` any more.
     pub fn release(&mut self, user: &Id, upto: u64) {
-        let Some(released) = self.released.get_mut(user) else {
+        if !self.members.contains_key(user) && !self.departed.contains_key(user) {
             return;
-        };
+        }
+        let released = self.released.entry(user.clone()).or_insert(0);
         *released = (*released).max(upto);
         if self.departed.get(user).is_some_and(|left| *left <= upto) {
             // Gone with every copy it had: it no longer holds the log back.

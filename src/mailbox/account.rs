@@ -270,7 +270,10 @@ mod tests {
         let (_, decoded) = decode(&encode(7, &account, &[(group.clone(), 5)])).unwrap();
         assert!(decoded.has_copy(&group, 4));
         assert!(!decoded.has_copy(&group, 2), "a failed copy is made again");
-        assert!(!decoded.has_copy(&group, 5), "a copy not known durable is made again");
+        assert!(
+            !decoded.has_copy(&group, 5),
+            "a copy not known durable is made again"
+        );
         assert_eq!(decoded.lowest_hole(&group), Some(2));
         let mut decoded = decoded;
         decoded.note_copy(&group, 2);

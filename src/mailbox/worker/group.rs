@@ -530,27 +530,34 @@ impl MailboxWorker {
         rewrite: bool,
     ) {
         for (group, slot) in &mut self.groups {
+            let mut pruned = Vec::new();
             if rewrite {
-                // The last pass failed: write its log entries and the snapshot again.
+                // The last pass failed: write its log entries, deletions and the snapshot again.
                 slot.unlogged.append(&mut slot.logging);
+                pruned = std::mem::take(&mut slot.pruning);
                 slot.dirty = true;
             }
             slot.logging.clear();
+            slot.pruning.clear();
             // Entries every mailbox with a copy has acked leave the log (the record saying how
             // far is in the same batch, with the snapshot).
             let low = slot.group.low_water(slot.settled());
             if low > slot.group.log_pruned {
-                let pruned = slot.group.prune_log(low);
+                let newly = slot.group.prune_log(low);
+                metrics::counter!(crate::metrics::GROUP_LOG_PRUNED).increment(newly.len() as u64);
+                pruned.extend(newly);
+                slot.unlogged.retain(|entry| entry.group_seq > low);
+                slot.dirty = true;
+            }
+            if !pruned.is_empty() {
                 for seq in &pruned {
                     batch.delete_record(&group_record::log_key(group, *seq));
                 }
                 batch.put_record(
                     &group_record::pruned_key(group),
-                    bytes::Bytes::copy_from_slice(&low.to_be_bytes()),
+                    bytes::Bytes::copy_from_slice(&slot.group.log_pruned.to_be_bytes()),
                 );
-                metrics::counter!(crate::metrics::GROUP_LOG_PRUNED).increment(pruned.len() as u64);
-                slot.unlogged.retain(|entry| entry.group_seq > low);
-                slot.dirty = true;
+                slot.pruning = pruned;
             }
             // Only durable entries: one whose journal write fails is never in the log.
             let settled = slot.settled();
