@@ -197,7 +197,7 @@ impl GroupSlot {
         self.in_flight.retain(|s| *s != seq);
         self.unlogged.retain(|entry| entry.group_seq != seq);
         self.fanned_out(seq);
-        if !self.change.as_ref().is_some_and(|c| c.seq == seq) {
+        if self.change.as_ref().is_none_or(|c| c.seq != seq) {
             return None;
         }
         let change = self.change.take()?;
