@@ -365,6 +365,7 @@ async fn a_large_groups_log_is_pruned_once_acked_and_unacked_copies_still_resolv
     }
     for n in 0..10 {
         cat.wait_for(&format!("a{n}")).await;
+        bob.wait_for(&format!("a{n}")).await;
     }
     // dan, offline, holds every copy: nothing is pruned.
     let seen = checkpoints().await;
