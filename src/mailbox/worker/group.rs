@@ -717,6 +717,10 @@ pub fn note_membership(
 /// Copies of group entries in `slot`'s mailbox not yet durable: (group, group seq).
 pub(super) fn unsure_copies(slot: &crate::mailbox::Slot) -> Vec<(Id, u64)> {
     let durable = slot.durable.load(Ordering::Acquire);
+    if slot.mailbox.last_seq() <= durable {
+        // Nothing in flight (the usual case).
+        return Vec::new();
+    }
     slot.mailbox
         .held()
         .skip_while(|entry| entry.seq <= durable)
