@@ -176,6 +176,16 @@ pub enum MailboxOp {
         /// Every copy is durable.
         complete: bool,
     },
+    /// `member`'s mailbox holds no copy of `group`'s entries up to `upto` any more (they were
+    /// acked), on the group's worker: the group's log may be pruned below every member's.
+    GroupReleased {
+        /// The group.
+        group: Id,
+        /// The member (or former member).
+        member: Id,
+        /// Up to this group seq.
+        upto: u64,
+    },
     /// Look up a user's account, devices and cursors.
     Account {
         /// The user.
@@ -207,7 +217,8 @@ impl MailboxOp {
             | MailboxOp::Fetch { owner, .. }
             | MailboxOp::Account { owner, .. }
             | MailboxOp::ListGroups { user: owner, .. }
-            | MailboxOp::GroupFannedOut { group: owner, .. } => Some(owner),
+            | MailboxOp::GroupFannedOut { group: owner, .. }
+            | MailboxOp::GroupReleased { group: owner, .. } => Some(owner),
             MailboxOp::Append(job) => Some(&job.owner),
             MailboxOp::Group(job) => Some(&job.group),
             MailboxOp::WriteBack { .. } => None,

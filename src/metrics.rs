@@ -63,6 +63,8 @@ pub const GROUP_FANOUT_RECIPIENTS: &str = "tern_group_fanout_recipients";
 pub const GROUP_FANOUT_SECONDS: &str = "tern_group_fanout_seconds";
 /// Group entries waiting in the fan-out lanes.
 pub const GROUP_FANOUT_QUEUE: &str = "tern_group_fanout_queue_depth";
+/// Entries removed from large groups' logs once every mailbox that had a copy acked it.
+pub const GROUP_LOG_PRUNED: &str = "tern_group_log_pruned_total";
 /// Live pushes skipped because a session's push queue was full (it reads them from the mailbox).
 pub const PUSHES_SKIPPED: &str = "tern_pushes_skipped_total";
 /// How long the last start spent rebuilding mailboxes from the journals.
@@ -261,6 +263,11 @@ fn describe() {
         GROUP_FANOUT_QUEUE,
         Unit::Count,
         "Group entries waiting in the fan-out lanes."
+    );
+    describe_counter!(
+        GROUP_LOG_PRUNED,
+        Unit::Count,
+        "Entries pruned from large groups' logs (every copy of them acked)."
     );
     describe_counter!(
         PUSHES_SKIPPED,

@@ -46,6 +46,15 @@ pub enum FanOutJob {
         /// The authors it concerns.
         authors: Vec<Id>,
     },
+    /// A mailbox released every copy of the group's entries up to a seq: to the group's worker.
+    Released {
+        /// The group.
+        group: Id,
+        /// The mailbox's owner.
+        member: Id,
+        /// Up to this group seq.
+        upto: u64,
+    },
 }
 
 /// The senders of the fan-out lanes.
@@ -129,6 +138,19 @@ pub async fn run_lane(mut jobs: mpsc::Receiver<FanOutJob>, node: Arc<Node>) {
             FanOutJob::Receipt { notice, authors } => {
                 drop(permit);
                 copy_receipt(mailboxes, notice, authors).await
+            }
+            FanOutJob::Released {
+                group,
+                member,
+                upto,
+            } => {
+                drop(permit);
+                let op = MailboxOp::GroupReleased {
+                    group,
+                    member,
+                    upto,
+                };
+                mailboxes.submit_wait(op).await.is_err()
             }
         };
         if stopped {

@@ -1,12 +1,16 @@
 //! Reading logged group entries back. Entries of large groups are kept once in the group's log
 //! in the store (`glog/<group>/<seq>` records of the group's shard); members' stored copies are
 //! references to them, resolved here when a copy is loaded at recovery or paged in.
+//!
+//! The log is pruned up to the group's low-water mark (every mailbox that got a copy of those
+//! entries has acked it), recorded in `glogpruned/<group>`; a reference below it whose entry
+//! is gone belongs to a copy its devices acked (a cursor lost in a crash) and is skipped.
 
 use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use super::record::{decode_logged, log_key};
+use super::record::{decode_logged, log_key, pruned_key};
 use crate::mailbox::record::RecordError;
 use crate::message::{Entry, GroupEntry, Id, Payload};
 use crate::shard::{key_hash, shard_of};
@@ -82,20 +86,37 @@ impl<'a> LogReader<'a> {
     }
 }
 
+/// A logged entry as looked up.
+#[derive(Debug)]
+pub enum Logged {
+    /// The entry.
+    Entry(Arc<GroupEntry>),
+    /// Pruned: every copy of it was acked.
+    Pruned,
+    /// Not in the log (yet: the next write-back pass writes it).
+    Missing,
+}
+
 /// Entry `group_seq` of `group_id` from the store, from an async context.
-pub async fn read(
-    stores: &Stores,
-    group_id: &Id,
-    group_seq: u64,
-) -> Result<Option<Arc<GroupEntry>>, LogError> {
+pub async fn read(stores: &Stores, group_id: &Id, group_seq: u64) -> Result<Logged, LogError> {
     let shard = shard_of(key_hash(group_id.as_bytes()));
-    let value = stores
-        .get_record(shard, &log_key(group_id, group_seq))?
-        .into_receiver()
-        .await
-        .map_err(|_| StoreError::Closed)??;
-    match value {
-        Some(value) => Ok(Some(Arc::new(decode_logged(value)?))),
-        None => Ok(None),
+    let get = async |key: Vec<u8>| -> Result<Option<bytes::Bytes>, StoreError> {
+        stores
+            .get_record(shard, &key)?
+            .into_receiver()
+            .await
+            .map_err(|_| StoreError::Closed)?
+    };
+    if let Some(value) = get(log_key(group_id, group_seq)).await? {
+        return Ok(Logged::Entry(Arc::new(decode_logged(value)?)));
     }
+    let pruned = get(pruned_key(group_id))
+        .await?
+        .and_then(|value| <[u8; 8]>::try_from(value.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes);
+    Ok(if group_seq <= pruned {
+        Logged::Pruned
+    } else {
+        Logged::Missing
+    })
 }

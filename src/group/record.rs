@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
+use super::slot::Before;
 use super::state::{Group, Member, Role};
 use crate::mailbox::record::RecordError;
 use crate::message::{GroupContent, GroupEntry, GroupEvent, Id};
@@ -27,6 +28,12 @@ pub const SNAPSHOT_PREFIX: &str = "group/";
 /// Key of a logged group entry among its group's shard's records.
 pub fn log_key(group_id: &str, group_seq: u64) -> Vec<u8> {
     format!("glog/{group_id}/{group_seq:020}").into_bytes()
+}
+
+/// Key of the record holding how far a group's log is pruned (a big-endian u64): a reference
+/// at or below it whose entry is gone was acked by every member.
+pub fn pruned_key(group_id: &str) -> Vec<u8> {
+    format!("glogpruned/{group_id}").into_bytes()
 }
 
 /// A stored group entry: whole, or a reference to the group's log.
@@ -172,10 +179,41 @@ pub fn encode_fanned_out(group_id: &str, group_seq: u64) -> Bytes {
     Bytes::from(record.encode_to_vec())
 }
 
-/// The snapshot of a group written back to the store.
-pub fn encode_snapshot(group: &Group) -> Bytes {
-    let mut members: Vec<StoredMember> = group
-        .members
+/// The snapshot of a group written back to the store, as of its seq `upto` (entries above it
+/// are left out); `before`: the members, subject and creation time to store instead of the
+/// group's (those before a change that is not durable yet).
+pub fn encode_snapshot(group: &Group, upto: u64, before: Option<&Before>) -> Bytes {
+    let (subject, created_ms, members, released, departed) = match before {
+        Some(before) => (
+            &before.subject,
+            before.created_ms,
+            &before.members,
+            &before.released,
+            &before.departed,
+        ),
+        None => (
+            &group.subject,
+            group.created_ms,
+            &group.members,
+            &group.released,
+            &group.departed,
+        ),
+    };
+    let (released_users, released_seqs) = released
+        .iter()
+        .map(|(user, seq)| (user.to_string(), *seq))
+        .unzip();
+    let (departed_users, departed_seqs) = departed
+        .iter()
+        .map(|(user, seq)| (user.to_string(), *seq))
+        .unzip();
+    let (logged_firsts, logged_lasts) = group
+        .logged
+        .iter()
+        .filter(|(first, _)| *first <= upto)
+        .map(|(first, last)| (*first, (*last).min(upto)))
+        .unzip();
+    let mut stored: Vec<StoredMember> = members
         .iter()
         .map(|(user, m)| StoredMember {
             user: user.to_string(),
@@ -185,18 +223,25 @@ pub fn encode_snapshot(group: &Group) -> Bytes {
             read: m.read,
         })
         .collect();
-    members.sort_by(|a, b| a.user.cmp(&b.user));
+    stored.sort_by(|a, b| a.user.cmp(&b.user));
+    let recent = || {
+        group
+            .recent_authors
+            .iter()
+            .take_while(|(seq, _)| *seq <= upto)
+    };
     let snapshot = GroupSnapshot {
         group_id: group.id.to_string(),
-        subject: group.subject.clone(),
-        created_ms: group.created_ms,
-        last_seq: group.last_seq,
-        members,
+        subject: subject.clone(),
+        created_ms,
+        last_seq: upto,
+        members: stored,
         pending: group
             .pending
             .iter()
+            .take_while(|(entry, _)| entry.group_seq <= upto)
             .map(|(entry, recipients)| {
-                let (extra, excluded) = recipient_delta(group, entry.group_seq, recipients);
+                let (extra, excluded) = recipient_delta(members, entry.group_seq, recipients);
                 PendingGroupEntry {
                     entry: Some(encode_entry(entry)),
                     extra,
@@ -204,33 +249,34 @@ pub fn encode_snapshot(group: &Group) -> Bytes {
                 }
             })
             .collect(),
-        recent_seqs: group.recent_authors.iter().map(|(seq, _)| *seq).collect(),
-        recent_authors: group
-            .recent_authors
-            .iter()
-            .map(|(_, author)| author.to_string())
-            .collect(),
+        recent_seqs: recent().map(|(seq, _)| *seq).collect(),
+        recent_authors: recent().map(|(_, author)| author.to_string()).collect(),
+        released_users,
+        released_seqs,
+        departed_users,
+        departed_seqs,
+        logged_firsts,
+        logged_lasts,
+        log_pruned: group.log_pruned,
     };
     Bytes::from(snapshot.encode_to_vec())
 }
 
 /// How `recipients` of the entry at `group_seq` differ from the group's members that joined at
 /// or before it: (extra recipients, excluded members).
-fn recipient_delta(group: &Group, group_seq: u64, recipients: &[Id]) -> (Vec<String>, Vec<String>) {
-    let counted = |user: &Id| {
-        group
-            .members
-            .get(user)
-            .is_some_and(|m| m.joined_seq <= group_seq)
-    };
+fn recipient_delta(
+    members: &hashbrown::HashMap<Id, Member>,
+    group_seq: u64,
+    recipients: &[Id],
+) -> (Vec<String>, Vec<String>) {
+    let counted = |user: &Id| members.get(user).is_some_and(|m| m.joined_seq <= group_seq);
     let extra = recipients
         .iter()
         .filter(|user| !counted(user))
         .map(ToString::to_string)
         .collect();
     let listed: hashbrown::HashSet<&Id> = recipients.iter().collect();
-    let excluded = group
-        .members
+    let excluded = members
         .iter()
         .filter(|(user, m)| m.joined_seq <= group_seq && !listed.contains(user))
         .map(|(user, _)| user.to_string())
@@ -276,6 +322,24 @@ pub fn decode_snapshot(bytes: Bytes) -> Result<Group, RecordError> {
         .into_iter()
         .zip(snapshot.recent_authors.into_iter().map(Id::from))
         .collect();
+    group.released = snapshot
+        .released_users
+        .into_iter()
+        .map(Id::from)
+        .zip(snapshot.released_seqs)
+        .collect();
+    group.departed = snapshot
+        .departed_users
+        .into_iter()
+        .map(Id::from)
+        .zip(snapshot.departed_seqs)
+        .collect();
+    group.logged = snapshot
+        .logged_firsts
+        .into_iter()
+        .zip(snapshot.logged_lasts)
+        .collect();
+    group.log_pruned = snapshot.log_pruned;
     Ok(group)
 }
 
@@ -334,7 +398,7 @@ mod tests {
             .unwrap();
         assert_eq!(decode_entry(encode_entry(&message)).unwrap(), message);
         assert_eq!(decode_entry(encode_entry(&created)).unwrap(), created);
-        let mut decoded = decode_snapshot(encode_snapshot(&group)).unwrap();
+        let mut decoded = decode_snapshot(encode_snapshot(&group, group.last_seq, None)).unwrap();
         let sorted = |group: &mut Group| {
             for (_, recipients) in &mut group.pending {
                 let mut list = recipients.to_vec();

@@ -91,6 +91,15 @@ pub struct Group {
     pub pending: VecDeque<(Arc<GroupEntry>, Arc<[Id]>)>,
     /// (group seq, author) of recent messages, oldest first.
     pub recent_authors: VecDeque<(u64, Id)>,
+    /// Per user whose mailbox may hold copies of this group's entries (members, and those who
+    /// left with copies not yet acked): every copy up to this seq is gone from that mailbox.
+    pub released: HashMap<Id, u64>,
+    /// Users who left (or were removed) at this seq and may still hold copies up to it.
+    pub departed: HashMap<Id, u64>,
+    /// Runs (first, last) of seqs whose entries were logged and are not pruned yet.
+    pub logged: VecDeque<(u64, u64)>,
+    /// Entries up to this seq are pruned from the group's log.
+    pub log_pruned: u64,
 }
 
 impl Group {
@@ -104,6 +113,10 @@ impl Group {
             members: HashMap::new(),
             pending: VecDeque::new(),
             recent_authors: VecDeque::new(),
+            released: HashMap::new(),
+            departed: HashMap::new(),
+            logged: VecDeque::new(),
+            log_pruned: 0,
         }
     }
 
@@ -214,6 +227,9 @@ impl Group {
         }
         self.last_seq = entry.group_seq;
         let seq = entry.group_seq;
+        if entry.logged {
+            self.note_logged(seq);
+        }
         let mut also = Vec::new();
         match &entry.content {
             GroupContent::Message { .. } => {
@@ -234,18 +250,22 @@ impl Group {
                             Role::Member
                         };
                         self.members.insert(user.clone(), member(role, seq));
+                        self.joined(user, seq);
                     }
                 }
                 GroupEventKind::Added => {
                     for user in &event.users {
-                        self.members
-                            .entry(user.clone())
-                            .or_insert_with(|| member(Role::Member, seq));
+                        if !self.members.contains_key(user) {
+                            self.members.insert(user.clone(), member(Role::Member, seq));
+                            self.joined(user, seq);
+                        }
                     }
                 }
                 GroupEventKind::Removed | GroupEventKind::Left => {
                     for user in &event.users {
                         if self.members.remove(user).is_some() {
+                            // Its copies, up to this event's, may still be unacked.
+                            self.departed.insert(user.clone(), seq);
                             also.push(user.clone());
                         }
                     }
@@ -269,6 +289,74 @@ impl Group {
         let mut recipients: Vec<Id> = self.members.keys().cloned().collect();
         recipients.extend(also);
         Some(recipients)
+    }
+
+    /// `user` joined at `seq`: it holds no copy from before (or, rejoining, keeps what it
+    /// still held from before).
+    fn joined(&mut self, user: &Id, seq: u64) {
+        self.departed.remove(user);
+        self.released
+            .entry(user.clone())
+            .or_insert(seq.saturating_sub(1));
+    }
+
+    /// Notes that entry `seq` is kept in the group's log.
+    fn note_logged(&mut self, seq: u64) {
+        match self.logged.back_mut() {
+            Some((_, last)) if *last + 1 >= seq => *last = seq,
+            _ => self.logged.push_back((seq, seq)),
+        }
+    }
+
+    /// `user`'s mailbox holds no copy of this group's entries up to `upto` any more.
+    pub fn release(&mut self, user: &Id, upto: u64) {
+        if !self.members.contains_key(user) && !self.departed.contains_key(user) {
+            return;
+        }
+        let released = self.released.entry(user.clone()).or_insert(0);
+        *released = (*released).max(upto);
+        if self.departed.get(user).is_some_and(|left| *left <= upto) {
+            // Gone with every copy it had: it no longer holds the log back.
+            self.departed.remove(user);
+            self.released.remove(user);
+        }
+    }
+
+    /// The group's low-water mark: the highest seq that no mailbox holds a copy of any more
+    /// (up to it, and below `durable_below`, nothing needs the group's log). A user that never
+    /// reported counts as holding everything.
+    pub fn low_water(&self, durable_below: u64) -> u64 {
+        let mut low = durable_below;
+        if let Some((entry, _)) = self.pending.front() {
+            // Still to be copied.
+            low = low.min(entry.group_seq - 1);
+        }
+        for user in self.members.keys().chain(self.departed.keys()) {
+            low = low.min(self.released.get(user).copied().unwrap_or(0));
+        }
+        low
+    }
+
+    /// Prunes the log up to `upto`: the logged seqs to delete (`log_pruned` moves to `upto`).
+    pub fn prune_log(&mut self, upto: u64) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        if upto <= self.log_pruned {
+            return seqs;
+        }
+        while let Some((first, last)) = self.logged.front_mut() {
+            if *first > upto {
+                break;
+            }
+            let end = (*last).min(upto);
+            seqs.extend(*first..=end);
+            if end == *last {
+                self.logged.pop_front();
+            } else {
+                *first = end + 1;
+            }
+        }
+        self.log_pruned = upto;
+        seqs
     }
 
     /// When the last admin is gone, the longest-standing member becomes admin.
@@ -442,6 +530,43 @@ mod tests {
             change(&mut group, "bob", Change::Demote(vec![id("bob")])),
             Err(GroupError::Invalid("a group keeps at least one admin"))
         );
+    }
+
+    #[test]
+    fn the_log_is_pruned_below_what_every_holder_released() {
+        let mut group = created();
+        let post = |group: &Group| {
+            let mut e = entry(
+                group,
+                "ann",
+                GroupContent::Message {
+                    kind: MessageKind::Text,
+                    body: bytes::Bytes::from_static(b"hi"),
+                },
+            );
+            e.logged = true;
+            e
+        };
+        for _ in 0..3 {
+            let e = post(&group);
+            group.apply(&e).unwrap();
+        }
+        assert_eq!(group.logged, VecDeque::from([(2, 4)]));
+        assert_eq!(group.low_water(4), 0, "nobody released anything");
+        group.release(&id("ann"), 4);
+        group.release(&id("bob"), 3);
+        assert_eq!(group.low_water(4), 3);
+        // bob leaves at 5 still holding 4 and 5: he holds the log back until he releases them.
+        change(&mut group, "bob", Change::Leave).unwrap();
+        group.release(&id("ann"), 5);
+        assert_eq!(group.low_water(5), 3);
+        assert_eq!(group.prune_log(3), vec![2, 3]);
+        assert_eq!(group.logged, VecDeque::from([(4, 4)]));
+        group.release(&id("bob"), 5);
+        assert!(!group.released.contains_key("bob"), "gone with every copy");
+        assert_eq!(group.low_water(5), 5);
+        assert_eq!(group.prune_log(5), vec![4]);
+        assert!(group.logged.is_empty());
     }
 
     #[test]

@@ -43,9 +43,12 @@ struct Memberships {
     groups: HashSet<Id>,
     /// Per group (also after leaving it), the highest group seq copied into the mailbox.
     copied: HashMap<Id, u64>,
-    /// Group seqs at or below the mark whose copy failed to be stored (a retry is new); kept
-    /// in memory only.
+    /// Group seqs at or below the mark whose copy failed to be stored (a retry is new); stored
+    /// with the account, so a copy that failed before a restart is still made after it.
     holes: HashSet<(Id, u64)>,
+    /// Per group, how far the mailbox told the group it released its copies (memory only: after
+    /// a restart it tells again).
+    reported: HashMap<Id, u64>,
 }
 
 impl Account {
@@ -90,6 +93,37 @@ impl Account {
     pub fn note_hole(&mut self, group: Id, group_seq: u64) {
         self.memberships().holes.insert((group, group_seq));
     }
+
+    /// Per group, the highest group seq copied into the mailbox.
+    pub fn copy_marks(&self) -> impl Iterator<Item = (&Id, u64)> {
+        self.memberships
+            .iter()
+            .flat_map(|m| m.copied.iter().map(|(group, seq)| (group, *seq)))
+    }
+
+    /// How far the mailbox told `group` it released its copies.
+    pub fn reported(&self, group: &Id) -> u64 {
+        self.memberships
+            .as_ref()
+            .and_then(|m| m.reported.get(group).copied())
+            .unwrap_or(0)
+    }
+
+    /// The mailbox told `group` it released its copies up to `upto`.
+    pub fn note_reported(&mut self, group: &Id, upto: u64) {
+        self.memberships().reported.insert(group.clone(), upto);
+    }
+
+    /// The lowest hole of `group` (a copy at or below the mark not in the mailbox), if any.
+    pub fn lowest_hole(&self, group: &Id) -> Option<u64> {
+        self.memberships.as_ref().and_then(|m| {
+            m.holes
+                .iter()
+                .filter(|(g, _)| g == group)
+                .map(|(_, seq)| *seq)
+                .min()
+        })
+    }
 }
 
 impl Account {
@@ -111,8 +145,12 @@ impl Account {
     }
 }
 
-/// Encodes the metadata record: `last_seq` and the account.
-pub fn encode(last_seq: u64, account: &Account) -> Bytes {
+/// Encodes the metadata record: `last_seq` and the account. `unsure` are copies of group
+/// entries (group, group seq) appended but not yet durable: they are stored as holes, so that
+/// if their journal write fails and the node stops before the next record, the copy is made
+/// again after the restart (a copy that did become durable is replayed from the journal, which
+/// fills the hole).
+pub fn encode(last_seq: u64, account: &Account, unsure: &[(Id, u64)]) -> Bytes {
     // By device id: the map keeps them sorted.
     let devices: Vec<DeviceRecord> = account
         .devices
@@ -131,6 +169,13 @@ pub fn encode(last_seq: u64, account: &Account) -> Bytes {
         .flat_map(|m| m.copied.iter())
         .map(|(group, seq)| (group.to_string(), *seq))
         .unzip();
+    let (hole_groups, hole_seqs) = account
+        .memberships
+        .iter()
+        .flat_map(|m| m.holes.iter())
+        .chain(unsure.iter())
+        .map(|(group, seq)| (group.to_string(), *seq))
+        .unzip();
     let record = AccountRecord {
         last_seq,
         created_ms: account.created_ms,
@@ -138,6 +183,8 @@ pub fn encode(last_seq: u64, account: &Account) -> Bytes {
         groups,
         copied_groups,
         copied_seqs,
+        hole_groups,
+        hole_seqs,
     };
     Bytes::from(record.encode_to_vec())
 }
@@ -173,7 +220,13 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
                             .map(Id::from)
                             .zip(record.copied_seqs)
                             .collect(),
-                        holes: HashSet::new(),
+                        holes: record
+                            .hole_groups
+                            .into_iter()
+                            .map(Id::from)
+                            .zip(record.hole_seqs)
+                            .collect(),
+                        reported: HashMap::new(),
                     })
                 },
             ),
@@ -201,8 +254,30 @@ mod tests {
                 last_login_ms: 200
             }
         );
-        let (last_seq, decoded) = decode(&encode(42, &account)).unwrap();
+        let (last_seq, decoded) = decode(&encode(42, &account, &[])).unwrap();
         assert_eq!((last_seq, decoded), (42, account));
+    }
+
+    #[test]
+    fn holes_and_unsure_copies_are_stored_as_holes() {
+        let group = Id::from("g");
+        let mut account = Account::default();
+        for seq in 1..=5 {
+            account.note_copy(&group, seq);
+        }
+        account.note_hole(group.clone(), 2);
+        assert!(!account.has_copy(&group, 2));
+        let (_, decoded) = decode(&encode(7, &account, &[(group.clone(), 5)])).unwrap();
+        assert!(decoded.has_copy(&group, 4));
+        assert!(!decoded.has_copy(&group, 2), "a failed copy is made again");
+        assert!(
+            !decoded.has_copy(&group, 5),
+            "a copy not known durable is made again"
+        );
+        assert_eq!(decoded.lowest_hole(&group), Some(2));
+        let mut decoded = decoded;
+        decoded.note_copy(&group, 2);
+        assert!(decoded.has_copy(&group, 2));
     }
 
     #[test]

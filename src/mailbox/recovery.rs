@@ -469,7 +469,13 @@ fn apply(
                 client_msg_id,
                 server_id,
             },
-            None => return Ok(()),
+            None => {
+                // Pruned from the group's log: every device acked it. Its seq stays taken.
+                let slot = rebuilt.mailboxes[index].entry(owner.clone()).or_default();
+                slot.mailbox.raise_last_seq(seq);
+                slot.account.note_copy(&group_id, group_seq);
+                return Ok(());
+            }
         },
         other => other,
     };

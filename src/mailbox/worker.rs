@@ -279,6 +279,11 @@ impl Worker for MailboxWorker {
                 group_seq,
                 complete,
             } => self.group_fanned_out(&group, group_seq, complete),
+            MailboxOp::GroupReleased {
+                group,
+                member,
+                upto,
+            } => self.group_released(&group, &member, upto),
             MailboxOp::Login {
                 owner,
                 device,
@@ -485,6 +490,7 @@ impl MailboxWorker {
                 batch.delete_entries_up_to(owner.as_bytes(), acked);
                 slot.deleted_upto = acked;
             }
+            group::report_released(&self.fanout, owner, slot);
             write_meta(owner, slot, &mut batch);
         }
         self.write_back_groups(&mut batch, rewrite);
@@ -534,6 +540,7 @@ impl MailboxWorker {
                     .and_then(|(group, seq)| Some((Id::from(group), seq.parse::<u64>().ok()?)))
                 {
                     slot.account.note_hole(group, seq);
+                    slot.dirty = true;
                 }
             }
         }
@@ -583,10 +590,12 @@ fn write_meta(owner: &Id, slot: &mut Slot, batch: &mut WriteBatch) {
     if !slot.dirty {
         return;
     }
-    slot.dirty = false;
+    // Copies not yet durable are stored as holes; the next pass writes what became of them.
+    let unsure = group::unsure_copies(slot);
+    slot.dirty = !unsure.is_empty();
     batch.put_meta(
         owner.as_bytes(),
-        account::encode(slot.mailbox.last_seq(), &slot.account),
+        account::encode(slot.mailbox.last_seq(), &slot.account, &unsure),
     );
     for (device, cursor) in slot.mailbox.cursors() {
         batch.put_cursor(owner.as_bytes(), device, cursor);

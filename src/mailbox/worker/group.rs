@@ -3,7 +3,13 @@
 //!
 //! Journal completions run on the journal thread: they only raise the group's durable
 //! watermark, answer the session, and leave news for the worker (ringing its doorbell), which
-//! then hands the newly durable entries to the fan-out or forgets a failed post.
+//! then hands the newly durable entries to the fan-out, forgets a failed post, or undoes a
+//! failed change.
+//!
+//! A change (creation, members, roles, subject) is applied at once, like a post, but until the
+//! journal answers it the group's later operations wait in the slot (`deferred`): if the write
+//! fails, the change is undone exactly (nothing was decided on it), and a snapshot written
+//! meanwhile stores the group as it was before the change.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,21 +19,23 @@ use ractor::ActorRef;
 
 use super::MailboxWorker;
 use crate::clock::now_ms;
-use crate::group::fanout::FanOutJob;
+use crate::group::fanout::{FanOut, FanOutJob};
 use crate::group::record as group_record;
+use crate::group::slot::DEFERRED_MAX;
 use crate::group::{Group, GroupError, GroupSlot};
 use crate::mailbox::AckInfo;
 use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure, GroupInfo, GroupJob};
 use crate::message::{
-    GroupContent, GroupEntry, GroupEvent, GroupReceiptNotice, Id, MessageKind, ReceiptKind,
+    GroupContent, GroupEntry, GroupEvent, GroupEventKind, GroupReceiptNotice, Id, MessageKind,
+    ReceiptKind,
 };
 use crate::session::{AppendFailure, SessionMsg};
 
 /// What a completion leaves for the worker.
 #[derive(Debug)]
 pub(super) enum GroupNews {
-    /// Entries of this group became durable: hand them to the fan-out.
-    Durable(Id),
+    /// Entry `seq` of this group became durable: hand it to the fan-out.
+    Durable { group: Id, seq: u64 },
     /// The journal refused entry `seq` of this group: it is never fanned out, and a retry of
     /// the post (author, client_msg_id) is accepted anew.
     Failed {
@@ -94,8 +102,18 @@ fn answer_request(
 }
 
 impl MailboxWorker {
-    /// Handles one group operation.
+    /// Handles one group operation, or queues it behind the group's change in flight.
     pub(super) fn group(&mut self, job: GroupJob) {
+        if let Some(slot) = self.groups.get_mut(&job.group)
+            && slot.blocked()
+        {
+            if slot.deferred.len() < DEFERRED_MAX {
+                slot.deferred.push_back(job);
+            } else {
+                busy(job);
+            }
+            return;
+        }
         let GroupJob {
             group,
             actor,
@@ -300,9 +318,16 @@ impl MailboxWorker {
         };
         // Large groups keep the entry once, in the group's log; members' copies refer to it.
         entry.logged = slot.group.members.len() > self.reference_threshold;
+        let before = match &entry.content {
+            GroupContent::Event(event) if event.kind != GroupEventKind::Created => {
+                Some(slot.before())
+            }
+            _ => None,
+        };
         let Some(recipients) = slot.group.apply(&entry) else {
             return answer.send(false);
         };
+        slot.accepted(&entry, before);
         slot.dirty = true;
         let entry = Arc::new(entry);
         if entry.logged {
@@ -383,20 +408,47 @@ impl MailboxWorker {
         );
         for item in news {
             match item {
-                GroupNews::Durable(group) => self.pump(&group),
+                GroupNews::Durable { group, seq } => {
+                    let settled = self
+                        .groups
+                        .get_mut(&group)
+                        .is_some_and(|slot| slot.durable_entry(seq));
+                    if settled {
+                        self.resume(&group, false);
+                    }
+                    self.pump(&group);
+                }
                 GroupNews::Failed {
                     group,
                     seq,
                     from,
                     client_msg_id,
                 } => {
-                    if let Some(slot) = self.groups.get_mut(&group) {
-                        // Never fanned out: a gap in the group's log that nobody was sent.
-                        slot.fanned_out(seq);
-                        slot.forget(&from, &client_msg_id);
+                    let Some(slot) = self.groups.get_mut(&group) else {
+                        continue;
+                    };
+                    // Never fanned out: a gap in the group's log that nobody was sent.
+                    slot.forget(&from, &client_msg_id);
+                    if let Some(remove) = slot.failed_entry(seq) {
+                        self.resume(&group, remove);
                     }
                 }
             }
+        }
+    }
+
+    /// Runs the operations that waited for `group`'s change, in order (the group removed first
+    /// when its creation failed); one that is a change makes the rest wait again.
+    fn resume(&mut self, group: &Id, remove: bool) {
+        let Some(slot) = self.groups.get_mut(group) else {
+            return;
+        };
+        let waiting = std::mem::take(&mut slot.deferred);
+        if remove {
+            self.groups.remove(group);
+        }
+        for job in waiting {
+            self.group(job);
         }
     }
 
@@ -442,8 +494,11 @@ impl MailboxWorker {
                 .journal
                 .append_with(group_record::encode_fanned_out(group, group_seq), |_| {});
         } else {
-            // Copies already made are recognized by the recipients' mailboxes.
+            // Copies already made are recognized by the recipients' mailboxes. The entry is
+            // handed over again by the next write-back pass (or the group's next entry), not at
+            // once: a journal that refused a copy (disk full) would refuse it again at once.
             slot.queued_upto = slot.queued_upto.min(group_seq - 1);
+            return;
         }
         // A lane slot is free again: hand over what waits.
         self.pump(group);
@@ -475,26 +530,65 @@ impl MailboxWorker {
         rewrite: bool,
     ) {
         for (group, slot) in &mut self.groups {
+            let mut pruned = Vec::new();
             if rewrite {
-                // The last pass failed: write its log entries and the snapshot again.
+                // The last pass failed: write its log entries, deletions and the snapshot again.
                 slot.unlogged.append(&mut slot.logging);
+                pruned = std::mem::take(&mut slot.pruning);
                 slot.dirty = true;
             }
             slot.logging.clear();
-            for entry in &slot.unlogged {
+            slot.pruning.clear();
+            // Entries every mailbox with a copy has acked leave the log (the record saying how
+            // far is in the same batch, with the snapshot).
+            let low = slot.group.low_water(slot.settled());
+            if low > slot.group.log_pruned {
+                let newly = slot.group.prune_log(low);
+                metrics::counter!(crate::metrics::GROUP_LOG_PRUNED).increment(newly.len() as u64);
+                pruned.extend(newly);
+                slot.unlogged.retain(|entry| entry.group_seq > low);
+                slot.dirty = true;
+            }
+            if !pruned.is_empty() {
+                for seq in &pruned {
+                    batch.delete_record(&group_record::log_key(group, *seq));
+                }
+                batch.put_record(
+                    &group_record::pruned_key(group),
+                    bytes::Bytes::copy_from_slice(&slot.group.log_pruned.to_be_bytes()),
+                );
+                slot.pruning = pruned;
+            }
+            // Only durable entries: one whose journal write fails is never in the log.
+            let settled = slot.settled();
+            let (durable, later): (Vec<_>, Vec<_>) = slot
+                .unlogged
+                .drain(..)
+                .partition(|entry| entry.group_seq <= settled);
+            slot.unlogged = later;
+            for entry in &durable {
                 batch.put_record(
                     &group_record::log_key(group, entry.group_seq),
                     group_record::encode_logged(entry),
                 );
             }
-            slot.logging.append(&mut slot.unlogged);
-            if slot.dirty {
-                slot.dirty = false;
-                batch.put_record(
-                    &group_record::snapshot_key(group),
-                    group_record::encode_snapshot(&slot.group),
-                );
+            slot.logging = durable;
+            if slot.dirty
+                && let Some(snapshot) = slot.snapshot()
+            {
+                // Written again by the next pass while entries are in flight.
+                slot.dirty = !slot.in_flight.is_empty();
+                batch.put_record(&group_record::snapshot_key(group), snapshot);
             }
+        }
+    }
+
+    /// `member`'s mailbox released its copies of `group`'s entries up to `upto`.
+    pub(super) fn group_released(&mut self, group: &Id, member: &Id, upto: u64) {
+        if let Some(slot) = self.groups.get_mut(group) {
+            slot.group.release(member, upto);
+            tracing::debug!(group = %group, member = %member, upto, "a mailbox released group copies");
+            slot.dirty = true;
         }
     }
 
@@ -548,7 +642,10 @@ impl Accepted {
         } = self;
         if durable {
             watermark.fetch_max(entry.group_seq, Ordering::AcqRel);
-            shared.group_news(GroupNews::Durable(entry.group_id.clone()));
+            shared.group_news(GroupNews::Durable {
+                group: entry.group_id.clone(),
+                seq: entry.group_seq,
+            });
         } else {
             shared.storage_failures.increment(1);
             shared.group_news(GroupNews::Failed {
@@ -559,6 +656,22 @@ impl Accepted {
             });
         }
         answer.send(durable);
+    }
+}
+
+/// Answers an operation that could not wait behind a change in flight: busy, retry later.
+fn busy(job: GroupJob) {
+    match job.call {
+        GroupCall::Post { tag, .. } => {
+            if let Some(session) = &job.reply {
+                let _ = session.cast(SessionMsg::Appended {
+                    tag,
+                    result: Err(AppendFailure::Busy),
+                });
+            }
+        }
+        GroupCall::Receipt { .. } | GroupCall::Typing(_) => {}
+        _ => answer_request(job.reply.as_ref(), job.request_id, Err(GroupFailure::Busy)),
     }
 }
 
@@ -598,5 +711,77 @@ pub fn note_membership(
             account.leave(&entry.group_id);
         }
         _ => {}
+    }
+}
+
+/// Copies of group entries in `slot`'s mailbox not yet durable: (group, group seq).
+pub(super) fn unsure_copies(slot: &crate::mailbox::Slot) -> Vec<(Id, u64)> {
+    let durable = slot.durable.load(Ordering::Acquire);
+    if slot.mailbox.last_seq() <= durable {
+        // Nothing in flight (the usual case).
+        return Vec::new();
+    }
+    slot.mailbox
+        .held()
+        .skip_while(|entry| entry.seq <= durable)
+        .filter_map(|entry| match &entry.payload {
+            crate::message::Payload::Group(copy) => Some((copy.group_id.clone(), copy.group_seq)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Unacked entries past which a mailbox does not look for the copies it still holds (it
+/// reports nothing until it holds fewer: a mailbox that far behind releases nothing anyway).
+const RELEASE_SCAN: usize = 256;
+
+/// Tells the groups of `owner` (through their fan-out lanes) how far its mailbox released their
+/// copies: every copy up to that group seq is acked by every device and gone, and none failed.
+/// Only after a change of the mailbox, and only what grew since last told.
+pub(super) fn report_released(fanout: &FanOut, owner: &Id, slot: &mut crate::mailbox::Slot) {
+    if !slot.dirty || slot.mailbox.is_spilled() || slot.mailbox.len() > RELEASE_SCAN {
+        return;
+    }
+    let marks: Vec<(Id, u64)> = slot
+        .account
+        .copy_marks()
+        .map(|(group, mark)| (group.clone(), mark))
+        .collect();
+    if marks.is_empty() {
+        return;
+    }
+    // The held entries are those some device has not acked (or not yet durable).
+    let mut held: hashbrown::HashMap<&Id, u64> = hashbrown::HashMap::new();
+    for entry in slot.mailbox.held() {
+        if let crate::message::Payload::Group(copy) = &entry.payload {
+            let low = held.entry(&copy.group_id).or_insert(copy.group_seq);
+            *low = (*low).min(copy.group_seq);
+        }
+    }
+    let mut reports = Vec::new();
+    for (group, mark) in marks {
+        let mut released = mark;
+        if let Some(low) = held.get(&group) {
+            released = released.min(low - 1);
+        }
+        if let Some(hole) = slot.account.lowest_hole(&group) {
+            released = released.min(hole - 1);
+        }
+        if released > slot.account.reported(&group) {
+            reports.push((group, released));
+        }
+    }
+    drop(held);
+    for (group, upto) in reports {
+        // A full lane: told at a later pass.
+        let Some(permit) = fanout.reserve(&group) else {
+            continue;
+        };
+        slot.account.note_reported(&group, upto);
+        permit.send(FanOutJob::Released {
+            group,
+            member: owner.clone(),
+            upto,
+        });
     }
 }

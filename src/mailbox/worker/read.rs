@@ -8,7 +8,7 @@ use metrics::Counter;
 use ractor::ActorRef;
 
 use super::MailboxWorker;
-use crate::group::log::copy_of;
+use crate::group::log::{Logged, copy_of};
 use crate::mailbox::log::{Read, within_budget};
 use crate::mailbox::record::{self, Record};
 use crate::message::{Entry, Id};
@@ -215,8 +215,12 @@ async fn resolve(
                 group_id,
                 group_seq,
             } => match crate::group::log::read(stores, &group_id, group_seq).await {
-                Ok(Some(entry)) => entries.push(Arc::new(copy_of(seq, timestamp_ms, entry))),
-                Ok(None) => {
+                Ok(Logged::Entry(entry)) => {
+                    entries.push(Arc::new(copy_of(seq, timestamp_ms, entry)));
+                }
+                // Every copy of it was acked (this one too, by a cursor a crash lost): skipped.
+                Ok(Logged::Pruned) => {}
+                Ok(Logged::Missing) => {
                     // Not in the group's log yet (the next write-back pass writes it): the
                     // session retries rather than skip an acked entry.
                     failures.increment(1);
