@@ -36,6 +36,18 @@ fn chunk_of(position: u64, chunk_ids: usize) -> usize {
     ((position / chunk_ids as u64) % CHUNKS as u64) as usize
 }
 
+/// The chunks holding ring positions `first .. first + len`.
+fn chunks_of(first: u64, len: usize, chunk_ids: usize) -> u64 {
+    if len == 0 {
+        return 0;
+    }
+    let per_chunk = chunk_ids as u64;
+    let spanned = (first + len as u64 - 1) / per_chunk - first / per_chunk + 1;
+    (0..spanned.min(CHUNKS as u64)).fold(0, |bits, step| {
+        bits | 1 << ((first / per_chunk + step) % CHUNKS as u64)
+    })
+}
+
 /// The dedup table of one mailbox (empty, without an allocation, until a first append).
 #[derive(Debug, Default)]
 pub struct Dedup {
@@ -108,7 +120,8 @@ impl Dedup {
 
     /// Remembers an id read back at recovery (from the saved table, the store's entries or the
     /// journal, in any order): placed by seq, kept only if among the device's last
-    /// `dedup_window`. The device's whole window is saved again by the next pass.
+    /// `dedup_window`. The device's window is saved again, in its new places, by the next pass
+    /// (saved chunks it no longer fills keep ids that were true, and are overwritten in turn).
     pub fn restore(
         &mut self,
         from_user: &Id,
@@ -122,7 +135,6 @@ impl Dedup {
             return;
         }
         let window = devices.get_or_insert_with(from_device, DeviceWindow::default);
-        window.unsaved = ALL_CHUNKS;
         let at = window.order.partition_point(|known| {
             acks.get(known)
                 .is_some_and(|remembered| remembered.seq < ack.seq)
@@ -134,6 +146,7 @@ impl Dedup {
         acks.insert(client_msg_id.clone(), ack);
         window.order.insert(at, client_msg_id.clone());
         window.trim(acks, dedup_window);
+        window.unsaved = chunks_of(window.first, window.order.len(), chunk_ids(dedup_window));
     }
 
     /// Forgets an append whose write failed, so that a retry is stored anew.
@@ -155,11 +168,12 @@ impl Dedup {
         }
     }
 
-    /// Marks every chunk unsaved (a store batch failed: it is all written again).
-    pub fn mark_unsaved(&mut self) {
+    /// Marks every chunk that holds ids unsaved (a store batch failed: it is all written again).
+    pub fn mark_unsaved(&mut self, dedup_window: usize) {
         for sender in self.senders.values_mut() {
             for window in sender.devices.values_mut() {
-                window.unsaved = ALL_CHUNKS;
+                window.unsaved |=
+                    chunks_of(window.first, window.order.len(), chunk_ids(dedup_window));
             }
         }
     }
@@ -336,6 +350,32 @@ mod tests {
         assert_eq!(
             after_forget[0].2,
             vec![("m1".to_string(), 1), ("m3".to_string(), 3)]
+        );
+    }
+
+    #[test]
+    fn occupied_chunks_wrap_around_the_ring() {
+        assert_eq!(chunks_of(0, 0, 16), 0);
+        assert_eq!(chunks_of(0, 1, 16), 1);
+        assert_eq!(chunks_of(15, 2, 16), 0b11);
+        assert_eq!(chunks_of(63 * 16, 17, 16), 1 << 63 | 1);
+        assert_eq!(chunks_of(5, 1024, 16), ALL_CHUNKS);
+    }
+
+    #[test]
+    fn a_restored_window_is_saved_where_it_now_lies() {
+        let mut dedup = Dedup::default();
+        let (alice, phone) = (id("alice"), id("phone"));
+        for seq in [3, 1, 2] {
+            dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 128);
+        }
+        let chunks = saved(&mut dedup, 3, 128);
+        assert_eq!(
+            chunks,
+            vec![
+                ("phone".into(), 0, vec![("m1".into(), 1), ("m2".into(), 2)]),
+                ("phone".into(), 1, vec![("m3".into(), 3)]),
+            ]
         );
     }
 

@@ -478,7 +478,7 @@ impl MailboxWorker {
             if rewrite {
                 slot.written_upto = 0;
                 slot.dirty = true;
-                slot.mailbox.dedup_mut().mark_unsaved();
+                slot.mailbox.dedup_mut().mark_unsaved(self.dedup_window);
             }
             written += write_entries(owner, slot, &mut batch, older_than_ms);
             let acked = slot
