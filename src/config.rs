@@ -706,12 +706,14 @@ mod tests {
 
     #[test]
     fn a_dedup_window_below_the_in_flight_cap_is_refused() {
-        let text = "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 256\n";
+        let text =
+            "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 256\n";
         let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("x"), text) else {
             panic!("a window smaller than what a device may have in flight must be refused");
         };
         assert!(problems[0].contains("dedup_window"), "{problems:?}");
-        let text = "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 1024\n";
+        let text =
+            "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 1024\n";
         assert!(Config::parse(Path::new("x"), text).is_ok());
     }
 

@@ -271,8 +271,11 @@ mod tests {
         Arc::from(s)
     }
 
-    /// Every saved chunk: (device, chunk, [(id, seq)]).
-    fn saved(dedup: &mut Dedup, durable: u64, window: usize) -> Vec<(String, u8, Vec<(String, u64)>)> {
+    /// A saved chunk as the tests compare it: (device, chunk, [(id, seq)]).
+    type Chunk = (String, u8, Vec<(String, u64)>);
+
+    /// Every saved chunk.
+    fn saved(dedup: &mut Dedup, durable: u64, window: usize) -> Vec<Chunk> {
         let mut chunks = Vec::new();
         dedup.save(durable, window, |chunk| {
             chunks.push((
@@ -304,7 +307,11 @@ mod tests {
         dedup.remember(&alice, &phone, &id("p4"), ack(9), 4);
         assert_eq!(dedup.get("alice", "p0"), None, "the phone's window is 4");
         assert_eq!(dedup.get("alice", "l0"), Some(ack(5)));
-        assert_eq!(dedup.get("bob", "p1"), None, "the key is the sending user's");
+        assert_eq!(
+            dedup.get("bob", "p1"),
+            None,
+            "the key is the sending user's"
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
+use super::dedup::SavedChunk;
+use super::log::AckInfo;
 use crate::encode::{
     self, Field,
     Field::{I32, Str, U64},
@@ -14,8 +16,6 @@ use crate::group::record::{self as group_record, StoredGroup};
 use crate::message::{
     ChatMessage, Entry, GroupEntry, GroupReceiptNotice, Id, Payload, ReceiptNotice,
 };
-use super::dedup::SavedChunk;
-use super::log::AckInfo;
 use crate::proto::storage::{DedupChunk, MailboxRecord, entry_appended, mailbox_record};
 use crate::session::wire;
 
@@ -141,9 +141,8 @@ pub const DEDUP_PREFIX: &str = "dedup/";
 /// `dedup/<owner>\0<sender>\0<device>\0<chunk>` (user ids never contain 0x00, so keys of
 /// different windows never meet).
 pub fn dedup_key(owner: &str, sender: &str, device: &str, chunk: u8) -> Vec<u8> {
-    let mut key = Vec::with_capacity(
-        DEDUP_PREFIX.len() + owner.len() + sender.len() + device.len() + 4,
-    );
+    let mut key =
+        Vec::with_capacity(DEDUP_PREFIX.len() + owner.len() + sender.len() + device.len() + 4);
     key.extend_from_slice(DEDUP_PREFIX.as_bytes());
     for part in [owner, sender, device] {
         key.extend_from_slice(part.as_bytes());
@@ -183,7 +182,9 @@ pub fn decode_dedup(bytes: Bytes) -> Result<DedupRecord, RecordError> {
         chunk.timestamps_ms.len(),
     ] != [count; 3]
     {
-        return Err(RecordError::Invalid("dedup chunk lists of different lengths"));
+        return Err(RecordError::Invalid(
+            "dedup chunk lists of different lengths",
+        ));
     }
     let ids = chunk
         .client_msg_ids
@@ -423,7 +424,10 @@ mod tests {
         };
         let decoded = decode_dedup(encode_dedup("bob", &chunk)).unwrap();
         assert_eq!(decoded, (Id::from("bob"), sender, device, ids));
-        assert_eq!(dedup_key("bob", "alice", "phone", 3), b"dedup/bob\0alice\0phone\0\x03");
+        assert_eq!(
+            dedup_key("bob", "alice", "phone", 3),
+            b"dedup/bob\0alice\0phone\0\x03"
+        );
     }
 
     #[test]
