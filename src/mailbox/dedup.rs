@@ -292,6 +292,16 @@ mod tests {
     }
 
     #[test]
+    fn a_mailbox_without_dedup_history_pays_for_one_empty_map() {
+        // Idle phones: the table of a mailbox that never received a message allocates nothing.
+        assert_eq!(
+            std::mem::size_of::<Dedup>(),
+            std::mem::size_of::<HashMap<Id, ()>>()
+        );
+        assert_eq!(Dedup::default().senders.capacity(), 0);
+    }
+
+    #[test]
     fn each_device_keeps_its_own_window() {
         let mut dedup = Dedup::default();
         let (alice, phone, laptop) = (id("alice"), id("phone"), id("laptop"));

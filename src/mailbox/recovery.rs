@@ -203,7 +203,7 @@ impl Storage {
                 slot.mailbox.last_seq(),
                 std::sync::atomic::Ordering::Release,
             );
-            // A restored dedup table is saved again, whole, by the first write-back pass.
+            // A restored dedup table is saved again, where it now lies, by the first pass.
             if slot.mailbox.dedup().has_unsaved() {
                 slot.dirty = true;
             }
