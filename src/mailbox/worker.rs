@@ -471,8 +471,9 @@ impl MailboxWorker {
         let rewrite = self.writeback_failed.swap(false, Ordering::AcqRel);
         let mut batch = WriteBatch::new();
         let mut written = 0u64;
-        // False when some dedup table could not be saved: this pass then covers no journal
-        // record (nothing is released), and the table is saved by the next one.
+        // False when some dedup table could not be saved (an append failed during the pass,
+        // twice): this pass then covers no journal record (nothing is released), and the table
+        // is saved by the next one.
         let mut dedup_saved = true;
         for (owner, slot) in &mut self.slots {
             if rewrite {
@@ -491,6 +492,17 @@ impl MailboxWorker {
                 slot.deleted_upto = acked;
             }
             dedup_saved &= write_changes(owner, slot, &mut batch, self.dedup_window, &self.shared);
+        }
+        if !dedup_saved {
+            // An append failed during the pass: forget it, then save what is left, once.
+            if take(&self.shared.has_failed) {
+                self.forget_failed();
+            }
+            dedup_saved = true;
+            for (owner, slot) in &mut self.slots {
+                dedup_saved &=
+                    write_changes(owner, slot, &mut batch, self.dedup_window, &self.shared);
+            }
         }
         self.write_back_groups(&mut batch, rewrite);
         self.pump_all();
