@@ -110,12 +110,14 @@ impl Dedup {
         dedup_window: usize,
     ) {
         let SenderDedup { acks, devices } = self.senders.entry(from_user.clone()).or_default();
-        acks.insert(client_msg_id.clone(), ack);
         let window = devices.get_or_insert_with(from_device, DeviceWindow::default);
+        // Room first, so neither the window nor the map ever holds more than `dedup_window`
+        // (a full window would otherwise grow both to the next power of two).
+        window.trim(acks, dedup_window.saturating_sub(1));
+        acks.insert(client_msg_id.clone(), ack);
         let position = window.first + window.order.len() as u64;
         window.unsaved |= 1 << chunk_of(position, chunk_ids(dedup_window));
         window.order.push_back(client_msg_id.clone());
-        window.trim(acks, dedup_window);
     }
 
     /// Remembers an id read back at recovery (from the saved table, the store's entries or the
@@ -322,6 +324,19 @@ mod tests {
             None,
             "the key is the sending user's"
         );
+    }
+
+    #[test]
+    fn a_full_window_keeps_its_capacity() {
+        let mut dedup = Dedup::default();
+        let (alice, phone) = (id("alice"), id("phone"));
+        for seq in 1..=3000 {
+            dedup.remember(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 1024);
+        }
+        let window = dedup.senders["alice"].devices.get("phone").unwrap();
+        assert_eq!(window.order.len(), 1024);
+        assert_eq!(window.order.capacity(), 1024);
+        assert_eq!(dedup.senders["alice"].acks.len(), 1024);
     }
 
     #[test]
