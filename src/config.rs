@@ -6,6 +6,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The smallest `mailbox.dedup_window`: what one device may have in flight, every id of which
+/// it may resend after a reconnect.
+pub const MIN_DEDUP_WINDOW: u32 = crate::session::MAX_PENDING_SENDS as u32;
+/// The largest `mailbox.dedup_window` (a saved chunk of a window, 1/64 of it, stays well
+/// within the store's value limit).
+pub const MAX_DEDUP_WINDOW: u32 = 16_384;
+
 /// Errors loading a configuration file. All validation problems are reported together.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -306,8 +313,11 @@ pub struct DispatchConfig {
 pub struct MailboxConfig {
     /// Entries returned by one mailbox read. Default: 128.
     pub fetch_batch: u32,
-    /// Remembered `client_msg_id`s per (mailbox, sender) pair for retry deduplication. Default:
-    /// 256 (a phone retries at most the sends it had in flight when its connection dropped).
+    /// Remembered `client_msg_id`s per (mailbox, sending device) for retry deduplication: each
+    /// device of a sender keeps its last `dedup_window` ids in each recipient's mailbox (the
+    /// key is the sending user's). It must cover whatever a device may have unacked, so it is
+    /// at least the in-flight cap of a connection (1024 sends and receipts), and at most 16384.
+    /// The tables are saved by write-back passes and survive restarts. Default: 1024.
     pub dedup_window: u32,
     /// Live pushes queued to one session before further ones are skipped (the session then reads
     /// them from the mailbox). Default: 256.
@@ -360,7 +370,7 @@ impl Default for MailboxConfig {
     fn default() -> Self {
         Self {
             fetch_batch: 128,
-            dedup_window: 256,
+            dedup_window: 1024,
             push_queue: 256,
             writeback_delay_secs: 20,
             checkpoint_interval_secs: 5,
@@ -488,8 +498,11 @@ impl Config {
             "mailbox.fetch_batch must be at least 1",
         );
         check(
-            self.mailbox.dedup_window >= 1,
-            "mailbox.dedup_window must be at least 1",
+            (MIN_DEDUP_WINDOW..=MAX_DEDUP_WINDOW).contains(&self.mailbox.dedup_window),
+            &format!(
+                "mailbox.dedup_window must be between {MIN_DEDUP_WINDOW} (what a device may have in \
+                 flight) and {MAX_DEDUP_WINDOW}"
+            ),
         );
         check(
             (1..=32).contains(&self.journal.count),
@@ -689,6 +702,19 @@ mod tests {
             panic!("expected validation errors");
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn a_dedup_window_below_the_in_flight_cap_is_refused() {
+        let text =
+            "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 256\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("x"), text) else {
+            panic!("a window smaller than what a device may have in flight must be refused");
+        };
+        assert!(problems[0].contains("dedup_window"), "{problems:?}");
+        let text =
+            "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 1024\n";
+        assert!(Config::parse(Path::new("x"), text).is_ok());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod checkpoint;
+pub mod dedup;
 pub mod device_map;
 pub mod group_ops;
 pub mod log;

@@ -184,7 +184,8 @@ pub struct SessionState {
 }
 
 /// Sends and receipts in flight per session before new ones are refused with OVERLOADED.
-const MAX_PENDING_SENDS: usize = 1024;
+/// `mailbox.dedup_window` may not be smaller (a device may resend all of them).
+pub const MAX_PENDING_SENDS: usize = 1024;
 
 /// Why a session did not start.
 #[derive(Debug, thiserror::Error)]

@@ -64,6 +64,16 @@ impl<V> DeviceMap<V> {
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.0.iter().map(|(_, value)| value)
     }
+
+    /// Devices and their values, mutable, by device id.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&Id, &mut V)> {
+        self.0.iter_mut().map(|(device, value)| (&*device, value))
+    }
+
+    /// The values, mutable, by device id.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.0.iter_mut().map(|(_, value)| value)
+    }
 }
 
 impl<V> FromIterator<(Id, V)> for DeviceMap<V> {

@@ -5,14 +5,16 @@
 //! is dropped only once every known device's cursor has passed it, or evicted once it is in the
 //! store; a known device's cursor never moves backwards.
 //!
+//! The dedup table ([`Dedup`]) remembers recent `client_msg_id`s of each sending device with
+//! their original acks.
+//!
 //! Eviction keeps the log a suffix: the entries above every cursor and at or below
 //! `spilled_upto` live only in the store, everything above `spilled_upto` is held here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
-
+use super::dedup::Dedup;
 use super::device_map::DeviceMap;
 use crate::message::{Entry, Id, Payload};
 
@@ -34,13 +36,6 @@ pub enum Appended {
     New(Arc<Entry>),
     /// This (sender, client_msg_id) was stored before; here is its original ack.
     Duplicate(AckInfo),
-}
-
-/// Recent client_msg_ids of one sender, bounded, oldest forgotten first.
-#[derive(Debug, Default)]
-struct SenderDedup {
-    acks: HashMap<Arc<str>, AckInfo>,
-    order: VecDeque<Arc<str>>,
 }
 
 /// Where a read is served from.
@@ -66,7 +61,7 @@ pub struct Mailbox {
     /// Entries above every cursor and at or below this seq are only in the store.
     spilled_upto: u64,
     cursors: DeviceMap<u64>,
-    dedup: HashMap<Id, SenderDedup>,
+    dedup: Dedup,
 }
 
 impl Mailbox {
@@ -162,23 +157,31 @@ impl Mailbox {
         self.cursors.get(device).copied()
     }
 
+    /// The dedup table.
+    pub fn dedup(&self) -> &Dedup {
+        &self.dedup
+    }
+
+    /// The dedup table, to restore or save it.
+    pub fn dedup_mut(&mut self) -> &mut Dedup {
+        &mut self.dedup
+    }
+
     /// Appends an entry unless (`from_user`, `client_msg_id`) was already appended; `payload`
-    /// is only called for a new entry.
+    /// is only called for a new entry. The id is remembered in `from_device`'s window.
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
         from_user: &Id,
+        from_device: &Id,
         client_msg_id: &Arc<str>,
         server_id: u64,
         timestamp_ms: u64,
         dedup_window: usize,
         payload: impl FnOnce() -> Payload,
     ) -> Appended {
-        if let Some(ack) = self
-            .dedup
-            .get(from_user)
-            .and_then(|s| s.acks.get(client_msg_id))
-        {
-            return Appended::Duplicate(*ack);
+        if let Some(ack) = self.dedup.get(from_user, client_msg_id) {
+            return Appended::Duplicate(ack);
         }
         self.last_seq += 1;
         let ack = AckInfo {
@@ -186,7 +189,8 @@ impl Mailbox {
             server_id,
             timestamp_ms,
         };
-        self.remember(from_user, client_msg_id, ack, dedup_window);
+        self.dedup
+            .remember(from_user, from_device, client_msg_id, ack, dedup_window);
         let entry = Arc::new(Entry {
             seq: ack.seq,
             timestamp_ms,
@@ -225,16 +229,12 @@ impl Mailbox {
         // Held entries and the seq counter may come from the store first (its metadata can be
         // ahead of this entry); only order against what is held. The dedup key is kept even for
         // an entry already acked or evicted, so a retry after the restart is still recognized.
-        let (from_user, _) = entry.origin();
-        let known = self
-            .dedup
-            .get(from_user)
-            .is_some_and(|sender| sender.acks.contains_key(client_msg_id));
         // Copies of group entries ('#' ids, never a phone's) are known by their group position.
-        if !known && !client_msg_id.starts_with('#') {
-            let from_user = from_user.clone();
-            self.remember(
-                &from_user,
+        if !client_msg_id.starts_with('#') {
+            let (from_user, from_device) = entry.origin();
+            self.dedup.restore(
+                from_user,
+                from_device,
                 client_msg_id,
                 AckInfo {
                     seq: entry.seq,
@@ -284,26 +284,7 @@ impl Mailbox {
 
     /// Forgets the dedup record of an append whose write failed, so a retry is stored anew.
     pub fn forget(&mut self, from_user: &Id, client_msg_id: &Arc<str>) {
-        if let Some(sender) = self.dedup.get_mut(from_user) {
-            sender.acks.remove(client_msg_id);
-        }
-    }
-
-    fn remember(
-        &mut self,
-        from_user: &Id,
-        client_msg_id: &Arc<str>,
-        ack: AckInfo,
-        dedup_window: usize,
-    ) {
-        let sender = self.dedup.entry(from_user.clone()).or_default();
-        sender.acks.insert(client_msg_id.clone(), ack);
-        sender.order.push_back(client_msg_id.clone());
-        while sender.order.len() > dedup_window {
-            if let Some(old) = sender.order.pop_front() {
-                sender.acks.remove(&old);
-            }
-        }
+        self.dedup.forget(from_user, client_msg_id);
     }
 
     /// Moves `device`'s cursor forward to `up_to` (never past `last_seq`, never backwards) and
@@ -381,7 +362,7 @@ mod tests {
 
     fn append(mailbox: &mut Mailbox, from: &str, client_msg_id: &str) -> Appended {
         let from = id(from);
-        mailbox.append(&from, &Arc::from(client_msg_id), 7, 1, 4, || {
+        mailbox.append(&from, &id("d"), &Arc::from(client_msg_id), 7, 1, 4, || {
             Payload::Message(ChatMessage {
                 server_id: 7,
                 from_user: from.clone(),

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use prost::Message;
 
+use super::dedup::SavedChunk;
+use super::log::AckInfo;
 use crate::encode::{
     self, Field,
     Field::{I32, Str, U64},
@@ -14,7 +16,7 @@ use crate::group::record::{self as group_record, StoredGroup};
 use crate::message::{
     ChatMessage, Entry, GroupEntry, GroupReceiptNotice, Id, Payload, ReceiptNotice,
 };
-use crate::proto::storage::{MailboxRecord, entry_appended, mailbox_record};
+use crate::proto::storage::{DedupChunk, MailboxRecord, entry_appended, mailbox_record};
 use crate::session::wire;
 
 /// A decoded mailbox record.
@@ -130,6 +132,82 @@ pub fn encode_cursor(owner: &str, device: &str, cursor: u64) -> Bytes {
     // `MailboxRecord.cursor` (`CursorMoved`).
     let moved = [Str(1, owner), Str(2, device), U64(3, cursor)];
     Bytes::from(encode::encode_to_vec(&[Field::Message(2, &moved)]))
+}
+
+/// Prefix of the dedup table records (in the records tree of the owner's shard).
+pub const DEDUP_PREFIX: &str = "dedup/";
+
+/// Key of chunk `chunk` of the dedup window of `sender`'s `device` in `owner`'s mailbox:
+/// `dedup/<owner>\0<sender>\0<device>\0<chunk>` (user ids never contain 0x00, so keys of
+/// different windows never meet).
+pub fn dedup_key(owner: &str, sender: &str, device: &str, chunk: u8) -> Vec<u8> {
+    let mut key =
+        Vec::with_capacity(DEDUP_PREFIX.len() + owner.len() + sender.len() + device.len() + 4);
+    key.extend_from_slice(DEDUP_PREFIX.as_bytes());
+    for part in [owner, sender, device] {
+        key.extend_from_slice(part.as_bytes());
+        key.push(0);
+    }
+    key.push(chunk);
+    key
+}
+
+/// Encodes one saved chunk of a dedup window.
+pub fn encode_dedup(owner: &str, chunk: &SavedChunk<'_>) -> Bytes {
+    let ids = chunk.ids;
+    Bytes::from(
+        DedupChunk {
+            owner: owner.to_owned(),
+            sender: chunk.sender.to_string(),
+            device: chunk.device.to_string(),
+            client_msg_ids: ids.iter().map(|(id, _)| id.to_string()).collect(),
+            seqs: ids.iter().map(|(_, ack)| ack.seq).collect(),
+            server_ids: ids.iter().map(|(_, ack)| ack.server_id).collect(),
+            timestamps_ms: ids.iter().map(|(_, ack)| ack.timestamp_ms).collect(),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// A dedup chunk read back: (owner, sender, device, ids with their acks).
+pub type DedupRecord = (Id, Id, Id, Vec<(Arc<str>, AckInfo)>);
+
+/// Decodes one saved chunk of a dedup window.
+pub fn decode_dedup(bytes: Bytes) -> Result<DedupRecord, RecordError> {
+    let chunk = DedupChunk::decode(bytes)?;
+    let count = chunk.client_msg_ids.len();
+    if [
+        chunk.seqs.len(),
+        chunk.server_ids.len(),
+        chunk.timestamps_ms.len(),
+    ] != [count; 3]
+    {
+        return Err(RecordError::Invalid(
+            "dedup chunk lists of different lengths",
+        ));
+    }
+    let ids = chunk
+        .client_msg_ids
+        .into_iter()
+        .zip(chunk.seqs)
+        .zip(chunk.server_ids.into_iter().zip(chunk.timestamps_ms))
+        .map(|((id, seq), (server_id, timestamp_ms))| {
+            (
+                Arc::from(id),
+                AckInfo {
+                    seq,
+                    server_id,
+                    timestamp_ms,
+                },
+            )
+        })
+        .collect();
+    Ok((
+        Id::from(chunk.owner),
+        Id::from(chunk.sender),
+        Id::from(chunk.device),
+        ids,
+    ))
 }
 
 /// Decodes a record.
@@ -329,6 +407,31 @@ mod tests {
             })),
         };
         assert_eq!(encode_cursor("alice", "", 3), expected.encode_to_vec());
+    }
+
+    #[test]
+    fn dedup_chunks_round_trip() {
+        let ids = vec![(
+            Arc::from("m-1"),
+            AckInfo {
+                seq: 7,
+                server_id: 99,
+                timestamp_ms: 1_700,
+            },
+        )];
+        let (sender, device) = (Id::from("alice"), Id::from("phone"));
+        let chunk = SavedChunk {
+            sender: &sender,
+            device: &device,
+            chunk: 3,
+            ids: &ids,
+        };
+        let decoded = decode_dedup(encode_dedup("bob", &chunk)).unwrap();
+        assert_eq!(decoded, (Id::from("bob"), sender, device, ids));
+        assert_eq!(
+            dedup_key("bob", "alice", "phone", 3),
+            b"dedup/bob\0alice\0phone\0\x03"
+        );
     }
 
     #[test]

@@ -151,6 +151,8 @@ impl Storage {
             workers_per_shard,
             log: LogReader::new(&stores),
         };
+        // The saved dedup tables first: entries from the stores and the journal add to them.
+        load_dedup(&stores, &mut rebuilt, dedup_window)?;
         let entries = load_stores(&stores, &mut rebuilt, &limits)?;
         load_groups(&stores, &mut rebuilt)?;
         let mut opened = Vec::new();
@@ -196,11 +198,15 @@ impl Storage {
             .into_iter()
             .map(|(journal, _, _)| Arc::new(journal))
             .collect();
-        for slot in recovered.iter().flat_map(|map| map.values()) {
+        for slot in recovered.iter_mut().flat_map(|map| map.values_mut()) {
             slot.durable.store(
                 slot.mailbox.last_seq(),
                 std::sync::atomic::Ordering::Release,
             );
+            // A restored dedup table is saved again, where it now lies, by the first pass.
+            if slot.mailbox.dedup().has_unsaved() {
+                slot.dirty = true;
+            }
         }
         let elapsed = started.elapsed();
         metrics::gauge!(crate::metrics::RECOVERY_SECONDS).set(elapsed.as_secs_f64());
@@ -379,6 +385,36 @@ fn load_stores(
         }
     }
     Ok(loaded)
+}
+
+/// Loads the dedup tables saved by write-back passes (every id whose journal record may have
+/// been released is among them, unless its window had already forgotten it).
+fn load_dedup(
+    stores: &Stores,
+    rebuilt: &mut Rebuilt<'_>,
+    dedup_window: usize,
+) -> Result<(), StorageError> {
+    for shard in 0..SHARDS {
+        let prefix = record::DEDUP_PREFIX.as_bytes();
+        for (_, value) in wait(stores.scan_records(shard, prefix, usize::MAX))? {
+            let (owner, sender, device, ids) =
+                record::decode_dedup(value).map_err(|source| StorageError::Record {
+                    index: shard,
+                    lsn: 0,
+                    source,
+                })?;
+            let index = rebuilt.index(&owner);
+            let dedup = rebuilt.mailboxes[index]
+                .entry(owner)
+                .or_default()
+                .mailbox
+                .dedup_mut();
+            for (client_msg_id, ack) in ids {
+                dedup.restore(&sender, &device, &client_msg_id, ack, dedup_window);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loads every group snapshot written back to the stores.

@@ -397,6 +397,7 @@ impl MailboxWorker {
             }
             content => slot.mailbox.append(
                 &from_user,
+                &from_device,
                 &client_msg_id,
                 server_id,
                 timestamp_ms,
@@ -475,10 +476,15 @@ impl MailboxWorker {
         let rewrite = self.writeback_failed.swap(false, Ordering::AcqRel);
         let mut batch = WriteBatch::new();
         let mut written = 0u64;
+        // False when some dedup table could not be saved (an append failed during the pass,
+        // twice): this pass then covers no journal record (nothing is released), and the table
+        // is saved by the next one.
+        let mut dedup_saved = true;
         for (owner, slot) in &mut self.slots {
             if rewrite {
                 slot.written_upto = 0;
                 slot.dirty = true;
+                slot.mailbox.dedup_mut().mark_unsaved(self.dedup_window);
             }
             written += write_entries(owner, slot, &mut batch, older_than_ms);
             let acked = slot
@@ -491,13 +497,24 @@ impl MailboxWorker {
                 slot.deleted_upto = acked;
             }
             group::report_released(&self.fanout, owner, slot);
-            write_meta(owner, slot, &mut batch);
+            dedup_saved &= write_changes(owner, slot, &mut batch, self.dedup_window, &self.shared);
+        }
+        if !dedup_saved {
+            // An append failed during the pass: forget it, then save what is left, once.
+            if take(&self.shared.has_failed) {
+                self.forget_failed();
+            }
+            dedup_saved = true;
+            for (owner, slot) in &mut self.slots {
+                dedup_saved &=
+                    write_changes(owner, slot, &mut batch, self.dedup_window, &self.shared);
+            }
         }
         self.write_back_groups(&mut batch, rewrite);
         self.pump_all();
         self.written_back.increment(written);
         if batch.is_empty() {
-            done.finish(true);
+            done.finish(dedup_saved);
             return;
         }
         let failed = self.writeback_failed.clone();
@@ -510,7 +527,7 @@ impl MailboxWorker {
                     shared.store_failures.fetch_add(1, Ordering::AcqRel);
                     failed.store(true, Ordering::Release);
                 }
-                finish.finish(result.is_ok());
+                finish.finish(result.is_ok() && dedup_saved);
             });
         if submitted.is_err() {
             self.writeback_failed.store(true, Ordering::Release);
@@ -533,6 +550,8 @@ impl MailboxWorker {
                 slot.mailbox.withdraw(seq);
                 self.usage.update(before, footprint(slot));
                 slot.mailbox.forget(&from_user, &client_msg_id);
+                // Its dedup chunks are saved again without it.
+                slot.dirty = true;
                 // A group copy ("#<group>/<seq>") that failed: a copy made again is new.
                 if let Some((group, seq)) = client_msg_id
                     .strip_prefix('#')
@@ -582,6 +601,54 @@ fn dedup_id(entry: &Entry) -> (std::borrow::Cow<'_, str>, u64) {
             format!("#{}/{:?}/{}", r.group_id, r.kind, r.up_to_group_seq).into(),
             0,
         ),
+    }
+}
+
+/// Adds `owner`'s metadata and the changed chunks of its dedup table to `batch` if the mailbox
+/// changed since last written. False when the dedup table could not be saved now (an append
+/// failure is not handled yet); the slot then stays dirty.
+fn write_changes(
+    owner: &Id,
+    slot: &mut Slot,
+    batch: &mut WriteBatch,
+    dedup_window: usize,
+    shared: &Shared,
+) -> bool {
+    if !slot.dirty {
+        return true;
+    }
+    write_meta(owner, slot, batch);
+    // The watermark first, then the failures: an append that failed at or below this
+    // watermark has already reported it, so no failed id is ever saved.
+    let durable = slot.durable.load(Ordering::Acquire);
+    if shared.has_failed.load(Ordering::Acquire) {
+        slot.dirty = true;
+        return false;
+    }
+    write_dedup(owner, slot, durable, dedup_window, batch);
+    true
+}
+
+/// Adds the changed chunks of `owner`'s dedup table to `batch`, with the ids durable up to
+/// `durable`; the slot stays dirty while some chunk holds an id not durable yet.
+fn write_dedup(
+    owner: &Id,
+    slot: &mut Slot,
+    durable: u64,
+    dedup_window: usize,
+    batch: &mut WriteBatch,
+) {
+    let dedup = slot.mailbox.dedup_mut();
+    dedup.save(durable, dedup_window, |chunk| {
+        let key = record::dedup_key(owner, chunk.sender, chunk.device, chunk.chunk);
+        if chunk.ids.is_empty() {
+            batch.delete_record(&key);
+        } else {
+            batch.put_record(&key, record::encode_dedup(owner, &chunk));
+        }
+    });
+    if dedup.has_unsaved() {
+        slot.dirty = true;
     }
 }
 

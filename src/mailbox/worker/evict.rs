@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::sync::atomic::Ordering;
 
-use super::{MailboxWorker, footprint, write_entries, write_meta};
+use super::{MailboxWorker, footprint, write_changes, write_entries};
 use crate::message::Id;
 use crate::store::WriteBatch;
 
@@ -61,8 +61,9 @@ impl MailboxWorker {
                 continue;
             };
             written += write_entries(&owner, slot, &mut batch, u64::MAX);
-            // With its metadata, so recovery knows the mailbox without replaying it.
-            write_meta(&owner, slot, &mut batch);
+            // With its metadata (and dedup table), so recovery knows the mailbox without
+            // replaying it.
+            write_changes(&owner, slot, &mut batch, self.dedup_window, &self.shared);
             let upto = slot.written_upto;
             let bytes: usize = slot
                 .mailbox
