@@ -38,6 +38,12 @@ pub struct Conn {
     last_active: AtomicU32,
     /// Uptime second + 1 at which delivery became blocked; 0 while it flows.
     stalled_since: AtomicU32,
+    /// Uptime second + 1 at which the read buffer began to hold an incomplete frame; 0 while it
+    /// holds none. The sweeper cuts a frame that stays incomplete for `frame_timeout_secs`.
+    partial_since: AtomicU32,
+    /// Highest seq the session has written (or skipped) to the phone: a `DeviceAck` up to here
+    /// that moves past the previous one acknowledges something new and is not rate-limited.
+    delivered_upto: AtomicU64,
     want_write: AtomicBool,
     closed: AtomicBool,
     wake: Notify,
@@ -55,6 +61,8 @@ impl Conn {
             opened_at: now,
             last_active: AtomicU32::new(now),
             stalled_since: AtomicU32::new(0),
+            partial_since: AtomicU32::new(0),
+            delivered_upto: AtomicU64::new(0),
             want_write: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -84,6 +92,35 @@ impl Conn {
         } else {
             self.stalled_since.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Records whether the read buffer holds an incomplete frame, and whether a new one began
+    /// since the last call (`restarted`: a frame completed and another one is under way).
+    pub fn set_partial(&self, partial: bool, restarted: bool) {
+        if !partial {
+            self.partial_since.store(0, Ordering::Relaxed);
+        } else if restarted {
+            self.partial_since
+                .store(uptime_secs() + 1, Ordering::Relaxed);
+        } else {
+            let _ = self.partial_since.compare_exchange(
+                0,
+                uptime_secs() + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Publishes the highest seq written to the phone (called by the session before the bytes
+    /// leave, so the phone's ack of them always finds it).
+    pub fn set_delivered(&self, seq: u64) {
+        self.delivered_upto.store(seq, Ordering::Release);
+    }
+
+    /// The highest seq written to the phone, as last published by the session.
+    pub fn delivered(&self) -> u64 {
+        self.delivered_upto.load(Ordering::Acquire)
     }
 
     /// Asks the reader to wait for the socket to become writable and then cast `Flush`.
@@ -158,6 +195,14 @@ impl Conn {
     /// Seconds delivery has been blocked, at `now` (0 when flowing).
     fn stalled_secs(&self, now: u32) -> u32 {
         match self.stalled_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => (now + 1).saturating_sub(since),
+        }
+    }
+
+    /// Seconds the read buffer has held an incomplete frame, at `now` (0 when it holds none).
+    fn partial_secs(&self, now: u32) -> u32 {
+        match self.partial_since.load(Ordering::Relaxed) {
             0 => 0,
             since => (now + 1).saturating_sub(since),
         }

@@ -46,8 +46,9 @@ pub enum SessionMsg {
     Inbound(ClientFrame),
     /// Several frames from one read of the socket, in order (already rate-limited).
     InboundBatch(Vec<ClientFrame>),
-    /// A frame the reader refused for exceeding the rate limit.
-    RateLimited(ClientFrame),
+    /// A frame the reader refused for exceeding the rate limit (`None`: a frame with no case
+    /// this server knows).
+    RateLimited(Option<ClientFrame>),
     /// The phone sent a frame type this server does not know.
     Unsupported,
     /// The phone kept sending far above its rate limit: close.
@@ -181,6 +182,8 @@ pub struct SessionState {
     pending: HashMap<u64, PendingSend>,
     next_tag: u64,
     watching: Vec<Id>,
+    /// Paged group requests awaiting their answer: (request id, the page's `after` cursor).
+    group_pages: Vec<(u64, Id)>,
 }
 
 /// Sends and receipts in flight per session before new ones are refused with OVERLOADED.
@@ -282,6 +285,7 @@ impl Actor for Session {
             pending: HashMap::new(),
             next_tag: 0,
             watching: Vec::new(),
+            group_pages: Vec::new(),
         };
         state.send(crate::proto::v1::server_frame::Frame::Welcome(welcome));
         state.fetch(&myself);
@@ -312,7 +316,7 @@ impl Actor for Session {
                     state.inbound(&myself, frame);
                 }
             }
-            SessionMsg::RateLimited(frame) => state.rate_limited(&frame),
+            SessionMsg::RateLimited(frame) => state.rate_limited(frame.as_ref()),
             SessionMsg::Unsupported => state.send_error(
                 ErrorCode::ProtocolViolation,
                 "frame type not supported by this server",

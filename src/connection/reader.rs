@@ -90,6 +90,19 @@ enum Batch {
 
 impl Batch {
     fn push(&mut self, frame: Frame) {
+        // Acks are cumulative: an ack right after another one replaces it, so a burst of acks
+        // reaches the session as one cursor move.
+        if let Frame::Ack(ack) = &frame {
+            let last = match self {
+                Batch::One(last) => Some(last),
+                Batch::Many(frames) => frames.last_mut(),
+                Batch::Empty => None,
+            };
+            if let Some(Frame::Ack(last)) = last {
+                last.up_to_seq = last.up_to_seq.max(ack.up_to_seq);
+                return;
+            }
+        }
         *self = match std::mem::replace(self, Batch::Empty) {
             Batch::Empty => Batch::One(frame),
             Batch::One(first) => Batch::Many(vec![first, frame]),
@@ -117,6 +130,10 @@ struct Reader {
     session: Option<ActorRef<SessionMsg>>,
     reading: bool,
     rate: RateLimit,
+    /// The highest `DeviceAck` that passed as new (see [`free_ack`]).
+    acked: u64,
+    /// A frame was completed by the current read.
+    completed: bool,
 }
 
 /// Serves one accepted connection until it is closed.
@@ -129,6 +146,8 @@ pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
         session: None,
         reading: true,
         rate: RateLimit::new(burst),
+        acked: 0,
+        completed: false,
     };
     reader.run().await;
     reader.linger().await;
@@ -184,8 +203,10 @@ impl Reader {
             let buf = self
                 .buf
                 .get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
+            // The buffer grows with what arrives (never with what a length prefix announces),
+            // so a frame that stalls half-way holds only the bytes it sent.
             if buf.capacity() == buf.len() {
-                buf.reserve(READ_CHUNK);
+                buf.reserve(READ_CHUNK.max(buf.len()));
             }
             let (read, drained) = match self.conn.try_read_drained(buf) {
                 Ok((0, _)) => return Err(ReadError::Eof),
@@ -195,6 +216,7 @@ impl Reader {
             };
             self.node.metrics.bytes_in.increment(read as u64);
             self.conn.touch();
+            self.completed = false;
             while let Some(buf) = self.buf.as_mut() {
                 if let Some(session) = self.session.clone() {
                     // Logged in: every complete frame of this read goes to the session.
@@ -207,6 +229,7 @@ impl Reader {
                 let Some(payload) = frame::split_frame(buf, max)? else {
                     break;
                 };
+                self.completed = true;
                 self.node.metrics.frames_in.increment(1);
                 let client_frame: ClientFrame = frame::decode(payload)?;
                 self.first_frame(client_frame).await?;
@@ -217,6 +240,8 @@ impl Reader {
             if !self.reading || self.conn.is_closed() {
                 return Ok(());
             }
+            let partial = self.buf.as_ref().is_some_and(|buf| !buf.is_empty());
+            self.conn.set_partial(partial, self.completed);
             if drained {
                 break;
             }
@@ -256,27 +281,36 @@ impl Reader {
             let Some(payload) = frame::split_frame(buf, max)? else {
                 break;
             };
+            self.completed = true;
             self.node.metrics.frames_in.increment(1);
             let client_frame: ClientFrame = frame::decode(payload)?;
-            let Some(frame) = client_frame.frame else {
-                // A frame type this server does not know (a newer client): refuse it, stay open.
-                batch.send(session);
-                let _ = session.cast(SessionMsg::Unsupported);
-                continue;
+            // Every frame takes a token, whatever its case (empty and unknown ones included),
+            // except an ack of something delivered and not acked before: those are bounded by
+            // what the session wrote, and a fast reader's acks stay cheap.
+            let free = match &client_frame.frame {
+                Some(Frame::Ack(ack)) => free_ack(&mut self.acked, &self.conn, ack.up_to_seq),
+                _ => false,
             };
-            // Acks only release resources, so they are never refused.
-            let is_ack = matches!(frame, Frame::Ack(_));
-            if is_ack || self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
-                batch.push(frame);
-            } else if self.rate.refused > limits.frame_burst {
-                metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
+            if !free && !self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
                 batch.send(session);
-                let _ = session.cast(SessionMsg::Flooded);
-                self.reading = false;
-            } else {
-                metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
-                batch.send(session);
-                let _ = session.cast(SessionMsg::RateLimited(frame));
+                if self.rate.refused > limits.frame_burst {
+                    metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
+                    let _ = session.cast(SessionMsg::Flooded);
+                    self.reading = false;
+                } else {
+                    metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
+                    let _ = session.cast(SessionMsg::RateLimited(client_frame.frame));
+                }
+                continue;
+            }
+            match client_frame.frame {
+                Some(frame) => batch.push(frame),
+                None => {
+                    // A frame type this server does not know (a newer client): refuse it, stay
+                    // open.
+                    batch.send(session);
+                    let _ = session.cast(SessionMsg::Unsupported);
+                }
             }
         }
         Ok(())
@@ -408,6 +442,19 @@ impl Reader {
             }
         };
         let _ = tokio::time::timeout(LINGER, Box::pin(drain)).await;
+    }
+}
+
+/// True when a `DeviceAck` up to `up_to` acknowledges entries written to the phone that no
+/// earlier ack covered (`acked`, the highest such ack so far); it then passes without a token.
+/// Any other ack (a repeat, one below the last, one beyond what was written) takes a token like
+/// every other frame, so free acks are bounded by what the session delivers.
+fn free_ack(acked: &mut u64, conn: &Conn, up_to: u64) -> bool {
+    if up_to > *acked && up_to <= conn.delivered() {
+        *acked = up_to;
+        true
+    } else {
+        false
     }
 }
 

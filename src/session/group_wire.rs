@@ -1,5 +1,6 @@
 //! Conversions between group domain values and the v1 wire frames.
 
+use prost::Message as _;
 use crate::group::{GroupError, Role};
 use crate::mailbox::group_ops::{GroupAnswer, GroupInfo};
 use crate::message::{GroupContent, GroupEntry, GroupEventKind};
@@ -69,51 +70,128 @@ pub fn group_error(error: &GroupError) -> (ErrorCode, String) {
     (code, error.to_string())
 }
 
-/// The GroupResponse for an answer.
+/// The GroupResponse for an answer, paged to fit in one frame of `max_frame` bytes: a list
+/// holds the items whose id sorts after `after` (ids compare as bytes, as the worker sorts
+/// them), as many as fit, and `more` says whether others follow. So no answer outgrows the frame
+/// limit, whatever the group's size or the user's number of groups.
 pub fn response(
     request_id: u64,
     answer: Result<GroupAnswer, (ErrorCode, String)>,
+    after: &str,
+    max_frame: usize,
 ) -> wire::GroupResponse {
-    let (error, message, result) = match answer {
-        Ok(GroupAnswer::Done) => (ErrorCode::Unspecified, String::new(), None),
-        Ok(GroupAnswer::Info(info)) => (
-            ErrorCode::Unspecified,
-            String::new(),
-            Some(group_response::Result::Info(info_to_wire(info))),
-        ),
-        Ok(GroupAnswer::List(groups)) => (
-            ErrorCode::Unspecified,
-            String::new(),
-            Some(group_response::Result::List(wire::GroupList {
-                group_ids: groups.iter().map(ToString::to_string).collect(),
-            })),
-        ),
+    let mut response = wire::GroupResponse {
+        request_id,
+        error: ErrorCode::Unspecified.into(),
+        message: String::new(),
+        result: None,
+    };
+    match answer {
+        Ok(GroupAnswer::Done) => {}
+        Ok(GroupAnswer::Info(info)) => {
+            let mut info = info_to_wire(info, after);
+            let members = std::mem::take(&mut info.members);
+            response.result = Some(group_response::Result::Info(info));
+            let costs = members.iter().map(|m| message_len(5, m));
+            let fit = fitting(&response, costs, max_frame);
+            if let Some(group_response::Result::Info(info)) = &mut response.result {
+                info.more = fit < members.len();
+                info.members = members;
+                info.members.truncate(fit);
+            }
+        }
+        Ok(GroupAnswer::List(groups)) => {
+            let groups: Vec<String> = groups
+                .iter()
+                .filter(|id| &***id > after)
+                .map(ToString::to_string)
+                .collect();
+            response.result = Some(group_response::Result::List(wire::GroupList::default()));
+            let fit = fitting(&response, groups.iter().map(|g| string_len(1, g)), max_frame);
+            if let Some(group_response::Result::List(list)) = &mut response.result {
+                list.more = fit < groups.len();
+                list.group_ids = groups;
+                list.group_ids.truncate(fit);
+            }
+        }
         Ok(GroupAnswer::ReadBy {
             group_id,
             group_seq,
             read,
             delivered,
-        }) => (
-            ErrorCode::Unspecified,
-            String::new(),
-            Some(group_response::Result::ReadBy(wire::ReadByList {
+        }) => {
+            // One page over both lists, merged in user order.
+            let mut merged: Vec<(&str, bool)> = read
+                .iter()
+                .map(|user| (&**user, true))
+                .chain(delivered.iter().map(|user| (&**user, false)))
+                .filter(|(user, _)| *user > after)
+                .collect();
+            merged.sort_unstable();
+            response.result = Some(group_response::Result::ReadBy(wire::ReadByList {
                 group_id: group_id.to_string(),
                 group_seq,
-                read: read.iter().map(ToString::to_string).collect(),
-                delivered: delivered.iter().map(ToString::to_string).collect(),
-            })),
-        ),
-        Err((code, message)) => (code, message, None),
-    };
-    wire::GroupResponse {
-        request_id,
-        error: error.into(),
-        message,
-        result,
+                ..Default::default()
+            }));
+            let costs = merged.iter().map(|(user, _)| string_len(3, user));
+            let fit = fitting(&response, costs, max_frame);
+            if let Some(group_response::Result::ReadBy(list)) = &mut response.result {
+                list.more = fit < merged.len();
+                for (user, is_read) in merged.into_iter().take(fit) {
+                    let to = if is_read {
+                        &mut list.read
+                    } else {
+                        &mut list.delivered
+                    };
+                    to.push(user.to_owned());
+                }
+            }
+        }
+        Err((code, message)) => {
+            response.error = code.into();
+            response.message = message;
+        }
     }
+    response
 }
 
-fn info_to_wire(info: GroupInfo) -> wire::GroupInfo {
+/// Bytes a nested list's page may grow the frame by, on top of its items: the length prefixes
+/// of the enclosing messages lengthen (at most 2 bytes each for 3 levels) and `more` is set (2).
+const PAGE_SLACK: usize = 8;
+
+/// How many items (given by their encoded costs, in order) fit in the frame carrying
+/// `response` (whose list is still empty) within `max_frame` bytes.
+fn fitting(
+    response: &wire::GroupResponse,
+    costs: impl Iterator<Item = usize>,
+    max_frame: usize,
+) -> usize {
+    let frame = super::wire::server_frame(wire::server_frame::Frame::GroupResponse(
+        response.clone(),
+    ));
+    let mut used = frame.encoded_len() + PAGE_SLACK;
+    let mut count = 0;
+    for cost in costs {
+        used += cost;
+        if used > max_frame {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// Encoded bytes of a string field.
+fn string_len(tag: u32, value: &str) -> usize {
+    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(value.len() as u64) + value.len()
+}
+
+/// Encoded bytes of a message field.
+fn message_len(tag: u32, value: &impl prost::Message) -> usize {
+    prost::encoding::message::encoded_len(tag, value)
+}
+
+fn info_to_wire(info: GroupInfo, after: &str) -> wire::GroupInfo {
     wire::GroupInfo {
         group_id: info.group_id.to_string(),
         subject: info.subject,
@@ -122,6 +200,7 @@ fn info_to_wire(info: GroupInfo) -> wire::GroupInfo {
         members: info
             .members
             .into_iter()
+            .filter(|(user, _, _)| &**user > after)
             .map(|(user, role, joined_seq)| wire::GroupMember {
                 user: user.to_string(),
                 role: match role {
@@ -132,5 +211,6 @@ fn info_to_wire(info: GroupInfo) -> wire::GroupInfo {
                 joined_seq,
             })
             .collect(),
+        more: false,
     }
 }
