@@ -79,7 +79,10 @@ async fn a_fast_reader_acking_every_delivery_is_not_limited() {
         acked = deliver.seq;
     }
     let rest = sync(&mut bob.reader, &mut bob.writer).await;
-    assert!(rest.is_empty(), "acks of new deliveries were refused: {rest:?}");
+    assert!(
+        rest.is_empty(),
+        "acks of new deliveries were refused: {rest:?}"
+    );
     drop(bob);
     let bob = server.phone("bob", "phone").await;
     assert_eq!(bob.welcome.cursor, N, "every ack moved the cursor");
@@ -155,7 +158,10 @@ async fn a_frame_that_trickles_in_is_cut_after_the_frame_timeout() {
     let timeouts = server
         .metric("tern_errors_total{kind=\"frame_timeout\"}")
         .await;
-    assert!(timeouts >= Some(1.0), "the timeout is counted: {timeouts:?}");
+    assert!(
+        timeouts >= Some(1.0),
+        "the timeout is counted: {timeouts:?}"
+    );
     // Frames that complete are not affected: a phone that pings stays.
     let mut bob = server.ready("bob", "phone").await;
     let rest = sync(&mut bob.reader, &mut bob.writer).await;
@@ -257,7 +263,10 @@ async fn group_info_and_read_by_of_1024_long_ids_page_within_the_frame_limit() {
     let mut expected: Vec<String> = (0..1024).map(long_id).collect();
     expected.sort();
     assert_eq!(members, expected);
-    assert!(pages >= 2, "1,024 members of 64-byte ids fit no single frame");
+    assert!(
+        pages >= 2,
+        "1,024 members of 64-byte ids fit no single frame"
+    );
 
     // Read-by of the first entry: every member's read position covers it.
     let mut readers = Vec::new();

@@ -44,8 +44,8 @@ impl SessionState {
         let Some(op) = request.op else {
             return invalid(self, "empty group request");
         };
-        let max_users = (self.node.config.limits.max_frame_bytes as usize)
-            .saturating_sub(EVENT_ENVELOPE_BYTES);
+        let max_users =
+            (self.node.config.limits.max_frame_bytes as usize).saturating_sub(EVENT_ENVELOPE_BYTES);
         let after = match &op {
             Op::Info(g) => g.after.as_str(),
             Op::ReadBy(r) => r.after.as_str(),
@@ -253,7 +253,11 @@ impl SessionState {
     }
 
     fn answer_group(&mut self, request_id: u64, answer: Result<GroupAnswer, (ErrorCode, String)>) {
-        let after = match self.group_pages.iter().position(|(id, _)| *id == request_id) {
+        let after = match self
+            .group_pages
+            .iter()
+            .position(|(id, _)| *id == request_id)
+        {
             Some(index) => self.group_pages.swap_remove(index).1,
             None => Id::from(""),
         };

@@ -1,10 +1,10 @@
 //! Conversions between group domain values and the v1 wire frames.
 
-use prost::Message as _;
 use crate::group::{GroupError, Role};
 use crate::mailbox::group_ops::{GroupAnswer, GroupInfo};
 use crate::message::{GroupContent, GroupEntry, GroupEventKind};
 use crate::proto::v1::{self as wire, ErrorCode, deliver, group_response};
+use prost::Message as _;
 
 /// The Deliver payload of a group log entry.
 pub fn deliver_group(entry: &GroupEntry) -> deliver::Payload {
@@ -107,7 +107,11 @@ pub fn response(
                 .map(ToString::to_string)
                 .collect();
             response.result = Some(group_response::Result::List(wire::GroupList::default()));
-            let fit = fitting(&response, groups.iter().map(|g| string_len(1, g)), max_frame);
+            let fit = fitting(
+                &response,
+                groups.iter().map(|g| string_len(1, g)),
+                max_frame,
+            );
             if let Some(group_response::Result::List(list)) = &mut response.result {
                 list.more = fit < groups.len();
                 list.group_ids = groups;
@@ -166,9 +170,8 @@ fn fitting(
     costs: impl Iterator<Item = usize>,
     max_frame: usize,
 ) -> usize {
-    let frame = super::wire::server_frame(wire::server_frame::Frame::GroupResponse(
-        response.clone(),
-    ));
+    let frame =
+        super::wire::server_frame(wire::server_frame::Frame::GroupResponse(response.clone()));
     let mut used = frame.encoded_len() + PAGE_SLACK;
     let mut count = 0;
     for cost in costs {
@@ -183,7 +186,9 @@ fn fitting(
 
 /// Encoded bytes of a string field.
 fn string_len(tag: u32, value: &str) -> usize {
-    prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(value.len() as u64) + value.len()
+    prost::encoding::key_len(tag)
+        + prost::encoding::encoded_len_varint(value.len() as u64)
+        + value.len()
 }
 
 /// Encoded bytes of a message field.

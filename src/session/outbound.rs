@@ -1,8 +1,8 @@
 //! The session's write side: frames are encoded into one buffer and written with one
 //! non-blocking `write(2)` per batch; a full socket waits for the reader's writability signal.
 
-use prost::Message as _;
 use bytes::{Buf, BytesMut};
+use prost::Message as _;
 use ractor::ActorRef;
 
 use super::{SessionMsg, SessionState, wire};
@@ -49,7 +49,13 @@ impl SessionState {
         metrics::counter!(names::FRAMES_OVERSIZED).increment(1);
         let kind = format!("{frame:?}");
         let kind = kind.get(..kind.len().min(80)).unwrap_or_default();
-        tracing::error!(conn = self.conn.id, len, max, kind, "outbound frame over the limit dropped");
+        tracing::error!(
+            conn = self.conn.id,
+            len,
+            max,
+            kind,
+            "outbound frame over the limit dropped"
+        );
         false
     }
 
