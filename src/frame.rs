@@ -68,6 +68,16 @@ pub fn split_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, FrameE
     Ok(Some(buf.split_to(len as usize).freeze()))
 }
 
+/// Bytes still missing from the frame at the front of `buf`, once its length prefix is in (its
+/// length is not checked here: [`split_frame`] refuses one over the limit first).
+pub fn missing_bytes(buf: &BytesMut) -> Option<usize> {
+    if buf.len() < HEADER_BYTES {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    Some((HEADER_BYTES + len).saturating_sub(buf.len()))
+}
+
 /// Decodes one payload as message type `M`.
 pub fn decode<M: Message + Default>(payload: Bytes) -> Result<M, FrameError> {
     Ok(M::decode(payload)?)

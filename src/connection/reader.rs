@@ -203,10 +203,13 @@ impl Reader {
             let buf = self
                 .buf
                 .get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
-            // The buffer grows with what arrives (never with what a length prefix announces),
-            // so a frame that stalls half-way holds only the bytes it sent.
+            // The buffer grows with what arrives (doubling, and never past the end of the frame
+            // under way, whatever its prefix announces), so a frame that stalls half-way holds
+            // about the bytes it sent.
             if buf.capacity() == buf.len() {
-                buf.reserve(READ_CHUNK.max(buf.len()));
+                let doubling = READ_CHUNK.max(buf.len());
+                let missing = frame::missing_bytes(buf).unwrap_or(READ_CHUNK);
+                buf.reserve(doubling.min(missing.max(READ_CHUNK)));
             }
             let (read, drained) = match self.conn.try_read_drained(buf) {
                 Ok((0, _)) => return Err(ReadError::Eof),

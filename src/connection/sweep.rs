@@ -1,6 +1,6 @@
 //! The sweeper: one task that walks every connection each `sweep_interval` and enforces the
-//! login, frame, idle and slow-consumer timeouts from coarse stamps, so no connection owns a timer and
-//! no timer is reset per packet. It also publishes the dispatcher queue depths.
+//! login, frame, idle and slow-consumer timeouts from coarse stamps, so no connection owns a
+//! timer and no timer is reset per packet. It also publishes the dispatcher queue depths.
 
 use std::sync::Arc;
 
