@@ -219,3 +219,108 @@ fn info_to_wire(info: GroupInfo, after: &str) -> wire::GroupInfo {
         more: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::message::Id;
+
+    fn frame_len(response: &wire::GroupResponse) -> usize {
+        super::super::wire::server_frame(wire::server_frame::Frame::GroupResponse(response.clone()))
+            .encoded_len()
+    }
+
+    /// Paging from `after` to `after` returns every member once, in order, each page within
+    /// the frame limit and as full as it can be.
+    #[test]
+    fn info_pages_fit_the_frame_and_cover_every_member() {
+        const MAX: usize = 1024;
+        let members: Vec<(Id, Role, u64)> = (0..100)
+            .map(|i| (Id::from(format!("user-{i:03}").as_str()), Role::Member, i))
+            .collect();
+        let info = GroupInfo {
+            group_id: Id::from("g1"),
+            subject: "s".repeat(256),
+            created_ms: 1,
+            last_seq: 100,
+            members: members.clone(),
+        };
+        let mut after = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let response = response(7, Ok(GroupAnswer::Info(info.clone())), &after, MAX);
+            assert!(frame_len(&response) <= MAX);
+            let Some(group_response::Result::Info(page)) = response.result else {
+                panic!("no info");
+            };
+            assert!(!page.members.is_empty());
+            seen.extend(page.members.iter().map(|m| m.user.clone()));
+            if !page.more {
+                break;
+            }
+            // A full page: one more member would not have fitted.
+            assert!(frame_len(&response_with_one_more(&page, &members)) + 8 > MAX);
+            after = seen.last().cloned().unwrap_or_default();
+        }
+        let all: Vec<String> = members.iter().map(|m| m.0.to_string()).collect();
+        assert_eq!(seen, all);
+    }
+
+    fn response_with_one_more(
+        page: &wire::GroupInfo,
+        members: &[(Id, Role, u64)],
+    ) -> wire::GroupResponse {
+        let mut page = page.clone();
+        page.members.push(wire::GroupMember {
+            user: members[0].0.to_string(),
+            role: wire::GroupRole::Member.into(),
+            joined_seq: 1,
+        });
+        wire::GroupResponse {
+            request_id: 7,
+            result: Some(group_response::Result::Info(page)),
+            ..Default::default()
+        }
+    }
+
+    /// Read-by pages merge both lists in user order.
+    #[test]
+    fn read_by_pages_cover_both_lists() {
+        let ids = |range: std::ops::Range<usize>| -> Vec<Id> {
+            range
+                .map(|i| Id::from(format!("{}{i:03}", "u".repeat(60)).as_str()))
+                .collect()
+        };
+        let (read, delivered) = (ids(0..40), ids(40..80));
+        let mut after = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let answer = GroupAnswer::ReadBy {
+                group_id: Id::from("g1"),
+                group_seq: 3,
+                read: read.clone(),
+                delivered: delivered.clone(),
+            };
+            let response = response(1, Ok(answer), &after, 1024);
+            assert!(frame_len(&response) <= 1024);
+            let Some(group_response::Result::ReadBy(page)) = response.result else {
+                panic!("no read_by");
+            };
+            let mut users: Vec<String> = page.read.iter().chain(&page.delivered).cloned().collect();
+            users.sort();
+            seen.extend(users.iter().cloned());
+            if !page.more {
+                break;
+            }
+            after = users.last().cloned().unwrap_or_default();
+        }
+        let all: Vec<String> = read
+            .iter()
+            .chain(&delivered)
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(seen, all);
+    }
+}
