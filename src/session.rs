@@ -322,7 +322,11 @@ impl Actor for Session {
                 "frame type not supported by this server",
                 "",
             ),
-            SessionMsg::Flooded => state.go_away(GoAwayReason::Flood, 5_000, "flood"),
+            SessionMsg::Flooded => state.go_away(
+                GoAwayReason::Flood,
+                crate::connection::FLOOD_PENALTY_SECS * 1000,
+                "flood",
+            ),
             SessionMsg::Fatal { code, message } => state.fatal(code, &message),
             SessionMsg::PeerClosed(reason) => state.close(reason),
             SessionMsg::Flush => {

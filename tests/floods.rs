@@ -51,6 +51,41 @@ async fn a_device_ack_flood_is_cut_with_go_away_flood() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cut_for_flooding_is_refused_until_the_go_away_delay_passed() {
+    let server = TestServer::start_with(|c| {
+        c.limits.frames_per_sec = 10;
+        c.limits.frame_burst = 20;
+    })
+    .await;
+    let mut alice = server.ready("alice", "phone").await;
+    let mut raw = Vec::new();
+    for _ in 0..200 {
+        raw.extend_from_slice(&[0, 0, 0, 0]);
+    }
+    let _ = alice.writer.send_raw(&raw).await;
+    let frames = closed_with_flood(&mut alice.reader).await;
+    let Some(Frame::GoAway(go_away)) = frames.last() else {
+        unreachable!("checked above");
+    };
+    let delay = std::time::Duration::from_millis(go_away.reconnect_after_ms.into());
+    let cut_at = tokio::time::Instant::now();
+
+    // Reconnecting at once does not buy a fresh burst: the login is refused.
+    let mut again = server.connect().await;
+    again
+        .send(login_frame(1, &server.token("alice", "phone"), 0))
+        .await
+        .unwrap();
+    let (mut reader, _writer) = again.split();
+    closed_with_error(&mut reader, ErrorCode::RateLimited).await;
+    // The user's other devices are not affected.
+    server.ready("alice", "tablet").await;
+    // Once the delay has passed, the device logs in again.
+    tokio::time::sleep_until(cut_at + delay).await;
+    server.ready("alice", "phone").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_reader_acking_every_delivery_is_not_limited() {
     let server = TestServer::start_with(|c| {
         c.limits.frames_per_sec = 10;

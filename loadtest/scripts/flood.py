@@ -13,7 +13,8 @@ kind's alone:
    duplicates);
 2. for each frame kind: the same chat pair runs while one flooder connection sends that kind as
    fast as the socket takes it for --seconds, reconnecting and logging in again whenever the
-   node cuts it (a hostile client would). The node's VmRSS is sampled every 50 ms; the peak
+   node cuts it (a hostile client would; the node refuses those logins with RATE_LIMITED
+   until the GoAway's delay passed). The node's VmRSS is sampled every 50 ms; the peak
    (and VmHWM) is reported with the chat's p99, the cuts, what the node answered and the
    node's mailbox cache (stored messages in memory, bounded by mailbox.cache_bytes).
 
@@ -247,6 +248,9 @@ def flood(kind, addr, tok, seconds, counter):
             if closed.is_set():
                 counter.cuts += 1
         sock.close()
+        # Again at once, as a hostile client would (a device cut for flooding is refused at
+        # login until its GoAway's delay passed); the pause only keeps this loop from spinning.
+        time.sleep(0.01)
 
 
 def half_sent(addr, tokens, seconds, counter, max_frame):

@@ -13,7 +13,7 @@ use ractor::{Actor, ActorRef};
 use tokio::io::Interest;
 
 use crate::clock::{now_secs, uptime_secs};
-use crate::connection::Conn;
+use crate::connection::{Conn, device_key};
 use crate::frame::{self, FrameError};
 use crate::metrics as names;
 use crate::node::Node;
@@ -134,6 +134,8 @@ struct Reader {
     acked: u64,
     /// A frame was completed by the current read.
     completed: bool,
+    /// The logged-in (user, device), as a [`device_key`], for the flood penalty.
+    device: u64,
 }
 
 /// Serves one accepted connection until it is closed.
@@ -148,6 +150,7 @@ pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
         rate: RateLimit::new(burst),
         acked: 0,
         completed: false,
+        device: 0,
     };
     reader.run().await;
     reader.linger().await;
@@ -300,6 +303,7 @@ impl Reader {
                     metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
                     let _ = session.cast(SessionMsg::Flooded);
                     self.reading = false;
+                    self.node.conns.penalize(self.device, uptime_secs());
                 } else {
                     metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
                     let _ = session.cast(SessionMsg::RateLimited(client_frame.frame));
@@ -333,6 +337,15 @@ impl Reader {
         };
         match self.check_login(&login) {
             Ok(claims) => {
+                self.device = device_key(&claims.user, &claims.device);
+                if self.node.conns.penalty_secs(self.device, uptime_secs()) > 0 {
+                    // Cut for flooding moments ago: the GoAway's delay has not passed.
+                    return self.refuse(
+                        ErrorCode::RateLimited,
+                        "flooding: reconnect after the delay the GoAway gave",
+                        "flood_penalty",
+                    );
+                }
                 let args = SessionArgs {
                     node: self.node.clone(),
                     conn: self.conn.clone(),

@@ -20,7 +20,9 @@ pub async fn run(node: Arc<Node>) {
             _ = interval.tick() => {}
             () = node.shutdown.cancelled() => return,
         }
-        sweep(&node, uptime_secs());
+        let now = uptime_secs();
+        sweep(&node, now);
+        node.conns.expire_penalties(now);
         node.mailboxes.report_depths();
     }
 }
