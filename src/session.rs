@@ -322,11 +322,19 @@ impl Actor for Session {
                 "frame type not supported by this server",
                 "",
             ),
-            SessionMsg::Flooded => state.go_away(
-                GoAwayReason::Flood,
-                crate::connection::FLOOD_PENALTY_SECS * 1000,
-                "flood",
-            ),
+            SessionMsg::Flooded => {
+                // Its logins are refused for the delay the GoAway announces.
+                let device = crate::connection::device_key(&state.user, &state.device);
+                state
+                    .node
+                    .conns
+                    .penalize(device, crate::clock::uptime_secs());
+                state.go_away(
+                    GoAwayReason::Flood,
+                    crate::connection::FLOOD_PENALTY_SECS * 1000,
+                    "flood",
+                );
+            }
             SessionMsg::Fatal { code, message } => state.fatal(code, &message),
             SessionMsg::PeerClosed(reason) => state.close(reason),
             SessionMsg::Flush => {

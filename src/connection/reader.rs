@@ -132,10 +132,6 @@ struct Reader {
     rate: RateLimit,
     /// The highest `DeviceAck` that passed as new (see [`free_ack`]).
     acked: u64,
-    /// A frame was completed by the current read.
-    completed: bool,
-    /// The logged-in (user, device), as a [`device_key`], for the flood penalty.
-    device: u64,
 }
 
 /// Serves one accepted connection until it is closed.
@@ -149,8 +145,6 @@ pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
         reading: true,
         rate: RateLimit::new(burst),
         acked: 0,
-        completed: false,
-        device: 0,
     };
     reader.run().await;
     reader.linger().await;
@@ -222,20 +216,23 @@ impl Reader {
             };
             self.node.metrics.bytes_in.increment(read as u64);
             self.conn.touch();
-            self.completed = false;
             while let Some(buf) = self.buf.as_mut() {
                 if let Some(session) = self.session.clone() {
                     // Logged in: every complete frame of this read goes to the session.
+                    let held = buf.len();
                     let mut batch = Batch::Empty;
                     let result = self.dispatch(&session, &mut batch, max);
                     batch.send(&session);
                     result?;
+                    // Frames split off shorten the buffer: then a frame completed, and what is
+                    // left (if anything) is a frame that began with this read.
+                    let left = self.buf.as_ref().map_or(0, BytesMut::len);
+                    self.conn.set_partial(left > 0, left < held);
                     break;
                 }
                 let Some(payload) = frame::split_frame(buf, max)? else {
                     break;
                 };
-                self.completed = true;
                 self.node.metrics.frames_in.increment(1);
                 let client_frame: ClientFrame = frame::decode(payload)?;
                 self.first_frame(client_frame).await?;
@@ -246,8 +243,6 @@ impl Reader {
             if !self.reading || self.conn.is_closed() {
                 return Ok(());
             }
-            let partial = self.buf.as_ref().is_some_and(|buf| !buf.is_empty());
-            self.conn.set_partial(partial, self.completed);
             if drained {
                 break;
             }
@@ -287,7 +282,6 @@ impl Reader {
             let Some(payload) = frame::split_frame(buf, max)? else {
                 break;
             };
-            self.completed = true;
             self.node.metrics.frames_in.increment(1);
             let client_frame: ClientFrame = frame::decode(payload)?;
             // Every frame takes a token, whatever its case (empty and unknown ones included),
@@ -303,7 +297,6 @@ impl Reader {
                     metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
                     let _ = session.cast(SessionMsg::Flooded);
                     self.reading = false;
-                    self.node.conns.penalize(self.device, uptime_secs());
                 } else {
                     metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
                     let _ = session.cast(SessionMsg::RateLimited(client_frame.frame));
@@ -337,8 +330,8 @@ impl Reader {
         };
         match self.check_login(&login) {
             Ok(claims) => {
-                self.device = device_key(&claims.user, &claims.device);
-                if self.node.conns.penalty_secs(self.device, uptime_secs()) > 0 {
+                let device = device_key(&claims.user, &claims.device);
+                if self.node.conns.penalty_secs(device, uptime_secs()) > 0 {
                     // Cut for flooding moments ago: the GoAway's delay has not passed.
                     return self.refuse(
                         ErrorCode::RateLimited,
