@@ -275,6 +275,10 @@ pub struct LimitsConfig {
     pub login_timeout_secs: u32,
     /// Seconds without any frame from the phone before the connection is closed. Default: 300.
     pub idle_timeout_secs: u32,
+    /// Seconds a frame may take to arrive whole once its first byte is in; an incomplete frame
+    /// held longer is answered `TIMEOUT` and the connection closed, so a trickle of bytes
+    /// cannot keep a read buffer alive. Default: 30.
+    pub frame_timeout_secs: u32,
     /// Frames per second a connection may send, sustained. Default: 200.
     pub frames_per_sec: u32,
     /// Frames a connection may send in one burst above the sustained rate. Default: 400.
@@ -345,6 +349,7 @@ impl Default for LimitsConfig {
             max_connections: 100_000,
             login_timeout_secs: 10,
             idle_timeout_secs: 300,
+            frame_timeout_secs: 30,
             frames_per_sec: 200,
             frame_burst: 400,
             outbound_max_bytes: 1_048_576,
@@ -460,6 +465,10 @@ impl Config {
         check(
             limits.idle_timeout_secs > 0,
             "limits.idle_timeout_secs must be positive",
+        );
+        check(
+            limits.frame_timeout_secs > 0,
+            "limits.frame_timeout_secs must be positive",
         );
         check(
             limits.frames_per_sec > 0,

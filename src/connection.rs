@@ -1,5 +1,5 @@
 //! A phone's TCP connection: the state its reader task and its session actor share, and the
-//! table of open connections that the sweeper walks.
+//! table of open connections that the sweeper walks (with the devices under a flood penalty).
 //!
 //! The socket is shared, not split: the reader task awaits readiness and reads; the session actor
 //! writes with non-blocking `try_write` and, when the socket is full, asks the reader (through
@@ -38,6 +38,12 @@ pub struct Conn {
     last_active: AtomicU32,
     /// Uptime second + 1 at which delivery became blocked; 0 while it flows.
     stalled_since: AtomicU32,
+    /// Uptime second + 1 at which the read buffer began to hold an incomplete frame; 0 while it
+    /// holds none. The sweeper cuts a frame that stays incomplete for `frame_timeout_secs`.
+    partial_since: AtomicU32,
+    /// Highest seq the session has written (or skipped) to the phone: a `DeviceAck` up to here
+    /// that moves past the previous one acknowledges something new and is not rate-limited.
+    delivered_upto: AtomicU64,
     want_write: AtomicBool,
     closed: AtomicBool,
     wake: Notify,
@@ -55,6 +61,8 @@ impl Conn {
             opened_at: now,
             last_active: AtomicU32::new(now),
             stalled_since: AtomicU32::new(0),
+            partial_since: AtomicU32::new(0),
+            delivered_upto: AtomicU64::new(0),
             want_write: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -84,6 +92,35 @@ impl Conn {
         } else {
             self.stalled_since.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Records whether the read buffer holds an incomplete frame, and whether a new one began
+    /// since the last call (`restarted`: a frame completed and another one is under way).
+    pub fn set_partial(&self, partial: bool, restarted: bool) {
+        if !partial {
+            self.partial_since.store(0, Ordering::Relaxed);
+        } else if restarted {
+            self.partial_since
+                .store(uptime_secs() + 1, Ordering::Relaxed);
+        } else {
+            let _ = self.partial_since.compare_exchange(
+                0,
+                uptime_secs() + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Publishes the highest seq written to the phone (called by the session before the bytes
+    /// leave, so the phone's ack of them always finds it).
+    pub fn set_delivered(&self, seq: u64) {
+        self.delivered_upto.store(seq, Ordering::Release);
+    }
+
+    /// The highest seq written to the phone, as last published by the session.
+    pub fn delivered(&self) -> u64 {
+        self.delivered_upto.load(Ordering::Acquire)
     }
 
     /// Asks the reader to wait for the socket to become writable and then cast `Flush`.
@@ -163,6 +200,14 @@ impl Conn {
         }
     }
 
+    /// Seconds the read buffer has held an incomplete frame, at `now` (0 when it holds none).
+    fn partial_secs(&self, now: u32) -> u32 {
+        match self.partial_since.load(Ordering::Relaxed) {
+            0 => 0,
+            since => (now + 1).saturating_sub(since),
+        }
+    }
+
     /// Seconds since the connection was accepted, at `now`.
     fn age_secs(&self, now: u32) -> u32 {
         now.saturating_sub(self.opened_at)
@@ -171,12 +216,26 @@ impl Conn {
 
 type ConnShard = Mutex<HashMap<u64, Arc<Conn>>>;
 
+/// Devices cut for flooding, by [`device_key`], with the uptime second from which they may log
+/// in again.
+type PenaltyShard = Mutex<HashMap<u64, u32>>;
+
+/// Devices under a flood penalty per shard, at most: past it (a flood of floods) new penalties
+/// are not recorded, so the table stays bounded.
+const MAX_PENALTIES_PER_SHARD: usize = 4096;
+
+/// Seconds a device cut for flooding is refused at login: the delay its `GoAway{FLOOD}`
+/// announces (`reconnect_after_ms`), enforced, so reconnecting at once does not buy a fresh
+/// burst of the rate limit.
+pub const FLOOD_PENALTY_SECS: u32 = 5;
+
 /// All open connections, in 32 shards so the sweeper and accepts rarely contend.
 #[derive(Debug)]
 pub struct ConnTable {
     shards: Box<[ConnShard]>,
     count: AtomicUsize,
     next_id: AtomicU64,
+    penalties: Box<[PenaltyShard]>,
 }
 
 impl Default for ConnTable {
@@ -185,8 +244,18 @@ impl Default for ConnTable {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             count: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
+            penalties: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
         }
     }
+}
+
+/// The key of a (user, device) login in the penalty table.
+pub fn device_key(user: &str, device: &str) -> u64 {
+    let mut key = Vec::with_capacity(user.len() + device.len() + 1);
+    key.extend_from_slice(user.as_bytes());
+    key.push(0);
+    key.extend_from_slice(device.as_bytes());
+    crate::shard::key_hash(&key)
 }
 
 impl ConnTable {
@@ -226,6 +295,45 @@ impl ConnTable {
     /// True when no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn penalty_shard(&self, device: u64) -> &PenaltyShard {
+        &self.penalties[(device % SHARDS as u64) as usize]
+    }
+
+    /// Refuses logins of `device` (a [`device_key`]) for [`FLOOD_PENALTY_SECS`] from `now`.
+    pub fn penalize(&self, device: u64, now: u32) {
+        let mut shard = self
+            .penalty_shard(device)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= MAX_PENALTIES_PER_SHARD {
+            shard.retain(|_, until| *until > now);
+        }
+        if shard.len() < MAX_PENALTIES_PER_SHARD {
+            shard.insert(device, now + FLOOD_PENALTY_SECS);
+        }
+    }
+
+    /// Seconds `device` must still wait before it may log in again, at `now` (0: it may).
+    pub fn penalty_secs(&self, device: u64, now: u32) -> u32 {
+        let shard = self
+            .penalty_shard(device)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        shard
+            .get(&device)
+            .map_or(0, |until| until.saturating_sub(now))
+    }
+
+    /// Forgets penalties that ended before `now` (the sweeper's pass).
+    pub fn expire_penalties(&self, now: u32) {
+        for shard in self.penalties.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            if !shard.is_empty() {
+                shard.retain(|_, until| *until > now);
+            }
+        }
     }
 
     /// Calls `f` on every connection, one shard locked at a time (`f` must not block).

@@ -49,8 +49,9 @@ fn put_header(len: usize, out: &mut BytesMut) {
 
 /// Splits the next complete frame's payload off the front of `buf`.
 ///
-/// Returns `Ok(None)` when more bytes are needed; then `buf` has capacity reserved for the rest of
-/// the frame (never more than `max` bytes, checked before reserving).
+/// Returns `Ok(None)` when more bytes are needed. Nothing is reserved for the rest of the frame:
+/// the caller grows the buffer with what arrives, so a length prefix alone costs no memory (a
+/// prefix over `max` is refused as soon as its 4 bytes are in).
 pub fn split_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, FrameError> {
     if buf.len() < HEADER_BYTES {
         return Ok(None);
@@ -61,11 +62,20 @@ pub fn split_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Bytes>, FrameE
     }
     let total = HEADER_BYTES + len as usize;
     if buf.len() < total {
-        buf.reserve(total - buf.len());
         return Ok(None);
     }
     buf.advance(HEADER_BYTES);
     Ok(Some(buf.split_to(len as usize).freeze()))
+}
+
+/// Bytes still missing from the frame at the front of `buf`, once its length prefix is in (its
+/// length is not checked here: [`split_frame`] refuses one over the limit first).
+pub fn missing_bytes(buf: &BytesMut) -> Option<usize> {
+    if buf.len() < HEADER_BYTES {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    Some((HEADER_BYTES + len).saturating_sub(buf.len()))
 }
 
 /// Decodes one payload as message type `M`.
@@ -116,6 +126,15 @@ mod tests {
             }
         ));
         assert!(buf.capacity() < 1024);
+    }
+
+    #[test]
+    fn an_announced_length_reserves_nothing() {
+        let mut buf = BytesMut::with_capacity(16);
+        buf.put_u32(60_000);
+        buf.put_slice(&[1, 2, 3]);
+        assert!(split_frame(&mut buf, 65_536).unwrap().is_none());
+        assert!(buf.capacity() < 1024, "reserved {}", buf.capacity());
     }
 
     #[test]

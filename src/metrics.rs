@@ -34,6 +34,9 @@ pub const MESSAGES_DUPLICATE: &str = "tern_messages_duplicate_total";
 pub const MESSAGES_OUT: &str = "tern_messages_out_total";
 /// Errors answered to phones, by `kind` (bad_frame, frame_too_large, rate_limited...).
 pub const ERRORS: &str = "tern_errors_total";
+/// Outbound frames over `max_frame_bytes`, dropped instead of written (a server bug if ever
+/// non-zero: every answer is built to fit).
+pub const FRAMES_OVERSIZED: &str = "tern_frames_oversized_total";
 /// Time from a Send arriving to its ServerAck being queued.
 pub const ACK_LATENCY: &str = "tern_ack_latency_seconds";
 /// Jobs waiting in a dispatcher queue, by `service`, `shard` and `lane`.
@@ -198,6 +201,11 @@ fn describe() {
         "Mailbox entries written to devices."
     );
     describe_counter!(ERRORS, Unit::Count, "Error frames sent to phones, by kind.");
+    describe_counter!(
+        FRAMES_OVERSIZED,
+        Unit::Count,
+        "Outbound frames over max_frame_bytes, dropped instead of written."
+    );
     describe_histogram!(
         ACK_LATENCY,
         Unit::Seconds,

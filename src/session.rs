@@ -46,8 +46,9 @@ pub enum SessionMsg {
     Inbound(ClientFrame),
     /// Several frames from one read of the socket, in order (already rate-limited).
     InboundBatch(Vec<ClientFrame>),
-    /// A frame the reader refused for exceeding the rate limit.
-    RateLimited(ClientFrame),
+    /// A frame the reader refused for exceeding the rate limit (`None`: a frame with no case
+    /// this server knows).
+    RateLimited(Option<ClientFrame>),
     /// The phone sent a frame type this server does not know.
     Unsupported,
     /// The phone kept sending far above its rate limit: close.
@@ -181,6 +182,8 @@ pub struct SessionState {
     pending: HashMap<u64, PendingSend>,
     next_tag: u64,
     watching: Vec<Id>,
+    /// Paged group requests awaiting their answer: (request id, the page's `after` cursor).
+    group_pages: Vec<(u64, Id)>,
 }
 
 /// Sends and receipts in flight per session before new ones are refused with OVERLOADED.
@@ -283,6 +286,7 @@ impl Actor for Session {
             pending: HashMap::new(),
             next_tag: 0,
             watching: Vec::new(),
+            group_pages: Vec::new(),
         };
         state.send(crate::proto::v1::server_frame::Frame::Welcome(welcome));
         state.fetch(&myself);
@@ -313,13 +317,25 @@ impl Actor for Session {
                     state.inbound(&myself, frame);
                 }
             }
-            SessionMsg::RateLimited(frame) => state.rate_limited(&frame),
+            SessionMsg::RateLimited(frame) => state.rate_limited(frame.as_ref()),
             SessionMsg::Unsupported => state.send_error(
                 ErrorCode::ProtocolViolation,
                 "frame type not supported by this server",
                 "",
             ),
-            SessionMsg::Flooded => state.go_away(GoAwayReason::Flood, 5_000, "flood"),
+            SessionMsg::Flooded => {
+                // Its logins are refused for the delay the GoAway announces.
+                let device = crate::connection::device_key(&state.user, &state.device);
+                state
+                    .node
+                    .conns
+                    .penalize(device, crate::clock::uptime_secs());
+                state.go_away(
+                    GoAwayReason::Flood,
+                    crate::connection::FLOOD_PENALTY_SECS * 1000,
+                    "flood",
+                );
+            }
             SessionMsg::Fatal { code, message } => state.fatal(code, &message),
             SessionMsg::PeerClosed(reason) => state.close(reason),
             SessionMsg::Flush => {

@@ -131,7 +131,7 @@ fn members(group: &str, users: &[&str]) -> GroupMembers {
 async fn groups_of(member: &mut Member, expected: usize) -> Vec<String> {
     let mut groups = Vec::new();
     for _ in 0..100 {
-        let list = member.request(Op::List(ListGroups {})).await;
+        let list = member.request(Op::List(ListGroups::default())).await;
         let Some(group_response::Result::List(list)) = list.result else {
             panic!("no group list: {list:?}");
         };
@@ -204,7 +204,8 @@ async fn membership_rules_and_their_refusals() {
     let mut eve = member(&server, "eve").await;
     assert_eq!(
         eve.change(Op::Info(GroupRef {
-            group_id: group.clone()
+            group_id: group.clone(),
+            ..Default::default()
         }))
         .await,
         ErrorCode::NotAMember as i32
@@ -219,14 +220,16 @@ async fn membership_rules_and_their_refusals() {
     assert_eq!(ann.change(Op::Promote(members(&group, &["bob"]))).await, 0);
     assert_eq!(
         ann.change(Op::Leave(GroupRef {
-            group_id: group.clone()
+            group_id: group.clone(),
+            ..Default::default()
         }))
         .await,
         0
     );
     assert_eq!(
         bob.change(Op::Leave(GroupRef {
-            group_id: group.clone()
+            group_id: group.clone(),
+            ..Default::default()
         }))
         .await,
         0
@@ -235,6 +238,7 @@ async fn membership_rules_and_their_refusals() {
     let info = cat
         .request(Op::Info(GroupRef {
             group_id: group.clone(),
+            ..Default::default()
         }))
         .await;
     let Some(group_response::Result::Info(info)) = info.result else {
@@ -362,6 +366,7 @@ async fn receipts_per_member_reach_the_author_and_read_by_lists_them() {
         .request(Op::ReadBy(ReadBy {
             group_id: group.clone(),
             group_seq: seq,
+            ..Default::default()
         }))
         .await;
     let Some(group_response::Result::ReadBy(list)) = answer.result else {

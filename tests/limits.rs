@@ -243,7 +243,7 @@ async fn connections_above_the_cap_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_are_never_rate_limited_and_refused_pings_get_no_pong() {
+async fn acks_of_new_deliveries_are_never_rate_limited_and_refused_pings_get_no_pong() {
     let server = TestServer::start_with(|c| {
         c.limits.frames_per_sec = 10;
         c.limits.frame_burst = 20;

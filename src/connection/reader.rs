@@ -13,7 +13,7 @@ use ractor::{Actor, ActorRef};
 use tokio::io::Interest;
 
 use crate::clock::{now_secs, uptime_secs};
-use crate::connection::Conn;
+use crate::connection::{Conn, device_key};
 use crate::frame::{self, FrameError};
 use crate::metrics as names;
 use crate::node::Node;
@@ -90,6 +90,19 @@ enum Batch {
 
 impl Batch {
     fn push(&mut self, frame: Frame) {
+        // Acks are cumulative: an ack right after another one replaces it, so a burst of acks
+        // reaches the session as one cursor move.
+        if let Frame::Ack(ack) = &frame {
+            let last = match self {
+                Batch::One(last) => Some(last),
+                Batch::Many(frames) => frames.last_mut(),
+                Batch::Empty => None,
+            };
+            if let Some(Frame::Ack(last)) = last {
+                last.up_to_seq = last.up_to_seq.max(ack.up_to_seq);
+                return;
+            }
+        }
         *self = match std::mem::replace(self, Batch::Empty) {
             Batch::Empty => Batch::One(frame),
             Batch::One(first) => Batch::Many(vec![first, frame]),
@@ -117,6 +130,8 @@ struct Reader {
     session: Option<ActorRef<SessionMsg>>,
     reading: bool,
     rate: RateLimit,
+    /// The highest `DeviceAck` that passed as new (see [`free_ack`]).
+    acked: u64,
 }
 
 /// Serves one accepted connection until it is closed.
@@ -129,6 +144,7 @@ pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
         session: None,
         reading: true,
         rate: RateLimit::new(burst),
+        acked: 0,
     };
     reader.run().await;
     reader.linger().await;
@@ -184,8 +200,13 @@ impl Reader {
             let buf = self
                 .buf
                 .get_or_insert_with(|| BytesMut::with_capacity(READ_CHUNK));
+            // The buffer grows with what arrives (doubling, and never past the end of the frame
+            // under way, whatever its prefix announces), so a frame that stalls half-way holds
+            // about the bytes it sent.
             if buf.capacity() == buf.len() {
-                buf.reserve(READ_CHUNK);
+                let doubling = READ_CHUNK.max(buf.len());
+                let missing = frame::missing_bytes(buf).unwrap_or(READ_CHUNK);
+                buf.reserve(doubling.min(missing.max(READ_CHUNK)));
             }
             let (read, drained) = match self.conn.try_read_drained(buf) {
                 Ok((0, _)) => return Err(ReadError::Eof),
@@ -198,10 +219,15 @@ impl Reader {
             while let Some(buf) = self.buf.as_mut() {
                 if let Some(session) = self.session.clone() {
                     // Logged in: every complete frame of this read goes to the session.
+                    let held = buf.len();
                     let mut batch = Batch::Empty;
                     let result = self.dispatch(&session, &mut batch, max);
                     batch.send(&session);
                     result?;
+                    // Frames split off shorten the buffer: then a frame completed, and what is
+                    // left (if anything) is a frame that began with this read.
+                    let left = self.buf.as_ref().map_or(0, BytesMut::len);
+                    self.conn.set_partial(left > 0, left < held);
                     break;
                 }
                 let Some(payload) = frame::split_frame(buf, max)? else {
@@ -258,25 +284,33 @@ impl Reader {
             };
             self.node.metrics.frames_in.increment(1);
             let client_frame: ClientFrame = frame::decode(payload)?;
-            let Some(frame) = client_frame.frame else {
-                // A frame type this server does not know (a newer client): refuse it, stay open.
-                batch.send(session);
-                let _ = session.cast(SessionMsg::Unsupported);
-                continue;
+            // Every frame takes a token, whatever its case (empty and unknown ones included),
+            // except an ack of something delivered and not acked before: those are bounded by
+            // what the session wrote, and a fast reader's acks stay cheap.
+            let free = match &client_frame.frame {
+                Some(Frame::Ack(ack)) => free_ack(&mut self.acked, &self.conn, ack.up_to_seq),
+                _ => false,
             };
-            // Acks only release resources, so they are never refused.
-            let is_ack = matches!(frame, Frame::Ack(_));
-            if is_ack || self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
-                batch.push(frame);
-            } else if self.rate.refused > limits.frame_burst {
-                metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
+            if !free && !self.rate.admit(limits.frames_per_sec, limits.frame_burst) {
                 batch.send(session);
-                let _ = session.cast(SessionMsg::Flooded);
-                self.reading = false;
-            } else {
-                metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
-                batch.send(session);
-                let _ = session.cast(SessionMsg::RateLimited(frame));
+                if self.rate.refused > limits.frame_burst {
+                    metrics::counter!(names::ERRORS, "kind" => "flood").increment(1);
+                    let _ = session.cast(SessionMsg::Flooded);
+                    self.reading = false;
+                } else {
+                    metrics::counter!(names::ERRORS, "kind" => "rate_limited").increment(1);
+                    let _ = session.cast(SessionMsg::RateLimited(client_frame.frame));
+                }
+                continue;
+            }
+            match client_frame.frame {
+                Some(frame) => batch.push(frame),
+                None => {
+                    // A frame type this server does not know (a newer client): refuse it, stay
+                    // open.
+                    batch.send(session);
+                    let _ = session.cast(SessionMsg::Unsupported);
+                }
             }
         }
         Ok(())
@@ -296,6 +330,15 @@ impl Reader {
         };
         match self.check_login(&login) {
             Ok(claims) => {
+                let device = device_key(&claims.user, &claims.device);
+                if self.node.conns.penalty_secs(device, uptime_secs()) > 0 {
+                    // Cut for flooding moments ago: the GoAway's delay has not passed.
+                    return self.refuse(
+                        ErrorCode::RateLimited,
+                        "flooding: reconnect after the delay the GoAway gave",
+                        "flood_penalty",
+                    );
+                }
                 let args = SessionArgs {
                     node: self.node.clone(),
                     conn: self.conn.clone(),
@@ -408,6 +451,19 @@ impl Reader {
             }
         };
         let _ = tokio::time::timeout(LINGER, Box::pin(drain)).await;
+    }
+}
+
+/// True when a `DeviceAck` up to `up_to` acknowledges entries written to the phone that no
+/// earlier ack covered (`acked`, the highest such ack so far); it then passes without a token.
+/// Any other ack (a repeat, one below the last, one beyond what was written) takes a token like
+/// every other frame, so free acks are bounded by what the session delivers.
+fn free_ack(acked: &mut u64, conn: &Conn, up_to: u64) -> bool {
+    if up_to > *acked && up_to <= conn.delivered() {
+        *acked = up_to;
+        true
+    } else {
+        false
     }
 }
 

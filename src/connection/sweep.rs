@@ -1,11 +1,12 @@
 //! The sweeper: one task that walks every connection each `sweep_interval` and enforces the
-//! login, idle and slow-consumer timeouts from coarse stamps, so no connection owns a timer and
-//! no timer is reset per packet. It also publishes the dispatcher queue depths.
+//! login, frame, idle and slow-consumer timeouts from coarse stamps, so no connection owns a
+//! timer and no timer is reset per packet. It also publishes the dispatcher queue depths.
 
 use std::sync::Arc;
 
 use crate::clock::uptime_secs;
 use crate::connection::reader::write_error_and_close;
+use crate::metrics as names;
 use crate::node::Node;
 use crate::proto::v1::{ErrorCode, GoAwayReason};
 use crate::session::SessionMsg;
@@ -19,7 +20,9 @@ pub async fn run(node: Arc<Node>) {
             _ = interval.tick() => {}
             () = node.shutdown.cancelled() => return,
         }
-        sweep(&node, uptime_secs());
+        let now = uptime_secs();
+        sweep(&node, now);
+        node.conns.expire_penalties(now);
         node.mailboxes.report_depths();
     }
 }
@@ -37,6 +40,16 @@ pub fn sweep(node: &Node, now: u32) {
             }
             return;
         };
+        if conn.partial_secs(now) >= limits.frame_timeout_secs {
+            // A frame that trickles in holds a read buffer; its bytes keep the idle stamp fresh,
+            // so only this deadline bounds it.
+            metrics::counter!(names::ERRORS, "kind" => "frame_timeout").increment(1);
+            let _ = session.cast(SessionMsg::Fatal {
+                code: ErrorCode::Timeout,
+                message: "frame not completed in time".to_owned(),
+            });
+            return;
+        }
         let reason = if conn.idle_secs(now) >= limits.idle_timeout_secs {
             Some(GoAwayReason::Idle)
         } else if conn.stalled_secs(now) >= limits.slow_consumer_secs {

@@ -20,6 +20,13 @@ use crate::token::valid_id;
 /// Longest group subject, in bytes.
 const MAX_SUBJECT: usize = 256;
 
+/// Bytes of a frame kept free of a request's user list for the rest of the group event it
+/// becomes (`Deliver` envelope, ids, subject): the event of any accepted change fits in one frame.
+const EVENT_ENVELOPE_BYTES: usize = 1024;
+
+/// Paged requests (`after` set) awaiting their answer, per session, at most.
+const MAX_PAGED_REQUESTS: usize = 16;
+
 impl SessionState {
     /// A group request: checked here, decided by the group's worker.
     pub(super) fn on_group_request(
@@ -37,6 +44,31 @@ impl SessionState {
         let Some(op) = request.op else {
             return invalid(self, "empty group request");
         };
+        let max_users =
+            (self.node.config.limits.max_frame_bytes as usize).saturating_sub(EVENT_ENVELOPE_BYTES);
+        let after = match &op {
+            Op::Info(g) => g.after.as_str(),
+            Op::ReadBy(r) => r.after.as_str(),
+            Op::List(l) => l.after.as_str(),
+            Op::Create(c) if users_len(&c.members) > max_users => {
+                return invalid(self, "too many members for one request; add the rest after");
+            }
+            Op::Add(m) | Op::Remove(m) | Op::Promote(m) | Op::Demote(m)
+                if users_len(&m.users) > max_users =>
+            {
+                return invalid(self, "too many users for one request; split it");
+            }
+            _ => "",
+        };
+        if !after.is_empty() && !valid_id(after) {
+            return invalid(self, "invalid page cursor");
+        }
+        let after: Option<Id> = (!after.is_empty()).then(|| Id::from(after));
+        if after.is_some() && self.group_pages.len() >= MAX_PAGED_REQUESTS {
+            // Only a phone with that many pages in flight gets here: its oldest page restarts
+            // from the first entry rather than the map growing.
+            self.group_pages.remove(0);
+        }
         let (group, call) = match op {
             Op::Create(create) => {
                 if create.subject.len() > MAX_SUBJECT {
@@ -81,6 +113,8 @@ impl SessionState {
                 };
                 if self.node.mailboxes.submit(op).is_err() {
                     self.answer_group(request_id, Err(busy()));
+                } else if let Some(after) = after {
+                    self.group_pages.push((request_id, after));
                 }
                 return;
             }
@@ -103,6 +137,8 @@ impl SessionState {
             .is_err()
         {
             self.answer_group(request_id, Err(busy()));
+        } else if let Some(after) = after {
+            self.group_pages.push((request_id, after));
         }
     }
 
@@ -219,7 +255,18 @@ impl SessionState {
     }
 
     fn answer_group(&mut self, request_id: u64, answer: Result<GroupAnswer, (ErrorCode, String)>) {
-        self.send(Out::GroupResponse(group_wire::response(request_id, answer)));
+        let after = match self
+            .group_pages
+            .iter()
+            .position(|(id, _)| *id == request_id)
+        {
+            Some(index) => self.group_pages.swap_remove(index).1,
+            None => Id::from(""),
+        };
+        let max_frame = self.node.config.limits.max_frame_bytes as usize;
+        self.send(Out::GroupResponse(group_wire::response(
+            request_id, answer, &after, max_frame,
+        )));
     }
 }
 
@@ -229,6 +276,11 @@ fn busy() -> (ErrorCode, String) {
 
 fn group_id(id: &str) -> Id {
     Id::from(id)
+}
+
+/// Encoded bytes of a list of ids, as a group event will carry them.
+fn users_len(ids: &[String]) -> usize {
+    ids.iter().map(|id| id.len() + 3).sum()
 }
 
 /// The ids, if all are valid.

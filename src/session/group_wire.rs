@@ -4,6 +4,7 @@ use crate::group::{GroupError, Role};
 use crate::mailbox::group_ops::{GroupAnswer, GroupInfo};
 use crate::message::{GroupContent, GroupEntry, GroupEventKind};
 use crate::proto::v1::{self as wire, ErrorCode, deliver, group_response};
+use prost::Message as _;
 
 /// The Deliver payload of a group log entry.
 pub fn deliver_group(entry: &GroupEntry) -> deliver::Payload {
@@ -69,51 +70,133 @@ pub fn group_error(error: &GroupError) -> (ErrorCode, String) {
     (code, error.to_string())
 }
 
-/// The GroupResponse for an answer.
+/// The GroupResponse for an answer, paged to fit in one frame of `max_frame` bytes: a list
+/// holds the items whose id sorts after `after` (ids compare as bytes, as the worker sorts
+/// them), as many as fit, and `more` says whether others follow. So no answer outgrows the frame
+/// limit, whatever the group's size or the user's number of groups.
 pub fn response(
     request_id: u64,
     answer: Result<GroupAnswer, (ErrorCode, String)>,
+    after: &str,
+    max_frame: usize,
 ) -> wire::GroupResponse {
-    let (error, message, result) = match answer {
-        Ok(GroupAnswer::Done) => (ErrorCode::Unspecified, String::new(), None),
-        Ok(GroupAnswer::Info(info)) => (
-            ErrorCode::Unspecified,
-            String::new(),
-            Some(group_response::Result::Info(info_to_wire(info))),
-        ),
-        Ok(GroupAnswer::List(groups)) => (
-            ErrorCode::Unspecified,
-            String::new(),
-            Some(group_response::Result::List(wire::GroupList {
-                group_ids: groups.iter().map(ToString::to_string).collect(),
-            })),
-        ),
+    let mut response = wire::GroupResponse {
+        request_id,
+        error: ErrorCode::Unspecified.into(),
+        message: String::new(),
+        result: None,
+    };
+    match answer {
+        Ok(GroupAnswer::Done) => {}
+        Ok(GroupAnswer::Info(info)) => {
+            let mut info = info_to_wire(info, after);
+            let members = std::mem::take(&mut info.members);
+            response.result = Some(group_response::Result::Info(info));
+            let costs = members.iter().map(|m| message_len(5, m));
+            let fit = fitting(&response, costs, max_frame);
+            if let Some(group_response::Result::Info(info)) = &mut response.result {
+                info.more = fit < members.len();
+                info.members = members;
+                info.members.truncate(fit);
+            }
+        }
+        Ok(GroupAnswer::List(groups)) => {
+            let groups: Vec<String> = groups
+                .iter()
+                .filter(|id| &***id > after)
+                .map(ToString::to_string)
+                .collect();
+            response.result = Some(group_response::Result::List(wire::GroupList::default()));
+            let fit = fitting(
+                &response,
+                groups.iter().map(|g| string_len(1, g)),
+                max_frame,
+            );
+            if let Some(group_response::Result::List(list)) = &mut response.result {
+                list.more = fit < groups.len();
+                list.group_ids = groups;
+                list.group_ids.truncate(fit);
+            }
+        }
         Ok(GroupAnswer::ReadBy {
             group_id,
             group_seq,
             read,
             delivered,
-        }) => (
-            ErrorCode::Unspecified,
-            String::new(),
-            Some(group_response::Result::ReadBy(wire::ReadByList {
+        }) => {
+            // One page over both lists, merged in user order.
+            let mut merged: Vec<(&str, bool)> = read
+                .iter()
+                .map(|user| (&**user, true))
+                .chain(delivered.iter().map(|user| (&**user, false)))
+                .filter(|(user, _)| *user > after)
+                .collect();
+            merged.sort_unstable();
+            response.result = Some(group_response::Result::ReadBy(wire::ReadByList {
                 group_id: group_id.to_string(),
                 group_seq,
-                read: read.iter().map(ToString::to_string).collect(),
-                delivered: delivered.iter().map(ToString::to_string).collect(),
-            })),
-        ),
-        Err((code, message)) => (code, message, None),
-    };
-    wire::GroupResponse {
-        request_id,
-        error: error.into(),
-        message,
-        result,
+                ..Default::default()
+            }));
+            let costs = merged.iter().map(|(user, _)| string_len(3, user));
+            let fit = fitting(&response, costs, max_frame);
+            if let Some(group_response::Result::ReadBy(list)) = &mut response.result {
+                list.more = fit < merged.len();
+                for (user, is_read) in merged.into_iter().take(fit) {
+                    let to = if is_read {
+                        &mut list.read
+                    } else {
+                        &mut list.delivered
+                    };
+                    to.push(user.to_owned());
+                }
+            }
+        }
+        Err((code, message)) => {
+            response.error = code.into();
+            response.message = message;
+        }
     }
+    response
 }
 
-fn info_to_wire(info: GroupInfo) -> wire::GroupInfo {
+/// Bytes a nested list's page may grow the frame by, on top of its items: the length prefixes
+/// of the enclosing messages lengthen (at most 2 bytes each for 3 levels) and `more` is set (2).
+const PAGE_SLACK: usize = 8;
+
+/// How many items (given by their encoded costs, in order) fit in the frame carrying
+/// `response` (whose list is still empty) within `max_frame` bytes.
+fn fitting(
+    response: &wire::GroupResponse,
+    costs: impl Iterator<Item = usize>,
+    max_frame: usize,
+) -> usize {
+    let frame =
+        super::wire::server_frame(wire::server_frame::Frame::GroupResponse(response.clone()));
+    let mut used = frame.encoded_len() + PAGE_SLACK;
+    let mut count = 0;
+    for cost in costs {
+        used += cost;
+        if used > max_frame {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// Encoded bytes of a string field.
+fn string_len(tag: u32, value: &str) -> usize {
+    prost::encoding::key_len(tag)
+        + prost::encoding::encoded_len_varint(value.len() as u64)
+        + value.len()
+}
+
+/// Encoded bytes of a message field.
+fn message_len(tag: u32, value: &impl prost::Message) -> usize {
+    prost::encoding::message::encoded_len(tag, value)
+}
+
+fn info_to_wire(info: GroupInfo, after: &str) -> wire::GroupInfo {
     wire::GroupInfo {
         group_id: info.group_id.to_string(),
         subject: info.subject,
@@ -122,6 +205,7 @@ fn info_to_wire(info: GroupInfo) -> wire::GroupInfo {
         members: info
             .members
             .into_iter()
+            .filter(|(user, _, _)| &**user > after)
             .map(|(user, role, joined_seq)| wire::GroupMember {
                 user: user.to_string(),
                 role: match role {
@@ -132,5 +216,111 @@ fn info_to_wire(info: GroupInfo) -> wire::GroupInfo {
                 joined_seq,
             })
             .collect(),
+        more: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+    use crate::message::Id;
+
+    fn frame_len(response: &wire::GroupResponse) -> usize {
+        super::super::wire::server_frame(wire::server_frame::Frame::GroupResponse(response.clone()))
+            .encoded_len()
+    }
+
+    /// Paging from `after` to `after` returns every member once, in order, each page within
+    /// the frame limit and as full as it can be.
+    #[test]
+    fn info_pages_fit_the_frame_and_cover_every_member() {
+        const MAX: usize = 1024;
+        let members: Vec<(Id, Role, u64)> = (0..100)
+            .map(|i| (Id::from(format!("user-{i:03}").as_str()), Role::Member, i))
+            .collect();
+        let info = GroupInfo {
+            group_id: Id::from("g1"),
+            subject: "s".repeat(256),
+            created_ms: 1,
+            last_seq: 100,
+            members: members.clone(),
+        };
+        let mut after = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let response = response(7, Ok(GroupAnswer::Info(info.clone())), &after, MAX);
+            assert!(frame_len(&response) <= MAX);
+            let Some(group_response::Result::Info(page)) = response.result else {
+                panic!("no info");
+            };
+            assert!(!page.members.is_empty());
+            seen.extend(page.members.iter().map(|m| m.user.clone()));
+            if !page.more {
+                break;
+            }
+            // A full page: one more member would not have fitted.
+            assert!(frame_len(&response_with_one_more(&page, &members)) + 8 > MAX);
+            after = seen.last().cloned().unwrap_or_default();
+        }
+        let all: Vec<String> = members.iter().map(|m| m.0.to_string()).collect();
+        assert_eq!(seen, all);
+    }
+
+    fn response_with_one_more(
+        page: &wire::GroupInfo,
+        members: &[(Id, Role, u64)],
+    ) -> wire::GroupResponse {
+        let mut page = page.clone();
+        page.members.push(wire::GroupMember {
+            user: members[0].0.to_string(),
+            role: wire::GroupRole::Member.into(),
+            joined_seq: 1,
+        });
+        wire::GroupResponse {
+            request_id: 7,
+            result: Some(group_response::Result::Info(page)),
+            ..Default::default()
+        }
+    }
+
+    /// Read-by pages merge both lists in user order.
+    #[test]
+    fn read_by_pages_cover_both_lists() {
+        let ids = |range: std::ops::Range<usize>| -> Vec<Id> {
+            range
+                .map(|i| Id::from(format!("{}{i:03}", "u".repeat(60)).as_str()))
+                .collect()
+        };
+        let (read, delivered) = (ids(0..40), ids(40..80));
+        let mut after = String::new();
+        let mut seen = Vec::new();
+        loop {
+            let answer = GroupAnswer::ReadBy {
+                group_id: Id::from("g1"),
+                group_seq: 3,
+                read: read.clone(),
+                delivered: delivered.clone(),
+            };
+            let response = response(1, Ok(answer), &after, 1024);
+            assert!(frame_len(&response) <= 1024);
+            let Some(group_response::Result::ReadBy(page)) = response.result else {
+                panic!("no read_by");
+            };
+            let mut users: Vec<String> = page.read.iter().chain(&page.delivered).cloned().collect();
+            users.sort();
+            seen.extend(users.iter().cloned());
+            if !page.more {
+                break;
+            }
+            after = users.last().cloned().unwrap_or_default();
+        }
+        let all: Vec<String> = read
+            .iter()
+            .chain(&delivered)
+            .map(|u| u.to_string())
+            .collect();
+        assert_eq!(seen, all);
     }
 }

@@ -68,7 +68,7 @@ pub struct ChatArgs {
     #[arg(long, default_value_t = 10.0)]
     drain_timeout: f64,
     /// Frames per second each phone sends at most (acks excluded: the server never refuses
-    /// them); defaults to 90% of the limit the server announces; 0 disables the self-limit.
+    /// acks of new deliveries); defaults to 90% of the limit the server announces; 0 disables the self-limit.
     #[arg(long)]
     frame_rate: Option<f64>,
     /// Connection attempts in progress at once.

@@ -59,7 +59,8 @@ impl State<'_> {
                 up_to_seq: self.last_seq,
             }));
             self.acked_seq = self.last_seq;
-            // Acks are never rate-limited, so they do not count against the frame budget.
+            // Acks of new deliveries are never rate-limited, so they do not count against the frame
+            // budget.
             self.queued = true;
         }
     }
