@@ -107,6 +107,7 @@ impl Phone {
         let response = self
             .request(Op::Info(GroupRef {
                 group_id: group.to_owned(),
+                ..Default::default()
             }))
             .await;
         match response.result {
