@@ -28,16 +28,20 @@ pub enum FrameError {
 }
 
 /// Appends `message` to `out` as one frame.
-pub fn encode<M: Message>(message: &M, out: &mut BytesMut) {
-    put_header(message.encoded_len(), out);
+pub fn encode<M: Message>(message: &M, out: &mut BytesMut) -> usize {
+    let len = message.encoded_len();
+    put_header(len, out);
     // Encoding into a BytesMut with enough reserved capacity cannot fail.
     let _ = message.encode(out);
+    len
 }
 
 /// Appends the message made of `fields` to `out` as one frame (see [`crate::encode`]).
-pub fn encode_fields(fields: &[Field<'_>], out: &mut BytesMut) {
-    put_header(encode::encoded_len(fields), out);
+pub fn encode_fields(fields: &[Field<'_>], out: &mut BytesMut) -> usize {
+    let len = encode::encoded_len(fields);
+    put_header(len, out);
     encode::encode(fields, out);
+    len
 }
 
 /// Reserves room for a frame of `len` payload bytes and writes its length prefix.

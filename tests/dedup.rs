@@ -128,11 +128,18 @@ async fn sends_stored_before_a_flood_cut_are_not_stored_again_when_resent() {
     }
     alice.writer.flush().await.expect("send");
     let mut acked: HashMap<String, ServerAck> = HashMap::new();
+    let mut reconnect_after_ms = 0;
     for frame in until_closed(&mut alice.reader).await {
-        if let Frame::ServerAck(ack) = frame {
-            acked.insert(ack.client_msg_id.clone(), ack);
+        match frame {
+            Frame::ServerAck(ack) => {
+                acked.insert(ack.client_msg_id.clone(), ack);
+            }
+            Frame::GoAway(go_away) => reconnect_after_ms = go_away.reconnect_after_ms,
+            _ => {}
         }
     }
+    // A well-behaved client waits as long as the GoAway says before it comes back.
+    tokio::time::sleep(std::time::Duration::from_millis(reconnect_after_ms.into())).await;
     // The client's outbox: every id without an ack, resent in order after reconnecting.
     let unacked: Vec<String> = ids
         .iter()

@@ -2,7 +2,6 @@
 //! non-blocking `write(2)` per batch; a full socket waits for the reader's writability signal.
 
 use bytes::{Buf, BytesMut};
-use prost::Message as _;
 use ractor::ActorRef;
 
 use super::{SessionMsg, SessionState, wire};
@@ -19,10 +18,12 @@ impl SessionState {
             return;
         }
         let frame = wire::server_frame(frame);
-        if !self.fits(frame.encoded_len(), &frame) {
+        let start = self.out.len();
+        let len = frame::encode(&frame, &mut self.out);
+        if !self.fits(len, &frame) {
+            self.out.truncate(start);
             return;
         }
-        frame::encode(&frame, &mut self.out);
         self.queued();
     }
 
@@ -31,16 +32,20 @@ impl SessionState {
         if self.closing {
             return;
         }
-        if !self.fits(crate::encode::encoded_len(frame), &frame) {
+        let start = self.out.len();
+        let len = frame::encode_fields(frame, &mut self.out);
+        if !self.fits(len, &frame) {
+            self.out.truncate(start);
             return;
         }
-        frame::encode_fields(frame, &mut self.out);
         self.queued();
     }
 
     /// The last guard of the frame limit, promised in both directions: a frame over
-    /// `max_frame_bytes` is never written (the phone would have to refuse it). Answers are built
-    /// to fit (paged, bounded inputs), so this firing is a server bug: logged and counted.
+    /// `max_frame_bytes` is never written (the phone would have to refuse it); the caller takes
+    /// it back out of the buffer. Checked on the length the encoder computed anyway, so the
+    /// guard costs nothing per frame. Answers are built to fit (paged, bounded inputs), so this
+    /// firing is a server bug: logged and counted.
     fn fits(&self, len: usize, frame: &dyn std::fmt::Debug) -> bool {
         let max = self.node.config.limits.max_frame_bytes as usize;
         if len <= max {
