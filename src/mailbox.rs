@@ -163,6 +163,9 @@ pub enum MailboxOp {
     ListGroups {
         /// The user.
         user: Id,
+        /// Page cursor: the groups whose id sorts after it
+        /// ([`group_ops::on_page`]).
+        after: Option<Id>,
         /// The client's request id.
         request_id: u64,
         /// The session to answer.

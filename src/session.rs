@@ -182,8 +182,6 @@ pub struct SessionState {
     pending: HashMap<u64, PendingSend>,
     next_tag: u64,
     watching: Vec<Id>,
-    /// Paged group requests awaiting their answer: (request id, the page's `after` cursor).
-    group_pages: Vec<(u64, Id)>,
 }
 
 /// Sends and receipts in flight per session before new ones are refused with OVERLOADED.
@@ -286,7 +284,6 @@ impl Actor for Session {
             pending: HashMap::new(),
             next_tag: 0,
             watching: Vec::new(),
-            group_pages: Vec::new(),
         };
         state.send(crate::proto::v1::server_frame::Frame::Welcome(welcome));
         state.fetch(&myself);

@@ -21,10 +21,18 @@ pub enum GroupCall {
     },
     /// Change members, roles or the subject.
     Change(Change),
-    /// Members, roles and subject.
-    Info,
-    /// Who read (or received) the entry at this group seq.
-    ReadBy(u64),
+    /// Members, roles and subject: the members after the page cursor.
+    Info {
+        /// Page cursor (see [`on_page`]).
+        after: Option<Id>,
+    },
+    /// Who read (or received) the entry at this group seq: the members after the page cursor.
+    ReadBy {
+        /// The entry.
+        group_seq: u64,
+        /// Page cursor (see [`on_page`]).
+        after: Option<Id>,
+    },
     /// Post a message.
     Post {
         /// The author's id for it.
@@ -64,6 +72,13 @@ pub struct GroupJob {
     pub request_id: u64,
     /// The session to answer.
     pub reply: Option<ActorRef<SessionMsg>>,
+}
+
+/// True when `id` belongs to the page that follows the cursor `after`: ids sort as bytes, and a
+/// page holds the ids after the last one of the page before (`None`: from the first). Answers
+/// are built from this page on and cut to fit one frame by the session.
+pub fn on_page(after: Option<&Id>, id: &str) -> bool {
+    after.is_none_or(|after| id > &**after)
 }
 
 /// The answer to a group request.

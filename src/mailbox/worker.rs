@@ -271,9 +271,10 @@ impl Worker for MailboxWorker {
             MailboxOp::Group(job) => self.group(*job),
             MailboxOp::ListGroups {
                 user,
+                after,
                 request_id,
                 reply,
-            } => self.list_groups(&user, request_id, &reply),
+            } => self.list_groups(&user, after.as_ref(), request_id, &reply),
             MailboxOp::GroupFannedOut {
                 group,
                 group_seq,

@@ -24,9 +24,6 @@ const MAX_SUBJECT: usize = 256;
 /// becomes (`Deliver` envelope, ids, subject): the event of any accepted change fits in one frame.
 const EVENT_ENVELOPE_BYTES: usize = 1024;
 
-/// Paged requests (`after` set) awaiting their answer, per session, at most.
-const MAX_PAGED_REQUESTS: usize = 16;
-
 impl SessionState {
     /// A group request: checked here, decided by the group's worker.
     pub(super) fn on_group_request(
@@ -63,12 +60,8 @@ impl SessionState {
         if !after.is_empty() && !valid_id(after) {
             return invalid(self, "invalid page cursor");
         }
+        // The page cursor travels with the request: the worker answers from it on.
         let after: Option<Id> = (!after.is_empty()).then(|| Id::from(after));
-        if after.is_some() && self.group_pages.len() >= MAX_PAGED_REQUESTS {
-            // Only a phone with that many pages in flight gets here: its oldest page restarts
-            // from the first entry rather than the map growing.
-            self.group_pages.remove(0);
-        }
         let (group, call) = match op {
             Op::Create(create) => {
                 if create.subject.len() > MAX_SUBJECT {
@@ -103,18 +96,23 @@ impl SessionState {
                     GroupCall::Change(Change::Subject(s.subject)),
                 )
             }
-            Op::Info(g) => (group_id(&g.group_id), GroupCall::Info),
-            Op::ReadBy(r) => (group_id(&r.group_id), GroupCall::ReadBy(r.group_seq)),
+            Op::Info(g) => (group_id(&g.group_id), GroupCall::Info { after }),
+            Op::ReadBy(r) => (
+                group_id(&r.group_id),
+                GroupCall::ReadBy {
+                    group_seq: r.group_seq,
+                    after,
+                },
+            ),
             Op::List(_) => {
                 let op = MailboxOp::ListGroups {
                     user: self.user.clone(),
+                    after,
                     request_id,
                     reply: myself.clone(),
                 };
                 if self.node.mailboxes.submit(op).is_err() {
                     self.answer_group(request_id, Err(busy()));
-                } else if let Some(after) = after {
-                    self.group_pages.push((request_id, after));
                 }
                 return;
             }
@@ -137,8 +135,6 @@ impl SessionState {
             .is_err()
         {
             self.answer_group(request_id, Err(busy()));
-        } else if let Some(after) = after {
-            self.group_pages.push((request_id, after));
         }
     }
 
@@ -255,17 +251,9 @@ impl SessionState {
     }
 
     fn answer_group(&mut self, request_id: u64, answer: Result<GroupAnswer, (ErrorCode, String)>) {
-        let after = match self
-            .group_pages
-            .iter()
-            .position(|(id, _)| *id == request_id)
-        {
-            Some(index) => self.group_pages.swap_remove(index).1,
-            None => Id::from(""),
-        };
         let max_frame = self.node.config.limits.max_frame_bytes as usize;
         self.send(Out::GroupResponse(group_wire::response(
-            request_id, answer, &after, max_frame,
+            request_id, answer, max_frame,
         )));
     }
 }

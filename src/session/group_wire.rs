@@ -70,14 +70,14 @@ pub fn group_error(error: &GroupError) -> (ErrorCode, String) {
     (code, error.to_string())
 }
 
-/// The GroupResponse for an answer, paged to fit in one frame of `max_frame` bytes: a list
-/// holds the items whose id sorts after `after` (ids compare as bytes, as the worker sorts
-/// them), as many as fit, and `more` says whether others follow. So no answer outgrows the frame
-/// limit, whatever the group's size or the user's number of groups.
+/// The GroupResponse for an answer, paged to fit in one frame of `max_frame` bytes. The worker
+/// answered from the request's page cursor on ([`crate::mailbox::group_ops::on_page`]), in
+/// id order; a list here holds as many of those as fit, and `more` says whether others follow.
+/// So no answer outgrows the frame limit, whatever the group's size or the user's number of
+/// groups.
 pub fn response(
     request_id: u64,
     answer: Result<GroupAnswer, (ErrorCode, String)>,
-    after: &str,
     max_frame: usize,
 ) -> wire::GroupResponse {
     let mut response = wire::GroupResponse {
@@ -89,7 +89,7 @@ pub fn response(
     match answer {
         Ok(GroupAnswer::Done) => {}
         Ok(GroupAnswer::Info(info)) => {
-            let mut info = info_to_wire(info, after);
+            let mut info = info_to_wire(info);
             let members = std::mem::take(&mut info.members);
             response.result = Some(group_response::Result::Info(info));
             let costs = members.iter().map(|m| message_len(5, m));
@@ -101,11 +101,7 @@ pub fn response(
             }
         }
         Ok(GroupAnswer::List(groups)) => {
-            let groups: Vec<String> = groups
-                .iter()
-                .filter(|id| &***id > after)
-                .map(ToString::to_string)
-                .collect();
+            let groups: Vec<String> = groups.iter().map(ToString::to_string).collect();
             response.result = Some(group_response::Result::List(wire::GroupList::default()));
             let fit = fitting(
                 &response,
@@ -129,7 +125,6 @@ pub fn response(
                 .iter()
                 .map(|user| (&**user, true))
                 .chain(delivered.iter().map(|user| (&**user, false)))
-                .filter(|(user, _)| *user > after)
                 .collect();
             merged.sort_unstable();
             response.result = Some(group_response::Result::ReadBy(wire::ReadByList {
@@ -196,7 +191,7 @@ fn message_len(tag: u32, value: &impl prost::Message) -> usize {
     prost::encoding::message::encoded_len(tag, value)
 }
 
-fn info_to_wire(info: GroupInfo, after: &str) -> wire::GroupInfo {
+fn info_to_wire(info: GroupInfo) -> wire::GroupInfo {
     wire::GroupInfo {
         group_id: info.group_id.to_string(),
         subject: info.subject,
@@ -205,7 +200,6 @@ fn info_to_wire(info: GroupInfo, after: &str) -> wire::GroupInfo {
         members: info
             .members
             .into_iter()
-            .filter(|(user, _, _)| &**user > after)
             .map(|(user, role, joined_seq)| wire::GroupMember {
                 user: user.to_string(),
                 role: match role {
@@ -225,6 +219,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+    use crate::mailbox::group_ops::on_page;
     use crate::message::Id;
 
     fn frame_len(response: &wire::GroupResponse) -> usize {
@@ -247,10 +242,14 @@ mod tests {
             last_seq: 100,
             members: members.clone(),
         };
-        let mut after = String::new();
+        let mut after: Option<Id> = None;
         let mut seen = Vec::new();
         loop {
-            let response = response(7, Ok(GroupAnswer::Info(info.clone())), &after, MAX);
+            // The worker's part: the members from the cursor on.
+            let mut page = info.clone();
+            page.members
+                .retain(|(user, _, _)| on_page(after.as_ref(), user));
+            let response = response(7, Ok(GroupAnswer::Info(page)), MAX);
             assert!(frame_len(&response) <= MAX);
             let Some(group_response::Result::Info(page)) = response.result else {
                 panic!("no info");
@@ -262,7 +261,7 @@ mod tests {
             }
             // A full page: one more member would not have fitted.
             assert!(frame_len(&response_with_one_more(&page, &members)) + 8 > MAX);
-            after = seen.last().cloned().unwrap_or_default();
+            after = seen.last().map(|user| Id::from(user.as_str()));
         }
         let all: Vec<String> = members.iter().map(|m| m.0.to_string()).collect();
         assert_eq!(seen, all);
@@ -294,16 +293,24 @@ mod tests {
                 .collect()
         };
         let (read, delivered) = (ids(0..40), ids(40..80));
-        let mut after = String::new();
+        let mut after: Option<Id> = None;
         let mut seen = Vec::new();
         loop {
+            // The worker's part: both lists from the cursor on.
+            let from = |users: &[Id]| -> Vec<Id> {
+                users
+                    .iter()
+                    .filter(|user| on_page(after.as_ref(), user))
+                    .cloned()
+                    .collect()
+            };
             let answer = GroupAnswer::ReadBy {
                 group_id: Id::from("g1"),
                 group_seq: 3,
-                read: read.clone(),
-                delivered: delivered.clone(),
+                read: from(&read),
+                delivered: from(&delivered),
             };
-            let response = response(1, Ok(answer), &after, 1024);
+            let response = response(1, Ok(answer), 1024);
             assert!(frame_len(&response) <= 1024);
             let Some(group_response::Result::ReadBy(page)) = response.result else {
                 panic!("no read_by");
@@ -314,7 +321,7 @@ mod tests {
             if !page.more {
                 break;
             }
-            after = users.last().cloned().unwrap_or_default();
+            after = users.last().map(|user| Id::from(user.as_str()));
         }
         let all: Vec<String> = read
             .iter()

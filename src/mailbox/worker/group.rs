@@ -24,7 +24,9 @@ use crate::group::record as group_record;
 use crate::group::slot::DEFERRED_MAX;
 use crate::group::{Group, GroupError, GroupSlot};
 use crate::mailbox::AckInfo;
-use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure, GroupInfo, GroupJob};
+use crate::mailbox::group_ops::{
+    GroupAnswer, GroupCall, GroupFailure, GroupInfo, GroupJob, on_page,
+};
 use crate::message::{
     GroupContent, GroupEntry, GroupEvent, GroupEventKind, GroupReceiptNotice, Id, MessageKind,
     ReceiptKind,
@@ -177,17 +179,21 @@ impl MailboxWorker {
                     }
                 }
             }
-            GroupCall::Info => match self.member_view(&group, &actor) {
+            GroupCall::Info { after } => match self.member_view(&group, &actor) {
                 Err(error) => refuse(error),
                 Ok(slot) => {
-                    let info = info_of(&slot.group);
+                    let mut info = info_of(&slot.group);
+                    info.members
+                        .retain(|(user, _, _)| on_page(after.as_ref(), user));
                     answer_request(reply.as_ref(), request_id, Ok(GroupAnswer::Info(info)));
                 }
             },
-            GroupCall::ReadBy(group_seq) => match self.member_view(&group, &actor) {
+            GroupCall::ReadBy { group_seq, after } => match self.member_view(&group, &actor) {
                 Err(error) => refuse(error),
                 Ok(slot) => {
-                    let (read, delivered) = slot.group.read_by(group_seq);
+                    let (mut read, mut delivered) = slot.group.read_by(group_seq);
+                    read.retain(|user| on_page(after.as_ref(), user));
+                    delivered.retain(|user| on_page(after.as_ref(), user));
                     let answer = GroupAnswer::ReadBy {
                         group_id: group.clone(),
                         group_seq,
@@ -592,12 +598,24 @@ impl MailboxWorker {
         }
     }
 
-    /// Answers the groups `user` belongs to, from the user's account.
-    pub(super) fn list_groups(&self, user: &Id, request_id: u64, reply: &ActorRef<SessionMsg>) {
+    /// Answers the groups `user` belongs to, from the user's account, from the page cursor on.
+    pub(super) fn list_groups(
+        &self,
+        user: &Id,
+        after: Option<&Id>,
+        request_id: u64,
+        reply: &ActorRef<SessionMsg>,
+    ) {
         let mut groups: Vec<Id> = self
             .slots
             .get(user)
-            .map(|slot| slot.account.groups().cloned().collect())
+            .map(|slot| {
+                let groups = slot.account.groups();
+                groups
+                    .filter(|group| on_page(after, group))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         groups.sort();
         answer_request(Some(reply), request_id, Ok(GroupAnswer::List(groups)));
