@@ -271,11 +271,9 @@ impl<S: BuildHasher> Dedup<S> {
         let per_chunk = chunk_ids(dedup_window) as u64;
         let ring = per_chunk * CHUNKS as u64;
         let mut ids: Vec<(Arc<str>, AckInfo)> = Vec::new();
-        for SenderDedup {
-            sender, devices, ..
-        } in self.senders.iter_mut()
-        {
-            for (device, window) in devices.iter_mut() {
+        for table in self.senders.iter_mut() {
+            let sender = &table.sender;
+            for (device, window) in table.devices.iter_mut() {
                 let (first, end) = (window.first, window.first + window.order.len() as u64);
                 let mut still_unsaved = 0;
                 let mut chunks = window.unsaved;
