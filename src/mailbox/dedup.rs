@@ -6,15 +6,22 @@
 //! out what another device may still have unacked. `dedup_window` is at least what one device
 //! may have in flight (the session's cap), so every id a device may still resend is covered.
 //!
+//! An id is hashed once, when it is remembered: the window keeps the hash beside the id and its
+//! ack, and the sender's hash table holds only the id's seq (unique in the mailbox), so that
+//! forgetting the oldest id is a probe by the kept hash for that seq, with no string hashed or
+//! compared. A lookup compares the whole string on a hash match, so two ids whose hashes
+//! collide are never taken for one another.
+//!
 //! The table is saved to the store by write-back passes, in fixed slots: the ids of a device
 //! take consecutive positions of a ring of [`CHUNKS`] chunks, and only the chunks that changed
 //! since the last pass are written again (one record each). A chunk is written only with ids
 //! that are durable in the journal, so the store never remembers an append that failed.
 
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use hashbrown::HashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::device_map::DeviceMap;
 use super::log::AckInfo;
@@ -48,27 +55,40 @@ fn chunks_of(first: u64, len: usize, chunk_ids: usize) -> u64 {
     })
 }
 
-/// The dedup table of one mailbox (empty, without an allocation, until a first append).
+/// The dedup table of one mailbox (empty, without an allocation, until a first append). Ids
+/// are chosen by senders: `S` is keyed, so that nobody can make them collide on purpose.
 #[derive(Debug, Default)]
-pub struct Dedup {
-    senders: HashMap<Id, SenderDedup>,
+pub struct Dedup<S = DefaultHashBuilder> {
+    senders: HashTable<SenderDedup>,
+    hasher: S,
 }
 
 /// The remembered ids of one sending user, found by id whatever device sent them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SenderDedup {
-    acks: HashMap<Arc<str>, AckInfo>,
+    sender: Id,
+    /// The seq of each remembered id, by the id's hash: the id is in the window holding it.
+    seqs: HashTable<u64>,
     devices: DeviceMap<DeviceWindow>,
 }
 
 /// The last ids of one sending device, oldest first (seqs increase along it).
 #[derive(Debug, Default)]
 struct DeviceWindow {
-    order: VecDeque<Arc<str>>,
+    order: VecDeque<Remembered>,
     /// Ring position of `order[0]`; `order[i]` is at `first + i`.
     first: u64,
     /// Chunks changed since they were last saved, one bit each.
     unsaved: u64,
+}
+
+/// One remembered id.
+#[derive(Debug)]
+struct Remembered {
+    id: Arc<str>,
+    ack: AckInfo,
+    /// The id's hash, kept so that it is computed once.
+    hash: u64,
 }
 
 /// One saved chunk of a device's window: its durable ids and their acks. Empty: the chunk's
@@ -85,13 +105,16 @@ pub struct SavedChunk<'a> {
     pub ids: &'a [(Arc<str>, AckInfo)],
 }
 
-impl Dedup {
+impl<S: BuildHasher> Dedup<S> {
     /// The original ack of (`from_user`, `client_msg_id`), if remembered.
     pub fn get(&self, from_user: &str, client_msg_id: &str) -> Option<AckInfo> {
-        self.senders
-            .get(from_user)
-            .and_then(|sender| sender.acks.get(client_msg_id))
-            .copied()
+        let sender = self
+            .senders
+            .find(self.hasher.hash_one(from_user), |known| {
+                *known.sender == *from_user
+            })?;
+        let found = sender.find(self.hasher.hash_one(client_msg_id), client_msg_id)?;
+        Some(found.ack)
     }
 
     /// True when (`from_user`, `client_msg_id`) is remembered.
@@ -99,8 +122,26 @@ impl Dedup {
         self.get(from_user, client_msg_id).is_some()
     }
 
+    /// The table of `from_user`, made empty if it has none.
+    fn sender_mut(&mut self, from_user: &Id) -> &mut SenderDedup {
+        let hasher = &self.hasher;
+        self.senders
+            .entry(
+                hasher.hash_one(&**from_user),
+                |known| known.sender == *from_user,
+                |known| hasher.hash_one(&*known.sender),
+            )
+            .or_insert_with(|| SenderDedup {
+                sender: from_user.clone(),
+                seqs: HashTable::new(),
+                devices: DeviceMap::default(),
+            })
+            .into_mut()
+    }
+
     /// Remembers a new append (its seq above every remembered one), forgetting the device's
-    /// oldest id past the window.
+    /// oldest id past the window; or, when (`from_user`, `client_msg_id`) is remembered
+    /// already, changes nothing and returns its original ack.
     pub fn remember(
         &mut self,
         from_user: &Id,
@@ -108,16 +149,26 @@ impl Dedup {
         client_msg_id: &Arc<str>,
         ack: AckInfo,
         dedup_window: usize,
-    ) {
-        let SenderDedup { acks, devices } = self.senders.entry(from_user.clone()).or_default();
+    ) -> Option<AckInfo> {
+        let hash = self.hasher.hash_one(&**client_msg_id);
+        let sender = self.sender_mut(from_user);
+        if let Some(original) = sender.find(hash, client_msg_id) {
+            return Some(original.ack);
+        }
+        let SenderDedup { seqs, devices, .. } = sender;
         let window = devices.get_or_insert_with(from_device, DeviceWindow::default);
-        // Room first, so neither the window nor the map ever holds more than `dedup_window`
-        // (a full window would otherwise grow both to the next power of two).
-        window.trim(acks, dedup_window.saturating_sub(1));
-        acks.insert(client_msg_id.clone(), ack);
+        // Room first, so neither the window nor the table ever holds more than
+        // `dedup_window` (a full window would otherwise grow both to the next power of two).
+        window.trim(seqs, dedup_window.saturating_sub(1));
         let position = window.first + window.order.len() as u64;
         window.unsaved |= 1 << chunk_of(position, chunk_ids(dedup_window));
-        window.order.push_back(client_msg_id.clone());
+        window.order.push_back(Remembered {
+            id: client_msg_id.clone(),
+            ack,
+            hash,
+        });
+        seqs.insert_unique(hash, ack.seq, |&seq| hash_of(devices, seq));
+        None
     }
 
     /// Remembers an id read back at recovery (from the saved table, the store's entries or the
@@ -132,36 +183,57 @@ impl Dedup {
         ack: AckInfo,
         dedup_window: usize,
     ) {
-        let SenderDedup { acks, devices } = self.senders.entry(from_user.clone()).or_default();
-        if acks.contains_key(client_msg_id) {
+        let hash = self.hasher.hash_one(&**client_msg_id);
+        let sender = self.sender_mut(from_user);
+        if sender.find(hash, client_msg_id).is_some() {
             return;
         }
+        let SenderDedup { seqs, devices, .. } = sender;
         let window = devices.get_or_insert_with(from_device, DeviceWindow::default);
-        let at = window.order.partition_point(|known| {
-            acks.get(known)
-                .is_some_and(|remembered| remembered.seq < ack.seq)
-        });
+        let at = window
+            .order
+            .partition_point(|known| known.ack.seq < ack.seq);
         if at == 0 && window.order.len() >= dedup_window {
             // Older than every id of a full window: it was forgotten before.
             return;
         }
-        acks.insert(client_msg_id.clone(), ack);
-        window.order.insert(at, client_msg_id.clone());
-        window.trim(acks, dedup_window);
+        window.order.insert(
+            at,
+            Remembered {
+                id: client_msg_id.clone(),
+                ack,
+                hash,
+            },
+        );
+        let trimmed = window.trim(seqs, dedup_window);
         window.unsaved = chunks_of(window.first, window.order.len(), chunk_ids(dedup_window));
+        if at >= trimmed {
+            seqs.insert_unique(hash, ack.seq, |&seq| hash_of(devices, seq));
+        }
     }
 
     /// Forgets an append whose write failed, so that a retry is stored anew.
     pub fn forget(&mut self, from_user: &str, client_msg_id: &str) {
-        let Some(SenderDedup { acks, devices }) = self.senders.get_mut(from_user) else {
+        let hash = self.hasher.hash_one(client_msg_id);
+        let Some(SenderDedup { seqs, devices, .. }) = self
+            .senders
+            .find_mut(self.hasher.hash_one(from_user), |known| {
+                *known.sender == *from_user
+            })
+        else {
             return;
         };
-        if acks.remove(client_msg_id).is_none() {
+        let Ok(place) = seqs.find_entry(hash, |&seq| {
+            remembered(devices, seq).is_some_and(|found| found.is(hash, client_msg_id))
+        }) else {
             return;
-        }
+        };
+        let (seq, _) = place.remove();
         for window in devices.values_mut() {
-            // Usually the newest id: search from the back.
-            if let Some(index) = window.order.iter().rposition(|id| **id == *client_msg_id) {
+            if let Ok(index) = window
+                .order
+                .binary_search_by_key(&seq, |known| known.ack.seq)
+            {
                 window.order.remove(index);
                 // The ids after it moved down one position.
                 window.unsaved = ALL_CHUNKS;
@@ -172,7 +244,7 @@ impl Dedup {
 
     /// Marks every chunk that holds ids unsaved (a store batch failed: it is all written again).
     pub fn mark_unsaved(&mut self, dedup_window: usize) {
-        for sender in self.senders.values_mut() {
+        for sender in self.senders.iter_mut() {
             for window in sender.devices.values_mut() {
                 window.unsaved |=
                     chunks_of(window.first, window.order.len(), chunk_ids(dedup_window));
@@ -183,7 +255,7 @@ impl Dedup {
     /// True when some chunk changed since it was last saved.
     pub fn has_unsaved(&self) -> bool {
         self.senders
-            .values()
+            .iter()
             .any(|sender| sender.devices.values().any(|window| window.unsaved != 0))
     }
 
@@ -196,47 +268,44 @@ impl Dedup {
         dedup_window: usize,
         mut save: impl FnMut(SavedChunk<'_>),
     ) {
-        let per_chunk = chunk_ids(dedup_window);
-        for (sender, SenderDedup { acks, devices }) in &mut self.senders {
-            for (device, window) in devices.iter_mut() {
-                if window.unsaved == 0 {
-                    continue;
-                }
-                let mut ids: Vec<(usize, Arc<str>, AckInfo)> = window
-                    .order
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(index, id)| {
-                        let chunk = chunk_of(window.first + index as u64, per_chunk);
-                        let ack = acks.get(id)?;
-                        (window.unsaved & (1 << chunk) != 0).then(|| (chunk, id.clone(), *ack))
-                    })
-                    .collect();
-                // A chunk's ids are at most two runs (the ring wraps); seq order within each.
-                ids.sort_by_key(|(chunk, _, ack)| (*chunk, ack.seq));
+        let per_chunk = chunk_ids(dedup_window) as u64;
+        let ring = per_chunk * CHUNKS as u64;
+        let mut ids: Vec<(Arc<str>, AckInfo)> = Vec::new();
+        for table in self.senders.iter_mut() {
+            let sender = &table.sender;
+            for (device, window) in table.devices.iter_mut() {
+                let (first, end) = (window.first, window.first + window.order.len() as u64);
                 let mut still_unsaved = 0;
-                let mut chunk_list: Vec<(Arc<str>, AckInfo)> = Vec::new();
-                let mut rest = &ids[..];
-                for chunk in 0..CHUNKS {
-                    if window.unsaved & (1 << chunk) == 0 {
-                        continue;
-                    }
-                    let end = rest.partition_point(|(of, _, _)| *of == chunk);
-                    let (these, after) = rest.split_at(end);
-                    rest = after;
-                    chunk_list.clear();
-                    for (_, id, ack) in these {
-                        if ack.seq <= durable {
-                            chunk_list.push((id.clone(), *ack));
-                        } else {
-                            still_unsaved |= 1 << chunk;
+                let mut chunks = window.unsaved;
+                while chunks != 0 {
+                    let chunk = chunks.trailing_zeros();
+                    chunks &= chunks - 1;
+                    ids.clear();
+                    // The chunk's slots on each lap of the ring the window covers, oldest lap
+                    // first: its ids in seq order, straight from the window.
+                    let slot = u64::from(chunk) * per_chunk;
+                    for lap in first / ring..=end.saturating_sub(1) / ring {
+                        let from = (lap * ring + slot).max(first);
+                        let to = (lap * ring + slot + per_chunk).min(end);
+                        if from >= to {
+                            continue;
+                        }
+                        for known in window
+                            .order
+                            .range((from - first) as usize..(to - first) as usize)
+                        {
+                            if known.ack.seq <= durable {
+                                ids.push((known.id.clone(), known.ack));
+                            } else {
+                                still_unsaved |= 1 << chunk;
+                            }
                         }
                     }
                     save(SavedChunk {
                         sender,
                         device,
                         chunk: chunk as u8,
-                        ids: &chunk_list,
+                        ids: &ids,
                     });
                 }
                 window.unsaved = still_unsaved;
@@ -245,15 +314,57 @@ impl Dedup {
     }
 }
 
+impl SenderDedup {
+    /// The remembered `id`, whose hash is `hash`.
+    fn find(&self, hash: u64, id: &str) -> Option<&Remembered> {
+        let mut found = None;
+        self.seqs.find(hash, |&seq| {
+            found = remembered(&self.devices, seq).filter(|known| known.is(hash, id));
+            found.is_some()
+        })?;
+        found
+    }
+}
+
+/// The remembered id of seq `seq`, in whichever window holds it.
+fn remembered(devices: &DeviceMap<DeviceWindow>, seq: u64) -> Option<&Remembered> {
+    devices.values().find_map(|window| {
+        let index = window
+            .order
+            .binary_search_by_key(&seq, |known| known.ack.seq)
+            .ok()?;
+        window.order.get(index)
+    })
+}
+
+/// The kept hash of the id of seq `seq` (to move it when the table grows).
+fn hash_of(devices: &DeviceMap<DeviceWindow>, seq: u64) -> u64 {
+    remembered(devices, seq).map_or(0, |known| known.hash)
+}
+
+impl Remembered {
+    /// True when this is `id`, of hash `hash` (the hashes first: they rarely match otherwise).
+    fn is(&self, hash: u64, id: &str) -> bool {
+        self.hash == hash && *self.id == *id
+    }
+}
+
 impl DeviceWindow {
-    /// Forgets the oldest ids past `dedup_window`.
-    fn trim(&mut self, acks: &mut HashMap<Arc<str>, AckInfo>, dedup_window: usize) {
+    /// Forgets the oldest ids past `dedup_window`; returns how many.
+    fn trim(&mut self, seqs: &mut HashTable<u64>, dedup_window: usize) -> usize {
+        let mut trimmed = 0;
         while self.order.len() > dedup_window {
-            if let Some(old) = self.order.pop_front() {
-                acks.remove(&old);
-                self.first += 1;
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            // Its seq is unique in the mailbox: no need to look at the id.
+            if let Ok(place) = seqs.find_entry(old.hash, |&seq| seq == old.ack.seq) {
+                place.remove();
             }
+            self.first += 1;
+            trimmed += 1;
         }
+        trimmed
     }
 }
 
@@ -278,6 +389,11 @@ mod tests {
 
     /// Every saved chunk.
     fn saved(dedup: &mut Dedup, durable: u64, window: usize) -> Vec<Chunk> {
+        saved_with(dedup, durable, window)
+    }
+
+    /// Every saved chunk, whatever the hasher.
+    fn saved_with<S: BuildHasher>(dedup: &mut Dedup<S>, durable: u64, window: usize) -> Vec<Chunk> {
         let mut chunks = Vec::new();
         dedup.save(durable, window, |chunk| {
             chunks.push((
@@ -298,14 +414,15 @@ mod tests {
         // Idle phones: the table of a mailbox that never received a message allocates nothing.
         assert_eq!(
             std::mem::size_of::<Dedup>(),
-            std::mem::size_of::<HashMap<Id, ()>>()
+            std::mem::size_of::<hashbrown::HashMap<Id, ()>>()
         );
-        assert_eq!(Dedup::default().senders.capacity(), 0);
+        let dedup: Dedup = Dedup::default();
+        assert_eq!(dedup.senders.capacity(), 0);
     }
 
     #[test]
     fn each_device_keeps_its_own_window() {
-        let mut dedup = Dedup::default();
+        let mut dedup: Dedup = Dedup::default();
         let (alice, phone, laptop) = (id("alice"), id("phone"), id("laptop"));
         for n in 0..4 {
             dedup.remember(&alice, &phone, &id(&format!("p{n}")), ack(n + 1), 4);
@@ -328,20 +445,24 @@ mod tests {
 
     #[test]
     fn a_full_window_keeps_its_capacity() {
-        let mut dedup = Dedup::default();
+        let mut dedup: Dedup = Dedup::default();
         let (alice, phone) = (id("alice"), id("phone"));
         for seq in 1..=3000 {
             dedup.remember(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 1024);
         }
-        let window = dedup.senders["alice"].devices.get("phone").unwrap();
+        let alice = dedup.senders.iter().next().unwrap();
+        let window = alice.devices.get("phone").unwrap();
         assert_eq!(window.order.len(), 1024);
         assert_eq!(window.order.capacity(), 1024);
-        assert_eq!(dedup.senders["alice"].acks.len(), 1024);
+        assert_eq!(alice.seqs.len(), 1024);
+        // 1024 ids take 2048 buckets of one seq each (room for 1792, less the buckets freed
+        // but not yet reclaimed), however long the window has run.
+        assert!((1024..=1792).contains(&alice.seqs.capacity()));
     }
 
     #[test]
     fn restored_ids_keep_the_last_of_each_device_by_seq() {
-        let mut dedup = Dedup::default();
+        let mut dedup: Dedup = Dedup::default();
         let (alice, phone) = (id("alice"), id("phone"));
         for seq in [5, 2, 7, 1, 6, 3] {
             dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 4);
@@ -357,7 +478,7 @@ mod tests {
 
     #[test]
     fn only_changed_chunks_are_saved_and_only_durable_ids() {
-        let mut dedup = Dedup::default();
+        let mut dedup: Dedup = Dedup::default();
         let (alice, phone) = (id("alice"), id("phone"));
         // A window of 128: two ids per chunk.
         for seq in 1..=3 {
@@ -396,7 +517,7 @@ mod tests {
 
     #[test]
     fn a_restored_window_is_saved_where_it_now_lies() {
-        let mut dedup = Dedup::default();
+        let mut dedup: Dedup = Dedup::default();
         let (alice, phone) = (id("alice"), id("phone"));
         for seq in [3, 1, 2] {
             dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 128);
@@ -413,7 +534,7 @@ mod tests {
 
     #[test]
     fn a_full_ring_wraps_into_its_first_chunk() {
-        let mut dedup = Dedup::default();
+        let mut dedup: Dedup = Dedup::default();
         let (alice, phone) = (id("alice"), id("phone"));
         // A window of 64: one id per chunk; the 65th id takes chunk 0 again.
         for seq in 1..=65 {
@@ -425,5 +546,79 @@ mod tests {
         assert_eq!(chunks[1].2, vec![("m2".to_string(), 2)]);
         let total: usize = chunks.iter().map(|(_, _, ids)| ids.len()).sum();
         assert_eq!(total, 64);
+    }
+
+    /// A hasher that gives every id the same hash.
+    #[derive(Debug, Default)]
+    struct Colliding;
+
+    impl BuildHasher for Colliding {
+        type Hasher = Constant;
+        fn build_hasher(&self) -> Constant {
+            Constant
+        }
+    }
+
+    struct Constant;
+
+    impl std::hash::Hasher for Constant {
+        fn finish(&self) -> u64 {
+            7
+        }
+        fn write(&mut self, _: &[u8]) {}
+    }
+
+    #[test]
+    fn ids_whose_hashes_collide_stay_apart() {
+        let mut dedup: Dedup<Colliding> = Dedup::default();
+        let (alice, phone, laptop) = (id("alice"), id("phone"), id("laptop"));
+        for seq in 1..=6 {
+            let device = if seq % 2 == 0 { &phone } else { &laptop };
+            let fresh = dedup.remember(&alice, device, &id(&format!("m{seq}")), ack(seq), 2);
+            assert_eq!(fresh, None);
+        }
+        // Each device kept its last two; the oldest of each went, exactly those.
+        let kept: Vec<u64> = (1..=6)
+            .filter(|seq| dedup.contains("alice", &format!("m{seq}")))
+            .collect();
+        assert_eq!(kept, vec![3, 4, 5, 6]);
+        assert_eq!(dedup.get("alice", "m5"), Some(ack(5)));
+        assert_eq!(
+            dedup.remember(&alice, &phone, &id("m4"), ack(7), 2),
+            Some(ack(4)),
+            "a retry gets its own ack, not a colliding one's"
+        );
+        dedup.forget("alice", "m5");
+        assert!(!dedup.contains("alice", "m5"));
+        assert!(dedup.contains("alice", "m3"));
+        dedup.restore(&alice, &laptop, &id("m0"), ack(0), 2);
+        assert_eq!(dedup.get("alice", "m0"), Some(ack(0)));
+        let total: usize = saved_with(&mut dedup, 99, 2)
+            .iter()
+            .map(|(_, _, ids)| ids.len())
+            .sum();
+        assert_eq!(total, 4, "m0, m3 (laptop), m4, m6 (phone)");
+    }
+
+    #[test]
+    fn the_table_holds_exactly_the_ids_of_the_windows() {
+        let mut dedup: Dedup = Dedup::default();
+        let (alice, phone, laptop) = (id("alice"), id("phone"), id("laptop"));
+        for seq in 1..=500 {
+            let device = if seq % 3 == 0 { &phone } else { &laptop };
+            dedup.remember(&alice, device, &id(&format!("m{seq}")), ack(seq), 64);
+        }
+        dedup.forget("alice", "m499");
+        for seq in [1000, 1001] {
+            dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 64);
+        }
+        let sender = dedup.senders.iter().next().unwrap();
+        let held: usize = sender.devices.values().map(|w| w.order.len()).sum();
+        assert_eq!(sender.seqs.len(), held);
+        for window in sender.devices.values() {
+            for known in &window.order {
+                assert_eq!(dedup.get("alice", &known.id), Some(known.ack));
+            }
+        }
     }
 }

@@ -180,17 +180,19 @@ impl Mailbox {
         dedup_window: usize,
         payload: impl FnOnce() -> Payload,
     ) -> Appended {
-        if let Some(ack) = self.dedup.get(from_user, client_msg_id) {
-            return Appended::Duplicate(ack);
-        }
-        self.last_seq += 1;
         let ack = AckInfo {
-            seq: self.last_seq,
+            seq: self.last_seq + 1,
             server_id,
             timestamp_ms,
         };
-        self.dedup
-            .remember(from_user, from_device, client_msg_id, ack, dedup_window);
+        // One lookup of the sender and of the id both checks and remembers.
+        if let Some(original) =
+            self.dedup
+                .remember(from_user, from_device, client_msg_id, ack, dedup_window)
+        {
+            return Appended::Duplicate(original);
+        }
+        self.last_seq = ack.seq;
         let entry = Arc::new(Entry {
             seq: ack.seq,
             timestamp_ms,
