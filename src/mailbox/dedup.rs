@@ -387,13 +387,8 @@ mod tests {
     /// A saved chunk as the tests compare it: (device, chunk, [(id, seq)]).
     type Chunk = (String, u8, Vec<(String, u64)>);
 
-    /// Every saved chunk.
-    fn saved(dedup: &mut Dedup, durable: u64, window: usize) -> Vec<Chunk> {
-        saved_with(dedup, durable, window)
-    }
-
     /// Every saved chunk, whatever the hasher.
-    fn saved_with<S: BuildHasher>(dedup: &mut Dedup<S>, durable: u64, window: usize) -> Vec<Chunk> {
+    fn saved<S: BuildHasher>(dedup: &mut Dedup<S>, durable: u64, window: usize) -> Vec<Chunk> {
         let mut chunks = Vec::new();
         dedup.save(durable, window, |chunk| {
             chunks.push((
@@ -407,6 +402,32 @@ mod tests {
             ));
         });
         chunks
+    }
+
+    /// A table in which alice's phone sent `m{seq}` (acked `seq`) for each seq, in that order.
+    fn sent_by_phone(seqs: impl IntoIterator<Item = u64>, window: usize) -> Dedup {
+        let mut dedup: Dedup = Dedup::default();
+        let (alice, phone) = (id("alice"), id("phone"));
+        for seq in seqs {
+            dedup.remember(&alice, &phone, &id(&format!("m{seq}")), ack(seq), window);
+        }
+        dedup
+    }
+
+    /// A table into which alice's phone's `m{seq}` were restored, in that order.
+    fn restored_for_phone(seqs: impl IntoIterator<Item = u64>, window: usize) -> Dedup {
+        let mut dedup: Dedup = Dedup::default();
+        let (alice, phone) = (id("alice"), id("phone"));
+        for seq in seqs {
+            dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), window);
+        }
+        dedup
+    }
+
+    /// The seqs among `seqs` whose `m{seq}` alice's table still knows.
+    fn kept<S: BuildHasher>(dedup: &Dedup<S>, seqs: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        seqs.filter(|seq| dedup.contains("alice", &format!("m{seq}")))
+            .collect()
     }
 
     #[test]
@@ -445,11 +466,7 @@ mod tests {
 
     #[test]
     fn a_full_window_keeps_its_capacity() {
-        let mut dedup: Dedup = Dedup::default();
-        let (alice, phone) = (id("alice"), id("phone"));
-        for seq in 1..=3000 {
-            dedup.remember(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 1024);
-        }
+        let dedup = sent_by_phone(1..=3000, 1024);
         let alice = dedup.senders.iter().next().unwrap();
         let window = alice.devices.get("phone").unwrap();
         assert_eq!(window.order.len(), 1024);
@@ -462,28 +479,17 @@ mod tests {
 
     #[test]
     fn restored_ids_keep_the_last_of_each_device_by_seq() {
-        let mut dedup: Dedup = Dedup::default();
-        let (alice, phone) = (id("alice"), id("phone"));
-        for seq in [5, 2, 7, 1, 6, 3] {
-            dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 4);
-        }
-        let kept: Vec<u64> = (1..=7)
-            .filter(|seq| dedup.contains("alice", &format!("m{seq}")))
-            .collect();
-        assert_eq!(kept, vec![3, 5, 6, 7]);
+        let mut dedup = restored_for_phone([5, 2, 7, 1, 6, 3], 4);
+        assert_eq!(kept(&dedup, 1..=7), vec![3, 5, 6, 7]);
         // A repeated id keeps its first ack.
-        dedup.restore(&alice, &phone, &id("m7"), ack(99), 4);
+        dedup.restore(&id("alice"), &id("phone"), &id("m7"), ack(99), 4);
         assert_eq!(dedup.get("alice", "m7"), Some(ack(7)));
     }
 
     #[test]
     fn only_changed_chunks_are_saved_and_only_durable_ids() {
-        let mut dedup: Dedup = Dedup::default();
-        let (alice, phone) = (id("alice"), id("phone"));
         // A window of 128: two ids per chunk.
-        for seq in 1..=3 {
-            dedup.remember(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 128);
-        }
+        let mut dedup = sent_by_phone(1..=3, 128);
         let first = saved(&mut dedup, 2, 128);
         assert_eq!(
             first,
@@ -517,11 +523,7 @@ mod tests {
 
     #[test]
     fn a_restored_window_is_saved_where_it_now_lies() {
-        let mut dedup: Dedup = Dedup::default();
-        let (alice, phone) = (id("alice"), id("phone"));
-        for seq in [3, 1, 2] {
-            dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 128);
-        }
+        let mut dedup = restored_for_phone([3, 1, 2], 128);
         let chunks = saved(&mut dedup, 3, 128);
         assert_eq!(
             chunks,
@@ -534,12 +536,8 @@ mod tests {
 
     #[test]
     fn a_full_ring_wraps_into_its_first_chunk() {
-        let mut dedup: Dedup = Dedup::default();
-        let (alice, phone) = (id("alice"), id("phone"));
         // A window of 64: one id per chunk; the 65th id takes chunk 0 again.
-        for seq in 1..=65 {
-            dedup.remember(&alice, &phone, &id(&format!("m{seq}")), ack(seq), 64);
-        }
+        let mut dedup = sent_by_phone(1..=65, 64);
         let chunks = saved(&mut dedup, 65, 64);
         assert_eq!(chunks.len(), CHUNKS);
         assert_eq!(chunks[0].2, vec![("m65".to_string(), 65)]);
@@ -578,10 +576,7 @@ mod tests {
             assert_eq!(fresh, None);
         }
         // Each device kept its last two; the oldest of each went, exactly those.
-        let kept: Vec<u64> = (1..=6)
-            .filter(|seq| dedup.contains("alice", &format!("m{seq}")))
-            .collect();
-        assert_eq!(kept, vec![3, 4, 5, 6]);
+        assert_eq!(kept(&dedup, 1..=6), vec![3, 4, 5, 6]);
         assert_eq!(dedup.get("alice", "m5"), Some(ack(5)));
         assert_eq!(
             dedup.remember(&alice, &phone, &id("m4"), ack(7), 2),
@@ -593,7 +588,7 @@ mod tests {
         assert!(dedup.contains("alice", "m3"));
         dedup.restore(&alice, &laptop, &id("m0"), ack(0), 2);
         assert_eq!(dedup.get("alice", "m0"), Some(ack(0)));
-        let total: usize = saved_with(&mut dedup, 99, 2)
+        let total: usize = saved(&mut dedup, 99, 2)
             .iter()
             .map(|(_, _, ids)| ids.len())
             .sum();
