@@ -51,9 +51,9 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::thread::{self, JoinHandle};
+use std::thread;
 
 use bytes::Bytes;
 use tokio::sync::{oneshot, watch};
@@ -65,6 +65,8 @@ pub use replay::{Recovery, Replay};
 
 use handoff::{Command, Completion, Shared};
 use writer::Writer;
+
+use crate::thread_handle::ThreadHandle;
 
 /// Largest payload accepted, in bytes; checked on append and, before allocating, on replay.
 pub const MAX_PAYLOAD_BYTES: u32 = 16 * 1024 * 1024;
@@ -80,7 +82,7 @@ static NEXT_THREAD_ID: AtomicUsize = AtomicUsize::new(1);
 pub struct Journal {
     dir: PathBuf,
     commands: Option<SyncSender<Command>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    thread: ThreadHandle<()>,
     /// Closed (the sender dropped) when the thread ends, however it ends.
     exit: watch::Receiver<()>,
     shared: Arc<Shared>,
@@ -145,7 +147,7 @@ impl Journal {
         let journal = Journal {
             dir: config.dir,
             commands: Some(commands),
-            thread: Mutex::new(Some(thread)),
+            thread: ThreadHandle::new(thread),
             exit,
             shared,
         };
@@ -205,12 +207,7 @@ impl Journal {
     /// alarm for "acks are failing".
     pub fn healthy(&self) -> bool {
         self.shared.healthy.load(Ordering::SeqCst)
-            && self
-                .thread
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|thread| !thread.is_finished())
+            && self.thread.running()
     }
 
     /// Resolves when the journal thread has ended, however it ended.
@@ -264,13 +261,8 @@ impl Journal {
     }
 
     fn join(&self) -> Result<(), JournalError> {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match thread {
-            Some(thread) => thread.join().map_err(|_| JournalError::WriterPanicked),
+        match self.thread.join() {
+            Some(ended) => ended.map_err(|_| JournalError::WriterPanicked),
             None => Ok(()),
         }
     }

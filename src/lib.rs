@@ -30,4 +30,5 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod store;
+mod thread_handle;
 pub mod token;

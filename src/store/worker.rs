@@ -14,8 +14,8 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use metrics::Gauge;
@@ -26,6 +26,7 @@ use super::config::StoreConfig;
 use super::database::Database;
 use super::error::StoreError;
 use super::telemetry::{self, Telemetry};
+use crate::thread_handle::ThreadHandle;
 
 /// Batches kept for a reopen, in bytes, before the thread flushes to start a new log.
 const REPLAY_BYTES: usize = 16 * 1024 * 1024;
@@ -71,7 +72,7 @@ pub struct Store {
     index: usize,
     path: PathBuf,
     commands: Option<SyncSender<Message>>,
-    thread: Mutex<Option<JoinHandle<Result<(), StoreError>>>>,
+    thread: ThreadHandle<Result<(), StoreError>>,
     /// Closed (the sender dropped) when the thread ends, however it ends.
     exit: watch::Receiver<()>,
     shared: Arc<Shared>,
@@ -170,7 +171,7 @@ impl Store {
             index,
             path,
             commands: Some(commands),
-            thread: Mutex::new(Some(thread)),
+            thread: ThreadHandle::new(thread),
             exit,
             shared,
         })
@@ -234,12 +235,7 @@ impl Store {
     pub fn healthy(&self) -> bool {
         self.commands.is_some()
             && !self.shared.failed.load(Ordering::SeqCst)
-            && self
-                .thread
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|thread| !thread.is_finished())
+            && self.thread.running()
     }
 
     /// Resolves when the database thread has ended, however it ended.
@@ -295,13 +291,8 @@ impl Store {
     /// Waits for the thread to end; returns its final checkpoint's outcome (`Ok` if it was
     /// joined before). Blocks.
     pub(crate) fn wait(&self) -> Result<(), StoreError> {
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match thread {
-            Some(thread) => thread.join().unwrap_or(Err(StoreError::ThreadPanicked)),
+        match self.thread.join() {
+            Some(ended) => ended.unwrap_or(Err(StoreError::ThreadPanicked)),
             None => Ok(()),
         }
     }
