@@ -49,9 +49,9 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread;
 
@@ -206,8 +206,7 @@ impl Journal {
     /// False after a batch failed (until one succeeds) or if the journal thread is gone: the
     /// alarm for "acks are failing".
     pub fn healthy(&self) -> bool {
-        self.shared.healthy.load(Ordering::SeqCst)
-            && self.thread.running()
+        self.shared.healthy.load(Ordering::SeqCst) && self.thread.running()
     }
 
     /// Resolves when the journal thread has ended, however it ended.

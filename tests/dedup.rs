@@ -13,7 +13,6 @@ use common::*;
 use tern::client::{Client, ClientReader, ClientWriter, text_frame};
 use tern::clock::now_secs;
 use tern::proto::v1::{ErrorCode, ServerAck, server_frame::Frame};
-use tern::token::TokenKey;
 
 /// Sends every id of `ids` (to `to`) until each has its ServerAck, as a client's outbox does:
 /// in order, at most `batch` at a time, again after RATE_LIMITED or OVERLOADED (after a second,
@@ -234,21 +233,16 @@ fn segments(data: &Path) -> HashSet<std::ffi::OsString> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_after_a_restart_are_deduplicated_once_the_journal_is_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config_path, config) = child_config(
-        dir.path(),
-        &[
-            FAST_WRITEBACK[0],
-            FAST_WRITEBACK[1],
-            ("segment_bytes = 67108864", "segment_bytes = 4096"),
-        ],
-    );
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
-    let token = |user: &str| key.sign(user, "d", now_secs() + 600).unwrap();
-    let data = dir.path().join("data");
+    let files = ChildFiles::new(&[
+        FAST_WRITEBACK[0],
+        FAST_WRITEBACK[1],
+        ("segment_bytes = 67108864", "segment_bytes = 4096"),
+    ]);
+    let token = |user: &str| files.key.sign(user, "d", now_secs() + 600).unwrap();
+    let data = &files.data;
     let ids = ids("restart", 60);
 
-    let node = ChildNode::start(&config_path, &data);
+    let node = files.start();
     let login = async |user: &str| {
         let (client, _) = Client::login(node.client, &token(user), 0).await.unwrap();
         let (mut reader, writer) = client.split();
@@ -265,11 +259,11 @@ async fn retries_after_a_restart_are_deduplicated_once_the_journal_is_released()
     exactly_once(&entries, &ids, &first);
 
     // Traffic between others until every journal segment holding those records is released.
-    let holding = segments(&data);
+    let holding = segments(data);
     let (mut carol_reader, mut carol_writer) = login("carol").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     for round in 0.. {
-        if segments(&data).is_disjoint(&holding) {
+        if segments(data).is_disjoint(&holding) {
             break;
         }
         assert!(
@@ -285,7 +279,7 @@ async fn retries_after_a_restart_are_deduplicated_once_the_journal_is_released()
     let mut node = node;
     for restart in 1..=2 {
         node.kill();
-        node = ChildNode::start(&config_path, &data);
+        node = files.start();
         let (client, _) = Client::login(node.client, &token("alice"), 0)
             .await
             .unwrap();

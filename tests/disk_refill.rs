@@ -111,15 +111,19 @@ async fn metric(admin: SocketAddr, series: &str) -> f64 {
     metric_value(&http_get(admin, "/metrics").await, series).unwrap_or(0.0)
 }
 
-/// Polls `condition` every 200 ms for up to `limit`; fails with `what` after that.
-async fn within(limit: Duration, what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never happened: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+/// Sends `count` messages, each acked, numbering them on from `n`; keeps (seq, id) in `acked`.
+async fn send_all(
+    reader: &mut ClientReader,
+    writer: &mut ClientWriter,
+    count: usize,
+    n: &mut u64,
+    acked: &mut Vec<(u64, String)>,
+) {
+    for _ in 0..count {
+        *n += 1;
+        let id = format!("m{n}");
+        let seq = send(reader, writer, &id).await.expect("acked");
+        acked.push((seq, id));
     }
 }
 
@@ -147,24 +151,14 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     // until a checkpoint covers them.
     let mut acked = Vec::new();
     let mut n = 0;
-    for _ in 0..20 {
-        n += 1;
-        let id = format!("m{n}");
-        let seq = send(&mut reader, &mut writer, &id).await.expect("acked");
-        acked.push((seq, id));
-    }
-    within(Duration::from_secs(60), "a first checkpoint", async || {
+    send_all(&mut reader, &mut writer, 20, &mut n, &mut acked).await;
+    eventually_within(Duration::from_secs(60), "a first checkpoint", async || {
         metric(node.admin, "tern_checkpoints_total").await >= 1.0
     })
     .await;
     // A burst that the next write-back pass, after the disk is full, has to write to the
     // stores (about 8 MB).
-    for _ in 0..2_000 {
-        n += 1;
-        let id = format!("m{n}");
-        let seq = send(&mut reader, &mut writer, &id).await.expect("acked");
-        acked.push((seq, id));
-    }
+    send_all(&mut reader, &mut writer, 2_000, &mut n, &mut acked).await;
     report(node.admin, "before filling").await;
     // Fill the disk; sends are refused once the journal finds no room.
     let filler = mount_point.join("filler");
@@ -184,13 +178,13 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     }
     assert!(refused, "sends were never refused on a full disk");
     // Write-back meets the full disk too, and sled fails.
-    within(
+    eventually_within(
         Duration::from_secs(60),
         "a failed write-back or checkpoint",
         async || metric(node.admin, "tern_checkpoint_failures_total").await >= 1.0,
     )
     .await;
-    within(
+    eventually_within(
         Duration::from_secs(60),
         "a failed store operation",
         async || {
@@ -214,7 +208,7 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     let checkpoints_when_freed = metric(node.admin, "tern_checkpoints_total").await;
 
     // Sends are acked again.
-    within(
+    eventually_within(
         Duration::from_secs(60),
         "a send acked after the disk was freed",
         async || {
@@ -231,24 +225,19 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     )
     .await;
     // More to write back, now that there is room.
-    for _ in 0..50 {
-        n += 1;
-        let id = format!("m{n}");
-        let seq = send(&mut reader, &mut writer, &id).await.expect("acked");
-        acked.push((seq, id));
-    }
+    send_all(&mut reader, &mut writer, 50, &mut n, &mut acked).await;
     let segments_before = metric(node.admin, "tern_journal_segments").await;
     report(node.admin, "freed").await;
 
     // Checkpoints succeed again, by themselves, and journal segments are released.
-    within(
+    eventually_within(
         Duration::from_secs(90),
         "two checkpoints after the disk was freed",
         async || metric(node.admin, "tern_checkpoints_total").await >= checkpoints_when_freed + 2.0,
     )
     .await;
     report(node.admin, "checkpointed").await;
-    within(
+    eventually_within(
         Duration::from_secs(60),
         "journal segments released",
         async || metric(node.admin, "tern_journal_segments").await < segments_before,
@@ -257,7 +246,7 @@ async fn a_freed_disk_is_written_back_and_released_again() {
     // And they stay successful: three more checkpoints with no new failure in between.
     let failures = metric(node.admin, "tern_checkpoint_failures_total").await;
     let checkpoints = metric(node.admin, "tern_checkpoints_total").await;
-    within(
+    eventually_within(
         Duration::from_secs(60),
         "three more checkpoints",
         async || metric(node.admin, "tern_checkpoints_total").await >= checkpoints + 3.0,

@@ -27,13 +27,34 @@ async fn closed_with_flood(reader: &mut tern::client::ClientReader) -> Vec<Frame
     frames
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_ack_flood_is_cut_with_go_away_flood() {
-    let server = TestServer::start_with(|c| {
+/// A server that allows 10 frames a second, in bursts of 20.
+async fn rate_limited_server() -> TestServer {
+    TestServer::start_with(|c| {
         c.limits.frames_per_sec = 10;
         c.limits.frame_burst = 20;
     })
-    .await;
+    .await
+}
+
+/// Checks that a flood was counted (metrics are per process; tests of this file run side by
+/// side, so at least one).
+async fn assert_flood_counted(server: &TestServer) {
+    let floods = server.metric("tern_errors_total{kind=\"flood\"}").await;
+    assert!(floods >= Some(1.0), "the flood is counted: {floods:?}");
+}
+
+/// The cursor of the next page: after the last entry of this one while there is more.
+fn next_cursor(more: bool, last: Option<&String>) -> Option<String> {
+    match (more, last) {
+        (true, Some(last)) => Some(last.clone()),
+        (false, _) => None,
+        (true, None) => panic!("an empty page with more to come"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_ack_flood_is_cut_with_go_away_flood() {
+    let server = rate_limited_server().await;
     let mut alice = server.ready("alice", "phone").await;
     // Acks that acknowledge nothing new (nothing was delivered), as fast as one write allows.
     for round in 0..20 {
@@ -45,18 +66,12 @@ async fn a_device_ack_flood_is_cut_with_go_away_flood() {
         }
     }
     closed_with_flood(&mut alice.reader).await;
-    // (Metrics are per process; tests of this file run side by side.)
-    let floods = server.metric("tern_errors_total{kind=\"flood\"}").await;
-    assert!(floods >= Some(1.0), "the flood is counted: {floods:?}");
+    assert_flood_counted(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_cut_for_flooding_is_refused_until_the_go_away_delay_passed() {
-    let server = TestServer::start_with(|c| {
-        c.limits.frames_per_sec = 10;
-        c.limits.frame_burst = 20;
-    })
-    .await;
+    let server = rate_limited_server().await;
     let mut alice = server.ready("alice", "phone").await;
     let mut raw = Vec::new();
     for _ in 0..200 {
@@ -87,11 +102,7 @@ async fn a_device_cut_for_flooding_is_refused_until_the_go_away_delay_passed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fast_reader_acking_every_delivery_is_not_limited() {
-    let server = TestServer::start_with(|c| {
-        c.limits.frames_per_sec = 10;
-        c.limits.frame_burst = 20;
-    })
-    .await;
+    let server = rate_limited_server().await;
     let mut bob = server.ready("bob", "phone").await;
     // 60 messages at 10 frames/s would take long from one phone: four senders share them.
     const N: u64 = 60;
@@ -125,11 +136,7 @@ async fn a_fast_reader_acking_every_delivery_is_not_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_and_unknown_frames_are_rate_limited_then_cut() {
-    let server = TestServer::start_with(|c| {
-        c.limits.frames_per_sec = 10;
-        c.limits.frame_burst = 20;
-    })
-    .await;
+    let server = rate_limited_server().await;
     let mut alice = server.ready("alice", "phone").await;
     // Alternately a zero-length frame and a ClientFrame whose only field (case 15) this server
     // does not know.
@@ -157,8 +164,7 @@ async fn empty_and_unknown_frames_are_rate_limited_then_cut() {
         .count();
     assert!(violations > 0 && violations <= 40, "{violations} answered");
     assert!(limited > 0, "no RATE_LIMITED before the cut");
-    let floods = server.metric("tern_errors_total{kind=\"flood\"}").await;
-    assert!(floods >= Some(1.0), "the flood is counted: {floods:?}");
+    assert_flood_counted(&server).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,10 +295,9 @@ async fn group_info_and_read_by_of_1024_long_ids_page_within_the_frame_limit() {
         };
         pages += 1;
         members.extend(info.members.iter().map(|m| m.user.clone()));
-        match (info.more, info.members.last()) {
-            (true, Some(last)) => after = last.user.clone(),
-            (false, _) => break,
-            (true, None) => panic!("an empty page with more to come"),
+        match next_cursor(info.more, info.members.last().map(|m| &m.user)) {
+            Some(next) => after = next,
+            None => break,
         }
     }
     let mut expected: Vec<String> = (0..1024).map(long_id).collect();
@@ -395,10 +400,9 @@ async fn the_group_list_of_a_user_in_many_groups_pages_within_the_frame_limit() 
             };
             pages += 1;
             listed.extend(list.group_ids.iter().cloned());
-            match (list.more, list.group_ids.last()) {
-                (true, Some(last)) => after = last.clone(),
-                (false, _) => break,
-                (true, None) => panic!("an empty page with more to come"),
+            match next_cursor(list.more, list.group_ids.last()) {
+                Some(next) => after = next,
+                None => break,
             }
         }
         listed.len() == created.len()

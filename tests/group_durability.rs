@@ -8,8 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tern::client::{Client, ClientReader, ClientWriter};
-use tern::clock::now_secs;
+use tern::client::{ClientReader, ClientWriter};
 use tern::proto::v1::{
     CreateGroup, ErrorCode, GroupInfo, GroupMembers, GroupRef, GroupResponse, deliver,
     group_request::Op, group_response, server_frame::Frame,
@@ -28,9 +27,7 @@ struct Phone {
 
 impl Phone {
     async fn login(addr: std::net::SocketAddr, key: &TokenKey, user: &str) -> Self {
-        let token = key.sign(user, "phone", now_secs() + 600).unwrap();
-        let (client, _) = Client::login(addr, &token, 0).await.unwrap();
-        let (reader, writer) = client.split();
+        let (reader, writer) = child_login(addr, key, user, "phone").await.split();
         let mut phone = Phone {
             reader,
             writer,
@@ -195,15 +192,27 @@ fn unlimit(config_path: &std::path::Path) {
     std::fs::write(config_path, text).unwrap();
 }
 
+/// Lets write-back passes run (at least one after three seconds), kills the node with SIGKILL
+/// and starts it again with room in its journals.
+async fn restart_after_write_back(node: ChildNode, files: &ChildFiles) -> ChildNode {
+    let writes = metric(node.admin, STORE_WRITES).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    eventually("a write-back pass", async || {
+        metric(node.admin, STORE_WRITES).await > writes
+    })
+    .await;
+    node.kill();
+    unlimit(&files.config_path);
+    files.start()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_members_failed_copy_is_made_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config_path, config) = child_config(dir.path(), &TWO_SMALL_JOURNALS);
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
-    let data = dir.path().join("data");
-    let node = ChildNode::start(&config_path, &data);
+    let files = ChildFiles::new(&TWO_SMALL_JOURNALS);
+    let key = &files.key;
+    let node = files.start();
 
-    let mut ann = Phone::login(node.client, &key, "ann").await;
+    let mut ann = Phone::login(node.client, key, "ann").await;
     let candidates: Vec<String> = (0..12).map(|n| format!("member{n}")).collect();
     let group = ann.create(&candidates).await;
     // A member whose mailbox is journaled apart from the group's log.
@@ -225,17 +234,8 @@ async fn a_members_failed_copy_is_made_after_a_restart() {
     .await;
     // Write-back passes (one a second) store the victim's account, with its copy marks, after
     // the refusal. Waiting for passes that did not happen only lets the test pass vacuously.
-    let writes = metric(node.admin, STORE_WRITES).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    eventually("a write-back pass", async || {
-        metric(node.admin, STORE_WRITES).await > writes
-    })
-    .await;
-    node.kill();
-
-    unlimit(&config_path);
-    let node = ChildNode::start(&config_path, &data);
-    let mut victim = Phone::login(node.client, &key, &victim).await;
+    let node = restart_after_write_back(node, &files).await;
+    let mut victim = Phone::login(node.client, key, &victim).await;
     victim.wait_for("lost?").await;
     drop(node);
 }
@@ -253,13 +253,11 @@ fn roster(info: &GroupInfo) -> Vec<(String, i32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_change_refused_by_the_journal_is_not_in_effect() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config_path, config) = child_config(dir.path(), &TWO_SMALL_JOURNALS);
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
-    let data = dir.path().join("data");
-    let node = ChildNode::start(&config_path, &data);
+    let files = ChildFiles::new(&TWO_SMALL_JOURNALS);
+    let key = &files.key;
+    let node = files.start();
 
-    let mut ann = Phone::login(node.client, &key, "ann").await;
+    let mut ann = Phone::login(node.client, key, "ann").await;
     let group = ann.create(&["bob".to_owned()]).await;
     let before = ann.info(&group).await;
     // Fill the group's journal (with direct messages to a user journaled with it) until it
@@ -302,21 +300,12 @@ async fn a_group_change_refused_by_the_journal_is_not_in_effect() {
     }
 
     // Write-back passes (one a second) run before the kill: they must not store the changes.
-    let writes = metric(node.admin, STORE_WRITES).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    eventually("a write-back pass", async || {
-        metric(node.admin, STORE_WRITES).await > writes
-    })
-    .await;
-    node.kill();
-
-    unlimit(&config_path);
-    let node = ChildNode::start(&config_path, &data);
-    let mut ann = Phone::login(node.client, &key, "ann").await;
+    let node = restart_after_write_back(node, &files).await;
+    let mut ann = Phone::login(node.client, key, "ann").await;
     let info = ann.info(&group).await;
     assert_eq!(info.subject, before.subject, "after the restart");
     assert_eq!(roster(&info), roster(&before), "after the restart");
-    let mut dave = Phone::login(node.client, &key, "dave").await;
+    let mut dave = Phone::login(node.client, key, "dave").await;
     assert_eq!(
         dave.post(&group, "x").await,
         Err(ErrorCode::NotAMember as i32)
@@ -334,7 +323,6 @@ async fn a_group_change_refused_by_the_journal_is_not_in_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_groups_log_is_pruned_once_acked_and_unacked_copies_still_resolve() {
-    let dir = tempfile::tempdir().unwrap();
     // Groups of more than 2 members keep their entries in the group's log; write-back every
     // second.
     let edits = [
@@ -342,20 +330,19 @@ async fn a_large_groups_log_is_pruned_once_acked_and_unacked_copies_still_resolv
         FAST_WRITEBACK[1],
         ("reference_threshold = 64", "reference_threshold = 2"),
     ];
-    let (config_path, config) = child_config(dir.path(), &edits);
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
-    let data = dir.path().join("data");
-    let node = ChildNode::start(&config_path, &data);
+    let files = ChildFiles::new(&edits);
+    let key = &files.key;
+    let node = files.start();
     let admin = node.admin;
     let pruned = async || metric(admin, "tern_group_log_pruned_total").await;
     let checkpoints = async || metric(admin, "tern_checkpoints_total").await;
 
-    let mut ann = Phone::login(node.client, &key, "ann").await;
+    let mut ann = Phone::login(node.client, key, "ann").await;
     let group = ann
         .create(&["bob".to_owned(), "cat".to_owned(), "dan".to_owned()])
         .await;
-    let mut bob = Phone::login(node.client, &key, "bob").await;
-    let mut cat = Phone::login(node.client, &key, "cat").await;
+    let mut bob = Phone::login(node.client, key, "bob").await;
+    let mut cat = Phone::login(node.client, key, "cat").await;
     for n in 0..10 {
         ann.post(&group, &format!("a{n}")).await.unwrap();
     }
@@ -378,7 +365,7 @@ async fn a_large_groups_log_is_pruned_once_acked_and_unacked_copies_still_resolv
 
     // dan reads and acks everything: the logged entries leave the log (ann's ten at least;
     // bob's own b0 once his phone has passed it).
-    let mut dan = Phone::login(node.client, &key, "dan").await;
+    let mut dan = Phone::login(node.client, key, "dan").await;
     dan.wait_for("b0").await;
     eventually("the acked entries pruned", async || pruned().await >= 10.0).await;
 
@@ -404,8 +391,8 @@ async fn a_large_groups_log_is_pruned_once_acked_and_unacked_copies_still_resolv
     );
     node.kill();
 
-    let node = ChildNode::start(&config_path, &data);
-    let mut cat = Phone::login(node.client, &key, "cat").await;
+    let node = files.start();
+    let mut cat = Phone::login(node.client, key, "cat").await;
     cat.wait_for("b1").await;
     let got: Vec<&str> = cat.received.iter().map(|(_, id)| id.as_str()).collect();
     let expected: Vec<String> = (0..10)

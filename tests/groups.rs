@@ -6,12 +6,10 @@ mod common;
 
 use common::*;
 use tern::client::{Client, ClientReader, ClientWriter};
-use tern::clock::now_secs;
 use tern::proto::v1::{
     CreateGroup, ErrorCode, GroupMembers, GroupRef, GroupResponse, ListGroups, ReadBy, ReceiptKind,
     deliver, group_request::Op, group_response, server_frame::Frame,
 };
-use tern::token::TokenKey;
 
 struct Member {
     reader: ClientReader,
@@ -113,6 +111,11 @@ fn group_entry(payload: Option<deliver::Payload>) -> Option<(u64, String)> {
         deliver::Payload::GroupEvent(e) => Some((e.group_seq, format!("event:{}", e.kind))),
         _ => None,
     }
+}
+
+/// `user`'s phone logged in to a child node started from `files`.
+async fn child_member(files: &ChildFiles, node: &ChildNode, user: &str) -> Member {
+    Member::new(child_login(node.client, &files.key, user, "phone").await).await
 }
 
 async fn member(server: &TestServer, user: &str) -> Member {
@@ -391,17 +394,9 @@ async fn receipts_per_member_reach_the_author_and_read_by_lists_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_messages_and_membership_survive_a_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let (config_path, config) = child_config(dir.path(), &[]);
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
-    let data = dir.path().join("data");
-    let node = ChildNode::start(&config_path, &data);
-    let login = async |node: &ChildNode, user: &str| {
-        let token = key.sign(user, "phone", now_secs() + 600).unwrap();
-        let (client, _) = Client::login(node.client, &token, 0).await.unwrap();
-        Member::new(client).await
-    };
-    let mut ann = login(&node, "ann").await;
+    let files = ChildFiles::new(&[]);
+    let node = files.start();
+    let mut ann = child_member(&files, &node, "ann").await;
     let group = ann.create(&["bob", "cat"]).await;
     let mut acked = Vec::new();
     for n in 0..20 {
@@ -409,8 +404,8 @@ async fn group_messages_and_membership_survive_a_sigkill() {
     }
     node.kill();
 
-    let node = ChildNode::start(&config_path, &data);
-    let mut bob = login(&node, "bob").await;
+    let node = files.start();
+    let mut bob = child_member(&files, &node, "bob").await;
     expect_posts(
         &mut bob,
         &acked,
@@ -418,9 +413,9 @@ async fn group_messages_and_membership_survive_a_sigkill() {
     )
     .await;
     // Membership survived too: cat may post, a stranger may not.
-    let mut cat = login(&node, "cat").await;
+    let mut cat = child_member(&files, &node, "cat").await;
     assert!(cat.post(&group, "after-restart").await.is_ok());
-    let mut eve = login(&node, "eve").await;
+    let mut eve = child_member(&files, &node, "eve").await;
     assert_eq!(
         eve.post(&group, "x").await,
         Err(ErrorCode::NotAMember as i32)
@@ -429,7 +424,6 @@ async fn group_messages_and_membership_survive_a_sigkill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_group_copies_are_references_resolved_after_a_restart_and_on_page_in() {
-    let dir = tempfile::tempdir().unwrap();
     // Groups of more than 2 members are logged; write-back every second; a cache so small that
     // bob's mailbox stays in the store after the restart and is paged in.
     let edits = [
@@ -440,16 +434,9 @@ async fn large_group_copies_are_references_resolved_after_a_restart_and_on_page_
         ("huge_mailbox_entries = 1000", "huge_mailbox_entries = 5"),
         ("workers_per_shard = 2", "workers_per_shard = 1"),
     ];
-    let (config_path, config) = child_config(dir.path(), &edits);
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
-    let data = dir.path().join("data");
-    let login = async |node: &ChildNode, user: &str| {
-        let token = key.sign(user, "phone", now_secs() + 600).unwrap();
-        let (client, _) = Client::login(node.client, &token, 0).await.unwrap();
-        Member::new(client).await
-    };
-    let node = ChildNode::start(&config_path, &data);
-    let mut ann = login(&node, "ann").await;
+    let files = ChildFiles::new(&edits);
+    let node = files.start();
+    let mut ann = child_member(&files, &node, "ann").await;
     let group = ann.create(&["bob", "cat"]).await;
     let mut acked = Vec::new();
     for n in 0..30 {
@@ -466,8 +453,8 @@ async fn large_group_copies_are_references_resolved_after_a_restart_and_on_page_
     .await;
     node.kill();
 
-    let node = ChildNode::start(&config_path, &data);
-    let mut bob = login(&node, "bob").await;
+    let node = files.start();
+    let mut bob = child_member(&files, &node, "bob").await;
     expect_posts(
         &mut bob,
         &acked,

@@ -7,10 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 use tern::clock::now_secs;
@@ -19,69 +16,13 @@ use tern::token::TokenKey;
 /// The exit code of a node whose background task died (see `src/main.rs`).
 const EXIT_TASK_DIED: i32 = 70;
 
-/// A `tern serve` child with its stderr captured.
-struct Node {
-    child: Child,
-    client: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Node {
-    fn start(config: &std::path::Path, data: &std::path::Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .arg("--data-dir")
-            .arg(data)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tern");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready line");
-        let field = |name: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|part| part.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-                .parse()
-                .expect("address")
-        };
-        Node {
-            client: field("client="),
-            admin: field("admin="),
-            child,
-        }
-    }
-
-    /// Waits (generously) for the process to exit; returns its code and its log.
-    fn exited(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node kept running after a background thread died"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut log = String::new();
-        if let Some(mut stderr) = self.child.stderr.take() {
-            let _ = stderr.read_to_string(&mut log);
-        }
-        (status.code(), log)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a node whose log (at level info) is kept, for [`ChildNode::exited`].
+fn start_node(files: &ChildFiles) -> ChildNode {
+    ChildNode::start_keeping_log(
+        &files.config_path,
+        &files.data,
+        &[("RUST_LOG", std::ffi::OsStr::new("info"))],
+    )
 }
 
 async fn post(addr: SocketAddr, path: &str) -> String {
@@ -109,13 +50,10 @@ async fn send_acked(addr: SocketAddr, key: &TokenKey, from: &str, to: &str, id: 
 }
 
 async fn thread_death_stops_the_node(task: &str) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (config_path, config) = child_config(dir.path(), &[]);
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
-    let data = dir.path().join("data");
+    let files = ChildFiles::new(&[]);
 
-    let node = Node::start(&config_path, &data);
-    let seq = send_acked(node.client, &key, "alice", "bob", "before").await;
+    let node = start_node(&files);
+    let seq = send_acked(node.client, &files.key, "alice", "bob", "before").await;
     let answer = post(node.admin, &format!("/debug/crash/{task}")).await;
     assert!(
         answer.starts_with("HTTP/1.1 202"),
@@ -133,12 +71,10 @@ async fn thread_death_stops_the_node(task: &str) {
     );
 
     // Restarted, the node recovers what was acked.
-    let node = Node::start(&config_path, &data);
-    let token = key.sign("bob", "d", now_secs() + 600).expect("token");
-    let (client, _) = tern::client::Client::login(node.client, &token, 0)
+    let node = start_node(&files);
+    let (mut reader, mut writer) = child_login(node.client, &files.key, "bob", "d")
         .await
-        .expect("login");
-    let (mut reader, mut writer) = client.split();
+        .split();
     let delivered = drain_acking(&mut reader, &mut writer).await;
     assert_eq!(delivered, vec![(seq, "before".to_owned())]);
 }

@@ -186,14 +186,29 @@ pub async fn until_closed(reader: &mut ClientReader) -> Vec<Frame> {
 }
 
 /// Polls `condition` every 10 ms until it holds (fails after [`WAIT`]).
-pub async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+pub async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
+    poll(WAIT, Duration::from_millis(10), what, condition).await;
+}
+
+/// Polls `condition` every 200 ms until it holds (fails after `limit`): for conditions that
+/// take longer than [`WAIT`], such as several checkpoints.
+pub async fn eventually_within(limit: Duration, what: &str, condition: impl AsyncFnMut() -> bool) {
+    poll(limit, Duration::from_millis(200), what, condition).await;
+}
+
+async fn poll(
+    limit: Duration,
+    every: Duration,
+    what: &str,
+    mut condition: impl AsyncFnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
     while !condition().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "never happened: {what}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -419,6 +434,32 @@ impl ChildNode {
 
     /// [`ChildNode::start`] with extra environment variables for the child.
     pub fn start_with_env(config: &Path, data: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        let log = match std::env::var_os("TERN_CHILD_LOG") {
+            // Debugging aid: TERN_CHILD_LOG=FILE appends the children's logs to FILE.
+            Some(file) => std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(file)
+                    .expect("log file"),
+            ),
+            None => std::process::Stdio::null(),
+        };
+        Self::spawn(config, data, env, log)
+    }
+
+    /// [`ChildNode::start_with_env`] with the child's log kept in a pipe, for
+    /// [`ChildNode::exited`] to read.
+    pub fn start_keeping_log(config: &Path, data: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Self {
+        Self::spawn(config, data, env, std::process::Stdio::piped())
+    }
+
+    fn spawn(
+        config: &Path,
+        data: &Path,
+        env: &[(&str, &std::ffi::OsStr)],
+        log: std::process::Stdio,
+    ) -> Self {
         use std::io::BufRead;
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
             .envs(env.iter().copied())
@@ -427,17 +468,7 @@ impl ChildNode {
             .arg("--data-dir")
             .arg(data)
             .stdout(std::process::Stdio::piped())
-            .stderr(match std::env::var_os("TERN_CHILD_LOG") {
-                // Debugging aid: TERN_CHILD_LOG=FILE appends the children's logs to FILE.
-                Some(file) => std::process::Stdio::from(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(file)
-                        .expect("log file"),
-                ),
-                None => std::process::Stdio::null(),
-            })
+            .stderr(log)
             .spawn()
             .expect("spawn tern");
         let mut line = String::new();
@@ -463,6 +494,67 @@ impl ChildNode {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits (generously) for the process to exit on its own; returns its exit code and its log
+    /// (empty unless started with [`ChildNode::start_keeping_log`]).
+    pub fn exited(mut self) -> (Option<i32>, String) {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node kept running; it was expected to exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut log = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = stderr.read_to_string(&mut log);
+        }
+        (status.code(), log)
+    }
+}
+
+/// Logs `user`'s `device` in to the node at `addr` with a token of `key` valid ten minutes.
+pub async fn child_login(addr: SocketAddr, key: &TokenKey, user: &str, device: &str) -> Client {
+    let token = key.sign(user, device, now_secs() + 600).expect("token");
+    let (client, _) = Client::login(addr, &token, 0).await.expect("login");
+    client
+}
+
+/// What a child node runs from, in a temporary directory: its config file (the shipped
+/// `cluster.toml` with edits), its data directory, and the key that signs its tokens.
+pub struct ChildFiles {
+    pub config_path: std::path::PathBuf,
+    pub config: Config,
+    pub data: std::path::PathBuf,
+    pub key: TokenKey,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildFiles {
+    /// The shipped config with each (from, to) replacement applied (see [`child_config`]).
+    pub fn new(replacements: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (config_path, config) = child_config(dir.path(), replacements);
+        let key = TokenKey::new(config.auth.token_key.as_bytes());
+        let data = dir.path().join("data");
+        Self {
+            config_path,
+            config,
+            data,
+            key,
+            _dir: dir,
+        }
+    }
+
+    /// Starts a node from these files.
+    pub fn start(&self) -> ChildNode {
+        ChildNode::start(&self.config_path, &self.data)
     }
 }
 
