@@ -404,22 +404,25 @@ mod tests {
         chunks
     }
 
-    /// A table in which alice's phone sent `m{seq}` (acked `seq`) for each seq, in that order.
-    fn sent_by_phone(seqs: impl IntoIterator<Item = u64>, window: usize) -> Dedup {
-        let mut dedup: Dedup = Dedup::default();
-        let (alice, phone) = (id("alice"), id("phone"));
-        for seq in seqs {
-            dedup.remember(&alice, &phone, &id(&format!("m{seq}")), ack(seq), window);
-        }
-        dedup
+    /// How alice's phone's ids go into a table: sent (remembered) or restored at recovery.
+    #[derive(Clone, Copy)]
+    enum Put {
+        Sent,
+        Restored,
     }
 
-    /// A table into which alice's phone's `m{seq}` were restored, in that order.
-    fn restored_for_phone(seqs: impl IntoIterator<Item = u64>, window: usize) -> Dedup {
+    /// A table into which alice's phone put `m{seq}` (acked `seq`) for each seq, in that order.
+    fn phone_table(put: Put, seqs: impl IntoIterator<Item = u64>, window: usize) -> Dedup {
         let mut dedup: Dedup = Dedup::default();
         let (alice, phone) = (id("alice"), id("phone"));
         for seq in seqs {
-            dedup.restore(&alice, &phone, &id(&format!("m{seq}")), ack(seq), window);
+            let message = id(&format!("m{seq}"));
+            match put {
+                Put::Sent => {
+                    dedup.remember(&alice, &phone, &message, ack(seq), window);
+                }
+                Put::Restored => dedup.restore(&alice, &phone, &message, ack(seq), window),
+            }
         }
         dedup
     }
@@ -466,7 +469,7 @@ mod tests {
 
     #[test]
     fn a_full_window_keeps_its_capacity() {
-        let dedup = sent_by_phone(1..=3000, 1024);
+        let dedup = phone_table(Put::Sent, 1..=3000, 1024);
         let alice = dedup.senders.iter().next().unwrap();
         let window = alice.devices.get("phone").unwrap();
         assert_eq!(window.order.len(), 1024);
@@ -479,7 +482,7 @@ mod tests {
 
     #[test]
     fn restored_ids_keep_the_last_of_each_device_by_seq() {
-        let mut dedup = restored_for_phone([5, 2, 7, 1, 6, 3], 4);
+        let mut dedup = phone_table(Put::Restored, [5, 2, 7, 1, 6, 3], 4);
         assert_eq!(kept(&dedup, 1..=7), vec![3, 5, 6, 7]);
         // A repeated id keeps its first ack.
         dedup.restore(&id("alice"), &id("phone"), &id("m7"), ack(99), 4);
@@ -489,7 +492,7 @@ mod tests {
     #[test]
     fn only_changed_chunks_are_saved_and_only_durable_ids() {
         // A window of 128: two ids per chunk.
-        let mut dedup = sent_by_phone(1..=3, 128);
+        let mut dedup = phone_table(Put::Sent, 1..=3, 128);
         let first = saved(&mut dedup, 2, 128);
         assert_eq!(
             first,
@@ -523,7 +526,7 @@ mod tests {
 
     #[test]
     fn a_restored_window_is_saved_where_it_now_lies() {
-        let mut dedup = restored_for_phone([3, 1, 2], 128);
+        let mut dedup = phone_table(Put::Restored, [3, 1, 2], 128);
         let chunks = saved(&mut dedup, 3, 128);
         assert_eq!(
             chunks,
@@ -537,7 +540,7 @@ mod tests {
     #[test]
     fn a_full_ring_wraps_into_its_first_chunk() {
         // A window of 64: one id per chunk; the 65th id takes chunk 0 again.
-        let mut dedup = sent_by_phone(1..=65, 64);
+        let mut dedup = phone_table(Put::Sent, 1..=65, 64);
         let chunks = saved(&mut dedup, 65, 64);
         assert_eq!(chunks.len(), CHUNKS);
         assert_eq!(chunks[0].2, vec![("m65".to_string(), 65)]);
