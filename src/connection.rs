@@ -10,7 +10,7 @@ pub mod reader;
 pub mod sweep;
 
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -30,10 +30,10 @@ use crate::shard::SHARDS;
 pub struct Conn {
     /// Process-unique id (logs, registry).
     pub id: u64,
-    /// The socket (reads by the reader task, writes by the session actor).
+    /// The socket (reads by the reader task, writes by the session actor). The phone's
+    /// address is not kept: `stream.peer_addr()` tells it while the socket is open, and 32
+    /// bytes less keep the shared allocation in a smaller size class.
     pub stream: TcpStream,
-    /// The phone's address.
-    pub peer: SocketAddr,
     opened_at: u32,
     last_active: AtomicU32,
     /// Uptime second + 1 at which delivery became blocked; 0 while it flows.
@@ -44,6 +44,10 @@ pub struct Conn {
     /// Highest seq the session has written (or skipped) to the phone: a `DeviceAck` up to here
     /// that moves past the previous one acknowledges something new and is not rate-limited.
     delivered_upto: AtomicU64,
+    /// The highest `DeviceAck` that passed without a rate-limit token (see
+    /// [`Conn::free_ack`]); only the reader touches it. Kept here rather than in the reader's
+    /// future, whose size is per-phone memory rounded up to tokio's 128-byte task cells.
+    free_acked: AtomicU64,
     want_write: AtomicBool,
     closed: AtomicBool,
     wake: Notify,
@@ -52,17 +56,17 @@ pub struct Conn {
 
 impl Conn {
     /// Wraps an accepted socket.
-    pub fn new(id: u64, stream: TcpStream, peer: SocketAddr) -> Self {
+    pub fn new(id: u64, stream: TcpStream) -> Self {
         let now = uptime_secs();
         Self {
             id,
             stream,
-            peer,
             opened_at: now,
             last_active: AtomicU32::new(now),
             stalled_since: AtomicU32::new(0),
             partial_since: AtomicU32::new(0),
             delivered_upto: AtomicU64::new(0),
+            free_acked: AtomicU64::new(0),
             want_write: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             wake: Notify::new(),
@@ -121,6 +125,19 @@ impl Conn {
     /// The highest seq written to the phone, as last published by the session.
     pub fn delivered(&self) -> u64 {
         self.delivered_upto.load(Ordering::Acquire)
+    }
+
+    /// True when a `DeviceAck` up to `up_to` acknowledges entries written to the phone that no
+    /// earlier free ack covered; it then passes without a rate-limit token. Any other ack (a
+    /// repeat, one below the last, one beyond what was written) takes a token like every other
+    /// frame, so free acks are bounded by what the session delivers. Called by the reader only.
+    pub fn free_ack(&self, up_to: u64) -> bool {
+        if up_to > self.free_acked.load(Ordering::Relaxed) && up_to <= self.delivered() {
+            self.free_acked.store(up_to, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
     }
 
     /// Asks the reader to wait for the socket to become writable and then cast `Flush`.
@@ -361,8 +378,8 @@ mod tests {
         let mut phone = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        let conn = Conn::new(1, stream, peer);
+        let (stream, _) = listener.accept().await.unwrap();
+        let conn = Conn::new(1, stream);
 
         phone.write_all(b"hello").await.unwrap();
         conn.stream.ready(Interest::READABLE).await.unwrap();

@@ -393,7 +393,7 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
             () = node.shutdown.cancelled() => return,
             next = listener.accept() => next,
         };
-        let (stream, peer) = match next {
+        let (stream, _) = match next {
             Ok(pair) => pair,
             Err(error) => {
                 // Out of file descriptors or a transient network error: back off briefly
@@ -405,7 +405,7 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(node.conns.next_id(), stream, peer));
+        let conn = Arc::new(Conn::new(node.conns.next_id(), stream));
         if node.conns.len() >= max {
             metrics::counter!(names::ERRORS, "kind" => "too_many_connections").increment(1);
             write_error_and_close(

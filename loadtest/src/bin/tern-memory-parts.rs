@@ -140,9 +140,9 @@ async fn main() {
         let (client, server) =
             tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
         match (client, server) {
-            (Ok(client), Ok((server, peer))) => {
+            (Ok(client), Ok((server, _))) => {
                 clients.push(client);
-                accepted.push((server, peer));
+                accepted.push(server);
             }
             _ => {
                 eprintln!("tern-memory-parts: cannot connect a socket pair");
@@ -155,8 +155,8 @@ async fn main() {
     let table = ConnTable::default();
     let before = live();
     let mut conns = Vec::with_capacity(n);
-    for (id, (stream, peer)) in accepted.into_iter().enumerate() {
-        let conn = Arc::new(Conn::new(id as u64, stream, peer));
+    for (id, stream) in accepted.into_iter().enumerate() {
+        let conn = Arc::new(Conn::new(id as u64, stream));
         table.insert(conn.clone());
         conns.push(conn);
     }
