@@ -268,3 +268,23 @@ async fn next_presence(reader: &mut tern::client::ClientReader) -> tern::proto::
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_connection_that_keeps_writing_is_dropped_after_a_bounded_drain() {
+    let server = TestServer::start().await;
+    let before = counter(&server.metrics().await, "linger_overflow");
+    // Refused at once (an empty first frame), then a megabyte more, as a flooder would: the
+    // node discards a bounded amount while it lingers, then drops the socket.
+    let mut raw = server.connect().await;
+    raw.writer.send_raw_frame(&[]).await.unwrap();
+    let garbage = vec![0u8; 16 * 1024];
+    for _ in 0..64 {
+        if raw.writer.send_raw(&garbage).await.is_err() {
+            break;
+        }
+    }
+    eventually("the lingering drain gives up", async || {
+        counter(&server.metrics().await, "linger_overflow") > before
+    })
+    .await;
+}
