@@ -106,7 +106,9 @@ pub struct SavedChunk<'a> {
 }
 
 impl<S: BuildHasher> Dedup<S> {
-    /// The original ack of (`from_user`, `client_msg_id`), if remembered.
+    /// The original ack of (`from_user`, `client_msg_id`), if remembered (appends check and
+    /// remember in one step, [`Dedup::remember`]; this lookup serves the tests).
+    #[cfg(test)]
     pub fn get(&self, from_user: &str, client_msg_id: &str) -> Option<AckInfo> {
         let sender = self
             .senders
@@ -118,6 +120,7 @@ impl<S: BuildHasher> Dedup<S> {
     }
 
     /// True when (`from_user`, `client_msg_id`) is remembered.
+    #[cfg(test)]
     pub fn contains(&self, from_user: &str, client_msg_id: &str) -> bool {
         self.get(from_user, client_msg_id).is_some()
     }

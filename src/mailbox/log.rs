@@ -192,21 +192,17 @@ impl Mailbox {
         {
             return Appended::Duplicate(original);
         }
-        self.last_seq = ack.seq;
-        let entry = Arc::new(Entry {
-            seq: ack.seq,
-            timestamp_ms,
-            accepted_ms: crate::clock::monotonic_ms(),
-            payload: payload(),
-        });
-        self.held_bytes += entry.cache_bytes();
-        self.entries.push_back(entry.clone());
-        Appended::New(entry)
+        Appended::New(self.push_new(timestamp_ms, payload()))
     }
 
     /// Appends a copy of a group entry: no dedup record here, the caller knows copies by their
     /// group position ([`crate::mailbox::account::Account::has_copy`]).
     pub fn append_copy(&mut self, timestamp_ms: u64, payload: Payload) -> Arc<Entry> {
+        self.push_new(timestamp_ms, payload)
+    }
+
+    /// Holds a new entry at the next seq, stamped with the monotonic clock for write-back.
+    fn push_new(&mut self, timestamp_ms: u64, payload: Payload) -> Arc<Entry> {
         self.last_seq += 1;
         let entry = Arc::new(Entry {
             seq: self.last_seq,
