@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tern/v1/client.proto",
         "proto/tern/storage/v1/mailbox.proto",
         "proto/tern/storage/v1/media.proto",
+        "proto/tern/mesh/v1/link.proto",
+        "proto/tern/mesh/v1/cluster.proto",
+        "proto/tern/mesh/v1/raft.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

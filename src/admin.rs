@@ -1,5 +1,6 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/status` (JSON), `/healthz`, and
-//! `/accounts/{user}` (JSON: the user's account record, devices and cursors).
+//! `/accounts/{user}` (JSON: the user's account record, devices and cursors) and `/cluster`
+//! (JSON: this node's view of its cluster; 404 without `[cluster]`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::clock::uptime_secs;
+use crate::cluster::member::ClusterMember;
 use crate::dispatch::DispatchError;
 use crate::node::Node;
 use crate::server::ServerError;
@@ -21,6 +23,7 @@ use crate::server::ServerError;
 struct AdminState {
     node: Arc<Node>,
     prometheus: PrometheusHandle,
+    cluster: Option<Arc<ClusterMember>>,
 }
 
 /// Serves the admin endpoints until the node shuts down.
@@ -28,6 +31,7 @@ pub async fn serve(
     listener: TcpListener,
     node: Arc<Node>,
     prometheus: PrometheusHandle,
+    cluster: Option<Arc<ClusterMember>>,
 ) -> Result<(), ServerError> {
     // Histograms keep samples until upkeep drains them; without it their memory grows.
     let upkeep = prometheus.clone();
@@ -46,11 +50,16 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/accounts/{user}", get(account));
+        .route("/accounts/{user}", get(account))
+        .route("/cluster", get(cluster_view));
     // Debug builds only: kill a background thread, for the tests of the node's supervision.
     #[cfg(debug_assertions)]
     let router = router.route("/debug/crash/{task}", axum::routing::post(crash));
-    let router = router.with_state(AdminState { node, prometheus });
+    let router = router.with_state(AdminState {
+        node,
+        prometheus,
+        cluster,
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -59,8 +68,11 @@ pub async fn serve(
 
 async fn metrics(State(state): State<AdminState>) -> String {
     state.node.mailboxes.report_depths();
+    if let Some(cluster) = &state.cluster {
+        cluster.report_metrics();
+    }
     metrics::gauge!(crate::metrics::GROUP_FANOUT_QUEUE).set(state.node.fanout.depth() as f64);
-    state.prometheus.render()
+    crate::metrics::render(&state.prometheus)
 }
 
 async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
@@ -74,6 +86,18 @@ async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
         "dispatch_queue_depth": node.mailboxes.depth(),
         "shutting_down": node.shutdown.is_cancelled(),
     }))
+}
+
+/// This node's view of its cluster (`src/cluster/view.rs`); 404 for a node without `[cluster]`.
+async fn cluster_view(State(state): State<AdminState>) -> Response {
+    match &state.cluster {
+        Some(cluster) => Json(cluster.view()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "this node is not part of a cluster" })),
+        )
+            .into_response(),
+    }
 }
 
 /// Makes the first journal or store thread die of a panic (debug builds only).

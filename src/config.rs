@@ -6,6 +6,16 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cluster::config::{CLUSTER_SECRET_ENV, ClusterConfig};
+
+mod data_dir;
+mod secret;
+mod token_key;
+
+pub use data_dir::{DataDirError, DataDirLock, LOCK_FILE};
+pub use secret::{SecretSource, SecretSpec};
+pub use token_key::{MIN_TOKEN_KEY_BYTES, TOKEN_KEY_ENV, TokenKeySource};
+
 /// The smallest `mailbox.dedup_window`: what one device may have in flight, every id of which
 /// it may resend after a reconnect.
 pub const MIN_DEDUP_WINDOW: u32 = crate::session::MAX_PENDING_SENDS as u32;
@@ -42,13 +52,16 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration of one node.
+/// The whole configuration of one node. Every section and field is optional: an empty file gives
+/// the defaults (and then only lacks a token key, which has no default).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This node: name, addresses, data directory.
+    #[serde(default)]
     pub node: NodeConfig,
     /// Login tokens.
+    #[serde(default)]
     pub auth: AuthConfig,
     /// Per-connection limits and timeouts.
     #[serde(default)]
@@ -71,6 +84,10 @@ pub struct Config {
     /// The media server: resumable uploads and downloads over HTTP.
     #[serde(default)]
     pub media: MediaSection,
+    /// Membership of a cluster; absent (the default), the node is a single node and nothing
+    /// cluster-related starts.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Group chats.
@@ -231,33 +248,64 @@ impl Default for JournalSection {
 
 /// Identity and addresses of this node.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Node name, shown in Welcome frames, logs and `/status`. Default: `"tern-1"`.
-    #[serde(default = "default_node_id")]
     pub id: String,
     /// Address phones connect to. Port 0 picks a free port. Default: `127.0.0.1:7400`.
-    #[serde(default = "default_client_addr")]
     pub client_addr: SocketAddr,
     /// Address of the admin HTTP server (`/metrics`, `/status`). Default: `127.0.0.1:7401`.
-    #[serde(default = "default_admin_addr")]
     pub admin_addr: SocketAddr,
-    /// Directory for the node's data. Relative paths are relative to the working directory.
-    /// Default: `./data`.
-    #[serde(default = "default_data_dir")]
+    /// Directory for the node's data; `tern serve` creates it and holds an exclusive lock on
+    /// `LOCK` inside it, so two nodes never share one. Relative paths are relative to the
+    /// working directory. Default: `./data`.
     pub data_dir: PathBuf,
 }
 
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: "tern-1".to_owned(),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
 /// Login-token settings.
+///
+/// The HMAC-SHA256 key that signs login tokens comes from the first of: the `TERN_TOKEN_KEY`
+/// environment variable, the file named by `token_key_file`, `token_key`. Whichever it is, it
+/// must be at least 16 bytes; there is no default key.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// HMAC-SHA256 key that signs login tokens; at least 16 bytes. No default: the shipped
-    /// `cluster.toml` carries a development key that must be replaced in production.
+    /// The key written in the configuration file (used when neither `TERN_TOKEN_KEY` nor
+    /// `token_key_file` is set). After loading, this field holds the effective key, from
+    /// whichever source won. The shipped `cluster.toml` carries a development key that must be
+    /// replaced in production. Default: none.
     pub token_key: String,
+    /// A file holding the key (its text up to trailing line breaks), so the secret can stay out
+    /// of the configuration file; wins over `token_key`. Relative paths are relative to the
+    /// working directory. Default: none.
+    pub token_key_file: Option<PathBuf>,
     /// Lifetime of tokens printed by `tern token` when `--ttl` is not given. Default: 86400 s.
-    #[serde(default = "default_token_ttl_secs")]
     pub default_token_ttl_secs: u64,
+    /// Which source the effective key came from (set by loading, not read from the file).
+    #[serde(skip)]
+    pub token_key_source: TokenKeySource,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            token_key: String::new(),
+            token_key_file: None,
+            default_token_ttl_secs: 86_400,
+            token_key_source: TokenKeySource::Missing,
+        }
+    }
 }
 
 /// Limits that protect the node from any one connection.
@@ -385,41 +433,90 @@ impl Default for MailboxConfig {
     }
 }
 
-fn default_node_id() -> String {
-    "tern-1".to_owned()
-}
-fn default_client_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7400))
-}
-fn default_admin_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7401))
-}
-fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
-}
-fn default_token_ttl_secs() -> u64 {
-    86_400
-}
-
 impl Config {
-    /// Reads, parses and validates a configuration file.
+    /// Reads, parses and validates a configuration file, taking the token key from
+    /// `TERN_TOKEN_KEY` and the cluster secret from `TERN_CLUSTER_SECRET` when they are set.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::read(path)?.validated(path)
+    }
+
+    /// Reads and parses a configuration file and resolves its token key, without validating
+    /// (for callers that change fields first and then report `validate()` together with their
+    /// own checks, as `tern serve` does with `--data-dir` and the data directory's lock).
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_unvalidated(
+            path,
+            &text,
+            std::env::var_os(TOKEN_KEY_ENV),
+            std::env::var_os(CLUSTER_SECRET_ENV),
+        )
     }
 
-    /// Parses and validates configuration text; `path` is only used in error messages.
+    /// Parses and validates configuration text, taking the token key from `TERN_TOKEN_KEY`
+    /// and the cluster secret from `TERN_CLUSTER_SECRET` when they are set; `path` is only
+    /// used in error messages.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+        Self::parse_unvalidated(
+            path,
+            text,
+            std::env::var_os(TOKEN_KEY_ENV),
+            std::env::var_os(CLUSTER_SECRET_ENV),
+        )?
+        .validated(path)
+    }
+
+    /// [`Config::parse`] with the value of `TERN_TOKEN_KEY` given rather than read from the
+    /// process environment, and `TERN_CLUSTER_SECRET` taken as unset.
+    pub fn parse_with_environment(
+        path: &Path,
+        text: &str,
+        token_key_env: Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse_with_secrets(path, text, token_key_env, None)
+    }
+
+    /// [`Config::parse`] with the values of `TERN_TOKEN_KEY` and `TERN_CLUSTER_SECRET` given
+    /// rather than read from the process environment.
+    pub fn parse_with_secrets(
+        path: &Path,
+        text: &str,
+        token_key_env: Option<std::ffi::OsString>,
+        cluster_secret_env: Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
+        Self::parse_unvalidated(path, text, token_key_env, cluster_secret_env)?.validated(path)
+    }
+
+    fn parse_unvalidated(
+        path: &Path,
+        text: &str,
+        token_key_env: Option<std::ffi::OsString>,
+        cluster_secret_env: Option<std::ffi::OsString>,
+    ) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
             path: path.to_owned(),
             message: error.to_string(),
         })?;
-        let problems = config.validate();
+        config.auth.resolve_token_key(token_key_env);
+        if let Some(cluster) = &mut config.cluster {
+            cluster.resolve_secret(cluster_secret_env);
+        }
+        Ok(config)
+    }
+
+    /// This node's ordinal in its cluster (`cluster.node`), carried by every id it mints; 0
+    /// for a node without `[cluster]`.
+    pub fn node_ordinal(&self) -> u64 {
+        self.cluster.as_ref().map_or(0, |cluster| cluster.node)
+    }
+
+    fn validated(self, path: &Path) -> Result<Self, ConfigError> {
+        let problems = self.validate();
         if problems.is_empty() {
-            Ok(config)
+            Ok(self)
         } else {
             Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -437,10 +534,6 @@ impl Config {
             }
         };
         check(!self.node.id.is_empty(), "node.id must not be empty");
-        check(
-            self.auth.token_key.len() >= 16,
-            "auth.token_key must be at least 16 bytes",
-        );
         check(
             self.auth.default_token_ttl_secs > 0,
             "auth.default_token_ttl_secs must be positive",
@@ -565,7 +658,40 @@ impl Config {
             self.mailbox.push_queue >= 1,
             "mailbox.push_queue must be at least 1",
         );
+        problems.extend(self.auth.token_key_problem());
+        problems.extend(self.listener_conflicts());
         problems.extend(self.media.validate());
+        if let Some(cluster) = &self.cluster {
+            problems.extend(cluster.validate());
+        }
+        problems
+    }
+
+    /// Listeners that would collide when binding: the same non-zero port on the same address,
+    /// or on any address when one of them is the wildcard (0.0.0.0 or ::, which on Linux also
+    /// takes the port on every other address).
+    fn listener_conflicts(&self) -> Vec<String> {
+        let mut listeners = vec![
+            ("node.client_addr", self.node.client_addr),
+            ("node.admin_addr", self.node.admin_addr),
+            ("media.listen_addr", self.media.listen_addr),
+        ];
+        if let Some(cluster) = &self.cluster {
+            listeners.push(("cluster.listen", cluster.listen));
+        }
+        let mut problems = Vec::new();
+        for (index, (name, addr)) in listeners.iter().enumerate() {
+            for (other_name, other) in &listeners[index + 1..] {
+                let overlap = addr.ip() == other.ip()
+                    || addr.ip().is_unspecified()
+                    || other.ip().is_unspecified();
+                if addr.port() != 0 && addr.port() == other.port() && overlap {
+                    problems.push(format!(
+                        "{name} ({addr}) and {other_name} ({other}) use the same port"
+                    ));
+                }
+            }
+        }
         problems
     }
 }
@@ -650,6 +776,12 @@ impl LimitsConfig {
 mod tests {
     use super::*;
 
+    /// Parses as `Config::parse` does, with `TERN_TOKEN_KEY` unset whatever the test's
+    /// environment holds.
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_environment(Path::new("x"), text, None)
+    }
+
     #[test]
     fn shipped_cluster_toml_parses_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
@@ -689,9 +821,87 @@ mod tests {
     }
 
     #[test]
+    fn shipped_cluster_section_is_commented_out_and_documents_every_field() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
+        let text = std::fs::read_to_string(&path).expect("cluster.toml");
+        assert!(
+            Config::parse_with_environment(&path, &text, None)
+                .expect("valid")
+                .cluster
+                .is_none()
+        );
+        // Uncommented, the example is a valid section with the documented defaults.
+        let example: String = text
+            .split("\n# [cluster]\n")
+            .nth(1)
+            .expect("cluster.toml must document [cluster]")
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let uncommented = format!("{text}\n[cluster]\n{example}");
+        let secret_file = tempfile::NamedTempFile::new().expect("secret file");
+        std::fs::write(secret_file.path(), "0123456789abcdef0123456789abcdef\n").expect("write");
+        let uncommented = uncommented.replace(
+            "/etc/tern/cluster.secret",
+            &secret_file.path().display().to_string(),
+        );
+        let cluster = Config::parse_with_secrets(&path, &uncommented, None, None)
+            .expect("the uncommented example is valid")
+            .cluster
+            .expect("[cluster]");
+        let defaults = ClusterConfig::default();
+        assert_eq!(cluster.node, 1);
+        assert_eq!(cluster.seeds.len(), 3);
+        assert_eq!(cluster.name, defaults.name);
+        assert_eq!(cluster.listen, defaults.listen);
+        assert_eq!(cluster.replication_factor, defaults.replication_factor);
+        assert_eq!(cluster.slots, defaults.slots);
+        assert_eq!(cluster.heartbeat_ms, defaults.heartbeat_ms);
+        assert_eq!(cluster.down_after_ms, defaults.down_after_ms);
+        assert_eq!(cluster.election_timeout_ms, defaults.election_timeout_ms);
+        for field in [
+            "name",
+            "node",
+            "listen",
+            "advertise",
+            "seeds",
+            "replication_factor",
+            "slots",
+            "secret",
+            "secret_file",
+            "heartbeat_ms",
+            "down_after_ms",
+            "election_timeout_ms",
+        ] {
+            assert!(
+                text.contains(&format!("\n# {field} = "))
+                    || text.contains(&format!("\n# # {field} = ")),
+                "cluster.toml [cluster] lacks {field}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cluster_listener_on_another_listeners_port_is_refused() {
+        let text = "[auth]\ntoken_key = \"0123456789abcdef\"\n[cluster]\nnode = 1\n\
+                    listen = \"127.0.0.1:7401\"\nsecret = \"0123456789abcdef0123456789abcdef\"\n";
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text) else {
+            panic!("a mesh port on the admin port must be refused");
+        };
+        assert_eq!(
+            problems,
+            vec![
+                "node.admin_addr (127.0.0.1:7401) and cluster.listen (127.0.0.1:7401) use the same port"
+            ]
+        );
+    }
+
+    #[test]
     fn media_problems_are_reported() {
         let text = "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[media]\nmax_upload_bytes = 0\nwrite_buffer_bytes = 1\n";
-        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("x"), text) else {
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text) else {
             panic!("expected validation errors");
         };
         assert_eq!(problems.len(), 2, "{problems:?}");
@@ -707,7 +917,7 @@ mod tests {
             [dispatch]
             workers_per_shard = 9
         "#;
-        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("x"), text) else {
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text) else {
             panic!("expected validation errors");
         };
         assert_eq!(problems.len(), 3, "{problems:?}");
@@ -717,21 +927,18 @@ mod tests {
     fn a_dedup_window_below_the_in_flight_cap_is_refused() {
         let text =
             "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 256\n";
-        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("x"), text) else {
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text) else {
             panic!("a window smaller than what a device may have in flight must be refused");
         };
         assert!(problems[0].contains("dedup_window"), "{problems:?}");
         let text =
             "[auth]\ntoken_key = \"0123456789abcdef\"\n[node]\n[mailbox]\ndedup_window = 1024\n";
-        assert!(Config::parse(Path::new("x"), text).is_ok());
+        assert!(parse(text).is_ok());
     }
 
     #[test]
     fn unknown_fields_are_refused() {
         let text = "[node]\nbogus = 1\n[auth]\ntoken_key = \"0123456789abcdef\"\n";
-        assert!(matches!(
-            Config::parse(Path::new("x"), text),
-            Err(ConfigError::Parse { .. })
-        ));
+        assert!(matches!(parse(text), Err(ConfigError::Parse { .. })));
     }
 }

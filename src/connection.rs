@@ -149,10 +149,22 @@ impl Conn {
     /// Closes the connection: no more writes (queued bytes are still sent, then FIN), and the
     /// reader winds down. Idempotent.
     pub fn close(&self) {
-        if !self.closed.swap(true, Ordering::AcqRel) {
-            let _ = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Write);
-            self.wake.notify_one();
+        self.close_with(&[]);
+    }
+
+    /// Writes `last` (best effort: a fresh or idle socket takes it whole) and closes, unless
+    /// the connection is closed already; true when this call closed it. Of two parties ending
+    /// a connection at once (a refused login and the shutdown, say), only one writes its frame.
+    pub fn close_with(&self, last: &[u8]) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return false;
         }
+        if !last.is_empty() {
+            let _ = self.stream.try_write(last);
+        }
+        let _ = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Write);
+        self.wake.notify_one();
+        true
     }
 
     /// True once [`Conn::close`] was called.
@@ -256,13 +268,9 @@ pub struct ConnTable {
 }
 
 impl Default for ConnTable {
+    /// The table of a node without `[cluster]` (ordinal 0).
     fn default() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            count: AtomicUsize::new(0),
-            next_id: AtomicU64::new(1),
-            penalties: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        Self::new(0)
     }
 }
 
@@ -276,6 +284,18 @@ pub fn device_key(user: &str, device: &str) -> u64 {
 }
 
 impl ConnTable {
+    /// An empty table whose connection ids carry `ordinal` (`cluster.node`, 0 without
+    /// `[cluster]`) in their top bits, so they are unique across the cluster; the low bits
+    /// count from 1 (layout in `crate::node::ids`).
+    pub fn new(ordinal: u64) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(crate::node::ids::first_conn_id(ordinal)),
+            penalties: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+
     /// A fresh connection id.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

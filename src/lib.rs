@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod dispatch;
@@ -18,8 +19,10 @@ pub mod frame;
 pub mod fsync;
 pub mod group;
 pub mod journal;
+pub mod logging;
 pub mod mailbox;
 pub mod media;
+pub mod mesh;
 pub mod message;
 pub mod metrics;
 pub mod node;

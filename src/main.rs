@@ -1,12 +1,13 @@
 //! The `tern` binary: parses the command line and the configuration, sets up logging and the
 //! runtime, and hands over to the library.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tern::clock::now_secs;
-use tern::config::Config;
+use tern::config::{Config, ConfigError, DataDirLock};
 use tern::server::{Listeners, Server, ServerError};
 use tern::token::TokenKey;
 
@@ -16,8 +17,10 @@ use tern::token::TokenKey;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Exit code for configuration errors (EX_USAGE-adjacent EX_DATAERR per sysexits is 65; 64 is
-/// EX_USAGE, which operators' tooling treats as "fix the invocation or config").
+/// Exit code for configuration errors, including what only start-up can see (a data directory
+/// that cannot be created or is locked by another node): 64 is sysexits' EX_USAGE, which
+/// operators' tooling treats as "fix the invocation or config", and which the systemd unit does
+/// not restart on (`RestartPreventExitStatus=64`), since a restart cannot help.
 const EXIT_CONFIG: u8 = 64;
 
 /// Exit code when a background task or thread (a journal or store thread, a mailbox worker, a
@@ -31,11 +34,30 @@ const EXIT_TASK_DIED: u8 = 70;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: tern::logging::LogOptions,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
+    ///
+    /// Signals:
+    ///   SIGTERM, SIGINT  graceful stop: send every phone a GoAway, answer new logins with
+    ///                    Error OVERLOADED, wait up to limits.shutdown_grace_secs for
+    ///                    connections to close, then exit 0.
+    ///   SIGHUP           ignored (logged); the node keeps serving. Nothing is reloaded.
+    ///
+    /// Exit codes:
+    ///   0   stopped by SIGTERM or SIGINT after the drain.
+    ///   64  the configuration is unusable: every problem is listed on stderr (invalid values,
+    ///       two listeners on one port, a data directory that cannot be created or that another
+    ///       node holds). Restarting cannot help.
+    ///   70  a background task or thread died while the node ran; restart it (recovery replays
+    ///       the journals).
+    ///   1   any other start-up failure (a port taken by another process, a store or journal
+    ///       that cannot be opened).
+    #[command(verbatim_doc_comment)]
     Serve {
         /// Configuration file.
         #[arg(long, default_value = "cluster.toml")]
@@ -63,6 +85,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(code) = tern::logging::init_or_exit(&cli.log) {
+        return code;
+    }
     match cli.command {
         Command::Serve { config, data_dir } => serve(&config, data_dir),
         Command::Token {
@@ -76,7 +101,7 @@ fn main() -> ExitCode {
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|error| {
-        eprintln!("tern: {error}");
+        complain(&error);
         ExitCode::from(EXIT_CONFIG)
     })
 }
@@ -94,92 +119,132 @@ fn token(path: &std::path::Path, user: &str, device: &str, ttl: Option<u64>) -> 
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("tern: {error}");
+            complain(&error);
             ExitCode::from(EXIT_CONFIG)
         }
     }
 }
 
-fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
-    let mut config = match load_config(path) {
-        Ok(config) => config,
-        Err(code) => return code,
-    };
+/// Everything `tern serve` can check before starting: the configuration, then the data
+/// directory (created, and locked for this process), all problems reported at once.
+fn check_serve(
+    path: &std::path::Path,
+    data_dir: Option<PathBuf>,
+) -> Result<(Config, DataDirLock), ConfigError> {
+    let mut config = Config::read(path)?;
     if let Some(dir) = data_dir {
         config.node.data_dir = dir;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let mut problems = config.validate();
+    // Tried even when the values have problems, so one run lists them all.
+    let lock = match DataDirLock::acquire(&config.node.data_dir) {
+        Ok(lock) => Some(lock),
+        Err(error) => {
+            problems.push(error.to_string());
+            None
+        }
+    };
+    match lock {
+        Some(lock) if problems.is_empty() => Ok((config, lock)),
+        _ => Err(ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        }),
+    }
+}
+
+fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
+    let (config, data_dir_lock) = match check_serve(path, data_dir) {
+        Ok(checked) => checked,
+        Err(error) => {
+            complain(&error);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("tern: cannot start the runtime: {error}");
+            complain(&format_args!("cannot start the runtime: {error}"));
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        token_key = %config.auth.token_key_source,
+        data_dir = %config.node.data_dir.display(),
+        "configuration loaded"
+    );
     let result = runtime.block_on(async move {
-        if let Err(error) = std::fs::create_dir_all(&config.node.data_dir) {
-            eprintln!(
-                "tern: cannot create data dir {}: {error}",
-                config.node.data_dir.display()
-            );
-            return Err(ExitCode::FAILURE);
-        }
         let listeners = Listeners::bind(&config).await.map_err(|error| {
-            eprintln!("tern: {error}");
+            complain(&error);
             ExitCode::FAILURE
         })?;
         let shutdown = shutdown_signal();
         let server = Server::start(config, listeners).await.map_err(|error| {
-            eprintln!("tern: {error}");
+            complain(&error);
             ExitCode::FAILURE
         })?;
-        println!(
+        // Not `println!`: a supervisor that closed stdout must not panic the node.
+        let _ = writeln!(
+            std::io::stdout(),
             "tern ready client={} admin={} media={}",
             server.client_addr(),
             server.admin_addr(),
             server.media_addr()
         );
         server.run_until(shutdown).await.map_err(|error| {
-            eprintln!("tern: {error}");
+            complain(&error);
             match error {
                 ServerError::TaskDied { .. } => ExitCode::from(EXIT_TASK_DIED),
                 _ => ExitCode::FAILURE,
             }
         })
     });
+    // The lock is held until the node has stopped and the runtime's last blocking work (which
+    // may still touch files) is done: the data directory is not free before that.
+    drop(runtime);
+    drop(data_dir_lock);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
     }
 }
 
-/// Registers SIGINT and SIGTERM handlers now (before the ready line, so a signal sent right
-/// after it is never fatal) and returns a future that completes on either.
+/// Prints `tern: <error>` on stderr; a stderr that is gone (closed terminal, dead pipe) is not
+/// a reason to panic.
+fn complain(error: &dyn std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "tern: {error}");
+}
+
+/// Registers the SIGINT, SIGTERM and SIGHUP handlers now (before the ready line, so a signal
+/// sent right after it is never fatal) and returns a future that completes on SIGINT or
+/// SIGTERM. SIGHUP, whose default action would end the node at once without a drain (a closed
+/// terminal, an operator's habitual "reload"), is logged and otherwise ignored.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let interrupt = signal(SignalKind::interrupt());
         let terminate = signal(SignalKind::terminate());
+        let hangup = signal(SignalKind::hangup());
+        if let Err(error) = &hangup {
+            tracing::warn!(%error, "cannot handle SIGHUP; it will stop the node without a drain");
+        }
         async move {
-            match (interrupt, terminate) {
-                (Ok(mut interrupt), Ok(mut terminate)) => {
-                    tokio::select! {
-                        _ = interrupt.recv() => {}
-                        _ = terminate.recv() => {}
+            let (Ok(mut interrupt), Ok(mut terminate)) = (interrupt, terminate) else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            let mut hangup = hangup.ok();
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => return,
+                    _ = terminate.recv() => return,
+                    Some(()) = async { hangup.as_mut()?.recv().await } => {
+                        tracing::info!("SIGHUP ignored (SIGTERM or SIGINT stops the node)");
                     }
-                }
-                _ => {
-                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
         }

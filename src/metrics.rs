@@ -6,6 +6,14 @@ use std::sync::OnceLock;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+pub mod process;
+mod register;
+
+pub use register::{BACKGROUND_TASKS, DISCONNECT_REASONS, LOGIN_RESULTS, error_kinds};
+
+/// Always 1, labelled with the `version` the node was built as.
+pub const BUILD_INFO: &str = "tern_build_info";
+
 /// Open TCP connections (logged in or not).
 pub const CONNECTIONS: &str = "tern_connections";
 /// Logged-in sessions (one per connected device).
@@ -60,7 +68,8 @@ pub const EVICTIONS: &str = "tern_mailbox_evictions_total";
 pub const EVICTED_ENTRIES: &str = "tern_mailbox_evicted_entries_total";
 /// Mailbox reads from the store that failed (retried by the session) or found a corrupt entry.
 pub const PAGE_IN_FAILURES: &str = "tern_mailbox_page_in_failures_total";
-/// Recipients per group entry copied by the fan-out (the group sizes that post).
+/// Recipients per group entry copied by the fan-out (the group sizes that post); a histogram,
+/// so that nodes add up.
 pub const GROUP_FANOUT_RECIPIENTS: &str = "tern_group_fanout_recipients";
 /// Time from a group entry's acceptance until every recipient's copy is durable.
 pub const GROUP_FANOUT_SECONDS: &str = "tern_group_fanout_seconds";
@@ -136,6 +145,12 @@ const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0,
 ];
 
+/// Buckets for recipients per group entry (`groups.max_members` is at most 100000).
+const GROUP_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 20000.0,
+    50000.0, 100_000.0,
+];
+
 /// Installs the process-wide Prometheus recorder once and returns its handle (later calls, as in
 /// tests that start several servers in one process, get the same handle).
 pub fn install() -> PrometheusHandle {
@@ -151,15 +166,33 @@ pub fn install() -> PrometheusHandle {
                         BATCH_BUCKETS,
                     )
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(GROUP_FANOUT_RECIPIENTS.into()),
+                        GROUP_SIZE_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; then ours just stays unused.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            crate::journal::telemetry::describe();
+            crate::store::telemetry::describe();
+            crate::mesh::telemetry::describe();
+            crate::cluster::telemetry::describe();
+            register::register();
             handle
         })
         .clone()
+}
+
+/// The `/metrics` text: every recorded series, then the process metrics read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    let mut text = handle.render();
+    process::render(&mut text);
+    text
 }
 
 fn describe() {
@@ -286,6 +319,16 @@ fn describe() {
         RECOVERY_SECONDS,
         Unit::Seconds,
         "Duration of the last journal recovery."
+    );
+    describe_gauge!(
+        RECOVERY_STORE_ENTRIES,
+        Unit::Count,
+        "Entries the last start loaded from the stores (written back before the restart)."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        Unit::Count,
+        "Always 1; the version label names the build the node runs."
     );
     describe_counter!(
         STORAGE_FAILURES,

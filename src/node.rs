@@ -1,7 +1,6 @@
 //! Everything one node shares between its connections, sessions and workers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use metrics::{Counter, Histogram};
 use tokio_util::sync::CancellationToken;
@@ -17,8 +16,7 @@ use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::token::TokenKey;
 
-/// Bits of a server id below the millisecond timestamp.
-const SERVER_ID_COUNTER_BITS: u32 = 22;
+pub mod ids;
 
 /// Shared node state. Held in an `Arc` by every task and actor of the node.
 pub struct Node {
@@ -42,7 +40,7 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Hot-path metric handles, registered once.
     pub metrics: HotMetrics,
-    last_server_id: AtomicU64,
+    server_ids: ids::ServerIds,
 }
 
 /// Metric handles used per frame or per message, resolved once instead of per use.
@@ -93,6 +91,7 @@ impl Node {
         media: Arc<Media>,
     ) -> (Arc<Self>, Vec<(&'static str, tokio::task::JoinHandle<()>)>) {
         let registry = Arc::new(Registry::default());
+        let ordinal = config.node_ordinal();
         let (fanout, lanes) = FanOut::new(
             config.groups.fanout_lanes as usize,
             config.groups.fanout_queue as usize,
@@ -110,10 +109,10 @@ impl Node {
             media,
             registry,
             presence: Presence::default(),
-            conns: ConnTable::default(),
+            conns: ConnTable::new(ordinal),
             shutdown: CancellationToken::new(),
             metrics: HotMetrics::new(),
-            last_server_id: AtomicU64::new(0),
+            server_ids: ids::ServerIds::new(ordinal),
         });
         for lane in lanes {
             handles.push((
@@ -124,22 +123,10 @@ impl Node {
         (node, handles)
     }
 
-    /// A new server-wide message id: milliseconds since the epoch in the high bits, a counter in
-    /// the low 22, strictly increasing within this process.
+    /// A new message id, unique in the cluster: milliseconds since the epoch in the high bits,
+    /// then a counter, then this node's ordinal (layout in [`ids`]); strictly increasing on
+    /// this node.
     pub fn next_server_id(&self) -> u64 {
-        let floor = now_ms() << SERVER_ID_COUNTER_BITS;
-        let mut current = self.last_server_id.load(Ordering::Relaxed);
-        loop {
-            let next = floor.max(current + 1);
-            match self.last_server_id.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return next,
-                Err(actual) => current = actual,
-            }
-        }
+        self.server_ids.next(now_ms())
     }
 }

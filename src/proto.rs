@@ -1,5 +1,5 @@
-//! Generated types for `proto/` (client protocol and on-disk formats); the only module that holds
-//! prost types.
+//! Generated types for `proto/` (client protocol, on-disk formats, mesh frames); the only module
+//! that holds prost types.
 
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
@@ -11,6 +11,11 @@ pub mod v1 {
 /// On-disk formats, version 1 (journal records, store values).
 pub mod storage {
     include!(concat!(env!("OUT_DIR"), "/tern.storage.v1.rs"));
+}
+
+/// The node-to-node mesh, version 1 (link frames, cluster map, metadata Raft group).
+pub mod mesh {
+    include!(concat!(env!("OUT_DIR"), "/tern.mesh.v1.rs"));
 }
 
 /// The protocol version this server speaks.

@@ -21,9 +21,11 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
+use crate::cluster::member::{BoundAddrs, ClusterMember};
 use crate::config::Config;
-use crate::connection::reader::write_error_and_close;
+use crate::connection::reader::{SHUTTING_DOWN, write_error_and_close};
 use crate::connection::{Conn, reader, sweep};
 use crate::mailbox::Storage;
 use crate::media::Media;
@@ -56,6 +58,9 @@ pub enum ServerError {
     /// The media data could not be opened.
     #[error("media: {0}")]
     Media(#[from] crate::media::OpenError),
+    /// This node could not take its place in its cluster (mesh or cluster map).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::member::ClusterError),
     /// A background task or thread ended while the node was running; the node shut down.
     #[error("background task {task} {how}; node stopped")]
     TaskDied {
@@ -104,6 +109,11 @@ pub struct Server {
     media: JoinHandle<()>,
     /// Every background task and thread watcher, accept loop included.
     tasks: Vec<Supervised>,
+    /// Ends the accept loop: after the shutdown's drain, not at its start, so a phone that
+    /// connects meanwhile is answered (`OVERLOADED`) instead of finding the port closed.
+    stop_accepting: CancellationToken,
+    /// This node's mesh and cluster map, with a `[cluster]` section.
+    cluster: Option<Arc<ClusterMember>>,
 }
 
 /// Runs a node until `shutdown` completes, then drains it.
@@ -161,15 +171,36 @@ impl Server {
             "checkpointer",
             tokio::spawn(crate::mailbox::checkpoint::run(node.clone())),
         );
+        let cluster = match &node.config.cluster {
+            Some(section) => Some(Arc::new(
+                ClusterMember::start(
+                    &node.config,
+                    section,
+                    BoundAddrs {
+                        client: client_addr,
+                        admin: admin_addr,
+                        media: media_addr,
+                    },
+                )
+                .await?,
+            )),
+            None => None,
+        };
         let admin = tokio::spawn(crate::admin::serve(
             listeners.admin,
             node.clone(),
             prometheus,
+            cluster.clone(),
         ));
         let media = tokio::spawn(crate::media::http::serve(listeners.media, node.clone()));
+        let stop_accepting = CancellationToken::new();
         supervise(
             "accept",
-            tokio::spawn(accept_loop(listeners.client, node.clone())),
+            tokio::spawn(accept_loop(
+                listeners.client,
+                node.clone(),
+                stop_accepting.clone(),
+            )),
         );
         tracing::info!(%client_addr, %admin_addr, %media_addr, node = %node.config.node.id, "node started");
         Ok(Self {
@@ -180,6 +211,8 @@ impl Server {
             admin,
             media,
             tasks,
+            stop_accepting,
+            cluster,
         })
     }
 
@@ -219,8 +252,10 @@ impl Server {
         self.shutdown().await
     }
 
-    /// Shuts down in order: stops accepting; sends every phone a GoAway with a jittered
-    /// reconnect delay and waits up to `shutdown_grace_secs` for connections to close; stops
+    /// Shuts down in order: sends every logged-in phone a GoAway with a jittered reconnect
+    /// delay, and every connection not logged in `Error{OVERLOADED}`, and waits up to
+    /// `shutdown_grace_secs` for connections to close, still accepting meanwhile (each new
+    /// connection gets the same `OVERLOADED` at once); stops accepting; stops
     /// the node's own producers (sweeper, checkpointer, expiry), the fan-out lanes and the
     /// mailbox workers; then closes the journals (what is queued is written and fsynced, their
     /// threads joined) and the stores (each checkpoints, closes sled, and its thread is joined).
@@ -230,11 +265,15 @@ impl Server {
             admin,
             media,
             mut tasks,
+            stop_accepting,
+            cluster,
             ..
         } = self;
+        // From here on a login is refused, and a connection accepted is refused at once
+        // (`reader::serve`); one being logged in right now is either seen below with its
+        // session, or has none yet and is refused here, its Welcome never written.
         node.shutdown.cancel();
         let grace = node.config.limits.shutdown_grace();
-        stop_tasks(&mut tasks, &["accept"], grace).await;
         let conns = node.conns.len();
         tracing::info!(conns, "shutting down");
         node.conns.for_each(|conn| match conn.session() {
@@ -245,7 +284,7 @@ impl Server {
                     reconnect_after_ms: u32::try_from(spread).unwrap_or(0),
                 });
             }
-            None => conn.close(),
+            None => write_error_and_close(conn, ErrorCode::Overloaded, SHUTTING_DOWN),
         });
         let drained = tokio::time::timeout(grace, async {
             while !node.conns.is_empty() {
@@ -253,6 +292,8 @@ impl Server {
             }
         })
         .await;
+        stop_accepting.cancel();
+        stop_tasks(&mut tasks, &["accept"], grace).await;
         if drained.is_err() {
             tracing::warn!(
                 left = node.conns.len(),
@@ -274,6 +315,9 @@ impl Server {
         stop_tasks(&mut tasks, &["fanout_lane"], grace).await;
         node.mailboxes.stop();
         stop_tasks(&mut tasks, &["mailbox_worker"], grace).await;
+        if let Some(cluster) = cluster {
+            cluster.shutdown().await;
+        }
         let closing = node.clone();
         let closed = tokio::task::spawn_blocking(move || close_storage(&closing)).await;
         if !matches!(closed, Ok(true)) {
@@ -383,14 +427,15 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, ServerError> {
     })
 }
 
-/// Accepts phones until the node shuts down (the listener closes when this returns).
-async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
+/// Accepts phones until `stop` (the listener closes when this returns). During the shutdown's
+/// drain the readers refuse what is accepted.
+async fn accept_loop(listener: TcpListener, node: Arc<Node>, stop: CancellationToken) {
     let max = node.config.limits.max_connections as usize;
     let accepted = metrics::counter!(names::CONNECTIONS_ACCEPTED);
     loop {
         let next = tokio::select! {
             biased;
-            () = node.shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             next = listener.accept() => next,
         };
         let (stream, _) = match next {
@@ -418,7 +463,7 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
         accepted.increment(1);
         metrics::gauge!(names::CONNECTIONS).increment(1.0);
         node.conns.insert(conn.clone());
-        tokio::spawn(reader::serve(node.clone(), conn));
+        reader::spawn(node.clone(), conn);
     }
 }
 

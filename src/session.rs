@@ -102,6 +102,13 @@ pub enum SessionMsg {
         answer:
             Result<crate::mailbox::group_ops::GroupAnswer, crate::mailbox::group_ops::GroupFailure>,
     },
+    /// The group's worker refused a group frame that has no answer of its own (a receipt).
+    GroupRefused {
+        /// The group the frame named.
+        group: Id,
+        /// Why.
+        error: crate::group::GroupError,
+    },
     /// A watched user came online or went offline.
     Presence {
         /// Who.
@@ -356,6 +363,7 @@ impl Actor for Session {
             SessionMsg::GroupAnswer { request_id, answer } => {
                 state.on_group_answer(request_id, answer);
             }
+            SessionMsg::GroupRefused { group, error } => state.on_group_refused(&group, &error),
             SessionMsg::Typing {
                 from_user,
                 typing,

@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 
-use tern::proto::v1::GoAwayReason;
 use tern::proto::v1::server_frame::Frame;
+use tern::proto::v1::{ErrorCode, GoAwayReason};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_sends_go_away_shutdown_then_closes() {
@@ -27,10 +27,7 @@ async fn stop_sends_go_away_shutdown_then_closes() {
     }
     drop(alice);
     drop(bob);
-    tokio::time::timeout(WAIT, stopping)
-        .await
-        .expect("server did not stop")
-        .expect("server task");
+    stopped(stopping).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,11 +36,16 @@ async fn stop_closes_connections_that_never_logged_in() {
     let mut raw = server.connect().await;
     let mut alice = server.ready("alice", "phone").await;
     let stopping = tokio::spawn(server.stop());
+    // Without sending anything, the connection reads the refusal and EOF.
     let frames = until_closed(&mut raw.reader).await;
     assert!(
         frames.iter().all(|f| !matches!(f, Frame::Deliver(_))),
         "{frames:?}"
     );
+    match frames.as_slice() {
+        [Frame::Error(error)] => assert_eq!(error.code(), ErrorCode::Overloaded, "{error:?}"),
+        other => panic!("expected Error OVERLOADED then EOF, got {other:?}"),
+    }
     let frames = until_closed(&mut alice.reader).await;
     assert!(
         matches!(frames.last(), Some(Frame::GoAway(g)) if g.reason() == GoAwayReason::Shutdown),
@@ -51,10 +53,7 @@ async fn stop_closes_connections_that_never_logged_in() {
     );
     drop(raw);
     drop(alice);
-    tokio::time::timeout(WAIT, stopping)
-        .await
-        .expect("server did not stop")
-        .expect("server task");
+    stopped(stopping).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,8 +93,5 @@ async fn stop_right_after_logins_tells_every_logged_in_phone() {
         without_go_away, 0,
         "{without_go_away} of {PHONES} logged-in phones were closed without GoAway SHUTDOWN"
     );
-    tokio::time::timeout(WAIT, stopping)
-        .await
-        .expect("server did not stop")
-        .expect("server task");
+    stopped(stopping).await;
 }

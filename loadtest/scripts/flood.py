@@ -3,7 +3,7 @@
 
 Usage: loadtest/scripts/flood.py [--bin target/release] [--seconds 10] [--rate 50]
                                   [--kinds send,ack,...] [--half-sent-connections 100]
-                                  [--port 7600] [--json]
+                                  [--port 7600] [--json] [--control] [--shared-cpu]
 
 Runs each measurement on a fresh node of its own (the shipped cluster.toml with its default
 rate limits, ports --port to --port+2, data in a temporary directory), so each peak is that
@@ -11,17 +11,32 @@ kind's alone:
 
 1. quiet baseline: `tern-load chat` with 2 phones at --rate msgs/s for --seconds (p99, lost,
    duplicates);
-2. for each frame kind: the same chat pair runs while one flooder connection sends that kind as
-   fast as the socket takes it for --seconds, reconnecting and logging in again whenever the
-   node cuts it (a hostile client would; the node refuses those logins with RATE_LIMITED
+2. for each frame kind: the same chat pair runs while `tern-load flood` (one connection) sends
+   that kind as fast as the socket takes it for --seconds, reconnecting and logging in again
+   whenever the node cuts it (a hostile client would; the node refuses those logins with RATE_LIMITED
    until the GoAway's delay passed). The node's VmRSS is sampled every 50 ms; the peak
    (and VmHWM) is reported with the chat's p99, the cuts, what the node answered and the
    node's mailbox cache (stored messages in memory, bounded by mailbox.cache_bytes).
+
+3. with --control, each flood runs a second time aimed at a twin node (a second fresh node on
+   --port+10 to --port+12) while the pair chats on its own node: the flooder's and the kernel's
+   share of the pair's p99 on this machine, which the pair's node cannot isolate it from. The
+   pair's p99 beside a flood of its own node minus the one beside the twin's flood is the
+   node's share.
 
 Kinds: send, receipt, ack, typing, presence, ping, group_send, group_request, group_receipt,
 empty (zero-length frames), unknown (a case this server does not know), half_sent (a length
 prefix near max_frame_bytes and a few bytes, then one byte a second, on
 --half-sent-connections connections at once).
+
+The flooder is compiled, and runs under SCHED_IDLE (unless --shared-cpu): a hostile client
+spends its own CPU on its own machine, while here it shares the node's two cores. Writing as fast
+as the socket takes it, a flooder at normal priority is a CPU-bound process whose wakeups (the
+node's answers, refusals and resets) preempt the node's workers and the pair's client: that
+raised the pair's p99 3-5x although the node itself used 13 % of one core. Under SCHED_IDLE the
+flooder still sends as much (it gets every idle cycle), and all the node's work for the flood is
+still there. A Python flooder at normal priority raised the pair's p99 several-fold even against
+a ten-line sink on another port, with no node involved.
 
 Python 3.11 standard library only. Needs `tern` and `tern-load` built in --bin.
 """
@@ -31,8 +46,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -45,245 +58,33 @@ KINDS = [
     "send", "receipt", "ack", "typing", "presence", "ping", "group_send", "group_request",
     "group_receipt", "empty", "unknown", "half_sent",
 ]
-ERROR_CODES = {
-    1: "BAD_FRAME", 2: "FRAME_TOO_LARGE", 6: "PROTOCOL_VIOLATION", 7: "INVALID_ARGUMENT",
-    8: "RATE_LIMITED", 9: "OVERLOADED", 11: "TIMEOUT", 14: "NOT_A_MEMBER",
-}
-GO_AWAY_REASONS = {1: "SHUTDOWN", 2: "SLOW_CONSUMER", 3: "REPLACED", 4: "IDLE", 5: "FLOOD"}
-SERVER_CASES = {
-    1: "Welcome", 2: "ServerAck", 3: "Deliver", 4: "QueueDrained", 5: "Typing", 6: "Presence",
-    7: "Pong", 8: "Error", 9: "GoAway", 10: "GroupResponse",
-}
-
-
-# --- protobuf, by hand ------------------------------------------------------------------------
-
-def varint(n):
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def f_varint(number, value):
-    return varint(number << 3) + varint(value)
-
-
-def f_bytes(number, value):
-    if isinstance(value, str):
-        value = value.encode()
-    return varint(number << 3 | 2) + varint(len(value)) + value
-
-
-def frame(case, message):
-    """One length-prefixed ClientFrame with `case` set to `message` (encoded fields)."""
-    payload = f_bytes(case, message)
-    return struct.pack(">I", len(payload)) + payload
-
-
-def read_varint(data, i):
-    shift = value = 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i
-        shift += 7
-
-
-def fields(data):
-    """(number, wire type, value) of each top-level field."""
-    i = 0
-    while i < len(data):
-        key, i = read_varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = read_varint(data, i)
-        elif wire == 2:
-            length, i = read_varint(data, i)
-            value, i = data[i:i + length], i + length
-        elif wire == 1:
-            value, i = data[i:i + 8], i + 8
-        elif wire == 5:
-            value, i = data[i:i + 4], i + 4
-        else:
-            return
-        yield number, wire, value
-
-
-def label(payload):
-    """A short name for one ServerFrame: its case, with the code or reason of Error/GoAway."""
-    for number, _, value in fields(payload):
-        name = SERVER_CASES.get(number, f"case{number}")
-        if number in (8, 9):
-            inner = dict((n, v) for n, _, v in fields(value))
-            table = ERROR_CODES if number == 8 else GO_AWAY_REASONS
-            code = inner.get(1, 0)
-            return f"{name}:{table.get(code, code)}"
-        return name
-    return "empty"
 
 
 # --- the flooder ------------------------------------------------------------------------------
 
-class Counter:
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.answers = {}
-        self.cuts = 0
-        self.sent = 0
-
-    def answer(self, name):
-        with self.lock:
-            self.answers[name] = self.answers.get(name, 0) + 1
+def idle_priority():
+    """Runs the calling process under SCHED_IDLE: it gets a core only when nothing else wants
+    one, as a hostile client on its own machine would cost the node's machine no CPU."""
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
-def token(bin_dir, config, user, device):
-    out = subprocess.run(
-        [os.path.join(bin_dir, "tern"), "token", "--config", config, "--user", user,
-         "--device", device],
-        check=True, capture_output=True, text=True)
-    return out.stdout.strip()
+def flooder(bin_dir, config, addr, kind, seconds, connections, shared_cpu):
+    """`tern-load flood` (compiled, so its own footprint on the machine stays small); under
+    SCHED_IDLE unless `shared_cpu`."""
+    return subprocess.Popen(
+        [os.path.join(bin_dir, "tern-load"), "flood", "--server", f"{addr[0]}:{addr[1]}",
+         "--config", config, "--kind", kind.replace("_", "-"), "--duration", str(seconds),
+         "--connections", str(connections), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=None if shared_cpu else idle_priority)
 
 
-def login(addr, tok):
-    sock = socket.create_connection(addr, timeout=5)
-    # Blocking from here on: the listener waits as long as the node stays silent, and a write
-    # to a node that stopped reading ends when the node drops the connection.
-    sock.settimeout(None)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(frame(1, f_varint(1, 1) + f_bytes(2, tok)))
-    return sock
-
-
-def listen(sock, counter, closed):
-    """Reads what the node answers until it closes the connection."""
-    buf = bytearray()
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            buf += data
-            while len(buf) >= 4:
-                (length,) = struct.unpack(">I", buf[:4])
-                if len(buf) < 4 + length:
-                    break
-                counter.answer(label(bytes(buf[4:4 + length])))
-                del buf[:4 + length]
-    except OSError:
-        pass
-    closed.set()
-
-
-def chunk(kind, n):
-    """About 64 KiB of frames of one kind; `n` makes ids and values distinct per call."""
-    body = b"x" * 100
-    frames = []
-    size = 0
-    i = 0
-    while size < 65536:
-        k = n * 100000 + i
-        if kind == "send":
-            f = frame(2, f_bytes(1, f"f{k}") + f_bytes(2, "flood-sink") + f_varint(3, 1)
-                      + f_bytes(4, body))
-        elif kind == "receipt":
-            f = frame(4, f_bytes(1, f"r{k}") + f_bytes(2, "flood-sink") + f_varint(3, 1)
-                      + f_varint(4, 1))
-        elif kind == "ack":
-            f = frame(3, f_varint(1, k + 1))
-        elif kind == "typing":
-            f = frame(5, f_bytes(1, "flood-sink") + f_varint(2, 1))
-        elif kind == "presence":
-            f = frame(6, b"".join(f_bytes(1, f"watched{j}") for j in range(64)))
-        elif kind == "ping":
-            f = frame(7, f_varint(1, k))
-        elif kind == "group_send":
-            f = frame(9, f_bytes(1, f"g{k}") + f_bytes(2, "gflood") + f_varint(3, 1)
-                      + f_bytes(4, body))
-        elif kind == "group_request":
-            f = frame(8, f_varint(1, k) + f_bytes(9, b""))
-        elif kind == "group_receipt":
-            f = frame(10, f_bytes(1, "gflood") + f_varint(2, 1) + f_varint(3, k + 1))
-        elif kind == "empty":
-            f = b"\x00\x00\x00\x00"
-        elif kind == "unknown":
-            f = b"\x00\x00\x00\x02\x7a\x00"
-        else:
-            raise ValueError(kind)
-        frames.append(f)
-        size += len(f)
-        i += 1
-    return b"".join(frames), len(frames)
-
-
-def flood(kind, addr, tok, seconds, counter):
-    """Sends `kind` as fast as the socket takes it; reconnects whenever the node cuts it."""
-    deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        try:
-            sock = login(addr, tok)
-        except OSError:
-            time.sleep(0.05)
-            continue
-        closed = threading.Event()
-        threading.Thread(target=listen, args=(sock, counter, closed), daemon=True).start()
-        try:
-            while time.monotonic() < deadline and not closed.is_set():
-                data, count = chunk(kind, n)
-                n += 1
-                sock.sendall(data)
-                counter.sent += count
-        except OSError:
-            pass
-        if time.monotonic() < deadline:
-            closed.wait(3)
-            if closed.is_set():
-                counter.cuts += 1
-        sock.close()
-        # Again at once, as a hostile client would (a device cut for flooding is refused at
-        # login until its GoAway's delay passed); the pause only keeps this loop from spinning.
-        time.sleep(0.01)
-
-
-def half_sent(addr, tokens, seconds, counter, max_frame):
-    """Each connection announces a frame near the limit, sends a few bytes of it, then one
-    byte a second; a connection the node cuts is opened again."""
-    deadline = time.monotonic() + seconds
-    socks = {}
-    events = {}
-
-    def open_one(i):
-        sock = login(addr, tokens[i])
-        sock.sendall(struct.pack(">I", max_frame - 16) + b"\x3a\x02\x08")
-        closed = threading.Event()
-        threading.Thread(target=listen, args=(sock, counter, closed), daemon=True).start()
-        socks[i], events[i] = sock, closed
-        counter.sent += 1
-
-    for i in range(len(tokens)):
-        open_one(i)
-    while time.monotonic() < deadline:
-        time.sleep(1)
-        for i, sock in list(socks.items()):
-            if events[i].is_set():
-                counter.cuts += 1
-                sock.close()
-                open_one(i)
-                continue
-            try:
-                sock.send(b"\x00")
-            except OSError:
-                pass
-    for sock in socks.values():
-        sock.close()
+def flood_result(process):
+    out, err = process.communicate(timeout=300)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if not lines:
+        sys.exit(f"tern-load flood failed: {err.strip()}")
+    return json.loads(lines[-1])
 
 
 # --- the node and the chat pair ---------------------------------------------------------------
@@ -372,6 +173,12 @@ def main():
     parser.add_argument("--half-sent-connections", type=int, default=100)
     parser.add_argument("--port", type=int, default=7600)
     parser.add_argument("--json", action="store_true", help="one JSON line per run")
+    parser.add_argument("--shared-cpu", action="store_true",
+                        help="run the flooder at normal priority, competing with the node for "
+                             "the machine's cores (by default it runs under SCHED_IDLE)")
+    parser.add_argument("--control", action="store_true",
+                        help="run each flood a second time against a twin node beside the "
+                             "pair's (the machine's share of the pair's p99)")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     for kind in kinds:
@@ -379,57 +186,66 @@ def main():
             sys.exit(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
 
     addr = ("127.0.0.1", args.port)
-    max_frame = 65536
+    # The control's twin node: the same flood on the same machine, aimed at another node.
+    twin_addr = ("127.0.0.1", args.port + 10)
     rows = []
 
-    def measure(kind, work):
+    def measure(kind, target):
+        """One run: a fresh node with the chat pair; unless `kind` is "quiet", `tern-load flood`
+        floods `target` ("node": the pair's node, "twin": a second fresh node beside it)."""
         directory = tempfile.mkdtemp(prefix="tern-flood-")
         config = write_config(directory, args.port)
         node = start_node(args.bin, config, os.path.join(directory, "node.log"))
+        twin = None
+        flooded = addr
+        if target == "twin":
+            os.makedirs(os.path.join(directory, "twin"))
+            flooded_config = write_config(os.path.join(directory, "twin"), twin_addr[1])
+            twin = start_node(args.bin, flooded_config, os.path.join(directory, "twin.log"))
+            flooded = twin_addr
         try:
             stop, peak = threading.Event(), []
             sampler = threading.Thread(target=sample_peak, args=(node.pid, stop, peak))
             sampler.start()
             pair = chat(args.bin, config, addr, args.seconds, args.rate, f"pair-{kind}-")
-            counter = Counter()
-            if work:
-                work(counter)
+            flood = {}
+            if kind != "quiet":
+                flood = flood_result(flooder(args.bin, config, flooded, kind, args.seconds,
+                                             args.half_sent_connections, args.shared_cpu))
             figures = chat_result(pair)
             stop.set()
             sampler.join()
-            row = {"kind": kind, "peak_rss_kb": peak[0] if peak else None,
-                   "hwm_kb": rss_kb(node.pid, "VmHWM"), "frames_sent": counter.sent,
-                   "cuts": counter.cuts, "answers": counter.answers,
+            row = {"kind": kind, "flooded": target if flood else None,
+                   "peak_rss_kb": peak[0] if peak else None,
+                   "hwm_kb": rss_kb(node.pid, "VmHWM"),
+                   "frames_sent": flood.get("frames_sent", 0), "cuts": flood.get("cuts", 0),
+                   "answers": flood.get("answers", {}),
                    "mailbox_cache_mb": mailbox_cache_mb(args.port + 1), **figures}
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)
             else:
-                answers = ", ".join(f"{k} {v}" for k, v in sorted(counter.answers.items()))
-                print(f"{kind:14} peak RSS {row['peak_rss_kb'] / 1024:7.1f} MiB  "
+                answers = ", ".join(f"{k} {v}" for k, v in sorted(row["answers"].items()))
+                where = f" ({target})" if flood else ""
+                print(f"{kind + where:20} peak RSS {row['peak_rss_kb'] / 1024:7.1f} MiB  "
                       f"(mailbox cache {row['mailbox_cache_mb']} MiB)  "
                       f"chat p99 {row['p99_ms']} ms lost {row['lost']} dup {row['duplicates']}  "
-                      f"sent {counter.sent} cuts {counter.cuts}  [{answers}]", flush=True)
-
+                      f"sent {row['frames_sent']} cuts {row['cuts']}  [{answers}]", flush=True)
         finally:
-            node.terminate()
-            try:
-                node.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                node.kill()
+            for process in (node, twin):
+                if process is None:
+                    continue
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
             shutil.rmtree(directory, ignore_errors=True)
 
-    # Every node's config is a copy of cluster.toml: same token key.
-    shipped = os.path.join(ROOT, "cluster.toml")
-    measure("quiet", None)
+    measure("quiet", "node")
     for kind in kinds:
-        if kind == "half_sent":
-            tokens = [token(args.bin, shipped, f"flood-half-{i}", "d")
-                      for i in range(args.half_sent_connections)]
-            measure(kind, lambda c: half_sent(addr, tokens, args.seconds, c, max_frame))
-        else:
-            tok = token(args.bin, shipped, f"flood-{kind}", "d")
-            measure(kind, lambda c, kind=kind, tok=tok: flood(kind, addr, tok, args.seconds, c))
+        for target in (["node", "twin"] if args.control else ["node"]):
+            measure(kind, target)
     failed = [r["kind"] for r in rows if r["lost"] or r["duplicates"] or r["p99_ms"] is None]
     if failed:
         print(f"chat failed beside: {', '.join(failed)}", file=sys.stderr)

@@ -56,6 +56,8 @@ enum Command {
     OfflineSend(scenario::offline_send::OfflineSendArgs),
     /// Logs in the recorded recipients and checks every recorded message arrives at its seq.
     OfflineDrain(scenario::offline_drain::OfflineDrainArgs),
+    /// One hostile device floods the server with one frame kind, reconnecting when cut.
+    Flood(scenario::flood::FloodArgs),
 }
 
 #[tokio::main]
@@ -84,6 +86,7 @@ async fn main() -> ExitCode {
         Command::ChatCli(args) => scenario::chat_cli::run(args).await,
         Command::OfflineSend(args) => scenario::offline_send::run(args).await,
         Command::OfflineDrain(args) => scenario::offline_drain::run(args).await,
+        Command::Flood(args) => scenario::flood::run(args).await,
     };
     match result {
         Ok(Verdict::Pass) => ExitCode::SUCCESS,

@@ -11,6 +11,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use ractor::{Actor, ActorRef};
 use tokio::io::Interest;
+use tracing::Instrument;
+use tracing::field::{Empty, display};
 
 use crate::clock::{now_secs, uptime_secs};
 use crate::connection::{Conn, device_key};
@@ -34,6 +36,10 @@ const LINGER: Duration = Duration::from_secs(2);
 /// whole linger cost every refused reconnect thousands of reads on the runtime's workers (a
 /// chatting pair's p99 rose 3-5x under such churn). Past this the socket is dropped.
 const LINGER_MAX_BYTES: usize = 64 * 1024;
+
+/// The message of the `OVERLOADED` error that ends a connection not logged in (or logging in)
+/// while the node shuts down.
+pub(crate) const SHUTTING_DOWN: &str = "server shutting down";
 
 /// Why the reader stops reading.
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +143,39 @@ struct Reader {
     rate: RateLimit,
 }
 
+/// Starts the reader task of an accepted connection, inside the connection's span when spans are
+/// on. Two spawns rather than one future that may hold a span: each task's cell is sized for its
+/// own future, so a connection pays for a span only when there is one.
+pub fn spawn(node: Arc<Node>, conn: Arc<Conn>) {
+    match span(&conn) {
+        Some(span) => drop(tokio::spawn(serve(node, conn).instrument(span))),
+        None => drop(tokio::spawn(serve(node, conn))),
+    }
+}
+
+/// The connection's span: `conn`, the phone's `ip` and `port`, and `user` and `device` once
+/// logged in. At debug level: a span per connection held by the subscriber costs per-phone
+/// memory, so at the default `info` filter there is none (`RUST_LOG=tern=debug` turns them on);
+/// the peer's address is looked up only when the span is on.
+fn span(conn: &Conn) -> Option<tracing::Span> {
+    let span = tracing::debug_span!(
+        "conn",
+        conn = conn.id,
+        ip = Empty,
+        port = Empty,
+        user = Empty,
+        device = Empty
+    );
+    if span.is_disabled() {
+        return None;
+    }
+    if let Ok(peer) = conn.stream.peer_addr() {
+        span.record("ip", display(peer.ip()));
+        span.record("port", peer.port());
+    }
+    Some(span)
+}
+
 /// Serves one accepted connection until it is closed.
 pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
     let burst = node.config.limits.frame_burst;
@@ -148,6 +187,11 @@ pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
         reading: true,
         rate: RateLimit::new(burst),
     };
+    if reader.node.shutdown.is_cancelled() {
+        // Accepted during the shutdown's drain: told at once, as every connection that had not
+        // logged in when it began (see `Server::shutdown`).
+        write_error_and_close(&reader.conn, ErrorCode::Overloaded, SHUTTING_DOWN);
+    }
     reader.run().await;
     reader.linger().await;
     let Reader { node, conn, .. } = reader;
@@ -341,6 +385,7 @@ impl Reader {
                         "flood_penalty",
                     );
                 }
+                record_login(&claims);
                 let args = SessionArgs {
                     node: self.node.clone(),
                     conn: self.conn.clone(),
@@ -376,11 +421,7 @@ impl Reader {
             ));
         }
         if self.node.shutdown.is_cancelled() {
-            return Err((
-                ErrorCode::Overloaded,
-                "server shutting down",
-                "shutting_down",
-            ));
+            return Err((ErrorCode::Overloaded, SHUTTING_DOWN, "shutting_down"));
         }
         self.node
             .token_key
@@ -393,6 +434,9 @@ impl Reader {
 
     /// Before login: answers with an error frame and closes.
     fn refuse(&mut self, code: ErrorCode, message: &str, result: &'static str) {
+        // Debug, not info: refusals come in floods (a phone retrying a stale token, a reconnect
+        // storm at shutdown); tern_logins_total{result} counts them whatever the filter.
+        tracing::debug!(result, reason = message, "login refused");
         metrics::counter!(names::LOGINS, "result" => result).increment(1);
         write_error_and_close(&self.conn, code, message);
         self.reading = false;
@@ -465,16 +509,24 @@ impl Reader {
     }
 }
 
-/// Writes one error frame (best effort: the socket is fresh, so it fits) and closes.
+/// Names the logged-in user and device in the connection's span.
+fn record_login(claims: &crate::token::Claims) {
+    let span = tracing::Span::current();
+    span.record("user", claims.user.as_str());
+    span.record("device", claims.device.as_str());
+}
+
+/// Writes one error frame (best effort: the socket is fresh, so it fits) and closes; does
+/// nothing if the connection was closed already (it had its last frame).
 pub(crate) fn write_error_and_close(conn: &Conn, code: ErrorCode, message: &str) {
     let mut out = BytesMut::new();
     frame::encode(
         &wire::server_frame(wire::error(code, message, "")),
         &mut out,
     );
-    let _ = conn.try_write(&out);
-    metrics::counter!(names::DISCONNECTS, "reason" => wire::error_kind(code)).increment(1);
-    conn.close();
+    if conn.close_with(&out) {
+        metrics::counter!(names::DISCONNECTS, "reason" => wire::error_kind(code)).increment(1);
+    }
 }
 
 #[cfg(test)]

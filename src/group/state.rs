@@ -364,28 +364,50 @@ impl Group {
         if self.members.values().any(|m| m.role == Role::Admin) {
             return;
         }
-        let eldest = self
-            .members
-            .iter()
-            .min_by(|a, b| (a.1.joined_seq, a.0).cmp(&(b.1.joined_seq, b.0)))
-            .map(|(user, _)| user.clone());
-        if let Some(user) = eldest
+        if let Some(user) = self.eldest_except(None)
             && let Some(m) = self.members.get_mut(&user)
         {
             m.role = Role::Admin;
         }
     }
 
+    /// The member that becomes admin when `leaving`, the group's only admin, leaves: the
+    /// longest-standing other member (lowest `joined_seq`, then lowest id). `None` when
+    /// `leaving` is not the only admin, or is the last member. The worker announces it with a
+    /// `PROMOTED` event just before the `LEFT`, so members learn who is in charge.
+    pub fn heir_of(&self, leaving: &str) -> Option<Id> {
+        let only_admin = self
+            .members
+            .get(leaving)
+            .is_some_and(|m| m.role == Role::Admin)
+            && self
+                .members
+                .iter()
+                .all(|(user, m)| m.role != Role::Admin || user.as_ref() == leaving);
+        if !only_admin {
+            return None;
+        }
+        self.eldest_except(Some(leaving))
+    }
+
+    /// The longest-standing member other than `except`.
+    fn eldest_except(&self, except: Option<&str>) -> Option<Id> {
+        self.members
+            .iter()
+            .filter(|(user, _)| except != Some(user.as_ref()))
+            .min_by(|a, b| (a.1.joined_seq, a.0).cmp(&(b.1.joined_seq, b.0)))
+            .map(|(user, _)| user.clone())
+    }
+
     /// Moves `user`'s delivered or read position forward (clamped to `last_seq`); returns the
-    /// distinct authors (other than `user`) of messages in the range newly covered.
-    pub fn receipt(&mut self, user: &str, read: bool, up_to: u64) -> Vec<Id> {
+    /// distinct authors (other than `user`) of messages in the range newly covered. Refused for
+    /// a user not in the group.
+    pub fn receipt(&mut self, user: &str, read: bool, up_to: u64) -> Result<Vec<Id>, GroupError> {
         let up_to = up_to.min(self.last_seq);
-        let Some(m) = self.members.get_mut(user) else {
-            return Vec::new();
-        };
+        let m = self.members.get_mut(user).ok_or(GroupError::NotAMember)?;
         let before = if read { m.read } else { m.delivered };
         if up_to <= before {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         if read {
             m.read = up_to;
@@ -408,7 +430,7 @@ impl Group {
                 authors.push(author.clone());
             }
         }
-        authors
+        Ok(authors)
     }
 
     /// Members whose read position, and those whose delivered (but not read) position, covers
@@ -523,7 +545,10 @@ mod tests {
     fn the_last_admin_leaving_promotes_the_eldest_member() {
         let mut group = created();
         change(&mut group, "ann", Change::Add(vec![id("cat")])).unwrap();
+        assert_eq!(group.heir_of("ann"), Some(id("bob")));
+        assert_eq!(group.heir_of("bob"), None, "not an admin");
         change(&mut group, "ann", Change::Leave).unwrap();
+        assert_eq!(group.heir_of("cat"), None, "not an admin");
         assert_eq!(group.members[&id("bob")].role, Role::Admin);
         assert_eq!(group.members[&id("cat")].role, Role::Member);
         assert_eq!(
@@ -582,8 +607,12 @@ mod tests {
         );
         assert!(group.apply(&message).is_some());
         assert!(group.apply(&message).is_none(), "applied twice");
-        assert_eq!(group.receipt("ann", true, 99), vec![id("bob")]);
-        assert_eq!(group.receipt("ann", true, 2), Vec::<Id>::new(), "no news");
+        assert_eq!(group.receipt("ann", true, 99), Ok(vec![id("bob")]));
+        assert_eq!(
+            group.receipt("ann", true, 2),
+            Ok(Vec::<Id>::new()),
+            "no news"
+        );
         assert_eq!(group.read_by(2), (vec![id("ann")], vec![]));
     }
 }

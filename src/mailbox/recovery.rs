@@ -211,7 +211,9 @@ impl Storage {
         let elapsed = started.elapsed();
         metrics::gauge!(crate::metrics::RECOVERY_SECONDS).set(elapsed.as_secs_f64());
         metrics::gauge!(crate::metrics::RECOVERY_STORE_ENTRIES).set(entries as f64);
+        // One summary line: the lines per mailbox, cursor and group are at trace level.
         tracing::info!(
+            mailboxes = recovered.iter().map(|map| map.len()).sum::<usize>(),
             store_entries = entries,
             journal_records = records,
             seconds = elapsed.as_secs_f64(),
@@ -378,9 +380,9 @@ fn load_stores(
             for (device, cursor) in wait(stores.read_cursors(shard, owner.as_bytes()))? {
                 slot.mailbox
                     .restore_cursor(&Id::from(device.as_str()), cursor);
-                tracing::debug!(owner = %owner, device, cursor, held = slot.mailbox.len(), "loaded cursor");
+                tracing::trace!(owner = %owner, device, cursor, held = slot.mailbox.len(), "loaded cursor");
             }
-            tracing::debug!(owner = %owner, last_seq = slot.mailbox.last_seq(), held = slot.mailbox.len(), "loaded mailbox");
+            tracing::trace!(owner = %owner, last_seq = slot.mailbox.last_seq(), held = slot.mailbox.len(), "loaded mailbox");
             slot.deleted_upto = slot.mailbox.min_cursor().unwrap_or(0);
         }
     }
@@ -428,7 +430,7 @@ fn load_groups(stores: &Stores, rebuilt: &mut Rebuilt<'_>) -> Result<(), Storage
                     lsn: 0,
                     source,
                 })?;
-            tracing::debug!(key = %String::from_utf8_lossy(&key), members = group.members.len(), "loaded group");
+            tracing::trace!(key = %String::from_utf8_lossy(&key), members = group.members.len(), "loaded group");
             let index = rebuilt.index(&group.id);
             rebuilt.groups[index].insert(group.id.clone(), GroupSlot::new(group));
         }
@@ -533,7 +535,7 @@ fn apply(
         }
         Record::Cursor { device, cursor, .. } => {
             slot.mailbox.restore_cursor(&device, cursor);
-            tracing::debug!(owner = %owner_for_log, device = %device, record = cursor, now = ?slot.mailbox.cursor(&device), held = slot.mailbox.len(), "replayed cursor");
+            tracing::trace!(owner = %owner_for_log, device = %device, record = cursor, now = ?slot.mailbox.cursor(&device), held = slot.mailbox.len(), "replayed cursor");
         }
         Record::GroupAppended(_) | Record::GroupFannedOut { .. } | Record::GroupCopy { .. } => {}
     }

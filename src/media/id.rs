@@ -6,8 +6,9 @@ use std::fmt;
 /// Bytes in an id.
 pub const ID_BYTES: usize = 16;
 
-/// The id of an upload, and of the media it becomes. Unguessable: knowing it is what lets a
-/// logged-in user download the media.
+/// The id of an upload, and of the media it becomes. Unguessable (never derived from the
+/// content): holding it is what lets a logged-in user download the media and reference it in a
+/// message (docs/media.md, "Forwarding").
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MediaId([u8; ID_BYTES]);
 

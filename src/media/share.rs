@@ -1,11 +1,10 @@
-//! The chat side of media: a `MESSAGE_KIND_MEDIA` Send names a finished upload by id, and may do
-//! so only if the sender uploaded it. The check reads the in-memory catalog (never blocks the
-//! session), and the body is rewritten with the stored type, size and hash so recipients get
-//! values the server vouches for.
-//!
-//! The rule is deliberately the simplest correct one: only the owner shares. A recipient who
-//! forwards a photo uploads it again; the content store deduplicates it, so forwarding costs
-//! upload bandwidth but no storage.
+//! The chat side of media: a `MESSAGE_KIND_MEDIA` Send (1:1 or to a group) names finished media
+//! by id. The id is the capability, for references as for downloads: whoever holds it (its
+//! uploader, anyone who received a message naming it) may send it on, so a forward is a new
+//! message naming the same stored media, never a new upload or object. Ids are 128 random bits
+//! never derived from content, so holding one means having been given it. The check reads the
+//! in-memory catalog (never blocks the session), and the body is rewritten with the stored
+//! type, size and hash so recipients get values the server vouches for.
 
 use bytes::Bytes;
 use prost::Message as _;
@@ -20,8 +19,8 @@ pub enum ShareRefusal {
     /// The body is not a `MediaRef`, or its id is not 32 lowercase hex digits.
     #[error("media message body must be a MediaRef with a valid id")]
     Malformed,
-    /// No finished upload of the sender has this id.
-    #[error("no finished upload of yours has this media id")]
+    /// No finished media has this id: never uploaded, unfinished, or deleted by its uploader.
+    #[error("no finished media has this id")]
     NotFound,
     /// A filled-in field differs from the stored media.
     #[error("media reference does not match the stored media ({0})")]
@@ -42,16 +41,14 @@ impl ShareRefusal {
 }
 
 impl Media {
-    /// Checks that `sender` may share the media `body` refers to, and returns the body with
-    /// the stored type, size and hash filled in (at most `max_body` bytes).
-    pub fn share(&self, sender: &str, body: &[u8], max_body: usize) -> Result<Bytes, ShareRefusal> {
+    /// Checks that the media `body` refers to is finished and that the body agrees with it,
+    /// and returns the body with the stored type, size and hash filled in (at most `max_body`
+    /// bytes). The sender is not consulted: holding the id is what entitles one to send it,
+    /// exactly as it entitles one to download it.
+    pub fn share(&self, body: &[u8], max_body: usize) -> Result<Bytes, ShareRefusal> {
         let mut reference = MediaRef::decode(body).map_err(|_| ShareRefusal::Malformed)?;
         let id = MediaId::parse(&reference.id).ok_or(ShareRefusal::Malformed)?;
-        let meta = self
-            .catalog
-            .media(&id)
-            .filter(|meta| &*meta.owner == sender)
-            .ok_or(ShareRefusal::NotFound)?;
+        let meta = self.catalog.media(&id).ok_or(ShareRefusal::NotFound)?;
         if !reference.mime_type.is_empty() && reference.mime_type != *meta.mime {
             return Err(ShareRefusal::Mismatch("mime_type"));
         }

@@ -8,7 +8,7 @@ use ractor::ActorRef;
 
 use super::{PendingSend, SessionMsg, SessionState, group_wire, wire};
 use crate::dispatch::DispatchError;
-use crate::group::Change;
+use crate::group::{Change, GroupError};
 use crate::mailbox::MailboxOp;
 use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure, GroupJob};
 use crate::message::Id;
@@ -157,6 +157,9 @@ impl SessionState {
         let Some(group) = self.check_envelope(&send.client_msg_id, &send.group_id) else {
             return;
         };
+        let Some(body) = self.checked_body(kind, send.body, &send.client_msg_id) else {
+            return;
+        };
         let client_msg_id: Arc<str> = Arc::from(send.client_msg_id.as_str());
         let tag = self.next_tag;
         self.next_tag += 1;
@@ -168,7 +171,7 @@ impl SessionState {
                 client_msg_id: client_msg_id.clone(),
                 server_id: self.node.next_server_id(),
                 kind,
-                body: send.body,
+                body,
                 // The same tag layout as 1:1 sends (no copy bit).
                 tag: tag << 1,
             },
@@ -195,8 +198,13 @@ impl SessionState {
         );
     }
 
-    /// The member received or read the group up to a group seq.
-    pub(super) fn on_group_receipt(&mut self, receipt: GroupReceipt) {
+    /// The member received or read the group up to a group seq. Not answered when accepted;
+    /// refused by the group's worker (not a member) with an `Error` naming the group.
+    pub(super) fn on_group_receipt(
+        &mut self,
+        myself: &ActorRef<SessionMsg>,
+        receipt: GroupReceipt,
+    ) {
         let Some(kind) = wire::receipt_kind_from_wire(receipt.kind) else {
             return self.send_error(ErrorCode::InvalidArgument, "unknown receipt kind", "");
         };
@@ -209,6 +217,7 @@ impl SessionState {
                 kind,
                 up_to: receipt.up_to_group_seq,
             },
+            Some(myself.clone()),
         );
     }
 
@@ -217,20 +226,28 @@ impl SessionState {
         if !valid_id(group) {
             return self.send_error(ErrorCode::InvalidArgument, "invalid group id", "");
         }
-        self.submit_group(group_id(group), GroupCall::Typing(typing));
+        self.submit_group(group_id(group), GroupCall::Typing(typing), None);
     }
 
-    /// Queues a group job that is not answered (a refused one is harmless to drop).
-    fn submit_group(&mut self, group: Id, call: GroupCall) {
+    /// Queues a group job that has no answer of its own: `reply` hears only a refusal. One
+    /// dropped for a full queue is not retried (a later receipt covers it; typing lapses).
+    fn submit_group(&mut self, group: Id, call: GroupCall, reply: Option<ActorRef<SessionMsg>>) {
         let job = GroupJob {
             group,
             actor: self.user.clone(),
             device: self.device.clone(),
             call,
             request_id: 0,
-            reply: None,
+            reply,
         };
         let _ = self.node.mailboxes.submit(MailboxOp::Group(Box::new(job)));
+    }
+
+    /// A group frame without an answer of its own was refused: the `Error` has no
+    /// `client_msg_id`, so its message names the group.
+    pub(super) fn on_group_refused(&mut self, group: &str, error: &GroupError) {
+        let (code, message) = group_wire::group_error(error);
+        self.send_error(code, &format!("{message}: group {group}"), "");
     }
 
     /// Sends the answer to a group request.

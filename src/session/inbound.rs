@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use ractor::ActorRef;
 
 use super::{AppendFailure, MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
@@ -35,7 +36,7 @@ impl SessionState {
             In::Typing(typing) => self.on_typing(&typing),
             In::GroupRequest(request) => self.on_group_request(myself, request),
             In::GroupSend(send) => self.on_group_send(myself, send),
-            In::GroupReceipt(receipt) => self.on_group_receipt(receipt),
+            In::GroupReceipt(receipt) => self.on_group_receipt(myself, receipt),
             In::PresenceSubscribe(subscribe) => self.on_presence_subscribe(myself, subscribe),
             In::Ping(ping) => self.send(Out::Pong(Pong {
                 nonce: ping.nonce,
@@ -64,17 +65,8 @@ impl SessionState {
         let Some(to_user) = self.check_envelope(&send.client_msg_id, &send.to_user) else {
             return;
         };
-        let body = if kind == MessageKind::Media {
-            // The sender must own the media; the body gets its stored type, size and hash.
-            match self.node.media.share(&self.user, &send.body, max_body) {
-                Ok(body) => body,
-                Err(refusal) => {
-                    let message = refusal.to_string();
-                    return self.send_error(refusal.code(), &message, &send.client_msg_id);
-                }
-            }
-        } else {
-            send.body
+        let Some(body) = self.checked_body(kind, send.body, &send.client_msg_id) else {
+            return;
         };
         // Own messages are copied to the user's mailbox for the user's other devices.
         let copy = to_user != self.user && self.devices > 1;
@@ -84,6 +76,29 @@ impl SessionState {
             body,
         };
         self.append(myself, &send.client_msg_id, to_user, content, copy);
+    }
+
+    /// The body to store for a 1:1 or group message of `kind`: a media reference must name
+    /// finished media (holding its id entitles the sender to send it on, as to download it) and
+    /// gets the stored type, size and hash filled in; other bodies pass unchanged. Answers the
+    /// refusal itself and returns `None` when the body is refused.
+    pub(super) fn checked_body(
+        &mut self,
+        kind: MessageKind,
+        body: Bytes,
+        client_msg_id: &str,
+    ) -> Option<Bytes> {
+        if kind != MessageKind::Media {
+            return Some(body);
+        }
+        let max_body = self.node.config.limits.max_body_bytes as usize;
+        match self.node.media.share(&body, max_body) {
+            Ok(body) => Some(body),
+            Err(refusal) => {
+                self.send_error(refusal.code(), &refusal.to_string(), client_msg_id);
+                None
+            }
+        }
     }
 
     fn on_receipt(&mut self, myself: &ActorRef<SessionMsg>, receipt: Receipt) {

@@ -101,13 +101,13 @@ impl Database {
         let mut staged: [Staged; 4] = Default::default();
         let [entries, cursors, meta, records] = &mut staged;
         for write in batch.writes() {
-            match write {
+            match write? {
                 Write::PutEntry { owner, seq, value } => {
-                    entries.insert(keys::entry_key(owner, *seq), Some(ivec(value)));
+                    entries.insert(keys::entry_key(owner, seq), Some(IVec::from(value)));
                 }
                 Write::DeleteEntriesUpTo { owner, up_to_seq } => {
                     let low = keys::entry_key(owner, 0);
-                    let high = keys::entry_key(owner, *up_to_seq);
+                    let high = keys::entry_key(owner, up_to_seq);
                     for (_, value) in entries.range_mut(low.clone()..=high.clone()) {
                         *value = None;
                     }
@@ -119,20 +119,20 @@ impl Database {
                     }
                 }
                 Write::PutCursor { owner, device, seq } => {
-                    let value = IVec::from(&keys::cursor_value(*seq)[..]);
+                    let value = IVec::from(&keys::cursor_value(seq)[..]);
                     cursors.insert(keys::cursor_key(owner, device), Some(value));
                 }
                 Write::DeleteCursor { owner, device } => {
                     cursors.insert(keys::cursor_key(owner, device), None);
                 }
                 Write::PutMeta { owner, value } => {
-                    meta.insert(owner.to_vec(), Some(ivec(value)));
+                    meta.insert(owner.to_vec(), Some(IVec::from(value)));
                 }
                 Write::DeleteMeta { owner } => {
                     meta.insert(owner.to_vec(), None);
                 }
                 Write::PutRecord { key, value } => {
-                    records.insert(key.to_vec(), Some(ivec(value)));
+                    records.insert(key.to_vec(), Some(IVec::from(value)));
                 }
                 Write::DeleteRecord { key } => {
                     records.insert(key.to_vec(), None);
@@ -339,10 +339,6 @@ fn collect_pairs(
             Ok((bytes(&key), bytes(&value)))
         })
         .collect()
-}
-
-fn ivec(value: &Bytes) -> IVec {
-    IVec::from(value.as_ref())
 }
 
 fn bytes(value: &IVec) -> Bytes {

@@ -185,6 +185,15 @@ pub async fn until_closed(reader: &mut ClientReader) -> Vec<Frame> {
     }
 }
 
+/// Waits for a server stopped with `tokio::spawn(server.stop())` to finish (fails after
+/// [`WAIT`]).
+pub async fn stopped(stopping: JoinHandle<()>) {
+    tokio::time::timeout(WAIT, stopping)
+        .await
+        .expect("server did not stop")
+        .expect("server task");
+}
+
 /// Polls `condition` every 10 ms until it holds (fails after [`WAIT`]).
 pub async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
     poll(WAIT, Duration::from_millis(10), what, condition).await;

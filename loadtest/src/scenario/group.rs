@@ -6,7 +6,10 @@
 //! that fit a frame), and everyone drains the membership events. Then the poster sends
 //! `--messages` posts one after another, each once the previous one reached every online
 //! member, so each latency is that of one fan-out on an otherwise idle server. Members ack
-//! what they receive. A post that does not reach an online member within 30 s counts as lost.
+//! what they receive. Each post's number leads its body, so a member credits a late arrival to
+//! the post it belongs to; a post waits at most 30 s for every online member, and whatever has
+//! not arrived by the end of the run is lost: lost is always expected (posts × online members)
+//! minus delivered (first arrivals of a post at a member).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,21 +68,101 @@ pub struct GroupArgs {
     server_pid: Option<u32>,
 }
 
-/// What the online members saw of the current post.
+/// What the online members saw of the posts.
 struct Arrivals {
     /// Online members.
     online: u64,
-    /// Members that received it.
+    /// Per post (by number), who received it and when.
+    posts: Vec<PostArrivals>,
+    /// Deliveries of a post a member had already received.
+    duplicates: AtomicU64,
+    /// Woken whenever a post reaches its last online member.
+    completed: Notify,
+    /// Per online member, the highest group_seq of a membership event it received.
+    events_seen: Vec<AtomicU64>,
+}
+
+/// One post's arrivals.
+struct PostArrivals {
+    /// Online members that received it (each counted once).
     count: AtomicU64,
     /// Microseconds from the run's start of the first and the last arrival.
     first_us: AtomicU64,
     last_us: AtomicU64,
-    /// Every delivery of a post (duplicates included) and duplicates.
-    delivered: AtomicU64,
-    duplicates: AtomicU64,
-    all_arrived: Notify,
-    /// Per online member, the highest group_seq of a membership event it received.
-    events_seen: Vec<AtomicU64>,
+}
+
+impl Arrivals {
+    fn new(online: usize, posts: u64) -> Self {
+        Self {
+            online: online as u64,
+            posts: (0..posts)
+                .map(|_| PostArrivals {
+                    count: AtomicU64::new(0),
+                    first_us: AtomicU64::new(u64::MAX),
+                    last_us: AtomicU64::new(0),
+                })
+                .collect(),
+            duplicates: AtomicU64::new(0),
+            completed: Notify::new(),
+            events_seen: (0..online).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// A member received post `post` for the first time, `now_us` after the start.
+    fn arrived(&self, post: usize, now_us: u64) {
+        let Some(arrivals) = self.posts.get(post) else {
+            return;
+        };
+        arrivals.first_us.fetch_min(now_us, Ordering::AcqRel);
+        arrivals.last_us.fetch_max(now_us, Ordering::AcqRel);
+        if arrivals.count.fetch_add(1, Ordering::AcqRel) + 1 == self.online {
+            self.completed.notify_waiters();
+        }
+    }
+
+    /// Waits until post `post` reached every online member; false when `limit` passed first.
+    async fn wait_all(&self, post: usize, limit: Duration) -> bool {
+        let Some(arrivals) = self.posts.get(post) else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            // Registered before the check, so a completion between the two is not missed.
+            let completed = self.completed.notified();
+            tokio::pin!(completed);
+            completed.as_mut().enable();
+            if arrivals.count.load(Ordering::Acquire) >= self.online {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, completed).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// (expected, delivered, lost) so far: lost is expected minus delivered by construction.
+    fn tally(&self) -> (u64, u64, u64) {
+        let expected = self.online * self.posts.len() as u64;
+        let delivered: u64 = self
+            .posts
+            .iter()
+            .map(|post| post.count.load(Ordering::Acquire))
+            .sum();
+        (expected, delivered, expected.saturating_sub(delivered))
+    }
+}
+
+/// The body of post `n`: its number, a space, then padding up to `size` bytes.
+fn post_body(n: u64, size: usize) -> Bytes {
+    let mut body = format!("{n} ").into_bytes();
+    body.resize(body.len().max(size), b'x');
+    Bytes::from(body)
+}
+
+/// The post number a body starts with.
+fn post_number(body: &[u8]) -> Option<usize> {
+    let end = body.iter().position(|&byte| byte == b' ')?;
+    std::str::from_utf8(&body[..end]).ok()?.parse().ok()
 }
 
 /// Runs the scenario.
@@ -97,16 +180,7 @@ pub async fn run(args: GroupArgs) -> Result<Verdict, LoadError> {
     let members: Vec<String> = (0..args.members - 1).map(member).collect();
 
     let started = Instant::now();
-    let arrivals = Arc::new(Arrivals {
-        online: args.online as u64,
-        count: AtomicU64::new(0),
-        first_us: AtomicU64::new(u64::MAX),
-        last_us: AtomicU64::new(0),
-        delivered: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        all_arrived: Notify::new(),
-        events_seen: (0..args.online).map(|_| AtomicU64::new(0)).collect(),
-    });
+    let arrivals = Arc::new(Arrivals::new(args.online, args.messages));
     // The online members: logged in, then reading until the end.
     let mut readers = JoinSet::new();
     let logins = Arc::new(Semaphore::new(LOGIN_CONCURRENCY));
@@ -163,33 +237,24 @@ pub async fn run(args: GroupArgs) -> Result<Verdict, LoadError> {
     );
 
     let watch = Watch::start(args.server_pid)?;
-    let body = Bytes::from(vec![b'x'; args.size]);
     let mut to_last = Latency::new();
     let mut to_first = Latency::new();
-    let mut lost = 0u64;
     let measured = Instant::now();
     for n in 0..args.messages {
-        arrivals.count.store(0, Ordering::Release);
-        arrivals.first_us.store(u64::MAX, Ordering::Release);
-        arrivals.last_us.store(0, Ordering::Release);
         let sent_us = started.elapsed().as_micros() as u64;
         writer.queue(client_frame::Frame::GroupSend(GroupSend {
             client_msg_id: format!("p{n}"),
             group_id: group.clone(),
             kind: MessageKind::Text.into(),
-            body: body.clone(),
+            body: post_body(n, args.size),
         }));
         writer.flush().await?;
         wait_ack(&mut reader).await?;
-        let all = arrivals.all_arrived.notified();
-        if arrivals.count.load(Ordering::Acquire) < args.online as u64
-            && tokio::time::timeout(POST_TIMEOUT, all).await.is_err()
-        {
-            lost += args.online as u64 - arrivals.count.load(Ordering::Acquire);
-        }
-        let first = arrivals.first_us.load(Ordering::Acquire);
-        let last = arrivals.last_us.load(Ordering::Acquire);
-        if first != u64::MAX {
+        let post = n as usize;
+        if arrivals.wait_all(post, POST_TIMEOUT).await {
+            // Latencies only of posts that reached everyone: a partial one has no last arrival.
+            let first = arrivals.posts[post].first_us.load(Ordering::Acquire);
+            let last = arrivals.posts[post].last_us.load(Ordering::Acquire);
             to_first.record(first.saturating_sub(sent_us));
             to_last.record(last.saturating_sub(sent_us));
         }
@@ -198,7 +263,7 @@ pub async fn run(args: GroupArgs) -> Result<Verdict, LoadError> {
     let watched = watch.map(|w| w.read()).transpose()?;
     readers.abort_all();
 
-    let delivered = arrivals.delivered.load(Ordering::Acquire);
+    let (expected, delivered, lost) = arrivals.tally();
     let mut report = Report::new("group", "tern");
     report.connections = Some(args.online as u64 + 1);
     report.duration_s = Some(round1(elapsed));
@@ -206,6 +271,7 @@ pub async fn run(args: GroupArgs) -> Result<Verdict, LoadError> {
     report.acked = Some(args.messages);
     report.delivered = Some(delivered);
     report.lost = Some(lost);
+    report.put("expected", expected);
     report.duplicates = Some(arrivals.duplicates.load(Ordering::Acquire));
     report.msgs_per_sec = Some(round1(delivered as f64 / elapsed.max(1e-3)));
     report.set_latency(&to_last.summary());
@@ -331,17 +397,54 @@ async fn read_member(
             }
             _ => continue,
         };
-        total.delivered.fetch_add(1, Ordering::AcqRel);
         if m.group_seq <= last_group_seq {
             total.duplicates.fetch_add(1, Ordering::AcqRel);
             continue;
         }
         last_group_seq = m.group_seq;
-        let now = started.elapsed().as_micros() as u64;
-        total.first_us.fetch_min(now, Ordering::AcqRel);
-        total.last_us.fetch_max(now, Ordering::AcqRel);
-        if total.count.fetch_add(1, Ordering::AcqRel) + 1 == total.online {
-            total.all_arrived.notify_one();
+        if let Some(post) = post_number(&m.body) {
+            total.arrived(post, started.elapsed().as_micros() as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_body_carries_its_number() {
+        assert_eq!(post_number(&post_body(17, 100)), Some(17));
+        assert_eq!(post_body(17, 100).len(), 100);
+        assert_eq!(post_number(&post_body(12345, 1)), Some(12345));
+        assert_eq!(post_number(b"xxxx"), None);
+    }
+
+    /// A post that reached everyone before its wait began must not let the next post's wait
+    /// succeed early, and arrivals after a post's wait gave up still count for that post: lost
+    /// is expected minus delivered whatever the order.
+    #[tokio::test]
+    async fn lost_is_expected_minus_delivered_whatever_the_order() {
+        let arrivals = Arrivals::new(10, 3);
+        for _ in 0..10 {
+            arrivals.arrived(0, 1);
+        }
+        assert!(arrivals.wait_all(0, Duration::from_secs(5)).await);
+        for _ in 0..8 {
+            arrivals.arrived(1, 2);
+        }
+        assert!(
+            !arrivals.wait_all(1, Duration::from_millis(50)).await,
+            "post 1 reached 8 of 10 members"
+        );
+        // Post 1's last two arrive late, while post 2 is awaited; post 2 reaches half.
+        arrivals.arrived(1, 3);
+        arrivals.arrived(1, 3);
+        for _ in 0..5 {
+            arrivals.arrived(2, 4);
+        }
+        assert!(!arrivals.wait_all(2, Duration::from_millis(50)).await);
+        assert_eq!(arrivals.posts[1].count.load(Ordering::Acquire), 10);
+        assert_eq!(arrivals.tally(), (30, 25, 5));
     }
 }

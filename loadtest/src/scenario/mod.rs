@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod chat_cli;
+pub mod flood;
 pub mod group;
 pub mod idle;
 pub mod offline_drain;

@@ -2,8 +2,10 @@
 //! receives its mailbox up to QueueDrained, acks it, and checks the deliveries against the
 //! record: every recorded message must arrive, at its recorded seq, in increasing seq order.
 //!
-//! Draining acks what it receives, so a second drain of the same mailboxes finds them empty
-//! (and reports the recorded messages as lost): drain once per record.
+//! Draining acks what it receives, so a second drain of the same mailboxes finds them empty: drain
+//! once per record. A recipient whose Welcome cursor is already past recorded messages was
+//! drained before; those messages still count as lost, and the JSON says why
+//! (`acked_before_run`, `why_lost`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -130,10 +132,20 @@ pub struct DrainReport {
     pub seq_mismatch: u64,
     /// Recipients whose drain did not reach QueueDrained (login failed, timeout).
     pub incomplete: u64,
+    /// Of the lost: recorded at or below the cursor its recipient had at its first login, so
+    /// acked before this run (an earlier drain of the same record) and never sent again.
+    pub acked_before_run: u64,
+    /// Why messages are lost, when this run can tell (a record drained before); else `None`.
+    pub why_lost: Option<String>,
 }
 
-/// Compares the deliveries with the record.
-pub fn check(record: &Record, deliveries: &BTreeMap<String, Deliveries>) -> DrainReport {
+/// Compares the deliveries with the record; `cursors` holds each recipient's Welcome cursor at
+/// its first login (entries up to it were acked before this run).
+pub fn check(
+    record: &Record,
+    deliveries: &BTreeMap<String, Deliveries>,
+    cursors: &BTreeMap<String, u64>,
+) -> DrainReport {
     let mut report = DrainReport {
         scenario: "offline-drain",
         expected: record.expected(),
@@ -163,15 +175,24 @@ pub fn check(record: &Record, deliveries: &BTreeMap<String, Deliveries>) -> Drai
                 report.unrecorded += 1;
             }
         }
+        let cursor = cursors.get(recipient).copied().unwrap_or(0);
         for (id, seq) in recorded {
             match seqs_by_id.get(id.as_str()) {
                 Some(seqs) if seqs.contains(seq) => report.delivered += 1,
                 Some(_) => report.seq_mismatch += 1,
+                None if *seq <= cursor => report.acked_before_run += 1,
                 None => {}
             }
         }
     }
     report.lost = report.expected - report.delivered;
+    if report.acked_before_run > 0 {
+        report.why_lost = Some(format!(
+            "already drained: {} of the {} lost recorded messages were acked before this run \
+             (an earlier drain of this record); drain once per record",
+            report.acked_before_run, report.lost
+        ));
+    }
     report
 }
 
@@ -204,19 +225,29 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
         let gate = gate.clone();
         tasks.spawn(async move {
             let mut got = Vec::new();
+            let mut cursor = 0;
             let drained = tokio::time::timeout(
                 timeout,
-                drain(dialer, index, &recipient, &token, &gate, &mut got),
+                drain(
+                    dialer,
+                    index,
+                    &recipient,
+                    &token,
+                    &gate,
+                    &mut got,
+                    &mut cursor,
+                ),
             )
             .await
             .unwrap_or_else(|_| Err(format!("no QueueDrained within {} s", timeout.as_secs())));
-            (recipient, got, drained)
+            (recipient, got, cursor, drained)
         });
     }
     let mut deliveries = BTreeMap::new();
+    let mut cursors = BTreeMap::new();
     let mut incomplete = 0;
     while let Some(joined) = tasks.join_next().await {
-        let Ok((recipient, got, drained)) = joined else {
+        let Ok((recipient, got, cursor, drained)) = joined else {
             incomplete += 1;
             continue;
         };
@@ -224,9 +255,10 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
             eprintln!("offline-drain: {recipient}: {error}");
             incomplete += 1;
         }
+        cursors.insert(recipient.clone(), cursor);
         deliveries.insert(recipient, got);
     }
-    let mut report = check(&record, &deliveries);
+    let mut report = check(&record, &deliveries, &cursors);
     report.incomplete = incomplete;
     let wall_s = start.elapsed().as_secs_f64();
     let mut common = Report::new("offline-drain", "tern");
@@ -244,6 +276,8 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
     common.put("unrecorded", report.unrecorded);
     common.put("seq_mismatch", report.seq_mismatch);
     common.put("incomplete", report.incomplete);
+    common.put("acked_before_run", report.acked_before_run);
+    common.put("why_lost", &report.why_lost);
     if args.json {
         common.print(true);
     } else {
@@ -258,6 +292,9 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
             report.unrecorded,
             report.incomplete
         );
+        if let Some(why) = &report.why_lost {
+            println!("offline-drain: {why}");
+        }
     }
     Ok(if report.lost > 0 || report.out_of_order > 0 {
         Verdict::Fail
@@ -267,7 +304,8 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
 }
 
 /// Receives one recipient's mailbox until QueueDrained, acking as it goes; reconnects (resuming
-/// after the last seq received) when the connection drops.
+/// after the last seq received) when the connection drops. `acked_before` is set to the cursor
+/// of the first Welcome: what an earlier drain acked.
 async fn drain(
     dialer: Dialer,
     index: usize,
@@ -275,6 +313,7 @@ async fn drain(
     token: &str,
     gate: &Semaphore,
     got: &mut Deliveries,
+    acked_before: &mut u64,
 ) -> Result<(), String> {
     let mut last_seq = 0;
     let mut failures = 0;
@@ -295,6 +334,7 @@ async fn drain(
             }
         };
         if last_seq == 0 && welcome.cursor > 0 {
+            *acked_before = welcome.cursor;
             eprintln!(
                 "offline-drain: {recipient}: entries up to seq {} were acked before (an earlier drain?)",
                 welcome.cursor
@@ -419,7 +459,7 @@ mod tests {
     fn a_complete_in_order_drain_passes() {
         let record = parse_record(b"a 1-0 1\na 1-1 2\nb 1-2 1\n").unwrap();
         let got = deliveries(&[("a", &[(1, "1-0"), (2, "1-1")]), ("b", &[(1, "1-2")])]);
-        let r = check(&record, &got);
+        let r = check(&record, &got, &BTreeMap::new());
         assert_eq!((r.expected, r.delivered, r.lost), (3, 3, 0));
         assert_eq!((r.duplicates, r.out_of_order, r.unrecorded), (0, 0, 0));
     }
@@ -429,7 +469,7 @@ mod tests {
         let record = parse_record(b"a 1-0 1\na 1-1 2\na 1-2 3\nb 1-3 1\n").unwrap();
         // 1-1 never arrives, 1-2 arrives at another seq, b gets nothing.
         let got = deliveries(&[("a", &[(1, "1-0"), (4, "1-2")])]);
-        let r = check(&record, &got);
+        let r = check(&record, &got, &BTreeMap::new());
         assert_eq!(r.delivered, 1);
         assert_eq!(r.lost, 3);
         assert_eq!(r.seq_mismatch, 1);
@@ -445,10 +485,34 @@ mod tests {
             // The same id at another recipient is a different message, not a duplicate.
             ("b", &[(5, "1-0")]),
         ]);
-        let r = check(&record, &got);
+        let r = check(&record, &got, &BTreeMap::new());
         assert_eq!((r.expected, r.delivered, r.lost), (3, 3, 0));
         assert_eq!(r.duplicates, 1);
         assert_eq!(r.out_of_order, 1);
         assert_eq!(r.unrecorded, 1);
+    }
+
+    #[test]
+    fn a_record_drained_before_says_why_its_messages_are_lost() {
+        let record = parse_record(
+            b"a 1-0 1
+a 1-1 2
+b 1-2 1
+",
+        )
+        .unwrap();
+        // a was drained up to seq 2 by an earlier run; b never was, and 1-2 is really missing.
+        let cursors = BTreeMap::from([("a".to_owned(), 2), ("b".to_owned(), 0)]);
+        let r = check(&record, &BTreeMap::new(), &cursors);
+        assert_eq!((r.expected, r.delivered, r.lost), (3, 0, 3));
+        assert_eq!(r.acked_before_run, 2);
+        let why = r.why_lost.expect("a reason");
+        assert!(why.starts_with("already drained: 2 of the 3"), "{why}");
+        let json = serde_json::to_value(check(&record, &BTreeMap::new(), &cursors)).unwrap();
+        assert_eq!(json["acked_before_run"], 2);
+        assert!(json["why_lost"].as_str().unwrap().contains("earlier drain"));
+        // A first drain has no reason to give.
+        let r = check(&record, &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!((r.acked_before_run, r.why_lost), (0, None));
     }
 }

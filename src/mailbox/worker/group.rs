@@ -166,6 +166,27 @@ impl MailboxWorker {
                     Err(error) => refuse(error),
                     Ok(None) => answer_request(reply.as_ref(), request_id, Ok(GroupAnswer::Done)),
                     Ok(Some(event)) => {
+                        let heir = match event.kind {
+                            GroupEventKind::Left => slot.group.heir_of(&actor),
+                            _ => None,
+                        };
+                        if let Some(heir) = heir {
+                            // The only admin leaves: its heir's promotion is an entry of its
+                            // own, just before the LEFT (which would promote it anyway, so a
+                            // log that lost this entry still agrees).
+                            let promoted = GroupEvent {
+                                kind: GroupEventKind::Promoted,
+                                users: vec![heir],
+                                subject: String::new(),
+                            };
+                            let entry = self.next_entry(&group, &actor, &device, promoted);
+                            let unanswered = Answer::Request {
+                                reply: None,
+                                request_id,
+                                success: GroupAnswer::Done,
+                            };
+                            self.accept(entry, unanswered);
+                        }
                         let entry = self.next_entry(&group, &actor, &device, event);
                         let success = GroupAnswer::Done;
                         self.accept(
@@ -221,7 +242,11 @@ impl MailboxWorker {
                 reply,
             ),
             GroupCall::Receipt { kind, up_to } => {
-                self.group_receipt(&group, actor, device, kind, up_to)
+                if let Err(error) = self.group_receipt(&group, actor, device, kind, up_to)
+                    && let Some(session) = reply
+                {
+                    let _ = session.cast(SessionMsg::GroupRefused { group, error });
+                }
             }
             GroupCall::Typing(typing) => self.group_typing(&group, &actor, typing),
         }
@@ -356,14 +381,22 @@ impl MailboxWorker {
     }
 
     /// A member's receipt: moves its position and tells the authors of the covered messages.
-    fn group_receipt(&mut self, group: &Id, actor: Id, device: Id, kind: ReceiptKind, up_to: u64) {
-        let Some(slot) = self.groups.get_mut(group) else {
-            return;
-        };
-        let authors = slot.group.receipt(&actor, kind == ReceiptKind::Read, up_to);
+    /// Refused for a group that does not exist or that the actor is not in.
+    fn group_receipt(
+        &mut self,
+        group: &Id,
+        actor: Id,
+        device: Id,
+        kind: ReceiptKind,
+        up_to: u64,
+    ) -> Result<(), GroupError> {
+        let slot = self.groups.get_mut(group).ok_or(GroupError::NotAMember)?;
+        let authors = slot
+            .group
+            .receipt(&actor, kind == ReceiptKind::Read, up_to)?;
         slot.dirty = true;
         if authors.is_empty() {
-            return;
+            return Ok(());
         }
         let notice = GroupReceiptNotice {
             group_id: group.clone(),
@@ -378,6 +411,7 @@ impl MailboxWorker {
             }
             None => self.shared.pushes_skipped.increment(1),
         }
+        Ok(())
     }
 
     /// Relays a typing notice to the group's online members (never stored).

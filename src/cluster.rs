@@ -1,0 +1,14 @@
+//! The cluster: nodes joined by the mesh, agreeing on a cluster map (nodes, states, islands,
+//! slot table) replicated by the metadata Raft group (`raft/`, the only folder that knows the
+//! consensus library); its configuration, the leader's controller and slot placement.
+//!
+//! A node without a `[cluster]` section never touches this module at run time.
+
+pub mod config;
+pub mod controller;
+pub mod map;
+pub mod member;
+pub mod placement;
+pub mod raft;
+pub mod telemetry;
+pub mod view;

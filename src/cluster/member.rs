@@ -1,0 +1,282 @@
+//! This node as a member of a cluster: its mesh links to the peers and its replica of the
+//! cluster map (the metadata Raft group), started from `[cluster]`, followed by the mesh (every
+//! node the map lists is a peer) and shown by `GET /cluster`.
+//!
+//! Supervision: [`ClusterMember::start`] owns the mesh (its accept loop, dialers and links), the
+//! metadata group (openraft's tasks, its controller and registration) and one task that keeps
+//! the mesh's peer table in step with the map; [`ClusterMember::shutdown`] stops all three,
+//! the group first so that it sends nothing more over the mesh.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use crate::cluster::config::ClusterConfig;
+use crate::cluster::map::{ClusterMap, NodeRecord, NodeState};
+use crate::cluster::raft::{MetaConfig, MetaError, MetaGroup, RaftTransport, Role};
+use crate::config::Config;
+use crate::mesh::{
+    BoxFuture, CallError, Handler, Handlers, Lane, Mesh, MeshConfig, MeshError, NodeId,
+    TcpTransport, Transport,
+};
+
+/// The mesh service number of the metadata group's requests (votes, appends, snapshots,
+/// proposals and joins forwarded to the leader).
+pub const SERVICE_META: u32 = 1;
+
+/// Why this node could not take its place in the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The mesh could not start (its listener could not be bound, or its settings are wrong).
+    #[error("mesh: {0}")]
+    Mesh(#[from] MeshError),
+    /// The metadata group could not start (its files, or openraft).
+    #[error("cluster map: {0}")]
+    Meta(#[from] MetaError),
+}
+
+/// The addresses a node's listeners are bound to.
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddrs {
+    /// Phones.
+    pub client: SocketAddr,
+    /// Admin HTTP.
+    pub admin: SocketAddr,
+    /// Media HTTP.
+    pub media: SocketAddr,
+}
+
+/// This node's mesh (over TCP in production, any [`Transport`] in simulations) and its replica
+/// of the cluster map.
+pub struct ClusterMember<T: Transport = TcpTransport> {
+    name: String,
+    mesh: Mesh<T>,
+    meta: Arc<MetaGroup>,
+    follow: JoinHandle<()>,
+}
+
+impl ClusterMember {
+    /// Starts the mesh on `cluster.listen`, then the metadata group over it (bootstrapping it
+    /// if this is the lowest seed and it never was, joining through a seed otherwise). `bound`
+    /// are the addresses the node's listeners got (the map tells peers and phones these).
+    pub async fn start(
+        config: &Config,
+        cluster: &ClusterConfig,
+        bound: BoundAddrs,
+    ) -> Result<Self, ClusterError> {
+        ClusterMember::start_over(&config.node.data_dir, cluster, bound, TcpTransport, None).await
+    }
+}
+
+impl<T: Transport> ClusterMember<T> {
+    /// [`ClusterMember::start`] over `transport`, keeping the group's files under `data_dir`.
+    /// `seed`, when given, fixes every random draw of the mesh and the group (reconnect
+    /// jitter, election timeouts), so that a simulated cluster repeats a run exactly; a
+    /// production node passes `None`.
+    pub async fn start_over(
+        data_dir: &Path,
+        cluster: &ClusterConfig,
+        bound: BoundAddrs,
+        transport: T,
+        seed: Option<u64>,
+    ) -> Result<Self, ClusterError> {
+        let mut mesh_config = MeshConfig::new(
+            cluster.name.clone(),
+            cluster.node,
+            cluster.listen.to_string(),
+            cluster.secret.as_bytes().to_vec(),
+        );
+        mesh_config.peers = cluster
+            .seeds
+            .iter()
+            .filter(|seed| seed.node != cluster.node)
+            .map(|seed| (seed.node, seed.addr.to_string()))
+            .collect();
+        mesh_config.heartbeat = Duration::from_millis(cluster.heartbeat_ms);
+        mesh_config.dead_after = Duration::from_millis(cluster.down_after_ms);
+        mesh_config.jitter_seed = seed;
+        let service = Arc::new(MetaService::default());
+        let mesh = Mesh::start(
+            mesh_config,
+            transport,
+            Handlers::default().with(SERVICE_META, service.clone()),
+        )
+        .await?;
+        // A seed with a lower id would wait for this node to be dialled; a node it has never
+        // heard of must announce itself.
+        for seed in cluster.seeds.iter().filter(|seed| seed.node < cluster.node) {
+            let _ = mesh.connect(seed.node);
+        }
+        let advertise = match cluster.advertise {
+            Some(advertise) => advertise.to_string(),
+            None => mesh.local_addr(),
+        };
+        let record = NodeRecord {
+            mesh_addr: advertise,
+            client_addr: bound.client.to_string(),
+            admin_addr: bound.admin.to_string(),
+            media_addr: bound.media.to_string(),
+            state: NodeState::Joining,
+        };
+        let seeds = cluster
+            .seeds
+            .iter()
+            .map(|seed| {
+                let known = if seed.node == cluster.node {
+                    record.clone()
+                } else {
+                    NodeRecord {
+                        mesh_addr: seed.addr.to_string(),
+                        client_addr: String::new(),
+                        admin_addr: String::new(),
+                        media_addr: String::new(),
+                        state: NodeState::Joining,
+                    }
+                };
+                (seed.node, known)
+            })
+            .collect();
+        let mut meta_config = MetaConfig::new(cluster.node, record, data_dir.to_path_buf(), seeds);
+        meta_config.heartbeat = Duration::from_millis(cluster.heartbeat_ms);
+        meta_config.election_timeout_min = Duration::from_millis(cluster.election_timeout_ms.min);
+        meta_config.election_timeout_max = Duration::from_millis(cluster.election_timeout_ms.max);
+        meta_config.down_after = Duration::from_millis(cluster.down_after_ms);
+        meta_config.replication = cluster.replication_factor as usize;
+        meta_config.slot_count = cluster.slots;
+        meta_config.rng_seed = seed;
+        let transport = Arc::new(MeshTransport(mesh.clone()));
+        let meta = match MetaGroup::start(meta_config, transport).await {
+            Ok(meta) => Arc::new(meta),
+            Err(error) => {
+                mesh.shutdown().await;
+                return Err(error.into());
+            }
+        };
+        let _ = service.0.set(meta.clone());
+        let follow = tokio::spawn(follow_map(mesh.clone(), meta.clone()));
+        Ok(ClusterMember {
+            name: cluster.name.clone(),
+            mesh,
+            meta,
+            follow,
+        })
+    }
+
+    /// The mesh (for the services built on it).
+    pub fn mesh(&self) -> &Mesh<T> {
+        &self.mesh
+    }
+
+    /// The metadata group.
+    pub fn meta(&self) -> &MetaGroup {
+        &self.meta
+    }
+
+    /// Sets the cluster's gauges (term, leader, map version, nodes by state) for a scrape.
+    pub fn report_metrics(&self) {
+        super::telemetry::report(&self.meta.status(), &self.meta.map().borrow());
+    }
+
+    /// This node's view of the cluster, as `GET /cluster` shows it.
+    pub fn view(&self) -> serde_json::Value {
+        super::view::render(
+            &self.name,
+            &self.meta.status(),
+            &self.meta.map().borrow(),
+            &self.mesh.links(),
+        )
+    }
+
+    /// Stops the metadata group, then the mesh.
+    pub async fn shutdown(&self) {
+        self.follow.abort();
+        self.meta.shutdown().await;
+        self.mesh.shutdown().await;
+    }
+}
+
+/// Keeps the mesh's peers in step with the map: every node it lists (but this one) is a peer
+/// at its mesh address; a node that left the map is dropped.
+async fn follow_map<T: Transport>(mesh: Mesh<T>, meta: Arc<MetaGroup>) {
+    let mut map = meta.map();
+    let mut known: std::collections::BTreeMap<NodeId, String> = Default::default();
+    loop {
+        let current: Arc<ClusterMap> = map.borrow_and_update().clone();
+        for (node, record) in &current.nodes {
+            if *node == mesh.node() || record.mesh_addr.is_empty() {
+                continue;
+            }
+            if known.get(node) != Some(&record.mesh_addr) {
+                mesh.set_peer(*node, record.mesh_addr.clone());
+                known.insert(*node, record.mesh_addr.clone());
+            }
+        }
+        let gone: Vec<NodeId> = known
+            .keys()
+            .filter(|node| !current.nodes.contains_key(node))
+            .copied()
+            .collect();
+        for node in gone {
+            mesh.remove_peer(node);
+            known.remove(&node);
+        }
+        if map.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The metadata group's requests from peers, served once the group has started (a request that
+/// comes before is refused and retried by its sender).
+#[derive(Default)]
+struct MetaService(OnceLock<Arc<MetaGroup>>);
+
+impl Handler for MetaService {
+    fn call(&self, from: NodeId, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let meta = self.0.get().cloned();
+        Box::pin(async move {
+            match meta {
+                Some(meta) => meta.handle(from, payload).await,
+                None => Err("the metadata group is starting".to_owned()),
+            }
+        })
+    }
+
+    fn cast(&self, _from: NodeId, _payload: Bytes) {}
+}
+
+/// The metadata group's requests ride the consensus lane of the mesh.
+struct MeshTransport<T: Transport>(Mesh<T>);
+
+impl<T: Transport> RaftTransport for MeshTransport<T> {
+    fn call(
+        &self,
+        peer: u64,
+        payload: Bytes,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        let call = self
+            .0
+            .call(peer, Lane::Consensus, SERVICE_META, payload, deadline);
+        Box::pin(async move { call.await.map_err(|error: CallError| error.to_string()) })
+    }
+
+    fn silent_for(&self, peer: u64) -> Option<Duration> {
+        self.0.silent_for(peer)
+    }
+}
+
+/// The name of a role, for `GET /cluster`.
+pub(super) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Leader => "leader",
+        Role::Follower => "follower",
+        Role::Candidate => "candidate",
+        Role::Learner => "learner",
+        Role::Shutdown => "shutdown",
+    }
+}

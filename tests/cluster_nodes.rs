@@ -1,0 +1,194 @@
+//! Three real nodes (child processes) with `[cluster]` sections on loopback: they link over the
+//! mesh, agree on one cluster map through the metadata Raft group and show it on `GET /cluster`;
+//! a SIGKILLed metadata leader is replaced, marked down without moving a slot, and rejoins with
+//! the same map when restarted on its data directory.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// How long a cluster may take to settle (elections, registration, the controller's ticks).
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A free loopback port (bound, then released) for a mesh listener the seeds must name.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+struct Member {
+    config: PathBuf,
+    data: PathBuf,
+    node: Option<ChildNode>,
+}
+
+impl Member {
+    fn admin(&self) -> std::net::SocketAddr {
+        self.node.as_ref().expect("running").admin
+    }
+}
+
+/// Writes three configurations (the shipped file with ports 0, plus `[cluster]` with every node
+/// a seed at a free mesh port) under `dir` and starts the three nodes.
+fn start_three(dir: &Path) -> Vec<Member> {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let seeds: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("    {{ node = {}, addr = \"127.0.0.1:{port}\" }},\n", i + 1))
+        .collect();
+    (1..=3)
+        .map(|node| {
+            let node_dir = dir.join(format!("node-{node}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let (config, _) = child_config(&node_dir, &[]);
+            let mut text = std::fs::read_to_string(&config).expect("config");
+            text.push_str(&format!(
+                "\n[cluster]\nname = \"test\"\nnode = {node}\nlisten = \"127.0.0.1:{}\"\n\
+                 seeds = [\n{seeds}]\nsecret = \"{}\"\nheartbeat_ms = 100\n\
+                 down_after_ms = 1500\nelection_timeout_ms = {{ min = 500, max = 1000 }}\n",
+                ports[node - 1],
+                "s".repeat(40),
+            ));
+            std::fs::write(&config, text).expect("write config");
+            let data = node_dir.join("data");
+            let child = ChildNode::start(&config, &data);
+            Member {
+                config,
+                data,
+                node: Some(child),
+            }
+        })
+        .collect()
+}
+
+async fn view(admin: std::net::SocketAddr) -> Value {
+    serde_json::from_str(&http_get(admin, "/cluster").await).unwrap_or(Value::Null)
+}
+
+async fn views(members: &[Member], which: &[usize]) -> Vec<Value> {
+    let mut views = Vec::new();
+    for index in which {
+        views.push(view(members[*index].admin()).await);
+    }
+    views
+}
+
+/// Every view names the same leader, term and map, with the nodes in the given states.
+fn agree(views: &[Value], states: &[(u64, &str)]) -> bool {
+    let first = &views[0];
+    let same = views.iter().all(|view| {
+        !view["leader"].is_null()
+            && view["leader"] == first["leader"]
+            && view["term"] == first["term"]
+            && view["map"] == first["map"]
+    });
+    same && states.iter().all(|(node, state)| {
+        first["map"]["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["id"] == *node && n["state"] == *state)
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_on_one_map_and_survive_a_killed_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = start_three(dir.path());
+    let active = [(1, "active"), (2, "active"), (3, "active")];
+    let mut settled = Vec::new();
+    eventually_within(SETTLE, "one map on all three nodes", async || {
+        settled = views(&members, &[0, 1, 2]).await;
+        agree(&settled, &active)
+    })
+    .await;
+    let map = settled[0]["map"].clone();
+    let slots = map["slots"].as_array().expect("slots");
+    assert_eq!(slots.len(), 512, "the default slot count");
+    let islands = map["islands"].as_array().expect("islands");
+    assert_eq!(islands.len(), 1, "three nodes, replication 3: one island");
+    assert_eq!(islands[0]["members"], serde_json::json!([1, 2, 3]));
+    assert!(slots.iter().all(|slot| *slot == islands[0]["id"]));
+    for view in &settled {
+        let links = view["links"].as_array().expect("links");
+        assert_eq!(links.len(), 2, "a link to each peer: {view}");
+        assert!(links.iter().all(|link| link["up"] == true), "{view}");
+    }
+    // The same, as gauges on the leader's /metrics.
+    let leader = settled[0]["leader"].as_u64().expect("leader");
+    let leader_admin = members[usize::try_from(leader - 1).expect("index")].admin();
+    let metrics = http_get(leader_admin, "/metrics").await;
+    assert_eq!(metric_value(&metrics, "tern_cluster_is_leader"), Some(1.0));
+    assert_eq!(
+        metric_value(&metrics, "tern_cluster_leader"),
+        Some(leader as f64)
+    );
+    assert_eq!(
+        metric_value(&metrics, "tern_cluster_nodes{state=\"active\"}"),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "tern_cluster_map_version"),
+        map["version"].as_f64()
+    );
+    // Settled means settled: nothing keeps rewriting the map.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = view(members[0].admin()).await;
+    assert_eq!(
+        later["map"]["version"], map["version"],
+        "the map kept changing"
+    );
+
+    // SIGKILL the metadata leader.
+    let term = settled[0]["term"].as_u64().expect("term");
+    let killed = usize::try_from(leader - 1).expect("index");
+    members[killed].node.take().expect("running").kill();
+    let survivors: Vec<usize> = (0..3).filter(|index| *index != killed).collect();
+    let mut down: Vec<(u64, &str)> = active.to_vec();
+    down[killed].1 = "down";
+    let mut after = Vec::new();
+    eventually_within(
+        SETTLE,
+        "a new leader that marks the old one down",
+        async || {
+            after = views(&members, &survivors).await;
+            agree(&after, &down)
+                && after[0]["term"].as_u64().is_some_and(|t| t > term)
+                && after[0]["leader"].as_u64() != Some(leader)
+        },
+    )
+    .await;
+    assert_eq!(
+        after[0]["map"]["slots"], map["slots"],
+        "a node that is down keeps its place"
+    );
+    assert_eq!(after[0]["map"]["islands"], map["islands"]);
+
+    // Restarted on its data directory, it rejoins with the same map and is active again.
+    let restarted = &mut members[killed];
+    restarted.node = Some(ChildNode::start(&restarted.config, &restarted.data));
+    eventually_within(
+        SETTLE,
+        "the restarted node back with the same map",
+        async || agree(&views(&members, &[0, 1, 2]).await, &active),
+    )
+    .await;
+    let back = view(members[killed].admin()).await;
+    assert_eq!(back["map"]["slots"], map["slots"]);
+    assert_eq!(back["map"]["islands"], map["islands"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_cluster_section_has_no_cluster_view() {
+    let files = ChildFiles::new(&[]);
+    let node = files.start();
+    let body = http_get(node.admin, "/cluster").await;
+    assert!(body.contains("not part of a cluster"), "{body}");
+}
