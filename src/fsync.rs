@@ -17,6 +17,20 @@ pub struct SyncError {
     pub source: io::Error,
 }
 
+/// Runs `io`, blocking file work such as an fsync, from async code: on a multi-threaded tokio
+/// runtime the worker hands its other tasks to the rest first (`block_in_place`), so a slow disk
+/// stalls only the caller; elsewhere (a current-thread runtime, as in the simulations, or no
+/// runtime) it runs inline.
+pub fn off_the_runtime<R>(io: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(io)
+        }
+        _ => io(),
+    }
+}
+
 /// fsyncs a directory, making its entries (new files, renames, removals) durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -571,3 +571,36 @@ async fn learners_become_voters_until_five_vote() {
         .await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowest_seed_that_lost_its_files_rejoins_the_group_the_others_hold() {
+    let mut cluster = Cluster::start(&[1, 2, 3]).await;
+    let active = [
+        (1, NodeState::Active),
+        (2, NodeState::Active),
+        (3, NodeState::Active),
+    ];
+    cluster
+        .wait_for("a settled three-node map", |maps, statuses| {
+            agreed_leader(statuses).is_some() && all_agree(maps, &active)
+        })
+        .await;
+    let placed = cluster.maps()[&2].placement.clone();
+    cluster.stop_node(1).await;
+    std::fs::remove_dir_all(cluster.dir.path().join("node-1")).expect("wipe node 1");
+    // Its map starts again from nothing: only the versions published from now on are compared.
+    cluster.versions.lock().expect("lock").remove(&1);
+    cluster.start_node(1).await;
+    cluster
+        .wait_for(
+            "the wiped seed back in the same group, with the same map",
+            |maps, statuses| {
+                statuses.len() == 3 && agreed_leader(statuses).is_some() && all_agree(maps, &active)
+            },
+        )
+        .await;
+    for (node, map) in cluster.maps() {
+        assert_eq!(map.placement, placed, "node {node} holds another placement");
+    }
+    cluster.shutdown().await;
+}

@@ -25,6 +25,7 @@ use crate::cluster::map::{ClusterMap, MapCommand, MapError, NodeRecord};
 use crate::cluster::placement::NodeId;
 use crate::proto::mesh as pb;
 
+mod bootstrap;
 mod inbound;
 mod tasks;
 
@@ -222,9 +223,7 @@ impl MetaGroup {
         });
         let mut tasks = Vec::new();
         if shared.is_bootstrapper() && !shared.raft.is_initialized().await.map_err(stopped)? {
-            shared.initialize().await?;
-            let seeds = shared.config.seeds.clone();
-            tasks.push(tokio::spawn(tasks::register(shared.clone(), seeds)));
+            tasks.push(tokio::spawn(bootstrap::bootstrap(shared.clone())));
         }
         let me = vec![(shared.config.node, shared.config.record.clone())];
         tasks.push(tokio::spawn(tasks::register(shared.clone(), me)));

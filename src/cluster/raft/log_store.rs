@@ -4,7 +4,8 @@
 //! truncation and purge is written and fsynced before openraft hears it is done; on open the
 //! file is replayed and a torn or corrupt tail is cut. When the purged prefix outgrows the live
 //! entries the file is rewritten (temp file, fsync, rename, directory fsync). The map changes
-//! rarely, so the writes run inline: a few small records per membership or map change.
+//! rarely (a few small records per membership or map change), so each write is synchronous, run
+//! with `fsync::off_the_runtime` so that a slow disk holds up only the metadata group.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -311,12 +312,10 @@ impl RaftLogStorage<MetaTypes> for LogStore {
 
     async fn save_vote(&mut self, vote: &VoteOf<MetaTypes>) -> Result<(), io::Error> {
         use pb::log_record::Record;
-        self.lock()
-            .write(vec![record(Record::Vote(convert::vote_to_proto(vote)))])
+        let vote = record(Record::Vote(convert::vote_to_proto(vote)));
+        fsync::off_the_runtime(|| self.lock().write(vec![vote]))
     }
 
-    // The committed id need not be durable (openraft re-learns it from the leader); it is
-    // written unsynced and rides on the next fsync.
     // The committed id need not be durable (openraft re-learns it from the leader): it is written
     // unsynced and rides on the next fsync.
     async fn save_committed(
@@ -351,7 +350,7 @@ impl RaftLogStorage<MetaTypes> for LogStore {
             .into_iter()
             .map(|entry| record(Record::Entry(convert::entry_to_proto(&entry))))
             .collect();
-        let result = self.lock().write(records);
+        let result = fsync::off_the_runtime(|| self.lock().write(records));
         let reply = match &result {
             Ok(()) => Ok(()),
             Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
@@ -365,18 +364,16 @@ impl RaftLogStorage<MetaTypes> for LogStore {
         last_log_id: Option<LogIdOf<MetaTypes>>,
     ) -> Result<(), io::Error> {
         use pb::log_record::Record;
-        self.lock()
-            .write(vec![record(Record::Truncate(pb::TruncateAfter {
-                after: last_log_id.as_ref().map(convert::log_id_to_proto),
-            }))])
+        let truncate = record(Record::Truncate(pb::TruncateAfter {
+            after: last_log_id.as_ref().map(convert::log_id_to_proto),
+        }));
+        fsync::off_the_runtime(|| self.lock().write(vec![truncate]))
     }
 
     async fn purge(&mut self, log_id: LogIdOf<MetaTypes>) -> Result<(), io::Error> {
         use pb::log_record::Record;
-        self.lock()
-            .write(vec![record(Record::Purge(convert::log_id_to_proto(
-                &log_id,
-            )))])
+        let purge = record(Record::Purge(convert::log_id_to_proto(&log_id)));
+        fsync::off_the_runtime(|| self.lock().write(vec![purge]))
     }
 }
 

@@ -150,7 +150,7 @@ impl RaftSnapshotBuilder<MetaTypes> for StateMachine {
             last_membership: inner.last_membership.clone(),
         };
         let data = inner.map.encode_snapshot();
-        inner.persist(&meta, &data)?;
+        fsync::off_the_runtime(|| inner.persist(&meta, &data))?;
         inner.snapshot = Some((meta.clone(), data.clone()));
         Ok(SnapshotOf::<MetaTypes, Bytes> {
             meta,
@@ -212,7 +212,7 @@ impl RaftStateMachine<MetaTypes> for StateMachine {
         let map = ClusterMap::decode_snapshot(&snapshot).map_err(invalid)?;
         {
             let mut inner = self.lock();
-            inner.persist(meta, &snapshot)?;
+            fsync::off_the_runtime(|| inner.persist(meta, &snapshot))?;
             inner.map = map.clone();
             inner.last_applied = meta.last_log_id;
             inner.last_membership = meta.last_membership.clone();

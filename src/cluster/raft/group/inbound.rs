@@ -86,6 +86,9 @@ impl Shared {
                 let record = NodeRecord::from_proto(record).map_err(malformed)?;
                 self.serve_join(join.node, record, join.hops).await
             }
+            Request::Probe(_) => Response::Probe(pb::ProbeResponse {
+                initialized: self.raft.is_initialized().await.map_err(stopped)?,
+            }),
         })
     }
 
