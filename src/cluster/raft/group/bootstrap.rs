@@ -64,7 +64,7 @@ pub(super) async fn bootstrap(shared: Arc<Shared>) {
             }
             Census::Unknown => {
                 rounds += 1;
-                if rounds % 50 == 0 {
+                if rounds.is_multiple_of(50) {
                     tracing::warn!(
                         rounds,
                         "metadata group not founded: fewer than a majority of the seeds answer"
