@@ -22,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::clock::uptime_secs;
+use crate::mailbox::{EventSink, MailboxEvent};
 use crate::session::SessionMsg;
 use crate::shard::SHARDS;
 
@@ -181,7 +182,19 @@ impl Conn {
     pub fn set_session(&self, session: ActorRef<SessionMsg>) {
         let _ = self.session.set(session);
     }
+}
 
+/// A session on this node is reached through its connection (no allocation of its own: the
+/// connection is already shared).
+impl EventSink for Conn {
+    fn send(&self, event: MailboxEvent) -> bool {
+        self.session
+            .get()
+            .is_some_and(|session| session.cast(SessionMsg::Event(event)).is_ok())
+    }
+}
+
+impl Conn {
     /// Reads what the socket has now into the spare capacity of `buf` (which must have some).
     /// Returns the bytes read (0 at end of stream) and whether the read drained the socket.
     ///

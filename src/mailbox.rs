@@ -11,6 +11,7 @@ pub mod account;
 pub mod checkpoint;
 pub mod dedup;
 pub mod device_map;
+pub mod event;
 pub mod group_ops;
 pub mod log;
 pub mod record;
@@ -20,7 +21,7 @@ mod worker;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ractor::ActorRef;
+
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -30,10 +31,10 @@ use crate::group::fanout::FanOut;
 use crate::journal::Journal;
 use crate::message::{Id, MessageKind, ReceiptKind};
 use crate::registry::Registry;
-use crate::session::SessionMsg;
 use crate::shard::key_hash;
 use crate::store::Stores;
 
+pub use event::{AppendFailure, EventSink, MailboxEvent, SessionHandle};
 pub use log::{AckInfo, Appended, Mailbox};
 pub use recovery::{Slot, Storage, StorageError};
 use worker::{Budget, MailboxWorker};
@@ -115,8 +116,8 @@ pub struct AppendJob {
     pub timestamp_ms: u64,
     /// What is stored.
     pub content: Content,
-    /// The session to answer with [`SessionMsg::Appended`], and its tag for the pending send.
-    pub reply: Option<(ActorRef<SessionMsg>, u64)>,
+    /// The session to answer with [`MailboxEvent::Appended`], and its tag for the pending send.
+    pub reply: Option<(SessionHandle, u64)>,
     /// Counted down once the entry is durable (or not), for the group fan-out.
     pub done: Option<Arc<checkpoint::Countdown>>,
 }
@@ -159,7 +160,7 @@ pub enum MailboxOp {
     /// A group operation, on the group's worker.
     Group(Box<group_ops::GroupJob>),
     /// The groups `user` is a member of (from the user's account), answered as a
-    /// [`SessionMsg::GroupAnswer`].
+    /// [`MailboxEvent::GroupAnswer`].
     ListGroups {
         /// The user.
         user: Id,
@@ -169,7 +170,7 @@ pub enum MailboxOp {
         /// The client's request id.
         request_id: u64,
         /// The session to answer.
-        reply: ActorRef<SessionMsg>,
+        reply: SessionHandle,
     },
     /// The fan-out finished copying a group entry (`complete`: to every recipient).
     GroupFannedOut {
@@ -197,7 +198,7 @@ pub enum MailboxOp {
         /// Answer: `None` for a user this node has never seen.
         reply: oneshot::Sender<Option<AccountInfo>>,
     },
-    /// Read entries after `after`; answered with [`SessionMsg::Batch`].
+    /// Read entries after `after`; answered with [`MailboxEvent::Batch`].
     Fetch {
         /// Mailbox owner.
         owner: Id,
@@ -208,7 +209,7 @@ pub enum MailboxOp {
         /// And (past the first) at most this many bytes.
         max_bytes: usize,
         /// The session to answer.
-        reply: ActorRef<SessionMsg>,
+        reply: SessionHandle,
     },
 }
 

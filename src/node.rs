@@ -25,7 +25,7 @@ pub struct Node {
     /// Verifies login tokens.
     pub token_key: TokenKey,
     /// The mailbox service (mailboxes and groups).
-    pub mailboxes: Mailboxes,
+    pub mailboxes: Arc<Mailboxes>,
     /// The group fan-out lanes.
     pub fanout: FanOut,
     /// The media service (uploads, downloads, the media check of chat messages).
@@ -105,7 +105,7 @@ impl Node {
             fanout,
             token_key: TokenKey::new(config.auth.token_key.as_bytes()),
             config,
-            mailboxes,
+            mailboxes: Arc::new(mailboxes),
             media,
             registry,
             presence: Presence::default(),
@@ -117,7 +117,11 @@ impl Node {
         for lane in lanes {
             handles.push((
                 "fanout_lane",
-                tokio::spawn(crate::group::fanout::run_lane(lane, node.clone())),
+                tokio::spawn(crate::group::fanout::run_lane(
+                    lane,
+                    node.mailboxes.clone(),
+                    node.fanout.stopped(),
+                )),
             ));
         }
         (node, handles)

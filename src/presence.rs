@@ -1,23 +1,22 @@
 //! Presence: who watches whom, and last-seen times. Never stored on disk, never retried.
 
 use dashmap::DashMap;
-use ractor::ActorRef;
 
+use crate::mailbox::event::{MailboxEvent, SessionHandle};
 use crate::message::Id;
-use crate::session::SessionMsg;
 
 /// Presence subscriptions and last-seen times.
 #[derive(Debug, Default)]
 pub struct Presence {
     /// Watched user → (connection id, watching session).
-    watchers: DashMap<Id, Vec<(u64, ActorRef<SessionMsg>)>>,
+    watchers: DashMap<Id, Vec<(u64, SessionHandle)>>,
     /// User → when their last device went offline (ms since the epoch).
     last_seen: DashMap<Id, u64>,
 }
 
 impl Presence {
     /// Adds `session` (on connection `conn_id`) as a watcher of each of `users`.
-    pub fn watch(&self, conn_id: u64, session: &ActorRef<SessionMsg>, users: &[Id]) {
+    pub fn watch(&self, conn_id: u64, session: &SessionHandle, users: &[Id]) {
         for user in users {
             let mut watchers = self.watchers.entry(user.clone()).or_default();
             if !watchers.iter().any(|(id, _)| *id == conn_id) {
@@ -55,7 +54,7 @@ impl Presence {
             return 0;
         };
         for (_, session) in watchers.iter() {
-            let _ = session.cast(SessionMsg::Presence {
+            session.send(MailboxEvent::Presence {
                 user: user.clone(),
                 online,
                 last_seen_ms,

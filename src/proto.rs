@@ -18,5 +18,7 @@ pub mod mesh {
     include!(concat!(env!("OUT_DIR"), "/tern.mesh.v1.rs"));
 }
 
+pub mod kinds;
+
 /// The protocol version this server speaks.
 pub const PROTOCOL_VERSION: u32 = 1;

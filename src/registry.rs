@@ -4,10 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use dashmap::DashMap;
-use ractor::ActorRef;
 
+use crate::mailbox::event::{MailboxEvent, SessionHandle};
 use crate::message::Id;
-use crate::session::SessionMsg;
 
 /// Bounds the live pushes queued in one session's actor mailbox (ractor mailboxes are
 /// unbounded). Past the bound, pushes are skipped and the session reads them from its mailbox.
@@ -45,10 +44,26 @@ pub struct DeviceSession {
     pub device: Id,
     /// The connection serving it.
     pub conn_id: u64,
-    /// Its session actor.
-    pub actor: ActorRef<SessionMsg>,
+    /// Where its session's events go.
+    pub sink: SessionHandle,
     /// Its live-push budget.
     pub pushes: Arc<PushBudget>,
+}
+
+impl DeviceSession {
+    /// Hands `event` to the session within its push budget of `limit` queued pushes; false when
+    /// the budget is spent (the session then reads its mailbox) or the session is gone.
+    pub fn try_push(&self, limit: u32, event: MailboxEvent) -> bool {
+        if !self.pushes.try_reserve(limit) {
+            return false;
+        }
+        if self.sink.send(event) {
+            true
+        } else {
+            self.pushes.release();
+            false
+        }
+    }
 }
 
 /// The online map: user → connected devices.

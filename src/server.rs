@@ -169,7 +169,11 @@ impl Server {
         );
         supervise(
             "checkpointer",
-            tokio::spawn(crate::mailbox::checkpoint::run(node.clone())),
+            tokio::spawn(crate::mailbox::checkpoint::run(
+                node.mailboxes.clone(),
+                node.config.mailbox.clone(),
+                node.shutdown.clone(),
+            )),
         );
         let cluster = match &node.config.cluster {
             Some(section) => Some(Arc::new(

@@ -14,6 +14,7 @@
 //! The actor's own configuration is empty: everything mutable lives in `SessionState`.
 
 mod delivery;
+mod events;
 mod group;
 pub mod group_wire;
 mod inbound;
@@ -30,8 +31,9 @@ use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
 use crate::connection::Conn;
-use crate::mailbox::{AckInfo, MailboxOp};
-use crate::message::{Entry, Id};
+pub use crate::mailbox::AppendFailure;
+use crate::mailbox::{AckInfo, MailboxEvent, MailboxOp, SessionHandle};
+use crate::message::Id;
 use crate::metrics as names;
 use crate::node::Node;
 use crate::proto::PROTOCOL_VERSION;
@@ -64,60 +66,8 @@ pub enum SessionMsg {
     PeerClosed(&'static str),
     /// Write buffered frames to the socket.
     Flush,
-    /// A new entry of this user's mailbox, pushed live by the mailbox worker.
-    Push(Arc<Entry>),
-    /// The answer to a mailbox read.
-    Batch {
-        /// Entries after the requested seq, in order.
-        entries: Vec<Arc<Entry>>,
-        /// The mailbox's highest seq at the time of the read.
-        last_seq: u64,
-        /// When `entries` is empty: every seq up to here that the read did not return is gone
-        /// (acked by every device, or never stored), so delivery may skip past it.
-        read_upto: u64,
-    },
-    /// An append of this session's finished.
-    Appended {
-        /// The tag the session gave the append.
-        tag: u64,
-        /// Where it was stored and whether it had been stored before (a retry), or why not.
-        result: Result<(AckInfo, bool), AppendFailure>,
-    },
-    /// The number of known devices of this user changed.
-    Devices(usize),
-    /// Another user is typing to this one (in `group`, when set).
-    Typing {
-        /// Who.
-        from_user: Id,
-        /// Started or stopped.
-        typing: bool,
-        /// The group they type in.
-        group: Option<Id>,
-    },
-    /// The answer to a group request.
-    GroupAnswer {
-        /// The client's request id.
-        request_id: u64,
-        /// What the group's worker answered.
-        answer:
-            Result<crate::mailbox::group_ops::GroupAnswer, crate::mailbox::group_ops::GroupFailure>,
-    },
-    /// The group's worker refused a group frame that has no answer of its own (a receipt).
-    GroupRefused {
-        /// The group the frame named.
-        group: Id,
-        /// Why.
-        error: crate::group::GroupError,
-    },
-    /// A watched user came online or went offline.
-    Presence {
-        /// Who.
-        user: Id,
-        /// Online now?
-        online: bool,
-        /// Last seen (ms since the epoch) when offline.
-        last_seen_ms: u64,
-    },
+    /// An answer or push of the mailbox service (or the directory of who is online).
+    Event(MailboxEvent),
     /// Close the connection with a GoAway frame.
     GoAway {
         /// Why.
@@ -127,19 +77,6 @@ pub enum SessionMsg {
     },
     /// Retry a mailbox read that found its queue full.
     RetryFetch,
-    /// A mailbox read failed in the store: retry shortly.
-    FetchFailed,
-}
-
-/// Why an append was not acked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendFailure {
-    /// The journal could not make it durable (disk full, I/O error): STORAGE_FAILURE.
-    Storage,
-    /// A queue was full: OVERLOADED, retry.
-    Busy,
-    /// A group post by a user who is not a member: NOT_A_MEMBER.
-    NotAMember,
 }
 
 /// The session actor (stateless; see [`SessionState`]).
@@ -243,15 +180,12 @@ impl Actor for Session {
             DeviceSession {
                 device: device.clone(),
                 conn_id: conn.id,
-                actor: myself.clone(),
+                sink: conn.clone(),
                 pushes: pushes.clone(),
             },
         );
         if let Some(old) = registered.replaced {
-            let _ = old.actor.cast(SessionMsg::GoAway {
-                reason: GoAwayReason::Replaced,
-                reconnect_after_ms: 0,
-            });
+            old.sink.send(MailboxEvent::Replaced);
         }
         if registered.came_online {
             node.presence.changed(&user, true, now_ms());
@@ -349,44 +283,12 @@ impl Actor for Session {
                 // Deliveries paused by a full buffer resume once it drained.
                 state.fetch(&myself);
             }
-            SessionMsg::Push(entry) => {
-                let missed = state.pushes.release();
-                state.on_push(&myself, &entry, missed);
-            }
-            SessionMsg::Batch {
-                entries,
-                last_seq,
-                read_upto,
-            } => state.on_batch(&myself, &entries, last_seq, read_upto),
-            SessionMsg::Appended { tag, result } => state.on_appended(tag, result),
-            SessionMsg::Devices(count) => state.devices = count,
-            SessionMsg::GroupAnswer { request_id, answer } => {
-                state.on_group_answer(request_id, answer);
-            }
-            SessionMsg::GroupRefused { group, error } => state.on_group_refused(&group, &error),
-            SessionMsg::Typing {
-                from_user,
-                typing,
-                group,
-            } => {
-                let missed = state.pushes.release();
-                state.on_typing_notice(&from_user, typing, group.as_ref());
-                if missed {
-                    state.delivery.lost_pushes();
-                    state.fetch(&myself);
-                }
-            }
-            SessionMsg::Presence {
-                user,
-                online,
-                last_seen_ms,
-            } => state.on_presence(&user, online, last_seen_ms),
+            SessionMsg::Event(event) => state.on_event(&myself, event),
             SessionMsg::GoAway {
                 reason,
                 reconnect_after_ms,
             } => state.go_away(reason, reconnect_after_ms, go_away_label(reason)),
             SessionMsg::RetryFetch => state.fetch(&myself),
-            SessionMsg::FetchFailed => state.fetch_failed(&myself),
         }
         if state.closing {
             myself.stop(None);
@@ -394,6 +296,13 @@ impl Actor for Session {
             state.after_handle(&myself);
         }
         Ok(())
+    }
+}
+
+impl SessionState {
+    /// This session's reply address for the mailbox service: its connection.
+    fn reply_to(&self) -> SessionHandle {
+        self.conn.clone()
     }
 }
 

@@ -21,7 +21,6 @@ use crate::mailbox::checkpoint::Countdown;
 use crate::mailbox::{AppendJob, Content, MailboxOp, Mailboxes};
 use crate::message::{GroupEntry, GroupReceiptNotice, Id, Payload};
 use crate::metrics as names;
-use crate::node::Node;
 use crate::shard::key_hash;
 
 /// Entries of one lane whose appends are still in flight.
@@ -99,6 +98,11 @@ impl FanOut {
         self.lanes[0].max_capacity()
     }
 
+    /// Cancelled once the fan-out stops (its lanes watch it).
+    pub fn stopped(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
     /// Jobs waiting in all lanes.
     pub fn depth(&self) -> usize {
         self.lanes
@@ -108,12 +112,14 @@ impl FanOut {
     }
 }
 
-/// Runs one lane until its senders are gone or the mailboxes stop.
-pub async fn run_lane(mut jobs: mpsc::Receiver<FanOutJob>, node: Arc<Node>) {
-    let mailboxes = &node.mailboxes;
+/// Runs one lane until its senders are gone, `stop` is cancelled or the mailboxes stop.
+pub async fn run_lane(
+    mut jobs: mpsc::Receiver<FanOutJob>,
+    mailboxes: Arc<Mailboxes>,
+    stop: CancellationToken,
+) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_LANE));
     let sizes = metrics::histogram!(names::GROUP_FANOUT_RECIPIENTS);
-    let stop = node.fanout.stop.clone();
     loop {
         let job = tokio::select! {
             biased;
@@ -133,11 +139,11 @@ pub async fn run_lane(mut jobs: mpsc::Receiver<FanOutJob>, node: Arc<Node>) {
                 accepted,
             } => {
                 sizes.record(recipients.len() as f64);
-                copy_entry(&node, entry, &recipients, accepted, permit).await
+                copy_entry(&mailboxes, entry, &recipients, accepted, permit).await
             }
             FanOutJob::Receipt { notice, authors } => {
                 drop(permit);
-                copy_receipt(mailboxes, notice, authors).await
+                copy_receipt(&mailboxes, notice, authors).await
             }
             FanOutJob::Released {
                 group,
@@ -162,13 +168,12 @@ pub async fn run_lane(mut jobs: mpsc::Receiver<FanOutJob>, node: Arc<Node>) {
 /// Appends `entry` to every recipient's mailbox; a task then waits for them all to be durable
 /// and reports to the group's worker. Returns true when the mailboxes have stopped.
 async fn copy_entry(
-    node: &Arc<Node>,
+    mailboxes: &Arc<Mailboxes>,
     entry: Arc<GroupEntry>,
     recipients: &[Id],
     accepted: Instant,
     permit: OwnedSemaphorePermit,
 ) -> bool {
-    let mailboxes = &node.mailboxes;
     let (countdown, outcome) = Countdown::new(recipients.len());
     // The dedup key of a copy: its author and the group position, never a phone's own id.
     let copy_id: Arc<str> = Arc::from(format!("#{}/{}", entry.group_id, entry.group_seq));
@@ -192,13 +197,12 @@ async fn copy_entry(
             return true;
         }
     }
-    let node = node.clone();
+    let mailboxes = mailboxes.clone();
     tokio::spawn(async move {
         let complete = outcome.await.unwrap_or(false);
         metrics::histogram!(names::GROUP_FANOUT_SECONDS).record(accepted.elapsed().as_secs_f64());
         drop(permit);
-        let _ = node
-            .mailboxes
+        let _ = mailboxes
             .submit_wait(MailboxOp::GroupFannedOut {
                 group: entry.group_id.clone(),
                 group_seq: entry.group_seq,

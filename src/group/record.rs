@@ -11,11 +11,11 @@ use super::slot::Before;
 use super::state::{Group, Member, Role};
 use crate::mailbox::record::RecordError;
 use crate::message::{GroupContent, GroupEntry, GroupEvent, Id};
+use crate::proto::kinds;
 use crate::proto::storage::{
     GroupFannedOut, GroupSnapshot, MailboxRecord, PendingGroupEntry, StoredGroupEntry,
     StoredGroupEvent, StoredMember, StoredMessage, mailbox_record, stored_group_entry,
 };
-use crate::session::{group_wire, wire};
 
 /// Key of a group's snapshot among its shard's records.
 pub fn snapshot_key(group_id: &str) -> Vec<u8> {
@@ -95,12 +95,12 @@ pub fn encode_entry(entry: &GroupEntry) -> StoredGroupEntry {
         GroupContent::Message { kind, body } => {
             stored_group_entry::Content::Message(StoredMessage {
                 to_user: String::new(),
-                kind: wire::message_kind_to_wire(*kind).into(),
+                kind: kinds::message_kind_to_wire(*kind).into(),
                 body: body.clone(),
             })
         }
         GroupContent::Event(event) => stored_group_entry::Content::Event(StoredGroupEvent {
-            kind: group_wire::event_kind_to_wire(event.kind).into(),
+            kind: kinds::event_kind_to_wire(event.kind).into(),
             users: event.users.iter().map(ToString::to_string).collect(),
             subject: event.subject.clone(),
         }),
@@ -132,12 +132,12 @@ pub fn decode_entry(stored: StoredGroupEntry) -> Result<GroupEntry, RecordError>
         .ok_or(RecordError::Invalid("no group content"))?
     {
         stored_group_entry::Content::Message(m) => GroupContent::Message {
-            kind: wire::message_kind_from_wire(m.kind)
+            kind: kinds::message_kind_from_wire(m.kind)
                 .ok_or(RecordError::Invalid("message kind"))?,
             body: m.body,
         },
         stored_group_entry::Content::Event(e) => GroupContent::Event(GroupEvent {
-            kind: group_wire::event_kind_from_wire(e.kind)
+            kind: kinds::event_kind_from_wire(e.kind)
                 .ok_or(RecordError::Invalid("group event kind"))?,
             users: e.users.into_iter().map(Id::from).collect(),
             subject: e.subject,

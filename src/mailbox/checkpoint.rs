@@ -22,11 +22,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::MailboxOp;
+use super::Mailboxes;
 use super::recovery::checkpoint_key;
 use crate::clock::monotonic_ms;
-use crate::node::Node;
+use crate::config::MailboxConfig;
 use crate::store::WriteBatch;
 
 /// Counts down the workers of one pass; resolves to whether all succeeded.
@@ -75,8 +77,7 @@ impl Countdown {
 }
 
 /// Runs write-back passes until the node shuts down.
-pub async fn run(node: Arc<Node>) {
-    let config = &node.config.mailbox;
+pub async fn run(mailboxes: Arc<Mailboxes>, config: MailboxConfig, shutdown: CancellationToken) {
     let delay_ms = u64::from(config.writeback_delay_secs) * 1000;
     let mut interval = tokio::time::interval(std::time::Duration::from_secs(
         config.checkpoint_interval_secs.into(),
@@ -86,16 +87,16 @@ pub async fn run(node: Arc<Node>) {
     loop {
         tokio::select! {
             _ = interval.tick() => {}
-            () = node.shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return,
         }
         let now = monotonic_ms();
-        let journals = node.mailboxes.journals();
+        let journals = mailboxes.journals();
         samples.push_back((
             now,
             journals.iter().map(|j| j.stats().durable_lsn).collect(),
         ));
         let cutoff = now.saturating_sub(delay_ms);
-        if !pass(&node, cutoff).await {
+        if !pass(&mailboxes, cutoff).await {
             metrics::counter!(crate::metrics::CHECKPOINT_FAILURES).increment(1);
             continue;
         }
@@ -105,7 +106,7 @@ pub async fn run(node: Arc<Node>) {
             release = samples.pop_front();
         }
         if let Some((_, marks)) = release {
-            if checkpoint(&node, &marks).await {
+            if checkpoint(&mailboxes, &marks).await {
                 for (journal, mark) in journals.iter().zip(&marks) {
                     journal.release(*mark);
                 }
@@ -118,12 +119,11 @@ pub async fn run(node: Arc<Node>) {
 }
 
 /// One write-back pass over every worker; true when every worker's batch was applied.
-async fn pass(node: &Node, older_than_ms: u64) -> bool {
-    let (countdown, outcome) = Countdown::new(node.mailboxes.workers());
+async fn pass(mailboxes: &Mailboxes, older_than_ms: u64) -> bool {
+    let (countdown, outcome) = Countdown::new(mailboxes.workers());
     // On the internal lanes, waiting for room: a refused pass would hold back every
     // checkpoint.
-    let refused = node
-        .mailboxes
+    let refused = mailboxes
         .broadcast_wait(|| MailboxOp::WriteBack {
             older_than_ms,
             done: countdown.clone(),
@@ -141,8 +141,8 @@ async fn pass(node: &Node, older_than_ms: u64) -> bool {
 }
 
 /// Records the journals' checkpoint LSNs and makes the stores durable.
-async fn checkpoint(node: &Node, marks: &[u64]) -> bool {
-    let stores = node.mailboxes.stores();
+async fn checkpoint(mailboxes: &Mailboxes, marks: &[u64]) -> bool {
+    let stores = mailboxes.stores();
     let mut batch = WriteBatch::new();
     for (index, mark) in marks.iter().enumerate() {
         batch.put_record(

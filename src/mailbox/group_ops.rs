@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ractor::ActorRef;
 
 use crate::group::{Change, GroupError, Role};
+use crate::mailbox::event::SessionHandle;
 use crate::message::{Id, MessageKind, ReceiptKind};
-use crate::session::SessionMsg;
 
 /// What a member asks of a group.
 #[derive(Debug)]
@@ -71,7 +70,7 @@ pub struct GroupJob {
     /// The client's request id, echoed in the answer.
     pub request_id: u64,
     /// The session to answer.
-    pub reply: Option<ActorRef<SessionMsg>>,
+    pub reply: Option<SessionHandle>,
 }
 
 /// True when `id` belongs to the page that follows the cursor `after`: ids sort as bytes, and a

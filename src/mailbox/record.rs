@@ -16,8 +16,8 @@ use crate::group::record::{self as group_record, StoredGroup};
 use crate::message::{
     ChatMessage, Entry, GroupEntry, GroupReceiptNotice, Id, Payload, ReceiptNotice,
 };
+use crate::proto::kinds;
 use crate::proto::storage::{DedupChunk, MailboxRecord, entry_appended, mailbox_record};
-use crate::session::wire;
 
 /// A decoded mailbox record.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,14 +88,14 @@ pub fn encode_appended(owner: &str, entry: &Entry, client_msg_id: &str, server_i
         Payload::Message(m) => {
             message = [
                 Str(1, &m.to_user),
-                I32(2, wire::message_kind_to_wire(m.kind).into()),
+                I32(2, kinds::message_kind_to_wire(m.kind).into()),
                 Field::Bytes(3, &m.body),
             ];
             Field::Message(8, &message)
         }
         Payload::Receipt(r) => {
             receipt = [
-                I32(1, wire::receipt_kind_to_wire(r.kind).into()),
+                I32(1, kinds::receipt_kind_to_wire(r.kind).into()),
                 U64(2, r.up_to_seq),
             ];
             Field::Message(9, &receipt)
@@ -107,7 +107,7 @@ pub fn encode_appended(owner: &str, entry: &Entry, client_msg_id: &str, server_i
         Payload::GroupReceipt(r) => {
             group_receipt = [
                 Str(1, &r.group_id),
-                I32(2, wire::receipt_kind_to_wire(r.kind).into()),
+                I32(2, kinds::receipt_kind_to_wire(r.kind).into()),
                 U64(3, r.up_to_group_seq),
             ];
             Field::Message(11, &group_receipt)
@@ -240,14 +240,14 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
                     from_device,
                     to_user: Id::from(m.to_user),
                     client_msg_id: client_msg_id.clone(),
-                    kind: wire::message_kind_from_wire(m.kind)
+                    kind: kinds::message_kind_from_wire(m.kind)
                         .ok_or(RecordError::Invalid("message kind"))?,
                     body: m.body,
                 }),
                 entry_appended::Content::Receipt(r) => Payload::Receipt(ReceiptNotice {
                     from_user,
                     from_device,
-                    kind: wire::receipt_kind_from_wire(r.kind)
+                    kind: kinds::receipt_kind_from_wire(r.kind)
                         .ok_or(RecordError::Invalid("receipt kind"))?,
                     up_to_seq: r.up_to_seq,
                 }),
@@ -271,7 +271,7 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
                         group_id: Id::from(r.group_id),
                         from_user,
                         from_device,
-                        kind: wire::receipt_kind_from_wire(r.kind)
+                        kind: kinds::receipt_kind_from_wire(r.kind)
                             .ok_or(RecordError::Invalid("receipt kind"))?,
                         up_to_group_seq: r.up_to_group_seq,
                     })
@@ -378,7 +378,7 @@ mod tests {
         let message = message_to_bob(b"body");
         let expected = appended(entry_appended::Content::Message(StoredMessage {
             to_user: "bob".to_owned(),
-            kind: wire::message_kind_to_wire(MessageKind::Binary).into(),
+            kind: kinds::message_kind_to_wire(MessageKind::Binary).into(),
             body: Bytes::from_static(b"body"),
         }));
         assert_eq!(
@@ -392,7 +392,7 @@ mod tests {
             up_to_seq: 0,
         }));
         let expected = appended(entry_appended::Content::Receipt(StoredReceipt {
-            kind: wire::receipt_kind_to_wire(ReceiptKind::Delivered).into(),
+            kind: kinds::receipt_kind_to_wire(ReceiptKind::Delivered).into(),
             up_to_seq: 0,
         }));
         assert_eq!(

@@ -19,7 +19,6 @@ use tokio::sync::Notify;
 
 use hashbrown::HashMap;
 use metrics::{Counter, Gauge};
-use ractor::ActorRef;
 
 use super::account;
 use super::checkpoint::Countdown;
@@ -31,10 +30,11 @@ use crate::dispatch::Worker;
 use crate::group::GroupSlot;
 use crate::group::fanout::FanOut;
 use crate::journal::Journal;
+use crate::mailbox::AppendFailure;
+use crate::mailbox::event::{MailboxEvent, SessionHandle};
 use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
 use crate::metrics as names;
 use crate::registry::{DeviceSession, Registry};
-use crate::session::{AppendFailure, SessionMsg};
 use crate::store::{Stores, WriteBatch};
 
 /// An append whose journal write failed (owner, author, client_msg_id, seq): the entry is
@@ -74,13 +74,13 @@ impl Shared {
         self.doorbell.notify_one();
     }
 
-    /// Casts `message` to an online session within its push budget; counts a skip otherwise.
-    fn try_push(&self, session: &DeviceSession, message: SessionMsg) -> bool {
+    /// Hands `event` to an online session within its push budget; counts a skip otherwise.
+    fn try_push(&self, session: &DeviceSession, event: MailboxEvent) -> bool {
         if !session.pushes.try_reserve(self.push_queue) {
             self.pushes_skipped.increment(1);
             return false;
         }
-        if session.actor.cast(message).is_err() {
+        if !session.sink.send(event) {
             session.pushes.release();
             return false;
         }
@@ -360,7 +360,7 @@ impl MailboxWorker {
         if devices != devices_before {
             // A new device: the user's online sessions start copying own messages.
             self.shared.registry.for_each(&owner, |session| {
-                let _ = session.actor.cast(SessionMsg::Devices(devices));
+                session.sink.send(MailboxEvent::Devices(devices));
             });
         }
     }
@@ -414,7 +414,7 @@ impl MailboxWorker {
                 };
                 let durable = slot.durable.clone();
                 if ack.seq <= durable.load(Ordering::Acquire) {
-                    let _ = session.cast(SessionMsg::Appended {
+                    session.send(MailboxEvent::Appended {
                         tag,
                         result: Ok((ack, true)),
                     });
@@ -429,10 +429,10 @@ impl MailboxWorker {
                     } else {
                         Err(AppendFailure::Storage)
                     };
-                    let _ = session.cast(SessionMsg::Appended { tag, result });
+                    session.send(MailboxEvent::Appended { tag, result });
                 });
                 if barrier.is_err() {
-                    let _ = refused.cast(SessionMsg::Appended {
+                    refused.send(MailboxEvent::Appended {
                         tag,
                         result: Err(AppendFailure::Busy),
                     });
@@ -741,7 +741,7 @@ struct Pending {
     entry: Arc<Entry>,
     client_msg_id: Arc<str>,
     ack: AckInfo,
-    reply: Option<(ActorRef<SessionMsg>, u64)>,
+    reply: Option<(SessionHandle, u64)>,
     done: Option<Arc<Countdown>>,
 }
 
@@ -782,7 +782,7 @@ impl Pending {
             watermark.fetch_max(entry.seq, Ordering::AcqRel);
             push(&shared, &owner, &entry);
             if let Some((session, tag)) = reply {
-                let _ = session.cast(SessionMsg::Appended {
+                session.send(MailboxEvent::Appended {
                     tag,
                     result: Ok((ack, false)),
                 });
@@ -797,7 +797,7 @@ impl Pending {
                 .push((owner, from_user.clone(), client_msg_id, entry.seq));
             shared.has_failed.store(true, Ordering::Release);
             if let Some((session, tag)) = reply {
-                let _ = session.cast(SessionMsg::Appended {
+                session.send(MailboxEvent::Appended {
                     tag,
                     result: Err(AppendFailure::Storage),
                 });
@@ -818,12 +818,6 @@ fn push(shared: &Shared, owner: &Id, entry: &Arc<Entry>) {
         if own_copy && &session.device == origin_device {
             return;
         }
-        if session.pushes.try_reserve(shared.push_queue) {
-            if session.actor.cast(SessionMsg::Push(entry.clone())).is_err() {
-                session.pushes.release();
-            }
-        } else {
-            shared.pushes_skipped.increment(1);
-        }
+        shared.try_push(session, MailboxEvent::Push(entry.clone()));
     });
 }

@@ -92,7 +92,7 @@ impl SessionState {
             after: self.delivery.sent_upto,
             limit,
             max_bytes: byte_room,
-            reply: myself.clone(),
+            reply: self.reply_to(),
         };
         match self.node.mailboxes.submit(op) {
             Ok(()) => self.delivery.fetching = true,

@@ -4,13 +4,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::ActorRef;
-
-use super::{PendingSend, SessionMsg, SessionState, group_wire, wire};
+use super::{PendingSend, SessionState, group_wire, wire};
 use crate::dispatch::DispatchError;
 use crate::group::{Change, GroupError};
-use crate::mailbox::MailboxOp;
 use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure, GroupJob};
+use crate::mailbox::{MailboxOp, SessionHandle};
 use crate::message::Id;
 use crate::proto::v1::{
     ErrorCode, GroupReceipt, GroupRequest, GroupSend, group_request::Op, server_frame::Frame as Out,
@@ -26,11 +24,7 @@ const EVENT_ENVELOPE_BYTES: usize = 1024;
 
 impl SessionState {
     /// A group request: checked here, decided by the group's worker.
-    pub(super) fn on_group_request(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        request: GroupRequest,
-    ) {
+    pub(super) fn on_group_request(&mut self, request: GroupRequest) {
         let request_id = request.request_id;
         let invalid = |state: &mut Self, message: &str| {
             state.answer_group(
@@ -109,7 +103,7 @@ impl SessionState {
                     user: self.user.clone(),
                     after,
                     request_id,
-                    reply: myself.clone(),
+                    reply: self.reply_to(),
                 };
                 if self.node.mailboxes.submit(op).is_err() {
                     self.answer_group(request_id, Err(busy()));
@@ -126,7 +120,7 @@ impl SessionState {
             device: self.device.clone(),
             call,
             request_id,
-            reply: Some(myself.clone()),
+            reply: Some(self.reply_to()),
         };
         if self
             .node
@@ -139,7 +133,7 @@ impl SessionState {
     }
 
     /// A message to a group; acked once durable in the group's log.
-    pub(super) fn on_group_send(&mut self, myself: &ActorRef<SessionMsg>, send: GroupSend) {
+    pub(super) fn on_group_send(&mut self, send: GroupSend) {
         let Some(kind) = wire::message_kind_from_wire(send.kind) else {
             return self.send_error(
                 ErrorCode::InvalidArgument,
@@ -176,7 +170,7 @@ impl SessionState {
                 tag: tag << 1,
             },
             request_id: 0,
-            reply: Some(myself.clone()),
+            reply: Some(self.reply_to()),
         };
         if let Err(error) = self.node.mailboxes.submit(MailboxOp::Group(Box::new(job))) {
             let message = match error {
@@ -200,11 +194,7 @@ impl SessionState {
 
     /// The member received or read the group up to a group seq. Not answered when accepted;
     /// refused by the group's worker (not a member) with an `Error` naming the group.
-    pub(super) fn on_group_receipt(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        receipt: GroupReceipt,
-    ) {
+    pub(super) fn on_group_receipt(&mut self, receipt: GroupReceipt) {
         let Some(kind) = wire::receipt_kind_from_wire(receipt.kind) else {
             return self.send_error(ErrorCode::InvalidArgument, "unknown receipt kind", "");
         };
@@ -217,7 +207,7 @@ impl SessionState {
                 kind,
                 up_to: receipt.up_to_group_seq,
             },
-            Some(myself.clone()),
+            Some(self.reply_to()),
         );
     }
 
@@ -231,7 +221,7 @@ impl SessionState {
 
     /// Queues a group job that has no answer of its own: `reply` hears only a refusal. One
     /// dropped for a full queue is not retried (a later receipt covers it; typing lapses).
-    fn submit_group(&mut self, group: Id, call: GroupCall, reply: Option<ActorRef<SessionMsg>>) {
+    fn submit_group(&mut self, group: Id, call: GroupCall, reply: Option<SessionHandle>) {
         let job = GroupJob {
             group,
             actor: self.user.clone(),

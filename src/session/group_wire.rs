@@ -2,7 +2,8 @@
 
 use crate::group::{GroupError, Role};
 use crate::mailbox::group_ops::{GroupAnswer, GroupInfo};
-use crate::message::{GroupContent, GroupEntry, GroupEventKind};
+use crate::message::{GroupContent, GroupEntry};
+use crate::proto::kinds::event_kind_to_wire;
 use crate::proto::v1::{self as wire, ErrorCode, deliver, group_response};
 use prost::Message as _;
 
@@ -30,33 +31,6 @@ pub fn deliver_group(entry: &GroupEntry) -> deliver::Payload {
             subject: event.subject.clone(),
         }),
     }
-}
-
-/// The wire event kind.
-pub fn event_kind_to_wire(kind: GroupEventKind) -> wire::GroupEventKind {
-    match kind {
-        GroupEventKind::Created => wire::GroupEventKind::Created,
-        GroupEventKind::Added => wire::GroupEventKind::Added,
-        GroupEventKind::Removed => wire::GroupEventKind::Removed,
-        GroupEventKind::Left => wire::GroupEventKind::Left,
-        GroupEventKind::Promoted => wire::GroupEventKind::Promoted,
-        GroupEventKind::Demoted => wire::GroupEventKind::Demoted,
-        GroupEventKind::Subject => wire::GroupEventKind::Subject,
-    }
-}
-
-/// The domain event kind; `None` for unspecified or unknown values.
-pub fn event_kind_from_wire(kind: i32) -> Option<GroupEventKind> {
-    Some(match wire::GroupEventKind::try_from(kind).ok()? {
-        wire::GroupEventKind::Created => GroupEventKind::Created,
-        wire::GroupEventKind::Added => GroupEventKind::Added,
-        wire::GroupEventKind::Removed => GroupEventKind::Removed,
-        wire::GroupEventKind::Left => GroupEventKind::Left,
-        wire::GroupEventKind::Promoted => GroupEventKind::Promoted,
-        wire::GroupEventKind::Demoted => GroupEventKind::Demoted,
-        wire::GroupEventKind::Subject => GroupEventKind::Subject,
-        wire::GroupEventKind::Unspecified => return None,
-    })
 }
 
 /// The error code and message for a refused group operation.

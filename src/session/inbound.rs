@@ -9,7 +9,7 @@ use ractor::ActorRef;
 use super::{AppendFailure, MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
 use crate::clock::now_ms;
 use crate::dispatch::DispatchError;
-use crate::mailbox::{AckInfo, AppendJob, Content, MailboxOp};
+use crate::mailbox::{AckInfo, AppendJob, Content, MailboxEvent, MailboxOp};
 use crate::message::{Id, MessageKind};
 use crate::proto::v1::{
     ErrorCode, Pong, PresenceSubscribe, PresenceUpdate, Receipt, Send, Typing, TypingNotice,
@@ -27,17 +27,17 @@ impl SessionState {
     /// Dispatches one frame from the phone.
     pub(super) fn inbound(&mut self, myself: &ActorRef<SessionMsg>, frame: In) {
         match frame {
-            In::Send(send) => self.on_send(myself, send),
-            In::Receipt(receipt) => self.on_receipt(myself, receipt),
+            In::Send(send) => self.on_send(send),
+            In::Receipt(receipt) => self.on_receipt(receipt),
             In::Ack(ack) => self.on_device_ack(myself, ack.up_to_seq),
             In::Typing(typing) if !typing.group_id.is_empty() => {
                 self.on_group_typing(&typing.group_id, typing.typing);
             }
             In::Typing(typing) => self.on_typing(&typing),
-            In::GroupRequest(request) => self.on_group_request(myself, request),
-            In::GroupSend(send) => self.on_group_send(myself, send),
-            In::GroupReceipt(receipt) => self.on_group_receipt(myself, receipt),
-            In::PresenceSubscribe(subscribe) => self.on_presence_subscribe(myself, subscribe),
+            In::GroupRequest(request) => self.on_group_request(request),
+            In::GroupSend(send) => self.on_group_send(send),
+            In::GroupReceipt(receipt) => self.on_group_receipt(receipt),
+            In::PresenceSubscribe(subscribe) => self.on_presence_subscribe(subscribe),
             In::Ping(ping) => self.send(Out::Pong(Pong {
                 nonce: ping.nonce,
                 server_time_ms: now_ms(),
@@ -46,7 +46,7 @@ impl SessionState {
         }
     }
 
-    fn on_send(&mut self, myself: &ActorRef<SessionMsg>, send: Send) {
+    fn on_send(&mut self, send: Send) {
         let Some(kind) = wire::message_kind_from_wire(send.kind) else {
             return self.send_error(
                 ErrorCode::InvalidArgument,
@@ -75,7 +75,7 @@ impl SessionState {
             kind,
             body,
         };
-        self.append(myself, &send.client_msg_id, to_user, content, copy);
+        self.append(&send.client_msg_id, to_user, content, copy);
     }
 
     /// The body to store for a 1:1 or group message of `kind`: a media reference must name
@@ -101,7 +101,7 @@ impl SessionState {
         }
     }
 
-    fn on_receipt(&mut self, myself: &ActorRef<SessionMsg>, receipt: Receipt) {
+    fn on_receipt(&mut self, receipt: Receipt) {
         let Some(kind) = wire::receipt_kind_from_wire(receipt.kind) else {
             return self.send_error(
                 ErrorCode::InvalidArgument,
@@ -123,7 +123,7 @@ impl SessionState {
             kind,
             up_to_seq: receipt.up_to_seq,
         };
-        self.append(myself, &receipt.client_msg_id, to_user, content, false);
+        self.append(&receipt.client_msg_id, to_user, content, false);
     }
 
     /// Validates client_msg_id and recipient; answers the error itself when invalid.
@@ -160,14 +160,7 @@ impl SessionState {
 
     /// Appends to the recipient's mailbox (and the sender's own, when `copy`); the ServerAck
     /// goes out when every append has answered.
-    fn append(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        client_msg_id: &str,
-        owner: Id,
-        content: Content,
-        copy: bool,
-    ) {
+    fn append(&mut self, client_msg_id: &str, owner: Id, content: Content, copy: bool) {
         let client_msg_id: Arc<str> = Arc::from(client_msg_id);
         let server_id = self.node.next_server_id();
         let timestamp_ms = now_ms();
@@ -182,7 +175,7 @@ impl SessionState {
                 server_id,
                 timestamp_ms,
                 content,
-                reply: Some((myself.clone(), (tag << 1) | role)),
+                reply: Some((self.reply_to(), (tag << 1) | role)),
                 done: None,
             }))
         };
@@ -274,17 +267,13 @@ impl SessionState {
         let limit = self.node.config.mailbox.push_queue;
         let mut relayed = 0;
         self.node.registry.for_each(&typing.to_user, |session| {
-            if session.pushes.try_reserve(limit) {
-                let notice = SessionMsg::Typing {
-                    from_user: self.user.clone(),
-                    typing: typing.typing,
-                    group: None,
-                };
-                if session.actor.cast(notice).is_ok() {
-                    relayed += 1;
-                } else {
-                    session.pushes.release();
-                }
+            let notice = MailboxEvent::Typing {
+                from_user: self.user.clone(),
+                typing: typing.typing,
+                group: None,
+            };
+            if session.try_push(limit, notice) {
+                relayed += 1;
             }
         });
         metrics::counter!(crate::metrics::TYPING_RELAYED).increment(relayed);
@@ -298,11 +287,7 @@ impl SessionState {
         }));
     }
 
-    fn on_presence_subscribe(
-        &mut self,
-        myself: &ActorRef<SessionMsg>,
-        subscribe: PresenceSubscribe,
-    ) {
+    fn on_presence_subscribe(&mut self, subscribe: PresenceSubscribe) {
         let max = self.node.config.limits.max_presence_subscriptions as usize;
         if subscribe.users.len() > max {
             return self.send_error(
@@ -322,7 +307,8 @@ impl SessionState {
             .collect();
         let node = self.node.clone();
         node.presence.unwatch(self.conn.id, &self.watching);
-        node.presence.watch(self.conn.id, myself, &users);
+        let sink: crate::mailbox::SessionHandle = self.conn.clone();
+        node.presence.watch(self.conn.id, &sink, &users);
         for user in &users {
             let online = node.registry.is_online(user);
             let last_seen_ms = if online {

@@ -5,7 +5,10 @@ use crate::encode::{
     Field::{Bool, I32, Str, U64},
 };
 use crate::mailbox::AckInfo;
-use crate::message::{Entry, MessageKind, Payload, ReceiptKind};
+use crate::message::{Entry, Payload};
+pub use crate::proto::kinds::{
+    message_kind_from_wire, message_kind_to_wire, receipt_kind_from_wire, receipt_kind_to_wire,
+};
 use crate::proto::v1::{self as wire, ErrorCode, ServerFrame, deliver, server_frame::Frame};
 
 /// Wraps a frame in the server envelope.
@@ -159,42 +162,6 @@ pub fn with_server_ack_fields<R>(
     send(&[Field::Message(2, &server_ack)])
 }
 
-/// The wire message kind.
-pub fn message_kind_to_wire(kind: MessageKind) -> wire::MessageKind {
-    match kind {
-        MessageKind::Text => wire::MessageKind::Text,
-        MessageKind::Binary => wire::MessageKind::Binary,
-        MessageKind::Media => wire::MessageKind::Media,
-    }
-}
-
-/// The domain message kind; `None` for unspecified or unknown values.
-pub fn message_kind_from_wire(kind: i32) -> Option<MessageKind> {
-    match wire::MessageKind::try_from(kind).ok()? {
-        wire::MessageKind::Text => Some(MessageKind::Text),
-        wire::MessageKind::Binary => Some(MessageKind::Binary),
-        wire::MessageKind::Media => Some(MessageKind::Media),
-        wire::MessageKind::Unspecified => None,
-    }
-}
-
-/// The wire receipt kind.
-pub fn receipt_kind_to_wire(kind: ReceiptKind) -> wire::ReceiptKind {
-    match kind {
-        ReceiptKind::Delivered => wire::ReceiptKind::Delivered,
-        ReceiptKind::Read => wire::ReceiptKind::Read,
-    }
-}
-
-/// The domain receipt kind; `None` for unspecified or unknown values.
-pub fn receipt_kind_from_wire(kind: i32) -> Option<ReceiptKind> {
-    match wire::ReceiptKind::try_from(kind).ok()? {
-        wire::ReceiptKind::Delivered => Some(ReceiptKind::Delivered),
-        wire::ReceiptKind::Read => Some(ReceiptKind::Read),
-        wire::ReceiptKind::Unspecified => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -204,6 +171,7 @@ mod tests {
     use super::*;
     use crate::frame;
     use crate::message::{ChatMessage, GroupReceiptNotice, Id, ReceiptNotice};
+    use crate::message::{MessageKind, ReceiptKind};
 
     fn both_ways(payload: Payload) -> (BytesMut, BytesMut) {
         let entry = Entry {

@@ -180,13 +180,13 @@ async fn main() {
     let users: Vec<Id> = (0..n).map(|i| Id::from(format!("user-{i:08}"))).collect();
     let device: Id = Id::from("phone");
     let before = live();
-    for (i, (user, actor)) in users.iter().zip(&actors).enumerate() {
+    for (i, (user, conn)) in users.iter().zip(&conns).enumerate() {
         registry.insert(
             user,
             DeviceSession {
                 device: device.clone(),
                 conn_id: i as u64,
-                actor: actor.clone(),
+                sink: conn.clone(),
                 pushes: Arc::new(PushBudget::default()),
             },
         );

@@ -15,8 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use ractor::ActorRef;
-
 use super::MailboxWorker;
 use crate::clock::now_ms;
 use crate::group::fanout::{FanOut, FanOutJob};
@@ -24,6 +22,8 @@ use crate::group::record as group_record;
 use crate::group::slot::DEFERRED_MAX;
 use crate::group::{Group, GroupError, GroupSlot};
 use crate::mailbox::AckInfo;
+use crate::mailbox::AppendFailure;
+use crate::mailbox::event::{MailboxEvent, SessionHandle};
 use crate::mailbox::group_ops::{
     GroupAnswer, GroupCall, GroupFailure, GroupInfo, GroupJob, on_page,
 };
@@ -31,7 +31,6 @@ use crate::message::{
     GroupContent, GroupEntry, GroupEvent, GroupEventKind, GroupReceiptNotice, Id, MessageKind,
     ReceiptKind,
 };
-use crate::session::{AppendFailure, SessionMsg};
 
 /// What a completion leaves for the worker.
 #[derive(Debug)]
@@ -52,13 +51,13 @@ pub(super) enum GroupNews {
 enum Answer {
     /// A group request, answered with `success` once durable.
     Request {
-        reply: Option<ActorRef<SessionMsg>>,
+        reply: Option<SessionHandle>,
         request_id: u64,
         success: GroupAnswer,
     },
     /// A post: the session's pending send.
     Post {
-        reply: Option<ActorRef<SessionMsg>>,
+        reply: Option<SessionHandle>,
         tag: u64,
         ack: AckInfo,
     },
@@ -86,7 +85,7 @@ impl Answer {
                     } else {
                         Err(AppendFailure::Storage)
                     };
-                    let _ = session.cast(SessionMsg::Appended { tag, result });
+                    session.send(MailboxEvent::Appended { tag, result });
                 }
             }
         }
@@ -94,12 +93,12 @@ impl Answer {
 }
 
 fn answer_request(
-    reply: Option<&ActorRef<SessionMsg>>,
+    reply: Option<&SessionHandle>,
     request_id: u64,
     answer: Result<GroupAnswer, GroupFailure>,
 ) {
     if let Some(session) = reply {
-        let _ = session.cast(SessionMsg::GroupAnswer { request_id, answer });
+        session.send(MailboxEvent::GroupAnswer { request_id, answer });
     }
 }
 
@@ -245,7 +244,7 @@ impl MailboxWorker {
                 if let Err(error) = self.group_receipt(&group, actor, device, kind, up_to)
                     && let Some(session) = reply
                 {
-                    let _ = session.cast(SessionMsg::GroupRefused { group, error });
+                    session.send(MailboxEvent::GroupRefused { group, error });
                 }
             }
             GroupCall::Typing(typing) => self.group_typing(&group, &actor, typing),
@@ -286,11 +285,11 @@ impl MailboxWorker {
         kind: MessageKind,
         body: bytes::Bytes,
         tag: u64,
-        reply: Option<ActorRef<SessionMsg>>,
+        reply: Option<SessionHandle>,
     ) {
         let failed = |failure: AppendFailure| {
             if let Some(session) = &reply {
-                let _ = session.cast(SessionMsg::Appended {
+                session.send(MailboxEvent::Appended {
                     tag,
                     result: Err(failure),
                 });
@@ -310,7 +309,7 @@ impl MailboxWorker {
             // A retry: the original ack, once the original is durable.
             if ack.seq <= slot.durable.load(Ordering::Acquire) {
                 if let Some(session) = &reply {
-                    let _ = session.cast(SessionMsg::Appended {
+                    session.send(MailboxEvent::Appended {
                         tag,
                         result: Ok((ack, true)),
                     });
@@ -427,7 +426,7 @@ impl MailboxWorker {
                 continue;
             }
             self.shared.registry.for_each(member, |session| {
-                let notice = SessionMsg::Typing {
+                let notice = MailboxEvent::Typing {
                     from_user: actor.clone(),
                     typing,
                     group: Some(group.clone()),
@@ -638,7 +637,7 @@ impl MailboxWorker {
         user: &Id,
         after: Option<&Id>,
         request_id: u64,
-        reply: &ActorRef<SessionMsg>,
+        reply: &SessionHandle,
     ) {
         let mut groups: Vec<Id> = self
             .slots
@@ -716,7 +715,7 @@ fn busy(job: GroupJob) {
     match job.call {
         GroupCall::Post { tag, .. } => {
             if let Some(session) = &job.reply {
-                let _ = session.cast(SessionMsg::Appended {
+                session.send(MailboxEvent::Appended {
                     tag,
                     result: Err(AppendFailure::Busy),
                 });

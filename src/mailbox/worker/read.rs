@@ -5,28 +5,27 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use metrics::Counter;
-use ractor::ActorRef;
 
 use super::MailboxWorker;
 use crate::group::log::{Logged, copy_of};
+use crate::mailbox::event::{MailboxEvent, SessionHandle};
 use crate::mailbox::log::{Read, within_budget};
 use crate::mailbox::record::{self, Record};
 use crate::message::{Entry, Id};
-use crate::session::SessionMsg;
 use crate::store::Stores;
 
 impl MailboxWorker {
-    /// Answers a read of `owner`'s entries after `after` with [`SessionMsg::Batch`].
+    /// Answers a read of `owner`'s entries after `after` with [`MailboxEvent::Batch`].
     pub(super) fn fetch(
         &mut self,
         owner: Id,
         after: u64,
         limit: usize,
         max_bytes: usize,
-        reply: ActorRef<SessionMsg>,
+        reply: SessionHandle,
     ) {
         let Some(slot) = self.slots.get(&owner) else {
-            let _ = reply.cast(SessionMsg::Batch {
+            reply.send(MailboxEvent::Batch {
                 entries: Vec::new(),
                 last_seq: 0,
                 read_upto: 0,
@@ -38,7 +37,7 @@ impl MailboxWorker {
             Read::Cache(mut entries) => {
                 entries.retain(|entry| entry.seq <= durable);
                 self.read_from_cache.increment(entries.len() as u64);
-                let _ = reply.cast(SessionMsg::Batch {
+                reply.send(MailboxEvent::Batch {
                     entries,
                     last_seq: durable,
                     read_upto: durable,
@@ -64,7 +63,7 @@ impl MailboxWorker {
         range: PageIn,
         limit: usize,
         max_bytes: usize,
-        reply: ActorRef<SessionMsg>,
+        reply: SessionHandle,
     ) {
         let PageIn {
             after,
@@ -88,7 +87,7 @@ impl MailboxWorker {
                     Err(error) => {
                         failures.increment(1);
                         tracing::warn!(owner = %owner_name, %error, "mailbox read from the store failed");
-                        let _ = reply.cast(SessionMsg::FetchFailed);
+                        reply.send(MailboxEvent::FetchFailed);
                         return;
                     }
                 };
@@ -97,7 +96,7 @@ impl MailboxWorker {
                 let answer = move |entries: Vec<Arc<Entry>>| {
                     let entries = within_budget(entries.iter(), max_bytes);
                     counted.increment(entries.len() as u64);
-                    let _ = reply.cast(SessionMsg::Batch {
+                    reply.send(MailboxEvent::Batch {
                         entries,
                         last_seq,
                         read_upto,
@@ -113,7 +112,7 @@ impl MailboxWorker {
                     match resolve(&stores, paged, &failures).await {
                         Some(entries) => answer(entries),
                         None => {
-                            let _ = retry.cast(SessionMsg::FetchFailed);
+                            retry.send(MailboxEvent::FetchFailed);
                         }
                     }
                 });
@@ -121,7 +120,7 @@ impl MailboxWorker {
         );
         if submitted.is_err() {
             self.page_in_failures.increment(1);
-            let _ = session.cast(SessionMsg::FetchFailed);
+            session.send(MailboxEvent::FetchFailed);
         }
     }
 }
