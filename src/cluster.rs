@@ -10,5 +10,6 @@ pub mod map;
 pub mod member;
 pub mod placement;
 pub mod raft;
+pub mod route;
 pub mod telemetry;
 pub mod view;
