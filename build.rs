@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tern/mesh/v1/link.proto",
         "proto/tern/mesh/v1/cluster.proto",
         "proto/tern/mesh/v1/raft.proto",
+        "proto/tern/mesh/v1/mailbox.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -10,6 +10,7 @@ pub mod map;
 pub mod member;
 pub mod placement;
 pub mod raft;
+pub mod remote;
 pub mod route;
 pub mod telemetry;
 pub mod view;

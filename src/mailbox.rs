@@ -133,6 +133,9 @@ pub enum MailboxOp {
         device: Id,
         /// The device's stored position.
         resume_after: u64,
+        /// The connection of the session logging in (cluster-unique; the owner of a user on
+        /// another node pushes to it there).
+        conn_id: u64,
         /// Answer.
         reply: oneshot::Sender<LoginInfo>,
     },
@@ -215,7 +218,7 @@ pub enum MailboxOp {
 
 impl MailboxOp {
     /// The mailbox the op is about; `None` for ops sent to every worker.
-    fn owner(&self) -> Option<&Id> {
+    pub fn owner(&self) -> Option<&Id> {
         match self {
             MailboxOp::Login { owner, .. }
             | MailboxOp::Ack { owner, .. }

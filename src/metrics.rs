@@ -99,6 +99,10 @@ pub const WRITTEN_BACK: &str = "tern_mailbox_written_back_total";
 pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
 /// Presence updates sent to subscribers.
 pub const PRESENCE_UPDATES: &str = "tern_presence_updates_total";
+/// Operations on keys owned by another node that got no answer from it, by `kind`:
+/// `unavailable` (the owner is down or the slot unplaced), `deadline`, `call` (the link or the
+/// owner refused), `malformed`.
+pub const REMOTE_FAILURES: &str = "tern_remote_failures_total";
 
 /// Uploads created on the media server (tus POST).
 pub const MEDIA_UPLOADS_STARTED: &str = "tern_media_uploads_started_total";
@@ -352,6 +356,11 @@ fn describe() {
         "Entries written back to the stores."
     );
     describe_counter!(TYPING_RELAYED, Unit::Count, "Typing notices relayed.");
+    describe_counter!(
+        REMOTE_FAILURES,
+        Unit::Count,
+        "Operations on keys owned by another node that got no answer from it, by kind."
+    );
     describe_media();
     describe_counter!(
         PRESENCE_UPDATES,

@@ -1,6 +1,6 @@
 //! Everything one node shares between its connections, sessions and workers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use metrics::{Counter, Histogram};
 use tokio_util::sync::CancellationToken;
@@ -8,14 +8,16 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::connection::ConnTable;
+use crate::dispatch::DispatchError;
 use crate::group::fanout::FanOut;
-use crate::mailbox::{Mailboxes, Storage};
+use crate::mailbox::{MailboxOp, Mailboxes, Storage};
 use crate::media::Media;
 use crate::metrics as names;
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::token::TokenKey;
 
+pub mod divert;
 pub mod ids;
 
 /// Shared node state. Held in an `Arc` by every task and actor of the node.
@@ -40,6 +42,9 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Hot-path metric handles, registered once.
     pub metrics: HotMetrics,
+    /// In a cluster: sends operations on keys owned elsewhere to their owner (set once, before
+    /// phones are accepted). Unset on a node without `[cluster]`.
+    pub remote: OnceLock<std::sync::Arc<dyn divert::Divert>>,
     server_ids: ids::ServerIds,
 }
 
@@ -112,6 +117,7 @@ impl Node {
             conns: ConnTable::new(ordinal),
             shutdown: CancellationToken::new(),
             metrics: HotMetrics::new(),
+            remote: OnceLock::new(),
             server_ids: ids::ServerIds::new(ordinal),
         });
         for lane in lanes {
@@ -125,6 +131,19 @@ impl Node {
             ));
         }
         (node, handles)
+    }
+
+    /// Hands a session's operation to the node that owns its key: this node's workers, or (in
+    /// a cluster) its owner through the mesh. Errors only when this node's own lane is full or
+    /// stopped.
+    pub fn submit(&self, op: MailboxOp) -> Result<(), DispatchError<MailboxOp>> {
+        match self.remote.get() {
+            None => self.mailboxes.submit(op),
+            Some(remote) => match remote.divert(op) {
+                Some(op) => self.mailboxes.submit(op),
+                None => Ok(()),
+            },
+        }
     }
 
     /// A new message id, unique in the cluster: milliseconds since the epoch in the high bits,

@@ -29,6 +29,12 @@ impl PushBudget {
         }
     }
 
+    /// Records that a push to this session was lost on its way (the session reads its mailbox
+    /// once its queued pushes are taken).
+    pub fn mark_missed(&self) {
+        self.missed.store(true, Ordering::Release);
+    }
+
     /// Called by the session for each push it takes; true when pushes were skipped and none is
     /// left queued, so the session must read its mailbox to catch up.
     pub fn release(&self) -> bool {

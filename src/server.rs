@@ -190,6 +190,9 @@ impl Server {
             )),
             None => None,
         };
+        if let Some(cluster) = &cluster {
+            cluster.attach(&node);
+        }
         let admin = tokio::spawn(crate::admin::serve(
             listeners.admin,
             node.clone(),

@@ -161,14 +161,14 @@ impl Actor for Session {
             resume_after,
         } = args;
         let (reply, answer) = oneshot::channel();
-        node.mailboxes
-            .submit(MailboxOp::Login {
-                owner: user.clone(),
-                device: device.clone(),
-                resume_after,
-                reply,
-            })
-            .map_err(|_| SessionError::Overloaded)?;
+        node.submit(MailboxOp::Login {
+            owner: user.clone(),
+            device: device.clone(),
+            resume_after,
+            conn_id: conn.id,
+            reply,
+        })
+        .map_err(|_| SessionError::Overloaded)?;
         let login = answer.await.map_err(|_| SessionError::Stopped)?;
 
         // Known to the connection before anything is sent, so shutdown and the sweeper treat it
@@ -327,6 +327,9 @@ impl Drop for SessionState {
         let now = now_ms();
         if self.node.registry.remove(&self.user, self.conn.id) {
             self.node.presence.changed(&self.user, false, now);
+        }
+        if let Some(remote) = self.node.remote.get() {
+            remote.logged_out(&self.user, self.conn.id);
         }
         self.node.presence.unwatch(self.conn.id, &self.watching);
         metrics::gauge!(names::SESSIONS).decrement(1.0);

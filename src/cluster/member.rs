@@ -18,11 +18,13 @@ use tokio::task::JoinHandle;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::map::{ClusterMap, NodeRecord, NodeState};
 use crate::cluster::raft::{MetaConfig, MetaError, MetaGroup, RaftTransport, Role};
+use crate::cluster::remote::{MailboxService, Remote, SERVICE_MAILBOX};
 use crate::config::Config;
 use crate::mesh::{
     BoxFuture, CallError, Handler, Handlers, Lane, Mesh, MeshConfig, MeshError, NodeId,
     TcpTransport, Transport,
 };
+use crate::node::Node;
 
 /// The mesh service number of the metadata group's requests (votes, appends, snapshots,
 /// proposals and joins forwarded to the leader).
@@ -56,6 +58,7 @@ pub struct ClusterMember<T: Transport = TcpTransport> {
     name: String,
     mesh: Mesh<T>,
     meta: Arc<MetaGroup>,
+    mailbox: Arc<MailboxService<T>>,
     follow: JoinHandle<()>,
 }
 
@@ -100,10 +103,13 @@ impl<T: Transport> ClusterMember<T> {
         mesh_config.dead_after = Duration::from_millis(cluster.down_after_ms);
         mesh_config.jitter_seed = seed;
         let service = Arc::new(MetaService::default());
+        let mailbox = Arc::new(MailboxService::default());
         let mesh = Mesh::start(
             mesh_config,
             transport,
-            Handlers::default().with(SERVICE_META, service.clone()),
+            Handlers::default()
+                .with(SERVICE_META, service.clone())
+                .with(SERVICE_MAILBOX, mailbox.clone()),
         )
         .await?;
         // A seed with a lower id would wait for this node to be dialled; a node it has never
@@ -162,8 +168,18 @@ impl<T: Transport> ClusterMember<T> {
             name: cluster.name.clone(),
             mesh,
             meta,
+            mailbox,
             follow,
         })
+    }
+
+    /// Serves `node`'s mailboxes to the peers and sends its sessions' operations on users other
+    /// nodes own to them: call once, before phones are accepted.
+    pub fn attach(&self, node: &Arc<Node>) {
+        self.mailbox
+            .attach(node.clone(), self.mesh.clone(), self.meta.map());
+        let remote = Remote::new(self.mesh.node(), self.mesh.clone(), self.meta.map());
+        let _ = node.remote.set(Arc::new(remote));
     }
 
     /// The mesh (for the services built on it).

@@ -290,6 +290,7 @@ impl Worker for MailboxWorker {
                 device,
                 resume_after,
                 reply,
+                ..
             } => self.login(owner, &device, resume_after, reply),
             MailboxOp::Append(job) => {
                 self.append(*job);

@@ -15,6 +15,9 @@ const OTHER_ERROR_KINDS: &[&str] = &[
     "accept",
 ];
 
+/// `kind` values of [`REMOTE_FAILURES`].
+const REMOTE_FAILURE_KINDS: &[&str] = &["unavailable", "deadline", "call", "malformed"];
+
 /// Every `kind` value of [`ERRORS`]: each error code's kind (`session::wire::error_kind`), then
 /// the kinds counted without an error frame.
 pub fn error_kinds() -> Vec<&'static str> {
@@ -156,6 +159,9 @@ pub fn register() {
     }
     for task in BACKGROUND_TASKS {
         let _ = metrics::counter!(BACKGROUND_TASK_FAILURES, "task" => *task);
+    }
+    for kind in REMOTE_FAILURE_KINDS {
+        let _ = metrics::counter!(REMOTE_FAILURES, "kind" => *kind);
     }
     for service in DISPATCH_SERVICES {
         let _ = metrics::counter!(DISPATCH_PANICS, "service" => *service);

@@ -94,7 +94,7 @@ impl SessionState {
             max_bytes: byte_room,
             reply: self.reply_to(),
         };
-        match self.node.mailboxes.submit(op) {
+        match self.node.submit(op) {
             Ok(()) => self.delivery.fetching = true,
             // Rare: the read lane is full. Try again shortly without holding the actor.
             Err(DispatchError::Overloaded(_)) => retry_fetch_after(myself, 20),
@@ -196,7 +196,7 @@ impl SessionState {
         };
         // A refused ack is harmless: acks are cumulative, the next one (or the resume cursor at
         // the next login) covers it.
-        let _ = self.node.mailboxes.submit(op);
+        let _ = self.node.submit(op);
         self.fetch(myself);
     }
 
@@ -209,7 +209,7 @@ impl SessionState {
             // delivered to and acked by this one once everything before it is acked.
             if self.delivery.acked + 1 == entry.seq {
                 self.delivery.acked = entry.seq;
-                let _ = self.node.mailboxes.submit(MailboxOp::Ack {
+                let _ = self.node.submit(MailboxOp::Ack {
                     owner: self.user.clone(),
                     device: self.device.clone(),
                     up_to: entry.seq,

@@ -105,7 +105,7 @@ impl SessionState {
                     request_id,
                     reply: self.reply_to(),
                 };
-                if self.node.mailboxes.submit(op).is_err() {
+                if self.node.submit(op).is_err() {
                     self.answer_group(request_id, Err(busy()));
                 }
                 return;
@@ -172,7 +172,7 @@ impl SessionState {
             request_id: 0,
             reply: Some(self.reply_to()),
         };
-        if let Err(error) = self.node.mailboxes.submit(MailboxOp::Group(Box::new(job))) {
+        if let Err(error) = self.node.submit(MailboxOp::Group(Box::new(job))) {
             let message = match error {
                 DispatchError::Overloaded(_) => "server busy; retry",
                 DispatchError::Stopped(_) => "server shutting down; retry",
@@ -230,7 +230,7 @@ impl SessionState {
             request_id: 0,
             reply,
         };
-        let _ = self.node.mailboxes.submit(MailboxOp::Group(Box::new(job)));
+        let _ = self.node.submit(MailboxOp::Group(Box::new(job)));
     }
 
     /// A group frame without an answer of its own was refused: the `Error` has no

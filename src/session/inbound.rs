@@ -180,7 +180,7 @@ impl SessionState {
             }))
         };
         let copy_job = copy.then(|| job(self.user.clone(), content.clone(), COPY_BIT));
-        if let Err(error) = self.node.mailboxes.submit(job(owner, content, 0)) {
+        if let Err(error) = self.node.submit(job(owner, content, 0)) {
             let message = match error {
                 DispatchError::Overloaded(_) => "server busy; retry",
                 DispatchError::Stopped(_) => "server shutting down; retry",
@@ -196,7 +196,7 @@ impl SessionState {
             group: None,
         };
         if let Some(copy_job) = copy_job {
-            match self.node.mailboxes.submit(copy_job) {
+            match self.node.submit(copy_job) {
                 Ok(()) => pending.waiting += 1,
                 // The recipient has it; the phone will retry (deduplicated) for the copy.
                 Err(_) => pending.failed = Some(AppendFailure::Busy),

@@ -1,0 +1,342 @@
+//! Mailbox operations across nodes. A session's operation on a user whose slot another node
+//! owns is sent there as a mesh call ([`Remote`], this node's [`Divert`]); the owner checks the
+//! slot against its own map, runs the operation on its workers and answers ([`MailboxService`]);
+//! the answer reaches the session as the event a local worker would have sent. Pushes from the
+//! owner to sessions on other nodes are casts ([`sink::RemoteSink`]).
+//!
+//! Every call has a deadline; an append whose answer does not come back in time is answered
+//! `Busy`, so the phone retries and dedup makes the retry safe. A slot whose owner is down, or
+//! that the owner says is not its own, is refused the same way: unavailable, never served by
+//! another node.
+//!
+//! Not carried across nodes yet: group operations (refused when the group's slot is elsewhere),
+//! account look-ups, presence and typing.
+
+mod service;
+pub mod sink;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::watch;
+
+use crate::cluster::map::ClusterMap;
+use crate::cluster::route::{Route, route};
+use crate::mailbox::group_ops::{GroupCall, GroupFailure};
+use crate::mailbox::record::{self, Record};
+use crate::mailbox::{
+    AckInfo, AppendFailure, AppendJob, Content, LoginInfo, MailboxEvent, MailboxOp,
+};
+use crate::mesh::{CallError, Lane, Mesh, NodeId, Transport};
+use crate::message::Id;
+use crate::node::divert::Divert;
+use crate::proto::kinds;
+use crate::proto::mesh as pb;
+
+pub use service::MailboxService;
+
+/// The mesh service number of mailbox operations and session events.
+pub const SERVICE_MAILBOX: u32 = 2;
+
+/// How long a remote operation may take, the owner's fsync included.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Sends operations on keys owned elsewhere to their owner.
+pub struct Remote<T: Transport> {
+    me: NodeId,
+    mesh: Mesh<T>,
+    map: watch::Receiver<Arc<ClusterMap>>,
+}
+
+impl<T: Transport> Remote<T> {
+    /// Routes with `map` (the metadata group's) from node `me`, over `mesh`.
+    pub fn new(me: NodeId, mesh: Mesh<T>, map: watch::Receiver<Arc<ClusterMap>>) -> Remote<T> {
+        Remote { me, mesh, map }
+    }
+
+    fn route(&self, key: &str) -> (Route, u64) {
+        let map = self.map.borrow();
+        (route(&map, self.me, key.as_bytes()), map.version)
+    }
+
+    /// Sends `call` to `owner` and hands the decoded reply (or why there is none) to `then`.
+    fn call(
+        &self,
+        owner: NodeId,
+        call: pb::mailbox_call::Op,
+        version: u64,
+        then: impl FnOnce(Result<pb::mailbox_reply::Reply, Unanswered>) + Send + 'static,
+    ) {
+        let payload = pb::MailboxCall {
+            map_version: version,
+            op: Some(call),
+        }
+        .encode_to_vec();
+        let call = self.mesh.call(
+            owner,
+            Lane::Call,
+            SERVICE_MAILBOX,
+            Bytes::from(payload),
+            CALL_DEADLINE,
+        );
+        tokio::spawn(async move {
+            let reply = match call.await {
+                Ok(bytes) => match pb::MailboxReply::decode(bytes) {
+                    Ok(pb::MailboxReply { reply: Some(reply) }) => Ok(reply),
+                    Ok(_) | Err(_) => Err(Unanswered::Malformed),
+                },
+                Err(error) => Err(Unanswered::Call(error)),
+            };
+            if let Err(error) = &reply {
+                metrics::counter!(crate::metrics::REMOTE_FAILURES, "kind" => error.label())
+                    .increment(1);
+                tracing::debug!(owner, %error, "remote mailbox operation failed");
+            }
+            then(reply);
+        });
+    }
+}
+
+/// Why a remote operation has no answer.
+#[derive(Debug, thiserror::Error)]
+enum Unanswered {
+    #[error("call: {0}")]
+    Call(CallError),
+    #[error("malformed reply")]
+    Malformed,
+}
+
+impl Unanswered {
+    fn label(&self) -> &'static str {
+        match self {
+            Unanswered::Call(CallError::DeadlineExceeded) => "deadline",
+            Unanswered::Call(_) => "call",
+            Unanswered::Malformed => "malformed",
+        }
+    }
+}
+
+impl<T: Transport> Divert for Remote<T> {
+    fn divert(&self, op: MailboxOp) -> Option<MailboxOp> {
+        let Some(key) = op.owner() else {
+            return Some(op);
+        };
+        let (route, version) = self.route(key);
+        match route {
+            Route::Local => Some(op),
+            Route::Remote(owner) => {
+                self.send(owner, version, op);
+                None
+            }
+            Route::Unavailable => {
+                metrics::counter!(crate::metrics::REMOTE_FAILURES, "kind" => "unavailable")
+                    .increment(1);
+                refuse(op);
+                None
+            }
+        }
+    }
+
+    fn logged_out(&self, user: &Id, conn_id: u64) {
+        if let (Route::Remote(owner), version) = self.route(user) {
+            let logout = pb::mailbox_call::Op::Logout(pb::LogoutCall {
+                owner: user.to_string(),
+                conn_id,
+            });
+            self.call(owner, logout, version, |_| {});
+        }
+    }
+}
+
+impl<T: Transport> Remote<T> {
+    fn send(&self, owner: NodeId, version: u64, op: MailboxOp) {
+        use pb::mailbox_call::Op;
+        use pb::mailbox_reply::Reply;
+        match op {
+            MailboxOp::Login {
+                owner: user,
+                device,
+                resume_after,
+                conn_id,
+                reply,
+            } => {
+                let call = Op::Login(pb::LoginCall {
+                    owner: user.to_string(),
+                    device: device.to_string(),
+                    resume_after,
+                    conn_id,
+                });
+                self.call(owner, call, version, move |answer| {
+                    // No answer: the dropped sender refuses the login (OVERLOADED, retry).
+                    if let Ok(Reply::Login(login)) = answer {
+                        let _ = reply.send(LoginInfo {
+                            cursor: login.cursor,
+                            last_seq: login.last_seq,
+                            devices: login.devices as usize,
+                        });
+                    }
+                });
+            }
+            MailboxOp::Append(job) => {
+                let Some(call) = append_call(&job) else {
+                    return refuse(MailboxOp::Append(job));
+                };
+                self.call(owner, Op::Append(call), version, move |answer| {
+                    let result = match answer {
+                        Ok(Reply::Append(stored)) => Ok((
+                            AckInfo {
+                                seq: stored.seq,
+                                server_id: stored.server_id,
+                                timestamp_ms: stored.timestamp_ms,
+                            },
+                            stored.duplicate,
+                        )),
+                        Ok(Reply::Refused(refused))
+                            if refused.reason() == pb::mailbox_refused::Reason::Storage =>
+                        {
+                            Err(AppendFailure::Storage)
+                        }
+                        _ => Err(AppendFailure::Busy),
+                    };
+                    answer_append(*job, result);
+                });
+            }
+            MailboxOp::Fetch {
+                owner: user,
+                after,
+                limit,
+                max_bytes,
+                reply,
+            } => {
+                let call = Op::Fetch(pb::FetchCall {
+                    owner: user.to_string(),
+                    after,
+                    limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    max_bytes: max_bytes as u64,
+                });
+                self.call(owner, call, version, move |answer| {
+                    let event = match answer {
+                        Ok(Reply::Fetch(batch)) => match decode_entries(batch.entries) {
+                            Some(entries) => MailboxEvent::Batch {
+                                entries,
+                                last_seq: batch.last_seq,
+                                read_upto: batch.read_upto,
+                            },
+                            None => MailboxEvent::FetchFailed,
+                        },
+                        _ => MailboxEvent::FetchFailed,
+                    };
+                    reply.send(event);
+                });
+            }
+            MailboxOp::Ack {
+                owner: user,
+                device,
+                up_to,
+            } => {
+                // A lost ack is re-sent by the phone with its next one.
+                let call = Op::Ack(pb::AckCall {
+                    owner: user.to_string(),
+                    device: device.to_string(),
+                    up_to,
+                });
+                self.call(owner, call, version, |_| {});
+            }
+            other => refuse(other),
+        }
+    }
+}
+
+/// The call of a session's append; `None` for content built elsewhere (group copies stay on
+/// the node of their group).
+fn append_call(job: &AppendJob) -> Option<pb::AppendCall> {
+    use pb::append_call::Content as Carried;
+    let content = match &job.content {
+        Content::Message {
+            to_user,
+            kind,
+            body,
+        } => Carried::Message(pb::AppendMessage {
+            to_user: to_user.to_string(),
+            kind: kinds::message_kind_to_wire(*kind).into(),
+            body: body.clone(),
+        }),
+        Content::Receipt { kind, up_to_seq } => Carried::Receipt(pb::AppendReceipt {
+            kind: kinds::receipt_kind_to_wire(*kind).into(),
+            up_to_seq: *up_to_seq,
+        }),
+        Content::Copy(_) => return None,
+    };
+    Some(pb::AppendCall {
+        owner: job.owner.to_string(),
+        from_user: job.from_user.to_string(),
+        from_device: job.from_device.to_string(),
+        client_msg_id: job.client_msg_id.to_string(),
+        server_id: job.server_id,
+        timestamp_ms: job.timestamp_ms,
+        content: Some(content),
+    })
+}
+
+/// Entries as the journal stores them, back to entries; `None` if one is not an entry.
+fn decode_entries(entries: Vec<Bytes>) -> Option<Vec<Arc<crate::message::Entry>>> {
+    entries
+        .into_iter()
+        .map(|bytes| match record::decode(bytes) {
+            Ok(Record::Appended { entry, .. }) => Some(Arc::new(entry)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answer_append(job: AppendJob, result: Result<(AckInfo, bool), AppendFailure>) {
+    if let Some(done) = &job.done {
+        done.finish(result.is_ok());
+    }
+    if let Some((session, tag)) = job.reply {
+        session.send(MailboxEvent::Appended { tag, result });
+    }
+}
+
+/// Answers `op` as refused for now (no node can serve its key, or it cannot be carried across
+/// nodes): the phone gets OVERLOADED and retries.
+fn refuse(op: MailboxOp) {
+    match op {
+        MailboxOp::Append(job) => answer_append(*job, Err(AppendFailure::Busy)),
+        MailboxOp::Fetch { reply, .. } => {
+            reply.send(MailboxEvent::FetchFailed);
+        }
+        MailboxOp::Group(job) => {
+            let job = *job;
+            let Some(reply) = job.reply else { return };
+            match job.call {
+                GroupCall::Post { tag, .. } => {
+                    reply.send(MailboxEvent::Appended {
+                        tag,
+                        result: Err(AppendFailure::Busy),
+                    });
+                }
+                _ if job.request_id != 0 => {
+                    reply.send(MailboxEvent::GroupAnswer {
+                        request_id: job.request_id,
+                        answer: Err(GroupFailure::Busy),
+                    });
+                }
+                _ => {}
+            }
+        }
+        MailboxOp::ListGroups {
+            request_id, reply, ..
+        } => {
+            reply.send(MailboxEvent::GroupAnswer {
+                request_id,
+                answer: Err(GroupFailure::Busy),
+            });
+        }
+        // Dropping a oneshot answers "no": a login is refused (OVERLOADED), an account look-up
+        // finds nothing; acks and internal operations are re-sent by their authors.
+        _ => {}
+    }
+}

@@ -1,0 +1,317 @@
+//! The owner's side of mailbox operations across nodes: mesh service [`SERVICE_MAILBOX`](super::SERVICE_MAILBOX). A call
+//! runs on this node's workers only when this node's own map gives it the key's slot; a cast
+//! carries a user's owner's event to one of the user's sessions here.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::{oneshot, watch};
+
+use super::sink::{CallSink, RemoteSink, encode_entry};
+use crate::cluster::map::ClusterMap;
+use crate::cluster::route::{Route, owner_of, route, slot_of};
+use crate::mailbox::record::{self, Record};
+use crate::mailbox::{AppendFailure, AppendJob, Content, MailboxEvent, MailboxOp};
+use crate::mesh::{BoxFuture, Handler, Mesh, NodeId, Transport};
+use crate::message::Id;
+use crate::node::Node;
+use crate::proto::kinds;
+use crate::proto::mesh as pb;
+use crate::registry::{DeviceSession, PushBudget};
+
+/// What the service needs once the node has started.
+struct Attached<T: Transport> {
+    node: Arc<Node>,
+    mesh: Mesh<T>,
+    map: watch::Receiver<Arc<ClusterMap>>,
+}
+
+impl<T: Transport> Clone for Attached<T> {
+    fn clone(&self) -> Self {
+        Attached {
+            node: self.node.clone(),
+            mesh: self.mesh.clone(),
+            map: self.map.clone(),
+        }
+    }
+}
+
+/// Serves peers' mailbox operations and session events (refused until attached to the node).
+pub struct MailboxService<T: Transport> {
+    attached: OnceLock<Attached<T>>,
+}
+
+impl<T: Transport> Default for MailboxService<T> {
+    fn default() -> Self {
+        MailboxService {
+            attached: OnceLock::new(),
+        }
+    }
+}
+
+impl<T: Transport> MailboxService<T> {
+    /// Starts serving `node`'s mailboxes, routing with `map` and pushing over `mesh`.
+    pub fn attach(&self, node: Arc<Node>, mesh: Mesh<T>, map: watch::Receiver<Arc<ClusterMap>>) {
+        let _ = self.attached.set(Attached { node, mesh, map });
+    }
+}
+
+impl<T: Transport> Handler for MailboxService<T> {
+    fn call(&self, from: NodeId, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let attached = self.attached.get().cloned();
+        Box::pin(async move {
+            let attached = attached.ok_or_else(|| "the node is starting".to_owned())?;
+            let call = pb::MailboxCall::decode(payload).map_err(|error| error.to_string())?;
+            let reply = serve(&attached, from, call).await?;
+            Ok(Bytes::from(
+                pb::MailboxReply { reply: Some(reply) }.encode_to_vec(),
+            ))
+        })
+    }
+
+    fn cast(&self, _from: NodeId, payload: Bytes) {
+        let Some(attached) = self.attached.get() else {
+            return;
+        };
+        match pb::SessionEvent::decode(payload) {
+            Ok(event) => deliver(&attached.node, event),
+            Err(error) => tracing::debug!(%error, "malformed session event"),
+        }
+    }
+}
+
+fn refused(reason: pb::mailbox_refused::Reason) -> pb::mailbox_reply::Reply {
+    pb::mailbox_reply::Reply::Refused(pb::MailboxRefused {
+        reason: reason.into(),
+    })
+}
+
+fn busy() -> pb::mailbox_reply::Reply {
+    refused(pb::mailbox_refused::Reason::Busy)
+}
+
+async fn serve<T: Transport>(
+    attached: &Attached<T>,
+    from: NodeId,
+    call: pb::MailboxCall,
+) -> Result<pb::mailbox_reply::Reply, String> {
+    use pb::mailbox_call::Op;
+    use pb::mailbox_reply::Reply;
+    let op = call
+        .op
+        .ok_or_else(|| "MailboxCall without an operation".to_owned())?;
+    let node = &attached.node;
+    if let Op::Logout(logout) = &op {
+        // Whoever owns the user now, this node forgets the session if it knew it.
+        node.registry
+            .remove(&Id::from(logout.owner.as_str()), logout.conn_id);
+        return Ok(Reply::Done(pb::Done {}));
+    }
+    let key = match &op {
+        Op::Login(login) => &login.owner,
+        Op::Append(append) => &append.owner,
+        Op::Fetch(fetch) => &fetch.owner,
+        Op::Ack(ack) => &ack.owner,
+        Op::Logout(logout) => &logout.owner,
+    };
+    {
+        let map = attached.map.borrow();
+        let me = attached.mesh.node();
+        if route(&map, me, key.as_bytes()) != Route::Local {
+            let slot = slot_of(key.as_bytes(), map.placement.slots.len() as u32);
+            return Ok(Reply::NotOwner(pb::NotOwner {
+                owner: owner_of(&map, slot).unwrap_or(0),
+                map_version: map.version,
+            }));
+        }
+    }
+    Ok(match op {
+        Op::Login(login) => serve_login(attached, from, login).await,
+        Op::Append(append) => serve_append(node, append).await?,
+        Op::Fetch(fetch) => serve_fetch(node, fetch).await,
+        Op::Ack(ack) => {
+            let op = MailboxOp::Ack {
+                owner: Id::from(ack.owner),
+                device: Id::from(ack.device),
+                up_to: ack.up_to,
+            };
+            match node.mailboxes.submit(op) {
+                Ok(()) => Reply::Done(pb::Done {}),
+                Err(_) => busy(),
+            }
+        }
+        Op::Logout(_) => Reply::Done(pb::Done {}),
+    })
+}
+
+/// Logs the device in here and registers its session on node `from` for pushes.
+async fn serve_login<T: Transport>(
+    attached: &Attached<T>,
+    from: NodeId,
+    login: pb::LoginCall,
+) -> pb::mailbox_reply::Reply {
+    let node = &attached.node;
+    let owner = Id::from(login.owner);
+    let device = Id::from(login.device);
+    let (reply, answer) = oneshot::channel();
+    let op = MailboxOp::Login {
+        owner: owner.clone(),
+        device: device.clone(),
+        resume_after: login.resume_after,
+        conn_id: login.conn_id,
+        reply,
+    };
+    if node.mailboxes.submit(op).is_err() {
+        return busy();
+    }
+    let Ok(info) = answer.await else {
+        return busy();
+    };
+    let pushes = Arc::new(PushBudget::default());
+    let sink = Arc::new(RemoteSink::new(
+        attached.mesh.clone(),
+        from,
+        owner.clone(),
+        login.conn_id,
+        pushes.clone(),
+    ));
+    let registered = node.registry.insert(
+        &owner,
+        DeviceSession {
+            device,
+            conn_id: login.conn_id,
+            sink,
+            pushes,
+        },
+    );
+    if let Some(old) = registered.replaced {
+        old.sink.send(MailboxEvent::Replaced);
+    }
+    pb::mailbox_reply::Reply::Login(pb::LoginReply {
+        cursor: info.cursor,
+        last_seq: info.last_seq,
+        devices: u32::try_from(info.devices).unwrap_or(u32::MAX),
+    })
+}
+
+async fn serve_append(
+    node: &Node,
+    append: pb::AppendCall,
+) -> Result<pb::mailbox_reply::Reply, String> {
+    use pb::append_call::Content as Carried;
+    let content = match append.content {
+        Some(Carried::Message(message)) => Content::Message {
+            to_user: Id::from(message.to_user),
+            kind: kinds::message_kind_from_wire(message.kind)
+                .ok_or_else(|| "unknown message kind".to_owned())?,
+            body: message.body,
+        },
+        Some(Carried::Receipt(receipt)) => Content::Receipt {
+            kind: kinds::receipt_kind_from_wire(receipt.kind)
+                .ok_or_else(|| "unknown receipt kind".to_owned())?,
+            up_to_seq: receipt.up_to_seq,
+        },
+        None => return Err("AppendCall without content".to_owned()),
+    };
+    let (sink, answer) = CallSink::new();
+    let job = AppendJob {
+        owner: Id::from(append.owner),
+        from_user: Id::from(append.from_user),
+        from_device: Id::from(append.from_device),
+        client_msg_id: Arc::from(append.client_msg_id),
+        server_id: append.server_id,
+        timestamp_ms: append.timestamp_ms,
+        content,
+        reply: Some((sink, 0)),
+        done: None,
+    };
+    if node
+        .mailboxes
+        .submit(MailboxOp::Append(Box::new(job)))
+        .is_err()
+    {
+        return Ok(busy());
+    }
+    Ok(match answer.await {
+        Ok(MailboxEvent::Appended {
+            result: Ok((stored, duplicate)),
+            ..
+        }) => pb::mailbox_reply::Reply::Append(pb::AppendReply {
+            seq: stored.seq,
+            server_id: stored.server_id,
+            timestamp_ms: stored.timestamp_ms,
+            duplicate,
+        }),
+        Ok(MailboxEvent::Appended {
+            result: Err(AppendFailure::Storage),
+            ..
+        }) => refused(pb::mailbox_refused::Reason::Storage),
+        _ => busy(),
+    })
+}
+
+async fn serve_fetch(node: &Node, fetch: pb::FetchCall) -> pb::mailbox_reply::Reply {
+    let owner = Id::from(fetch.owner);
+    let (sink, answer) = CallSink::new();
+    let op = MailboxOp::Fetch {
+        owner: owner.clone(),
+        after: fetch.after,
+        limit: fetch.limit as usize,
+        max_bytes: usize::try_from(fetch.max_bytes).unwrap_or(usize::MAX),
+        reply: sink,
+    };
+    if node.mailboxes.submit(op).is_err() {
+        return busy();
+    }
+    match answer.await {
+        Ok(MailboxEvent::Batch {
+            entries,
+            last_seq,
+            read_upto,
+        }) => pb::mailbox_reply::Reply::Fetch(pb::FetchReply {
+            entries: entries
+                .iter()
+                .map(|entry| encode_entry(&owner, entry))
+                .collect(),
+            last_seq,
+            read_upto,
+        }),
+        _ => refused(pb::mailbox_refused::Reason::ReadFailed),
+    }
+}
+
+/// Hands an owner's event to the session on `conn_id` here, a push within its push budget
+/// (marked missed when the owner could not send an earlier one, so the session reads again).
+fn deliver(node: &Node, event: pb::SessionEvent) {
+    use pb::session_event::Event;
+    let owner = Id::from(event.owner);
+    let (conn_id, missed) = (event.conn_id, event.missed);
+    let limit = node.config.mailbox.push_queue;
+    let mut event = Some(match event.event {
+        Some(Event::Push(bytes)) => match record::decode(bytes) {
+            Ok(Record::Appended { entry, .. }) => MailboxEvent::Push(Arc::new(entry)),
+            _ => return tracing::debug!("session event with a malformed entry"),
+        },
+        Some(Event::Devices(count)) => MailboxEvent::Devices(count as usize),
+        Some(Event::Replaced(_)) => MailboxEvent::Replaced,
+        None => return,
+    });
+    node.registry.for_each(&owner, |session| {
+        if session.conn_id != conn_id {
+            return;
+        }
+        match event.take() {
+            Some(push @ MailboxEvent::Push(_)) => {
+                if missed {
+                    session.pushes.mark_missed();
+                }
+                session.try_push(limit, push);
+            }
+            Some(other) => {
+                session.sink.send(other);
+            }
+            None => {}
+        }
+    });
+}

@@ -1,0 +1,140 @@
+//! Reply addresses of the mailbox service across nodes: [`CallSink`] turns the one event a
+//! local operation answers with into the answer of a mesh call, and [`RemoteSink`] carries the
+//! pushes of a user's owner to that user's session on another node.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use prost::Message;
+use tokio::sync::oneshot;
+
+use super::SERVICE_MAILBOX;
+use crate::mailbox::record::encode_appended;
+use crate::mailbox::{EventSink, MailboxEvent};
+use crate::mesh::{Mesh, NodeId, Transport};
+use crate::message::{Entry, Id, Payload};
+use crate::proto::mesh as pb;
+use crate::registry::PushBudget;
+
+/// Takes the first event sent to it (an operation run for a peer answers with one).
+pub struct CallSink(Mutex<Option<oneshot::Sender<MailboxEvent>>>);
+
+impl CallSink {
+    /// A sink and the receiver of its event.
+    pub fn new() -> (Arc<CallSink>, oneshot::Receiver<MailboxEvent>) {
+        let (sender, receiver) = oneshot::channel();
+        (Arc::new(CallSink(Mutex::new(Some(sender)))), receiver)
+    }
+}
+
+impl fmt::Debug for CallSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallSink")
+    }
+}
+
+impl EventSink for CallSink {
+    fn send(&self, event: MailboxEvent) -> bool {
+        let sender = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        sender.is_some_and(|sender| sender.send(event).is_ok())
+    }
+}
+
+/// A session of `owner` on connection `conn_id` of node `node`, as its owner's registry holds
+/// it: pushes, device counts and replacements are cast there (the Cast lane: a full lane drops,
+/// and the next push that gets through tells the session it missed one, so it reads its
+/// mailbox).
+pub struct RemoteSink<T: Transport> {
+    mesh: Mesh<T>,
+    node: NodeId,
+    owner: Id,
+    conn_id: u64,
+    /// The push budget of the registry entry: a push handed to the mesh is no longer queued
+    /// here (the session's own node budgets its queue).
+    budget: Arc<PushBudget>,
+    missed: AtomicBool,
+}
+
+impl<T: Transport> RemoteSink<T> {
+    /// The address of `owner`'s session on `conn_id` of `node`.
+    pub fn new(
+        mesh: Mesh<T>,
+        node: NodeId,
+        owner: Id,
+        conn_id: u64,
+        budget: Arc<PushBudget>,
+    ) -> RemoteSink<T> {
+        RemoteSink {
+            mesh,
+            node,
+            owner,
+            conn_id,
+            budget,
+            missed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl<T: Transport> fmt::Debug for RemoteSink<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteSink")
+            .field("node", &self.node)
+            .field("conn_id", &self.conn_id)
+            .finish()
+    }
+}
+
+impl<T: Transport> EventSink for RemoteSink<T> {
+    fn send(&self, event: MailboxEvent) -> bool {
+        use pb::session_event::Event;
+        let (body, is_push) = match event {
+            MailboxEvent::Push(entry) => (Event::Push(encode_entry(&self.owner, &entry)), true),
+            MailboxEvent::Devices(count) => (
+                Event::Devices(u32::try_from(count).unwrap_or(u32::MAX)),
+                false,
+            ),
+            MailboxEvent::Replaced => (Event::Replaced(pb::Done {}), false),
+            // Answers to operations travel as call replies, never to a registered session.
+            _ => return false,
+        };
+        let missed = self.missed.swap(false, Ordering::AcqRel);
+        let payload = pb::SessionEvent {
+            owner: self.owner.to_string(),
+            conn_id: self.conn_id,
+            event: Some(body),
+            missed,
+        }
+        .encode_to_vec();
+        match self
+            .mesh
+            .cast(self.node, SERVICE_MAILBOX, Bytes::from(payload))
+        {
+            Ok(()) => {
+                if is_push {
+                    self.budget.release();
+                }
+                true
+            }
+            Err(_) => {
+                self.missed.store(true, Ordering::Release);
+                false
+            }
+        }
+    }
+}
+
+/// An entry as the journal stores it (a `MailboxRecord`), the form entries cross the mesh in.
+pub fn encode_entry(owner: &str, entry: &Entry) -> Bytes {
+    match &entry.payload {
+        Payload::Message(message) => {
+            encode_appended(owner, entry, &message.client_msg_id, message.server_id)
+        }
+        _ => encode_appended(owner, entry, "", 0),
+    }
+}

@@ -1,0 +1,144 @@
+//! 1:1 chat across the nodes of a cluster (three child processes, replication 1, so each node
+//! owns a third of the slots): a phone on any node reaches a user owned by any other node, with
+//! the guarantees of one node (acked means stored by the owner, a retry gets the original ack,
+//! receipts come back, a device logging in elsewhere replaces the first), and a user whose owner
+//! is down is refused, never acked.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::*;
+use common::*;
+use tern::client::{Client, ClientReader, ClientWriter};
+use tern::clock::now_secs;
+use tern::proto::v1::{ErrorCode, GoAwayReason, ReceiptKind, server_frame::Frame};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Logs (user, device) in at `member`'s phone listener, reads up to QueueDrained, and returns
+/// the halves and what was delivered before it.
+async fn phone(
+    member: &Member,
+    user: &str,
+    device: &str,
+) -> (ClientReader, ClientWriter, Vec<tern::proto::v1::Deliver>) {
+    let token = member
+        .key
+        .sign(user, device, now_secs() + 600)
+        .expect("token");
+    let (client, _) = tokio::time::timeout(WAIT, Client::login(member.addr(), &token, 0))
+        .await
+        .expect("login timed out")
+        .expect("login");
+    let (mut reader, writer) = client.split();
+    let (delivered, _) = drain(&mut reader).await;
+    (reader, writer, delivered)
+}
+
+async fn settled(members: &[Member]) -> serde_json::Value {
+    let active = [(1, "active"), (2, "active"), (3, "active")];
+    let mut last = Vec::new();
+    eventually_within(SETTLE, "one map with three islands", async || {
+        last = Vec::new();
+        for member in members {
+            last.push(view(member.admin()).await);
+        }
+        agree(&last, &active)
+            && last[0]["map"]["islands"]
+                .as_array()
+                .is_some_and(|islands| islands.len() == 3)
+    })
+    .await;
+    last.swap_remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_on_different_nodes_chat_through_the_owner_of_each_mailbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = start_cluster(dir.path(), 3, 1);
+    let map = settled(&members).await;
+    // alice's mailbox on node 3, bob's on node 2; alice's phone on node 1, bob's on node 3.
+    let alice = user_owned_by(&map, 3, "alice");
+    let bob = user_owned_by(&map, 2, "bob");
+
+    let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
+    let (mut bob_in, mut bob_out, _) = phone(&members[2], &bob, "phone").await;
+
+    alice_out
+        .send_text("m-1", &bob, "hello across")
+        .await
+        .unwrap();
+    let ack = next_ack(&mut alice_in).await;
+    assert_eq!(ack.client_msg_id, "m-1");
+    assert!(!ack.duplicate);
+    let delivered = next_deliver(&mut bob_in).await;
+    assert_eq!(delivered.seq, ack.seq);
+    assert_eq!(body(&delivered), "hello across");
+    assert_eq!(chat(&delivered).from_user, alice);
+    assert_eq!(chat(&delivered).server_id, ack.server_id);
+
+    // The retry of the same id gets the original ack, and bob nothing new.
+    alice_out
+        .send_text("m-1", &bob, "hello across")
+        .await
+        .unwrap();
+    let retry = next_ack(&mut alice_in).await;
+    assert!(retry.duplicate);
+    assert_eq!((retry.seq, retry.server_id), (ack.seq, ack.server_id));
+
+    // A read receipt travels back from bob's node to alice's mailbox on node 3, to node 1.
+    bob_out
+        .receipt("r-1", &alice, ReceiptKind::Read, delivered.seq)
+        .await
+        .unwrap();
+    let receipt_ack = next_ack(&mut bob_in).await;
+    assert_eq!(receipt_ack.client_msg_id, "r-1");
+    let notice = next_deliver(&mut alice_in).await;
+    let r = receipt_notice(&notice);
+    assert_eq!(r.from_user, bob);
+    assert_eq!(r.up_to_seq, delivered.seq);
+
+    // bob's second device on node 1 reads his mailbox from node 2 at login: the message, once.
+    let (_bob_tablet_in, _bob_tablet_out, caught_up) = phone(&members[0], &bob, "tablet").await;
+    let bodies: Vec<String> = caught_up.iter().map(body).collect();
+    assert_eq!(bodies, ["hello across"]);
+
+    // bob's phone logging in again on node 2 replaces the session on node 3.
+    let (_again_in, _again_out, _) = phone(&members[1], &bob, "phone").await;
+    let goaway = next_matching(&mut bob_in, |frame| match frame {
+        Frame::GoAway(goaway) => Some(goaway),
+        _ => None,
+    })
+    .await;
+    assert_eq!(goaway.reason(), GoAwayReason::Replaced);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_to_a_user_whose_owner_is_down_are_refused_not_acked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster(dir.path(), 3, 1);
+    let map = settled(&members).await;
+    let alice = user_owned_by(&map, 1, "alice");
+    let carol = user_owned_by(&map, 3, "carol");
+    let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
+
+    members[2].node.take().expect("running").kill();
+    alice_out
+        .send_text("m-1", &carol, "are you there")
+        .await
+        .unwrap();
+    let error = next_error(&mut alice_in, ErrorCode::Overloaded).await;
+    assert_eq!(error.client_msg_id, "m-1");
+    let failures = http_get(members[0].admin(), "/metrics").await;
+    let refused: f64 = ["unavailable", "call", "deadline"]
+        .iter()
+        .filter_map(|kind| {
+            metric_value(
+                &failures,
+                &format!("tern_remote_failures_total{{kind=\"{kind}\"}}"),
+            )
+        })
+        .sum();
+    assert!(refused >= 1.0, "a refused remote operation is counted");
+}

@@ -1,0 +1,119 @@
+//! Clusters of child-process nodes on loopback for the tests that need several nodes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tern::config::Config;
+use tern::token::TokenKey;
+
+use super::{ChildNode, child_config, http_get};
+
+/// A free loopback port (bound, then released) for a mesh listener the seeds must name.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// One node of a test cluster: its files and, while it runs, its process.
+pub struct Member {
+    pub config: PathBuf,
+    pub data: PathBuf,
+    pub key: TokenKey,
+    pub node: Option<ChildNode>,
+}
+
+impl Member {
+    /// Its admin listener.
+    pub fn admin(&self) -> SocketAddr {
+        self.node.as_ref().expect("running").admin
+    }
+
+    /// Its phone listener.
+    pub fn addr(&self) -> SocketAddr {
+        self.node.as_ref().expect("running").client
+    }
+}
+
+/// Writes `count` configurations (the shipped file with ports 0, plus `[cluster]` with every
+/// node a seed at a free mesh port and `replication`) under `dir` and starts the nodes.
+pub fn start_cluster(dir: &Path, count: usize, replication: u32) -> Vec<Member> {
+    let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+    let seeds: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("    {{ node = {}, addr = \"127.0.0.1:{port}\" }},\n", i + 1))
+        .collect();
+    (1..=count)
+        .map(|node| {
+            let node_dir = dir.join(format!("node-{node}"));
+            std::fs::create_dir_all(&node_dir).expect("node dir");
+            let (config, parsed): (PathBuf, Config) = child_config(&node_dir, &[]);
+            let mut text = std::fs::read_to_string(&config).expect("config");
+            text.push_str(&format!(
+                "\n[cluster]\nname = \"test\"\nnode = {node}\nlisten = \"127.0.0.1:{}\"\n\
+                 seeds = [\n{seeds}]\nsecret = \"{}\"\nheartbeat_ms = 100\n\
+                 down_after_ms = 1500\nelection_timeout_ms = {{ min = 500, max = 1000 }}\n\
+                 replication_factor = {replication}\n",
+                ports[node - 1],
+                "s".repeat(40),
+            ));
+            std::fs::write(&config, text).expect("write config");
+            let data = node_dir.join("data");
+            let child = ChildNode::start(&config, &data);
+            Member {
+                config,
+                data,
+                key: TokenKey::new(parsed.auth.token_key.as_bytes()),
+                node: Some(child),
+            }
+        })
+        .collect()
+}
+
+/// A node's `GET /cluster`.
+pub async fn view(admin: SocketAddr) -> Value {
+    serde_json::from_str(&http_get(admin, "/cluster").await).unwrap_or(Value::Null)
+}
+
+/// Every view names the same leader, term and map, with the nodes in the given states.
+pub fn agree(views: &[Value], states: &[(u64, &str)]) -> bool {
+    let first = &views[0];
+    let same = views.iter().all(|view| {
+        !view["leader"].is_null()
+            && view["leader"] == first["leader"]
+            && view["term"] == first["term"]
+            && view["map"] == first["map"]
+    });
+    same && states.iter().all(|(node, state)| {
+        first["map"]["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["id"] == *node && n["state"] == *state)
+        })
+    })
+}
+
+/// The node that owns `user`'s slot in the map of a `GET /cluster` view.
+pub fn owner_in(view: &Value, user: &str) -> Option<u64> {
+    let slots = view["map"]["slots"].as_array()?;
+    let slot = tern::cluster::route::slot_of(user.as_bytes(), slots.len() as u32) as usize;
+    let island = slots.get(slot)?;
+    view["map"]["islands"]
+        .as_array()?
+        .iter()
+        .find(|candidate| candidate["id"] == *island)?["members"]
+        .as_array()?
+        .first()?
+        .as_u64()
+}
+
+/// A user name (`prefix-N`) whose slot node `owner` owns in `view`'s map.
+pub fn user_owned_by(view: &Value, owner: u64, prefix: &str) -> String {
+    (0..10_000)
+        .map(|i| format!("{prefix}-{i}"))
+        .find(|user| owner_in(view, user) == Some(owner))
+        .expect("a user owned by the node")
+}
