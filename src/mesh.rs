@@ -262,6 +262,20 @@ impl<T: Transport> Mesh<T> {
         }
     }
 
+    /// How many links to each known peer came up so far (a change means a link was made again).
+    pub fn links_made(&self) -> Vec<(NodeId, u64)> {
+        let peers: Vec<Arc<Peer>> = lock(&self.inner.peers).values().cloned().collect();
+        peers
+            .iter()
+            .map(|peer| {
+                (
+                    peer.id,
+                    peer.links_made.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// How long since any frame came from `peer` (`None` for a peer this node does not know).
     pub fn silent_for(&self, peer: NodeId) -> Option<Duration> {
         let known = lock(&self.inner.peers).get(&peer).cloned();

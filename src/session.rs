@@ -77,6 +77,9 @@ pub enum SessionMsg {
     },
     /// Retry a mailbox read that found its queue full.
     RetryFetch,
+    /// The cluster changed (a link to a peer came back, or the map): register with the owner
+    /// again and read the mailbox, in case pushes were lost meanwhile.
+    Resync,
 }
 
 /// The session actor (stateless; see [`SessionState`]).
@@ -289,6 +292,13 @@ impl Actor for Session {
                 reconnect_after_ms,
             } => state.go_away(reason, reconnect_after_ms, go_away_label(reason)),
             SessionMsg::RetryFetch => state.fetch(&myself),
+            SessionMsg::Resync => {
+                if let Some(remote) = state.node.remote.get() {
+                    remote.reregister(&state.user, &state.device, state.conn.id);
+                }
+                state.delivery.lost_pushes();
+                state.fetch(&myself);
+            }
         }
         if state.closing {
             myself.stop(None);

@@ -142,3 +142,46 @@ async fn sends_to_a_user_whose_owner_is_down_are_refused_not_acked() {
         .sum();
     assert!(refused >= 1.0, "a refused remote operation is counted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_owner_gets_its_remote_sessions_back_and_pushes_reach_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster(dir.path(), 3, 1);
+    let map = settled(&members).await;
+    let alice = user_owned_by(&map, 1, "alice");
+    let bob = user_owned_by(&map, 2, "bob");
+    let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
+    let (mut bob_in, _bob_out, _) = phone(&members[2], &bob, "phone").await;
+
+    // bob's owner restarts from its files and forgets who was online.
+    members[1].node.take().expect("running").kill();
+    members[1].node = Some(ChildNode::start(&members[1].config, &members[1].data));
+
+    // Refused while the owner is away, then acked once it is back.
+    let mut attempt = 0;
+    let ack = loop {
+        attempt += 1;
+        assert!(attempt < 300, "no ack after the owner's restart");
+        alice_out
+            .send_text("m-after", &bob, "still there?")
+            .await
+            .unwrap();
+        match next(&mut alice_in).await {
+            Frame::ServerAck(ack) => break ack,
+            Frame::Error(error) if error.code() == ErrorCode::Overloaded => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    };
+    // bob's session on node 3 registered with the restarted owner again and gets the message.
+    let delivered = next_deliver(&mut bob_in).await;
+    assert_eq!(delivered.seq, ack.seq);
+    assert_eq!(body(&delivered), "still there?");
+    // Well after the cluster settled again, a live push (no read is pending any more).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    alice_out.send_text("m-later", &bob, "pushed").await.unwrap();
+    let later = next_ack(&mut alice_in).await;
+    let pushed = next_deliver(&mut bob_in).await;
+    assert_eq!((pushed.seq, body(&pushed)), (later.seq, "pushed".to_owned()));
+}

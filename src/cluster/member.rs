@@ -60,6 +60,8 @@ pub struct ClusterMember<T: Transport = TcpTransport> {
     meta: Arc<MetaGroup>,
     mailbox: Arc<MailboxService<T>>,
     follow: JoinHandle<()>,
+    /// Tells the node's sessions to register and read again when the cluster changes.
+    resync: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ClusterMember {
@@ -170,6 +172,7 @@ impl<T: Transport> ClusterMember<T> {
             meta,
             mailbox,
             follow,
+            resync: std::sync::Mutex::new(None),
         })
     }
 
@@ -180,6 +183,19 @@ impl<T: Transport> ClusterMember<T> {
             .attach(node.clone(), self.mesh.clone(), self.meta.map());
         let remote = Remote::new(self.mesh.node(), self.mesh.clone(), self.meta.map());
         let _ = node.remote.set(Arc::new(remote));
+        let task = tokio::spawn(resync_on_change(
+            self.mesh.clone(),
+            self.meta.map(),
+            node.clone(),
+        ));
+        if let Some(old) = self
+            .resync
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .replace(task)
+        {
+            old.abort();
+        }
     }
 
     /// The mesh (for the services built on it).
@@ -210,8 +226,56 @@ impl<T: Transport> ClusterMember<T> {
     /// Stops the metadata group, then the mesh.
     pub async fn shutdown(&self) {
         self.follow.abort();
+        if let Some(task) = self
+            .resync
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         self.meta.shutdown().await;
         self.mesh.shutdown().await;
+    }
+}
+
+/// How often the links are looked at for one that came up again.
+const RESYNC_POLL: Duration = Duration::from_millis(250);
+
+/// When a link to a peer is made again (the peer restarted, or the link was cut) or the map
+/// changes (an owner went down or came back, slots moved), pushes to this node's sessions may
+/// have been lost and their owners may have forgotten them: every session registers again with
+/// its owner and reads its mailbox.
+async fn resync_on_change<T: Transport>(
+    mesh: Mesh<T>,
+    mut map: tokio::sync::watch::Receiver<Arc<ClusterMap>>,
+    node: Arc<Node>,
+) {
+    let mut links = mesh.links_made();
+    let mut version = map.borrow_and_update().version;
+    let mut tick = tokio::time::interval(RESYNC_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = map.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let now = mesh.links_made();
+        let current = map.borrow_and_update().version;
+        if now == links && current == version {
+            continue;
+        }
+        links = now;
+        version = current;
+        let mut sessions = 0u64;
+        node.conns.for_each(|conn| {
+            if let Some(session) = conn.session()
+                && session.cast(crate::session::SessionMsg::Resync).is_ok()
+            {
+                sessions += 1;
+            }
+        });
+        tracing::debug!(sessions, version, "cluster changed: sessions read again");
     }
 }
 

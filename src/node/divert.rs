@@ -11,4 +11,7 @@ pub trait Divert: Send + Sync {
     fn divert(&self, op: MailboxOp) -> Option<MailboxOp>;
     /// The session of `user` on connection `conn_id` of this node ended: its owner forgets it.
     fn logged_out(&self, user: &Id, conn_id: u64);
+    /// Registers the session of `user`'s `device` on connection `conn_id` again with its owner
+    /// (after a link came back or the map changed, the owner may have lost it or be another).
+    fn reregister(&self, user: &Id, device: &Id, conn_id: u64);
 }

@@ -185,7 +185,11 @@ async fn serve_login<T: Transport>(
             pushes,
         },
     );
-    if let Some(old) = registered.replaced {
+    // The same connection registering again (after a reconnect of the link) replaces nobody.
+    if let Some(old) = registered
+        .replaced
+        .filter(|old| old.conn_id != login.conn_id)
+    {
         old.sink.send(MailboxEvent::Replaced);
     }
     pb::mailbox_reply::Reply::Login(pb::LoginReply {
