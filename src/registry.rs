@@ -122,6 +122,24 @@ impl Registry {
         }
     }
 
+    /// Hands a typing notice from `from_user` to every session of `to_user` known here, each
+    /// within its push budget of `limit`; returns how many took it. Never stored.
+    pub fn relay_typing(&self, from_user: &Id, to_user: &Id, typing: bool, limit: u32) -> u64 {
+        let mut relayed = 0;
+        self.for_each(to_user, |session| {
+            let notice = MailboxEvent::Typing {
+                from_user: from_user.clone(),
+                typing,
+                group: None,
+            };
+            if session.try_push(limit, notice) {
+                relayed += 1;
+            }
+        });
+        metrics::counter!(crate::metrics::TYPING_RELAYED).increment(relayed);
+        relayed
+    }
+
     /// True when `user` has a device online.
     pub fn is_online(&self, user: &str) -> bool {
         self.users.contains_key(user)

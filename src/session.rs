@@ -190,7 +190,9 @@ impl Actor for Session {
         if let Some(old) = registered.replaced {
             old.sink.send(MailboxEvent::Replaced);
         }
-        if registered.came_online {
+        // In a cluster, the user's owner announces its presence (it knows every node's devices).
+        let announce = node.remote.get().is_none_or(|remote| remote.owns(&user));
+        if registered.came_online && announce {
             node.presence.changed(&user, true, now_ms());
         }
         metrics::counter!(names::LOGINS, "result" => "ok").increment(1);
@@ -296,6 +298,7 @@ impl Actor for Session {
                 if let Some(remote) = state.node.remote.get() {
                     remote.reregister(&state.user, &state.device, state.conn.id);
                 }
+                state.rewatch();
                 state.delivery.lost_pushes();
                 state.fetch(&myself);
             }
@@ -335,13 +338,18 @@ impl Drop for SessionState {
             tracing::error!(conn = self.conn.id, user = %self.user, "session panicked");
         }
         let now = now_ms();
-        if self.node.registry.remove(&self.user, self.conn.id) {
+        let announce = self
+            .node
+            .remote
+            .get()
+            .is_none_or(|remote| remote.owns(&self.user));
+        if self.node.registry.remove(&self.user, self.conn.id) && announce {
             self.node.presence.changed(&self.user, false, now);
         }
         if let Some(remote) = self.node.remote.get() {
             remote.logged_out(&self.user, self.conn.id);
         }
-        self.node.presence.unwatch(self.conn.id, &self.watching);
+        self.unwatch_all();
         metrics::gauge!(names::SESSIONS).decrement(1.0);
         self.conn.close();
     }

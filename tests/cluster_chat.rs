@@ -180,8 +180,61 @@ async fn a_restarted_owner_gets_its_remote_sessions_back_and_pushes_reach_them()
     assert_eq!(body(&delivered), "still there?");
     // Well after the cluster settled again, a live push (no read is pending any more).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    alice_out.send_text("m-later", &bob, "pushed").await.unwrap();
+    alice_out
+        .send_text("m-later", &bob, "pushed")
+        .await
+        .unwrap();
     let later = next_ack(&mut alice_in).await;
     let pushed = next_deliver(&mut bob_in).await;
-    assert_eq!((pushed.seq, body(&pushed)), (later.seq, "pushed".to_owned()));
+    assert_eq!(
+        (pushed.seq, body(&pushed)),
+        (later.seq, "pushed".to_owned())
+    );
+}
+
+/// The next presence update about `user`.
+async fn presence_of(reader: &mut ClientReader, user: &str) -> tern::proto::v1::PresenceUpdate {
+    next_matching(reader, |frame| match frame {
+        Frame::Presence(update) if update.user == user => Some(update),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_presence_cross_nodes_through_the_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = start_cluster(dir.path(), 3, 1);
+    let map = settled(&members).await;
+    let alice = user_owned_by(&map, 1, "alice");
+    let bob = user_owned_by(&map, 2, "bob");
+    let carol = user_owned_by(&map, 3, "carol");
+
+    // carol, on node 1, watches bob, whose owner is node 2.
+    let (mut carol_in, mut carol_out, _) = phone(&members[0], &carol, "phone").await;
+    carol_out.subscribe_presence(&[&bob]).await.unwrap();
+    assert!(!presence_of(&mut carol_in, &bob).await.online);
+
+    // bob comes online on node 3: carol hears it from bob's owner.
+    let (mut bob_in, bob_out, _) = phone(&members[2], &bob, "phone").await;
+    assert!(presence_of(&mut carol_in, &bob).await.online);
+
+    // alice, on node 1, types to bob on node 3.
+    let (_alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
+    alice_out.typing(&bob, true).await.unwrap();
+    let notice = next_matching(&mut bob_in, |frame| match frame {
+        Frame::Typing(notice) => Some(notice),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        (notice.from_user.as_str(), notice.typing),
+        (alice.as_str(), true)
+    );
+
+    // bob's only device goes away: offline, with a last-seen time.
+    drop((bob_in, bob_out));
+    let offline = presence_of(&mut carol_in, &bob).await;
+    assert!(!offline.online);
+    assert!(offline.last_seen_ms > 0);
 }

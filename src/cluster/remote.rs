@@ -152,6 +152,56 @@ impl<T: Transport> Divert for Remote<T> {
         }
     }
 
+    fn owns(&self, user: &Id) -> bool {
+        matches!(self.route(user).0, Route::Local)
+    }
+
+    fn relay_typing(&self, from_user: &Id, to_user: &Id, typing: bool) -> bool {
+        match self.route(to_user).0 {
+            Route::Local => false,
+            Route::Remote(owner) => {
+                self.cast(
+                    owner,
+                    pb::mailbox_cast::Cast::Typing(pb::TypingRelay {
+                        from_user: from_user.to_string(),
+                        to_user: to_user.to_string(),
+                        typing,
+                    }),
+                );
+                true
+            }
+            // Nobody to relay to: typing lapses.
+            Route::Unavailable => true,
+        }
+    }
+
+    fn watch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]) -> Vec<Id> {
+        let mut local = Vec::new();
+        for (owner, watched) in self.by_owner(users, &mut local) {
+            self.cast(
+                owner,
+                pb::mailbox_cast::Cast::Watch(pb::PresenceWatch {
+                    watcher: watcher.to_string(),
+                    conn_id,
+                    users: watched,
+                }),
+            );
+        }
+        local
+    }
+
+    fn unwatch_presence(&self, conn_id: u64, users: &[Id]) {
+        for (owner, watched) in self.by_owner(users, &mut Vec::new()) {
+            self.cast(
+                owner,
+                pb::mailbox_cast::Cast::Unwatch(pb::PresenceUnwatch {
+                    conn_id,
+                    users: watched,
+                }),
+            );
+        }
+    }
+
     fn logged_out(&self, user: &Id, conn_id: u64) {
         if let (Route::Remote(owner), version) = self.route(user) {
             let logout = pb::mailbox_call::Op::Logout(pb::LogoutCall {
@@ -164,6 +214,36 @@ impl<T: Transport> Divert for Remote<T> {
 }
 
 impl<T: Transport> Remote<T> {
+    /// Casts to `owner` (the Cast lane: dropped, and counted, when full).
+    fn cast(&self, owner: NodeId, cast: pb::mailbox_cast::Cast) {
+        let payload = pb::MailboxCast { cast: Some(cast) }.encode_to_vec();
+        if self
+            .mesh
+            .cast(owner, SERVICE_MAILBOX, Bytes::from(payload))
+            .is_err()
+        {
+            metrics::counter!(crate::metrics::REMOTE_FAILURES, "kind" => "call").increment(1);
+        }
+    }
+
+    /// `users` by the node that owns them; those owned here go to `local`, those nobody can
+    /// serve now are left out.
+    fn by_owner(
+        &self,
+        users: &[Id],
+        local: &mut Vec<Id>,
+    ) -> std::collections::BTreeMap<NodeId, Vec<String>> {
+        let mut remote: std::collections::BTreeMap<NodeId, Vec<String>> = Default::default();
+        for user in users {
+            match self.route(user).0 {
+                Route::Local => local.push(user.clone()),
+                Route::Remote(owner) => remote.entry(owner).or_default().push(user.to_string()),
+                Route::Unavailable => {}
+            }
+        }
+        remote
+    }
+
     fn send(&self, owner: NodeId, version: u64, op: MailboxOp) {
         use pb::mailbox_call::Op;
         use pb::mailbox_reply::Reply;

@@ -14,4 +14,14 @@ pub trait Divert: Send + Sync {
     /// Registers the session of `user`'s `device` on connection `conn_id` again with its owner
     /// (after a link came back or the map changed, the owner may have lost it or be another).
     fn reregister(&self, user: &Id, device: &Id, conn_id: u64);
+    /// Whether this node owns `user` (its presence changes are announced by its owner only).
+    fn owns(&self, user: &Id) -> bool;
+    /// Sends a typing notice to `to_user`'s owner, which relays it to all of `to_user`'s
+    /// sessions; false when this node owns `to_user` (relay it here).
+    fn relay_typing(&self, from_user: &Id, to_user: &Id, typing: bool) -> bool;
+    /// Watches, for the session of `watcher` on `conn_id`, the presence of those of `users`
+    /// that other nodes own (their owners answer with it); returns the ones owned here.
+    fn watch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]) -> Vec<Id>;
+    /// Stops the watches of connection `conn_id` on those of `users` that other nodes own.
+    fn unwatch_presence(&self, conn_id: u64, users: &[Id]);
 }

@@ -9,7 +9,7 @@ use ractor::ActorRef;
 use super::{AppendFailure, MAX_PENDING_SENDS, PendingSend, SessionMsg, SessionState, wire};
 use crate::clock::now_ms;
 use crate::dispatch::DispatchError;
-use crate::mailbox::{AckInfo, AppendJob, Content, MailboxEvent, MailboxOp};
+use crate::mailbox::{AckInfo, AppendJob, Content, MailboxOp};
 use crate::message::{Id, MessageKind};
 use crate::proto::v1::{
     ErrorCode, Pong, PresenceSubscribe, PresenceUpdate, Receipt, Send, Typing, TypingNotice,
@@ -264,19 +264,16 @@ impl SessionState {
         if !valid_id(&typing.to_user) {
             return self.send_error(ErrorCode::InvalidArgument, "invalid recipient", "");
         }
+        let to_user = Id::from(typing.to_user.as_str());
+        if let Some(remote) = self.node.remote.get()
+            && remote.relay_typing(&self.user, &to_user, typing.typing)
+        {
+            return;
+        }
         let limit = self.node.config.mailbox.push_queue;
-        let mut relayed = 0;
-        self.node.registry.for_each(&typing.to_user, |session| {
-            let notice = MailboxEvent::Typing {
-                from_user: self.user.clone(),
-                typing: typing.typing,
-                group: None,
-            };
-            if session.try_push(limit, notice) {
-                relayed += 1;
-            }
-        });
-        metrics::counter!(crate::metrics::TYPING_RELAYED).increment(relayed);
+        self.node
+            .registry
+            .relay_typing(&self.user, &to_user, typing.typing, limit);
     }
 
     pub(super) fn on_typing_notice(&mut self, from_user: &Id, typing: bool, group: Option<&Id>) {
@@ -306,10 +303,14 @@ impl SessionState {
             .map(|u| Id::from(u.as_str()))
             .collect();
         let node = self.node.clone();
-        node.presence.unwatch(self.conn.id, &self.watching);
+        self.unwatch_all();
+        let local = match node.remote.get() {
+            Some(remote) => remote.watch_presence(&self.user, self.conn.id, &users),
+            None => users.clone(),
+        };
         let sink: crate::mailbox::SessionHandle = self.conn.clone();
-        node.presence.watch(self.conn.id, &sink, &users);
-        for user in &users {
+        node.presence.watch(self.conn.id, &sink, &local);
+        for user in &local {
             let online = node.registry.is_online(user);
             let last_seen_ms = if online {
                 0
@@ -319,6 +320,21 @@ impl SessionState {
             self.on_presence(user, online, last_seen_ms);
         }
         self.watching = users;
+    }
+
+    /// Ends this session's presence watches, here and at other nodes' users' owners.
+    pub(super) fn unwatch_all(&self) {
+        self.node.presence.unwatch(self.conn.id, &self.watching);
+        if let Some(remote) = self.node.remote.get() {
+            remote.unwatch_presence(self.conn.id, &self.watching);
+        }
+    }
+
+    /// Watches the users this session watched again (their owners may have restarted).
+    pub(super) fn rewatch(&mut self) {
+        if let Some(remote) = self.node.remote.get() {
+            remote.watch_presence(&self.user, self.conn.id, &self.watching);
+        }
     }
 
     pub(super) fn on_presence(&mut self, user: &Id, online: bool, last_seen_ms: u64) {

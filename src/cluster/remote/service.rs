@@ -70,13 +70,37 @@ impl<T: Transport> Handler for MailboxService<T> {
         })
     }
 
-    fn cast(&self, _from: NodeId, payload: Bytes) {
+    fn cast(&self, from: NodeId, payload: Bytes) {
+        use pb::mailbox_cast::Cast;
         let Some(attached) = self.attached.get() else {
             return;
         };
-        match pb::SessionEvent::decode(payload) {
-            Ok(event) => deliver(&attached.node, event),
-            Err(error) => tracing::debug!(%error, "malformed session event"),
+        match pb::MailboxCast::decode(payload) {
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::Event(event)),
+            }) => deliver(&attached.node, event),
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::Typing(typing)),
+            }) => {
+                let node = &attached.node;
+                node.registry.relay_typing(
+                    &Id::from(typing.from_user),
+                    &Id::from(typing.to_user),
+                    typing.typing,
+                    node.config.mailbox.push_queue,
+                );
+            }
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::Watch(watch)),
+            }) => watch_presence(attached, from, watch),
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::Unwatch(unwatch)),
+            }) => {
+                let users: Vec<Id> = unwatch.users.into_iter().map(Id::from).collect();
+                attached.node.presence.unwatch(unwatch.conn_id, &users);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "malformed mailbox cast"),
         }
     }
 }
@@ -104,8 +128,10 @@ async fn serve<T: Transport>(
     let node = &attached.node;
     if let Op::Logout(logout) = &op {
         // Whoever owns the user now, this node forgets the session if it knew it.
-        node.registry
-            .remove(&Id::from(logout.owner.as_str()), logout.conn_id);
+        let user = Id::from(logout.owner.as_str());
+        if node.registry.remove(&user, logout.conn_id) {
+            node.presence.changed(&user, false, crate::clock::now_ms());
+        }
         return Ok(Reply::Done(pb::Done {}));
     }
     let key = match &op {
@@ -191,6 +217,9 @@ async fn serve_login<T: Transport>(
         .filter(|old| old.conn_id != login.conn_id)
     {
         old.sink.send(MailboxEvent::Replaced);
+    }
+    if registered.came_online {
+        node.presence.changed(&owner, true, crate::clock::now_ms());
     }
     pb::mailbox_reply::Reply::Login(pb::LoginReply {
         cursor: info.cursor,
@@ -299,6 +328,16 @@ fn deliver(node: &Node, event: pb::SessionEvent) {
         },
         Some(Event::Devices(count)) => MailboxEvent::Devices(count as usize),
         Some(Event::Replaced(_)) => MailboxEvent::Replaced,
+        Some(Event::Typing(typing)) => MailboxEvent::Typing {
+            from_user: Id::from(typing.from_user),
+            typing: typing.typing,
+            group: None,
+        },
+        Some(Event::Presence(presence)) => MailboxEvent::Presence {
+            user: Id::from(presence.user),
+            online: presence.online,
+            last_seen_ms: presence.last_seen_ms,
+        },
         None => return,
     });
     node.registry.for_each(&owner, |session| {
@@ -312,10 +351,41 @@ fn deliver(node: &Node, event: pb::SessionEvent) {
                 }
                 session.try_push(limit, push);
             }
+            Some(typing @ MailboxEvent::Typing { .. }) => {
+                session.try_push(limit, typing);
+            }
             Some(other) => {
                 session.sink.send(other);
             }
             None => {}
         }
     });
+}
+
+/// A session on node `from` watches users this node owns: it gets their presence now, then
+/// every change.
+fn watch_presence<T: Transport>(attached: &Attached<T>, from: NodeId, watch: pb::PresenceWatch) {
+    let node = &attached.node;
+    let sink: crate::mailbox::SessionHandle = Arc::new(RemoteSink::new(
+        attached.mesh.clone(),
+        from,
+        Id::from(watch.watcher),
+        watch.conn_id,
+        Arc::new(PushBudget::default()),
+    ));
+    let users: Vec<Id> = watch.users.into_iter().map(Id::from).collect();
+    node.presence.watch(watch.conn_id, &sink, &users);
+    for user in users {
+        let online = node.registry.is_online(&user);
+        let last_seen_ms = if online {
+            0
+        } else {
+            node.presence.last_seen(&user)
+        };
+        sink.send(MailboxEvent::Presence {
+            user,
+            online,
+            last_seen_ms,
+        });
+    }
 }

@@ -46,8 +46,9 @@ impl EventSink for CallSink {
     }
 }
 
-/// A session of `owner` on connection `conn_id` of node `node`, as its owner's registry holds
-/// it: pushes, device counts and replacements are cast there (the Cast lane: a full lane drops,
+/// A session of `owner` on connection `conn_id` of node `node`, as its owner's registry (or a
+/// watched user's owner's presence table) holds it: pushes, device counts, replacements,
+/// typing and presence notices are cast there (the Cast lane: a full lane drops,
 /// and the next push that gets through tells the session it missed one, so it reads its
 /// mailbox).
 pub struct RemoteSink<T: Transport> {
@@ -100,15 +101,40 @@ impl<T: Transport> EventSink for RemoteSink<T> {
                 false,
             ),
             MailboxEvent::Replaced => (Event::Replaced(pb::Done {}), false),
+            MailboxEvent::Typing {
+                from_user,
+                typing,
+                group: None,
+            } => (
+                Event::Typing(pb::TypingNotice {
+                    from_user: from_user.to_string(),
+                    typing,
+                }),
+                true,
+            ),
+            MailboxEvent::Presence {
+                user,
+                online,
+                last_seen_ms,
+            } => (
+                Event::Presence(pb::PresenceNotice {
+                    user: user.to_string(),
+                    online,
+                    last_seen_ms,
+                }),
+                false,
+            ),
             // Answers to operations travel as call replies, never to a registered session.
             _ => return false,
         };
         let missed = self.missed.swap(false, Ordering::AcqRel);
-        let payload = pb::SessionEvent {
-            owner: self.owner.to_string(),
-            conn_id: self.conn_id,
-            event: Some(body),
-            missed,
+        let payload = pb::MailboxCast {
+            cast: Some(pb::mailbox_cast::Cast::Event(pb::SessionEvent {
+                owner: self.owner.to_string(),
+                conn_id: self.conn_id,
+                event: Some(body),
+                missed,
+            })),
         }
         .encode_to_vec();
         match self
