@@ -62,6 +62,8 @@ async fn phones_on_different_nodes_chat_through_the_owner_of_each_mailbox() {
     let alice = user_owned_by(&map, 3, "alice");
     let bob = user_owned_by(&map, 2, "bob");
 
+    // alice's tablet on node 2 first, so her phone knows at login that she has two devices.
+    let (mut tablet_in, _tablet_out, _) = phone(&members[1], &alice, "tablet").await;
     let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
     let (mut bob_in, mut bob_out, _) = phone(&members[2], &bob, "phone").await;
 
@@ -77,6 +79,11 @@ async fn phones_on_different_nodes_chat_through_the_owner_of_each_mailbox() {
     assert_eq!(body(&delivered), "hello across");
     assert_eq!(chat(&delivered).from_user, alice);
     assert_eq!(chat(&delivered).server_id, ack.server_id);
+    // alice's own copy reaches her tablet on node 2, from her mailbox on node 3.
+    let copy = next_deliver(&mut tablet_in).await;
+    assert_eq!(body(&copy), "hello across");
+    assert_eq!(chat(&copy).to_user, bob);
+    assert_eq!(chat(&copy).server_id, ack.server_id);
 
     // The retry of the same id gets the original ack, and bob nothing new.
     alice_out
