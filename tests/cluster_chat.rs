@@ -245,3 +245,19 @@ async fn typing_and_presence_cross_nodes_through_the_owner() {
     assert!(!offline.online);
     assert!(offline.last_seen_ms > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_frames_are_refused_in_a_cluster_not_half_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = start_cluster(dir.path(), 3, 1);
+    let map = settled(&members).await;
+    let alice = user_owned_by(&map, 1, "alice");
+    let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
+    alice_out
+        .send_group_text("g-1", "some-group", "hello group")
+        .await
+        .unwrap();
+    let error = next_error(&mut alice_in, ErrorCode::ProtocolViolation).await;
+    assert_eq!(error.client_msg_id, "g-1");
+    assert!(error.message.contains("cluster"), "{}", error.message);
+}
