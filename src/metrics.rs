@@ -101,7 +101,7 @@ pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
 pub const PRESENCE_UPDATES: &str = "tern_presence_updates_total";
 /// Operations on keys owned by another node that got no answer from it, by `kind`:
 /// `unavailable` (the owner is down or the slot unplaced), `deadline`, `call` (the link or the
-/// owner refused), `malformed`.
+/// owner refused), `malformed`, `not_owner` (still not the owner after one redirect).
 pub const REMOTE_FAILURES: &str = "tern_remote_failures_total";
 
 /// Uploads created on the media server (tus POST).

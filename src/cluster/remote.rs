@@ -69,33 +69,55 @@ impl<T: Transport> Remote<T> {
         version: u64,
         then: impl FnOnce(Result<pb::mailbox_reply::Reply, Unanswered>) + Send + 'static,
     ) {
-        let payload = pb::MailboxCall {
-            map_version: version,
-            op: Some(call),
-        }
-        .encode_to_vec();
-        let call = self.mesh.call(
-            owner,
-            Lane::Call,
-            SERVICE_MAILBOX,
-            Bytes::from(payload),
-            CALL_DEADLINE,
+        let payload = Bytes::from(
+            pb::MailboxCall {
+                map_version: version,
+                op: Some(call),
+            }
+            .encode_to_vec(),
         );
+        let (mesh, me) = (self.mesh.clone(), self.me);
         tokio::spawn(async move {
-            let reply = match call.await {
-                Ok(bytes) => match pb::MailboxReply::decode(bytes) {
-                    Ok(pb::MailboxReply { reply: Some(reply) }) => Ok(reply),
-                    Ok(_) | Err(_) => Err(Unanswered::Malformed),
-                },
-                Err(error) => Err(Unanswered::Call(error)),
+            let mut target = owner;
+            let mut reply = ask(&mesh, target, payload.clone()).await;
+            // An owner that says the slot moved names the new owner (its map is newer than
+            // this node's): asked once more there. Never this node: its own map lags, and the
+            // phone's retry will find the key here once it has caught up.
+            if let Ok(pb::mailbox_reply::Reply::NotOwner(moved)) = &reply
+                && moved.owner != 0
+                && moved.owner != target
+                && moved.owner != me
+            {
+                target = moved.owner;
+                reply = ask(&mesh, target, payload).await;
+            }
+            let reply = match reply {
+                Ok(pb::mailbox_reply::Reply::NotOwner(_)) => Err(Unanswered::NotOwner),
+                other => other,
             };
             if let Err(error) = &reply {
                 metrics::counter!(crate::metrics::REMOTE_FAILURES, "kind" => error.label())
                     .increment(1);
-                tracing::debug!(owner, %error, "remote mailbox operation failed");
+                tracing::debug!(owner = target, %error, "remote mailbox operation failed");
             }
             then(reply);
         });
+    }
+}
+
+/// One call to `owner`, its reply decoded.
+async fn ask<T: Transport>(
+    mesh: &Mesh<T>,
+    owner: NodeId,
+    payload: Bytes,
+) -> Result<pb::mailbox_reply::Reply, Unanswered> {
+    let call = mesh.call(owner, Lane::Call, SERVICE_MAILBOX, payload, CALL_DEADLINE);
+    match call.await {
+        Ok(bytes) => match pb::MailboxReply::decode(bytes) {
+            Ok(pb::MailboxReply { reply: Some(reply) }) => Ok(reply),
+            Ok(_) | Err(_) => Err(Unanswered::Malformed),
+        },
+        Err(error) => Err(Unanswered::Call(error)),
     }
 }
 
@@ -106,6 +128,8 @@ enum Unanswered {
     Call(CallError),
     #[error("malformed reply")]
     Malformed,
+    #[error("the owner's map places the key elsewhere")]
+    NotOwner,
 }
 
 impl Unanswered {
@@ -114,6 +138,7 @@ impl Unanswered {
             Unanswered::Call(CallError::DeadlineExceeded) => "deadline",
             Unanswered::Call(_) => "call",
             Unanswered::Malformed => "malformed",
+            Unanswered::NotOwner => "not_owner",
         }
     }
 }

@@ -16,7 +16,8 @@ const OTHER_ERROR_KINDS: &[&str] = &[
 ];
 
 /// `kind` values of [`REMOTE_FAILURES`].
-const REMOTE_FAILURE_KINDS: &[&str] = &["unavailable", "deadline", "call", "malformed"];
+const REMOTE_FAILURE_KINDS: &[&str] =
+    &["unavailable", "deadline", "call", "malformed", "not_owner"];
 
 /// Every `kind` value of [`ERRORS`]: each error code's kind (`session::wire::error_kind`), then
 /// the kinds counted without an error frame.
