@@ -36,6 +36,12 @@ async fn phone(
     (reader, writer, delivered)
 }
 
+/// Three nodes with replication 1, settled; the directory that holds them goes with them.
+async fn three_islands() -> (tempfile::TempDir, Vec<Member>, serde_json::Value) {
+    let (_dir, members, map) = three_islands().await;
+    (dir, members, map)
+}
+
 async fn settled(members: &[Member]) -> serde_json::Value {
     let active = [(1, "active"), (2, "active"), (3, "active")];
     let mut last = Vec::new();
@@ -55,9 +61,7 @@ async fn settled(members: &[Member]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phones_on_different_nodes_chat_through_the_owner_of_each_mailbox() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let members = start_cluster(dir.path(), 3, 1);
-    let map = settled(&members).await;
+    let (_dir, members, map) = three_islands().await;
     // alice's mailbox on node 3, bob's on node 2; alice's phone on node 1, bob's on node 3.
     let alice = user_owned_by(&map, 3, "alice");
     let bob = user_owned_by(&map, 2, "bob");
@@ -123,9 +127,7 @@ async fn phones_on_different_nodes_chat_through_the_owner_of_each_mailbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_to_a_user_whose_owner_is_down_are_refused_not_acked() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut members = start_cluster(dir.path(), 3, 1);
-    let map = settled(&members).await;
+    let (_dir, mut members, map) = three_islands().await;
     let alice = user_owned_by(&map, 1, "alice");
     let carol = user_owned_by(&map, 3, "carol");
     let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
@@ -152,9 +154,7 @@ async fn sends_to_a_user_whose_owner_is_down_are_refused_not_acked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_owner_gets_its_remote_sessions_back_and_pushes_reach_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut members = start_cluster(dir.path(), 3, 1);
-    let map = settled(&members).await;
+    let (_dir, mut members, map) = three_islands().await;
     let alice = user_owned_by(&map, 1, "alice");
     let bob = user_owned_by(&map, 2, "bob");
     let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
@@ -210,9 +210,7 @@ async fn presence_of(reader: &mut ClientReader, user: &str) -> tern::proto::v1::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_and_presence_cross_nodes_through_the_owner() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let members = start_cluster(dir.path(), 3, 1);
-    let map = settled(&members).await;
+    let (_dir, members, map) = three_islands().await;
     let alice = user_owned_by(&map, 1, "alice");
     let bob = user_owned_by(&map, 2, "bob");
     let carol = user_owned_by(&map, 3, "carol");
@@ -248,9 +246,7 @@ async fn typing_and_presence_cross_nodes_through_the_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_frames_are_refused_in_a_cluster_not_half_served() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let members = start_cluster(dir.path(), 3, 1);
-    let map = settled(&members).await;
+    let (_dir, members, map) = three_islands().await;
     let alice = user_owned_by(&map, 1, "alice");
     let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
     alice_out
