@@ -38,7 +38,9 @@ async fn phone(
 
 /// Three nodes with replication 1, settled; the directory that holds them goes with them.
 async fn three_islands() -> (tempfile::TempDir, Vec<Member>, serde_json::Value) {
-    let (_dir, members, map) = three_islands().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = start_cluster(dir.path(), 3, 1);
+    let map = settled(&members).await;
     (dir, members, map)
 }
 
