@@ -259,3 +259,71 @@ async fn group_frames_are_refused_in_a_cluster_not_half_served() {
     assert_eq!(error.client_msg_id, "g-1");
     assert!(error.message.contains("cluster"), "{}", error.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_sends_survive_a_killed_owner_and_drain_complete_and_in_order() {
+    let (_dir, mut members, map) = three_islands().await;
+    let alice = user_owned_by(&map, 1, "alice");
+    // Nine offline recipients, three owned by each node.
+    let recipients: Vec<String> = (1..=3)
+        .flat_map(|owner| (0..3).map(move |i| (owner, format!("r{owner}x{i}"))))
+        .map(|(owner, prefix)| user_owned_by(&map, owner, &prefix))
+        .collect();
+    let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
+
+    // Sends one message to each recipient, round after round; what each one acked.
+    let mut acked: Vec<Vec<String>> = vec![Vec::new(); recipients.len()];
+    let mut refused = 0;
+    for round in 0..12 {
+        if round == 4 {
+            // Node 2 dies with acked messages in its journal.
+            members[1].node.take().expect("running").kill();
+        }
+        if round == 8 {
+            members[1].node = Some(ChildNode::start(&members[1].config, &members[1].data));
+            // Its sessions-to-be read from it once it is back; wait until it serves again.
+            eventually_within(SETTLE, "node 2 serving again", async || {
+                let id = format!("probe-{round}");
+                alice_out
+                    .send_text(&id, &recipients[3], "probe")
+                    .await
+                    .unwrap();
+                match next(&mut alice_in).await {
+                    Frame::ServerAck(_) => true,
+                    _ => false,
+                }
+            })
+            .await;
+            acked[3].push("probe".to_owned());
+        }
+        for (index, recipient) in recipients.iter().enumerate() {
+            let id = format!("m-{round}-{index}");
+            let text = format!("{round}");
+            alice_out.send_text(&id, recipient, &text).await.unwrap();
+            match next(&mut alice_in).await {
+                Frame::ServerAck(ack) => {
+                    assert_eq!(ack.client_msg_id, id);
+                    acked[index].push(text);
+                }
+                Frame::Error(error) if error.code() == ErrorCode::Overloaded => refused += 1,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+    assert!(refused > 0, "sends to the dead owner were refused");
+
+    // Each recipient logs in on a node that does not own it and reads everything it was
+    // acked, once, in the order it was sent.
+    for (index, recipient) in recipients.iter().enumerate() {
+        let node = &members[(index + 1) % 3];
+        let (_in, _out, delivered) = phone(node, recipient, "phone").await;
+        let bodies: Vec<String> = delivered.iter().map(body).collect();
+        let expected: Vec<String> = acked[index]
+            .iter()
+            .filter(|text| *text != "probe")
+            .cloned()
+            .collect();
+        let got: Vec<String> = bodies.into_iter().filter(|text| text != "probe").collect();
+        assert_eq!(got, expected, "{recipient}: lost, doubled or out of order");
+    }
+}
