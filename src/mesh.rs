@@ -139,6 +139,7 @@ impl<T: Transport> Mesh<T> {
                 node: config.node,
                 secret: config.secret,
                 listen: local,
+                incarnation: incarnation(config.jitter_seed),
             },
             lane_capacity: config.lane_capacity,
             timings: Timings {
@@ -276,6 +277,17 @@ impl<T: Transport> Mesh<T> {
             .collect()
     }
 
+    /// The incarnation `peer` announced on its latest link (`None` before any link).
+    pub fn peer_incarnation(&self, peer: NodeId) -> Option<u64> {
+        let known = lock(&self.inner.peers).get(&peer).cloned();
+        known.and_then(|peer| peer.incarnation())
+    }
+
+    /// This node's incarnation (drawn at start, told to peers).
+    pub fn incarnation(&self) -> u64 {
+        self.inner.identity.incarnation
+    }
+
     /// How long since any frame came from `peer` (`None` for a peer this node does not know).
     pub fn silent_for(&self, peer: NodeId) -> Option<Duration> {
         let known = lock(&self.inner.peers).get(&peer).cloned();
@@ -380,5 +392,17 @@ fn log_task_end(done: Result<(), tokio::task::JoinError>) {
         && err.is_panic()
     {
         tracing::error!(error = %err, "mesh task panicked");
+    }
+}
+
+/// This process's incarnation: from the seed in a simulation (so runs repeat), else random.
+fn incarnation(seed: Option<u64>) -> u64 {
+    match seed {
+        Some(seed) => backoff::splitmix64(seed ^ 0x696e_6361_726e_6174),
+        None => getrandom::u64().unwrap_or_else(|_| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |since| since.as_nanos() as u64)
+        }),
     }
 }

@@ -35,6 +35,19 @@ impl Presence {
         }
     }
 
+    /// Forgets the watches of sessions on other nodes for which `stale(node, incarnation)`
+    /// holds.
+    pub fn drop_remote(&self, stale: impl Fn(u64, u64) -> bool) {
+        self.watchers.retain(|_, watchers| {
+            watchers.retain(|(_, session)| {
+                !session
+                    .origin()
+                    .is_some_and(|(node, incarnation)| stale(node, incarnation))
+            });
+            !watchers.is_empty()
+        });
+    }
+
     /// When `user` was last seen (0 if never, or online now).
     pub fn last_seen(&self, user: &str) -> u64 {
         self.last_seen.get(user).map_or(0, |t| *t)

@@ -140,6 +140,29 @@ impl Registry {
         relayed
     }
 
+    /// Forgets the sessions on other nodes for which `stale(node, incarnation)` holds (their
+    /// node restarted or went down); returns the users left with no device online.
+    pub fn drop_remote(&self, stale: impl Fn(u64, u64) -> bool) -> Vec<Id> {
+        let is_stale = |session: &DeviceSession| {
+            session
+                .sink
+                .origin()
+                .is_some_and(|(node, incarnation)| stale(node, incarnation))
+        };
+        let mut emptied = Vec::new();
+        for mut entry in self.users.iter_mut() {
+            let before = entry.value().len();
+            entry.value_mut().retain(|session| !is_stale(session));
+            if entry.value().is_empty() && before > 0 {
+                emptied.push(entry.key().clone());
+            }
+        }
+        for user in &emptied {
+            self.users.remove_if(user, |_, devices| devices.is_empty());
+        }
+        emptied
+    }
+
     /// True when `user` has a device online.
     pub fn is_online(&self, user: &str) -> bool {
         self.users.contains_key(user)

@@ -288,10 +288,7 @@ async fn offline_sends_survive_a_killed_owner_and_drain_complete_and_in_order() 
                     .send_text(&id, &recipients[3], "probe")
                     .await
                     .unwrap();
-                match next(&mut alice_in).await {
-                    Frame::ServerAck(_) => true,
-                    _ => false,
-                }
+                matches!(next(&mut alice_in).await, Frame::ServerAck(_))
             })
             .await;
             acked[3].push("probe".to_owned());
@@ -326,4 +323,34 @@ async fn offline_sends_survive_a_killed_owner_and_drain_complete_and_in_order() 
         let got: Vec<String> = bodies.into_iter().filter(|text| text != "probe").collect();
         assert_eq!(got, expected, "{recipient}: lost, doubled or out of order");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_or_dead_node_takes_its_sessions_offline_at_their_owners() {
+    let (_dir, mut members, map) = three_islands().await;
+    let bob = user_owned_by(&map, 2, "bob");
+    let carol = user_owned_by(&map, 1, "carol");
+    let (mut carol_in, mut carol_out, _) = phone(&members[0], &carol, "phone").await;
+    carol_out.subscribe_presence(&[&bob]).await.unwrap();
+    assert!(!presence_of(&mut carol_in, &bob).await.online);
+
+    // bob's phone on node 3; node 3 restarts at once (too soon to be marked down).
+    let bob_phone = phone(&members[2], &bob, "phone").await;
+    assert!(presence_of(&mut carol_in, &bob).await.online);
+    members[2].node.take().expect("running").kill();
+    drop(bob_phone);
+    members[2].node = Some(ChildNode::start(&members[2].config, &members[2].data));
+    // (a watch renewed at a resync answers with the state of the moment first)
+    presence_becomes(&mut carol_in, &bob, false).await;
+
+    // Back on node 3, then node 3 dies for good: offline once it is marked down.
+    let _bob_again = phone(&members[2], &bob, "phone").await;
+    presence_becomes(&mut carol_in, &bob, true).await;
+    members[2].node.take().expect("running").kill();
+    presence_becomes(&mut carol_in, &bob, false).await;
+}
+
+/// Reads presence updates about `user` until one says `online`.
+async fn presence_becomes(reader: &mut ClientReader, user: &str, online: bool) {
+    while presence_of(reader, user).await.online != online {}
 }

@@ -248,6 +248,7 @@ async fn stalled_peer(node: NodeId) -> (String, tokio::task::JoinHandle<tokio::n
         node,
         secret: SECRET.to_vec(),
         listen: addr.clone(),
+        incarnation: 1,
     };
     let task = tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("accept");
@@ -386,6 +387,7 @@ async fn handshakes_with_a_wrong_secret_cluster_or_id_are_refused() {
         node: 2,
         secret: SECRET.to_vec(),
         listen: String::new(),
+        incarnation: 1,
     };
     let same_id = handshake::handshake(&mut stream, Role::Dialer, &impostor, Some(2)).await;
     assert!(

@@ -253,6 +253,8 @@ async fn resync_on_change<T: Transport>(
 ) {
     let mut links = mesh.links_made();
     let mut version = map.borrow_and_update().version;
+    let mut incarnations: std::collections::BTreeMap<NodeId, u64> = Default::default();
+    let mut down = down_nodes(&map.borrow());
     let mut tick = tokio::time::interval(RESYNC_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -267,6 +269,29 @@ async fn resync_on_change<T: Transport>(
         }
         links = now;
         version = current;
+        // Sessions registered here from a process that has since restarted, or from a node now
+        // marked down, are gone: forget them (and announce their users offline).
+        let mut restarted = Vec::new();
+        for (peer, _) in &links {
+            if let Some(incarnation) = mesh.peer_incarnation(*peer)
+                && incarnations
+                    .insert(*peer, incarnation)
+                    .is_some_and(|before| before != incarnation)
+            {
+                restarted.push((*peer, incarnation));
+            }
+        }
+        let now_down = down_nodes(&map.borrow());
+        let newly_down: Vec<NodeId> = now_down.difference(&down).copied().collect();
+        down = now_down;
+        if !restarted.is_empty() || !newly_down.is_empty() {
+            forget_sessions(&node, |peer, incarnation| {
+                newly_down.contains(&peer)
+                    || restarted
+                        .iter()
+                        .any(|(node, current)| *node == peer && *current != incarnation)
+            });
+        }
         let mut sessions = 0u64;
         node.conns.for_each(|conn| {
             if let Some(session) = conn.session()
@@ -277,6 +302,30 @@ async fn resync_on_change<T: Transport>(
         });
         tracing::debug!(sessions, version, "cluster changed: sessions read again");
     }
+}
+
+/// The nodes the map marks down.
+fn down_nodes(map: &ClusterMap) -> std::collections::BTreeSet<NodeId> {
+    map.nodes
+        .iter()
+        .filter(|(_, record)| record.state == NodeState::Down)
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// Drops the sessions and presence watches registered from other nodes' processes for which
+/// `stale(node, incarnation)` holds; users left without a device are announced offline.
+fn forget_sessions(node: &Node, stale: impl Fn(u64, u64) -> bool) {
+    let offline = node.registry.drop_remote(&stale);
+    node.presence.drop_remote(&stale);
+    let now = crate::clock::now_ms();
+    for user in &offline {
+        node.presence.changed(user, false, now);
+    }
+    tracing::info!(
+        offline = offline.len(),
+        "forgot the sessions of a restarted or down node"
+    );
 }
 
 /// Keeps the mesh's peers in step with the map: every node it lists (but this one) is a peer

@@ -87,6 +87,11 @@ pub enum MailboxEvent {
 pub trait EventSink: Send + Sync + fmt::Debug {
     /// Hands `event` over; false when the session is gone (or not yet logged in).
     fn send(&self, event: MailboxEvent) -> bool;
+    /// For a session on another node: that node and the incarnation of its process when the
+    /// session registered (so its entries can be dropped when it restarts or goes down).
+    fn origin(&self) -> Option<(u64, u64)> {
+        None
+    }
 }
 
 /// A session's reply address, cheap to clone.

@@ -172,6 +172,10 @@ impl<T: Transport> Inner<T> {
             self.lane_capacity,
             self.shutdown.child_token(),
         );
+        // Known before the link is: a call arriving on it finds the incarnation it came from.
+        if auth.incarnation != 0 {
+            peer.set_incarnation(auth.incarnation);
+        }
         if !peer.install(self.identity.node, &link) {
             tracing::debug!(peer = peer.id, dialed_by, "duplicate mesh link closed");
             return None;

@@ -50,6 +50,8 @@ pub struct Identity {
     pub secret: Vec<u8>,
     /// The address this node's mesh listens on (told to the peer).
     pub listen: String,
+    /// Drawn once per process start (told to the peer).
+    pub incarnation: u64,
 }
 
 /// The transcript a proof covers.
@@ -106,6 +108,8 @@ pub struct Authenticated {
     pub node: NodeId,
     /// The address its mesh listens on, as it says.
     pub listen: String,
+    /// Its process's incarnation, as it says.
+    pub incarnation: u64,
     /// Bytes it sent after its proof (the first frames of the link).
     pub leftover: BytesMut,
 }
@@ -145,6 +149,7 @@ where
         node: me.node,
         nonce: nonce.to_vec().into(),
         listen: me.listen.clone(),
+        incarnation: me.incarnation,
     });
     send(stream, hello).await?;
     let mut buf = BytesMut::with_capacity(512);
@@ -201,6 +206,7 @@ where
     Ok(Authenticated {
         node: theirs.node,
         listen: theirs.listen,
+        incarnation: theirs.incarnation,
         leftover: buf,
     })
 }
@@ -283,6 +289,7 @@ mod tests {
             node,
             secret: secret.to_vec(),
             listen: String::new(),
+            incarnation: node,
         }
     }
 

@@ -27,6 +27,8 @@ pub(crate) struct Peer {
     pub(crate) links_made: AtomicU64,
     /// When the peer was last heard on a link that has ended (when it became known, before any).
     heard_before: Mutex<Instant>,
+    /// The incarnation the peer announced on its latest link (0 before any).
+    incarnation: AtomicU64,
 }
 
 impl Peer {
@@ -39,11 +41,25 @@ impl Peer {
             dialer: Mutex::new(None),
             links_made: AtomicU64::new(0),
             heard_before: Mutex::new(Instant::now()),
+            incarnation: AtomicU64::new(0),
         })
     }
 
     pub(crate) fn addr(&self) -> String {
         lock(&self.addr).clone()
+    }
+
+    /// The incarnation the peer announced on its latest link.
+    pub(crate) fn incarnation(&self) -> Option<u64> {
+        match self.incarnation.load(Ordering::Acquire) {
+            0 => None,
+            incarnation => Some(incarnation),
+        }
+    }
+
+    /// Records the incarnation the peer announced on a link that came up.
+    pub(crate) fn set_incarnation(&self, incarnation: u64) {
+        self.incarnation.store(incarnation, Ordering::Release);
     }
 
     pub(crate) fn current(&self) -> Option<Arc<Link>> {

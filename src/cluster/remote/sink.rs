@@ -54,6 +54,8 @@ impl EventSink for CallSink {
 pub struct RemoteSink<T: Transport> {
     mesh: Mesh<T>,
     node: NodeId,
+    /// The incarnation of `node`'s process when the session registered.
+    incarnation: u64,
     owner: Id,
     conn_id: u64,
     /// The push budget of the registry entry: a push handed to the mesh is no longer queued
@@ -63,7 +65,8 @@ pub struct RemoteSink<T: Transport> {
 }
 
 impl<T: Transport> RemoteSink<T> {
-    /// The address of `owner`'s session on `conn_id` of `node`.
+    /// The address of `owner`'s session on `conn_id` of `node` (whose process is the one
+    /// the mesh last heard announce itself).
     pub fn new(
         mesh: Mesh<T>,
         node: NodeId,
@@ -71,9 +74,11 @@ impl<T: Transport> RemoteSink<T> {
         conn_id: u64,
         budget: Arc<PushBudget>,
     ) -> RemoteSink<T> {
+        let incarnation = mesh.peer_incarnation(node).unwrap_or(0);
         RemoteSink {
             mesh,
             node,
+            incarnation,
             owner,
             conn_id,
             budget,
@@ -92,6 +97,10 @@ impl<T: Transport> fmt::Debug for RemoteSink<T> {
 }
 
 impl<T: Transport> EventSink for RemoteSink<T> {
+    fn origin(&self) -> Option<(u64, u64)> {
+        Some((self.node, self.incarnation))
+    }
+
     fn send(&self, event: MailboxEvent) -> bool {
         use pb::session_event::Event;
         let (body, is_push) = match event {
