@@ -15,7 +15,8 @@
 #
 # Environment: CLUSTER_DIR (state directory, default ./data/cluster), TERN (the binary, default
 # $CARGO_TARGET_DIR/release/tern or target/release/tern), REPLICATION_FACTOR (default 3),
-# SLOTS (default 512), READY_TIMEOUT (seconds per node, default 60).
+# SLOTS (default 512), READY_TIMEOUT (seconds per node, default 60), BASE_CONFIG (the file each
+# node's configuration starts from, default cluster.toml; loadtest/bench.toml for benchmarks).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -24,6 +25,7 @@ tern=${TERN:-${CARGO_TARGET_DIR:-target}/release/tern}
 replication=${REPLICATION_FACTOR:-3}
 slots=${SLOTS:-512}
 ready_timeout=${READY_TIMEOUT:-60}
+base_config=${BASE_CONFIG:-cluster.toml}
 
 port() { # port NODE OFFSET
     echo $((7600 + 10 * $1 + $2))
@@ -56,7 +58,7 @@ write_config() { # write_config NODE COUNT SECRET_FILE
         -e "s|^client_addr = .*|client_addr = \"127.0.0.1:$(port "$node" 0)\"|" \
         -e "s|^admin_addr = .*|admin_addr = \"127.0.0.1:$(port "$node" 1)\"|" \
         -e "s|^listen_addr = .*|listen_addr = \"127.0.0.1:$(port "$node" 2)\"|" \
-        cluster.toml > "$dir/node.toml"
+        "$base_config" > "$dir/node.toml"
     cat >> "$dir/node.toml" << TOML
 
 [cluster]

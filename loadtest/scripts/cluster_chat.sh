@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# tern-load chat against one node, then against a local three-node cluster with its phones
+# spread over the three nodes (replication 1: each node owns a third of the users, so most
+# messages cross the mesh twice: to the recipient's owner, then to the recipient's node), in
+# one run. Prints tern-load's report for each and the server CPU per delivered message, summed
+# over every server process from /proc (the three share this machine's cores: compare CPU per
+# message, not msgs/s).
+# Usage: loadtest/scripts/cluster_chat.sh [TERN-LOAD CHAT ARGS...]
+#   default: --connections 300 --duration 30
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+tern=${TERN:-${CARGO_TARGET_DIR:-target}/release/tern}
+load=${TERN_LOAD:-${CARGO_TARGET_DIR:-target}/release/tern-load}
+args=("$@")
+((${#args[@]})) || args=(--connections 300 --duration 30)
+work=$(mktemp -d)
+export CLUSTER_DIR=$work/cluster
+
+ticks() { # ticks PID...: user + system CPU clock ticks, summed
+    local total=0 pid fields
+    for pid in "$@"; do
+        read -r -a fields < "/proc/$pid/stat"
+        total=$((total + fields[13] + fields[14]))
+    done
+    echo "$total"
+}
+
+report() { # report LABEL REPORT_JSON TICKS
+    python3 - "$@" << 'PY'
+import json, os, sys
+label, line, ticks = sys.argv[1], sys.argv[2], int(sys.argv[3])
+r = json.loads(line)
+cpu_s = ticks / os.sysconf("SC_CLK_TCK")
+per = cpu_s * 1e6 / r["delivered"] if r["delivered"] else float("nan")
+print(f"{label}: {r['msgs_per_sec']:.0f} msgs/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+      f"sent {r['sent']}, acked {r['acked']}, delivered {r['delivered']}, lost {r['lost']}, "
+      f"duplicates {r['duplicates']}; server CPU {cpu_s:.1f} s = {per:.1f} us per message")
+PY
+}
+
+cleanup() {
+    loadtest/scripts/cluster.sh down > /dev/null 2>&1 || true
+    [[ -n ${single:-} ]] && kill -9 "$single" 2> /dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One node, loadtest/bench.toml (ports 7500-7502).
+MIMALLOC_PURGE_DELAY=0 "$tern" serve --config loadtest/bench.toml --data-dir "$work/single" \
+    > "$work/single.log" 2>&1 &
+single=$!
+until grep -q "^tern ready" "$work/single.log" 2> /dev/null; do sleep 0.1; done
+before=$(ticks "$single")
+line=$("$load" chat --server 127.0.0.1:7500 --config loadtest/bench.toml "${args[@]}" --json \
+    2> /dev/null | tail -1)
+report "one node" "$line" $(($(ticks "$single") - before))
+kill -9 "$single"
+wait "$single" 2> /dev/null || true
+single=
+
+# Three nodes from the same file, replication 1.
+BASE_CONFIG=loadtest/bench.toml REPLICATION_FACTOR=1 TERN=$tern \
+    loadtest/scripts/cluster.sh up 3 > /dev/null
+until loadtest/scripts/cluster.sh status > /dev/null 2>&1; do sleep 0.5; done
+pids=()
+for i in 1 2 3; do pids+=("$(cat "$CLUSTER_DIR/node-$i/pid")"); done
+servers=127.0.0.1:7610,127.0.0.1:7620,127.0.0.1:7630
+before=$(ticks "${pids[@]}")
+line=$("$load" chat --server "$servers" --config loadtest/bench.toml "${args[@]}" --json \
+    2> /dev/null | tail -1)
+report "three nodes" "$line" $(($(ticks "${pids[@]}") - before))
