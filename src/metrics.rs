@@ -99,7 +99,7 @@ pub const WRITTEN_BACK: &str = "tern_mailbox_written_back_total";
 pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
 /// Presence updates sent to subscribers.
 pub const PRESENCE_UPDATES: &str = "tern_presence_updates_total";
-/// Operations on keys owned by another node that got no answer from it, by `kind`:
+/// Operations on keys owned by another node that got no answer from it, by `cause`:
 /// `unavailable` (the owner is down or the slot unplaced), `deadline`, `call` (the link or the
 /// owner refused), `malformed`, `not_owner` (still not the owner after one redirect).
 pub const REMOTE_FAILURES: &str = "tern_remote_failures_total";
@@ -359,7 +359,7 @@ fn describe() {
     describe_counter!(
         REMOTE_FAILURES,
         Unit::Count,
-        "Operations on keys owned by another node that got no answer from it, by kind."
+        "Operations on keys owned by another node that got no answer from it, by cause."
     );
     describe_media();
     describe_counter!(

@@ -147,7 +147,7 @@ async fn sends_to_a_user_whose_owner_is_down_are_refused_not_acked() {
         .filter_map(|kind| {
             metric_value(
                 &failures,
-                &format!("tern_remote_failures_total{{kind=\"{kind}\"}}"),
+                &format!("tern_remote_failures_total{{cause=\"{kind}\"}}"),
             )
         })
         .sum();

@@ -96,7 +96,7 @@ impl<T: Transport> Remote<T> {
                 other => other,
             };
             if let Err(error) = &reply {
-                metrics::counter!(crate::metrics::REMOTE_FAILURES, "kind" => error.label())
+                metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => error.label())
                     .increment(1);
                 tracing::debug!(owner = target, %error, "remote mailbox operation failed");
             }
@@ -156,7 +156,7 @@ impl<T: Transport> Divert for Remote<T> {
                 None
             }
             Route::Unavailable => {
-                metrics::counter!(crate::metrics::REMOTE_FAILURES, "kind" => "unavailable")
+                metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "unavailable")
                     .increment(1);
                 refuse(op);
                 None
@@ -247,7 +247,7 @@ impl<T: Transport> Remote<T> {
             .cast(owner, SERVICE_MAILBOX, Bytes::from(payload))
             .is_err()
         {
-            metrics::counter!(crate::metrics::REMOTE_FAILURES, "kind" => "call").increment(1);
+            metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "call").increment(1);
         }
     }
 

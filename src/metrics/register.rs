@@ -15,7 +15,7 @@ const OTHER_ERROR_KINDS: &[&str] = &[
     "accept",
 ];
 
-/// `kind` values of [`REMOTE_FAILURES`].
+/// `cause` values of [`REMOTE_FAILURES`].
 const REMOTE_FAILURE_KINDS: &[&str] =
     &["unavailable", "deadline", "call", "malformed", "not_owner"];
 
@@ -162,7 +162,7 @@ pub fn register() {
         let _ = metrics::counter!(BACKGROUND_TASK_FAILURES, "task" => *task);
     }
     for kind in REMOTE_FAILURE_KINDS {
-        let _ = metrics::counter!(REMOTE_FAILURES, "kind" => *kind);
+        let _ = metrics::counter!(REMOTE_FAILURES, "cause" => *kind);
     }
     for service in DISPATCH_SERVICES {
         let _ = metrics::counter!(DISPATCH_PANICS, "service" => *service);
