@@ -12,11 +12,13 @@ use crate::group::fanout::FanOut;
 use crate::mailbox::{Mailboxes, Storage};
 use crate::media::Media;
 use crate::metrics as names;
+use crate::node::peer_addrs::PeerAddrs;
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::token::TokenKey;
 
 pub mod ids;
+pub mod peer_addrs;
 
 /// Shared node state. Held in an `Arc` by every task and actor of the node.
 pub struct Node {
@@ -40,6 +42,9 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Hot-path metric handles, registered once.
     pub metrics: HotMetrics,
+    /// The client addresses of the cluster's other nodes that are not down (empty without
+    /// `[cluster]`), kept by a task that follows the cluster map; announced in `Welcome`.
+    pub peer_addrs: Arc<PeerAddrs>,
     server_ids: ids::ServerIds,
 }
 
@@ -112,6 +117,7 @@ impl Node {
             conns: ConnTable::new(ordinal),
             shutdown: CancellationToken::new(),
             metrics: HotMetrics::new(),
+            peer_addrs: Arc::new(PeerAddrs::default()),
             server_ids: ids::ServerIds::new(ordinal),
         });
         for lane in lanes {
