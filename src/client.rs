@@ -1,5 +1,9 @@
 //! A minimal phone: connects over TCP and speaks the v1 protocol. Used by the black-box tests,
-//! the load generator and the interactive client.
+//! the load generator and the interactive client. [`Client`] talks to one address;
+//! [`Roaming`] logs in at any of several and moves to the next one when a node fails.
+
+pub mod roaming;
+pub mod servers;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -13,6 +17,8 @@ use crate::proto::v1::{
     PresenceSubscribe, Receipt, ReceiptKind, Send, ServerFrame, Typing, Welcome, client_frame,
     group_request, server_frame,
 };
+pub use roaming::Roaming;
+pub use servers::ServerList;
 
 /// Largest frame the client accepts from a server.
 pub const CLIENT_MAX_FRAME: u32 = 16 * 1024 * 1024;
@@ -32,6 +38,20 @@ pub enum ClientError {
     /// The server answered Login with something other than Welcome.
     #[error("login refused: {0:?}")]
     LoginRefused(Box<ServerFrame>),
+    /// No server address to connect to.
+    #[error("no server address")]
+    NoServer,
+    /// Connecting and logging in took longer than allowed.
+    #[error("no Welcome within {0:?}")]
+    TimedOut(std::time::Duration),
+    /// Every attempt failed; the last failure.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last one failed.
+        last: Box<ClientError>,
+    },
 }
 
 /// A connected phone (both directions).

@@ -4,6 +4,7 @@
 //!
 //! A node without a `[cluster]` section never touches this module at run time.
 
+pub mod announce;
 pub mod config;
 pub mod controller;
 pub mod map;

@@ -87,7 +87,7 @@ pub const RECOVERY_STORE_ENTRIES: &str = "tern_recovery_store_entries";
 pub const STORAGE_FAILURES: &str = "tern_storage_failures_total";
 /// Background tasks or threads that ended while the node was running, by `task` (`journal`,
 /// `store`, `mailbox_worker`, `fanout_lane`, `checkpointer`, `sweeper`, `media_expiry`,
-/// `accept`); the node then shuts down and exits non-zero.
+/// `accept`, with `[cluster]` `peer_addrs`); the node then shuts down and exits non-zero.
 pub const BACKGROUND_TASK_FAILURES: &str = "tern_background_task_failures_total";
 /// Completed checkpoints (write-back, store fsync, journal release).
 pub const CHECKPOINTS: &str = "tern_checkpoints_total";

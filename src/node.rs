@@ -13,12 +13,14 @@ use crate::group::fanout::FanOut;
 use crate::mailbox::{MailboxOp, Mailboxes, Storage};
 use crate::media::Media;
 use crate::metrics as names;
+use crate::node::peer_addrs::PeerAddrs;
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::token::TokenKey;
 
 pub mod divert;
 pub mod ids;
+pub mod peer_addrs;
 
 /// Shared node state. Held in an `Arc` by every task and actor of the node.
 pub struct Node {
@@ -45,6 +47,9 @@ pub struct Node {
     /// In a cluster: sends operations on keys owned elsewhere to their owner (set once, before
     /// phones are accepted). Unset on a node without `[cluster]`.
     pub remote: OnceLock<std::sync::Arc<dyn divert::Divert>>,
+    /// The client addresses of the cluster's other nodes that are not down (empty without
+    /// `[cluster]`), kept by a task that follows the cluster map; announced in `Welcome`.
+    pub peer_addrs: Arc<PeerAddrs>,
     server_ids: ids::ServerIds,
 }
 
@@ -118,6 +123,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             metrics: HotMetrics::new(),
             remote: OnceLock::new(),
+            peer_addrs: Arc::new(PeerAddrs::default()),
             server_ids: ids::ServerIds::new(ordinal),
         });
         for lane in lanes {

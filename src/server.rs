@@ -4,7 +4,7 @@
 //! and stores.
 //!
 //! Supervision: every background task (mailbox workers, fan-out lanes, sweeper, checkpointer,
-//! media expiry, accept loop) is kept by its `JoinHandle`, and every journal and store thread
+//! media expiry, accept loop, and with `[cluster]` the follower of the peers' addresses) is kept by its `JoinHandle`, and every journal and store thread
 //! by a watcher task that ends when the thread ends. [`Server::run_until`] waits on all of them
 //! beside the shutdown future: one that ends while the node is not shutting down (a panic, or
 //! a loop that returned) is logged, counted in `tern_background_task_failures_total{task}`,
@@ -193,6 +193,17 @@ impl Server {
         if let Some(cluster) = &cluster {
             cluster.attach(&node);
         }
+        if let (Some(member), Some(section)) = (&cluster, &node.config.cluster) {
+            supervise(
+                "peer_addrs",
+                tokio::spawn(crate::cluster::announce::follow(
+                    member.meta().map(),
+                    section.node,
+                    node.peer_addrs.clone(),
+                    node.shutdown.clone(),
+                )),
+            );
+        }
         let admin = tokio::spawn(crate::admin::serve(
             listeners.admin,
             node.clone(),
@@ -314,7 +325,7 @@ impl Server {
         // the workers), then the workers.
         stop_tasks(
             &mut tasks,
-            &["sweeper", "media_expiry", "checkpointer"],
+            &["sweeper", "media_expiry", "checkpointer", "peer_addrs"],
             grace,
         )
         .await;

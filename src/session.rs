@@ -214,6 +214,7 @@ impl Actor for Session {
             delivery_window: limits.delivery_window,
             frames_per_sec: limits.frames_per_sec,
             frame_burst: limits.frame_burst,
+            peer_addrs: node.peer_addrs.current(),
         };
         let mut state = SessionState {
             node,

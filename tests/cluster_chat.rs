@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
-use tern::client::{Client, ClientReader, ClientWriter};
+use tern::client::{Client, ClientError, ClientReader, ClientWriter};
 use tern::clock::now_secs;
 use tern::proto::v1::{ErrorCode, GoAwayReason, ReceiptKind, server_frame::Frame};
-
-const SETTLE: Duration = Duration::from_secs(60);
 
 /// Logs (user, device) in at `member`'s phone listener, reads up to QueueDrained, and returns
 /// the halves and what was delivered before it.
@@ -27,10 +25,26 @@ async fn phone(
         .key
         .sign(user, device, now_secs() + 600)
         .expect("token");
-    let (client, _) = tokio::time::timeout(WAIT, Client::login(member.addr(), &token, 0))
-        .await
-        .expect("login timed out")
-        .expect("login");
+    // A login the cluster cannot serve yet (the user's owner is restarting, or this node's map
+    // still says it is down) is refused with OVERLOADED: retried, as a phone would.
+    let mut attempts = 0;
+    let client = loop {
+        attempts += 1;
+        match tokio::time::timeout(WAIT, Client::login(member.client(), &token, 0))
+            .await
+            .expect("login timed out")
+        {
+            Ok((client, _)) => break client,
+            Err(ClientError::LoginRefused(refusal)) if attempts < 100 => {
+                assert!(
+                    matches!(&refusal.frame, Some(Frame::Error(error)) if error.code() == ErrorCode::Overloaded),
+                    "login refused: {refusal:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("login: {error}"),
+        }
+    };
     let (mut reader, writer) = client.split();
     let (delivered, _) = drain(&mut reader).await;
     (reader, writer, delivered)

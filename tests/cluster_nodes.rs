@@ -9,23 +9,11 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
-use serde_json::Value;
-
-/// How long a cluster may take to settle (elections, registration, the controller's ticks).
-const SETTLE: Duration = Duration::from_secs(60);
-
-async fn views(members: &[Member], which: &[usize]) -> Vec<Value> {
-    let mut views = Vec::new();
-    for index in which {
-        views.push(view(members[*index].admin()).await);
-    }
-    views
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_agree_on_one_map_and_survive_a_killed_leader() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut members = start_cluster(dir.path(), 3, 3);
+    let mut members = start_three(dir.path());
     let active = [(1, "active"), (2, "active"), (3, "active")];
     let mut settled = Vec::new();
     eventually_within(SETTLE, "one map on all three nodes", async || {

@@ -1,7 +1,9 @@
-//! Opening phone connections, spread over source addresses 127.0.0.1-16 when the server is on
-//! loopback so that one process can hold more connections than one source address has ports.
+//! Opening phone connections: connection number i goes to server address i mod n (one address,
+//! or the nodes of a cluster), and comes from source addresses 127.0.0.1-16 when its server is
+//! on loopback so that one process can hold more connections than one source address has ports.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tern::client::{Client, ClientError};
@@ -17,22 +19,49 @@ pub const SOURCE_ADDRESSES: u8 = 16;
 /// How long connecting plus logging in may take.
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Opens connections to one server.
-#[derive(Debug, Clone, Copy)]
+/// Opens connections to one server, or spreads them over several.
+#[derive(Debug, Clone)]
 pub struct Dialer {
-    server: SocketAddr,
+    /// Never empty: [`Dialer::new`] takes one, [`Dialer::spread`] refuses none.
+    servers: Arc<[SocketAddr]>,
 }
 
 impl Dialer {
     /// A dialer for `server`.
     pub fn new(server: SocketAddr) -> Self {
-        Self { server }
+        Self {
+            servers: Arc::from([server]),
+        }
     }
 
-    /// The source address of connection number `index`: 127.0.0.{1 + index % 16}:0 when the
+    /// A dialer that sends connection number i to `servers[i % servers.len()]`.
+    pub fn spread(servers: &[SocketAddr]) -> Result<Self, LoadError> {
+        if servers.is_empty() {
+            return Err(LoadError::Args("no server address".to_owned()));
+        }
+        Ok(Self {
+            servers: Arc::from(servers),
+        })
+    }
+
+    /// The servers for a report: comma-separated.
+    pub fn describe(&self) -> String {
+        self.servers
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The server connection number `index` goes to.
+    pub fn server_for(&self, index: usize) -> SocketAddr {
+        self.servers[index % self.servers.len()]
+    }
+
+    /// The source address of connection number `index`: 127.0.0.{1 + index % 16}:0 when its
     /// server is on IPv4 loopback, none (the kernel picks) otherwise.
     pub fn source_for(&self, index: usize) -> Option<SocketAddr> {
-        match self.server {
+        match self.server_for(index) {
             SocketAddr::V4(v4) if v4.ip().is_loopback() => {
                 let host = 1 + (index % usize::from(SOURCE_ADDRESSES)) as u8;
                 Some(SocketAddr::from((Ipv4Addr::new(127, 0, 0, host), 0)))
@@ -43,13 +72,14 @@ impl Dialer {
 
     /// Opens connection number `index`.
     pub async fn connect(&self, index: usize) -> Result<TcpStream, LoadError> {
+        let server = self.server_for(index);
         let from = self.source_for(index);
         let error = |source| LoadError::Connect {
-            addr: self.server,
+            addr: server,
             from,
             source,
         };
-        let socket = match self.server {
+        let socket = match server {
             SocketAddr::V4(_) => TcpSocket::new_v4(),
             SocketAddr::V6(_) => TcpSocket::new_v6(),
         }
@@ -57,7 +87,7 @@ impl Dialer {
         if let Some(from) = from {
             socket.bind(from).map_err(error)?;
         }
-        socket.connect(self.server).await.map_err(error)
+        socket.connect(server).await.map_err(error)
     }
 
     /// Opens connection number `index` and logs in; returns the client and the Welcome.
@@ -87,7 +117,7 @@ impl Dialer {
             .await
             .unwrap_or_else(|_| {
                 Err(LoadError::Timeout {
-                    addr: self.server,
+                    addr: self.server_for(index),
                     user: user.to_owned(),
                     secs: LOGIN_TIMEOUT.as_secs(),
                 })
@@ -111,7 +141,7 @@ impl Dialer {
             .await
             .unwrap_or_else(|_| {
                 Err(LoadError::Timeout {
-                    addr: self.server,
+                    addr: self.server_for(index),
                     user: client_id.to_owned(),
                     secs: LOGIN_TIMEOUT.as_secs(),
                 })
@@ -206,6 +236,25 @@ mod tests {
                 .source_for(0)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn phone_i_goes_to_server_i_mod_n() {
+        let servers: Vec<SocketAddr> = ["127.0.0.1:7400", "127.0.0.2:7400", "10.0.0.3:7400"]
+            .iter()
+            .map(|addr| addr.parse().unwrap())
+            .collect();
+        let dialer = Dialer::spread(&servers).unwrap();
+        let picked: Vec<SocketAddr> = (0..7).map(|index| dialer.server_for(index)).collect();
+        assert_eq!(
+            picked,
+            [0, 1, 2, 0, 1, 2, 0].map(|i| servers[i]),
+            "round robin over the servers"
+        );
+        // The source follows the connection's own server.
+        assert!(dialer.source_for(1).is_some());
+        assert!(dialer.source_for(2).is_none());
+        assert!(Dialer::spread(&[]).is_err());
     }
 
     #[tokio::test]

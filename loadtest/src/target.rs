@@ -9,12 +9,14 @@ use tern::config::Config;
 use tern::token::TokenKey;
 
 use crate::common::{CommonArgs, TargetKind};
+use crate::dial::Dialer;
 use crate::error::LoadError;
 
 /// `--server` and `--config`, shared by every scenario.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
-    /// Client address of the server (host:port).
+    /// Client address of the server (host:port), or several separated by commas (the nodes of
+    /// a cluster): phone number i then connects to address i mod n.
     #[arg(long, default_value = "127.0.0.1:7400")]
     pub server: String,
     /// The server's configuration file (for the token key and the limits).
@@ -25,8 +27,8 @@ pub struct ServerArgs {
 /// A resolved server and the means to log in to it.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The resolved client address.
-    pub addr: SocketAddr,
+    /// Opens connections to the resolved client addresses, in the order given.
+    pub dialer: Dialer,
     /// The server's configuration.
     pub config: Config,
     key: TokenKey,
@@ -48,13 +50,37 @@ pub async fn resolve(server: &str) -> Result<SocketAddr, LoadError> {
         })
 }
 
+/// The first address each of the comma-separated host:port entries of `servers` resolves to,
+/// in order.
+pub async fn resolve_all(servers: &str) -> Result<Vec<SocketAddr>, LoadError> {
+    let mut addrs = Vec::new();
+    for server in split(servers) {
+        addrs.push(resolve(server).await?);
+    }
+    if addrs.is_empty() {
+        return Err(LoadError::Resolve {
+            addr: servers.to_owned(),
+            reason: "no address given".to_owned(),
+        });
+    }
+    Ok(addrs)
+}
+
+/// The comma-separated entries of `servers`, trimmed, empty ones left out.
+pub fn split(servers: &str) -> impl Iterator<Item = &str> {
+    servers
+        .split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+}
+
 /// The server under test, of either kind.
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     /// A tern node and the means to log in to it.
     Tern(Box<Target>),
-    /// An MQTT broker's address.
-    Mqtt(SocketAddr),
+    /// Opens connections to the MQTT brokers' addresses.
+    Mqtt(Dialer),
 }
 
 impl Endpoint {
@@ -62,27 +88,30 @@ impl Endpoint {
     pub async fn open(common: &CommonArgs, ttl_secs: u64) -> Result<Self, LoadError> {
         Ok(match common.target {
             TargetKind::Tern => Self::Tern(Box::new(Target::open(&common.server, ttl_secs).await?)),
-            TargetKind::Mqtt => Self::Mqtt(resolve(&common.server.server).await?),
+            TargetKind::Mqtt => {
+                Self::Mqtt(Dialer::spread(&resolve_all(&common.server.server).await?)?)
+            }
         })
     }
 
-    /// The server's address.
-    pub fn addr(&self) -> SocketAddr {
+    /// Opens the connections (phone i to address i mod n).
+    pub fn dialer(&self) -> &Dialer {
         match self {
-            Self::Tern(target) => target.addr,
-            Self::Mqtt(addr) => *addr,
+            Self::Tern(target) => &target.dialer,
+            Self::Mqtt(dialer) => dialer,
         }
     }
 }
 
 impl Target {
-    /// Loads the configuration and resolves the address; tokens stay valid for `ttl_secs`.
+    /// Loads the configuration and resolves the addresses; tokens stay valid for `ttl_secs`.
+    /// Every node of a cluster is taken to share the configuration's token key.
     pub async fn open(args: &ServerArgs, ttl_secs: u64) -> Result<Self, LoadError> {
         let config = Config::load(&args.config)?;
-        let addr = resolve(&args.server).await?;
+        let dialer = Dialer::spread(&resolve_all(&args.server).await?)?;
         let key = TokenKey::new(config.auth.token_key.as_bytes());
         Ok(Self {
-            addr,
+            dialer,
             config,
             key,
             expires_at: now_secs().saturating_add(ttl_secs),

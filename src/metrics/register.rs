@@ -64,6 +64,7 @@ pub const BACKGROUND_TASKS: &[&str] = &[
     "sweeper",
     "media_expiry",
     "accept",
+    "peer_addrs",
 ];
 
 /// `service` values of the dispatcher metrics.

@@ -1,7 +1,9 @@
-//! Clusters of child-process nodes on loopback for the tests that need several nodes.
+//! Clusters of child-process nodes on loopback (every node a seed) for the tests that need
+//! several nodes, and what their `GET /cluster` views say.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 use tern::config::Config;
@@ -9,12 +11,23 @@ use tern::token::TokenKey;
 
 use super::{ChildNode, child_config, http_get};
 
-/// A free loopback port (bound, then released) for a mesh listener the seeds must name.
+/// How long a cluster may take to settle (elections, registration, the controller's ticks).
+pub const SETTLE: Duration = Duration::from_secs(60);
+
+/// A free loopback port for a mesh listener the seeds must name: below Linux's ephemeral range
+/// (32768 and up), so that the port-0 listeners of nodes started meanwhile by other tests
+/// cannot take it between this check and the node's bind. Spread by process id.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    loop {
+        let port = 20_000 + (base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000);
+        let port = u16::try_from(port).expect("port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One node of a test cluster: its files and, while it runs, its process.
@@ -32,13 +45,19 @@ impl Member {
     }
 
     /// Its phone listener.
-    pub fn addr(&self) -> SocketAddr {
+    pub fn client(&self) -> SocketAddr {
         self.node.as_ref().expect("running").client
     }
 }
 
-/// Writes `count` configurations (the shipped file with ports 0, plus `[cluster]` with every
-/// node a seed at a free mesh port and `replication`) under `dir` and starts the nodes.
+/// Three nodes with replication 3 (one island), as [`start_cluster`] starts them.
+pub fn start_three(dir: &Path) -> Vec<Member> {
+    start_cluster(dir, 3, 3)
+}
+
+/// Writes `count` configurations (the shipped file with ports 0, node ids `tern-1`...,
+/// plus `[cluster]` with every node a seed at a free mesh port and `replication`) under `dir`
+/// and starts the nodes.
 pub fn start_cluster(dir: &Path, count: usize, replication: u32) -> Vec<Member> {
     let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let seeds: String = ports
@@ -50,7 +69,9 @@ pub fn start_cluster(dir: &Path, count: usize, replication: u32) -> Vec<Member> 
         .map(|node| {
             let node_dir = dir.join(format!("node-{node}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
-            let (config, parsed): (PathBuf, Config) = child_config(&node_dir, &[]);
+            let id = format!("id = \"tern-{node}\"");
+            let (config, parsed): (PathBuf, Config) =
+                child_config(&node_dir, &[("id = \"tern-1\"", id.as_str())]);
             let mut text = std::fs::read_to_string(&config).expect("config");
             text.push_str(&format!(
                 "\n[cluster]\nname = \"test\"\nnode = {node}\nlisten = \"127.0.0.1:{}\"\n\
@@ -76,6 +97,15 @@ pub fn start_cluster(dir: &Path, count: usize, replication: u32) -> Vec<Member> 
 /// A node's `GET /cluster`.
 pub async fn view(admin: SocketAddr) -> Value {
     serde_json::from_str(&http_get(admin, "/cluster").await).unwrap_or(Value::Null)
+}
+
+/// The views of the members at the indexes `which`.
+pub async fn views(members: &[Member], which: &[usize]) -> Vec<Value> {
+    let mut views = Vec::new();
+    for index in which {
+        views.push(view(members[*index].admin()).await);
+    }
+    views
 }
 
 /// Every view names the same leader, term and map, with the nodes in the given states.

@@ -26,7 +26,6 @@ use self::phone::{Phase, Phone, Shared};
 use super::Verdict;
 use crate::body::new_run_id;
 use crate::common::{CommonArgs, TargetKind};
-use crate::dial::Dialer;
 use crate::error::LoadError;
 use crate::latency::SharedLatency;
 use crate::parts::{self, PartLink, Partial, Plan, Ready};
@@ -121,7 +120,7 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
     eprintln!(
         "chat: {} phones to {} ({}), {} s, rate {}, {} B bodies, window {}",
         args.connections,
-        endpoint.addr(),
+        endpoint.dialer().describe(),
         args.common.target.name(),
         args.duration,
         if args.rate > 0.0 {
@@ -164,7 +163,7 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
     };
     let shared = Arc::new(Shared {
         run: new_run_id(),
-        dialer: Dialer::new(endpoint.addr()),
+        dialer: endpoint.dialer().clone(),
         size: args.size,
         window: args.window,
         rate_per_phone: args.rate / args.connections as f64,

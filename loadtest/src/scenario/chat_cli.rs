@@ -3,7 +3,9 @@
 //! Prints what arrives, one line per frame, and acks every delivered entry. Reads commands from
 //! stdin (see [`command::HELP`]). At the end of stdin it waits up to [`EOF_WAIT`] for the
 //! server to ack what was sent, then leaves. After a GoAway (other than REPLACED) or a lost
-//! connection it reconnects and resumes after the last seq it received.
+//! connection it reconnects and resumes after the last seq it received: with several
+//! `--server` addresses, or a cluster whose Welcome announces its other nodes, to the next
+//! address, with backoff ([`tern::client::Roaming`]).
 
 mod command;
 mod render;
@@ -11,7 +13,7 @@ mod render;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tern::client::{ClientReader, ClientWriter, text_frame};
+use tern::client::{ClientReader, ClientWriter, Roaming, ServerList, text_frame};
 use tern::clock::now_ms;
 use tern::proto::v1::{
     DeviceAck, GoAwayReason, Ping, PresenceSubscribe, Receipt, ReceiptKind, Typing, client_frame,
@@ -23,15 +25,15 @@ use tokio::time::Instant;
 use self::command::Command;
 use super::Verdict;
 use crate::body::new_run_id;
-use crate::dial::Dialer;
 use crate::error::LoadError;
-use crate::target::{ServerArgs, Target};
+use crate::target::{self, ServerArgs, Target};
 
 /// How long the client stays after stdin ends, for outstanding ServerAcks.
 const EOF_WAIT: Duration = Duration::from_secs(5);
-/// Consecutive failed reconnects before giving up.
+/// Failed attempts in a row (over all addresses) before giving up.
 const RECONNECT_ATTEMPTS: u32 = 5;
-/// Delay before reconnecting after a connection was lost without GoAway.
+/// Least delay before reconnecting after a connection was lost without GoAway (the backoff
+/// may wait longer).
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 /// Token lifetime: long enough for any interactive session.
 const TOKEN_TTL_SECS: u64 = 7 * 86_400;
@@ -95,7 +97,9 @@ struct Chat {
 pub async fn run(args: ChatCliArgs) -> Result<Verdict, LoadError> {
     let target = Target::open(&args.server, TOKEN_TTL_SECS).await?;
     let token = target.token(&args.user, &args.device)?;
-    let dialer = Dialer::new(target.addr);
+    // The first login goes to the first address given.
+    let servers = ServerList::new(target::split(&args.server.server));
+    let mut roaming = Roaming::new(servers, token).with_max_attempts(RECONNECT_ATTEMPTS);
     let mut chat = Chat {
         user: args.user.clone(),
         peer: args.to.clone(),
@@ -108,22 +112,15 @@ pub async fn run(args: ChatCliArgs) -> Result<Verdict, LoadError> {
         eof_deadline: None,
         wrote: false,
     };
-    let mut failures = 0;
     let mut connected_once = false;
+    let mut reconnect_after = None;
     loop {
-        let (client, welcome) = match dialer.login(0, &args.user, &token, chat.last_seq).await {
-            Ok(connected) => connected,
-            Err(error) => {
-                failures += 1;
-                if !connected_once || failures >= RECONNECT_ATTEMPTS {
-                    return Err(error);
-                }
-                say(&format!("! {error}; retrying"));
-                tokio::time::sleep(RECONNECT_DELAY).await;
-                continue;
-            }
+        let login = match reconnect_after {
+            None => roaming.login(chat.last_seq).await,
+            Some(delay) => roaming.reconnect(chat.last_seq, delay).await,
         };
-        failures = 0;
+        let (client, welcome, addr) = login?;
+        say(&format!("connected to {addr}"));
         say(&render::welcome(&welcome));
         if !connected_once && let Some(peer) = &chat.peer {
             say(&format!("talking to {peer}"));
@@ -137,8 +134,12 @@ pub async fn run(args: ChatCliArgs) -> Result<Verdict, LoadError> {
             End::Quit => return Ok(Verdict::Pass),
             End::Replaced => return Ok(Verdict::Fail),
             End::Reconnect(delay) => {
-                say(&format!("reconnecting in {} ms", delay.as_millis()));
-                tokio::time::sleep(delay).await;
+                say(&format!(
+                    "reconnecting in {} ms or more (known servers: {})",
+                    delay.as_millis(),
+                    roaming.servers().addrs().join(",")
+                ));
+                reconnect_after = Some(delay);
             }
         }
     }

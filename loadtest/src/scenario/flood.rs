@@ -103,7 +103,7 @@ pub async fn run(args: FloodArgs) -> Result<Verdict, LoadError> {
         for i in 0..args.connections.max(1) {
             let token = target.token(&format!("{}{kind_name}-{i}", args.user_prefix), "d")?;
             tasks.spawn(half_sent(
-                target.addr,
+                target.dialer.server_for(i),
                 token,
                 limit,
                 deadline,
@@ -113,7 +113,14 @@ pub async fn run(args: FloodArgs) -> Result<Verdict, LoadError> {
         while tasks.join_next().await.is_some() {}
     } else {
         let token = target.token(&format!("{}{kind_name}", args.user_prefix), "d")?;
-        flood(target.addr, &token, args.kind, deadline, &tally).await;
+        flood(
+            target.dialer.server_for(0),
+            &token,
+            args.kind,
+            deadline,
+            &tally,
+        )
+        .await;
     }
     let mut report = Report::new("flood", "tern");
     report.duration_s = Some(args.duration);

@@ -25,7 +25,6 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::Verdict;
-use crate::dial::Dialer;
 use crate::error::LoadError;
 use crate::latency::Latency;
 use crate::procfs::Watch;
@@ -173,7 +172,7 @@ pub async fn run(args: GroupArgs) -> Result<Verdict, LoadError> {
         ));
     }
     let target = Arc::new(Target::open(&args.server, 3600).await?);
-    let dialer = Arc::new(Dialer::new(target.addr));
+    let dialer = Arc::new(target.dialer.clone());
     let prefix = &args.user_prefix;
     let run_id = crate::body::new_run_id();
     let member = |i: usize| format!("{prefix}{run_id}-m{i}");

@@ -209,12 +209,12 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
     let target = Arc::new(Target::open(&args.server, 24 * 3600).await?);
     let watch = Watch::start(args.server_pid)?;
     let start = Instant::now();
-    let dialer = Dialer::new(target.addr);
+    let dialer = target.dialer.clone();
     eprintln!(
         "offline-drain: {} recorded messages for {} recipients at {}",
         record.expected(),
         record.by_recipient.len(),
-        target.addr
+        target.dialer.describe()
     );
     let gate = Arc::new(Semaphore::new(256));
     let timeout = Duration::from_secs_f64(args.timeout);
@@ -223,6 +223,7 @@ pub async fn run(args: OfflineDrainArgs) -> Result<Verdict, LoadError> {
         let token = target.token(recipient, DEVICE)?;
         let recipient = recipient.clone();
         let gate = gate.clone();
+        let dialer = dialer.clone();
         tasks.spawn(async move {
             let mut got = Vec::new();
             let mut cursor = 0;

@@ -230,13 +230,13 @@ pub async fn run(args: OfflineSendArgs) -> Result<Verdict, LoadError> {
         plan.messages,
         plan.senders,
         plan.recipients,
-        target.addr,
+        target.dialer.describe(),
         args.window,
         plan.run,
         args.record.display()
     );
     let shared = Arc::new(Shared {
-        dialer: Dialer::new(target.addr),
+        dialer: target.dialer.clone(),
         target,
         plan,
         recorder,

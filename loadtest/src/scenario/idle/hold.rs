@@ -9,7 +9,6 @@ use tern::client::Client;
 use tern::proto::v1::{DeviceAck, Ping, ServerFrame, client_frame, server_frame::Frame};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::dial::Dialer;
 use crate::latency::SharedLatency;
 use crate::mqtt::{MqttReader, MqttWriter, Packet};
 use crate::parts::Command;
@@ -101,7 +100,8 @@ async fn open(index: usize, holder: &Holder) -> Result<Held, String> {
     match &holder.endpoint {
         Endpoint::Tern(target) => {
             let token = target.token(&user, "d").map_err(|e| e.to_string())?;
-            let (client, welcome) = Dialer::new(target.addr)
+            let (client, welcome) = target
+                .dialer
                 .login(index, &user, &token, 0)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -111,8 +111,8 @@ async fn open(index: usize, holder: &Holder) -> Result<Held, String> {
             };
             Ok(Held::Tern(client, ping))
         }
-        Endpoint::Mqtt(addr) => {
-            let (reader, writer) = Dialer::new(*addr)
+        Endpoint::Mqtt(dialer) => {
+            let (reader, writer) = dialer
                 .mqtt_connect(index, &user, MQTT_KEEP_ALIVE)
                 .await
                 .map_err(|e| e.to_string())?;

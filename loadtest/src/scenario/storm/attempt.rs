@@ -65,6 +65,8 @@ pub async fn run_loop(index: usize, storm: Arc<Storm>, mut commands: watch::Rece
     let mut latency = LatencyBuffer::new(index);
     let mut resume_after = 0;
     let mut attempt = 0usize;
+    // Every attempt of this loop goes to the same server; only the source address rotates.
+    let dialer = Dialer::new(storm.endpoint.dialer().server_for(index));
     loop {
         let next = pacer.next_ready(Instant::now());
         tokio::select! {
@@ -76,7 +78,7 @@ pub async fn run_loop(index: usize, storm: Arc<Storm>, mut commands: watch::Rece
         attempt += 1;
         let started = Instant::now();
         let result = tokio::select! {
-            result = once(&storm, source, &user, &token, resume_after) => result,
+            result = once(&storm, &dialer, source, &user, &token, resume_after) => result,
             _ = commands.wait_for(|c| *c == Command::Stop) => break,
         };
         match result {
@@ -115,6 +117,7 @@ impl Storm {
 /// One login: returns the login latency (µs) and the last seq seen.
 async fn once(
     storm: &Storm,
+    dialer: &Dialer,
     source: usize,
     user: &str,
     token: &str,
@@ -123,8 +126,7 @@ async fn once(
     let started = Instant::now();
     let micros = |at: Instant| u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
     match &storm.endpoint {
-        Endpoint::Tern(target) => {
-            let dialer = Dialer::new(target.addr);
+        Endpoint::Tern(_) => {
             let (client, welcome) = dialer.login(source, user, token, resume_after).await?;
             let login_micros = micros(started);
             let (mut reader, mut writer) = client.split();
@@ -153,17 +155,15 @@ async fn once(
                 .await
                 .unwrap_or_else(|_| {
                     Err(LoadError::Timeout {
-                        addr: target.addr,
+                        addr: dialer.server_for(source),
                         user: user.to_owned(),
                         secs: DRAIN_TIMEOUT.as_secs(),
                     })
                 })?;
             Ok((login_micros, last_seq))
         }
-        Endpoint::Mqtt(addr) => {
-            let (_reader, mut writer) = Dialer::new(*addr)
-                .mqtt_connect(source, user, MQTT_KEEP_ALIVE)
-                .await?;
+        Endpoint::Mqtt(_) => {
+            let (_reader, mut writer) = dialer.mqtt_connect(source, user, MQTT_KEEP_ALIVE).await?;
             let login_micros = micros(started);
             writer.send(&Packet::Disconnect).await?;
             Ok((login_micros, 0))
