@@ -4,15 +4,21 @@
 mod common;
 
 use common::*;
-use tern::cluster::config::ClusterConfig;
+use tern::cluster::config::{ClusterConfig, Seed};
 use tern::node::ids::server_id_ordinal;
 use tern::proto::v1::{CreateGroup, group_request::Op, group_response, server_frame::Frame};
 
-/// A `[cluster]` section for ordinal `node` whose mesh listener collides with nothing.
+/// A `[cluster]` section for a cluster of node `node` alone (its own seed, so it founds the
+/// cluster map and owns every slot).
 fn cluster(node: u64) -> ClusterConfig {
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{}", cluster::free_port())
+        .parse()
+        .unwrap();
     let mut cluster = ClusterConfig {
         node,
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen,
+        seeds: vec![Seed { node, addr: listen }],
+        replication_factor: 1,
         secret: "test-cluster-secret-0123456789abcdef".to_owned(),
         ..ClusterConfig::default()
     };
@@ -22,6 +28,14 @@ fn cluster(node: u64) -> ClusterConfig {
 
 /// Server ids of `count` messages alice sends bob, and the id of a group alice creates.
 async fn minted(server: &TestServer, count: usize) -> (Vec<u64>, u64) {
+    // A cluster node serves once its map places the slots (at once without one).
+    eventually("the node serves logins", async || {
+        let token = server.token("alice", "phone");
+        tern::client::Client::login(server.addr, &token, 0)
+            .await
+            .is_ok()
+    })
+    .await;
     let mut alice = server.ready("alice", "phone").await;
     let mut ids = Vec::new();
     for index in 0..count {

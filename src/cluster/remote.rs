@@ -181,6 +181,11 @@ impl<T: Transport> Divert for Remote<T> {
         matches!(self.route(user).0, Route::Local)
     }
 
+    fn serves_groups(&self) -> bool {
+        let map = self.map.borrow();
+        map.nodes.len() == 1 && map.nodes.contains_key(&self.me)
+    }
+
     fn relay_typing(&self, from_user: &Id, to_user: &Id, typing: bool) -> bool {
         match self.route(to_user).0 {
             Route::Local => false,

@@ -29,8 +29,13 @@ const COPY_BIT: u64 = 1;
 impl SessionState {
     /// Dispatches one frame from the phone.
     pub(super) fn inbound(&mut self, myself: &ActorRef<SessionMsg>, frame: In) {
-        // Groups are not carried across the nodes of a cluster yet: refused, never half-served.
-        let clustered = self.node.remote.get().is_some();
+        // Groups are not carried across the nodes of a cluster yet: refused, never half-served
+        // (a cluster of this node alone serves them).
+        let clustered = self
+            .node
+            .remote
+            .get()
+            .is_some_and(|remote| !remote.serves_groups());
         match frame {
             In::GroupRequest(_) | In::GroupReceipt(_) if clustered => {
                 self.send_error(ErrorCode::ProtocolViolation, GROUPS_IN_A_CLUSTER, "");
