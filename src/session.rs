@@ -78,8 +78,12 @@ pub enum SessionMsg {
     /// Retry a mailbox read that found its queue full.
     RetryFetch,
     /// The cluster changed (a link to a peer came back, or the map): register with the owner
-    /// again and read the mailbox, in case pushes were lost meanwhile.
+    /// again, then read the mailbox, in case pushes were lost meanwhile.
     Resync,
+    /// The registration of a resync is settled (true) or failed (false: tried again shortly);
+    /// either way the mailbox is read: anything stored before the owner knew this session again
+    /// is read, anything after it is pushed.
+    Reregistered(bool),
 }
 
 /// The session actor (stateless; see [`SessionState`]).
@@ -296,10 +300,22 @@ impl Actor for Session {
             } => state.go_away(reason, reconnect_after_ms, go_away_label(reason)),
             SessionMsg::RetryFetch => state.fetch(&myself),
             SessionMsg::Resync => {
-                if let Some(remote) = state.node.remote.get() {
-                    remote.reregister(&state.user, &state.device, state.conn.id);
+                let session = myself.clone();
+                let done: Box<dyn FnOnce(bool) + Send> = Box::new(move |settled| {
+                    let _ = session.cast(SessionMsg::Reregistered(settled));
+                });
+                match state.node.remote.get() {
+                    Some(remote) => {
+                        remote.reregister(&state.user, &state.device, state.conn.id, done);
+                    }
+                    None => done(true),
                 }
                 state.rewatch();
+            }
+            SessionMsg::Reregistered(settled) => {
+                if !settled {
+                    resync_after(&myself, RESYNC_RETRY_MS);
+                }
                 state.delivery.lost_pushes();
                 state.fetch(&myself);
             }
@@ -318,6 +334,18 @@ impl SessionState {
     fn reply_to(&self) -> SessionHandle {
         self.conn.clone()
     }
+}
+
+/// How long a session waits before registering with its owner again after a failed try.
+const RESYNC_RETRY_MS: u64 = 500;
+
+/// Casts [`SessionMsg::Resync`] to the session after `millis`, without holding the actor.
+fn resync_after(myself: &ActorRef<SessionMsg>, millis: u64) {
+    let session = myself.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+        let _ = session.cast(SessionMsg::Resync);
+    });
 }
 
 fn go_away_label(reason: GoAwayReason) -> &'static str {

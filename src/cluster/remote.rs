@@ -164,16 +164,21 @@ impl<T: Transport> Divert for Remote<T> {
         }
     }
 
-    fn reregister(&self, user: &Id, device: &Id, conn_id: u64) {
-        if let (Route::Remote(owner), version) = self.route(user) {
-            // resume_after 0 keeps the owner's cursor for the device.
-            let login = pb::mailbox_call::Op::Login(pb::LoginCall {
-                owner: user.to_string(),
-                device: device.to_string(),
-                resume_after: 0,
-                conn_id,
-            });
-            self.call(owner, login, version, |_| {});
+    fn reregister(&self, user: &Id, device: &Id, conn_id: u64, done: Box<dyn FnOnce(bool) + Send>) {
+        match self.route(user) {
+            (Route::Remote(owner), version) => {
+                // resume_after 0 keeps the owner's cursor for the device.
+                let login = pb::mailbox_call::Op::Login(pb::LoginCall {
+                    owner: user.to_string(),
+                    device: device.to_string(),
+                    resume_after: 0,
+                    conn_id,
+                });
+                self.call(owner, login, version, move |answer| {
+                    done(matches!(answer, Ok(pb::mailbox_reply::Reply::Login(_))));
+                });
+            }
+            _ => done(true),
         }
     }
 

@@ -12,8 +12,11 @@ pub trait Divert: Send + Sync {
     /// The session of `user` on connection `conn_id` of this node ended: its owner forgets it.
     fn logged_out(&self, user: &Id, conn_id: u64);
     /// Registers the session of `user`'s `device` on connection `conn_id` again with its owner
-    /// (after a link came back or the map changed, the owner may have lost it or be another).
-    fn reregister(&self, user: &Id, device: &Id, conn_id: u64);
+    /// (after a link came back or the map changed, the owner may have lost it or be another),
+    /// then runs `done` with whether that is settled: true once the owner took it, or at once
+    /// when there is nothing to register (this node owns `user`, or nobody can serve it now and
+    /// a map change will bring another resync); false when the owner did not answer.
+    fn reregister(&self, user: &Id, device: &Id, conn_id: u64, done: Box<dyn FnOnce(bool) + Send>);
     /// Whether this node owns `user` (its presence changes are announced by its owner only).
     fn owns(&self, user: &Id) -> bool;
     /// Whether this node serves groups: only while it is the cluster's only node (groups are
