@@ -437,6 +437,14 @@ pub struct ChildNode {
     pub media: SocketAddr,
 }
 
+/// Where a child node's log goes unless `TERN_CHILD_LOG` names a file: beside its data
+/// directory.
+fn stderr_file(data: &Path) -> std::path::PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".stderr.log");
+    std::path::PathBuf::from(name)
+}
+
 impl ChildNode {
     /// Starts `tern serve --config CONFIG --data-dir DATA` and waits for its ready line.
     pub fn start(config: &Path, data: &Path) -> Self {
@@ -454,7 +462,14 @@ impl ChildNode {
                     .open(file)
                     .expect("log file"),
             ),
-            None => std::process::Stdio::null(),
+            // Kept beside the data directory, so that a node that fails to start says why.
+            None => std::process::Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(stderr_file(data))
+                    .expect("log file"),
+            ),
         };
         Self::spawn(config, data, env, log)
     }
@@ -489,7 +504,14 @@ impl ChildNode {
         let field = |name: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|part| part.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+                .unwrap_or_else(|| {
+                    let log = std::fs::read_to_string(stderr_file(data)).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                    panic!(
+                        "no {name} in {line:?}; the node's log ends with:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
                 .parse()
                 .expect("address")
         };
