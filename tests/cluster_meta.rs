@@ -276,6 +276,22 @@ impl Cluster {
     }
 }
 
+/// Nodes 1, 2 and 3, all seeds, once they agree on a leader and a map with all three active.
+async fn settled_three() -> (Cluster, [(u64, NodeState); 3]) {
+    let cluster = Cluster::start(&[1, 2, 3]).await;
+    let active = [
+        (1, NodeState::Active),
+        (2, NodeState::Active),
+        (3, NodeState::Active),
+    ];
+    cluster
+        .wait_for("a settled three-node map", |maps, statuses| {
+            agreed_leader(statuses).is_some() && all_agree(maps, &active)
+        })
+        .await;
+    (cluster, active)
+}
+
 /// One leader among the running nodes, known to all of them.
 fn agreed_leader(statuses: &[MetaStatus]) -> Option<u64> {
     let leaders: Vec<&MetaStatus> = statuses
@@ -400,17 +416,7 @@ async fn three_nodes_elect_one_leader_and_agree_on_the_map() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_leader_is_replaced_marked_down_and_rejoins_after_restart() {
-    let mut cluster = Cluster::start(&[1, 2, 3]).await;
-    let active = [
-        (1, NodeState::Active),
-        (2, NodeState::Active),
-        (3, NodeState::Active),
-    ];
-    cluster
-        .wait_for("a settled three-node map", |maps, statuses| {
-            agreed_leader(statuses).is_some() && all_agree(maps, &active)
-        })
-        .await;
+    let (mut cluster, active) = settled_three().await;
     let old = agreed_leader(&cluster.statuses()).expect("a leader");
     let old_term = cluster.statuses()[0].term;
     let placed = cluster.maps()[&old].placement.clone();
@@ -463,17 +469,7 @@ async fn a_lost_leader_is_replaced_marked_down_and_rejoins_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_outside_the_seeds_joins_through_a_seed() {
-    let mut cluster = Cluster::start(&[1, 2, 3]).await;
-    let active = [
-        (1, NodeState::Active),
-        (2, NodeState::Active),
-        (3, NodeState::Active),
-    ];
-    cluster
-        .wait_for("a settled three-node map", |maps, statuses| {
-            agreed_leader(statuses).is_some() && all_agree(maps, &active)
-        })
-        .await;
+    let (mut cluster, _) = settled_three().await;
     cluster.start_node(4).await;
     let four = [
         (1, NodeState::Active),
@@ -499,17 +495,7 @@ async fn a_node_outside_the_seeds_joins_through_a_seed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_is_replaced_and_the_group_heals() {
-    let cluster = Cluster::start(&[1, 2, 3]).await;
-    let active = [
-        (1, NodeState::Active),
-        (2, NodeState::Active),
-        (3, NodeState::Active),
-    ];
-    cluster
-        .wait_for("a settled three-node map", |maps, statuses| {
-            agreed_leader(statuses).is_some() && all_agree(maps, &active)
-        })
-        .await;
+    let (cluster, active) = settled_three().await;
     let old = agreed_leader(&cluster.statuses()).expect("a leader");
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
     cluster.net.isolate(old, &others);
@@ -574,17 +560,7 @@ async fn learners_become_voters_until_five_vote() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lowest_seed_that_lost_its_files_rejoins_the_group_the_others_hold() {
-    let mut cluster = Cluster::start(&[1, 2, 3]).await;
-    let active = [
-        (1, NodeState::Active),
-        (2, NodeState::Active),
-        (3, NodeState::Active),
-    ];
-    cluster
-        .wait_for("a settled three-node map", |maps, statuses| {
-            agreed_leader(statuses).is_some() && all_agree(maps, &active)
-        })
-        .await;
+    let (mut cluster, active) = settled_three().await;
     let placed = cluster.maps()[&2].placement.clone();
     cluster.stop_node(1).await;
     std::fs::remove_dir_all(cluster.dir.path().join("node-1")).expect("wipe node 1");
