@@ -58,10 +58,10 @@ fn config(node: NodeId, peers: &[(NodeId, &str)]) -> MeshConfig {
     config
 }
 
-#[test]
-fn two_simulated_hosts_exchange_a_call() -> turmoil::Result {
+/// A simulation of `seconds` with host `node2` serving service 1 (echo).
+fn with_echo_host(seconds: u64) -> turmoil::Sim<'static> {
     let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(60))
+        .simulation_duration(Duration::from_secs(seconds))
         .build();
     sim.host("node2", || async {
         let handlers = Handlers::default().with(1, std::sync::Arc::new(Echo));
@@ -69,13 +69,24 @@ fn two_simulated_hosts_exchange_a_call() -> turmoil::Result {
         std::future::pending::<()>().await;
         Ok(())
     });
+    sim
+}
+
+/// Node 1's mesh, with node 2 as its peer.
+async fn node1() -> Result<Mesh<SimTransport>, tern::mesh::MeshError> {
+    Mesh::start(
+        config(1, &[(2, "node2:7000")]),
+        SimTransport,
+        Handlers::default(),
+    )
+    .await
+}
+
+#[test]
+fn two_simulated_hosts_exchange_a_call() -> turmoil::Result {
+    let mut sim = with_echo_host(60);
     sim.client("node1", async {
-        let mesh = Mesh::start(
-            config(1, &[(2, "node2:7000")]),
-            SimTransport,
-            Handlers::default(),
-        )
-        .await?;
+        let mesh = node1().await?;
         // The host may not listen yet: retry until the link is up and the call answered.
         let reply = loop {
             match mesh
@@ -103,22 +114,9 @@ fn two_simulated_hosts_exchange_a_call() -> turmoil::Result {
 
 #[test]
 fn a_partitioned_link_is_declared_dead_and_redialed_after_the_repair() -> turmoil::Result {
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(120))
-        .build();
-    sim.host("node2", || async {
-        let handlers = Handlers::default().with(1, std::sync::Arc::new(Echo));
-        let _mesh = Mesh::start(config(2, &[]), SimTransport, handlers).await?;
-        std::future::pending::<()>().await;
-        Ok(())
-    });
+    let mut sim = with_echo_host(120);
     sim.client("node1", async {
-        let mesh = Mesh::start(
-            config(1, &[(2, "node2:7000")]),
-            SimTransport,
-            Handlers::default(),
-        )
-        .await?;
+        let mesh = node1().await?;
         let ping = || {
             mesh.call(
                 2,
