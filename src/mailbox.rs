@@ -284,6 +284,7 @@ impl Mailboxes {
                 fanout: fanout.clone(),
                 max_members,
                 reference_threshold: config.groups.reference_threshold as usize,
+                clustered: config.cluster.is_some(),
             };
             MailboxWorker::new(
                 shard,

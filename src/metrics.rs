@@ -103,6 +103,12 @@ pub const PRESENCE_UPDATES: &str = "tern_presence_updates_total";
 /// `unavailable` (the owner is down or the slot unplaced), `deadline`, `call` (the link or the
 /// owner refused), `malformed`, `not_owner` (still not the owner after one redirect).
 pub const REMOTE_FAILURES: &str = "tern_remote_failures_total";
+/// Group entries sent to another node for the members it owns (one per entry and node).
+pub const GROUP_REMOTE_COPIES: &str = "tern_group_remote_copies_total";
+/// Mesh calls carrying group entries to other nodes (several entries of a group may share one).
+pub const GROUP_REMOTE_COPY_CALLS: &str = "tern_group_remote_copy_calls_total";
+/// Group entries another node did not confirm (sent again later, in group order).
+pub const GROUP_REMOTE_COPY_FAILURES: &str = "tern_group_remote_copy_failures_total";
 
 /// Uploads created on the media server (tus POST).
 pub const MEDIA_UPLOADS_STARTED: &str = "tern_media_uploads_started_total";
@@ -360,6 +366,21 @@ fn describe() {
         REMOTE_FAILURES,
         Unit::Count,
         "Operations on keys owned by another node that got no answer from it, by cause."
+    );
+    describe_counter!(
+        GROUP_REMOTE_COPIES,
+        Unit::Count,
+        "Group entries sent to another node for the members it owns (one per entry and node)."
+    );
+    describe_counter!(
+        GROUP_REMOTE_COPY_CALLS,
+        Unit::Count,
+        "Mesh calls carrying group entries to other nodes."
+    );
+    describe_counter!(
+        GROUP_REMOTE_COPY_FAILURES,
+        Unit::Count,
+        "Group entries another node did not confirm (sent again later, in order)."
     );
     describe_media();
     describe_counter!(

@@ -133,6 +133,7 @@ impl Node {
                     lane,
                     node.mailboxes.clone(),
                     node.fanout.stopped(),
+                    node.fanout.elsewhere().clone(),
                 )),
             ));
         }

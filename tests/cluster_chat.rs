@@ -10,70 +10,8 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
-use tern::client::{Client, ClientError, ClientReader, ClientWriter};
-use tern::clock::now_secs;
+use tern::client::ClientReader;
 use tern::proto::v1::{ErrorCode, GoAwayReason, ReceiptKind, server_frame::Frame};
-
-/// Logs (user, device) in at `member`'s phone listener, reads up to QueueDrained, and returns
-/// the halves and what was delivered before it.
-async fn phone(
-    member: &Member,
-    user: &str,
-    device: &str,
-) -> (ClientReader, ClientWriter, Vec<tern::proto::v1::Deliver>) {
-    let token = member
-        .key
-        .sign(user, device, now_secs() + 600)
-        .expect("token");
-    // A login the cluster cannot serve yet (the user's owner is restarting, or this node's map
-    // still says it is down) is refused with OVERLOADED: retried, as a phone would.
-    let mut attempts = 0;
-    let client = loop {
-        attempts += 1;
-        match tokio::time::timeout(WAIT, Client::login(member.client(), &token, 0))
-            .await
-            .expect("login timed out")
-        {
-            Ok((client, _)) => break client,
-            Err(ClientError::LoginRefused(refusal)) if attempts < 100 => {
-                assert!(
-                    matches!(&refusal.frame, Some(Frame::Error(error)) if error.code() == ErrorCode::Overloaded),
-                    "login refused: {refusal:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => panic!("login: {error}"),
-        }
-    };
-    let (mut reader, writer) = client.split();
-    let (delivered, _) = drain(&mut reader).await;
-    (reader, writer, delivered)
-}
-
-/// Three nodes with replication 1, settled; the directory that holds them goes with them.
-async fn three_islands() -> (tempfile::TempDir, Vec<Member>, serde_json::Value) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let members = start_cluster(dir.path(), 3, 1);
-    let map = settled(&members).await;
-    (dir, members, map)
-}
-
-async fn settled(members: &[Member]) -> serde_json::Value {
-    let active = [(1, "active"), (2, "active"), (3, "active")];
-    let mut last = Vec::new();
-    eventually_within(SETTLE, "one map with three islands", async || {
-        last = Vec::new();
-        for member in members {
-            last.push(view(member.admin()).await);
-        }
-        agree(&last, &active)
-            && last[0]["map"]["islands"]
-                .as_array()
-                .is_some_and(|islands| islands.len() == 3)
-    })
-    .await;
-    last.swap_remove(0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phones_on_different_nodes_chat_through_the_owner_of_each_mailbox() {
@@ -258,20 +196,6 @@ async fn typing_and_presence_cross_nodes_through_the_owner() {
     let offline = presence_of(&mut carol_in, &bob).await;
     assert!(!offline.online);
     assert!(offline.last_seen_ms > 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn group_frames_are_refused_in_a_cluster_not_half_served() {
-    let (_dir, members, map) = three_islands().await;
-    let alice = user_owned_by(&map, 1, "alice");
-    let (mut alice_in, mut alice_out, _) = phone(&members[0], &alice, "phone").await;
-    alice_out
-        .send_group_text("g-1", "some-group", "hello group")
-        .await
-        .unwrap();
-    let error = next_error(&mut alice_in, ErrorCode::ProtocolViolation).await;
-    assert_eq!(error.client_msg_id, "g-1");
-    assert!(error.message.contains("cluster"), "{}", error.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,123 +4,21 @@
 
 mod common;
 
+use common::groups::*;
 use common::*;
-use tern::client::{Client, ClientReader, ClientWriter};
 use tern::proto::v1::{
-    CreateGroup, ErrorCode, GroupMembers, GroupRef, GroupResponse, ListGroups, ReadBy, ReceiptKind,
-    deliver, group_request::Op, group_response, server_frame::Frame,
+    ErrorCode, GroupMembers, GroupRef, ListGroups, ReadBy, ReceiptKind, deliver, group_request::Op,
+    group_response, server_frame::Frame,
 };
 
-struct Member {
-    reader: ClientReader,
-    writer: ClientWriter,
-    next_request: u64,
-    /// Group entries delivered while logging in.
-    backlog: Vec<(u64, String)>,
-}
-
-impl Member {
-    /// Logs in (already connected) and keeps what the catch-up delivers.
-    async fn new(client: Client) -> Self {
-        let (reader, writer) = client.split();
-        let mut member = Member {
-            reader,
-            writer,
-            next_request: 0,
-            backlog: Vec::new(),
-        };
-        loop {
-            match next(&mut member.reader).await {
-                Frame::Deliver(d) => {
-                    member.writer.ack(d.seq).await.unwrap();
-                    member.backlog.extend(group_entry(d.payload));
-                }
-                Frame::QueueDrained(_) => return member,
-                _ => {}
-            }
-        }
-    }
-
-    async fn request(&mut self, op: Op) -> GroupResponse {
-        self.next_request += 1;
-        let id = self.next_request;
-        self.writer.group_request(id, op).await.unwrap();
-        next_matching(&mut self.reader, |f| match f {
-            Frame::GroupResponse(r) if r.request_id == id => Some(r.clone()),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn create(&mut self, members: &[&str]) -> String {
-        let response = self
-            .request(Op::Create(CreateGroup {
-                subject: "team".into(),
-                members: members.iter().map(|m| m.to_string()).collect(),
-            }))
-            .await;
-        match response.result {
-            Some(group_response::Result::Info(info)) => info.group_id,
-            other => panic!(
-                "create answered error {} {:?}: {other:?}",
-                response.error, response.message
-            ),
-        }
-    }
-
-    async fn change(&mut self, op: Op) -> i32 {
-        self.request(op).await.error
-    }
-
-    /// Group messages (group_seq, client_msg_id) and events (group_seq, kind) delivered until
-    /// a Pong, acking everything.
-    async fn received(&mut self) -> Vec<(u64, String)> {
-        let frames = sync(&mut self.reader, &mut self.writer).await;
-        let mut got = std::mem::take(&mut self.backlog);
-        for frame in frames {
-            if let Frame::Deliver(d) = frame {
-                self.writer.ack(d.seq).await.unwrap();
-                got.extend(group_entry(d.payload));
-            }
-        }
-        got
-    }
-
-    async fn post(&mut self, group: &str, id: &str) -> Result<u64, i32> {
-        self.writer
-            .send_group_text(id, group, "hello")
-            .await
-            .unwrap();
-        loop {
-            match next(&mut self.reader).await {
-                Frame::ServerAck(ack) if ack.client_msg_id == id => {
-                    assert_eq!(ack.group_id, group);
-                    return Ok(ack.seq);
-                }
-                Frame::Error(e) if e.client_msg_id == id => return Err(e.code),
-                _ => {}
-            }
-        }
-    }
-}
-
-/// (group_seq, client_msg_id) of a group message, (group_seq, "event:KIND") of an event.
-fn group_entry(payload: Option<deliver::Payload>) -> Option<(u64, String)> {
-    match payload? {
-        deliver::Payload::GroupMessage(m) => Some((m.group_seq, m.client_msg_id)),
-        deliver::Payload::GroupEvent(e) => Some((e.group_seq, format!("event:{}", e.kind))),
-        _ => None,
-    }
-}
-
 /// `user`'s phone logged in to a child node started from `files`.
-async fn child_member(files: &ChildFiles, node: &ChildNode, user: &str) -> Member {
-    Member::new(child_login(node.client, &files.key, user, "phone").await).await
+async fn child_member(files: &ChildFiles, node: &ChildNode, user: &str) -> GroupPhone {
+    GroupPhone::new(child_login(node.client, &files.key, user, "phone").await).await
 }
 
-async fn member(server: &TestServer, user: &str) -> Member {
+async fn member(server: &TestServer, user: &str) -> GroupPhone {
     let (client, _) = server.login(user, "phone").await;
-    Member::new(client).await
+    GroupPhone::new(client).await
 }
 
 fn members(group: &str, users: &[&str]) -> GroupMembers {
@@ -131,7 +29,7 @@ fn members(group: &str, users: &[&str]) -> GroupMembers {
 }
 
 /// The groups `member` lists, asked until it lists `expected` of them (or a few seconds pass).
-async fn groups_of(member: &mut Member, expected: usize) -> Vec<String> {
+async fn groups_of(member: &mut GroupPhone, expected: usize) -> Vec<String> {
     let mut groups = Vec::new();
     for _ in 0..100 {
         let list = member.request(Op::List(ListGroups::default())).await;
@@ -149,7 +47,7 @@ async fn groups_of(member: &mut Member, expected: usize) -> Vec<String> {
 
 /// Waits for posts `m0`, `m1`... acked at `acked` group seqs and checks they all arrived, once,
 /// in order.
-async fn expect_posts(member: &mut Member, acked: &[u64], what: &str) {
+async fn expect_posts(member: &mut GroupPhone, acked: &[u64], what: &str) {
     let got = received_upto(member, *acked.last().unwrap()).await;
     let messages: Vec<(u64, String)> = got
         .into_iter()
@@ -164,7 +62,7 @@ async fn expect_posts(member: &mut Member, acked: &[u64], what: &str) {
 }
 
 /// Waits until `member` has received the group entries up to `group_seq`.
-async fn received_upto(member: &mut Member, group_seq: u64) -> Vec<(u64, String)> {
+async fn received_upto(member: &mut GroupPhone, group_seq: u64) -> Vec<(u64, String)> {
     let mut all = Vec::new();
     for _ in 0..200 {
         all.extend(member.received().await);

@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::map::{ClusterMap, NodeRecord, NodeState};
 use crate::cluster::raft::{MetaConfig, MetaError, MetaGroup, RaftTransport, Role};
+use crate::cluster::remote::copies::Copies;
 use crate::cluster::remote::{MailboxService, Remote, SERVICE_MAILBOX};
 use crate::config::Config;
 use crate::mesh::{
@@ -183,6 +184,8 @@ impl<T: Transport> ClusterMember<T> {
             .attach(node.clone(), self.mesh.clone(), self.meta.map());
         let remote = Remote::new(self.mesh.node(), self.mesh.clone(), self.meta.map());
         let _ = node.remote.set(Arc::new(remote));
+        let copies = Copies::new(self.mesh.node(), self.mesh.clone(), self.meta.map());
+        let _ = node.fanout.elsewhere().set(Arc::new(copies));
         let task = tokio::spawn(resync_on_change(
             self.mesh.clone(),
             self.meta.map(),

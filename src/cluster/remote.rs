@@ -9,9 +9,13 @@
 //! that the owner says is not its own, is refused the same way: unavailable, never served by
 //! another node.
 //!
-//! Not carried across nodes yet: group operations (refused when the group's slot is elsewhere),
-//! account look-ups, presence and typing.
+//! Group requests go to the owner of the group's slot the same way ([`group_wire`]); the group's
+//! owner sends each entry once to every node that owns members ([`copies`]). Not carried across
+//! nodes: account look-ups (the admin API answers for users this node owns).
 
+pub mod copies;
+mod group_service;
+mod group_wire;
 mod service;
 pub mod sink;
 
@@ -24,7 +28,7 @@ use tokio::sync::watch;
 
 use crate::cluster::map::ClusterMap;
 use crate::cluster::route::{Route, route};
-use crate::mailbox::group_ops::{GroupCall, GroupFailure};
+use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure};
 use crate::mailbox::record::{self, Record};
 use crate::mailbox::{
     AckInfo, AppendFailure, AppendJob, Content, LoginInfo, MailboxEvent, MailboxOp,
@@ -184,11 +188,6 @@ impl<T: Transport> Divert for Remote<T> {
 
     fn owns(&self, user: &Id) -> bool {
         matches!(self.route(user).0, Route::Local)
-    }
-
-    fn serves_groups(&self) -> bool {
-        let map = self.map.borrow();
-        map.nodes.len() == 1 && map.nodes.contains_key(&self.me)
     }
 
     fn relay_typing(&self, from_user: &Id, to_user: &Id, typing: bool) -> bool {
@@ -371,6 +370,47 @@ impl<T: Transport> Remote<T> {
                     up_to,
                 });
                 self.call(owner, call, version, |_| {});
+            }
+            MailboxOp::Group(job) => {
+                let call = Op::Group(group_wire::call_of(&job));
+                self.call(owner, call, version, move |answer| match answer {
+                    Ok(Reply::Group(reply)) => {
+                        if let (Some(event), Some(session)) =
+                            (group_wire::event_of(reply, &job), &job.reply)
+                        {
+                            session.send(event);
+                        }
+                    }
+                    _ => refuse(MailboxOp::Group(job)),
+                });
+            }
+            MailboxOp::ListGroups {
+                user,
+                after,
+                request_id,
+                reply,
+            } => {
+                let call = Op::ListGroups(pb::ListGroupsCall {
+                    user: user.to_string(),
+                    after: after.as_ref().map(ToString::to_string),
+                });
+                self.call(owner, call, version, move |answer| {
+                    let event = match answer {
+                        Ok(Reply::Group(pb::GroupReply {
+                            answer: Some(pb::group_reply::Answer::List(list)),
+                        })) => MailboxEvent::GroupAnswer {
+                            request_id,
+                            answer: Ok(GroupAnswer::List(
+                                list.groups.into_iter().map(Id::from).collect(),
+                            )),
+                        },
+                        _ => MailboxEvent::GroupAnswer {
+                            request_id,
+                            answer: Err(GroupFailure::Busy),
+                        },
+                    };
+                    reply.send(event);
+                });
             }
             other => refuse(other),
         }

@@ -8,10 +8,15 @@
 //! tells the group's worker (`GroupFannedOut`), which then forgets the entry. In-flight entries
 //! per lane are bounded by a semaphore, so a slow journal slows the fan-out, not memory.
 //!
+//! In a cluster, recipients, authors and groups another node owns are that node's: the lane
+//! hands their part to [`Elsewhere`] (set once the node joined its cluster), which sends each
+//! entry once to every node with recipients, in group order.
+//!
 //! Supervision: a lane ends only when [`FanOut::stop`] is called (shutdown) or the mailboxes
 //! have stopped; the node's supervisor treats any other end of a lane task as fatal.
 
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -56,12 +61,42 @@ pub enum FanOutJob {
     },
 }
 
+/// Mailboxes and groups another node owns: where the fan-out sends their part (in a cluster).
+pub trait Elsewhere: Send + Sync {
+    /// Sends `entry` to those of `recipients` another node owns, in group order per node; each
+    /// of them finishes `done` once (its copy durable there, or failed: the entry is handed to
+    /// the fan-out again later). Returns the recipients owned here.
+    fn copy(&self, entry: &Arc<GroupEntry>, recipients: &[Id], done: &Arc<Countdown>) -> Vec<Id>;
+    /// Sends `notice` to those of `authors` another node owns; returns the ones owned here.
+    fn receipt(&self, notice: &GroupReceiptNotice, authors: Vec<Id>) -> Vec<Id>;
+    /// Tells `group`'s owner that `member` released its copies up to `upto`, when that is
+    /// another node; false when the group is here.
+    fn released(&self, group: &Id, member: &Id, upto: u64) -> bool;
+    /// Relays typing in `group` to those of `members` another node owns; returns the ones
+    /// owned here.
+    fn typing(&self, group: &Id, from_user: &Id, typing: bool, members: Vec<Id>) -> Vec<Id>;
+}
+
+/// Set once, when the node joins its cluster; unset on a node without one.
+pub type ElsewhereCell = Arc<OnceLock<Arc<dyn Elsewhere>>>;
+
 /// The senders of the fan-out lanes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FanOut {
     lanes: Arc<[mpsc::Sender<FanOutJob>]>,
     /// Cancelled by [`FanOut::stop`].
     stop: CancellationToken,
+    /// The other nodes' part of the fan-out, in a cluster.
+    elsewhere: ElsewhereCell,
+}
+
+impl std::fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOut")
+            .field("lanes", &self.lanes.len())
+            .field("clustered", &self.elsewhere.get().is_some())
+            .finish()
+    }
 }
 
 /// A reserved slot in a fan-out lane: sending through it cannot fail or wait.
@@ -76,6 +111,7 @@ impl FanOut {
             Self {
                 lanes: senders.into(),
                 stop: CancellationToken::new(),
+                elsewhere: Arc::default(),
             },
             receivers,
         )
@@ -103,6 +139,11 @@ impl FanOut {
         self.stop.clone()
     }
 
+    /// Where the other nodes' part goes (its lanes and the groups' workers read it).
+    pub fn elsewhere(&self) -> &ElsewhereCell {
+        &self.elsewhere
+    }
+
     /// Jobs waiting in all lanes.
     pub fn depth(&self) -> usize {
         self.lanes
@@ -117,6 +158,7 @@ pub async fn run_lane(
     mut jobs: mpsc::Receiver<FanOutJob>,
     mailboxes: Arc<Mailboxes>,
     stop: CancellationToken,
+    elsewhere: ElsewhereCell,
 ) {
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_PER_LANE));
     let sizes = metrics::histogram!(names::GROUP_FANOUT_RECIPIENTS);
@@ -139,10 +181,19 @@ pub async fn run_lane(
                 accepted,
             } => {
                 sizes.record(recipients.len() as f64);
-                copy_entry(&mailboxes, entry, &recipients, accepted, permit).await
+                let copies = Copies {
+                    entry,
+                    recipients: &recipients,
+                    accepted,
+                };
+                copy_entry(&mailboxes, elsewhere.get(), copies, permit).await
             }
             FanOutJob::Receipt { notice, authors } => {
                 drop(permit);
+                let authors = match elsewhere.get() {
+                    Some(elsewhere) => elsewhere.receipt(&notice, authors),
+                    None => authors,
+                };
                 copy_receipt(&mailboxes, notice, authors).await
             }
             FanOutJob::Released {
@@ -151,6 +202,12 @@ pub async fn run_lane(
                 upto,
             } => {
                 drop(permit);
+                if elsewhere
+                    .get()
+                    .is_some_and(|elsewhere| elsewhere.released(&group, &member, upto))
+                {
+                    continue;
+                }
                 let op = MailboxOp::GroupReleased {
                     group,
                     member,
@@ -165,30 +222,36 @@ pub async fn run_lane(
     }
 }
 
-/// Appends `entry` to every recipient's mailbox; a task then waits for them all to be durable
-/// and reports to the group's worker. Returns true when the mailboxes have stopped.
+/// One entry to copy.
+struct Copies<'a> {
+    entry: Arc<GroupEntry>,
+    recipients: &'a [Id],
+    /// When the group accepted it (for the fan-out latency).
+    accepted: Instant,
+}
+
+/// Appends `entry` to every recipient's mailbox (those another node owns through
+/// `elsewhere`); a task then waits for them all to be durable and reports to the group's
+/// worker. Returns true when the mailboxes have stopped.
 async fn copy_entry(
     mailboxes: &Arc<Mailboxes>,
-    entry: Arc<GroupEntry>,
-    recipients: &[Id],
-    accepted: Instant,
+    elsewhere: Option<&Arc<dyn Elsewhere>>,
+    copies: Copies<'_>,
     permit: OwnedSemaphorePermit,
 ) -> bool {
+    let Copies {
+        entry,
+        recipients,
+        accepted,
+    } = copies;
     let (countdown, outcome) = Countdown::new(recipients.len());
-    // The dedup key of a copy: its author and the group position, never a phone's own id.
-    let copy_id: Arc<str> = Arc::from(format!("#{}/{}", entry.group_id, entry.group_seq));
-    for recipient in recipients {
-        let job = AppendJob {
-            owner: recipient.clone(),
-            from_user: entry.from_user.clone(),
-            from_device: entry.from_device.clone(),
-            client_msg_id: copy_id.clone(),
-            server_id: entry.server_id,
-            timestamp_ms: entry.timestamp_ms,
-            content: Content::Copy(Payload::Group(entry.clone())),
-            reply: None,
-            done: Some(countdown.clone()),
-        };
+    let here = match elsewhere {
+        Some(elsewhere) => Cow::Owned(elsewhere.copy(&entry, recipients, &countdown)),
+        None => Cow::Borrowed(recipients),
+    };
+    let copy_id = copy_id(&entry);
+    for recipient in here.iter() {
+        let job = copy_job(recipient.clone(), &entry, &copy_id, &countdown);
         if mailboxes
             .submit_wait(MailboxOp::Append(Box::new(job)))
             .await
@@ -211,6 +274,31 @@ async fn copy_entry(
             .await;
     });
     false
+}
+
+/// The dedup key of an entry's copies: the group position, never a phone's own id.
+pub fn copy_id(entry: &GroupEntry) -> Arc<str> {
+    Arc::from(format!("#{}/{}", entry.group_id, entry.group_seq))
+}
+
+/// The append of `entry`'s copy to `recipient`'s mailbox, counted down by `done` once durable.
+pub fn copy_job(
+    recipient: Id,
+    entry: &Arc<GroupEntry>,
+    copy_id: &Arc<str>,
+    done: &Arc<Countdown>,
+) -> AppendJob {
+    AppendJob {
+        owner: recipient,
+        from_user: entry.from_user.clone(),
+        from_device: entry.from_device.clone(),
+        client_msg_id: copy_id.clone(),
+        server_id: entry.server_id,
+        timestamp_ms: entry.timestamp_ms,
+        content: Content::Copy(Payload::Group(entry.clone())),
+        reply: None,
+        done: Some(done.clone()),
+    }
 }
 
 /// Appends a member's receipt to each author's mailbox (losing one only loses a notice).

@@ -57,6 +57,21 @@ pub enum GroupError {
     Exists,
 }
 
+/// Why a change is invalid: a group keeps an admin.
+const KEEP_AN_ADMIN: &str = "a group keeps at least one admin";
+/// Why a change is invalid: the subject is too long.
+const SUBJECT_TOO_LONG: &str = "subject over 256 bytes";
+
+impl GroupError {
+    /// The `Invalid` reason spelled `text` (as a peer node sends it), or a general one.
+    pub fn known_invalid(text: &str) -> &'static str {
+        [KEEP_AN_ADMIN, SUBJECT_TOO_LONG]
+            .into_iter()
+            .find(|known| *known == text)
+            .unwrap_or("invalid group request")
+    }
+}
+
 /// A change a member asks for (before it becomes an event with a seq).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -198,13 +213,13 @@ impl Group {
                     .filter(|m| m.role == Role::Admin)
                     .count();
                 if !demoted.is_empty() && demoted.len() >= admins {
-                    return Err(GroupError::Invalid("a group keeps at least one admin"));
+                    return Err(GroupError::Invalid(KEEP_AN_ADMIN));
                 }
                 (GroupEventKind::Demoted, demoted, String::new())
             }
             Change::Subject(subject) => {
                 if subject.len() > 256 {
-                    return Err(GroupError::Invalid("subject over 256 bytes"));
+                    return Err(GroupError::Invalid(SUBJECT_TOO_LONG));
                 }
                 (GroupEventKind::Subject, Vec::new(), subject)
             }

@@ -98,6 +98,8 @@ pub(super) struct GroupSetup {
     pub(super) max_members: usize,
     /// Groups with more members keep their entries in the group's log, copies by reference.
     pub(super) reference_threshold: usize,
+    /// The node is in a cluster: no fan-out before it joined (see [`MailboxWorker::pump_all`]).
+    pub(super) clustered: bool,
 }
 
 /// What the worker's mailboxes hold, for the cache budget and its gauges. The gauges are
@@ -173,6 +175,8 @@ pub(super) struct MailboxWorker {
     fanout: FanOut,
     max_members: usize,
     reference_threshold: usize,
+    /// In a cluster: the fan-out waits until the node joined.
+    clustered: bool,
 }
 
 impl MailboxWorker {
@@ -233,8 +237,9 @@ impl MailboxWorker {
             fanout: setup.fanout,
             max_members: setup.max_members,
             reference_threshold: setup.reference_threshold,
+            clustered: setup.clustered,
         };
-        // Recovered group entries still waiting for the fan-out.
+        // Recovered group entries still waiting for the fan-out (in a cluster, once it joined).
         worker.pump_all();
         worker
     }

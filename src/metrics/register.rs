@@ -77,6 +77,9 @@ pub const MEDIA_STATUS_CLASSES: &[&str] = &["2xx", "3xx", "4xx", "5xx"];
 /// Counters without labels.
 const COUNTERS: &[&str] = &[
     CONNECTIONS_ACCEPTED,
+    GROUP_REMOTE_COPIES,
+    GROUP_REMOTE_COPY_CALLS,
+    GROUP_REMOTE_COPY_FAILURES,
     FRAMES_IN,
     FRAMES_OUT,
     BYTES_IN,

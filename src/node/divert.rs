@@ -19,9 +19,6 @@ pub trait Divert: Send + Sync {
     fn reregister(&self, user: &Id, device: &Id, conn_id: u64, done: Box<dyn FnOnce(bool) + Send>);
     /// Whether this node owns `user` (its presence changes are announced by its owner only).
     fn owns(&self, user: &Id) -> bool;
-    /// Whether this node serves groups: only while it is the cluster's only node (groups are
-    /// not carried across nodes yet, so every member's mailbox must be here).
-    fn serves_groups(&self) -> bool;
     /// Sends a typing notice to `to_user`'s owner, which relays it to all of `to_user`'s
     /// sessions; false when this node owns `to_user` (relay it here).
     fn relay_typing(&self, from_user: &Id, to_user: &Id, typing: bool) -> bool;

@@ -122,12 +122,7 @@ impl SessionState {
             request_id,
             reply: Some(self.reply_to()),
         };
-        if self
-            .node
-            .mailboxes
-            .submit(MailboxOp::Group(Box::new(job)))
-            .is_err()
-        {
+        if self.node.submit(MailboxOp::Group(Box::new(job))).is_err() {
             self.answer_group(request_id, Err(busy()));
         }
     }

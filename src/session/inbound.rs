@@ -20,34 +20,13 @@ use crate::token::valid_id;
 /// Longest accepted client_msg_id, in bytes.
 const MAX_CLIENT_MSG_ID: usize = 128;
 
-/// The answer to a group frame on a node in a cluster.
-const GROUPS_IN_A_CLUSTER: &str = "groups are not served by a cluster yet";
-
 /// The low bit of an append tag: set for the copy in the sender's own mailbox.
 const COPY_BIT: u64 = 1;
 
 impl SessionState {
     /// Dispatches one frame from the phone.
     pub(super) fn inbound(&mut self, myself: &ActorRef<SessionMsg>, frame: In) {
-        // Groups are not carried across the nodes of a cluster yet: refused, never half-served
-        // (a cluster of this node alone serves them).
-        let clustered = self
-            .node
-            .remote
-            .get()
-            .is_some_and(|remote| !remote.serves_groups());
         match frame {
-            In::GroupRequest(_) | In::GroupReceipt(_) if clustered => {
-                self.send_error(ErrorCode::ProtocolViolation, GROUPS_IN_A_CLUSTER, "");
-            }
-            In::GroupSend(send) if clustered => {
-                self.send_error(
-                    ErrorCode::ProtocolViolation,
-                    GROUPS_IN_A_CLUSTER,
-                    &send.client_msg_id,
-                );
-            }
-            In::Typing(typing) if clustered && !typing.group_id.is_empty() => {}
             In::Send(send) => self.on_send(send),
             In::Receipt(receipt) => self.on_receipt(receipt),
             In::Ack(ack) => self.on_device_ack(myself, ack.up_to_seq),

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
+use tern::client::{Client, ClientError, ClientReader, ClientWriter};
+use tern::clock::now_secs;
 use tern::config::Config;
+use tern::proto::v1::{ErrorCode, server_frame::Frame};
 use tern::token::TokenKey;
 
-use super::{ChildNode, child_config, http_get};
+use super::{ChildNode, WAIT, child_config, drain, eventually_within, http_get};
 
 /// How long a cluster may take to settle (elections, registration, the controller's ticks).
 pub const SETTLE: Duration = Duration::from_secs(60);
@@ -146,4 +149,68 @@ pub fn user_owned_by(view: &Value, owner: u64, prefix: &str) -> String {
         .map(|i| format!("{prefix}-{i}"))
         .find(|user| owner_in(view, user) == Some(owner))
         .expect("a user owned by the node")
+}
+
+/// Logs (user, device) in at `member`'s phone listener, retrying a login the cluster cannot
+/// serve yet (the user's owner is restarting, or this node's map still says it is down: refused
+/// with OVERLOADED), as a phone would.
+pub async fn login_at(member: &Member, user: &str, device: &str) -> Client {
+    let token = member
+        .key
+        .sign(user, device, now_secs() + 600)
+        .expect("token");
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match tokio::time::timeout(WAIT, Client::login(member.client(), &token, 0))
+            .await
+            .expect("login timed out")
+        {
+            Ok((client, _)) => return client,
+            Err(ClientError::LoginRefused(refusal)) if attempts < 100 => {
+                assert!(
+                    matches!(&refusal.frame, Some(Frame::Error(error)) if error.code() == ErrorCode::Overloaded),
+                    "login refused: {refusal:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("login: {error}"),
+        }
+    }
+}
+
+/// [`login_at`], then reads up to QueueDrained: the halves and what was delivered before it.
+pub async fn phone(
+    member: &Member,
+    user: &str,
+    device: &str,
+) -> (ClientReader, ClientWriter, Vec<tern::proto::v1::Deliver>) {
+    let (mut reader, writer) = login_at(member, user, device).await.split();
+    let (delivered, _) = drain(&mut reader).await;
+    (reader, writer, delivered)
+}
+
+/// Three nodes with replication 1, settled; the directory that holds them goes with them.
+pub async fn three_islands() -> (tempfile::TempDir, Vec<Member>, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = start_cluster(dir.path(), 3, 1);
+    let map = settled(&members).await;
+    (dir, members, map)
+}
+
+pub async fn settled(members: &[Member]) -> serde_json::Value {
+    let active = [(1, "active"), (2, "active"), (3, "active")];
+    let mut last = Vec::new();
+    eventually_within(SETTLE, "one map with three islands", async || {
+        last = Vec::new();
+        for member in members {
+            last.push(view(member.admin()).await);
+        }
+        agree(&last, &active)
+            && last[0]["map"]["islands"]
+                .as_array()
+                .is_some_and(|islands| islands.len() == 3)
+    })
+    .await;
+    last.swap_remove(0)
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
+use super::group_service as groups;
 use super::sink::{CallSink, RemoteSink, encode_entry};
 use crate::cluster::map::ClusterMap;
 use crate::cluster::route::{Route, owner_of, route, slot_of};
@@ -99,19 +100,28 @@ impl<T: Transport> Handler for MailboxService<T> {
                 let users: Vec<Id> = unwatch.users.into_iter().map(Id::from).collect();
                 attached.node.presence.unwatch(unwatch.conn_id, &users);
             }
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::ReceiptCopies(receipt)),
+            }) => groups::receipt(&attached.node, receipt),
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::Released(released)),
+            }) => groups::released(&attached.node, released),
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::GroupTyping(typing)),
+            }) => groups::typing(&attached.node, typing),
             Ok(_) => {}
             Err(error) => tracing::debug!(%error, "malformed mailbox cast"),
         }
     }
 }
 
-fn refused(reason: pb::mailbox_refused::Reason) -> pb::mailbox_reply::Reply {
+pub(super) fn refused(reason: pb::mailbox_refused::Reason) -> pb::mailbox_reply::Reply {
     pb::mailbox_reply::Reply::Refused(pb::MailboxRefused {
         reason: reason.into(),
     })
 }
 
-fn busy() -> pb::mailbox_reply::Reply {
+pub(super) fn busy() -> pb::mailbox_reply::Reply {
     refused(pb::mailbox_refused::Reason::Busy)
 }
 
@@ -140,7 +150,15 @@ async fn serve<T: Transport>(
         Op::Fetch(fetch) => &fetch.owner,
         Op::Ack(ack) => &ack.owner,
         Op::Logout(logout) => &logout.owner,
+        Op::Group(group) => &group.group,
+        Op::ListGroups(list) => &list.user,
+        // Checked per recipient, below.
+        Op::Copies(_) => "",
     };
+    if let Op::Copies(copies) = op {
+        let me = attached.mesh.node();
+        return Ok(groups::serve_copies(node, &attached.map, me, copies).await);
+    }
     {
         let map = attached.map.borrow();
         let me = attached.mesh.node();
@@ -168,6 +186,9 @@ async fn serve<T: Transport>(
             }
         }
         Op::Logout(_) => Reply::Done(pb::Done {}),
+        Op::Group(call) => groups::serve_group(node, call).await?,
+        Op::ListGroups(list) => groups::serve_list_groups(node, list).await,
+        Op::Copies(_) => busy(),
     })
 }
 
@@ -331,7 +352,7 @@ fn deliver(node: &Node, event: pb::SessionEvent) {
         Some(Event::Typing(typing)) => MailboxEvent::Typing {
             from_user: Id::from(typing.from_user),
             typing: typing.typing,
-            group: None,
+            group: (!typing.group.is_empty()).then(|| Id::from(typing.group)),
         },
         Some(Event::Presence(presence)) => MailboxEvent::Presence {
             user: Id::from(presence.user),

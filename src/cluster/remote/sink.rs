@@ -14,7 +14,7 @@ use super::SERVICE_MAILBOX;
 use crate::mailbox::record::encode_appended;
 use crate::mailbox::{EventSink, MailboxEvent};
 use crate::mesh::{Mesh, NodeId, Transport};
-use crate::message::{Entry, Id, Payload};
+use crate::message::{Entry, GroupEntry, Id, Payload};
 use crate::proto::mesh as pb;
 use crate::registry::PushBudget;
 
@@ -113,11 +113,12 @@ impl<T: Transport> EventSink for RemoteSink<T> {
             MailboxEvent::Typing {
                 from_user,
                 typing,
-                group: None,
+                group,
             } => (
                 Event::Typing(pb::TypingNotice {
                     from_user: from_user.to_string(),
                     typing,
+                    group: group.as_deref().unwrap_or_default().to_owned(),
                 }),
                 true,
             ),
@@ -165,10 +166,22 @@ impl<T: Transport> EventSink for RemoteSink<T> {
 }
 
 /// An entry as the journal stores it (a `MailboxRecord`), the form entries cross the mesh in.
+/// A copy of a large group's entry is stored here as a reference to the group's log, which the
+/// session's node cannot read: it crosses whole.
 pub fn encode_entry(owner: &str, entry: &Entry) -> Bytes {
     match &entry.payload {
         Payload::Message(message) => {
             encode_appended(owner, entry, &message.client_msg_id, message.server_id)
+        }
+        Payload::Group(group) if group.logged => {
+            let whole = Entry {
+                payload: Payload::Group(Arc::new(GroupEntry {
+                    logged: false,
+                    ..GroupEntry::clone(group)
+                })),
+                ..entry.clone()
+            };
+            encode_appended(owner, &whole, "", 0)
         }
         _ => encode_appended(owner, entry, "", 0),
     }

@@ -421,10 +421,8 @@ impl MailboxWorker {
         if !slot.group.is_member(actor) {
             return;
         }
-        for member in slot.group.members.keys() {
-            if member == actor {
-                continue;
-            }
+        let members = slot.group.members.keys().filter(|member| *member != actor);
+        let tell = |member: &Id| {
             self.shared.registry.for_each(member, |session| {
                 let notice = MailboxEvent::Typing {
                     from_user: actor.clone(),
@@ -433,6 +431,14 @@ impl MailboxWorker {
                 };
                 self.shared.try_push(session, notice);
             });
+        };
+        match self.fanout.elsewhere().get() {
+            // In a cluster, members another node owns hear it through their owner.
+            Some(elsewhere) => elsewhere
+                .typing(group, actor, typing, members.cloned().collect())
+                .iter()
+                .for_each(tell),
+            None => members.for_each(tell),
         }
     }
 
@@ -545,6 +551,11 @@ impl MailboxWorker {
 
     /// Hands over what waits in every group (after recovery, or when a lane was full).
     pub(super) fn pump_all(&mut self) {
+        if self.clustered && self.fanout.elsewhere().get().is_none() {
+            // Not joined yet: which recipients are this node's is not known (a later pass
+            // hands them over).
+            return;
+        }
         let groups: Vec<Id> = self
             .groups
             .iter()
