@@ -2,6 +2,7 @@
 //! the load generator and the interactive client. [`Client`] talks to one address;
 //! [`Roaming`] logs in at any of several and moves to the next one when a node fails.
 
+pub mod refusal;
 pub mod roaming;
 pub mod servers;
 
@@ -17,6 +18,7 @@ use crate::proto::v1::{
     PresenceSubscribe, Receipt, ReceiptKind, Send, ServerFrame, Typing, Welcome, client_frame,
     group_request, server_frame,
 };
+pub use refusal::Refusal;
 pub use roaming::Roaming;
 pub use servers::ServerList;
 
@@ -36,7 +38,7 @@ pub enum ClientError {
     #[error("connection closed by the server")]
     Closed,
     /// The server answered Login with something other than Welcome.
-    #[error("login refused: {0:?}")]
+    #[error("login refused: {}", Refusal(.0))]
     LoginRefused(Box<ServerFrame>),
     /// No server address to connect to.
     #[error("no server address")]

@@ -1,5 +1,8 @@
 //! Logging setup for the binary: the `RUST_LOG` filter (an invalid one is an error, not a silent
-//! `info`), text or JSON lines on stderr, and colours only when stderr is a terminal.
+//! `info`), text or JSON lines on stderr, and colours only when stderr is a terminal. Lines about
+//! events that come in floods go through a [`throttle::Throttle`].
+
+pub mod throttle;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

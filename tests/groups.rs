@@ -61,6 +61,20 @@ async fn expect_posts(member: &mut GroupPhone, acked: &[u64], what: &str) {
     assert_eq!(messages, expected, "{what}");
 }
 
+/// Waits until `member` has received the entry posted as `client_msg_id`; returns every entry
+/// received meanwhile, that one included.
+async fn received_until(member: &mut GroupPhone, client_msg_id: &str) -> Vec<(u64, String)> {
+    let mut all = Vec::new();
+    for _ in 0..200 {
+        all.extend(member.received().await);
+        if all.iter().any(|(_, id)| id == client_msg_id) {
+            return all;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{client_msg_id} never arrived; got {all:?}");
+}
+
 /// Waits until `member` has received the group entries up to `group_seq`.
 async fn received_upto(member: &mut GroupPhone, group_seq: u64) -> Vec<(u64, String)> {
     let mut all = Vec::new();
@@ -164,6 +178,9 @@ async fn removed_members_get_nothing_new_and_new_members_nothing_old() {
     let server = TestServer::start().await;
     let mut ann = member(&server, "ann").await;
     let mut bob = member(&server, "bob").await;
+    // A second group of ann and bob's, for the barrier below; bob has its creation first.
+    let pair = ann.create(&["bob"]).await;
+    received_upto(&mut bob, 1).await;
     let group = ann.create(&["bob"]).await;
     let before = ann.post(&group, "before-cat").await.unwrap();
     assert_eq!(ann.change(Op::Add(members(&group, &["cat"]))).await, 0);
@@ -181,18 +198,35 @@ async fn removed_members_get_nothing_new_and_new_members_nothing_old() {
         ids.contains(&"event:3"),
         "bob hears of his removal: {ids:?}"
     );
-    // A Ping round trip later, still nothing sent after the removal.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(bob.received().await.is_empty());
+    assert!(
+        !ids.contains(&"after-bob"),
+        "bob got a post from after his removal: {ids:?}"
+    );
 
+    // cat, added before "with-cat", logs in only now: its catch-up starts at its joining.
+    let barrier = ann.post(&group, "barrier").await.unwrap();
     let mut cat = member(&server, "cat").await;
-    let got = received_upto(&mut cat, after).await;
+    let got = received_upto(&mut cat, barrier).await;
     let seqs: Vec<u64> = got.iter().map(|(seq, _)| *seq).collect();
     assert!(
         seqs.iter().all(|seq| *seq > before),
         "cat got entries before joining: {got:?}"
     );
     assert!(seqs.contains(&with_cat) && seqs.contains(&after));
+
+    // Nothing more for bob, proven by a barrier rather than a pause. A group's entries go
+    // through one fan-out lane, which queues an entry's copies on every recipient's mailbox
+    // worker before it takes the next entry: cat having "barrier" means whatever the lane would
+    // have queued for bob from the removal on is in bob's worker's fan-out queue. A post in the
+    // pair group, sent after that, is queued behind it in that same queue (first in, first
+    // out), and bob's mailbox delivers in the order its worker appends. So when bob has the
+    // pair's post, anything of the group's for him would have come before it.
+    let for_bob = ann.post(&pair, "for-bob").await.unwrap();
+    assert_eq!(
+        received_until(&mut bob, "for-bob").await,
+        vec![(for_bob, "for-bob".to_owned())],
+        "bob got something after his removal"
+    );
     server.stop().await;
 }
 

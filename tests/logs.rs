@@ -1,7 +1,9 @@
 //! The node's log as an operator's tooling reads it: `tern serve` runs as a child process with
 //! stderr to a pipe (so not a terminal): no colour codes, JSON lines with `--log-format json`,
-//! refused logins with their reason in the connection's span, an invalid `RUST_LOG` refused, and
-//! one recovery summary at start rather than a line per mailbox.
+//! refused logins with their reason and the phone's address (in the connection's span at debug,
+//! in the line itself at the default level, where a flood of them writes a bounded number of
+//! lines), an invalid `RUST_LOG` refused, and one recovery summary at start rather than a line
+//! per mailbox.
 
 mod common;
 
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use common::*;
 use tern::client::Client;
+use tern::proto::v1::{ServerFrame, server_frame::Frame};
 
 /// A `tern serve` child whose stderr lines are gathered as they come.
 struct LoggingNode {
@@ -23,7 +26,8 @@ struct LoggingNode {
 }
 
 impl LoggingNode {
-    fn start(files: &ChildFiles, rust_log: &str, args: &[&str]) -> Self {
+    /// Starts a node with `RUST_LOG` set to `rust_log`, or unset for `None` (the default filter).
+    fn start(files: &ChildFiles, rust_log: Option<&str>, args: &[&str]) -> Self {
         let mut child = spawn(&files.config_path, &files.data, rust_log, args);
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr");
@@ -77,9 +81,13 @@ impl Drop for LoggingNode {
     }
 }
 
-fn spawn(config: &Path, data: &Path, rust_log: &str, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tern"))
-        .env("RUST_LOG", rust_log)
+fn spawn(config: &Path, data: &Path, rust_log: Option<&str>, args: &[&str]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+    match rust_log {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    command
         .env_remove("NO_COLOR")
         .arg("serve")
         .args(args)
@@ -101,10 +109,120 @@ async fn refused_login(addr: SocketAddr) {
     assert!(refused.is_err(), "a bad token was accepted");
 }
 
+/// Like [`refused_login`], from a socket of the test's own; returns that socket's port.
+async fn refused_login_from_port(addr: SocketAddr) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let port = stream.local_addr().expect("local address").port();
+    let mut client = Client::from_stream(stream);
+    client
+        .writer
+        .login("not-a-token", 0)
+        .await
+        .expect("send Login");
+    let answer = tokio::time::timeout(WAIT, client.reader.recv())
+        .await
+        .expect("login answered");
+    assert!(
+        matches!(
+            answer,
+            Ok(Some(ServerFrame {
+                frame: Some(Frame::Error(_))
+            }))
+        ),
+        "a bad token was answered with {answer:?}"
+    );
+    port
+}
+
+/// The refused logins' lines among `lines`, and how many more their `suppressed=N` fields say
+/// were held back.
+fn refusal_lines(lines: &[String]) -> (usize, usize) {
+    let mut written = 0;
+    let mut held_back = 0;
+    for line in lines.iter().filter(|line| line.contains("login refused")) {
+        written += 1;
+        if let Some((_, rest)) = line.split_once("suppressed=") {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            held_back += digits.parse::<usize>().expect("a count after suppressed=");
+        }
+    }
+    (written, held_back)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_default_level_a_refused_login_is_logged_with_its_reason_and_the_peer() {
+    let files = ChildFiles::new(&[]);
+    let node = LoggingNode::start(&files, None, &[]);
+    let port = refused_login_from_port(node.client).await;
+    let line = node
+        .line_where("the refused login's line", |line| {
+            line.contains("login refused")
+        })
+        .await;
+    for part in [
+        " INFO ",
+        "bad_token",
+        "invalid token",
+        "ip=127.0.0.1",
+        &format!("port={port}"),
+    ] {
+        assert!(line.contains(part), "no {part:?} in {line}");
+    }
+    assert!(!line.contains("suppressed"), "{line}");
+    // No span per connection at this level: the line itself names the peer.
+    assert!(!line.contains("conn{"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_logins_writes_a_bounded_number_of_lines() {
+    const REFUSALS: usize = 1_000;
+    const PHONES: usize = 4;
+    /// The node's limit: REFUSED_LOGIN_LINES_PER_SEC in src/connection/reader.rs.
+    const LINES_PER_SEC: u64 = 10;
+    let files = ChildFiles::new(&[]);
+    let node = LoggingNode::start(&files, None, &[]);
+    let started = std::time::Instant::now();
+    let mut phones = tokio::task::JoinSet::new();
+    for _ in 0..PHONES {
+        let addr = node.client;
+        phones.spawn(async move {
+            for _ in 0..REFUSALS / PHONES {
+                refused_login(addr).await;
+            }
+        });
+    }
+    while let Some(done) = phones.join_next().await {
+        done.expect("a refusing phone");
+    }
+    let flood = started.elapsed();
+    // One more refusal in a later second of the node's clock: its line is written whatever the
+    // flood left of the allowance, and reports what the flood held back since its last line.
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    refused_login(node.client).await;
+
+    let mut counted = (0, 0);
+    eventually(
+        "every refusal written or counted as held back",
+        async || {
+            counted = refusal_lines(&node.lines());
+            counted.0 + counted.1 == REFUSALS + 1
+        },
+    )
+    .await;
+    let (written, held_back) = counted;
+    // The flood's lines fit in the seconds of the node's clock it touched: at most one more
+    // than its whole seconds, and one more for a start mid-second; then the last line.
+    let allowed = LINES_PER_SEC * (flood.as_secs() + 2) + 1;
+    assert!(
+        written as u64 <= allowed,
+        "{written} lines for {REFUSALS} refusals in {flood:?} ({held_back} held back)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_log_on_a_pipe_has_no_colour_codes() {
     let files = ChildFiles::new(&[]);
-    let node = LoggingNode::start(&files, "tern=debug", &[]);
+    let node = LoggingNode::start(&files, Some("tern=debug"), &[]);
     let _phone = child_login(node.client, &files.key, "alice", "phone").await;
     refused_login(node.client).await;
     node.line_where("the refused login's line", |line| {
@@ -119,7 +237,7 @@ async fn text_log_on_a_pipe_has_no_colour_codes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_login_is_logged_with_its_reason_and_the_peer() {
     let files = ChildFiles::new(&[]);
-    let node = LoggingNode::start(&files, "tern=debug", &[]);
+    let node = LoggingNode::start(&files, Some("tern=debug"), &[]);
     refused_login(node.client).await;
     let line = node
         .line_where("the refused login's line", |line| {
@@ -135,7 +253,7 @@ async fn refused_login_is_logged_with_its_reason_and_the_peer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_format_writes_one_object_per_line() {
     let files = ChildFiles::new(&[]);
-    let node = LoggingNode::start(&files, "tern=debug", &["--log-format", "json"]);
+    let node = LoggingNode::start(&files, Some("tern=debug"), &["--log-format", "json"]);
     let phone = child_login(node.client, &files.key, "alice", "phone").await;
     refused_login(node.client).await;
     node.line_where("the refused login's line", |line| {
@@ -175,7 +293,7 @@ async fn json_format_writes_one_object_per_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_rust_log_is_reported_and_exits_64() {
     let files = ChildFiles::new(&[]);
-    let mut child = spawn(&files.config_path, &files.data, "tern=loud", &[]);
+    let mut child = spawn(&files.config_path, &files.data, Some("tern=loud"), &[]);
     // Generous: it exits at once; a node that starts instead is killed and fails the test.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
@@ -193,7 +311,7 @@ async fn an_invalid_rust_log_is_reported_and_exits_64() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_logs_one_summary_not_a_line_per_mailbox() {
     let files = ChildFiles::new(&FAST_WRITEBACK);
-    let node = LoggingNode::start(&files, "info", &[]);
+    let node = LoggingNode::start(&files, Some("info"), &[]);
     let (mut reader, mut writer) = child_login(node.client, &files.key, "alice", "phone")
         .await
         .split();
@@ -215,7 +333,7 @@ async fn recovery_logs_one_summary_not_a_line_per_mailbox() {
     )
     .await;
     drop(node);
-    let node = LoggingNode::start(&files, "debug", &[]);
+    let node = LoggingNode::start(&files, Some("debug"), &[]);
     node.line_where("the recovery summary", |line| {
         line.contains("mailboxes recovered")
     })

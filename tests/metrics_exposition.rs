@@ -1,6 +1,7 @@
 //! The `/metrics` exposition as Prometheus tooling sees it: every series described and typed
 //! (`promtool check metrics` clean when promtool is installed), every series present from the
-//! start, build and process metrics, and histograms rather than summaries.
+//! start, every metric the shipped dashboard and alert rules query among them, build and process
+//! metrics, and histograms rather than summaries.
 
 mod common;
 
@@ -204,4 +205,120 @@ async fn build_and_process_metrics_are_exported() {
         "{text}"
     );
     server.stop().await;
+}
+
+/// Every `tern_*` metric name in `text`, histogram series (`_bucket`, `_sum`, `_count`) named by
+/// their family.
+fn tern_metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("tern_") {
+        // A name starts at a word boundary: `xtern_y` is not a tern metric.
+        let preceded = rest[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let tail = &rest[start..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        if !preceded {
+            let name = &tail[..end];
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            names.insert(family.to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The query expressions of a Grafana dashboard: every `expr` (panel targets) and `query` or
+/// `definition` (template variables) string, wherever it sits in the JSON.
+fn dashboard_queries(value: &serde_json::Value, queries: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for (key, field) in fields {
+                match field {
+                    serde_json::Value::String(text)
+                        if matches!(key.as_str(), "expr" | "query" | "definition") =>
+                    {
+                        queries.push(text.clone());
+                    }
+                    _ => dashboard_queries(field, queries),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                dashboard_queries(item, queries);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_query_is_exported_from_the_start() {
+    let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(docs.join("grafana/tern.json")).expect("tern.json"),
+    )
+    .expect("tern.json is JSON");
+    let mut queries = Vec::new();
+    dashboard_queries(&dashboard, &mut queries);
+    // The rules file is read as text: its expressions are the `expr:` lines.
+    let alerts = std::fs::read_to_string(docs.join("prometheus/alerts.yml")).expect("alerts.yml");
+    let alert_queries: Vec<String> = alerts
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("expr:"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        !queries.is_empty() && !alert_queries.is_empty(),
+        "no expressions found"
+    );
+    let wanted: BTreeSet<(String, &str)> = queries
+        .iter()
+        .map(|query| (query, "docs/grafana/tern.json"))
+        .chain(
+            alert_queries
+                .iter()
+                .map(|query| (query, "docs/prometheus/alerts.yml")),
+        )
+        .flat_map(|(query, file)| {
+            tern_metric_names(query)
+                .into_iter()
+                .map(move |name| (name, file))
+        })
+        .collect();
+    assert!(
+        wanted.iter().any(|(_, file)| file.ends_with("tern.json"))
+            && wanted.iter().any(|(_, file)| file.ends_with("alerts.yml")),
+        "no tern_ metric found in one of the files: {wanted:?}"
+    );
+
+    // A child process: its recorder has seen nothing but the start.
+    let files = ChildFiles::new(&[]);
+    let node = files.start();
+    let text = http_get(node.admin, "/metrics").await;
+    node.kill();
+    // Families with at least one sample: a HELP or TYPE line alone is not a series.
+    let described = families(&text);
+    let exported: BTreeSet<&str> = text
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| family_of(line, &described))
+        .collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|(name, _)| !exported.contains(name.as_str()))
+        .map(|(name, file)| format!("{name} ({file})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "queried but not exported at start: {missing:?}\n{text}"
+    );
 }

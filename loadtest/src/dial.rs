@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern::client::{Client, ClientError};
-use tern::proto::v1::{ErrorCode, GoAwayReason, ServerFrame, Welcome, server_frame::Frame};
+use tern::client::{Client, ClientError, Refusal};
+use tern::proto::v1::{ServerFrame, Welcome, server_frame::Frame};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::LoadError;
@@ -108,7 +108,7 @@ impl Dialer {
                 }) => Ok((client, welcome)),
                 Some(other) => Err(LoadError::LoginRefused {
                     user: user.to_owned(),
-                    reason: refusal(&other),
+                    reason: Refusal(&other).to_string(),
                 }),
                 None => Err(LoadError::Client(ClientError::Closed)),
             }
@@ -149,65 +149,9 @@ impl Dialer {
     }
 }
 
-/// A readable reason for an answer to Login that is not a Welcome: the error's code name and
-/// message (`TOKEN_EXPIRED: token expired`), a GoAway's reason, or which frame came instead.
-pub fn refusal(answer: &ServerFrame) -> String {
-    let with_message = |name: String, message: &str| {
-        if message.is_empty() {
-            name
-        } else {
-            format!("{name}: {message}")
-        }
-    };
-    match &answer.frame {
-        Some(Frame::Error(error)) => {
-            let code = ErrorCode::try_from(error.code).map_or_else(
-                |_| format!("error code {}", error.code),
-                |code| {
-                    let name = code.as_str_name();
-                    name.strip_prefix("ERROR_CODE_").unwrap_or(name).to_owned()
-                },
-            );
-            with_message(code, &error.message)
-        }
-        Some(Frame::GoAway(go_away)) => {
-            let reason = GoAwayReason::try_from(go_away.reason).map_or("UNKNOWN", |reason| {
-                let name = reason.as_str_name();
-                name.strip_prefix("GO_AWAY_REASON_").unwrap_or(name)
-            });
-            with_message(format!("GoAway {reason}"), &go_away.message)
-        }
-        Some(other) => {
-            let debug = format!("{other:?}");
-            let kind = debug.split('(').next().unwrap_or_default();
-            format!("{kind} instead of Welcome")
-        }
-        None => "an empty frame instead of Welcome".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_refused_login_reads_as_its_code_name_and_message() {
-        let answer = |frame| ServerFrame { frame: Some(frame) };
-        let expired = answer(Frame::Error(tern::proto::v1::Error {
-            code: ErrorCode::TokenExpired.into(),
-            message: "token expired".into(),
-            client_msg_id: String::new(),
-        }));
-        assert_eq!(refusal(&expired), "TOKEN_EXPIRED: token expired");
-        let going = answer(Frame::GoAway(tern::proto::v1::GoAway {
-            reason: GoAwayReason::Shutdown.into(),
-            reconnect_after_ms: 100,
-            message: "node stopping".into(),
-        }));
-        assert_eq!(refusal(&going), "GoAway SHUTDOWN: node stopping");
-        let other = answer(Frame::QueueDrained(Default::default()));
-        assert_eq!(refusal(&other), "QueueDrained instead of Welcome");
-    }
 
     #[test]
     fn loopback_connections_cycle_through_sixteen_sources() {

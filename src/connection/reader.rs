@@ -17,6 +17,7 @@ use tracing::field::{Empty, display};
 use crate::clock::{now_secs, uptime_secs};
 use crate::connection::{Conn, device_key};
 use crate::frame::{self, FrameError};
+use crate::logging::throttle::Throttle;
 use crate::metrics as names;
 use crate::node::Node;
 use crate::proto::PROTOCOL_VERSION;
@@ -40,6 +41,15 @@ const LINGER_MAX_BYTES: usize = 64 * 1024;
 /// The message of the `OVERLOADED` error that ends a connection not logged in (or logging in)
 /// while the node shuts down.
 pub(crate) const SHUTTING_DOWN: &str = "server shutting down";
+
+/// Lines per second about refused logins, for the whole process. Refusals come in floods (a
+/// phone retrying a stale token, a reconnect storm at shutdown): past this the lines are
+/// dropped, and the next one says how many (`suppressed`). `tern_logins_total{result}` counts
+/// every refusal whatever is logged.
+const REFUSED_LOGIN_LINES_PER_SEC: u32 = 10;
+
+/// The throttle of refused logins' lines, shared by every connection.
+static REFUSED_LOGIN_LINES: Throttle = Throttle::new(REFUSED_LOGIN_LINES_PER_SEC);
 
 /// Why the reader stops reading.
 #[derive(Debug, thiserror::Error)]
@@ -434,9 +444,7 @@ impl Reader {
 
     /// Before login: answers with an error frame and closes.
     fn refuse(&mut self, code: ErrorCode, message: &str, result: &'static str) {
-        // Debug, not info: refusals come in floods (a phone retrying a stale token, a reconnect
-        // storm at shutdown); tern_logins_total{result} counts them whatever the filter.
-        tracing::debug!(result, reason = message, "login refused");
+        log_refusal(&self.conn, message, result);
         metrics::counter!(names::LOGINS, "result" => result).increment(1);
         write_error_and_close(&self.conn, code, message);
         self.reading = false;
@@ -507,6 +515,29 @@ impl Reader {
         };
         let _ = tokio::time::timeout(LINGER, Box::pin(drain)).await;
     }
+}
+
+/// Logs a refused login at info, with its result, its reason and the phone's `ip` and `port`,
+/// within [`REFUSED_LOGIN_LINES_PER_SEC`]; after lines were dropped, the next one carries
+/// `suppressed` (how many). The connection's span exists only at debug, so the line names the
+/// peer itself; the address is looked up only for a line that is written, as a flood of
+/// refusals would otherwise pay a system call each for lines nobody sees.
+fn log_refusal(conn: &Conn, reason: &str, result: &'static str) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let Some(suppressed) = REFUSED_LOGIN_LINES.admit(uptime_secs()) else {
+        return;
+    };
+    let peer = conn.stream.peer_addr().ok();
+    tracing::info!(
+        result,
+        reason,
+        ip = peer.map(|peer| display(peer.ip())),
+        port = peer.map(|peer| peer.port()),
+        suppressed = (suppressed > 0).then_some(suppressed),
+        "login refused"
+    );
 }
 
 /// Names the logged-in user and device in the connection's span.
