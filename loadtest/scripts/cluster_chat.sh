@@ -7,10 +7,14 @@
 # message, not msgs/s).
 # Usage: loadtest/scripts/cluster_chat.sh [TERN-LOAD CHAT ARGS...]
 #   default: --connections 300 --duration 30
+# SCENARIO=group runs `tern-load group` instead (a group whose members' mailboxes and phones are
+# spread over the three nodes), e.g.
+#   SCENARIO=group loadtest/scripts/cluster_chat.sh --members 1000 --online 999 --messages 20
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 tern=${TERN:-${CARGO_TARGET_DIR:-target}/release/tern}
 load=${TERN_LOAD:-${CARGO_TARGET_DIR:-target}/release/tern-load}
+scenario=${SCENARIO:-chat}
 args=("$@")
 ((${#args[@]})) || args=(--connections 300 --duration 30)
 work=$(mktemp -d)
@@ -32,9 +36,10 @@ label, line, ticks = sys.argv[1], sys.argv[2], int(sys.argv[3])
 r = json.loads(line)
 cpu_s = ticks / os.sysconf("SC_CLK_TCK")
 per = cpu_s * 1e6 / r["delivered"] if r["delivered"] else float("nan")
+counts = ", ".join(f"{key} {r[key]}" for key in ("sent", "acked", "expected", "delivered",
+                                               "lost", "duplicates") if key in r)
 print(f"{label}: {r['msgs_per_sec']:.0f} msgs/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-      f"sent {r['sent']}, acked {r['acked']}, delivered {r['delivered']}, lost {r['lost']}, "
-      f"duplicates {r['duplicates']}; server CPU {cpu_s:.1f} s = {per:.1f} us per message")
+      f"{counts}; server CPU {cpu_s:.1f} s = {per:.1f} us per delivered message")
 PY
 }
 
@@ -51,7 +56,7 @@ MIMALLOC_PURGE_DELAY=0 "$tern" serve --config loadtest/bench.toml --data-dir "$w
 single=$!
 until grep -q "^tern ready" "$work/single.log" 2> /dev/null; do sleep 0.1; done
 before=$(ticks "$single")
-line=$("$load" chat --server 127.0.0.1:7500 --config loadtest/bench.toml "${args[@]}" --json \
+line=$("$load" "$scenario" --server 127.0.0.1:7500 --config loadtest/bench.toml "${args[@]}" --json \
     2> /dev/null | tail -1)
 report "one node" "$line" $(($(ticks "$single") - before))
 kill -9 "$single"
@@ -66,6 +71,6 @@ pids=()
 for i in 1 2 3; do pids+=("$(cat "$CLUSTER_DIR/node-$i/pid")"); done
 servers=127.0.0.1:7610,127.0.0.1:7620,127.0.0.1:7630
 before=$(ticks "${pids[@]}")
-line=$("$load" chat --server "$servers" --config loadtest/bench.toml "${args[@]}" --json \
+line=$("$load" "$scenario" --server "$servers" --config loadtest/bench.toml "${args[@]}" --json \
     2> /dev/null | tail -1)
 report "three nodes" "$line" $(($(ticks "${pids[@]}") - before))

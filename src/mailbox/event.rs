@@ -80,6 +80,9 @@ pub enum MailboxEvent {
     },
     /// Another login of the same device took this session's place.
     Replaced,
+    /// Pushes to this session were lost on their way (a full link to its node): it reads its
+    /// mailbox to catch up.
+    Missed,
 }
 
 /// Where a session's events go: its reply address. A session on this node is reached through

@@ -43,6 +43,10 @@ impl SessionState {
                 online,
                 last_seen_ms,
             } => self.on_presence(&user, online, last_seen_ms),
+            MailboxEvent::Missed => {
+                self.delivery.lost_pushes();
+                self.fetch(myself);
+            }
             MailboxEvent::Replaced => {
                 let reason = GoAwayReason::Replaced;
                 self.go_away(reason, 0, go_away_label(reason));

@@ -349,6 +349,7 @@ fn deliver(node: &Node, event: pb::SessionEvent) {
         },
         Some(Event::Devices(count)) => MailboxEvent::Devices(count as usize),
         Some(Event::Replaced(_)) => MailboxEvent::Replaced,
+        Some(Event::MissedPushes(_)) => MailboxEvent::Missed,
         Some(Event::Typing(typing)) => MailboxEvent::Typing {
             from_user: Id::from(typing.from_user),
             typing: typing.typing,

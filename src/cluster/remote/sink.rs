@@ -61,7 +61,12 @@ pub struct RemoteSink<T: Transport> {
     /// The push budget of the registry entry: a push handed to the mesh is no longer queued
     /// here (the session's own node budgets its queue).
     budget: Arc<PushBudget>,
-    missed: AtomicBool,
+    /// A push was dropped (a full lane): the next event that gets through says so.
+    missed: Arc<AtomicBool>,
+    /// A task is sending `MissedPushes` (so a dropped last push is not left waiting).
+    retrying: Arc<AtomicBool>,
+    /// Where that task runs (pushes may be sent from the journal's completion thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl<T: Transport> RemoteSink<T> {
@@ -82,7 +87,9 @@ impl<T: Transport> RemoteSink<T> {
             owner,
             conn_id,
             budget,
-            missed: AtomicBool::new(false),
+            missed: Arc::default(),
+            retrying: Arc::default(),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 }
@@ -159,10 +166,65 @@ impl<T: Transport> EventSink for RemoteSink<T> {
             }
             Err(_) => {
                 self.missed.store(true, Ordering::Release);
+                if is_push && !self.retrying.swap(true, Ordering::AcqRel) {
+                    self.runtime.spawn(send_missed(MissedNotice {
+                        mesh: self.mesh.clone(),
+                        node: self.node,
+                        owner: self.owner.clone(),
+                        conn_id: self.conn_id,
+                        missed: self.missed.clone(),
+                        retrying: self.retrying.clone(),
+                    }));
+                }
                 false
             }
         }
     }
+}
+
+/// Times a `MissedPushes` notice is tried (with a doubling delay up to a second) before the
+/// session is left to the next push or resync.
+const MISSED_ATTEMPTS: u32 = 30;
+
+/// What [`send_missed`] needs of a [`RemoteSink`].
+struct MissedNotice<T: Transport> {
+    mesh: Mesh<T>,
+    node: NodeId,
+    owner: Id,
+    conn_id: u64,
+    missed: Arc<AtomicBool>,
+    retrying: Arc<AtomicBool>,
+}
+
+/// Tells the session that pushes to it were dropped, once the link takes it (unless a later
+/// push carried the news first): it then reads its mailbox.
+async fn send_missed<T: Transport>(notice: MissedNotice<T>) {
+    let mut delay = std::time::Duration::from_millis(50);
+    for _ in 0..MISSED_ATTEMPTS {
+        tokio::time::sleep(delay).await;
+        if !notice.missed.load(Ordering::Acquire) {
+            break;
+        }
+        let payload = pb::MailboxCast {
+            cast: Some(pb::mailbox_cast::Cast::Event(pb::SessionEvent {
+                owner: notice.owner.to_string(),
+                conn_id: notice.conn_id,
+                event: Some(pb::session_event::Event::MissedPushes(pb::Done {})),
+                missed: true,
+            })),
+        }
+        .encode_to_vec();
+        if notice
+            .mesh
+            .cast(notice.node, SERVICE_MAILBOX, Bytes::from(payload))
+            .is_ok()
+        {
+            notice.missed.store(false, Ordering::Release);
+            break;
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+    }
+    notice.retrying.store(false, Ordering::Release);
 }
 
 /// An entry as the journal stores it (a `MailboxRecord`), the form entries cross the mesh in.
