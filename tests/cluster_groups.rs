@@ -263,3 +263,54 @@ async fn members_whose_node_was_down_get_every_entry_once_and_in_order() {
     let failed = summed(&members, "tern_group_remote_copy_failures_total").await;
     assert!(failed > 0.0, "no copy to the dead node failed");
 }
+
+/// `series` on one node's /metrics.
+async fn metric_at(member: &Member, series: &str) -> f64 {
+    let text = http_get(member.admin(), "/metrics").await;
+    metric_value(&text, series).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_to_many_phones_on_one_node_share_the_links_frames() {
+    let (_dir, members, map) = three_islands().await;
+    let alice = user_owned_by(&map, 1, "alice");
+    // 300 members whose mailboxes are on node 2, their phones on node 3: node 2 pushes every
+    // post to 300 sessions on node 3.
+    let users: Vec<String> = (0..300)
+        .map(|i| user_owned_by(&map, 2, &format!("m{i}-")))
+        .collect();
+    let mut phones = Vec::new();
+    for user in &users {
+        let (reader, writer, _) = phone(&members[2], user, "phone").await;
+        phones.push((reader, writer));
+    }
+    let mut alice_phone = group_phone(&members[0], &alice).await;
+    let refs: Vec<&str> = users.iter().map(String::as_str).collect();
+    let group = alice_phone.create(&refs).await;
+    let frames = r#"tern_mesh_frames_total{peer="3",direction="out"}"#;
+    let before = metric_at(&members[1], frames).await;
+    const POSTS: usize = 5;
+    for post in 0..POSTS {
+        alice_phone
+            .post(&group, &format!("p-{post}"))
+            .await
+            .expect("posted");
+    }
+    // Every phone gets every post (after the creation's event).
+    for (reader, _) in &mut phones {
+        let mut posts = 0;
+        while posts < POSTS {
+            if let Frame::Deliver(d) = next(reader).await
+                && matches!(d.payload, Some(deliver::Payload::GroupMessage(_)))
+            {
+                posts += 1;
+            }
+        }
+    }
+    let sent = metric_at(&members[1], frames).await - before;
+    let pushes = (POSTS * users.len()) as f64;
+    assert!(
+        sent < pushes / 4.0,
+        "{sent} frames from node 2 to node 3 for {pushes} pushes"
+    );
+}

@@ -9,6 +9,7 @@ use prost::Message;
 use tokio::sync::{oneshot, watch};
 
 use super::group_service as groups;
+use super::outbox::Outboxes;
 use super::sink::{CallSink, RemoteSink, encode_entry};
 use crate::cluster::map::ClusterMap;
 use crate::cluster::route::{Route, owner_of, route, slot_of};
@@ -26,6 +27,8 @@ struct Attached<T: Transport> {
     node: Arc<Node>,
     mesh: Mesh<T>,
     map: watch::Receiver<Arc<ClusterMap>>,
+    /// Session events for each other node, gathered into one cast per wake-up.
+    outboxes: Arc<Outboxes<T>>,
 }
 
 impl<T: Transport> Clone for Attached<T> {
@@ -34,6 +37,7 @@ impl<T: Transport> Clone for Attached<T> {
             node: self.node.clone(),
             mesh: self.mesh.clone(),
             map: self.map.clone(),
+            outboxes: self.outboxes.clone(),
         }
     }
 }
@@ -54,7 +58,13 @@ impl<T: Transport> Default for MailboxService<T> {
 impl<T: Transport> MailboxService<T> {
     /// Starts serving `node`'s mailboxes, routing with `map` and pushing over `mesh`.
     pub fn attach(&self, node: Arc<Node>, mesh: Mesh<T>, map: watch::Receiver<Arc<ClusterMap>>) {
-        let _ = self.attached.set(Attached { node, mesh, map });
+        let outboxes = Arc::new(Outboxes::new(mesh.clone()));
+        let _ = self.attached.set(Attached {
+            node,
+            mesh,
+            map,
+            outboxes,
+        });
     }
 }
 
@@ -80,6 +90,13 @@ impl<T: Transport> Handler for MailboxService<T> {
             Ok(pb::MailboxCast {
                 cast: Some(Cast::Event(event)),
             }) => deliver(&attached.node, event),
+            Ok(pb::MailboxCast {
+                cast: Some(Cast::Events(events)),
+            }) => {
+                for event in events.events {
+                    deliver(&attached.node, event);
+                }
+            }
             Ok(pb::MailboxCast {
                 cast: Some(Cast::Typing(typing)),
             }) => {
@@ -217,7 +234,8 @@ async fn serve_login<T: Transport>(
     };
     let pushes = Arc::new(PushBudget::default());
     let sink = Arc::new(RemoteSink::new(
-        attached.mesh.clone(),
+        &attached.outboxes,
+        &attached.mesh,
         from,
         owner.clone(),
         login.conn_id,
@@ -389,7 +407,8 @@ fn deliver(node: &Node, event: pb::SessionEvent) {
 fn watch_presence<T: Transport>(attached: &Attached<T>, from: NodeId, watch: pb::PresenceWatch) {
     let node = &attached.node;
     let sink: crate::mailbox::SessionHandle = Arc::new(RemoteSink::new(
-        attached.mesh.clone(),
+        &attached.outboxes,
+        &attached.mesh,
         from,
         Id::from(watch.watcher),
         watch.conn_id,
