@@ -12,9 +12,11 @@
 
 mod convert;
 mod group;
+mod image;
 mod log_store;
 mod network;
 mod runtime;
+pub mod slot;
 mod state_machine;
 mod transport;
 

@@ -165,6 +165,8 @@ pub fn entry_from_proto(entry: pb::Entry) -> Result<MetaEntry, DecodeError> {
         Payload::Membership(membership) => {
             EntryPayload::Membership(membership_from_proto(&membership)?)
         }
+        // A slot group's entry in the metadata group's log.
+        Payload::Slot(_) => return Err(missing("Entry", "payload")),
     };
     Ok(MetaEntry { log_id, payload })
 }

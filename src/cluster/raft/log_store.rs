@@ -7,7 +7,6 @@
 //! rarely (a few small records per membership or map change), so each write is synchronous, run
 //! with `fsync::off_the_runtime` so that a slow disk holds up only the metadata group.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -22,6 +21,8 @@ use prost::Message;
 
 use super::MetaTypes;
 use super::convert::{self, MetaEntry};
+use super::image::{LogImage, record};
+use crate::cluster::map::MapCommand;
 use crate::fsync;
 use crate::proto::mesh as pb;
 
@@ -52,12 +53,7 @@ pub enum LogStoreError {
 struct Inner {
     dir: PathBuf,
     file: File,
-    vote: Option<VoteOf<MetaTypes>>,
-    committed: Option<LogIdOf<MetaTypes>>,
-    purged: Option<LogIdOf<MetaTypes>>,
-    entries: BTreeMap<u64, MetaEntry>,
-    /// Records in the file that no longer describe state.
-    dead_records: usize,
+    image: LogImage<MapCommand>,
 }
 
 /// openraft's log storage (and, cloned, its log reader) over `cluster/raft.log`.
@@ -86,11 +82,7 @@ impl LogStore {
         let mut inner = Inner {
             dir: dir.to_owned(),
             file,
-            vote: None,
-            committed: None,
-            purged: None,
-            entries: BTreeMap::new(),
-            dead_records: 0,
+            image: LogImage::default(),
         };
         let valid = inner.replay(&bytes);
         if valid < bytes.len() {
@@ -142,46 +134,7 @@ impl Inner {
 
     /// Applies one record to the in-memory image.
     fn apply(&mut self, record: pb::LogRecord) -> Result<(), io::Error> {
-        use pb::log_record::Record;
-        match record.record {
-            Some(Record::Entry(entry)) => {
-                let entry = convert::entry_from_proto(entry).map_err(invalid)?;
-                if self.entries.insert(entry.log_id.index, entry).is_some() {
-                    self.dead_records += 1;
-                }
-            }
-            Some(Record::Vote(vote)) => {
-                if self.vote.replace(convert::vote_from_proto(&vote)).is_some() {
-                    self.dead_records += 1;
-                }
-            }
-            Some(Record::Committed(log_id)) => {
-                if self
-                    .committed
-                    .replace(convert::log_id_from_proto(&log_id))
-                    .is_some()
-                {
-                    self.dead_records += 1;
-                }
-            }
-            Some(Record::Truncate(truncate)) => {
-                let keep_through = truncate.after.map(|log_id| log_id.index);
-                let removed = match keep_through {
-                    Some(index) => self.entries.split_off(&(index + 1)).len(),
-                    None => std::mem::take(&mut self.entries).len(),
-                };
-                self.dead_records += removed + 1;
-            }
-            Some(Record::Purge(log_id)) => {
-                let upto = convert::log_id_from_proto(&log_id);
-                let kept = self.entries.split_off(&(upto.index + 1));
-                let removed = std::mem::replace(&mut self.entries, kept).len();
-                self.dead_records += removed + usize::from(self.purged.is_some());
-                self.purged = Some(upto);
-            }
-            None => return Err(invalid("empty log record")),
-        }
-        Ok(())
+        self.image.apply(record, convert::entry_from_proto)
     }
 
     /// Appends records to the file and fsyncs it, then applies them to the image.
@@ -203,7 +156,9 @@ impl Inner {
         for record in records {
             self.apply(record)?;
         }
-        if self.dead_records > REWRITE_AFTER_DEAD_RECORDS && self.dead_records > self.entries.len()
+        let image = &self.image;
+        if image.dead_records > REWRITE_AFTER_DEAD_RECORDS
+            && image.dead_records > image.entries.len()
         {
             self.rewrite()?;
         }
@@ -212,22 +167,7 @@ impl Inner {
 
     /// Replaces the file with one holding only live state (temp file, fsync, rename, dir fsync).
     fn rewrite(&mut self) -> io::Result<()> {
-        use pb::log_record::Record;
-        let mut records = Vec::new();
-        if let Some(vote) = &self.vote {
-            records.push(Record::Vote(convert::vote_to_proto(vote)));
-        }
-        if let Some(purged) = &self.purged {
-            records.push(Record::Purge(convert::log_id_to_proto(purged)));
-        }
-        if let Some(committed) = &self.committed {
-            records.push(Record::Committed(convert::log_id_to_proto(committed)));
-        }
-        records.extend(
-            self.entries
-                .values()
-                .map(|entry| Record::Entry(convert::entry_to_proto(entry))),
-        );
+        let records = self.image.live_records(convert::entry_to_proto);
         let mut buffer = Vec::new();
         for record in records {
             encode_record(
@@ -247,16 +187,8 @@ impl Inner {
         fs::rename(&temp, &path)?;
         fsync::sync_dir(&self.dir)?;
         self.file = OpenOptions::new().append(true).open(&path)?;
-        self.dead_records = 0;
+        self.image.dead_records = 0;
         Ok(())
-    }
-
-    fn last_log_id(&self) -> Option<LogIdOf<MetaTypes>> {
-        self.entries
-            .values()
-            .next_back()
-            .map(|entry| entry.log_id)
-            .or(self.purged)
     }
 }
 
@@ -267,16 +199,6 @@ fn encode_record(record: &pb::LogRecord, buffer: &mut Vec<u8>) {
     buffer.extend_from_slice(&body);
 }
 
-fn invalid(error: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, error.to_string())
-}
-
-fn record(record: pb::log_record::Record) -> pb::LogRecord {
-    pb::LogRecord {
-        record: Some(record),
-    }
-}
-
 impl RaftLogReader<MetaTypes> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -284,6 +206,7 @@ impl RaftLogReader<MetaTypes> for LogStore {
     ) -> Result<Vec<MetaEntry>, io::Error> {
         let inner = self.lock();
         Ok(inner
+            .image
             .entries
             .range(range)
             .map(|(_, entry)| entry.clone())
@@ -291,7 +214,7 @@ impl RaftLogReader<MetaTypes> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<MetaTypes>>, io::Error> {
-        Ok(self.lock().vote)
+        Ok(self.lock().image.vote)
     }
 }
 
@@ -301,8 +224,8 @@ impl RaftLogStorage<MetaTypes> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<MetaTypes>, io::Error> {
         let inner = self.lock();
         Ok(LogState {
-            last_purged_log_id: inner.purged,
-            last_log_id: inner.last_log_id(),
+            last_purged_log_id: inner.image.purged,
+            last_log_id: inner.image.last_log_id(),
         })
     }
 
@@ -333,7 +256,7 @@ impl RaftLogStorage<MetaTypes> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<MetaTypes>>, io::Error> {
-        Ok(self.lock().committed)
+        Ok(self.lock().image.committed)
     }
 
     async fn append<I>(
