@@ -8,9 +8,11 @@
 //! written. What must be durable before openraft hears back (appended entries, votes,
 //! truncations) is; the committed id and purges ride on the next fsync.
 //!
-//! Not done yet: releasing journal segments once every group purged the entries in them (the
-//! journal only grows for now; compaction follows write-back once the slot groups serve
-//! mailboxes).
+//! Retention: [`LogEngine::compact`] restates every group's log at the journal's end and
+//! releases the segments before it, so the journal holds about what the groups hold (their
+//! unpurged entries), whatever they purged, truncated or replaced. A group's image stays locked
+//! while its records are queued, so the journal has each group's records in the order its image
+//! took them and a restatement cannot slip between a change and its record.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -63,8 +65,14 @@ impl LogEngine {
     pub fn open(config: JournalConfig) -> Result<Arc<LogEngine>, LogEngineError> {
         let (journal, recovery) = Journal::open(config)?;
         let mut groups: HashMap<u64, LogImage<super::SlotCommand>> = HashMap::new();
-        for item in recovery.records_after(0)? {
+        // Everything the journal still holds: what a compaction released is restated after it.
+        let after = recovery.oldest_lsn().saturating_sub(1);
+        for item in recovery.records_after(after)? {
             let (lsn, payload) = item?;
+            if payload.is_empty() {
+                // A compaction's barrier.
+                continue;
+            }
             let failed = |source| LogEngineError::Record { lsn, source };
             let slot_record = pb::SlotLogRecord::decode(payload).map_err(|e| failed(invalid(e)))?;
             let record = slot_record
@@ -115,6 +123,61 @@ impl LogEngine {
         groups
     }
 
+    /// Records in the journal that no longer describe any group's state.
+    pub fn dead_records(&self) -> usize {
+        self.images()
+            .iter()
+            .map(|image| lock(image).dead_records)
+            .sum()
+    }
+
+    /// Restates every group's log (vote, purged and committed ids, live entries) at the
+    /// journal's end, then releases everything before: the journal holds what the groups hold,
+    /// whatever they purged, truncated or replaced. Returns the records written.
+    pub async fn compact(&self) -> Result<usize, JournalError> {
+        // Everything queued before the barrier is restated below (an image includes what its
+        // records did), so once the restatement is durable the journal up to the barrier can go.
+        let barrier = self.journal.append(Bytes::new())?.await?;
+        let mut written = 0;
+        let mut last = None;
+        for (group, image) in self.all() {
+            let mut image = lock(&image);
+            let records: Vec<pb::LogRecord> = image
+                .live_records(slot_convert::entry_to_proto)
+                .into_iter()
+                .map(record)
+                .collect();
+            written += records.len();
+            if let Some(pending) = self.write(group, records)? {
+                last = Some(pending);
+            }
+            image.dead_records = 0;
+        }
+        if let Some(last) = last {
+            last.await?;
+        }
+        self.journal.release(barrier);
+        Ok(written)
+    }
+
+    fn all(&self) -> Vec<(u64, Arc<Mutex<LogImage<super::SlotCommand>>>)> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(group, image)| (*group, image.clone()))
+            .collect()
+    }
+
+    fn images(&self) -> Vec<Arc<Mutex<LogImage<super::SlotCommand>>>> {
+        self.all().into_iter().map(|(_, image)| image).collect()
+    }
+
+    /// Journal segment files held.
+    pub fn segments(&self) -> u64 {
+        self.journal.stats().segments
+    }
+
     /// Stops the journal after what is queued (written, fsynced and completed).
     pub fn close(&self) -> Result<(), JournalError> {
         self.journal.close()
@@ -158,13 +221,19 @@ pub struct GroupLog {
     image: Arc<Mutex<LogImage<super::SlotCommand>>>,
 }
 
+/// A group's image, locked. A panic while holding the lock cannot leave the image half-updated
+/// in a way replay would not, so a poisoned lock is still usable.
+fn lock(
+    image: &Mutex<LogImage<super::SlotCommand>>,
+) -> MutexGuard<'_, LogImage<super::SlotCommand>> {
+    image
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl GroupLog {
     fn image(&self) -> MutexGuard<'_, LogImage<super::SlotCommand>> {
-        // A panic while holding the lock cannot leave the image half-updated in a way replay
-        // would not, so a poisoned lock is still usable.
-        self.image
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.image)
     }
 
     /// Applies `records` to the image, writes them and waits until they are durable.
@@ -177,12 +246,12 @@ impl GroupLog {
     }
 
     /// Applies `records` to the image and queues them; durable with the journal's next fsync.
+    /// The image stays locked until they are queued, so the journal holds a group's records in
+    /// the order its image took them (a compaction restating the image cannot slip between).
     fn write(&self, records: Vec<pb::LogRecord>) -> Result<Option<Pending>, io::Error> {
-        {
-            let mut image = self.image();
-            for record in &records {
-                image.apply(record.clone(), slot_convert::entry_from_proto)?;
-            }
+        let mut image = self.image();
+        for record in &records {
+            image.apply(record.clone(), slot_convert::entry_from_proto)?;
         }
         self.engine.write(self.group, records).map_err(io_error)
     }
@@ -353,6 +422,59 @@ mod tests {
         }
         let fsyncs = engine.fsyncs() - before;
         assert!(fsyncs <= 32, "{fsyncs} fsyncs for 64 groups' appends");
+    }
+
+    #[tokio::test]
+    async fn compaction_releases_what_no_group_holds_and_keeps_what_they_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = JournalConfig::new(dir.path());
+        config.segment_bytes = 4096;
+        let engine = LogEngine::open(config.clone()).expect("open");
+        let (mut one, mut two) = (engine.group(1), engine.group(2));
+        let body = "x".repeat(200);
+        for index in 1..=200 {
+            append(&mut one, vec![entry(1, index, &body)]).await;
+        }
+        append(&mut two, vec![entry(1, 1, "kept")]).await;
+        one.purge(entry(1, 190, "").log_id).await.expect("purge");
+        let vote = convert::vote_from_proto(&pb::Vote {
+            term: 1,
+            node: 1,
+            committed: true,
+        });
+        one.save_vote(&vote).await.expect("vote");
+        let segments = engine.segments();
+        assert!(engine.dead_records() >= 190);
+        let written = engine.compact().await.expect("compact");
+        // Group 1: its vote, purged id and ten entries; group 2: one entry.
+        assert_eq!(written, 2 + 10 + 1);
+        assert_eq!(engine.dead_records(), 0);
+        // The journal drops what it released after its next batch.
+        append(&mut two, vec![entry(1, 2, "later")]).await;
+        let mut released = engine.segments();
+        for _ in 0..100 {
+            if released < segments / 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            released = engine.segments();
+        }
+        assert!(released < segments / 2, "{segments} -> {released} segments");
+        engine.close().expect("close");
+        drop((one, two, engine));
+
+        let engine = LogEngine::open(config).expect("reopen");
+        let (mut one, mut two) = (engine.group(1), engine.group(2));
+        assert_eq!(one.read_vote().await.expect("vote"), Some(vote));
+        let entries = one.try_get_log_entries(0..).await.expect("entries");
+        assert_eq!(entries.len(), 10);
+        assert_eq!(entries[0], entry(1, 191, &body));
+        let state = one.get_log_state().await.expect("state");
+        assert_eq!(state.last_purged_log_id, Some(entry(1, 190, "").log_id));
+        assert_eq!(
+            two.try_get_log_entries(0..).await.expect("entries"),
+            vec![entry(1, 1, "kept"), entry(1, 2, "later")]
+        );
     }
 
     #[tokio::test]
