@@ -123,8 +123,7 @@ pub fn receipt(node: &Node, receipt: pb::GroupReceiptCopies) {
         up_to_group_seq: receipt.up_to_group_seq,
     };
     let authors = receipt.authors.into_iter().map(Id::from).collect();
-    let fanout = node.fanout.clone();
-    if let Some(permit) = fanout.reserve(&notice.group_id) {
+    if let Some(permit) = node.fanout.reserve(&notice.group_id) {
         permit.send(crate::group::fanout::FanOutJob::Receipt { notice, authors });
     }
 }
