@@ -28,7 +28,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use crate::cluster::map::ClusterMap;
-use crate::cluster::route::{Route, route};
+use crate::cluster::route::{Route, owner_of, place, route, slot_of};
 use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure};
 use crate::mailbox::record::{self, Record};
 use crate::mailbox::{
@@ -108,6 +108,32 @@ impl<T: Transport> Remote<T> {
             then(reply);
         });
     }
+}
+
+/// Casts `cast` to `node` on the Cast lane; a full lane or a link that is down drops it, and
+/// it is counted. True when the link took it.
+pub(crate) fn cast_to<T: Transport>(
+    mesh: &Mesh<T>,
+    node: NodeId,
+    cast: pb::mailbox_cast::Cast,
+) -> bool {
+    let payload = pb::MailboxCast { cast: Some(cast) }.encode_to_vec();
+    let sent = mesh
+        .cast(node, SERVICE_MAILBOX, Bytes::from(payload))
+        .is_ok();
+    if !sent {
+        metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "call").increment(1);
+    }
+    sent
+}
+
+/// The answer of a node whose own map does not give it `key`'s slot: the owner it knows.
+fn not_owner(map: &ClusterMap, key: &str) -> pb::mailbox_reply::Reply {
+    let slot = slot_of(key.as_bytes(), map.placement.slots.len() as u32);
+    pb::mailbox_reply::Reply::NotOwner(pb::NotOwner {
+        owner: owner_of(map, slot).unwrap_or(0),
+        map_version: map.version,
+    })
 }
 
 /// One call to `owner`, its reply decoded.
@@ -249,34 +275,21 @@ impl<T: Transport> Divert for Remote<T> {
 }
 
 impl<T: Transport> Remote<T> {
-    /// Casts to `owner` (the Cast lane: dropped, and counted, when full).
+    /// Casts to `owner` (see [`cast`]).
     fn cast(&self, owner: NodeId, cast: pb::mailbox_cast::Cast) {
-        let payload = pb::MailboxCast { cast: Some(cast) }.encode_to_vec();
-        if self
-            .mesh
-            .cast(owner, SERVICE_MAILBOX, Bytes::from(payload))
-            .is_err()
-        {
-            metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "call").increment(1);
-        }
+        cast_to(&self.mesh, owner, cast);
     }
 
     /// `users` by the node that owns them; those owned here go to `local`, those nobody can
     /// serve now are left out.
-    fn by_owner(
-        &self,
-        users: &[Id],
-        local: &mut Vec<Id>,
-    ) -> std::collections::BTreeMap<NodeId, Vec<String>> {
-        let mut remote: std::collections::BTreeMap<NodeId, Vec<String>> = Default::default();
-        for user in users {
-            match self.route(user).0 {
-                Route::Local => local.push(user.clone()),
-                Route::Remote(owner) => remote.entry(owner).or_default().push(user.to_string()),
-                Route::Unavailable => {}
-            }
-        }
-        remote
+    fn by_owner(&self, users: &[Id], local: &mut Vec<Id>) -> Vec<(NodeId, Vec<String>)> {
+        let placed = place(&self.map.borrow(), self.me, users.iter().cloned());
+        local.extend(placed.here);
+        placed
+            .remote
+            .into_iter()
+            .map(|(node, users)| (node, users.iter().map(ToString::to_string).collect()))
+            .collect()
     }
 
     fn send(&self, owner: NodeId, version: u64, op: MailboxOp) {

@@ -48,6 +48,41 @@ pub fn route(map: &ClusterMap, me: NodeId, key: &[u8]) -> Route {
     }
 }
 
+/// Keys by where their operations run (see [`place`]).
+#[derive(Debug)]
+pub struct Placed<K> {
+    /// Owned by this node.
+    pub here: Vec<K>,
+    /// Owned by other nodes, per node in the order first met.
+    pub remote: Vec<(NodeId, Vec<K>)>,
+    /// Nobody can serve them now.
+    pub nowhere: Vec<K>,
+}
+
+/// `keys` by where their operations run, seen from node `me` with `map`.
+pub fn place<K: AsRef<str>>(
+    map: &ClusterMap,
+    me: NodeId,
+    keys: impl IntoIterator<Item = K>,
+) -> Placed<K> {
+    let mut placed = Placed {
+        here: Vec::new(),
+        remote: Vec::new(),
+        nowhere: Vec::new(),
+    };
+    for key in keys {
+        match route(map, me, key.as_ref().as_bytes()) {
+            Route::Local => placed.here.push(key),
+            Route::Remote(node) => match placed.remote.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, keys)) => keys.push(key),
+                None => placed.remote.push((node, vec![key])),
+            },
+            Route::Unavailable => placed.nowhere.push(key),
+        }
+    }
+    placed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +110,41 @@ mod tests {
         let placement = place(&Placement::default(), &ids, 1, slots);
         map.apply(&MapCommand::SetPlacement(placement)).ok();
         map
+    }
+
+    #[test]
+    fn keys_are_placed_as_each_is_routed() {
+        let map = map(
+            &[
+                (1, NodeState::Active),
+                (2, NodeState::Down),
+                (3, NodeState::Active),
+            ],
+            64,
+        );
+        let keys: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
+        let placed = super::place(&map, 1, keys.iter().map(String::as_str));
+        for key in &placed.here {
+            assert_eq!(route(&map, 1, key.as_bytes()), Route::Local);
+        }
+        for key in &placed.nowhere {
+            assert_eq!(route(&map, 1, key.as_bytes()), Route::Unavailable);
+        }
+        assert_eq!(placed.remote.len(), 1);
+        for (node, keys) in &placed.remote {
+            for key in keys {
+                assert_eq!(route(&map, 1, key.as_bytes()), Route::Remote(*node));
+            }
+        }
+        let total = placed.here.len()
+            + placed.nowhere.len()
+            + placed
+                .remote
+                .iter()
+                .map(|(_, keys)| keys.len())
+                .sum::<usize>();
+        assert_eq!(total, keys.len());
+        assert!(!placed.here.is_empty() && !placed.nowhere.is_empty());
     }
 
     #[test]

@@ -18,9 +18,9 @@ use hashbrown::HashMap;
 use prost::Message;
 use tokio::sync::watch;
 
-use super::{CALL_DEADLINE, SERVICE_MAILBOX};
+use super::{CALL_DEADLINE, SERVICE_MAILBOX, cast_to};
 use crate::cluster::map::ClusterMap;
-use crate::cluster::route::{Route, route};
+use crate::cluster::route::{Placed, place};
 use crate::group::fanout::Elsewhere;
 use crate::group::record as group_record;
 use crate::mailbox::checkpoint::Countdown;
@@ -86,21 +86,9 @@ impl<T: Transport> Copies<T> {
 }
 
 impl<T: Transport> Inner<T> {
-    /// `users` owned here, and the others by owner (those nobody can serve now in `nowhere`).
-    fn place(&self, users: impl IntoIterator<Item = Id>) -> Placed {
-        let map = self.map.borrow();
-        let mut placed = Placed::default();
-        for user in users {
-            match route(&map, self.me, user.as_bytes()) {
-                Route::Local => placed.here.push(user),
-                Route::Remote(node) => match placed.remote.iter_mut().find(|(n, _)| *n == node) {
-                    Some((_, users)) => users.push(user),
-                    None => placed.remote.push((node, vec![user])),
-                },
-                Route::Unavailable => placed.nowhere.push(user),
-            }
-        }
-        placed
+    /// `users` by where their mailboxes are.
+    fn place(&self, users: impl IntoIterator<Item = Id>) -> Placed<Id> {
+        place(&self.map.borrow(), self.me, users)
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<(NodeId, Id), Stream>> {
@@ -110,23 +98,8 @@ impl<T: Transport> Inner<T> {
     }
 
     fn cast(&self, node: NodeId, cast: pb::mailbox_cast::Cast) {
-        let payload = pb::MailboxCast { cast: Some(cast) }.encode_to_vec();
-        if self
-            .mesh
-            .cast(node, SERVICE_MAILBOX, Bytes::from(payload))
-            .is_err()
-        {
-            metrics::counter!(names::REMOTE_FAILURES, "cause" => "call").increment(1);
-        }
+        cast_to(&self.mesh, node, cast);
     }
-}
-
-/// Users by where their mailboxes are.
-#[derive(Default)]
-struct Placed {
-    here: Vec<Id>,
-    remote: Vec<(NodeId, Vec<Id>)>,
-    nowhere: Vec<Id>,
 }
 
 impl<T: Transport> Elsewhere for Copies<T> {

@@ -11,7 +11,7 @@ use super::group_wire;
 use super::service::{busy, refused};
 use super::sink::CallSink;
 use crate::cluster::map::ClusterMap;
-use crate::cluster::route::{Route, owner_of, route, slot_of};
+use crate::cluster::route::{Route, route};
 use crate::group::fanout::{copy_id, copy_job};
 use crate::group::record as group_record;
 use crate::mailbox::checkpoint::Countdown;
@@ -73,11 +73,7 @@ pub async fn serve_copies(
             .flat_map(|copy| &copy.recipients)
             .find(|user| route(&map, me, user.as_bytes()) != Route::Local);
         if let Some(user) = stranger {
-            let slot = slot_of(user.as_bytes(), map.placement.slots.len() as u32);
-            return Reply::NotOwner(pb::NotOwner {
-                owner: owner_of(&map, slot).unwrap_or(0),
-                map_version: map.version,
-            });
+            return super::not_owner(&map, user);
         }
     }
     let mut entries = Vec::with_capacity(call.copies.len());

@@ -12,12 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hashbrown::HashMap;
 use prost::Message;
 use tokio::runtime::Handle;
 
-use super::SERVICE_MAILBOX;
+use super::cast_to;
 use crate::mesh::{Mesh, NodeId, Transport};
 use crate::message::Id;
 use crate::proto::mesh as pb;
@@ -193,16 +192,8 @@ fn cast<T: Transport>(
     events: Vec<pb::SessionEvent>,
     recipients: &mut Vec<Arc<Recipient>>,
 ) {
-    let payload = pb::MailboxCast {
-        cast: Some(pb::mailbox_cast::Cast::Events(pb::SessionEvents { events })),
-    }
-    .encode_to_vec();
-    if outbox
-        .mesh
-        .cast(outbox.node, SERVICE_MAILBOX, Bytes::from(payload))
-        .is_err()
-    {
-        metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "call").increment(1);
+    let cast = pb::mailbox_cast::Cast::Events(pb::SessionEvents { events });
+    if !cast_to(&outbox.mesh, outbox.node, cast) {
         for recipient in recipients.iter() {
             outbox.missed(recipient);
         }
@@ -218,19 +209,13 @@ async fn notify_missed<T: Transport>(mesh: Mesh<T>, node: NodeId, to: Arc<Recipi
     loop {
         tokio::time::sleep(delay).await;
         if to.missed.swap(false, Ordering::AcqRel) {
-            let payload = pb::MailboxCast {
-                cast: Some(pb::mailbox_cast::Cast::Event(pb::SessionEvent {
-                    owner: to.owner.to_string(),
-                    conn_id: to.conn_id,
-                    event: Some(pb::session_event::Event::MissedPushes(pb::Done {})),
-                    missed: true,
-                })),
-            }
-            .encode_to_vec();
-            if mesh
-                .cast(node, SERVICE_MAILBOX, Bytes::from(payload))
-                .is_err()
-            {
+            let notice = pb::mailbox_cast::Cast::Event(pb::SessionEvent {
+                owner: to.owner.to_string(),
+                conn_id: to.conn_id,
+                event: Some(pb::session_event::Event::MissedPushes(pb::Done {})),
+                missed: true,
+            });
+            if !cast_to(&mesh, node, notice) {
                 to.missed.store(true, Ordering::Release);
                 attempts += 1;
                 if attempts < MISSED_ATTEMPTS {

@@ -12,7 +12,7 @@ use super::group_service as groups;
 use super::outbox::Outboxes;
 use super::sink::{CallSink, RemoteSink, encode_entry};
 use crate::cluster::map::ClusterMap;
-use crate::cluster::route::{Route, owner_of, route, slot_of};
+use crate::cluster::route::{Route, route};
 use crate::mailbox::record::{self, Record};
 use crate::mailbox::{AppendFailure, AppendJob, Content, MailboxEvent, MailboxOp};
 use crate::mesh::{BoxFuture, Handler, Mesh, NodeId, Transport};
@@ -180,11 +180,7 @@ async fn serve<T: Transport>(
         let map = attached.map.borrow();
         let me = attached.mesh.node();
         if route(&map, me, key.as_bytes()) != Route::Local {
-            let slot = slot_of(key.as_bytes(), map.placement.slots.len() as u32);
-            return Ok(Reply::NotOwner(pb::NotOwner {
-                owner: owner_of(&map, slot).unwrap_or(0),
-                map_version: map.version,
-            }));
+            return Ok(super::not_owner(&map, key));
         }
     }
     Ok(match op {
