@@ -9,7 +9,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, StoredMembershipOf, VoteOf};
-use openraft::{BasicNode, Entry, EntryPayload, Membership};
+use openraft::{BasicNode, Entry, EntryPayload, Membership, RaftTypeConfig};
 
 use super::MetaTypes;
 use crate::cluster::map::{DecodeError, MapCommand};
@@ -17,6 +17,31 @@ use crate::proto::mesh as pb;
 
 /// openraft's log entry of the metadata group.
 pub type MetaEntry = Entry<LeaderId<u64, u64>, EntryPayload<MapCommand, u64, BasicNode>>;
+
+/// The type configurations of this crate's groups: `u64` terms and node ids, a member's mesh
+/// address as its node, openraft's default leader ids and votes (so log ids and votes are one
+/// type for every group, and only the entries differ).
+pub trait Ids:
+    RaftTypeConfig<
+        NodeId = u64,
+        Node = BasicNode,
+        Term = u64,
+        LeaderId = LeaderId<u64, u64>,
+        Vote = openraft::impls::Vote<LeaderId<u64, u64>>,
+    >
+{
+}
+
+impl<C> Ids for C where
+    C: RaftTypeConfig<
+            NodeId = u64,
+            Node = BasicNode,
+            Term = u64,
+            LeaderId = LeaderId<u64, u64>,
+            Vote = openraft::impls::Vote<LeaderId<u64, u64>>,
+        >
+{
+}
 
 fn missing(what: &'static str, field: &'static str) -> DecodeError {
     DecodeError::Missing { what, field }
@@ -171,7 +196,7 @@ pub fn entry_from_proto(entry: pb::Entry) -> Result<MetaEntry, DecodeError> {
     Ok(MetaEntry { log_id, payload })
 }
 
-pub fn vote_request_to_proto(request: &VoteRequest<MetaTypes>) -> pb::VoteRequest {
+pub fn vote_request_to_proto<C: Ids>(request: &VoteRequest<C>) -> pb::VoteRequest {
     pb::VoteRequest {
         vote: Some(vote_to_proto(&request.vote)),
         last_log_id: opt_log_id_to_proto(&request.last_log_id),
@@ -179,9 +204,9 @@ pub fn vote_request_to_proto(request: &VoteRequest<MetaTypes>) -> pb::VoteReques
     }
 }
 
-pub fn vote_request_from_proto(
+pub fn vote_request_from_proto<C: Ids>(
     request: &pb::VoteRequest,
-) -> Result<VoteRequest<MetaTypes>, DecodeError> {
+) -> Result<VoteRequest<C>, DecodeError> {
     let mut decoded = VoteRequest::new(
         required_vote(&request.vote, "VoteRequest")?,
         opt_log_id_from_proto(&request.last_log_id),
@@ -190,7 +215,7 @@ pub fn vote_request_from_proto(
     Ok(decoded)
 }
 
-pub fn vote_response_to_proto(response: &VoteResponse<MetaTypes>) -> pb::VoteResponse {
+pub fn vote_response_to_proto<C: Ids>(response: &VoteResponse<C>) -> pb::VoteResponse {
     pb::VoteResponse {
         vote: Some(vote_to_proto(&response.vote)),
         vote_granted: response.vote_granted,
@@ -198,9 +223,9 @@ pub fn vote_response_to_proto(response: &VoteResponse<MetaTypes>) -> pb::VoteRes
     }
 }
 
-pub fn vote_response_from_proto(
+pub fn vote_response_from_proto<C: Ids>(
     response: &pb::VoteResponse,
-) -> Result<VoteResponse<MetaTypes>, DecodeError> {
+) -> Result<VoteResponse<C>, DecodeError> {
     Ok(VoteResponse::new(
         required_vote(&response.vote, "VoteResponse")?,
         opt_log_id_from_proto(&response.last_log_id),
@@ -208,8 +233,9 @@ pub fn vote_response_from_proto(
     ))
 }
 
-pub fn append_request_to_proto(
-    request: &AppendEntriesRequest<MetaTypes>,
+pub fn append_request_to_proto<C: Ids>(
+    request: &AppendEntriesRequest<C>,
+    entry_to_proto: impl Fn(&C::Entry) -> pb::Entry,
 ) -> pb::AppendEntriesRequest {
     pb::AppendEntriesRequest {
         vote: Some(vote_to_proto(&request.vote)),
@@ -219,9 +245,10 @@ pub fn append_request_to_proto(
     }
 }
 
-pub fn append_request_from_proto(
+pub fn append_request_from_proto<C: Ids>(
     request: pb::AppendEntriesRequest,
-) -> Result<AppendEntriesRequest<MetaTypes>, DecodeError> {
+    entry_from_proto: impl Fn(pb::Entry) -> Result<C::Entry, DecodeError>,
+) -> Result<AppendEntriesRequest<C>, DecodeError> {
     Ok(AppendEntriesRequest {
         vote: required_vote(&request.vote, "AppendEntriesRequest")?,
         prev_log_id: opt_log_id_from_proto(&request.prev_log_id),
@@ -234,8 +261,8 @@ pub fn append_request_from_proto(
     })
 }
 
-pub fn append_response_to_proto(
-    response: &AppendEntriesResponse<MetaTypes>,
+pub fn append_response_to_proto<C: Ids>(
+    response: &AppendEntriesResponse<C>,
 ) -> pb::AppendEntriesResponse {
     use pb::append_entries_response::Result as Outcome;
     let result = match response {
@@ -253,9 +280,9 @@ pub fn append_response_to_proto(
     }
 }
 
-pub fn append_response_from_proto(
+pub fn append_response_from_proto<C: Ids>(
     response: &pb::AppendEntriesResponse,
-) -> Result<AppendEntriesResponse<MetaTypes>, DecodeError> {
+) -> Result<AppendEntriesResponse<C>, DecodeError> {
     use pb::append_entries_response::Result as Outcome;
     Ok(
         match response
@@ -305,15 +332,15 @@ pub fn snapshot_request_to_proto(
     }
 }
 
-pub fn snapshot_response_to_proto(response: &SnapshotResponse<MetaTypes>) -> pb::SnapshotResponse {
+pub fn snapshot_response_to_proto<C: Ids>(response: &SnapshotResponse<C>) -> pb::SnapshotResponse {
     pb::SnapshotResponse {
         vote: Some(vote_to_proto(&response.vote)),
     }
 }
 
-pub fn snapshot_response_from_proto(
+pub fn snapshot_response_from_proto<C: Ids>(
     response: &pb::SnapshotResponse,
-) -> Result<SnapshotResponse<MetaTypes>, DecodeError> {
+) -> Result<SnapshotResponse<C>, DecodeError> {
     Ok(SnapshotResponse::new(required_vote(
         &response.vote,
         "SnapshotResponse",
@@ -415,8 +442,11 @@ mod tests {
             entries: entries(),
             leader_commit: Some(log_id(1, 1, 2)),
         };
-        let back = append_request_from_proto(through_bytes(append_request_to_proto(&request)))
-            .expect("converts");
+        let back = append_request_from_proto::<MetaTypes>(
+            through_bytes(append_request_to_proto(&request, entry_to_proto)),
+            entry_from_proto,
+        )
+        .expect("converts");
         assert_eq!(back.vote, request.vote);
         assert_eq!(back.prev_log_id, request.prev_log_id);
         assert_eq!(back.entries, request.entries);

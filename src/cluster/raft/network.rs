@@ -27,7 +27,7 @@ pub const RPC_DEADLINE: Duration = Duration::from_secs(1);
 pub const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A failure to carry or understand one RPC.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CallError {
     /// The transport could not deliver the call or bring back a reply.
     #[error("transport: {0}")]
@@ -146,7 +146,10 @@ impl RaftNetworkV2<MetaTypes> for Connection {
         rpc: AppendEntriesRequest<MetaTypes>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<MetaTypes>, RPCError<MetaTypes>> {
-        let request = pb::raft_request::Request::Append(convert::append_request_to_proto(&rpc));
+        let request = pb::raft_request::Request::Append(convert::append_request_to_proto(
+            &rpc,
+            convert::entry_to_proto,
+        ));
         match self.call(request, RPC_DEADLINE).await? {
             pb::raft_response::Response::Append(response) => {
                 convert::append_response_from_proto(&response).map_err(malformed)

@@ -1,25 +1,36 @@
-//! The Raft groups that replicate slots (one per slot, over the slot's island): their type
-//! configuration, entries and the log engine they share. Not wired to the mailbox service yet:
-//! this is the replication core the slot groups are built on.
+//! The Raft groups that replicate slots (over the slot's island): their type configuration,
+//! entries, the log engine they share, their state machine (the node's [`SlotApplier`]), their
+//! coalesced network and [`SlotGroups`], the runtime that starts them, takes proposals, serves
+//! peers and keeps leaders where their groups prefer.
 //!
 //! An entry's application data is a [`SlotCommand`]: mailbox records in the order the slot's
 //! worker made them (many per entry: the worker's group commit), the same records the journal
 //! holds today, so a follower applies exactly what recovery replays.
 
+mod coalesce;
 mod convert;
+pub mod groups;
 pub mod log_engine;
+mod network;
+pub mod state_machine;
+pub mod telemetry;
 
 use std::fmt;
 
 use bytes::Bytes;
 
+pub use groups::{SlotError, SlotGroups, SlotGroupsConfig};
 pub use log_engine::{GroupLog, LogEngine, LogEngineError};
+pub use state_machine::SlotApplier;
 
 /// The mailbox records of one entry of a slot group's log, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SlotCommand {
     /// `tern.storage.v1.MailboxRecord`s.
     pub records: Vec<Bytes>,
+    /// The incarnation of the process that proposed it: that process's state already holds
+    /// the records, every other applies them.
+    pub origin: u64,
 }
 
 impl fmt::Display for SlotCommand {
@@ -36,7 +47,11 @@ openraft::declare_raft_types!(
         R = (),
         NodeId = u64,
         Node = openraft::BasicNode,
+        AsyncRuntime = super::runtime::MetaRuntime,
 );
 
 #[cfg(test)]
 mod conformance;
+
+#[cfg(test)]
+mod tests;

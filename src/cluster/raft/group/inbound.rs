@@ -49,7 +49,8 @@ impl Shared {
                 Response::Vote(convert::vote_response_to_proto(&response))
             }
             Request::Append(append) => {
-                let append = convert::append_request_from_proto(append).map_err(malformed)?;
+                let append = convert::append_request_from_proto(append, convert::entry_from_proto)
+                    .map_err(malformed)?;
                 let response = self.raft.append_entries(append).await.map_err(stopped)?;
                 Response::Append(convert::append_response_to_proto(&response))
             }

@@ -50,6 +50,7 @@ impl RaftSnapshotBuilder<SlotTypes> for Records {
             snapshot: Bytes::from(
                 pb::SlotCommand {
                     records: applied.records.clone(),
+                    origin: 0,
                 }
                 .encode_to_vec(),
             ),

@@ -20,6 +20,7 @@ pub fn entry_to_proto(entry: &SlotEntry) -> pb::Entry {
         EntryPayload::Blank => Payload::Blank(pb::Blank {}),
         EntryPayload::Normal(command) => Payload::Slot(pb::SlotCommand {
             records: command.records.clone(),
+            origin: command.origin,
         }),
         EntryPayload::Membership(membership) => {
             Payload::Membership(membership_to_proto(membership))
@@ -46,6 +47,7 @@ pub fn entry_from_proto(entry: pb::Entry) -> Result<SlotEntry, DecodeError> {
         Payload::Blank(_) => EntryPayload::Blank,
         Payload::Slot(command) => EntryPayload::Normal(SlotCommand {
             records: command.records,
+            origin: command.origin,
         }),
         Payload::Membership(membership) => {
             EntryPayload::Membership(membership_from_proto(&membership)?)

@@ -383,6 +383,7 @@ mod tests {
             }),
             payload: EntryPayload::Normal(SlotCommand {
                 records: vec![Bytes::from(text.to_owned())],
+                origin: 0,
             }),
         }
     }

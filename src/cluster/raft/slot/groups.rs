@@ -1,0 +1,516 @@
+//! [`SlotGroups`]: this node's members of the slot groups. Starts one openraft instance per
+//! group the node is a member of, all over the node's one [`LogEngine`] and its coalesced
+//! network; commits proposals (a proposal returns once a majority has it on disk and this
+//! node applied it); serves the groups' inbound batches; and runs one ticker for all groups.
+//!
+//! The ticker sends every led group's heartbeat at the same instant (openraft's own heartbeat
+//! timers are off), so the coalescer carries them to each peer in one call; and it hands a
+//! group's leadership back to the member the group prefers once that member is up and caught
+//! up (a transfer, not an election), which is what spreads leaders over an island.
+//!
+//! Supervision: the ticker task and every group's openraft tasks stop on
+//! [`SlotGroups::shutdown`] (the ticker also when the groups are dropped).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Instant as _, Raft, ServerState, SnapshotPolicy};
+use prost::Message;
+use tokio::task::JoinHandle;
+
+use super::coalesce::Coalescer;
+use super::network::SlotNetwork;
+use super::state_machine::{SlotApplier, SlotStateMachine};
+use super::telemetry;
+use super::{LogEngine, SlotCommand, SlotTypes};
+use crate::cluster::raft::network::SNAPSHOT_DEADLINE;
+use crate::cluster::raft::transport::RaftTransport;
+use crate::cluster::raft::{convert, runtime};
+use crate::proto::mesh as pb;
+
+/// Heartbeats between two looks at where a group's leadership should be.
+const PLACEMENT_EVERY: u64 = 4;
+/// Election timeouts a member that is not a group's preferred leader waits before it
+/// initializes the group itself (the preferred leader may never come).
+const FOUNDING_PATIENCE: u32 = 3;
+
+/// Settings of one node's slot groups.
+#[derive(Clone, Debug)]
+pub struct SlotGroupsConfig {
+    /// This node's id.
+    pub node: u64,
+    /// This process's incarnation (distinct on every start): entries it proposed are already
+    /// in its state.
+    pub incarnation: u64,
+    /// Leader heartbeat interval (every group's, sent together).
+    pub heartbeat: Duration,
+    /// Election timeout, lower bound.
+    pub election_timeout_min: Duration,
+    /// Election timeout, upper bound.
+    pub election_timeout_max: Duration,
+    /// Seeds openraft's random draws in simulations; `None` draws from the OS.
+    pub rng_seed: Option<u64>,
+}
+
+impl SlotGroupsConfig {
+    /// The defaults: heartbeat 100 ms, election timeout 1-2 s.
+    pub fn new(node: u64, incarnation: u64) -> SlotGroupsConfig {
+        SlotGroupsConfig {
+            node,
+            incarnation,
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            rng_seed: None,
+        }
+    }
+}
+
+/// Why a slot group could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    /// This node is not a member of the group.
+    #[error("slot group {0} is not on this node")]
+    UnknownGroup(u64),
+    /// Another member leads the group (the one named, when known): ask it.
+    #[error("slot group {group} is led by {leader:?}, not this node")]
+    NotLeader {
+        /// The group.
+        group: u64,
+        /// Its leader, when known.
+        leader: Option<u64>,
+    },
+    /// The group's openraft stopped, or the proposal's fate is unknown.
+    #[error("slot group {group}: {reason}")]
+    Failed {
+        /// The group.
+        group: u64,
+        /// Why.
+        reason: String,
+    },
+    /// openraft refused the configuration.
+    #[error("slot raft config: {0}")]
+    Config(String),
+}
+
+/// One group on this node.
+struct Member {
+    raft: Raft<SlotTypes, SlotStateMachine>,
+    /// The member that should lead while it is up.
+    preferred: u64,
+}
+
+struct Inner {
+    config: SlotGroupsConfig,
+    raft_config: Arc<Config>,
+    engine: Arc<LogEngine>,
+    coalescer: Arc<Coalescer>,
+    applier: Arc<dyn SlotApplier>,
+    groups: RwLock<HashMap<u64, Arc<Member>>>,
+    /// Serializes [`SlotGroups::join`]: one openraft instance per group.
+    joining: tokio::sync::Mutex<()>,
+}
+
+/// This node's members of the slot groups.
+pub struct SlotGroups {
+    inner: Arc<Inner>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl SlotGroups {
+    /// Slot groups over `engine`, sending through `transport` and applying to `applier`; none
+    /// is joined yet.
+    pub fn start(
+        config: SlotGroupsConfig,
+        engine: Arc<LogEngine>,
+        transport: Arc<dyn RaftTransport>,
+        applier: Arc<dyn SlotApplier>,
+    ) -> Result<SlotGroups, SlotError> {
+        let raft_config = Config {
+            cluster_name: "tern-slot".into(),
+            heartbeat_interval: millis(config.heartbeat),
+            election_timeout_min: millis(config.election_timeout_min),
+            election_timeout_max: millis(config.election_timeout_max),
+            install_snapshot_timeout: millis(SNAPSHOT_DEADLINE),
+            // The ticker sends every group's heartbeat at once.
+            enable_heartbeat: false,
+            // The log is released by compaction after write-back, never by openraft alone.
+            snapshot_policy: SnapshotPolicy::Never,
+            api_channel_size: Some(4096),
+            notification_channel_size: Some(4096),
+            enable_pre_vote: Some(true),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|error| SlotError::Config(error.to_string()))?;
+        let inner = Arc::new(Inner {
+            config,
+            raft_config: Arc::new(raft_config),
+            engine,
+            coalescer: Arc::new(Coalescer::new(transport)),
+            applier,
+            groups: RwLock::new(HashMap::new()),
+            joining: tokio::sync::Mutex::new(()),
+        });
+        let ticker = tokio::spawn(tick(Arc::downgrade(&inner)));
+        Ok(SlotGroups {
+            inner,
+            tasks: std::sync::Mutex::new(vec![ticker]),
+        })
+    }
+
+    /// Joins `group`, whose voters are `members` and whose preferred leader is `preferred`:
+    /// starts its openraft over this node's log of the group. The preferred leader founds the
+    /// group when it has no log yet; another member founds it only if it is still unfounded
+    /// after a few election timeouts. Joining a group already joined does nothing.
+    pub async fn join(&self, group: u64, members: &[u64], preferred: u64) -> Result<(), SlotError> {
+        let _joining = self.inner.joining.lock().await;
+        if self.inner.member(group).is_some() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let state_machine =
+            SlotStateMachine::new(group, inner.config.incarnation, inner.applier.clone());
+        let raft = Raft::new(
+            inner.config.node,
+            inner.raft_config.clone(),
+            SlotNetwork::new(group, inner.coalescer.clone()),
+            inner.engine.group(group),
+            state_machine,
+        );
+        let raft = match inner.config.rng_seed {
+            Some(seed) => runtime::seeded(seed ^ group.wrapping_mul(0x9e37_79b9), raft).await,
+            None => raft.await,
+        }
+        .map_err(|error| failed(group, error))?;
+        let voters: BTreeMap<u64, BasicNode> = members
+            .iter()
+            .map(|id| (*id, BasicNode::default()))
+            .collect();
+        let wait = if preferred == inner.config.node {
+            Duration::ZERO
+        } else {
+            inner.config.election_timeout_max * FOUNDING_PATIENCE
+        };
+        let founder = raft.clone();
+        let founding = tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Ok(false) = founder.is_initialized().await {
+                // Refused when another member's founding entry arrived meanwhile: fine.
+                let _ = founder.initialize(voters).await;
+            }
+        });
+        self.tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(founding);
+        inner
+            .groups
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(group, Arc::new(Member { raft, preferred }));
+        Ok(())
+    }
+
+    /// Commits `records` as one entry of `group`; returns the entry's log index once a
+    /// majority has it on disk and this node applied it. Only the leader takes proposals.
+    pub async fn propose(&self, group: u64, records: Vec<Bytes>) -> Result<u64, SlotError> {
+        let member = self
+            .inner
+            .member(group)
+            .ok_or(SlotError::UnknownGroup(group))?;
+        let command = SlotCommand {
+            records,
+            origin: self.inner.config.incarnation,
+        };
+        match member.raft.client_write(command).await {
+            Ok(response) => {
+                metrics::counter!(telemetry::COMMITTED).increment(1);
+                Ok(response.log_id.index)
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                metrics::counter!(telemetry::FAILED, "reason" => "not_leader").increment(1);
+                Err(SlotError::NotLeader {
+                    group,
+                    leader: forward.leader_id,
+                })
+            }
+            Err(error) => {
+                metrics::counter!(telemetry::FAILED, "reason" => "failed").increment(1);
+                Err(failed(group, error))
+            }
+        }
+    }
+
+    /// The leader of `group` this node knows of.
+    pub fn leader(&self, group: u64) -> Option<u64> {
+        self.inner
+            .member(group)
+            .and_then(|member| member.raft.metrics().borrow_watched().current_leader)
+    }
+
+    /// The groups this node leads now, in order.
+    pub fn led(&self) -> Vec<u64> {
+        let mut led: Vec<u64> = self
+            .inner
+            .members()
+            .into_iter()
+            .filter(|(_, member)| member.raft.is_leader())
+            .map(|(group, _)| group)
+            .collect();
+        led.sort_unstable();
+        led
+    }
+
+    /// The index of the last entry of `group` this node applied.
+    pub fn applied(&self, group: u64) -> Option<u64> {
+        self.inner.member(group).and_then(|member| {
+            member
+                .raft
+                .metrics()
+                .borrow_watched()
+                .last_applied
+                .map(|log_id| log_id.index)
+        })
+    }
+
+    /// Calls and requests sent to peers so far.
+    pub fn sent(&self) -> (u64, u64) {
+        let stats = self.inner.coalescer.stats();
+        (
+            stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+            stats.rpcs.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Serves one inbound `SlotBatch` from a peer: every request goes to its group's openraft
+    /// (all at once), and the responses come back in the batch's order.
+    pub async fn handle(&self, _from: u64, payload: Bytes) -> Result<Bytes, String> {
+        let batch = pb::SlotBatch::decode(payload).map_err(|error| error.to_string())?;
+        let responses = join_all(
+            batch
+                .rpcs
+                .into_iter()
+                .map(|rpc| self.inner.serve(rpc.group, rpc.request)),
+        )
+        .await;
+        let responses = responses
+            .into_iter()
+            .map(|response| pb::RaftResponse {
+                response: Some(response),
+            })
+            .collect();
+        Ok(Bytes::from(
+            pb::SlotBatchReply { responses }.encode_to_vec(),
+        ))
+    }
+
+    /// Stops the ticker and every group's openraft (no leadership hand-over).
+    pub async fn shutdown(&self) {
+        let tasks = std::mem::take(
+            &mut *self
+                .tasks
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+        for (group, member) in self.inner.members() {
+            if let Err(error) = member.raft.shutdown().await {
+                tracing::warn!(group, %error, "slot raft shutdown");
+            }
+        }
+    }
+}
+
+impl Drop for SlotGroups {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn member(&self, group: u64) -> Option<Arc<Member>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    fn members(&self) -> Vec<(u64, Arc<Member>)> {
+        self.groups
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+            .map(|(group, member)| (*group, member.clone()))
+            .collect()
+    }
+
+    /// One request of an inbound batch.
+    async fn serve(
+        &self,
+        group: u64,
+        request: Option<pb::RaftRequest>,
+    ) -> pb::raft_response::Response {
+        use pb::raft_request::Request;
+        use pb::raft_response::Response;
+        let Some(member) = self.member(group) else {
+            return failure(format!("slot group {group} is not on this node"));
+        };
+        let Some(request) = request.and_then(|request| request.request) else {
+            return failure("empty request");
+        };
+        let raft = &member.raft;
+        let outcome: Result<Response, String> = async {
+            Ok(match request {
+                Request::Vote(vote) => {
+                    let vote = convert::vote_request_from_proto(&vote).map_err(text)?;
+                    Response::Vote(convert::vote_response_to_proto(
+                        &raft.vote(vote).await.map_err(text)?,
+                    ))
+                }
+                Request::PreVote(vote) => {
+                    let vote = convert::vote_request_from_proto(&vote).map_err(text)?;
+                    Response::Vote(convert::vote_response_to_proto(
+                        &raft.pre_vote(vote).await.map_err(text)?,
+                    ))
+                }
+                Request::Append(append) => {
+                    let append = convert::append_request_from_proto(
+                        append,
+                        super::convert::entry_from_proto,
+                    )
+                    .map_err(text)?;
+                    Response::Append(convert::append_response_to_proto(
+                        &raft.append_entries(append).await.map_err(text)?,
+                    ))
+                }
+                Request::Snapshot(snapshot) => {
+                    let vote = snapshot.vote.as_ref().ok_or("snapshot without vote")?;
+                    let vote = convert::vote_from_proto(vote);
+                    let meta = snapshot.meta.as_ref().ok_or("snapshot without meta")?;
+                    let meta = convert::snapshot_meta_from_proto(meta).map_err(text)?;
+                    let snapshot = openraft::type_config::alias::SnapshotOf::<SlotTypes, Bytes> {
+                        meta,
+                        snapshot: snapshot.data,
+                    };
+                    Response::Snapshot(convert::snapshot_response_to_proto(
+                        &raft
+                            .install_full_snapshot(vote, snapshot)
+                            .await
+                            .map_err(text)?,
+                    ))
+                }
+                _ => return Err("not a slot group request".to_owned()),
+            })
+        }
+        .await;
+        outcome.unwrap_or_else(failure)
+    }
+}
+
+/// Every heartbeat: the heartbeats of all led groups together; every few: leadership back to
+/// preferred members that are up and caught up; the led-groups gauge.
+async fn tick(inner: std::sync::Weak<Inner>) {
+    let Some(heartbeat) = inner.upgrade().map(|inner| inner.config.heartbeat) else {
+        return;
+    };
+    let mut interval = tokio::time::interval(heartbeat);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        interval.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        ticks += 1;
+        let mut led = 0;
+        for (group, member) in inner.members() {
+            if !member.raft.is_leader() {
+                continue;
+            }
+            led += 1;
+            let _ = member.raft.trigger().heartbeat().await;
+            if ticks.is_multiple_of(PLACEMENT_EVERY) {
+                hand_back(&inner, group, &member).await;
+            }
+        }
+        metrics::gauge!(telemetry::LED).set(f64::from(led));
+    }
+}
+
+/// Hands `group`'s leadership to its preferred member when that member acknowledged the last
+/// heartbeat and holds every entry this leader has.
+async fn hand_back(inner: &Inner, group: u64, member: &Member) {
+    let me = inner.config.node;
+    if member.preferred == me {
+        return;
+    }
+    let ready = {
+        let metrics = member.raft.metrics().borrow_watched().clone();
+        let caught_up = metrics
+            .replication
+            .as_ref()
+            .and_then(|replication| replication.get(&member.preferred).copied().flatten())
+            .map(|matched| Some(matched.index) >= metrics.last_log_index)
+            .unwrap_or(false);
+        let alive = metrics
+            .heartbeat
+            .as_ref()
+            .and_then(|heartbeat| heartbeat.get(&member.preferred).copied().flatten())
+            .is_some_and(|acked| acked.elapsed() < inner.config.heartbeat * 3);
+        metrics.state == ServerState::Leader && caught_up && alive
+    };
+    if ready
+        && member
+            .raft
+            .trigger()
+            .transfer_leader(member.preferred)
+            .await
+            .is_ok()
+    {
+        metrics::counter!(telemetry::TRANSFERS).increment(1);
+        tracing::info!(
+            group,
+            to = member.preferred,
+            "slot group leadership handed back"
+        );
+    }
+}
+
+fn failed(group: u64, error: impl std::fmt::Display) -> SlotError {
+    SlotError::Failed {
+        group,
+        reason: error.to_string(),
+    }
+}
+
+fn text(error: impl std::fmt::Display) -> String {
+    error.to_string()
+}
+
+fn failure(message: impl std::fmt::Display) -> pb::raft_response::Response {
+    pb::raft_response::Response::Failure(pb::RaftFailure {
+        message: message.to_string(),
+        leader: None,
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,170 @@
+//! openraft's network for one slot group: its RPCs go through the node's [`Coalescer`], which
+//! carries the RPCs of every group bound for the same peer together.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::type_config::alias::{SnapshotOf, VoteOf};
+use openraft::{BasicNode, RaftNetworkV2};
+
+use super::SlotTypes;
+use super::coalesce::Coalescer;
+use super::convert as slot_convert;
+use crate::cluster::raft::convert;
+use crate::cluster::raft::network::{CallError, RPC_DEADLINE, SNAPSHOT_DEADLINE};
+use crate::proto::mesh as pb;
+
+type Response = pb::raft_response::Response;
+
+/// Makes the connections of one slot group.
+pub struct SlotNetwork {
+    group: u64,
+    coalescer: Arc<Coalescer>,
+}
+
+impl SlotNetwork {
+    /// The network of `group` over `coalescer`.
+    pub fn new(group: u64, coalescer: Arc<Coalescer>) -> SlotNetwork {
+        SlotNetwork { group, coalescer }
+    }
+}
+
+/// One slot group's RPCs to one peer.
+pub struct SlotConnection {
+    group: u64,
+    target: u64,
+    coalescer: Arc<Coalescer>,
+}
+
+fn to_rpc_error(error: CallError) -> RPCError<SlotTypes> {
+    match error {
+        CallError::Transport(_) => RPCError::Unreachable(Unreachable::new(&error)),
+        CallError::Malformed(_) | CallError::Remote(_) => {
+            RPCError::Network(NetworkError::new(&error))
+        }
+    }
+}
+
+fn malformed(error: impl std::fmt::Display) -> RPCError<SlotTypes> {
+    to_rpc_error(CallError::Malformed(error.to_string()))
+}
+
+fn unexpected() -> RPCError<SlotTypes> {
+    malformed("reply of another kind")
+}
+
+impl SlotConnection {
+    async fn call(
+        &self,
+        request: pb::raft_request::Request,
+        deadline: std::time::Duration,
+    ) -> Result<Response, RPCError<SlotTypes>> {
+        self.coalescer
+            .call(self.target, self.group, request, deadline)
+            .await
+            .map_err(to_rpc_error)
+    }
+
+    async fn ballot(
+        &self,
+        request: pb::raft_request::Request,
+        option: RPCOption,
+    ) -> Result<VoteResponse<SlotTypes>, RPCError<SlotTypes>> {
+        match self
+            .call(request, option.soft_ttl().min(RPC_DEADLINE))
+            .await?
+        {
+            Response::Vote(response) => {
+                convert::vote_response_from_proto(&response).map_err(malformed)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+impl RaftNetworkFactory<SlotTypes> for SlotNetwork {
+    type Network = SlotConnection;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> SlotConnection {
+        SlotConnection {
+            group: self.group,
+            target,
+            coalescer: self.coalescer.clone(),
+        }
+    }
+}
+
+impl RaftNetworkV2<SlotTypes> for SlotConnection {
+    type SnapshotData = Bytes;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<SlotTypes>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<SlotTypes>, RPCError<SlotTypes>> {
+        let request = pb::raft_request::Request::Append(convert::append_request_to_proto(
+            &rpc,
+            slot_convert::entry_to_proto,
+        ));
+        match self.call(request, RPC_DEADLINE).await? {
+            Response::Append(response) => {
+                convert::append_response_from_proto(&response).map_err(malformed)
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<SlotTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<SlotTypes>, RPCError<SlotTypes>> {
+        let request = pb::raft_request::Request::Vote(convert::vote_request_to_proto(&rpc));
+        self.ballot(request, option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<SlotTypes>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<SlotTypes>, RPCError<SlotTypes>> {
+        let request = pb::raft_request::Request::PreVote(convert::vote_request_to_proto(&rpc));
+        self.ballot(request, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: VoteOf<SlotTypes>,
+        snapshot: SnapshotOf<SlotTypes, Bytes>,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<SlotTypes>, StreamingError<SlotTypes>> {
+        let request = pb::raft_request::Request::Snapshot(convert::snapshot_request_to_proto(
+            &vote,
+            &snapshot.meta,
+            snapshot.snapshot,
+        ));
+        let response = tokio::select! {
+            biased;
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            response = self.call(request, SNAPSHOT_DEADLINE) => response,
+        };
+        let to_streaming = |error: RPCError<SlotTypes>| match error {
+            RPCError::Unreachable(error) => StreamingError::Unreachable(error),
+            RPCError::Timeout(error) => StreamingError::Timeout(error),
+            RPCError::Network(error) => StreamingError::Network(error),
+            other => StreamingError::Network(NetworkError::new(&other)),
+        };
+        match response.map_err(to_streaming)? {
+            Response::Snapshot(response) => convert::snapshot_response_from_proto(&response)
+                .map_err(|error| to_streaming(malformed(error))),
+            _ => Err(to_streaming(unexpected())),
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The slot groups' metrics: what their coalesced network carries and how their proposals end.
+
+use metrics::Unit;
+
+/// Calls that carried slot groups' Raft requests to peers (one per batch).
+pub const BATCHES: &str = "tern_slot_raft_batches_total";
+/// Slot groups' Raft requests carried in those calls.
+pub const RPCS: &str = "tern_slot_raft_rpcs_total";
+/// Proposals committed by a majority of their slot group.
+pub const COMMITTED: &str = "tern_slot_proposals_committed_total";
+/// Proposals that failed (not the leader, stopped), by `reason`.
+pub const FAILED: &str = "tern_slot_proposals_failed_total";
+/// Slot groups this node leads.
+pub const LED: &str = "tern_slot_groups_led";
+/// Leaderships handed to the member a group prefers.
+pub const TRANSFERS: &str = "tern_slot_leader_transfers_total";
+
+/// Registers descriptions and units of the slot groups' metrics with the installed recorder.
+pub fn describe() {
+    metrics::describe_counter!(
+        BATCHES,
+        Unit::Count,
+        "Calls carrying slot groups' Raft requests to a peer (one per batch)."
+    );
+    metrics::describe_counter!(
+        RPCS,
+        Unit::Count,
+        "Slot groups' Raft requests sent to peers."
+    );
+    metrics::describe_counter!(
+        COMMITTED,
+        Unit::Count,
+        "Slot group proposals committed by a majority."
+    );
+    metrics::describe_counter!(FAILED, Unit::Count, "Slot group proposals that failed.");
+    metrics::describe_gauge!(LED, Unit::Count, "Slot groups this node leads.");
+    metrics::describe_counter!(
+        TRANSFERS,
+        Unit::Count,
+        "Slot group leaderships handed to the member the group prefers."
+    );
+}

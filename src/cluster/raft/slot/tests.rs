@@ -1,0 +1,385 @@
+//! Slot groups of three nodes in one process, over an in-memory transport that can cut any
+//! direction between two nodes, each node with its own log engine on disk.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use super::state_machine::SlotApplier;
+use super::{LogEngine, SlotCommand, SlotError, SlotGroups, SlotGroupsConfig};
+use crate::cluster::raft::transport::RaftTransport;
+use crate::journal::JournalConfig;
+
+/// One group's applied entries: (index, records).
+type AppliedLog = Vec<(u64, Vec<Bytes>)>;
+
+/// Records every applied entry, per group.
+#[derive(Default)]
+pub(super) struct Recorded {
+    applied: Mutex<HashMap<u64, AppliedLog>>,
+}
+
+impl Recorded {
+    pub(super) fn of(&self, group: u64) -> AppliedLog {
+        self.applied
+            .lock()
+            .expect("lock")
+            .get(&group)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl SlotApplier for Recorded {
+    fn apply(&self, group: u64, index: u64, command: &SlotCommand, _local: bool) {
+        let mut applied = self.applied.lock().expect("lock");
+        let log = applied.entry(group).or_default();
+        // Re-applied after a restart: the same index, the same records.
+        if log.last().is_some_and(|(last, _)| *last >= index) {
+            return;
+        }
+        log.push((index, command.records.clone()));
+    }
+
+    fn snapshot(&self, _group: u64) -> Bytes {
+        Bytes::new()
+    }
+
+    fn install(&self, _group: u64, _snapshot: &Bytes) -> Result<(), String> {
+        Err("snapshots are not used here".into())
+    }
+}
+
+/// The nodes, and which directions are cut.
+#[derive(Default)]
+pub(super) struct Net {
+    nodes: Mutex<HashMap<u64, Weak<SlotGroups>>>,
+    cut: Mutex<HashSet<(u64, u64)>>,
+}
+
+impl Net {
+    pub(super) fn cut(&self, from: u64, to: u64) {
+        self.cut.lock().expect("lock").insert((from, to));
+    }
+
+    pub(super) fn isolate(&self, node: u64, others: &[u64]) {
+        for other in others {
+            self.cut(node, *other);
+            self.cut(*other, node);
+        }
+    }
+
+    pub(super) fn heal(&self) {
+        self.cut.lock().expect("lock").clear();
+    }
+
+    fn is_cut(&self, from: u64, to: u64) -> bool {
+        self.cut.lock().expect("lock").contains(&(from, to))
+    }
+}
+
+struct Link {
+    me: u64,
+    net: Arc<Net>,
+}
+
+impl RaftTransport for Link {
+    fn call(
+        &self,
+        peer: u64,
+        payload: Bytes,
+        deadline: Duration,
+    ) -> BoxFuture<'static, Result<Bytes, String>> {
+        let (me, net) = (self.me, self.net.clone());
+        Box::pin(async move {
+            let target = net.nodes.lock().expect("lock").get(&peer).cloned();
+            let target = target.and_then(|target| target.upgrade());
+            let Some(target) = target.filter(|_| !net.is_cut(me, peer)) else {
+                tokio::time::sleep(deadline.min(Duration::from_millis(50))).await;
+                return Err(format!("node {peer} unreachable"));
+            };
+            let reply = target.handle(me, payload).await;
+            if net.is_cut(peer, me) {
+                return Err(format!("reply from node {peer} lost"));
+            }
+            reply
+        })
+    }
+}
+
+/// One node: its slot groups and where its log lives.
+pub(super) struct Node {
+    pub(super) id: u64,
+    pub(super) groups: Arc<SlotGroups>,
+    pub(super) applied: Arc<Recorded>,
+    dir: PathBuf,
+}
+
+pub(super) fn config(dir: &Path) -> JournalConfig {
+    let mut config = JournalConfig::new(dir.to_path_buf());
+    config.segment_bytes = 1 << 20;
+    config
+}
+
+/// Starts node `id` over the log in `dir` and joins `groups` (group -> preferred leader),
+/// every group over `members`.
+pub(super) async fn start(
+    net: &Arc<Net>,
+    id: u64,
+    dir: &Path,
+    members: &[u64],
+    groups: &[(u64, u64)],
+    incarnation: u64,
+) -> Node {
+    let engine = LogEngine::open(config(dir)).expect("opens the log");
+    let applied = Arc::new(Recorded::default());
+    let mut settings = SlotGroupsConfig::new(id, incarnation);
+    settings.heartbeat = Duration::from_millis(50);
+    settings.election_timeout_min = Duration::from_millis(400);
+    settings.election_timeout_max = Duration::from_millis(800);
+    let slot_groups = Arc::new(
+        SlotGroups::start(
+            settings,
+            engine,
+            Arc::new(Link {
+                me: id,
+                net: net.clone(),
+            }),
+            applied.clone(),
+        )
+        .expect("starts"),
+    );
+    net.nodes
+        .lock()
+        .expect("lock")
+        .insert(id, Arc::downgrade(&slot_groups));
+    for (group, preferred) in groups {
+        slot_groups
+            .join(*group, members, *preferred)
+            .await
+            .expect("joins");
+    }
+    Node {
+        id,
+        groups: slot_groups,
+        applied,
+        dir: dir.to_path_buf(),
+    }
+}
+
+impl Node {
+    /// Stops the node as a crash would (its openraft tasks end, nothing handed over).
+    pub(super) async fn crash(self, net: &Net) -> PathBuf {
+        net.nodes.lock().expect("lock").remove(&self.id);
+        self.groups.shutdown().await;
+        self.dir
+    }
+}
+
+/// Waits until `check` holds, polling.
+pub(super) async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..400 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+/// The leader of `group` that every live node agrees on.
+pub(super) fn agreed_leader(nodes: &[&Node], group: u64) -> Option<u64> {
+    let leader = nodes[0].groups.leader(group)?;
+    let agreed = nodes
+        .iter()
+        .all(|node| node.groups.leader(group) == Some(leader));
+    let leads = nodes
+        .iter()
+        .any(|node| node.id == leader && node.groups.led().contains(&group));
+    (agreed && leads).then_some(leader)
+}
+
+/// Proposes `text` to `group` on whichever live node leads it, retrying while none does.
+pub(super) async fn commit(nodes: &[&Node], group: u64, text: String) -> u64 {
+    for _ in 0..400 {
+        for node in nodes {
+            match node
+                .groups
+                .propose(group, vec![Bytes::from(text.clone())])
+                .await
+            {
+                Ok(index) => return index,
+                Err(SlotError::NotLeader { .. } | SlotError::Failed { .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no leader of group {group} committed {text}");
+}
+
+const MEMBERS: [u64; 3] = [1, 2, 3];
+
+/// 24 groups, each node the preferred leader of 8.
+fn groups() -> Vec<(u64, u64)> {
+    (0..24)
+        .map(|group| (group, MEMBERS[group as usize % 3]))
+        .collect()
+}
+
+async fn three(net: &Arc<Net>, dirs: &[tempfile::TempDir]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for (i, id) in MEMBERS.iter().enumerate() {
+        nodes.push(start(net, *id, dirs[i].path(), &MEMBERS, &groups(), *id).await);
+    }
+    nodes
+}
+
+fn leaders_spread(nodes: &[&Node], groups: &[(u64, u64)]) -> bool {
+    groups
+        .iter()
+        .all(|(group, preferred)| agreed_leader(nodes, *group) == Some(*preferred))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_spread_and_idle_groups_share_one_call_per_peer_per_heartbeat() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let net = Arc::new(Net::default());
+    let nodes = three(&net, &dirs).await;
+    let refs: Vec<&Node> = nodes.iter().collect();
+    until("every group is led by the node it prefers", || {
+        leaders_spread(&refs, &groups())
+    })
+    .await;
+    for node in &nodes {
+        assert_eq!(node.groups.led().len(), 8, "node {}", node.id);
+    }
+    let before: Vec<(u64, u64)> = nodes.iter().map(|node| node.groups.sent()).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (node, (batches, rpcs)) in nodes.iter().zip(before) {
+        let (batches_now, rpcs_now) = node.groups.sent();
+        let (batches, rpcs) = (batches_now - batches, rpcs_now - rpcs);
+        // 8 led groups x 2 peers per heartbeat: one call per group would make calls == rpcs;
+        // coalesced, it is one call per peer per heartbeat (80 calls for 640 requests here).
+        assert!(rpcs >= 16, "node {}: {rpcs} requests", node.id);
+        assert!(
+            batches * 4 <= rpcs,
+            "node {}: {batches} calls carried {rpcs} requests",
+            node.id
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_entries_survive_a_crashed_leader_and_it_takes_its_groups_back() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let net = Arc::new(Net::default());
+    let mut nodes = three(&net, &dirs).await;
+    {
+        let refs: Vec<&Node> = nodes.iter().collect();
+        until("leaders spread", || leaders_spread(&refs, &groups())).await;
+    }
+    let mut acked: Vec<(u64, u64, String)> = Vec::new();
+    for round in 0..3 {
+        for (group, _) in groups() {
+            let text = format!("g{group}-r{round}");
+            let refs: Vec<&Node> = nodes.iter().collect();
+            acked.push((group, commit(&refs, group, text.clone()).await, text));
+        }
+    }
+    // Node 1 leads groups 0, 3, 6, ...: it crashes; its groups elect among nodes 2 and 3.
+    let crashed = nodes.remove(0);
+    let dir = crashed.crash(&net).await;
+    for round in 3..6 {
+        for (group, _) in groups() {
+            let text = format!("g{group}-r{round}");
+            let refs: Vec<&Node> = nodes.iter().collect();
+            acked.push((group, commit(&refs, group, text.clone()).await, text));
+        }
+    }
+    // It comes back from its log, catches up, and gets its leaderships back by transfer.
+    nodes.insert(0, start(&net, 1, &dir, &MEMBERS, &groups(), 11).await);
+    let refs: Vec<&Node> = nodes.iter().collect();
+    until("the returned node leads its groups again", || {
+        leaders_spread(&refs, &groups())
+    })
+    .await;
+    let last = acked.iter().map(|(_, index, _)| *index).max().unwrap_or(0);
+    until("every node applied everything", || {
+        groups().iter().all(|(group, _)| {
+            let wanted = acked
+                .iter()
+                .filter(|(g, _, _)| g == group)
+                .map(|(_, index, _)| *index)
+                .max();
+            refs.iter()
+                .all(|node| node.groups.applied(*group) >= wanted)
+        })
+    })
+    .await;
+    assert!(last > 0);
+    for node in &nodes {
+        for (group, index, text) in &acked {
+            let log = node.applied.of(*group);
+            let found: Vec<_> = log
+                .iter()
+                .filter(|(_, records)| records.iter().any(|r| r == text.as_bytes()))
+                .collect();
+            assert_eq!(found.len(), 1, "node {}: {text} applied once", node.id);
+            assert_eq!(found[0].0, *index, "node {}: {text} at its index", node.id);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_acks_nothing_once_its_island_elected_another() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let net = Arc::new(Net::default());
+    let nodes = three(&net, &dirs).await;
+    let refs: Vec<&Node> = nodes.iter().collect();
+    until("leaders spread", || leaders_spread(&refs, &groups())).await;
+    let group = 0;
+    let old = &nodes[0];
+    assert_eq!(agreed_leader(&refs, group), Some(1));
+    net.isolate(1, &[2, 3]);
+    // The cut-off leader keeps taking proposals; none may ever be acked.
+    let cut_off = old.groups.clone();
+    let attempts = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..40 {
+            let proposal = cut_off.propose(group, vec![Bytes::from(format!("lost-{i}"))]);
+            if let Ok(Ok(index)) = tokio::time::timeout(Duration::from_millis(100), proposal).await
+            {
+                acked.push(index);
+            }
+        }
+        acked
+    });
+    let majority: Vec<&Node> = nodes[1..].iter().collect();
+    until("nodes 2 and 3 elect a leader of group 0", || {
+        agreed_leader(&majority, group).is_some_and(|leader| leader != 1)
+    })
+    .await;
+    let index = commit(&majority, group, "kept".into()).await;
+    assert!(
+        attempts.await.expect("joins").is_empty(),
+        "a cut-off leader acked"
+    );
+    net.heal();
+    until("node 1 follows and holds the new leader's entry", || {
+        old.groups.applied(group) >= Some(index)
+    })
+    .await;
+    let logs: Vec<_> = nodes.iter().map(|node| node.applied.of(group)).collect();
+    assert!(logs.iter().all(|log| log == &logs[1]), "the logs diverge");
+    assert!(
+        logs[0]
+            .iter()
+            .all(|(_, records)| records.iter().all(|r| !r.starts_with(b"lost"))),
+        "an entry of the cut-off leader was applied"
+    );
+}
