@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderError,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, StoredMembershipOf, VoteOf};
 use openraft::{BasicNode, Entry, EntryPayload, Membership, RaftTypeConfig};
@@ -345,6 +346,73 @@ pub fn snapshot_response_from_proto<C: Ids>(
         &response.vote,
         "SnapshotResponse",
     )?))
+}
+
+pub fn transfer_request_to_proto<C: Ids>(
+    request: &TransferLeaderRequest<C>,
+) -> pb::TransferLeaderRequest {
+    pb::TransferLeaderRequest {
+        from_leader: Some(vote_to_proto(request.from_leader())),
+        to: *request.to_node_id(),
+        last_log_id: request.last_log_id().map(log_id_to_proto),
+    }
+}
+
+pub fn transfer_request_from_proto<C: Ids>(
+    request: &pb::TransferLeaderRequest,
+) -> Result<TransferLeaderRequest<C>, DecodeError> {
+    Ok(TransferLeaderRequest::new(
+        required_vote(&request.from_leader, "TransferLeaderRequest")?,
+        request.to,
+        opt_log_id_from_proto(&request.last_log_id),
+    ))
+}
+
+pub fn transfer_response_to_proto<C: Ids>(
+    response: &TransferLeaderResponse<C>,
+) -> pb::TransferLeaderResponse {
+    use pb::transfer_leader_response::Result as Outcome;
+    let result = match response {
+        Ok(()) => Outcome::Ok(pb::Blank {}),
+        Err(TransferLeaderError::VoteChanged { expected, actual }) => {
+            Outcome::VoteChanged(pb::VoteMismatch {
+                expected: Some(vote_to_proto(expected)),
+                actual: Some(vote_to_proto(actual)),
+            })
+        }
+        Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
+            Outcome::LogNotFlushed(pb::LogMismatch {
+                expected: opt_log_id_to_proto(expected),
+                actual: opt_log_id_to_proto(actual),
+            })
+        }
+    };
+    pb::TransferLeaderResponse {
+        result: Some(result),
+    }
+}
+
+pub fn transfer_response_from_proto<C: Ids>(
+    response: &pb::TransferLeaderResponse,
+) -> Result<TransferLeaderResponse<C>, DecodeError> {
+    use pb::transfer_leader_response::Result as Outcome;
+    Ok(
+        match response
+            .result
+            .as_ref()
+            .ok_or(missing("TransferLeaderResponse", "result"))?
+        {
+            Outcome::Ok(_) => Ok(()),
+            Outcome::VoteChanged(mismatch) => Err(TransferLeaderError::VoteChanged {
+                expected: required_vote(&mismatch.expected, "VoteMismatch")?,
+                actual: required_vote(&mismatch.actual, "VoteMismatch")?,
+            }),
+            Outcome::LogNotFlushed(mismatch) => Err(TransferLeaderError::LogNotFlushed {
+                expected: opt_log_id_from_proto(&mismatch.expected),
+                actual: opt_log_id_from_proto(&mismatch.actual),
+            }),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -87,6 +87,16 @@ impl Shared {
                 let record = NodeRecord::from_proto(record).map_err(malformed)?;
                 self.serve_join(join.node, record, join.hops).await
             }
+            Request::Transfer(transfer) => {
+                let transfer =
+                    convert::transfer_request_from_proto(&transfer).map_err(malformed)?;
+                let response = self
+                    .raft
+                    .handle_transfer_leader(transfer)
+                    .await
+                    .map_err(stopped)?;
+                Response::Transfer(convert::transfer_response_to_proto(&response))
+            }
             Request::Probe(_) => Response::Probe(pb::ProbeResponse {
                 initialized: self.raft.is_initialized().await.map_err(stopped)?,
             }),

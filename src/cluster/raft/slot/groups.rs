@@ -416,6 +416,12 @@ impl Inner {
                             .map_err(text)?,
                     ))
                 }
+                Request::Transfer(transfer) => {
+                    let transfer = convert::transfer_request_from_proto(&transfer).map_err(text)?;
+                    Response::Transfer(convert::transfer_response_to_proto(
+                        &raft.handle_transfer_leader(transfer).await.map_err(text)?,
+                    ))
+                }
                 _ => return Err("not a slot group request".to_owned()),
             })
         }

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, RaftNetworkV2};
@@ -136,6 +137,21 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
     ) -> Result<VoteResponse<SlotTypes>, RPCError<SlotTypes>> {
         let request = pb::raft_request::Request::PreVote(convert::vote_request_to_proto(&rpc));
         self.ballot(request, option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        request: TransferLeaderRequest<SlotTypes>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<SlotTypes>, RPCError<SlotTypes>> {
+        let request =
+            pb::raft_request::Request::Transfer(convert::transfer_request_to_proto(&request));
+        match self.call(request, RPC_DEADLINE).await? {
+            Response::Transfer(response) => {
+                convert::transfer_response_from_proto(&response).map_err(malformed)
+            }
+            _ => Err(unexpected()),
+        }
     }
 
     async fn full_snapshot(
