@@ -7,11 +7,13 @@
 pub mod announce;
 pub mod config;
 pub mod controller;
+pub mod leaders;
 pub mod map;
 pub mod member;
 pub mod placement;
 pub mod raft;
 pub mod remote;
+pub mod replica;
 pub mod route;
 pub mod telemetry;
 pub mod view;

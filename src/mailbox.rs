@@ -11,6 +11,7 @@ pub mod account;
 pub mod checkpoint;
 pub mod dedup;
 pub mod device_map;
+pub mod durability;
 pub mod event;
 pub mod group_ops;
 pub mod log;
@@ -18,7 +19,7 @@ pub mod record;
 pub mod recovery;
 mod worker;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -29,6 +30,7 @@ use crate::config::Config;
 use crate::dispatch::{DispatchError, Industry, Lane};
 use crate::group::fanout::FanOut;
 use crate::journal::Journal;
+use crate::mailbox::durability::{Durability, Replicate};
 use crate::message::{Id, MessageKind, ReceiptKind};
 use crate::registry::Registry;
 use crate::shard::key_hash;
@@ -194,6 +196,14 @@ pub enum MailboxOp {
         /// Up to this group seq.
         upto: u64,
     },
+    /// Records another node's leader committed in the slot group of `key`: applied as recovery
+    /// applies journal records (a follower keeping warm).
+    Replay {
+        /// The mailbox or group the records are about.
+        key: Id,
+        /// The records, in log order.
+        records: Vec<record::Record>,
+    },
     /// Look up a user's account, devices and cursors.
     Account {
         /// The user.
@@ -226,7 +236,8 @@ impl MailboxOp {
             | MailboxOp::Account { owner, .. }
             | MailboxOp::ListGroups { user: owner, .. }
             | MailboxOp::GroupFannedOut { group: owner, .. }
-            | MailboxOp::GroupReleased { group: owner, .. } => Some(owner),
+            | MailboxOp::GroupReleased { group: owner, .. }
+            | MailboxOp::Replay { key: owner, .. } => Some(owner),
             MailboxOp::Append(job) => Some(&job.owner),
             MailboxOp::Group(job) => Some(&job.group),
             MailboxOp::WriteBack { .. } => None,
@@ -254,6 +265,8 @@ pub struct Mailboxes {
     industry: Industry<MailboxOp>,
     journals: Vec<Arc<Journal>>,
     stores: Arc<Stores>,
+    /// With replicated slots: the slot groups the workers write through (set on joining).
+    replicate: Arc<OnceLock<Arc<dyn Replicate>>>,
 }
 
 impl Mailboxes {
@@ -276,6 +289,11 @@ impl Mailboxes {
         let workers_per_shard = config.dispatch.workers_per_shard as usize;
         let worker_budget = cache_budget_per_worker(config);
         let huge_entries = config.mailbox.huge_mailbox_entries as usize;
+        let replicate: Arc<OnceLock<Arc<dyn Replicate>>> = Arc::new(OnceLock::new());
+        let replicated = config
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.replication_factor > 1);
         let (industry, handles) = Industry::start("mailbox", &config.dispatch, |shard, worker| {
             let index = shard * workers_per_shard + worker;
             let slots = std::mem::take(&mut recovered[index]);
@@ -289,7 +307,11 @@ impl Mailboxes {
             MailboxWorker::new(
                 shard,
                 slots,
-                journals[shard % journals.len()].clone(),
+                if replicated {
+                    Durability::Replicated(replicate.clone())
+                } else {
+                    Durability::Journal(journals[shard % journals.len()].clone())
+                },
                 stores.clone(),
                 registry.clone(),
                 dedup_window,
@@ -305,6 +327,7 @@ impl Mailboxes {
             industry,
             journals,
             stores,
+            replicate,
         };
         (mailboxes, handles)
     }
@@ -312,6 +335,12 @@ impl Mailboxes {
     /// The journals, in shard order (`shard % count`).
     pub fn journals(&self) -> &[Arc<Journal>] {
         &self.journals
+    }
+
+    /// Makes the workers write through `replicate` (with replicated slots; once, on joining
+    /// the cluster, before phones are accepted). Without replicated slots it changes nothing.
+    pub fn replicate_through(&self, replicate: Arc<dyn Replicate>) {
+        let _ = self.replicate.set(replicate);
     }
 
     /// The stores.

@@ -192,6 +192,7 @@ pub fn install() -> PrometheusHandle {
             crate::store::telemetry::describe();
             crate::mesh::telemetry::describe();
             crate::cluster::telemetry::describe();
+            crate::cluster::raft::slot::telemetry::describe();
             register::register();
             handle
         })

@@ -47,6 +47,8 @@ pub struct Node {
     /// In a cluster: sends operations on keys owned elsewhere to their owner (set once, before
     /// phones are accepted). Unset on a node without `[cluster]`.
     pub remote: OnceLock<std::sync::Arc<dyn divert::Divert>>,
+    /// With replicated slots: who leads each slot group (empty, and unused, otherwise).
+    pub leaders: Arc<crate::cluster::leaders::Leaders>,
     /// The client addresses of the cluster's other nodes that are not down (empty without
     /// `[cluster]`), kept by a task that follows the cluster map; announced in `Welcome`.
     pub peer_addrs: Arc<PeerAddrs>,
@@ -107,6 +109,10 @@ impl Node {
             config.groups.fanout_queue as usize,
         );
         let (mailboxes, workers) = Mailboxes::start(&config, registry.clone(), storage, &fanout);
+        let replicated = config
+            .cluster
+            .as_ref()
+            .is_some_and(|cluster| cluster.replication_factor > 1);
         let mut handles: Vec<_> = workers
             .into_iter()
             .map(|handle| ("mailbox_worker", handle))
@@ -123,6 +129,7 @@ impl Node {
             shutdown: CancellationToken::new(),
             metrics: HotMetrics::new(),
             remote: OnceLock::new(),
+            leaders: Arc::new(crate::cluster::leaders::Leaders::new(replicated)),
             peer_addrs: Arc::new(PeerAddrs::default()),
             server_ids: ids::ServerIds::new(ordinal),
         });

@@ -37,6 +37,9 @@ pub struct Counters {
     /// Mailbox entries from earlier runs skipped at the first login.
     pub backlog_skipped: AtomicU64,
     /// Messages sent and neither acked nor given up yet.
+    /// The longest any message waited from its first send to its ack, in ms (a maximum, not
+    /// a count: parts merge it by taking the largest).
+    pub ack_wait_max_ms: AtomicU64,
     pub in_flight: AtomicI64,
     /// Completed logins (Welcome, or CONNACK for MQTT).
     pub logins: AtomicU64,
@@ -69,6 +72,7 @@ impl Counters {
             ("seq_regressions", &self.seq_regressions),
             ("backlog_skipped", &self.backlog_skipped),
             ("logins", &self.logins),
+            ("ack_wait_max_ms", &self.ack_wait_max_ms),
         ]
         .into_iter()
         .map(|(name, counter)| (name.to_owned(), get(counter)))

@@ -17,10 +17,13 @@ use tokio::task::JoinHandle;
 
 use crate::cluster::config::ClusterConfig;
 use crate::cluster::map::{ClusterMap, NodeRecord, NodeState};
+use crate::cluster::raft::slot::{LogEngine, SlotGroups, SlotGroupsConfig};
 use crate::cluster::raft::{MetaConfig, MetaError, MetaGroup, RaftTransport, Role};
 use crate::cluster::remote::copies::Copies;
 use crate::cluster::remote::{MailboxService, Remote, SERVICE_MAILBOX};
+use crate::cluster::replica::{Replica, Shared as ReplicaShared};
 use crate::config::Config;
+use crate::journal::JournalConfig;
 use crate::mesh::{
     BoxFuture, CallError, Handler, Handlers, Lane, Mesh, MeshConfig, MeshError, NodeId,
     TcpTransport, Transport,
@@ -30,6 +33,8 @@ use crate::node::Node;
 /// The mesh service number of the metadata group's requests (votes, appends, snapshots,
 /// proposals and joins forwarded to the leader).
 pub const SERVICE_META: u32 = 1;
+/// The mesh service number of the slot groups' coalesced Raft requests.
+pub const SERVICE_SLOTS: u32 = 3;
 
 /// Why this node could not take its place in the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,9 @@ pub enum ClusterError {
     /// The metadata group could not start (its files, or openraft).
     #[error("cluster map: {0}")]
     Meta(#[from] MetaError),
+    /// The slot groups' log could not be opened, or their runtime not started.
+    #[error("slot groups: {0}")]
+    Slots(String),
 }
 
 /// The addresses a node's listeners are bound to.
@@ -63,6 +71,17 @@ pub struct ClusterMember<T: Transport = TcpTransport> {
     follow: JoinHandle<()>,
     /// Tells the node's sessions to register and read again when the cluster changes.
     resync: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// With replicated slots: this node's slot groups, what applies their entries, the
+    /// founding size of an island, and (once attached) the task following their leaders.
+    slots: Option<Slots>,
+}
+
+/// This node's replicated slots.
+struct Slots {
+    groups: Arc<SlotGroups>,
+    applier: Arc<ReplicaShared>,
+    island_size: usize,
+    follow: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl ClusterMember {
@@ -107,12 +126,14 @@ impl<T: Transport> ClusterMember<T> {
         mesh_config.jitter_seed = seed;
         let service = Arc::new(MetaService::default());
         let mailbox = Arc::new(MailboxService::default());
+        let slot_service = Arc::new(SlotService::default());
         let mesh = Mesh::start(
             mesh_config,
             transport,
             Handlers::default()
                 .with(SERVICE_META, service.clone())
-                .with(SERVICE_MAILBOX, mailbox.clone()),
+                .with(SERVICE_MAILBOX, mailbox.clone())
+                .with(SERVICE_SLOTS, slot_service.clone()),
         )
         .await?;
         // A seed with a lower id would wait for this node to be dialled; a node it has never
@@ -157,7 +178,10 @@ impl<T: Transport> ClusterMember<T> {
         meta_config.replication = cluster.replication_factor as usize;
         meta_config.slot_count = cluster.slots;
         meta_config.rng_seed = seed;
-        let transport = Arc::new(MeshTransport(mesh.clone()));
+        let transport = Arc::new(MeshTransport {
+            mesh: mesh.clone(),
+            service: SERVICE_META,
+        });
         let meta = match MetaGroup::start(meta_config, transport).await {
             Ok(meta) => Arc::new(meta),
             Err(error) => {
@@ -166,6 +190,21 @@ impl<T: Transport> ClusterMember<T> {
             }
         };
         let _ = service.0.set(meta.clone());
+        let slots = if cluster.replication_factor > 1 {
+            match start_slots(data_dir, cluster, &mesh).await {
+                Ok(slots) => {
+                    let _ = slot_service.0.set(slots.groups.clone());
+                    Some(slots)
+                }
+                Err(error) => {
+                    meta.shutdown().await;
+                    mesh.shutdown().await;
+                    return Err(error);
+                }
+            }
+        } else {
+            None
+        };
         let follow = tokio::spawn(follow_map(mesh.clone(), meta.clone()));
         Ok(ClusterMember {
             name: cluster.name.clone(),
@@ -174,6 +213,7 @@ impl<T: Transport> ClusterMember<T> {
             mailbox,
             follow,
             resync: std::sync::Mutex::new(None),
+            slots,
         })
     }
 
@@ -182,10 +222,40 @@ impl<T: Transport> ClusterMember<T> {
     pub fn attach(&self, node: &Arc<Node>) {
         self.mailbox
             .attach(node.clone(), self.mesh.clone(), self.meta.map());
-        let remote = Remote::new(self.mesh.node(), self.mesh.clone(), self.meta.map());
+        let remote = Remote::new(
+            self.mesh.node(),
+            self.mesh.clone(),
+            self.meta.map(),
+            node.leaders.clone(),
+        );
         let _ = node.remote.set(Arc::new(remote));
-        let copies = Copies::new(self.mesh.node(), self.mesh.clone(), self.meta.map());
+        let copies = Copies::new(
+            self.mesh.node(),
+            self.mesh.clone(),
+            self.meta.map(),
+            node.leaders.clone(),
+        );
         let _ = node.fanout.elsewhere().set(Arc::new(copies));
+        if let Some(slots) = &self.slots {
+            let (replica, follow) = Replica::start(
+                self.mesh.node(),
+                slots.applier.clone(),
+                slots.groups.clone(),
+                self.meta.map(),
+                node.mailboxes.clone(),
+                node.leaders.clone(),
+                slots.island_size,
+            );
+            node.mailboxes.replicate_through(replica);
+            if let Some(old) = slots
+                .follow
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .replace(follow)
+            {
+                old.abort();
+            }
+        }
         let task = tokio::spawn(resync_on_change(
             self.mesh.clone(),
             self.meta.map(),
@@ -237,6 +307,17 @@ impl<T: Transport> ClusterMember<T> {
         {
             task.abort();
         }
+        if let Some(slots) = &self.slots {
+            if let Some(task) = slots
+                .follow
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take()
+            {
+                task.abort();
+            }
+            slots.groups.shutdown().await;
+        }
         self.meta.shutdown().await;
         self.mesh.shutdown().await;
     }
@@ -246,7 +327,7 @@ impl<T: Transport> ClusterMember<T> {
 const RESYNC_POLL: Duration = Duration::from_millis(250);
 
 /// When a link to a peer is made again (the peer restarted, or the link was cut) or the map
-/// changes (an owner went down or came back, slots moved), pushes to this node's sessions may
+/// changes (an owner went down or came back, slots moved), or a slot group has a new leader, pushes to this node's sessions may
 /// have been lost and their owners may have forgotten them: every session registers again with
 /// its owner and reads its mailbox.
 async fn resync_on_change<T: Transport>(
@@ -256,6 +337,8 @@ async fn resync_on_change<T: Transport>(
 ) {
     let mut links = mesh.links_made();
     let mut version = map.borrow_and_update().version;
+    // With replicated slots a user's owner is its group's leader: a new leader is a move too.
+    let mut leaders = node.leaders.version();
     let mut incarnations: std::collections::BTreeMap<NodeId, u64> = Default::default();
     let mut down = down_nodes(&map.borrow());
     let mut tick = tokio::time::interval(RESYNC_POLL);
@@ -267,11 +350,13 @@ async fn resync_on_change<T: Transport>(
         }
         let now = mesh.links_made();
         let current = map.borrow_and_update().version;
-        if now == links && current == version {
+        let leaders_now = node.leaders.version();
+        if now == links && current == version && leaders_now == leaders {
             continue;
         }
         links = now;
         version = current;
+        leaders = leaders_now;
         // Sessions registered here from a process that has since restarted, or from a node now
         // marked down, are gone: forget them (and announce their users offline).
         let mut restarted = Vec::new();
@@ -381,8 +466,61 @@ impl Handler for MetaService {
     fn cast(&self, _from: NodeId, _payload: Bytes) {}
 }
 
-/// The metadata group's requests ride the consensus lane of the mesh.
-struct MeshTransport<T: Transport>(Mesh<T>);
+/// Opens the slot groups' shared log under `data_dir/slots` and starts their runtime over
+/// the mesh's consensus lane.
+async fn start_slots<T: Transport>(
+    data_dir: &Path,
+    cluster: &ClusterConfig,
+    mesh: &Mesh<T>,
+) -> Result<Slots, ClusterError> {
+    let dir = data_dir.join("slots");
+    let engine = tokio::task::spawn_blocking(move || LogEngine::open(JournalConfig::new(dir)))
+        .await
+        .map_err(|error| ClusterError::Slots(error.to_string()))?
+        .map_err(|error| ClusterError::Slots(error.to_string()))?;
+    let mut config = SlotGroupsConfig::new(cluster.node);
+    config.heartbeat = Duration::from_millis(cluster.heartbeat_ms);
+    config.election_timeout_min = Duration::from_millis(cluster.election_timeout_ms.min);
+    config.election_timeout_max = Duration::from_millis(cluster.election_timeout_ms.max);
+    let applier = Replica::applier();
+    let transport = Arc::new(MeshTransport {
+        mesh: mesh.clone(),
+        service: SERVICE_SLOTS,
+    });
+    let groups = SlotGroups::start(config, engine, transport, applier.clone())
+        .map_err(|error| ClusterError::Slots(error.to_string()))?;
+    Ok(Slots {
+        groups: Arc::new(groups),
+        applier,
+        island_size: (cluster.replication_factor as usize).min(cluster.seeds.len().max(1)),
+        follow: std::sync::Mutex::new(None),
+    })
+}
+
+/// The slot groups' batches from peers, served once the groups have started.
+#[derive(Default)]
+struct SlotService(OnceLock<Arc<SlotGroups>>);
+
+impl Handler for SlotService {
+    fn call(&self, from: NodeId, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let groups = self.0.get().cloned();
+        Box::pin(async move {
+            match groups {
+                Some(groups) => groups.handle(from, payload).await,
+                None => Err("the slot groups are starting".to_owned()),
+            }
+        })
+    }
+
+    fn cast(&self, _from: NodeId, _payload: Bytes) {}
+}
+
+/// The metadata group's (and the slot groups') requests ride the consensus lane of the mesh,
+/// to their service.
+struct MeshTransport<T: Transport> {
+    mesh: Mesh<T>,
+    service: u32,
+}
 
 impl<T: Transport> RaftTransport for MeshTransport<T> {
     fn call(
@@ -392,13 +530,13 @@ impl<T: Transport> RaftTransport for MeshTransport<T> {
         deadline: Duration,
     ) -> BoxFuture<'static, Result<Bytes, String>> {
         let call = self
-            .0
-            .call(peer, Lane::Consensus, SERVICE_META, payload, deadline);
+            .mesh
+            .call(peer, Lane::Consensus, self.service, payload, deadline);
         Box::pin(async move { call.await.map_err(|error: CallError| error.to_string()) })
     }
 
     fn silent_for(&self, peer: u64) -> Option<Duration> {
-        self.0.silent_for(peer)
+        self.mesh.silent_for(peer)
     }
 }
 

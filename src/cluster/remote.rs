@@ -27,8 +27,9 @@ use bytes::Bytes;
 use prost::Message;
 use tokio::sync::watch;
 
+use crate::cluster::leaders::Leaders;
 use crate::cluster::map::ClusterMap;
-use crate::cluster::route::{Route, owner_of, place, route, slot_of};
+use crate::cluster::route::{Route, place, route, serving};
 use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure};
 use crate::mailbox::record::{self, Record};
 use crate::mailbox::{
@@ -53,17 +54,31 @@ pub struct Remote<T: Transport> {
     me: NodeId,
     mesh: Mesh<T>,
     map: watch::Receiver<Arc<ClusterMap>>,
+    leaders: Arc<Leaders>,
 }
 
 impl<T: Transport> Remote<T> {
-    /// Routes with `map` (the metadata group's) from node `me`, over `mesh`.
-    pub fn new(me: NodeId, mesh: Mesh<T>, map: watch::Receiver<Arc<ClusterMap>>) -> Remote<T> {
-        Remote { me, mesh, map }
+    /// Routes with `map` (the metadata group's) and `leaders` from node `me`, over `mesh`.
+    pub fn new(
+        me: NodeId,
+        mesh: Mesh<T>,
+        map: watch::Receiver<Arc<ClusterMap>>,
+        leaders: Arc<Leaders>,
+    ) -> Remote<T> {
+        Remote {
+            me,
+            mesh,
+            map,
+            leaders,
+        }
     }
 
     fn route(&self, key: &str) -> (Route, u64) {
         let map = self.map.borrow();
-        (route(&map, self.me, key.as_bytes()), map.version)
+        (
+            route(&map, &self.leaders, self.me, key.as_bytes()),
+            map.version,
+        )
     }
 
     /// Sends `call` to `owner` and hands the decoded reply (or why there is none) to `then`.
@@ -127,11 +142,10 @@ pub(crate) fn cast_to<T: Transport>(
     sent
 }
 
-/// The answer of a node whose own map does not give it `key`'s slot: the owner it knows.
-fn not_owner(map: &ClusterMap, key: &str) -> pb::mailbox_reply::Reply {
-    let slot = slot_of(key.as_bytes(), map.placement.slots.len() as u32);
+/// The answer of a node that does not serve `key`: the node it knows serves it.
+fn not_owner(map: &ClusterMap, leaders: &Leaders, key: &str) -> pb::mailbox_reply::Reply {
     pb::mailbox_reply::Reply::NotOwner(pb::NotOwner {
-        owner: owner_of(map, slot).unwrap_or(0),
+        owner: serving(map, leaders, key.as_bytes()).unwrap_or(0),
         map_version: map.version,
     })
 }
@@ -283,7 +297,12 @@ impl<T: Transport> Remote<T> {
     /// `users` by the node that owns them; those owned here go to `local`, those nobody can
     /// serve now are left out.
     fn by_owner(&self, users: &[Id], local: &mut Vec<Id>) -> Vec<(NodeId, Vec<String>)> {
-        let placed = place(&self.map.borrow(), self.me, users.iter().cloned());
+        let placed = place(
+            &self.map.borrow(),
+            &self.leaders,
+            self.me,
+            users.iter().cloned(),
+        );
         local.extend(placed.here);
         placed
             .remote

@@ -1,10 +1,14 @@
 //! Where a user's (or a group's) operations run: the key hashes to a slot, the slot to an island
-//! of the cluster map, and the island's first member owns the slot. Pure: the same map and key
-//! give the same answer on every node, which is what lets any node route and the owner check.
+//! of the cluster map. Without replication the island's first member owns the slot: pure, the
+//! same map and key give the same answer on every node, which is what lets any node route and
+//! the owner check; an owner that is down makes its slots unavailable (callers refuse with
+//! OVERLOADED so phones retry), never served elsewhere.
 //!
-//! Each slot has one owner until slots are replicated; an owner that is down makes its slots
-//! unavailable (callers refuse with OVERLOADED so phones retry), never served elsewhere.
+//! With replicated slots the slot's group's leader serves it ([`Leaders`]): a node that knows
+//! no leader sends the operation to the group's preferred member (which answers with the leader
+//! it knows), and a node that leads serves only once its workers hold the whole state.
 
+use crate::cluster::leaders::{Leaders, preferred_leader, slot_group};
 use crate::cluster::map::{ClusterMap, NodeState};
 use crate::cluster::placement::NodeId;
 use crate::shard::key_hash;
@@ -35,8 +39,25 @@ pub fn owner_of(map: &ClusterMap, slot: u32) -> Option<NodeId> {
         .and_then(|island| island.members.first().copied())
 }
 
-/// Where an operation on `key` goes, seen from node `me` with `map`.
-pub fn route(map: &ClusterMap, me: NodeId, key: &[u8]) -> Route {
+/// The node serving `key` as far as node `me` knows (its slot's owner, or with replicated slots
+/// its group's leader or preferred member), whatever its state.
+pub fn serving(map: &ClusterMap, leaders: &Leaders, key: &[u8]) -> Option<NodeId> {
+    let slot = slot_of(key, map.placement.slots.len() as u32);
+    let island = map.placement.island_of(slot)?;
+    if !leaders.replicated() {
+        return island.members.first().copied();
+    }
+    let group = slot_group(island.id, slot);
+    leaders
+        .get(group)
+        .or_else(|| preferred_leader(island, group))
+}
+
+/// Where an operation on `key` goes, seen from node `me` with `map` and `leaders`.
+pub fn route(map: &ClusterMap, leaders: &Leaders, me: NodeId, key: &[u8]) -> Route {
+    if leaders.replicated() {
+        return replicated_route(map, leaders, me, key);
+    }
     let slot = slot_of(key, map.placement.slots.len() as u32);
     let Some(owner) = owner_of(map, slot) else {
         return Route::Unavailable;
@@ -45,6 +66,31 @@ pub fn route(map: &ClusterMap, me: NodeId, key: &[u8]) -> Route {
         Some(NodeState::Active | NodeState::Draining) if owner == me => Route::Local,
         Some(NodeState::Active | NodeState::Draining) => Route::Remote(owner),
         _ => Route::Unavailable,
+    }
+}
+
+/// [`route`] with replicated slots: the group's leader; when none is known, the preferred
+/// member unless that is this node (which would be the leader if it could serve) or down.
+fn replicated_route(map: &ClusterMap, leaders: &Leaders, me: NodeId, key: &[u8]) -> Route {
+    let slot = slot_of(key, map.placement.slots.len() as u32);
+    let Some(island) = map.placement.island_of(slot) else {
+        return Route::Unavailable;
+    };
+    let group = slot_group(island.id, slot);
+    match leaders.get(group) {
+        Some(leader) if leader == me => Route::Local,
+        Some(leader) => Route::Remote(leader),
+        None => match preferred_leader(island, group) {
+            Some(preferred)
+                if preferred != me
+                    && map.nodes.get(&preferred).is_some_and(|record| {
+                        matches!(record.state, NodeState::Active | NodeState::Draining)
+                    }) =>
+            {
+                Route::Remote(preferred)
+            }
+            _ => Route::Unavailable,
+        },
     }
 }
 
@@ -59,9 +105,10 @@ pub struct Placed<K> {
     pub nowhere: Vec<K>,
 }
 
-/// `keys` by where their operations run, seen from node `me` with `map`.
+/// `keys` by where their operations run, seen from node `me` with `map` and `leaders`.
 pub fn place<K: AsRef<str>>(
     map: &ClusterMap,
+    leaders: &Leaders,
     me: NodeId,
     keys: impl IntoIterator<Item = K>,
 ) -> Placed<K> {
@@ -71,7 +118,7 @@ pub fn place<K: AsRef<str>>(
         nowhere: Vec::new(),
     };
     for key in keys {
-        match route(map, me, key.as_ref().as_bytes()) {
+        match route(map, leaders, me, key.as_ref().as_bytes()) {
             Route::Local => placed.here.push(key),
             Route::Remote(node) => match placed.remote.iter_mut().find(|(n, _)| *n == node) {
                 Some((_, keys)) => keys.push(key),
@@ -123,17 +170,31 @@ mod tests {
             64,
         );
         let keys: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
-        let placed = super::place(&map, 1, keys.iter().map(String::as_str));
+        let placed = super::place(
+            &map,
+            &Leaders::default(),
+            1,
+            keys.iter().map(String::as_str),
+        );
         for key in &placed.here {
-            assert_eq!(route(&map, 1, key.as_bytes()), Route::Local);
+            assert_eq!(
+                route(&map, &Leaders::default(), 1, key.as_bytes()),
+                Route::Local
+            );
         }
         for key in &placed.nowhere {
-            assert_eq!(route(&map, 1, key.as_bytes()), Route::Unavailable);
+            assert_eq!(
+                route(&map, &Leaders::default(), 1, key.as_bytes()),
+                Route::Unavailable
+            );
         }
         assert_eq!(placed.remote.len(), 1);
         for (node, keys) in &placed.remote {
             for key in keys {
-                assert_eq!(route(&map, 1, key.as_bytes()), Route::Remote(*node));
+                assert_eq!(
+                    route(&map, &Leaders::default(), 1, key.as_bytes()),
+                    Route::Remote(*node)
+                );
             }
         }
         let total = placed.here.len()
@@ -169,7 +230,10 @@ mod tests {
                 } else {
                     Route::Remote(owner)
                 };
-                assert_eq!(route(&map, me, key.as_bytes()), expected);
+                assert_eq!(
+                    route(&map, &Leaders::default(), me, key.as_bytes()),
+                    expected
+                );
             }
         }
         // Spread over all three (slots are placed evenly; keys hash evenly).
@@ -183,9 +247,17 @@ mod tests {
             .map(|i| format!("user-{i}"))
             .find(|key| owner_of(&map, slot_of(key.as_bytes(), 16)) == Some(2))
             .expect("a key owned by node 2");
-        assert_eq!(route(&map, 1, key.as_bytes()), Route::Unavailable);
         assert_eq!(
-            route(&ClusterMap::default(), 1, key.as_bytes()),
+            route(&map, &Leaders::default(), 1, key.as_bytes()),
+            Route::Unavailable
+        );
+        assert_eq!(
+            route(
+                &ClusterMap::default(),
+                &Leaders::default(),
+                1,
+                key.as_bytes()
+            ),
             Route::Unavailable
         );
     }

@@ -61,12 +61,17 @@ struct Rebuilt<'a> {
     mailboxes: &'a mut [HashMap<Id, Slot>],
     groups: &'a mut [HashMap<Id, GroupSlot>],
     workers_per_shard: usize,
+    /// The maps are one live worker's (every key is its own), not every worker's.
+    single: bool,
     /// Resolves members' copies of logged group entries.
     log: LogReader<'a>,
 }
 
 impl Rebuilt<'_> {
     fn index(&self, key: &str) -> usize {
+        if self.single {
+            return 0;
+        }
         let hash = key_hash(key.as_bytes());
         shard_of(hash) * self.workers_per_shard + worker_of(hash, self.workers_per_shard)
     }
@@ -149,6 +154,7 @@ impl Storage {
             mailboxes: &mut recovered,
             groups: &mut groups,
             workers_per_shard,
+            single: false,
             log: LogReader::new(&stores),
         };
         // The saved dedup tables first: entries from the stores and the journal add to them.
@@ -540,6 +546,39 @@ fn apply(
         Record::GroupAppended(_) | Record::GroupFannedOut { .. } | Record::GroupCopy { .. } => {}
     }
     slot.dirty = true;
+    Ok(())
+}
+
+/// Applies `records` (another node's leader committed them) to one live worker's `mailboxes`
+/// and `groups`, exactly as recovery applies journal records; a mailbox's entries are durable
+/// as soon as they are applied (they are committed).
+pub(super) fn apply_live(
+    mailboxes: &mut HashMap<Id, Slot>,
+    groups: &mut HashMap<Id, GroupSlot>,
+    stores: &Stores,
+    dedup_window: usize,
+    records: Vec<Record>,
+) -> Result<(), StorageError> {
+    let mut rebuilt = Rebuilt {
+        mailboxes: std::slice::from_mut(mailboxes),
+        groups: std::slice::from_mut(groups),
+        workers_per_shard: 1,
+        single: true,
+        log: LogReader::new(stores),
+    };
+    for record in records {
+        let owner = match &record {
+            Record::Appended { owner, .. }
+            | Record::Cursor { owner, .. }
+            | Record::GroupCopy { owner, .. } => Some(owner.clone()),
+            Record::GroupAppended(_) | Record::GroupFannedOut { .. } => None,
+        };
+        apply(&mut rebuilt, dedup_window, record)?;
+        if let Some(slot) = owner.and_then(|owner| rebuilt.mailboxes[0].get_mut(&owner)) {
+            slot.durable
+                .fetch_max(slot.mailbox.last_seq(), std::sync::atomic::Ordering::AcqRel);
+        }
+    }
     Ok(())
 }
 

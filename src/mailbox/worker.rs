@@ -29,8 +29,8 @@ use super::{
 use crate::dispatch::Worker;
 use crate::group::GroupSlot;
 use crate::group::fanout::FanOut;
-use crate::journal::Journal;
 use crate::mailbox::AppendFailure;
+use crate::mailbox::durability::Durability;
 use crate::mailbox::event::{MailboxEvent, SessionHandle};
 use crate::message::{ChatMessage, Entry, Id, Payload, ReceiptNotice};
 use crate::metrics as names;
@@ -155,7 +155,7 @@ pub(super) struct Budget {
 pub(super) struct MailboxWorker {
     shard: usize,
     slots: HashMap<Id, Slot>,
-    journal: Arc<Journal>,
+    journal: Durability,
     stores: Arc<Stores>,
     /// Set by a failed write-back batch: the next pass rewrites everything it holds.
     writeback_failed: Arc<AtomicBool>,
@@ -184,7 +184,7 @@ impl MailboxWorker {
     pub(super) fn new(
         shard: usize,
         slots: HashMap<Id, Slot>,
-        journal: Arc<Journal>,
+        journal: Durability,
         stores: Arc<Stores>,
         registry: Arc<Registry>,
         dedup_window: usize,
@@ -316,9 +316,11 @@ impl Worker for MailboxWorker {
                     slot.mailbox.ack(&device, up_to);
                     self.usage.update(before, footprint(slot));
                     // Fire and forget: a lost cursor record only means redelivery.
-                    let _ = self
-                        .journal
-                        .append_with(record::encode_cursor(&owner, &device, up_to), |_| {});
+                    let _ = self.journal.append_with(
+                        &owner,
+                        record::encode_cursor(&owner, &device, up_to),
+                        |_| {},
+                    );
                 }
             }
             MailboxOp::Fetch {
@@ -331,6 +333,7 @@ impl Worker for MailboxWorker {
             MailboxOp::Account { owner, reply } => {
                 let _ = reply.send(self.slots.get(&owner).map(account_info));
             }
+            MailboxOp::Replay { key, records } => self.replay(&key, records),
         }
     }
 }
@@ -359,9 +362,11 @@ impl MailboxWorker {
             devices,
         });
         if devices != devices_before || cursor > 0 {
-            let _ = self
-                .journal
-                .append_with(record::encode_cursor(&owner, device, cursor), |_| {});
+            let _ = self.journal.append_with(
+                &owner,
+                record::encode_cursor(&owner, device, cursor),
+                |_| {},
+            );
         }
         if devices != devices_before {
             // A new device: the user's online sessions start copying own messages.
@@ -429,14 +434,16 @@ impl MailboxWorker {
                 // Still in flight: an empty barrier record completes after the original's, by
                 // which time the watermark tells whether the original became durable.
                 let refused = session.clone();
-                let barrier = self.journal.append_with(bytes::Bytes::new(), move |_| {
-                    let result = if ack.seq <= durable.load(Ordering::Acquire) {
-                        Ok((ack, true))
-                    } else {
-                        Err(AppendFailure::Storage)
-                    };
-                    session.send(MailboxEvent::Appended { tag, result });
-                });
+                let barrier = self
+                    .journal
+                    .append_with(&owner, bytes::Bytes::new(), move |_| {
+                        let result = if ack.seq <= durable.load(Ordering::Acquire) {
+                            Ok((ack, true))
+                        } else {
+                            Err(AppendFailure::Storage)
+                        };
+                        session.send(MailboxEvent::Appended { tag, result });
+                    });
                 if barrier.is_err() {
                     refused.send(MailboxEvent::Appended {
                         tag,
@@ -455,6 +462,7 @@ impl MailboxWorker {
             timestamp_ms,
         };
         let payload = record::encode_appended(&owner, &entry, &client_msg_id, server_id);
+        let key = owner.clone();
         let completion = Completion(Some(Pending {
             shared: self.shared.clone(),
             durable: slot.durable.clone(),
@@ -469,10 +477,29 @@ impl MailboxWorker {
         // completion's Drop reports the failure.
         let refused = self
             .journal
-            .append_with(payload, move |result| completion.finish(result.is_ok()))
+            .append_with(&key, payload, move |durable| completion.finish(durable))
             .is_err();
         if refused {
             self.forget_failed();
+        }
+    }
+
+    /// Applies records another node's leader committed (this node follows the key's slot
+    /// group): as recovery would, with the usage accounted.
+    fn replay(&mut self, key: &Id, records: Vec<record::Record>) {
+        let before = self.slots.get(key).map(footprint).unwrap_or((0, 0));
+        if let Err(error) = super::recovery::apply_live(
+            &mut self.slots,
+            &mut self.groups,
+            &self.stores,
+            self.dedup_window,
+            records,
+        ) {
+            self.shared.storage_failures.increment(1);
+            tracing::error!(key = %key, %error, "a committed record could not be applied");
+        }
+        if let Some(slot) = self.slots.get(key) {
+            self.usage.update(before, footprint(slot));
         }
     }
 

@@ -40,7 +40,12 @@ impl Partial {
     pub fn merge(&mut self, other: &Partial) {
         self.counts += other.counts;
         for (name, value) in &other.counters {
-            *self.counters.entry(name.clone()).or_default() += value;
+            let total = self.counters.entry(name.clone()).or_default();
+            if name.ends_with("_max_ms") {
+                *total = (*total).max(*value);
+            } else {
+                *total += value;
+            }
         }
         self.latency.merge(&other.latency);
         self.drain_s = self.drain_s.max(other.drain_s);

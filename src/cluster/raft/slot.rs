@@ -31,6 +31,8 @@ pub struct SlotCommand {
     /// The incarnation of the process that proposed it: that process's state already holds
     /// the records, every other applies them.
     pub origin: u64,
+    /// The proposer's number for the entry.
+    pub serial: u64,
 }
 
 impl fmt::Display for SlotCommand {

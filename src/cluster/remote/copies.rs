@@ -19,6 +19,7 @@ use prost::Message;
 use tokio::sync::watch;
 
 use super::{CALL_DEADLINE, SERVICE_MAILBOX, cast_to};
+use crate::cluster::leaders::Leaders;
 use crate::cluster::map::ClusterMap;
 use crate::cluster::route::{Placed, place};
 use crate::group::fanout::Elsewhere;
@@ -42,6 +43,7 @@ struct Inner<T: Transport> {
     me: NodeId,
     mesh: Mesh<T>,
     map: watch::Receiver<Arc<ClusterMap>>,
+    leaders: Arc<Leaders>,
     streams: Mutex<HashMap<(NodeId, Id), Stream>>,
 }
 
@@ -72,13 +74,19 @@ impl Copy {
 }
 
 impl<T: Transport> Copies<T> {
-    /// Sends from node `me` over `mesh`, routing with `map`.
-    pub fn new(me: NodeId, mesh: Mesh<T>, map: watch::Receiver<Arc<ClusterMap>>) -> Copies<T> {
+    /// Sends from node `me` over `mesh`, routing with `map` and `leaders`.
+    pub fn new(
+        me: NodeId,
+        mesh: Mesh<T>,
+        map: watch::Receiver<Arc<ClusterMap>>,
+        leaders: Arc<Leaders>,
+    ) -> Copies<T> {
         Copies {
             inner: Arc::new(Inner {
                 me,
                 mesh,
                 map,
+                leaders,
                 streams: Mutex::new(HashMap::new()),
             }),
         }
@@ -88,7 +96,7 @@ impl<T: Transport> Copies<T> {
 impl<T: Transport> Inner<T> {
     /// `users` by where their mailboxes are.
     fn place(&self, users: impl IntoIterator<Item = Id>) -> Placed<Id> {
-        place(&self.map.borrow(), self.me, users)
+        place(&self.map.borrow(), &self.leaders, self.me, users)
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, HashMap<(NodeId, Id), Stream>> {

@@ -71,9 +71,9 @@ pub async fn serve_copies(
             .copies
             .iter()
             .flat_map(|copy| &copy.recipients)
-            .find(|user| route(&map, me, user.as_bytes()) != Route::Local);
+            .find(|user| route(&map, &node.leaders, me, user.as_bytes()) != Route::Local);
         if let Some(user) = stranger {
-            return super::not_owner(&map, user);
+            return super::not_owner(&map, &node.leaders, user);
         }
     }
     let mut entries = Vec::with_capacity(call.copies.len());

@@ -179,8 +179,8 @@ async fn serve<T: Transport>(
     {
         let map = attached.map.borrow();
         let me = attached.mesh.node();
-        if route(&map, me, key.as_bytes()) != Route::Local {
-            return Ok(super::not_owner(&map, key));
+        if route(&map, &node.leaders, me, key.as_bytes()) != Route::Local {
+            return Ok(super::not_owner(&map, &node.leaders, key));
         }
     }
     Ok(match op {

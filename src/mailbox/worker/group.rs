@@ -367,6 +367,7 @@ impl MailboxWorker {
             .pending
             .push_back((entry.clone(), recipients.into()));
         let record = group_record::encode_appended(&entry);
+        let group_key = entry.group_id.clone();
         let completion = GroupCompletion(Some(Accepted {
             shared: self.shared.clone(),
             watermark: slot.durable.clone(),
@@ -376,7 +377,9 @@ impl MailboxWorker {
         // Refused outright, the callback is dropped unrun and the completion's Drop reports it.
         let _ = self
             .journal
-            .append_with(record, move |result| completion.finish(result.is_ok()));
+            .append_with(&group_key, record, move |durable| {
+                completion.finish(durable)
+            });
     }
 
     /// A member's receipt: moves its position and tells the authors of the covered messages.
@@ -535,9 +538,11 @@ impl MailboxWorker {
         };
         if complete {
             slot.fanned_out(group_seq);
-            let _ = self
-                .journal
-                .append_with(group_record::encode_fanned_out(group, group_seq), |_| {});
+            let _ = self.journal.append_with(
+                group,
+                group_record::encode_fanned_out(group, group_seq),
+                |_| {},
+            );
         } else {
             // Copies already made are recognized by the recipients' mailboxes. The entry is
             // handed over again by the next write-back pass (or the group's next entry), not at

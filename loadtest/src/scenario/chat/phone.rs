@@ -119,6 +119,7 @@ pub async fn run(
         return;
     };
     let mut state = State::new(&phone, &shared, &welcome);
+    let mut shift = 0;
     loop {
         let end = state.drive(client, &mut phase).await;
         let mut delay = match end {
@@ -138,7 +139,7 @@ pub async fn run(
                     return;
                 }
             }
-            match login(&phone, &shared, state.last_seq).await {
+            match login(&phone, &shared, state.last_seq, shift).await {
                 Ok((client, _)) => {
                     bump(&shared.counters.reconnects);
                     break client;
@@ -146,6 +147,9 @@ pub async fn run(
                 Err(error) => {
                     state.show_error(&format!("{}: reconnect failed: {error}", phone.user));
                     delay = (delay * 2).clamp(RECONNECT_BASE, RECONNECT_MAX);
+                    // The next attempt goes to the next server, as a phone with several
+                    // addresses would: a node that is down does not keep its phones away.
+                    shift += 1;
                 }
             }
         };
@@ -154,16 +158,18 @@ pub async fn run(
     state.finish();
 }
 
+/// Logs in to the server for connection `phone.index + shift` (0: the phone's own).
 async fn login(
     phone: &Phone,
     shared: &Shared,
     resume_after: u64,
+    shift: usize,
 ) -> Result<(Client, Welcome), LoadError> {
     // The gate is never closed; if it were, dialing without it is still correct.
     let _permit = shared.dial_gate.acquire().await.ok();
     let login = shared
         .dialer
-        .login(phone.index, &phone.user, &phone.token, resume_after)
+        .login(phone.index + shift, &phone.user, &phone.token, resume_after)
         .await;
     if login.is_ok() {
         bump(&shared.counters.logins);
@@ -249,7 +255,7 @@ pub fn count_delivery(
 /// in again with `resume_after` at the mailbox's last seq) so that they do not compete with
 /// this run's messages.
 async fn login_fresh(phone: &Phone, shared: &Shared) -> Result<(Client, Welcome), LoadError> {
-    let (client, welcome) = login(phone, shared, 0).await?;
+    let (client, welcome) = login(phone, shared, 0, 0).await?;
     if welcome.last_seq <= welcome.cursor {
         return Ok((client, welcome));
     }
@@ -258,7 +264,7 @@ async fn login_fresh(phone: &Phone, shared: &Shared) -> Result<(Client, Welcome)
         .counters
         .backlog_skipped
         .fetch_add(welcome.last_seq - welcome.cursor, Ordering::Relaxed);
-    login(phone, shared, welcome.last_seq).await
+    login(phone, shared, welcome.last_seq, 0).await
 }
 
 /// A phone's state across its connections.

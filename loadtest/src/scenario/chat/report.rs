@@ -42,6 +42,7 @@ pub fn build(args: &ChatArgs, outcome: &Outcome) -> Report {
         "unexpected",
         "seq_regressions",
         "backlog_skipped",
+        "ack_wait_max_ms",
     ] {
         r.put(name, p.counter(name));
     }

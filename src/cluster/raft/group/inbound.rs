@@ -97,6 +97,9 @@ impl Shared {
                     .map_err(stopped)?;
                 Response::Transfer(convert::transfer_response_to_proto(&response))
             }
+            Request::Applied(_) => Response::Applied(pb::AppliedResponse {
+                index: self.metrics().last_applied.map_or(0, |log_id| log_id.index),
+            }),
             Request::Probe(_) => Response::Probe(pb::ProbeResponse {
                 initialized: self.raft.is_initialized().await.map_err(stopped)?,
             }),

@@ -51,6 +51,7 @@ impl RaftSnapshotBuilder<SlotTypes> for Records {
                 pb::SlotCommand {
                     records: applied.records.clone(),
                     origin: 0,
+                    serial: 0,
                 }
                 .encode_to_vec(),
             ),

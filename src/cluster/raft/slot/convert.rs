@@ -21,6 +21,7 @@ pub fn entry_to_proto(entry: &SlotEntry) -> pb::Entry {
         EntryPayload::Normal(command) => Payload::Slot(pb::SlotCommand {
             records: command.records.clone(),
             origin: command.origin,
+            serial: command.serial,
         }),
         EntryPayload::Membership(membership) => {
             Payload::Membership(membership_to_proto(membership))
@@ -48,6 +49,7 @@ pub fn entry_from_proto(entry: pb::Entry) -> Result<SlotEntry, DecodeError> {
         Payload::Slot(command) => EntryPayload::Normal(SlotCommand {
             records: command.records,
             origin: command.origin,
+            serial: command.serial,
         }),
         Payload::Membership(membership) => {
             EntryPayload::Membership(membership_from_proto(&membership)?)

@@ -12,6 +12,7 @@
 //! [`SlotGroups::shutdown`] (the ticker also when the groups are dropped).
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
 use openraft::{BasicNode, Config, Instant as _, Raft, ServerState, SnapshotPolicy};
 use prost::Message;
 use tokio::task::JoinHandle;
@@ -35,6 +37,8 @@ use crate::proto::mesh as pb;
 
 /// Heartbeats between two looks at where a group's leadership should be.
 const PLACEMENT_EVERY: u64 = 4;
+/// Entries a preferred member may still have to apply when leadership is handed back to it.
+const APPLY_SLACK: u64 = 8;
 /// Election timeouts a member that is not a group's preferred leader waits before it
 /// initializes the group itself (the preferred leader may never come).
 const FOUNDING_PATIENCE: u32 = 3;
@@ -44,9 +48,6 @@ const FOUNDING_PATIENCE: u32 = 3;
 pub struct SlotGroupsConfig {
     /// This node's id.
     pub node: u64,
-    /// This process's incarnation (distinct on every start): entries it proposed are already
-    /// in its state.
-    pub incarnation: u64,
     /// Leader heartbeat interval (every group's, sent together).
     pub heartbeat: Duration,
     /// Election timeout, lower bound.
@@ -59,10 +60,9 @@ pub struct SlotGroupsConfig {
 
 impl SlotGroupsConfig {
     /// The defaults: heartbeat 100 ms, election timeout 1-2 s.
-    pub fn new(node: u64, incarnation: u64) -> SlotGroupsConfig {
+    pub fn new(node: u64) -> SlotGroupsConfig {
         SlotGroupsConfig {
             node,
-            incarnation,
             heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
@@ -174,8 +174,7 @@ impl SlotGroups {
             return Ok(());
         }
         let inner = &self.inner;
-        let state_machine =
-            SlotStateMachine::new(group, inner.config.incarnation, inner.applier.clone());
+        let state_machine = SlotStateMachine::new(group, inner.applier.clone());
         let raft = Raft::new(
             inner.config.node,
             inner.raft_config.clone(),
@@ -217,34 +216,76 @@ impl SlotGroups {
         Ok(())
     }
 
-    /// Commits `records` as one entry of `group`; returns the entry's log index once a
+    /// Commits `command` as one entry of `group`; returns the entry's log index once a
     /// majority has it on disk and this node applied it. Only the leader takes proposals.
-    pub async fn propose(&self, group: u64, records: Vec<Bytes>) -> Result<u64, SlotError> {
+    pub async fn propose(&self, group: u64, command: SlotCommand) -> Result<u64, SlotError> {
         let member = self
             .inner
             .member(group)
             .ok_or(SlotError::UnknownGroup(group))?;
-        let command = SlotCommand {
-            records,
-            origin: self.inner.config.incarnation,
-        };
         match member.raft.client_write(command).await {
             Ok(response) => {
                 metrics::counter!(telemetry::COMMITTED).increment(1);
                 Ok(response.log_id.index)
             }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                metrics::counter!(telemetry::FAILED, "reason" => "not_leader").increment(1);
+                metrics::counter!(telemetry::FAILED, "cause" => "not_leader").increment(1);
                 Err(SlotError::NotLeader {
                     group,
                     leader: forward.leader_id,
                 })
             }
             Err(error) => {
-                metrics::counter!(telemetry::FAILED, "reason" => "failed").increment(1);
+                metrics::counter!(telemetry::FAILED, "cause" => "failed").increment(1);
                 Err(failed(group, error))
             }
         }
+    }
+
+    /// Hands `command` to `group`'s openraft (in the order of calls: a later submission is a
+    /// later entry) and returns what resolves once it is committed and applied here, or why
+    /// not. Only the leader takes it.
+    pub async fn submit(
+        &self,
+        group: u64,
+        command: SlotCommand,
+    ) -> Result<impl Future<Output = Result<u64, SlotError>> + Send + 'static, SlotError> {
+        let member = self
+            .inner
+            .member(group)
+            .ok_or(SlotError::UnknownGroup(group))?;
+        let (responder, outcome) = ProgressResponder::<
+            SlotTypes,
+            openraft::raft::ClientWriteResult<SlotTypes>,
+        >::complete_only();
+        member
+            .raft
+            .client_write_ff(command, Some(responder))
+            .await
+            .map_err(|error| failed(group, error))?;
+        Ok(async move {
+            match outcome.await {
+                Ok(Ok(response)) => {
+                    metrics::counter!(telemetry::COMMITTED).increment(1);
+                    Ok(response.log_id.index)
+                }
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                    metrics::counter!(telemetry::FAILED, "cause" => "not_leader").increment(1);
+                    Err(SlotError::NotLeader {
+                        group,
+                        leader: forward.leader_id,
+                    })
+                }
+                Ok(Err(error)) => {
+                    metrics::counter!(telemetry::FAILED, "cause" => "failed").increment(1);
+                    Err(failed(group, error))
+                }
+                Err(_) => {
+                    metrics::counter!(telemetry::FAILED, "cause" => "failed").increment(1);
+                    Err(failed(group, "the proposal was dropped"))
+                }
+            }
+        })
     }
 
     /// The leader of `group` this node knows of.
@@ -252,6 +293,28 @@ impl SlotGroups {
         self.inner
             .member(group)
             .and_then(|member| member.raft.metrics().borrow_watched().current_leader)
+    }
+
+    /// Every group's leader as this node knows it; a group this node leads is named only once
+    /// it applied everything committed before its term (its state is whole), until then `None`.
+    pub fn leadership(&self) -> Vec<(u64, Option<u64>)> {
+        self.inner
+            .members()
+            .into_iter()
+            .map(|(group, member)| {
+                let metrics = member.raft.metrics().borrow_watched().clone();
+                let leader = match metrics.state {
+                    ServerState::Leader => metrics
+                        .last_applied
+                        .is_some_and(|applied| applied.leader_id.term == metrics.current_term)
+                        .then_some(self.inner.config.node),
+                    _ => metrics
+                        .current_leader
+                        .filter(|leader| *leader != self.inner.config.node),
+                };
+                (group, leader)
+            })
+            .collect()
     }
 
     /// The groups this node leads now, in order.
@@ -422,6 +485,13 @@ impl Inner {
                         &raft.handle_transfer_leader(transfer).await.map_err(text)?,
                     ))
                 }
+                Request::Applied(_) => Response::Applied(pb::AppliedResponse {
+                    index: raft
+                        .metrics()
+                        .borrow_watched()
+                        .last_applied
+                        .map_or(0, |log_id| log_id.index),
+                }),
                 _ => return Err("not a slot group request".to_owned()),
             })
         }
@@ -461,13 +531,14 @@ async fn tick(inner: std::sync::Weak<Inner>) {
 }
 
 /// Hands `group`'s leadership to its preferred member when that member acknowledged the last
-/// heartbeat and holds every entry this leader has.
+/// heartbeat, holds every entry this leader has and has applied about all of them (a member
+/// still applying a long backlog could not serve for a while after taking over).
 async fn hand_back(inner: &Inner, group: u64, member: &Member) {
     let me = inner.config.node;
     if member.preferred == me {
         return;
     }
-    let ready = {
+    let (ready, committed) = {
         let metrics = member.raft.metrics().borrow_watched().clone();
         let caught_up = metrics
             .replication
@@ -480,15 +551,35 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
             .as_ref()
             .and_then(|heartbeat| heartbeat.get(&member.preferred).copied().flatten())
             .is_some_and(|acked| acked.elapsed() < inner.config.heartbeat * 3);
-        metrics.state == ServerState::Leader && caught_up && alive
+        (
+            metrics.state == ServerState::Leader && caught_up && alive,
+            metrics.cluster_committed.map_or(0, |log_id| log_id.index),
+        )
     };
-    if ready
-        && member
-            .raft
-            .trigger()
-            .transfer_leader(member.preferred)
-            .await
-            .is_ok()
+    if !ready {
+        return;
+    }
+    let applied = inner
+        .coalescer
+        .call(
+            member.preferred,
+            group,
+            pb::raft_request::Request::Applied(pb::AppliedRequest {}),
+            inner.config.heartbeat,
+        )
+        .await;
+    let Ok(pb::raft_response::Response::Applied(applied)) = applied else {
+        return;
+    };
+    if applied.index + APPLY_SLACK < committed {
+        return;
+    }
+    if member
+        .raft
+        .trigger()
+        .transfer_leader(member.preferred)
+        .await
+        .is_ok()
     {
         metrics::counter!(telemetry::TRANSFERS).increment(1);
         tracing::info!(

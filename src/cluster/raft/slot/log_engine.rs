@@ -384,6 +384,7 @@ mod tests {
             payload: EntryPayload::Normal(SlotCommand {
                 records: vec![Bytes::from(text.to_owned())],
                 origin: 0,
+                serial: 0,
             }),
         }
     }

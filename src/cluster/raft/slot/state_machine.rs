@@ -1,12 +1,14 @@
 //! A slot group's state machine: hands every committed entry to the node's [`SlotApplier`] (the
 //! mailbox workers) in log order, and builds and installs snapshots through it. The applied id
 //! and membership live here; a restarted process starts from none, so openraft re-applies the
-//! log it kept (applying a record twice leaves a mailbox as applying it once).
+//! log it kept (applying a record twice leaves a mailbox as applying it once). Whether an entry
+//! is this process's own (already in its state) is the applier's to tell, by its origin.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use futures_util::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
@@ -16,9 +18,9 @@ use super::{SlotCommand, SlotTypes};
 
 /// What slot groups' committed entries are applied to.
 pub trait SlotApplier: Send + Sync + 'static {
-    /// Applies one committed entry of `group` (its log `index`). `local`: this process
-    /// proposed it, so its state already holds the records.
-    fn apply(&self, group: u64, index: u64, command: &SlotCommand, local: bool);
+    /// Applies one committed entry of `group` (its log `index`), in log order: the future
+    /// completes once the entry is handed on in that order (the next waits for it).
+    fn apply(&self, group: u64, index: u64, command: SlotCommand) -> BoxFuture<'static, ()>;
     /// The state of `group` as of everything applied so far: what a replica that is new or
     /// too far behind installs.
     fn snapshot(&self, group: u64) -> Bytes;
@@ -36,18 +38,15 @@ struct Applied {
 #[derive(Clone)]
 pub struct SlotStateMachine {
     group: u64,
-    incarnation: u64,
     applier: Arc<dyn SlotApplier>,
     applied: Arc<Mutex<Applied>>,
 }
 
 impl SlotStateMachine {
-    /// The state machine of `group`, applying to `applier`; entries whose origin is
-    /// `incarnation` were made by this process.
-    pub fn new(group: u64, incarnation: u64, applier: Arc<dyn SlotApplier>) -> SlotStateMachine {
+    /// The state machine of `group`, applying to `applier`.
+    pub fn new(group: u64, applier: Arc<dyn SlotApplier>) -> SlotStateMachine {
         SlotStateMachine {
             group,
-            incarnation,
             applier,
             applied: Arc::new(Mutex::new(Applied {
                 last_applied: None,
@@ -97,23 +96,22 @@ impl RaftStateMachine<SlotTypes> for SlotStateMachine {
         S: Stream<Item = Result<EntryResponder<SlotTypes>, io::Error>> + Unpin + OptionalSend,
     {
         while let Some((entry, responder)) = entries.try_next().await? {
-            {
-                let mut applied = self.lock();
-                match entry.payload {
-                    EntryPayload::Blank => {}
-                    EntryPayload::Normal(command) => self.applier.apply(
-                        self.group,
-                        entry.log_id.index,
-                        &command,
-                        command.origin == self.incarnation,
-                    ),
-                    EntryPayload::Membership(membership) => {
-                        applied.last_membership =
-                            StoredMembershipOf::<SlotTypes>::new(Some(entry.log_id), membership);
-                    }
+            let command = match entry.payload {
+                EntryPayload::Blank => None,
+                EntryPayload::Normal(command) => Some(command),
+                EntryPayload::Membership(membership) => {
+                    self.lock().last_membership =
+                        StoredMembershipOf::<SlotTypes>::new(Some(entry.log_id), membership);
+                    None
                 }
-                applied.last_applied = Some(entry.log_id);
+            };
+            if let Some(command) = command {
+                // In log order: the next entry waits until this one is handed on.
+                self.applier
+                    .apply(self.group, entry.log_id.index, command)
+                    .await;
             }
+            self.lock().last_applied = Some(entry.log_id);
             if let Some(responder) = responder {
                 responder.send(());
             }

@@ -8,7 +8,7 @@ pub const BATCHES: &str = "tern_slot_raft_batches_total";
 pub const RPCS: &str = "tern_slot_raft_rpcs_total";
 /// Proposals committed by a majority of their slot group.
 pub const COMMITTED: &str = "tern_slot_proposals_committed_total";
-/// Proposals that failed (not the leader, stopped), by `reason`.
+/// Proposals that failed, by `cause`: `not_leader` (another member leads) or `failed`.
 pub const FAILED: &str = "tern_slot_proposals_failed_total";
 /// Slot groups this node leads.
 pub const LED: &str = "tern_slot_groups_led";

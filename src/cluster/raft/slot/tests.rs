@@ -35,14 +35,14 @@ impl Recorded {
 }
 
 impl SlotApplier for Recorded {
-    fn apply(&self, group: u64, index: u64, command: &SlotCommand, _local: bool) {
+    fn apply(&self, group: u64, index: u64, command: SlotCommand) -> BoxFuture<'static, ()> {
         let mut applied = self.applied.lock().expect("lock");
         let log = applied.entry(group).or_default();
         // Re-applied after a restart: the same index, the same records.
-        if log.last().is_some_and(|(last, _)| *last >= index) {
-            return;
+        if log.last().is_none_or(|(last, _)| *last < index) {
+            log.push((index, command.records));
         }
-        log.push((index, command.records.clone()));
+        Box::pin(async {})
     }
 
     fn snapshot(&self, _group: u64) -> Bytes {
@@ -133,11 +133,11 @@ pub(super) async fn start(
     dir: &Path,
     members: &[u64],
     groups: &[(u64, u64)],
-    incarnation: u64,
+    _incarnation: u64,
 ) -> Node {
     let engine = LogEngine::open(config(dir)).expect("opens the log");
     let applied = Arc::new(Recorded::default());
-    let mut settings = SlotGroupsConfig::new(id, incarnation);
+    let mut settings = SlotGroupsConfig::new(id);
     settings.heartbeat = Duration::from_millis(50);
     settings.election_timeout_min = Duration::from_millis(400);
     settings.election_timeout_max = Duration::from_millis(800);
@@ -207,11 +207,7 @@ pub(super) fn agreed_leader(nodes: &[&Node], group: u64) -> Option<u64> {
 pub(super) async fn commit(nodes: &[&Node], group: u64, text: String) -> u64 {
     for _ in 0..400 {
         for node in nodes {
-            match node
-                .groups
-                .propose(group, vec![Bytes::from(text.clone())])
-                .await
-            {
+            match node.groups.propose(group, command(&text)).await {
                 Ok(index) => return index,
                 Err(SlotError::NotLeader { .. } | SlotError::Failed { .. }) => {}
                 Err(other) => panic!("{other}"),
@@ -223,6 +219,14 @@ pub(super) async fn commit(nodes: &[&Node], group: u64, text: String) -> u64 {
 }
 
 const MEMBERS: [u64; 3] = [1, 2, 3];
+
+fn command(text: &str) -> SlotCommand {
+    SlotCommand {
+        records: vec![Bytes::from(text.to_owned())],
+        origin: 0,
+        serial: 0,
+    }
+}
 
 /// 24 groups, each node the preferred leader of 8.
 fn groups() -> Vec<(u64, u64)> {
@@ -351,7 +355,7 @@ async fn an_isolated_leader_acks_nothing_once_its_island_elected_another() {
     let attempts = tokio::spawn(async move {
         let mut acked = Vec::new();
         for i in 0..40 {
-            let proposal = cut_off.propose(group, vec![Bytes::from(format!("lost-{i}"))]);
+            let proposal = cut_off.propose(group, command(&format!("lost-{i}")));
             if let Ok(Ok(index)) = tokio::time::timeout(Duration::from_millis(100), proposal).await
             {
                 acked.push(index);

@@ -82,7 +82,11 @@ impl State<'_> {
                     bump(&counters.duplicate_acks);
                 }
                 let counter = body::parse_client_msg_id(self.shared.run, &ack.client_msg_id)?;
-                self.outbox.acked(counter)?;
+                let pending = self.outbox.acked(counter)?;
+                let waited_ms = body::now_us().saturating_sub(pending.sent_us) / 1000;
+                counters
+                    .ack_wait_max_ms
+                    .fetch_max(waited_ms, Ordering::Relaxed);
                 counters.in_flight.fetch_sub(1, Ordering::Relaxed);
                 if self.outgoing().acked(counter) {
                     bump(&counters.acked);

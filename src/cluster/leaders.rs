@@ -1,0 +1,119 @@
+//! Who leads each slot group, as this node knows it: with replicated slots a key's operations
+//! run on the leader of its slot's group, not on a fixed owner. Kept by the node's replica
+//! (`replica.rs`) from its slot groups; read by every route.
+//!
+//! A slot's group is `(island id, slot % GROUPS_PER_ISLAND)`: a few groups per island so that
+//! each Raft entry carries many messages, and a multiple of three so that leaders spread evenly
+//! over an island of three. The group's preferred leader is the island member at the group's
+//! number modulo the island's size.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+use crate::cluster::placement::{Island, NodeId};
+
+/// Slot groups per island.
+pub const GROUPS_PER_ISLAND: u32 = 24;
+
+/// The slot group of `slot` on island `island`.
+pub fn slot_group(island: u32, slot: u32) -> u64 {
+    (u64::from(island) << 32) | u64::from(slot % GROUPS_PER_ISLAND)
+}
+
+/// The slot groups of `island`, in order.
+pub fn island_groups(island: u32) -> impl Iterator<Item = u64> {
+    (0..GROUPS_PER_ISLAND).map(move |index| slot_group(island, index))
+}
+
+/// The member of `island` that should lead `group` while it is up.
+pub fn preferred_leader(island: &Island, group: u64) -> Option<NodeId> {
+    let index = (group & u64::from(u32::MAX)) as usize;
+    island
+        .members
+        .get(index % island.members.len().max(1))
+        .copied()
+}
+
+/// The known leaders of the slot groups.
+#[derive(Debug, Default)]
+pub struct Leaders {
+    /// Slots are replicated (otherwise every slot has its island's first member as owner and
+    /// the table stays empty).
+    replicated: bool,
+    /// Group -> leader; a group this node leads is listed only once it has applied everything
+    /// committed before its term (its workers hold the whole state).
+    table: DashMap<u64, NodeId>,
+    /// Raised on every change, so sessions can read again when their owner moved.
+    version: AtomicU64,
+}
+
+impl Leaders {
+    /// An empty table; `replicated` says whether slots are replicated at all.
+    pub fn new(replicated: bool) -> Leaders {
+        Leaders {
+            replicated,
+            ..Leaders::default()
+        }
+    }
+
+    /// Whether slots are replicated.
+    pub fn replicated(&self) -> bool {
+        self.replicated
+    }
+
+    /// The leader of `group`, if known.
+    pub fn get(&self, group: u64) -> Option<NodeId> {
+        self.table.get(&group).map(|leader| *leader)
+    }
+
+    /// Sets (or, with `None`, forgets) the leader of `group`; true if that changed anything.
+    pub fn set(&self, group: u64, leader: Option<NodeId>) -> bool {
+        let changed = match leader {
+            Some(leader) => self.table.insert(group, leader) != Some(leader),
+            None => self.table.remove(&group).is_some(),
+        };
+        if changed {
+            self.version.fetch_add(1, Ordering::AcqRel);
+        }
+        changed
+    }
+
+    /// Changes so far.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_spread_their_preferred_leaders_evenly_over_an_island_of_three() {
+        let island = Island {
+            id: 7,
+            members: vec![4, 5, 6],
+        };
+        let mut led = [0usize; 3];
+        for group in island_groups(7) {
+            assert_eq!(group >> 32, 7);
+            let leader = preferred_leader(&island, group).expect("a member");
+            led[(leader - 4) as usize] += 1;
+        }
+        assert_eq!(led, [8, 8, 8]);
+        assert_eq!(slot_group(7, 30), slot_group(7, 6));
+    }
+
+    #[test]
+    fn the_table_counts_its_changes() {
+        let leaders = Leaders::new(true);
+        assert!(leaders.set(1, Some(2)));
+        assert!(!leaders.set(1, Some(2)));
+        assert!(leaders.set(1, Some(3)));
+        assert!(leaders.set(1, None));
+        assert!(!leaders.set(1, None));
+        assert_eq!(leaders.version(), 3);
+        assert_eq!(leaders.get(1), None);
+    }
+}

@@ -1,0 +1,227 @@
+//! Replicated slots: the bridge between this node's mailbox workers and its slot groups.
+//!
+//! - Writes: a worker's record goes to the [`Ledger`] of its key's slot group (the workers'
+//!   [`Replicate`]), which proposes records in batches; a record is durable (acked, pushed,
+//!   read) once its entry is committed on a majority of the island and applied here.
+//! - Applies: every committed entry reaches this node's [`SlotApplier`]; another node's records
+//!   go to the workers that own their keys as `Replay` operations (a follower keeps warm, a
+//!   returning node catches up), this node's own only run their completions.
+//! - Leadership: a task copies who leads each group into the node's [`Leaders`] table (which
+//!   every route reads) and joins the groups of this node's island as the map places them.
+//!
+//! Supervision: [`Replica::start`] returns the follower task's handle; the slot groups' own
+//! tasks stop with [`SlotGroups::shutdown`].
+
+mod ledger;
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::leaders::{Leaders, island_groups, preferred_leader, slot_group};
+use crate::cluster::map::ClusterMap;
+use crate::cluster::placement::NodeId;
+use crate::cluster::raft::slot::{SlotApplier, SlotCommand, SlotGroups};
+use crate::cluster::route::slot_of;
+use crate::mailbox::durability::{Done, Replicate};
+use crate::mailbox::record::{self, Record};
+use crate::mailbox::{MailboxOp, Mailboxes};
+use crate::message::Id;
+
+use ledger::{Applied, Ledger};
+
+/// How often the leaders table is brought up to date from the slot groups.
+const FOLLOW_EVERY: Duration = Duration::from_millis(50);
+
+/// The ledgers and the workers, shared by the write and apply sides.
+#[derive(Default)]
+pub struct Shared {
+    ledgers: DashMap<u64, Arc<Ledger>>,
+    mailboxes: OnceLock<Arc<Mailboxes>>,
+}
+
+/// This node's replicated slots.
+pub struct Replica {
+    me: NodeId,
+    shared: Arc<Shared>,
+    groups: Arc<SlotGroups>,
+    map: watch::Receiver<Arc<ClusterMap>>,
+}
+
+impl Replica {
+    /// The applier the slot groups are started with (before the replica exists).
+    pub fn applier() -> Arc<Shared> {
+        Arc::new(Shared::default())
+    }
+
+    /// Starts replicating `mailboxes` through `groups` (started with `shared` as applier),
+    /// joining the groups of this node's island as `map` places them, once the island has
+    /// `island_size` members, and keeping `leaders`.
+    pub fn start(
+        me: NodeId,
+        shared: Arc<Shared>,
+        groups: Arc<SlotGroups>,
+        map: watch::Receiver<Arc<ClusterMap>>,
+        mailboxes: Arc<Mailboxes>,
+        leaders: Arc<Leaders>,
+        island_size: usize,
+    ) -> (Arc<Replica>, JoinHandle<()>) {
+        let _ = shared.mailboxes.set(mailboxes);
+        let replica = Arc::new(Replica {
+            me,
+            shared,
+            groups,
+            map,
+        });
+        let task = tokio::spawn(follow(replica.clone(), leaders, island_size));
+        (replica, task)
+    }
+
+    /// The group of `key`'s slot, if its slot is placed.
+    fn group_of(&self, key: &str) -> Option<u64> {
+        let map = self.map.borrow();
+        let slot = slot_of(key.as_bytes(), map.placement.slots.len() as u32);
+        let island = map.placement.island_of(slot)?;
+        Some(slot_group(island.id, slot))
+    }
+}
+
+impl Replicate for Replica {
+    fn append(&self, key: &str, record: Bytes, done: Done) -> Result<(), Done> {
+        let Some(group) = self.group_of(key) else {
+            return Err(done);
+        };
+        let Some(ledger) = self.shared.ledgers.get(&group).map(|ledger| ledger.clone()) else {
+            return Err(done);
+        };
+        ledger.push(record, done)
+    }
+}
+
+impl SlotApplier for Shared {
+    fn apply(&self, group: u64, _index: u64, command: SlotCommand) -> BoxFuture<'static, ()> {
+        let ledger = self.ledgers.get(&group).map(|ledger| ledger.clone());
+        if let Some(ledger) = ledger
+            && let Applied::Own = ledger.applied(&command)
+        {
+            return Box::pin(async {});
+        }
+        let mailboxes = self.mailboxes.get().cloned();
+        Box::pin(async move {
+            let Some(mailboxes) = mailboxes else {
+                tracing::error!(group, "a committed entry came before the workers started");
+                return;
+            };
+            for (key, records) in by_key(command.records) {
+                // Waits for room: a committed record is never dropped.
+                if mailboxes
+                    .submit_wait(MailboxOp::Replay { key, records })
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        group,
+                        "the workers stopped before a committed entry applied"
+                    );
+                    return;
+                }
+            }
+        })
+    }
+
+    fn snapshot(&self, _group: u64) -> Bytes {
+        // Snapshots come with compaction after write-back; until then the log is kept whole
+        // and a lagging replica catches up from it.
+        Bytes::new()
+    }
+
+    fn install(&self, group: u64, _snapshot: &Bytes) -> Result<(), String> {
+        Err(format!(
+            "slot group {group}: snapshots are not installed yet"
+        ))
+    }
+}
+
+/// The decoded records of an entry, by the key (mailbox or group) they are about, each key's
+/// in order.
+fn by_key(records: Vec<Bytes>) -> Vec<(Id, Vec<Record>)> {
+    let mut keys: Vec<(Id, Vec<Record>)> = Vec::new();
+    let mut index: HashMap<Id, usize> = HashMap::new();
+    for payload in records {
+        if payload.is_empty() {
+            // A barrier: orders a retry's answer, changes nothing.
+            continue;
+        }
+        let record = match record::decode(payload) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::error!(%error, "a committed record does not decode");
+                continue;
+            }
+        };
+        let key = match &record {
+            Record::Appended { owner, .. }
+            | Record::Cursor { owner, .. }
+            | Record::GroupCopy { owner, .. } => owner.clone(),
+            Record::GroupAppended(entry) => entry.group_id.clone(),
+            Record::GroupFannedOut { group_id, .. } => group_id.clone(),
+        };
+        match index.get(&key) {
+            Some(at) => keys[*at].1.push(record),
+            None => {
+                index.insert(key.clone(), keys.len());
+                keys.push((key, vec![record]));
+            }
+        }
+    }
+    keys
+}
+
+/// Joins the groups of this node's island once the island is whole, and keeps the leaders
+/// table (and so every route) in step with the groups.
+async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize) {
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let islands: Vec<_> = {
+            let map = replica.map.borrow();
+            map.placement
+                .islands
+                .iter()
+                .filter(|island| island.members.contains(&replica.me))
+                // Founded once: a group's voters are the island's members when it starts.
+                .filter(|island| island.members.len() >= island_size)
+                .cloned()
+                .collect()
+        };
+        for island in islands {
+            for group in island_groups(island.id) {
+                if replica.shared.ledgers.contains_key(&group) {
+                    continue;
+                }
+                let Some(preferred) = preferred_leader(&island, group) else {
+                    continue;
+                };
+                match replica.groups.join(group, &island.members, preferred).await {
+                    Ok(()) => {
+                        let ledger = Ledger::start(group, Arc::downgrade(&replica.groups));
+                        replica.shared.ledgers.insert(group, ledger);
+                    }
+                    Err(error) => tracing::warn!(group, %error, "could not join a slot group"),
+                }
+            }
+        }
+        for (group, leader) in replica.groups.leadership() {
+            if leaders.set(group, leader) {
+                tracing::debug!(group, ?leader, "slot group leader");
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Replicated slots (three child-process nodes, replication 3): the node leading the most slot
+//! groups is killed with SIGKILL four times in a row while eight senders keep sending through
+//! whichever nodes are up; afterwards every recipient drains its mailbox and every acked message
+//! is there exactly once, in order.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{Member, SETTLE, login_at, start_cluster};
+use common::*;
+use tern::client::{Client, text_frame};
+use tern::clock::now_secs;
+use tern::proto::v1::server_frame::Frame;
+use tern::token::TokenKey;
+
+const SENDERS: usize = 8;
+const RECIPIENTS: usize = 5;
+const KILLS: usize = 4;
+/// Slot groups of the island (`tern::cluster::leaders::GROUPS_PER_ISLAND`).
+const GROUPS: f64 = 24.0;
+
+/// (recipient, client_msg_id) -> the seq its ack named.
+type Acked = HashMap<(String, String), u64>;
+
+/// The phone listeners of the nodes that are up.
+type Up = Arc<Mutex<Vec<Option<SocketAddr>>>>;
+
+/// Sends as sender `sender` until `stop`, through node `sender % 3` first and through the next
+/// node that is up whenever its connection ends; returns what was acked.
+async fn send(sender: usize, key: TokenKey, up: Up, stop: Arc<AtomicBool>) -> Acked {
+    let token = key
+        .sign(&format!("s{sender}"), "d", now_secs() + 600)
+        .expect("token");
+    let mut acked = Acked::new();
+    let mut n = 0u64;
+    let mut node = sender;
+    while !stop.load(Ordering::Relaxed) {
+        node += 1;
+        let addr = up.lock().expect("lock")[node % 3];
+        let Some(addr) = addr else {
+            continue;
+        };
+        let Ok(Ok((client, _))) =
+            tokio::time::timeout(Duration::from_secs(5), Client::login(addr, &token, 0)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (mut reader, mut writer) = client.split();
+        let mut in_flight: HashMap<String, String> = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            while in_flight.len() < 16 {
+                n += 1;
+                let recipient = format!("r{}", (sender as u64 + n) % RECIPIENTS as u64);
+                let id = format!("s{sender}-{n}");
+                writer.queue(text_frame(&id, &recipient, id.as_bytes()));
+                in_flight.insert(id, recipient);
+            }
+            if writer.flush().await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
+                Ok(Ok(Some(frame))) => match frame.frame {
+                    Some(Frame::ServerAck(ack)) => {
+                        let recipient = in_flight
+                            .remove(&ack.client_msg_id)
+                            .expect("ack of a known send");
+                        acked.insert((recipient, ack.client_msg_id), ack.seq);
+                    }
+                    // Refused (a slot without a leader for a moment): not acked, not counted.
+                    Some(Frame::Error(error)) => {
+                        in_flight.remove(&error.client_msg_id);
+                    }
+                    _ => {}
+                },
+                // Closed, failed or silent: on to another node; what was in flight is unacked.
+                _ => break,
+            }
+        }
+    }
+    acked
+}
+
+/// Slot groups led by `member` (0 when it does not answer).
+async fn led(member: &Member) -> f64 {
+    let text = http_get(member.admin(), "/metrics").await;
+    metric_value(&text, "tern_slot_groups_led").unwrap_or(0.0)
+}
+
+async fn all_led(members: &[Member]) -> bool {
+    let mut total = 0.0;
+    for member in members.iter().filter(|member| member.node.is_some()) {
+        total += led(member).await;
+    }
+    total >= GROUPS
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster(dir.path(), 3, 3);
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    let key = members[0].key.clone();
+    let up: Up = Arc::new(Mutex::new(
+        members.iter().map(|member| Some(member.client())).collect(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| tokio::spawn(send(sender, key.clone(), up.clone(), stop.clone())))
+        .collect();
+
+    for round in 0..KILLS {
+        // A different moment in every round (no timing is asserted).
+        tokio::time::sleep(Duration::from_millis(1_500 + 400 * round as u64)).await;
+        let mut busiest = (0, -1.0);
+        for (index, member) in members.iter().enumerate() {
+            let led = led(member).await;
+            if led > busiest.1 {
+                busiest = (index, led);
+            }
+        }
+        let victim = busiest.0;
+        up.lock().expect("lock")[victim] = None;
+        members[victim].node.take().expect("running").kill();
+        eventually_within(SETTLE, "the other two lead every group", async || {
+            all_led(&members).await
+        })
+        .await;
+        let node = ChildNode::start(&members[victim].config, &members[victim].data);
+        up.lock().expect("lock")[victim] = Some(node.client);
+        members[victim].node = Some(node);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Acked::new();
+    for sender in senders {
+        acked.extend(sender.await.expect("sender"));
+    }
+    assert!(
+        acked.len() > 100,
+        "too few acks to prove anything: {}",
+        acked.len()
+    );
+
+    let mut expected: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
+    for ((recipient, id), seq) in &acked {
+        let previous = expected
+            .entry(recipient.clone())
+            .or_default()
+            .insert(*seq, id.clone());
+        assert!(
+            previous.is_none(),
+            "two acks named seq {seq} of {recipient}"
+        );
+    }
+    for (index, (recipient, by_seq)) in expected.iter().enumerate() {
+        let member = &members[index % 3];
+        let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();
+        let delivered = drain_acking(&mut reader, &mut writer).await;
+        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "{recipient}: out of order {seqs:?}"
+        );
+        let mut ids: Vec<&String> = delivered.iter().map(|(_, id)| id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), delivered.len(), "{recipient}: duplicates");
+        let delivered: HashMap<u64, String> = delivered.into_iter().collect();
+        for (seq, id) in by_seq {
+            assert_eq!(
+                delivered.get(seq),
+                Some(id),
+                "{recipient}: acked {id} at seq {seq} was lost"
+            );
+        }
+        // Every sender's messages to this recipient arrive in the order they were sent.
+        let mut last: HashMap<&str, u64> = HashMap::new();
+        for (_, id) in by_seq {
+            let (sender, n) = id.rsplit_once('-').expect("sender-n");
+            let n: u64 = n.parse().expect("n");
+            if let Some(before) = last.insert(sender, n) {
+                assert!(before < n, "{recipient}: {sender}'s messages out of order");
+            }
+        }
+    }
+}
