@@ -203,6 +203,8 @@ pub enum MailboxOp {
         key: Id,
         /// The records, in log order.
         records: Vec<record::Record>,
+        /// Counted down once they are applied (what the node still has to apply).
+        pending: Arc<std::sync::atomic::AtomicI64>,
     },
     /// Look up a user's account, devices and cursors.
     Account {

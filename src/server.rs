@@ -191,7 +191,7 @@ impl Server {
             None => None,
         };
         if let Some(cluster) = &cluster {
-            cluster.attach(&node);
+            cluster.attach(&node).await?;
         }
         if let (Some(member), Some(section)) = (&cluster, &node.config.cluster) {
             supervise(

@@ -72,16 +72,18 @@ pub struct ClusterMember<T: Transport = TcpTransport> {
     /// Tells the node's sessions to register and read again when the cluster changes.
     resync: std::sync::Mutex<Option<JoinHandle<()>>>,
     /// With replicated slots: this node's slot groups, what applies their entries, the
-    /// founding size of an island, and (once attached) the task following their leaders.
-    slots: Option<Slots>,
+    /// founding size of an island, and the task following their leaders (started on attach:
+    /// there is nothing to replicate before the node has mailboxes).
+    slots: tokio::sync::Mutex<Option<Slots>>,
+    slot_service: Arc<SlotService>,
+    data_dir: std::path::PathBuf,
+    cluster: ClusterConfig,
 }
 
 /// This node's replicated slots.
 struct Slots {
     groups: Arc<SlotGroups>,
-    applier: Arc<ReplicaShared>,
-    island_size: usize,
-    follow: std::sync::Mutex<Option<JoinHandle<()>>>,
+    follow: JoinHandle<()>,
 }
 
 impl ClusterMember {
@@ -190,21 +192,6 @@ impl<T: Transport> ClusterMember<T> {
             }
         };
         let _ = service.0.set(meta.clone());
-        let slots = if cluster.replication_factor > 1 {
-            match start_slots(data_dir, cluster, &mesh).await {
-                Ok(slots) => {
-                    let _ = slot_service.0.set(slots.groups.clone());
-                    Some(slots)
-                }
-                Err(error) => {
-                    meta.shutdown().await;
-                    mesh.shutdown().await;
-                    return Err(error);
-                }
-            }
-        } else {
-            None
-        };
         let follow = tokio::spawn(follow_map(mesh.clone(), meta.clone()));
         Ok(ClusterMember {
             name: cluster.name.clone(),
@@ -213,13 +200,17 @@ impl<T: Transport> ClusterMember<T> {
             mailbox,
             follow,
             resync: std::sync::Mutex::new(None),
-            slots,
+            slots: tokio::sync::Mutex::new(None),
+            slot_service,
+            data_dir: data_dir.to_path_buf(),
+            cluster: cluster.clone(),
         })
     }
 
     /// Serves `node`'s mailboxes to the peers and sends its sessions' operations on users other
-    /// nodes own to them: call once, before phones are accepted.
-    pub fn attach(&self, node: &Arc<Node>) {
+    /// nodes own to them; with replicated slots, opens the slot groups' log and starts them,
+    /// replicating `node`'s mailboxes: call once, before phones are accepted.
+    pub async fn attach(&self, node: &Arc<Node>) -> Result<(), ClusterError> {
         self.mailbox
             .attach(node.clone(), self.mesh.clone(), self.meta.map());
         let remote = Remote::new(
@@ -236,26 +227,25 @@ impl<T: Transport> ClusterMember<T> {
             node.leaders.clone(),
         );
         let _ = node.fanout.elsewhere().set(Arc::new(copies));
-        if let Some(slots) = &self.slots {
+        let mut slots = self.slots.lock().await;
+        if self.cluster.replication_factor > 1 && slots.is_none() {
+            let (groups, applier) = start_slots(&self.data_dir, &self.cluster, &self.mesh).await?;
+            let _ = self.slot_service.0.set(groups.clone());
+            let island_size =
+                (self.cluster.replication_factor as usize).min(self.cluster.seeds.len().max(1));
             let (replica, follow) = Replica::start(
                 self.mesh.node(),
-                slots.applier.clone(),
-                slots.groups.clone(),
+                applier,
+                groups.clone(),
                 self.meta.map(),
                 node.mailboxes.clone(),
                 node.leaders.clone(),
-                slots.island_size,
+                island_size,
             );
             node.mailboxes.replicate_through(replica);
-            if let Some(old) = slots
-                .follow
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .replace(follow)
-            {
-                old.abort();
-            }
+            *slots = Some(Slots { groups, follow });
         }
+        drop(slots);
         let task = tokio::spawn(resync_on_change(
             self.mesh.clone(),
             self.meta.map(),
@@ -269,6 +259,7 @@ impl<T: Transport> ClusterMember<T> {
         {
             old.abort();
         }
+        Ok(())
     }
 
     /// The mesh (for the services built on it).
@@ -307,15 +298,8 @@ impl<T: Transport> ClusterMember<T> {
         {
             task.abort();
         }
-        if let Some(slots) = &self.slots {
-            if let Some(task) = slots
-                .follow
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take()
-            {
-                task.abort();
-            }
+        if let Some(slots) = self.slots.lock().await.take() {
+            slots.follow.abort();
             slots.groups.shutdown().await;
         }
         self.meta.shutdown().await;
@@ -472,7 +456,7 @@ async fn start_slots<T: Transport>(
     data_dir: &Path,
     cluster: &ClusterConfig,
     mesh: &Mesh<T>,
-) -> Result<Slots, ClusterError> {
+) -> Result<(Arc<SlotGroups>, Arc<ReplicaShared>), ClusterError> {
     let dir = data_dir.join("slots");
     let engine = tokio::task::spawn_blocking(move || LogEngine::open(JournalConfig::new(dir)))
         .await
@@ -489,12 +473,7 @@ async fn start_slots<T: Transport>(
     });
     let groups = SlotGroups::start(config, engine, transport, applier.clone())
         .map_err(|error| ClusterError::Slots(error.to_string()))?;
-    Ok(Slots {
-        groups: Arc::new(groups),
-        applier,
-        island_size: (cluster.replication_factor as usize).min(cluster.seeds.len().max(1)),
-        follow: std::sync::Mutex::new(None),
-    })
+    Ok((Arc::new(groups), applier))
 }
 
 /// The slot groups' batches from peers, served once the groups have started.

@@ -15,6 +15,7 @@
 mod ledger;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -44,6 +45,16 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 pub struct Shared {
     ledgers: DashMap<u64, Arc<Ledger>>,
     mailboxes: OnceLock<Arc<Mailboxes>>,
+    /// Per group: `Replay` operations queued on the workers and not yet applied. The workers'
+    /// lanes are not ordered among themselves, so a leader serves its phones only once none is
+    /// left (its workers then hold everything committed before its term).
+    replaying: DashMap<u64, Arc<AtomicI64>>,
+}
+
+impl Shared {
+    fn replaying(&self, group: u64) -> Arc<AtomicI64> {
+        self.replaying.entry(group).or_default().clone()
+    }
 }
 
 /// This node's replicated slots.
@@ -113,6 +124,7 @@ impl SlotApplier for Shared {
             return Box::pin(async {});
         }
         let mailboxes = self.mailboxes.get().cloned();
+        let pending = self.replaying(group);
         Box::pin(async move {
             let Some(mailboxes) = mailboxes else {
                 tracing::error!(group, "a committed entry came before the workers started");
@@ -120,11 +132,13 @@ impl SlotApplier for Shared {
             };
             for (key, records) in by_key(command.records) {
                 // Waits for room: a committed record is never dropped.
-                if mailboxes
-                    .submit_wait(MailboxOp::Replay { key, records })
-                    .await
-                    .is_err()
-                {
+                pending.fetch_add(1, Ordering::AcqRel);
+                let op = MailboxOp::Replay {
+                    key,
+                    records,
+                    pending: pending.clone(),
+                };
+                if mailboxes.submit_wait(op).await.is_err() {
                     tracing::warn!(
                         group,
                         "the workers stopped before a committed entry applied"
@@ -219,6 +233,10 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
             }
         }
         for (group, leader) in replica.groups.leadership() {
+            let leader = leader.filter(|leader| {
+                *leader != replica.me
+                    || replica.shared.replaying(group).load(Ordering::Acquire) <= 0
+            });
             if leaders.set(group, leader) {
                 tracing::debug!(group, ?leader, "slot group leader");
             }

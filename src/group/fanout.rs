@@ -75,6 +75,11 @@ pub trait Elsewhere: Send + Sync {
     /// Relays typing in `group` to those of `members` another node owns; returns the ones
     /// owned here.
     fn typing(&self, group: &Id, from_user: &Id, typing: bool, members: Vec<Id>) -> Vec<Id>;
+    /// Whether this node serves `group` now: with replicated slots a follower holds the
+    /// group's entries too, but only its slot group's leader fans them out.
+    fn serves(&self, _group: &Id) -> bool {
+        true
+    }
 }
 
 /// Set once, when the node joins its cluster; unset on a node without one.

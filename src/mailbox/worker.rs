@@ -333,7 +333,14 @@ impl Worker for MailboxWorker {
             MailboxOp::Account { owner, reply } => {
                 let _ = reply.send(self.slots.get(&owner).map(account_info));
             }
-            MailboxOp::Replay { key, records } => self.replay(&key, records),
+            MailboxOp::Replay {
+                key,
+                records,
+                pending,
+            } => {
+                self.replay(&key, records);
+                pending.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 }

@@ -111,6 +111,12 @@ impl<T: Transport> Inner<T> {
 }
 
 impl<T: Transport> Elsewhere for Copies<T> {
+    fn serves(&self, group: &Id) -> bool {
+        let map = self.inner.map.borrow();
+        crate::cluster::route::route(&map, &self.inner.leaders, self.inner.me, group.as_bytes())
+            == crate::cluster::route::Route::Local
+    }
+
     fn copy(&self, entry: &Arc<GroupEntry>, recipients: &[Id], done: &Arc<Countdown>) -> Vec<Id> {
         let placed = self.inner.place(recipients.iter().cloned());
         for _ in &placed.nowhere {

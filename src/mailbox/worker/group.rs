@@ -508,6 +508,13 @@ impl MailboxWorker {
             // before a successful one); the doorbell has rung, and reading it pumps again.
             return;
         }
+        if let Some(elsewhere) = self.fanout.elsewhere().get()
+            && !elsewhere.serves(group)
+        {
+            // Another node leads the group's slot: it fans out; this node keeps the entries
+            // (and hands them over if it comes to lead).
+            return;
+        }
         let Some(slot) = self.groups.get_mut(group) else {
             return;
         };
