@@ -22,7 +22,7 @@ const SENDERS: usize = 8;
 const RECIPIENTS: usize = 5;
 const KILLS: usize = 4;
 /// Slot groups of the island (`tern::cluster::leaders::GROUPS_PER_ISLAND`).
-const GROUPS: f64 = 24.0;
+const GROUPS: f64 = 6.0;
 
 /// (recipient, client_msg_id) -> the seq its ack named.
 type Acked = HashMap<(String, String), u64>;

@@ -93,11 +93,11 @@ until loadtest/scripts/cluster.sh status > /dev/null 2>&1; do sleep 0.5; done
 pids=()
 for i in 1 2 3; do pids+=("$(cat "$CLUSTER_DIR/node-$i/pid")"); done
 if [[ $replication -gt 1 ]]; then
-    # Every slot group led before the run (24 per island, 8 per node).
+    # Every slot group led before the run (6 per island, 2 per node).
     led() {
         curl -s "http://127.0.0.1:$1/metrics" | awk '$1 == "tern_slot_groups_led" { print $2 }'
     }
-    until [[ "$(led 7611)-$(led 7621)-$(led 7631)" == "8-8-8" ]]; do sleep 0.2; done
+    until [[ "$(led 7611)-$(led 7621)-$(led 7631)" == "2-2-2" ]]; do sleep 0.2; done
 fi
 servers=127.0.0.1:7610,127.0.0.1:7620,127.0.0.1:7630
 before=$(ticks "${pids[@]}")

@@ -41,7 +41,7 @@ led() { # led NODE: slot groups the node leads now (empty when it does not answe
 }
 
 share() { # share: slot groups each node leads when every node is up
-    echo $((24 / 3))
+    echo $((6 / 3))
 }
 
 # Every group led by its preferred member before the run starts.
@@ -75,8 +75,8 @@ while true; do
     for node in "${others[@]}"; do
         total=$((total + $(led "$node" || echo 0)))
     done
-    if [[ $total -ge 24 ]]; then
-        echo "all 24 slot groups led by nodes ${others[*]} $(echo "$(date +%s.%N) - $killed" | bc | cut -c1-5) s after the kill"
+    if [[ $total -ge 6 ]]; then
+        echo "all 6 slot groups led by nodes ${others[*]} $(echo "$(date +%s.%N) - $killed" | bc | cut -c1-5) s after the kill"
         break
     fi
     sleep 0.1

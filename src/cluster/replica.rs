@@ -232,6 +232,13 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
                 }
             }
         }
+        let backlog: i64 = replica
+            .shared
+            .replaying
+            .iter()
+            .map(|pending| pending.load(Ordering::Relaxed).max(0))
+            .sum();
+        metrics::gauge!(crate::cluster::raft::slot::telemetry::REPLAY_BACKLOG).set(backlog as f64);
         for (group, leader) in replica.groups.leadership() {
             let leader = leader.filter(|leader| {
                 *leader != replica.me

@@ -365,7 +365,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     handlers: &Arc<Handlers>,
 ) -> LinkEnd {
     // Inbound calls run here, owned by this loop: they end with the link.
-    let mut calls: JoinSet<()> = JoinSet::new();
+    let mut calls = Inbound::default();
     loop {
         loop {
             match frame::decode(&mut buf, MAX_FRAME_BYTES) {
@@ -387,11 +387,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
             // Finished handlers first: reaping them is cheap, and a busy stream must not leave
             // them holding places among the calls in flight.
             biased;
-            Some(done) = calls.join_next(), if !calls.is_empty() => {
-                if let Err(err) = done
-                    && err.is_panic()
-                {
-                    tracing::error!(peer = link.peer, "mesh call handler panicked");
+            Some(done) = calls.set.join_next(), if !calls.set.is_empty() => {
+                match done {
+                    Ok(lane) => calls.finished(lane),
+                    Err(err) => {
+                        // A panicked (or aborted) handler's lane is not known: recount.
+                        calls.recount();
+                        if err.is_panic() {
+                            tracing::error!(peer = link.peer, "mesh call handler panicked");
+                        }
+                    }
                 }
             }
             read = reader.read_buf(&mut buf) => match read {
@@ -407,11 +412,41 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
+/// The inbound calls of a link in flight, counted per lane: the consensus lane has a budget of
+/// its own, so mailbox calls filling theirs never refuse a vote or an append.
+#[derive(Default)]
+struct Inbound {
+    set: JoinSet<Lane>,
+    call: usize,
+    consensus: usize,
+}
+
+impl Inbound {
+    fn count(&mut self, lane: Lane) -> &mut usize {
+        match lane {
+            Lane::Consensus => &mut self.consensus,
+            _ => &mut self.call,
+        }
+    }
+
+    fn finished(&mut self, lane: Lane) {
+        let count = self.count(lane);
+        *count = count.saturating_sub(1);
+    }
+
+    /// After a handler panicked: the set's size is the truth, the split is kept as it was.
+    fn recount(&mut self) {
+        let total = self.set.len();
+        self.consensus = self.consensus.min(total);
+        self.call = total - self.consensus;
+    }
+}
+
 fn on_frame(
     link: &Arc<Link>,
     frame: MeshFrame,
     handlers: &Arc<Handlers>,
-    calls: &mut JoinSet<()>,
+    calls: &mut Inbound,
 ) -> Result<(), LinkEnd> {
     match frame.kind {
         Some(Kind::Heartbeat(Heartbeat { sent_us })) => {
@@ -476,7 +511,7 @@ fn on_frame(
     Ok(())
 }
 
-fn on_call(link: &Arc<Link>, call: wire::Call, handlers: &Arc<Handlers>, calls: &mut JoinSet<()>) {
+fn on_call(link: &Arc<Link>, call: wire::Call, handlers: &Arc<Handlers>, calls: &mut Inbound) {
     let lane = match call.lane() {
         wire::Lane::Consensus => Lane::Consensus,
         wire::Lane::Call => Lane::Call,
@@ -494,20 +529,21 @@ fn on_call(link: &Arc<Link>, call: wire::Call, handlers: &Arc<Handlers>, calls: 
         link.push_or_drop(lane, fail(Failure::NoHandler, ""));
         return;
     };
-    if calls.len() >= MAX_CALLS_IN_FLIGHT {
+    if *calls.count(lane) >= MAX_CALLS_IN_FLIGHT {
         link.push_or_drop(lane, fail(Failure::Busy, "busy"));
         return;
     }
+    *calls.count(lane) += 1;
     let handler = Arc::clone(handler);
     let deadline = Duration::from_millis(u64::from(call.deadline_ms));
     let link = Arc::clone(link);
     let id = call.id;
-    calls.spawn(async move {
+    calls.set.spawn(async move {
         // The handler is entered inside the task, so a panic in it ends this task only.
         let work = handler.call(link.peer, call.payload);
         // Work the caller will no longer wait for is dropped.
         let Ok(result) = tokio::time::timeout(deadline, work).await else {
-            return;
+            return lane;
         };
         let result = match result {
             // A reply the caller's side would refuse as oversized (closing the link) is an error.
@@ -530,6 +566,7 @@ fn on_call(link: &Arc<Link>, call: wire::Call, handlers: &Arc<Handlers>, calls: 
                 result: Some(result),
             }),
         );
+        lane
     });
 }
 

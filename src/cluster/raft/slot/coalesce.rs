@@ -1,9 +1,11 @@
-//! The Raft requests of all the slot groups two nodes share, coalesced: every request for a
-//! peer joins that peer's bounded queue, and one task per peer sends whatever has queued as
-//! one `SlotBatch` call (at most [`MAX_BATCHES_IN_FLIGHT`] at once, so a batch that waits on a
+//! The Raft requests of all the slot groups two nodes share, coalesced: every append (and
+//! heartbeat) for a peer joins that peer's bounded queue, and one task per peer sends whatever
+//! has queued as one `SlotBatch` call (at most [`MAX_BATCHES_IN_FLIGHT`] at once, so a batch that waits on a
 //! follower's fsync does not hold back the next one's heartbeats). The groups' heartbeats go
 //! out at the same instant (`groups.rs`), so an idle island costs one call per peer per
-//! heartbeat, however many groups it has.
+//! heartbeat, however many groups it has. Votes, transfers and probes go alone
+//! ([`Coalescer::call_alone`]): a batch is answered as a whole, and an election must not wait
+//! for a follower's fsync of a large append.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,6 +98,37 @@ impl Coalescer {
             Ok(Err(_)) => Err(CallError::Transport("batch dropped".into())),
             Err(_) => Err(CallError::Transport("deadline passed".into())),
         }
+    }
+
+    /// Sends `request` of `group` to `peer` at once, alone, outside the queue: for elections,
+    /// transfers and probes, which must not wait behind a batch of appends (a batch is answered
+    /// as a whole, when its slowest request is done).
+    pub async fn call_alone(
+        &self,
+        peer: u64,
+        group: u64,
+        request: pb::raft_request::Request,
+        deadline: Duration,
+    ) -> Reply {
+        let (reply, response) = oneshot::channel();
+        let queued = Queued {
+            rpc: pb::SlotRpc {
+                group,
+                request: Some(pb::RaftRequest {
+                    request: Some(request),
+                }),
+            },
+            deadline,
+            reply,
+        };
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        self.stats.rpcs.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(super::telemetry::BATCHES).increment(1);
+        metrics::counter!(super::telemetry::RPCS).increment(1);
+        send(&*self.transport, peer, vec![queued]).await;
+        response
+            .await
+            .unwrap_or_else(|_| Err(CallError::Transport("call dropped".into())))
     }
 
     fn queue(&self, peer: u64) -> mpsc::Sender<Queued> {

@@ -561,7 +561,7 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
     }
     let applied = inner
         .coalescer
-        .call(
+        .call_alone(
             member.preferred,
             group,
             pb::raft_request::Request::Applied(pb::AppliedRequest {}),

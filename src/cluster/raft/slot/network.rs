@@ -61,6 +61,18 @@ fn unexpected() -> RPCError<SlotTypes> {
 }
 
 impl SlotConnection {
+    /// A request that must not wait behind appends (elections, transfers).
+    async fn call_alone(
+        &self,
+        request: pb::raft_request::Request,
+        deadline: std::time::Duration,
+    ) -> Result<Response, RPCError<SlotTypes>> {
+        self.coalescer
+            .call_alone(self.target, self.group, request, deadline)
+            .await
+            .map_err(to_rpc_error)
+    }
+
     async fn call(
         &self,
         request: pb::raft_request::Request,
@@ -78,7 +90,7 @@ impl SlotConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<SlotTypes>, RPCError<SlotTypes>> {
         match self
-            .call(request, option.soft_ttl().min(RPC_DEADLINE))
+            .call_alone(request, option.soft_ttl().min(RPC_DEADLINE))
             .await?
         {
             Response::Vote(response) => {
@@ -146,7 +158,7 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
     ) -> Result<TransferLeaderResponse<SlotTypes>, RPCError<SlotTypes>> {
         let request =
             pb::raft_request::Request::Transfer(convert::transfer_request_to_proto(&request));
-        match self.call(request, RPC_DEADLINE).await? {
+        match self.call_alone(request, RPC_DEADLINE).await? {
             Response::Transfer(response) => {
                 convert::transfer_response_from_proto(&response).map_err(malformed)
             }

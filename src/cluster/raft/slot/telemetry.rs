@@ -12,6 +12,9 @@ pub const COMMITTED: &str = "tern_slot_proposals_committed_total";
 pub const FAILED: &str = "tern_slot_proposals_failed_total";
 /// Slot groups this node leads.
 pub const LED: &str = "tern_slot_groups_led";
+/// Committed records of other nodes queued on this node's workers and not yet applied (what a
+/// new leader here would wait for before serving).
+pub const REPLAY_BACKLOG: &str = "tern_slot_replay_backlog";
 /// Leaderships handed to the member a group prefers.
 pub const TRANSFERS: &str = "tern_slot_leader_transfers_total";
 
@@ -34,6 +37,11 @@ pub fn describe() {
     );
     metrics::describe_counter!(FAILED, Unit::Count, "Slot group proposals that failed.");
     metrics::describe_gauge!(LED, Unit::Count, "Slot groups this node leads.");
+    metrics::describe_gauge!(
+        REPLAY_BACKLOG,
+        Unit::Count,
+        "Other nodes' committed entries queued on the workers, not yet applied."
+    );
     metrics::describe_counter!(
         TRANSFERS,
         Unit::Count,
