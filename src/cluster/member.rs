@@ -279,12 +279,23 @@ impl<T: Transport> ClusterMember<T> {
 
     /// This node's view of the cluster, as `GET /cluster` shows it.
     pub fn view(&self) -> serde_json::Value {
-        super::view::render(
+        let mut view = super::view::render(
             &self.name,
             &self.meta.status(),
             &self.meta.map().borrow(),
             &self.mesh.links(),
-        )
+        );
+        // With replicated slots: each slot group's leader, term and last applied entry here.
+        if let Ok(slots) = self.slots.try_lock()
+            && let Some(slots) = slots.as_ref()
+            && let Some(object) = view.as_object_mut()
+        {
+            object.insert(
+                "slot_groups".to_owned(),
+                serde_json::Value::Array(slots.groups.view()),
+            );
+        }
+        view
     }
 
     /// Stops the metadata group, then the mesh.

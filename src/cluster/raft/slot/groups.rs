@@ -317,6 +317,31 @@ impl SlotGroups {
             .collect()
     }
 
+    /// Every group as `GET /cluster` shows it: `{group, leader, term, applied}` in group order
+    /// (`applied`: the log id of the last entry applied here, `term-node-index`).
+    pub fn view(&self) -> Vec<serde_json::Value> {
+        let mut members = self.inner.members();
+        members.sort_unstable_by_key(|(group, _)| *group);
+        members
+            .into_iter()
+            .map(|(group, member)| {
+                let metrics = member.raft.metrics().borrow_watched().clone();
+                let applied = metrics.last_applied.map(|log_id| {
+                    format!(
+                        "{}-{}-{}",
+                        log_id.leader_id.term, log_id.leader_id.node_id, log_id.index
+                    )
+                });
+                serde_json::json!({
+                    "group": group,
+                    "leader": metrics.current_leader,
+                    "term": metrics.current_term,
+                    "applied": applied,
+                })
+            })
+            .collect()
+    }
+
     /// The groups this node leads now, in order.
     pub fn led(&self) -> Vec<u64> {
         let mut led: Vec<u64> = self
