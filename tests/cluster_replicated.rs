@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,9 +23,6 @@ const RECIPIENTS: usize = 5;
 const KILLS: usize = 4;
 /// Slot groups of the island (`tern::cluster::leaders::GROUPS_PER_ISLAND`).
 const GROUPS: f64 = 6.0;
-
-/// (recipient, client_msg_id) -> the seq its ack named.
-type Acked = HashMap<(String, String), u64>;
 
 /// The phone listeners of the nodes that are up.
 type Up = Arc<Mutex<Vec<Option<SocketAddr>>>>;
@@ -150,37 +147,10 @@ async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
         acked.len()
     );
 
-    let mut expected: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
-    for ((recipient, id), seq) in &acked {
-        let previous = expected
-            .entry(recipient.clone())
-            .or_default()
-            .insert(*seq, id.clone());
-        assert!(
-            previous.is_none(),
-            "two acks named seq {seq} of {recipient}"
-        );
-    }
-    for (index, (recipient, by_seq)) in expected.iter().enumerate() {
+    for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
         let member = &members[index % 3];
         let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();
         let delivered = drain_acking(&mut reader, &mut writer).await;
-        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "{recipient}: out of order {seqs:?}"
-        );
-        let mut ids: Vec<&String> = delivered.iter().map(|(_, id)| id).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), delivered.len(), "{recipient}: duplicates");
-        let delivered: HashMap<u64, String> = delivered.into_iter().collect();
-        for (seq, id) in by_seq {
-            assert_eq!(
-                delivered.get(seq),
-                Some(id),
-                "{recipient}: acked {id} at seq {seq} was lost"
-            );
-        }
+        check_drained(recipient, delivered, by_seq);
     }
 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
@@ -23,8 +23,6 @@ const RECIPIENTS: usize = 5;
 const ROUNDS: u64 = 4;
 
 /// (recipient, client_msg_id) → seq named by the ack.
-type Acked = HashMap<(String, String), u64>;
-
 async fn send_until_killed(
     addr: std::net::SocketAddr,
     key: TokenKey,
@@ -108,38 +106,11 @@ async fn acked_messages_survive_sigkill() {
 
     // Restart and drain every recipient.
     let node = ChildNode::start(&config_path, &data);
-    let mut expected: HashMap<String, BTreeMap<u64, String>> = HashMap::new();
-    for ((recipient, id), seq) in &acked {
-        let previous = expected
-            .entry(recipient.clone())
-            .or_default()
-            .insert(*seq, id.clone());
-        assert!(
-            previous.is_none(),
-            "two acks named seq {seq} of {recipient}"
-        );
-    }
-    for (recipient, by_seq) in &expected {
+    for (recipient, by_seq) in &by_recipient(&acked) {
         let token = key.sign(recipient, "d", now_secs() + 600).unwrap();
         let (client, _) = Client::login(node.client, &token, 0).await.unwrap();
         let (mut reader, mut writer) = client.split();
         let delivered = drain_acking(&mut reader, &mut writer).await;
-        let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
-        assert!(
-            seqs.windows(2).all(|w| w[0] < w[1]),
-            "{recipient}: out of order {seqs:?}"
-        );
-        let mut ids: Vec<&String> = delivered.iter().map(|(_, id)| id).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), delivered.len(), "{recipient}: duplicates");
-        let delivered: HashMap<u64, String> = delivered.into_iter().collect();
-        for (seq, id) in by_seq {
-            assert_eq!(
-                delivered.get(seq),
-                Some(id),
-                "{recipient}: acked {id} at seq {seq} was lost"
-            );
-        }
+        check_drained(recipient, delivered, by_seq);
     }
 }

@@ -2,13 +2,27 @@
 # Three tern nodes as real processes in three network namespaces joined by a bridge: waits for one
 # cluster map on all three, cuts node 3 off with nftables drop rules, shows it marked down by the
 # other two (with the time it took), heals the cut and shows the three maps equal again.
-# Usage: loadtest/scripts/netns_cluster.sh        (as root; exits 0 with "skipped: ..." where it
+# Usage: loadtest/scripts/netns_cluster.sh [cut-node | isolate-leader]
+#                                                  (as root; exits 0 with "skipped: ..." where it
 #                                                   cannot run: no root, no netns, no nftables)
+# isolate-leader: the nodes replicate their slots (cluster.toml's replication 3). Phones on node 3
+# (tern-load chat inside its namespace) keep sending while node 3, which leads two slot groups,
+# is cut off: no message is acked by node 3 once nodes 1 and 2 lead every group (the run fails
+# otherwise); after the heal node 3 follows, gets its groups back, and the three nodes have
+# applied the same last entry of every group; tern-load's report says lost 0, duplicates 0.
 # Needs: root, iproute2 (`ip netns`, veth, bridge), nftables (installed with apt-get if missing),
 # python3, curl. Uses 10.77.0.0/24, namespaces tern-n1..3 and the bridge ternbr0; removes them
 # on exit. The release binary is built if missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+mode=${1:-cut-node}
+case $mode in
+    cut-node | isolate-leader) ;;
+    *)
+        echo "usage: $0 [cut-node | isolate-leader]" >&2
+        exit 64
+        ;;
+esac
 skip() {
     echo "netns_cluster: skipped: $*"
     exit 0
@@ -22,7 +36,8 @@ ip netns add tern-probe 2> /dev/null || skip "cannot create network namespaces"
 ip netns del tern-probe
 
 bin=target/release/tern
-[ -x "$bin" ] || cargo build --release -p tern
+load=target/release/tern-load
+[ -x "$bin" ] && [ -x "$load" ] || cargo build --release -p tern -p tern-load
 state=$(mktemp -d)
 pids=()
 cleanup() {
@@ -104,16 +119,116 @@ until_view() {
 
 until_view "one map on all three nodes, every slot placed" "1 2 3" --agree --placed \
     --state 1=active --state 2=active --state 3=active
-echo "-- cutting node 3 off (nft drop rules in its namespace)"
-ip netns exec tern-n3 nft -f - << 'NFT'
+cut_node3() {
+    ip netns exec tern-n3 nft -f - << 'NFT'
 table inet ternpart {
     chain input { type filter hook input priority 0; ip saddr { 10.77.0.1, 10.77.0.2 } drop; }
     chain output { type filter hook output priority 0; ip daddr { 10.77.0.1, 10.77.0.2 } drop; }
 }
 NFT
-until_view "node 3 marked down by nodes 1 and 2" "1 2" --agree --state 3=down
+}
+
+# Polls until every slot group in the given node's view is led by one of LEADERS; prints the
+# milliseconds it took.
+until_groups_led_by() {
+    local node=$1 leaders=$2 start
+    start=$(date +%s%N)
+    for _ in $(seq 600); do
+        fetch
+        if python3 - "$state/view-$node.json" "$leaders" << 'PY'
+import json, sys
+view = json.load(open(sys.argv[1]))
+leaders = {int(x) for x in sys.argv[2].split(",")}
+groups = view.get("slot_groups") or []
+sys.exit(0 if groups and all(g["leader"] in leaders for g in groups) else 1)
+PY
+        then
+            echo $((($(date +%s%N) - start) / 1000000))
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "never"
+    return 1
+}
+
+if [[ $mode == cut-node ]]; then
+    echo "-- cutting node 3 off (nft drop rules in its namespace)"
+    cut_node3
+    until_view "node 3 marked down by nodes 1 and 2" "1 2" --agree --state 3=down
+    echo "-- healing the cut"
+    ip netns exec tern-n3 nft delete table inet ternpart
+    until_view "maps equal again, node 3 active" "1 2 3" --agree --placed \
+        --state 1=active --state 2=active --state 3=active
+    echo "netns_cluster: ok"
+    exit 0
+fi
+
+# isolate-leader
+for _ in $(seq 300); do
+    fetch
+    led=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(sum(1 for g in v.get("slot_groups") or [] if g["leader"] == 3))' "$state/view-3.json" 2> /dev/null || echo 0)
+    [[ $led -ge 2 ]] && break
+    sleep 0.1
+done
+echo "== node 3 leads $led slot groups"
+load_start=$(date +%s%N)
+ip netns exec tern-n3 "$load" chat --server 10.77.0.3:7400 --config "$state/n3.toml" \
+    --connections 20 --rate 400 --duration 30 > "$state/load.txt" 2> "$state/load.err" &
+load_pid=$!
+pids+=("$load_pid")
+sleep 8
+echo "-- cutting node 3 off (nft drop rules in its namespace) while its phones send"
+cut_at=$(date +%s%N)
+cut_node3
+took=$(until_groups_led_by 1 "1,2") || { echo "nodes 1 and 2 did not lead every group"; exit 1; }
+elected_at=$(date +%s%N)
+echo "== nodes 1 and 2 lead every slot group $took ms after the cut"
+sleep 8
 echo "-- healing the cut"
 ip netns exec tern-n3 nft delete table inet ternpart
-until_view "maps equal again, node 3 active" "1 2 3" --agree --placed \
-    --state 1=active --state 2=active --state 3=active
-echo "netns_cluster: ok"
+wait "$load_pid" || true
+# Seconds of the load (tern-load's progress lines) that started after the election.
+after=$(((elected_at - load_start) / 1000000000 + 1))
+cut_s=$(((cut_at - load_start) / 1000000000))
+python3 - "$state/load.err" "$cut_s" "$after" << 'PY'
+import re, sys
+lines = open(sys.argv[1], errors="replace").read().replace("\r", "\n").splitlines()
+cut, after = int(sys.argv[2]), int(sys.argv[3])
+acked = {}
+for line in lines:
+    m = re.search(r"\[chat\s+(\d+)s running\].*acked (\d+)/s", line)
+    if m:
+        acked[int(m.group(1))] = int(m.group(2))
+late = {s: n for s, n in acked.items() if s > after and n > 0 and s <= after + 7}
+print(f"== acks per second by node 3: before the cut {[acked.get(s) for s in range(max(1, cut - 3), cut + 1)]}, "
+      f"after the election (s {after + 1}-{after + 7}) {[acked.get(s) for s in range(after + 1, after + 8)]}")
+if late:
+    print(f"node 3 acked messages after the election: {late}")
+    sys.exit(1)
+PY
+grep -E '^(sent|acked|delivered|lost|duplicates|refused):' "$state/load.txt" | tr '\n' ' '
+echo
+grep -q '^lost: 0$' "$state/load.txt" && grep -q '^duplicates: 0$' "$state/load.txt" || {
+    echo "the phones on node 3 lost or doubled messages"
+    exit 1
+}
+took=$(until_groups_led_by 3 "1,2,3") || true
+for _ in $(seq 600); do
+    fetch
+    if python3 - "$state/view-1.json" "$state/view-2.json" "$state/view-3.json" << 'PY'
+import json, sys
+views = [json.load(open(p)) for p in sys.argv[1:]]
+applied = [{g["group"]: g["applied"] for g in v.get("slot_groups") or []} for v in views]
+led3 = sum(1 for g in views[2].get("slot_groups") or [] if g["leader"] == 3)
+sys.exit(0 if applied[0] and applied[0] == applied[1] == applied[2] and led3 >= 2 else 1)
+PY
+    then
+        echo "== after the heal node 3 leads its groups again and all three applied the same last entry of every group (no divergence)"
+        echo "netns_cluster: ok"
+        exit 0
+    fi
+    sleep 0.1
+done
+echo "the three nodes did not converge within 60 s"
+exit 1

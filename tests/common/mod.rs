@@ -627,3 +627,51 @@ pub fn child_config(dir: &Path, replacements: &[(&str, &str)]) -> (std::path::Pa
     let config = Config::parse(&path, &text).expect("test config");
     (path, config)
 }
+
+/// (recipient, client_msg_id) -> the seq its ack named.
+pub type Acked = std::collections::HashMap<(String, String), u64>;
+
+/// The acked ids of each recipient by seq; panics if two acks named one seq of a recipient.
+pub fn by_recipient(
+    acked: &Acked,
+) -> std::collections::HashMap<String, std::collections::BTreeMap<u64, String>> {
+    let mut expected: std::collections::HashMap<String, std::collections::BTreeMap<u64, String>> =
+        std::collections::HashMap::new();
+    for ((recipient, id), seq) in acked {
+        let previous = expected
+            .entry(recipient.clone())
+            .or_default()
+            .insert(*seq, id.clone());
+        assert!(
+            previous.is_none(),
+            "two acks named seq {seq} of {recipient}"
+        );
+    }
+    expected
+}
+
+/// Checks what `recipient` drained against what was acked to it: in seq order, no id twice,
+/// every acked id at the seq its ack named.
+pub fn check_drained(
+    recipient: &str,
+    delivered: Vec<(u64, String)>,
+    acked: &std::collections::BTreeMap<u64, String>,
+) {
+    let seqs: Vec<u64> = delivered.iter().map(|(seq, _)| *seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "{recipient}: out of order {seqs:?}"
+    );
+    let mut ids: Vec<&String> = delivered.iter().map(|(_, id)| id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), delivered.len(), "{recipient}: duplicates");
+    let delivered: std::collections::HashMap<u64, String> = delivered.into_iter().collect();
+    for (seq, id) in acked {
+        assert_eq!(
+            delivered.get(seq),
+            Some(id),
+            "{recipient}: acked {id} at seq {seq} was lost"
+        );
+    }
+}

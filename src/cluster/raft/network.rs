@@ -13,11 +13,12 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
-use openraft::{BasicNode, RaftNetworkV2};
+use openraft::{BasicNode, RaftNetworkV2, RaftTypeConfig};
 use prost::Message;
 
+use super::MetaTypes;
+use super::convert::{self, Ids};
 use super::transport::RaftTransport;
-use super::{MetaTypes, convert};
 use crate::proto::mesh as pb;
 
 /// How long one vote call may take (at most: openraft's own deadline is shorter), and one
@@ -108,24 +109,80 @@ impl Connection {
         request: pb::raft_request::Request,
         option: RPCOption,
     ) -> Result<VoteResponse<MetaTypes>, RPCError<MetaTypes>> {
-        match self
-            .call(request, option.soft_ttl().min(RPC_DEADLINE))
-            .await?
-        {
-            pb::raft_response::Response::Vote(response) => {
-                convert::vote_response_from_proto(&response).map_err(malformed)
-            }
-            _ => Err(unexpected()),
-        }
+        vote_reply(
+            self.call(request, option.soft_ttl().min(RPC_DEADLINE))
+                .await?,
+        )
     }
 }
 
-fn malformed(error: impl std::fmt::Display) -> RPCError<MetaTypes> {
+/// A reply that did not decode, as openraft's error.
+pub(crate) fn malformed<C: RaftTypeConfig>(error: impl std::fmt::Display) -> RPCError<C> {
     RPCError::Network(NetworkError::new(&CallError::Malformed(error.to_string())))
 }
 
-fn unexpected() -> RPCError<MetaTypes> {
+/// A reply of another kind than the request's.
+pub(crate) fn unexpected<C: RaftTypeConfig>() -> RPCError<C> {
     malformed("reply of another kind")
+}
+
+/// A failed snapshot call as openraft's streaming error.
+pub(crate) fn to_streaming<C: RaftTypeConfig>(error: RPCError<C>) -> StreamingError<C> {
+    match error {
+        RPCError::Unreachable(error) => StreamingError::Unreachable(error),
+        RPCError::Timeout(error) => StreamingError::Timeout(error),
+        RPCError::Network(error) => StreamingError::Network(error),
+        other => StreamingError::Network(NetworkError::new(&other)),
+    }
+}
+
+/// The vote response in `response`.
+pub(crate) fn vote_reply<C: Ids>(
+    response: pb::raft_response::Response,
+) -> Result<VoteResponse<C>, RPCError<C>> {
+    match response {
+        pb::raft_response::Response::Vote(response) => {
+            convert::vote_response_from_proto(&response).map_err(malformed)
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// The append response in `response`.
+pub(crate) fn append_reply<C: Ids>(
+    response: pb::raft_response::Response,
+) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+    match response {
+        pb::raft_response::Response::Append(response) => {
+            convert::append_response_from_proto(&response).map_err(malformed)
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// The transfer response in `response`.
+pub(crate) fn transfer_reply<C: Ids>(
+    response: pb::raft_response::Response,
+) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+    match response {
+        pb::raft_response::Response::Transfer(response) => {
+            convert::transfer_response_from_proto(&response).map_err(malformed)
+        }
+        _ => Err(unexpected()),
+    }
+}
+
+/// The snapshot response in `response` (a failed call as openraft's streaming error).
+pub(crate) fn snapshot_reply<C: Ids>(
+    response: Result<pb::raft_response::Response, RPCError<C>>,
+) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+    match response.map_err(to_streaming)? {
+        pb::raft_response::Response::Snapshot(response) => {
+            convert::snapshot_response_from_proto(&response)
+                .map_err(|error| to_streaming(malformed(error)))
+        }
+        _ => Err(to_streaming(unexpected())),
+    }
 }
 
 impl RaftNetworkFactory<MetaTypes> for Network {
@@ -151,12 +208,7 @@ impl RaftNetworkV2<MetaTypes> for Connection {
             &rpc,
             convert::entry_to_proto,
         ));
-        match self.call(request, RPC_DEADLINE).await? {
-            pb::raft_response::Response::Append(response) => {
-                convert::append_response_from_proto(&response).map_err(malformed)
-            }
-            _ => Err(unexpected()),
-        }
+        append_reply(self.call(request, RPC_DEADLINE).await?)
     }
 
     async fn vote(
@@ -184,12 +236,7 @@ impl RaftNetworkV2<MetaTypes> for Connection {
     ) -> Result<TransferLeaderResponse<MetaTypes>, RPCError<MetaTypes>> {
         let request =
             pb::raft_request::Request::Transfer(convert::transfer_request_to_proto(&request));
-        match self.call(request, RPC_DEADLINE).await? {
-            pb::raft_response::Response::Transfer(response) => {
-                convert::transfer_response_from_proto(&response).map_err(malformed)
-            }
-            _ => Err(unexpected()),
-        }
+        transfer_reply(self.call(request, RPC_DEADLINE).await?)
     }
 
     async fn full_snapshot(
@@ -209,18 +256,6 @@ impl RaftNetworkV2<MetaTypes> for Connection {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             response = self.call(request, SNAPSHOT_DEADLINE) => response,
         };
-        let to_streaming = |error: RPCError<MetaTypes>| match error {
-            RPCError::Unreachable(error) => StreamingError::Unreachable(error),
-            RPCError::Timeout(error) => StreamingError::Timeout(error),
-            RPCError::Network(error) => StreamingError::Network(error),
-            other => StreamingError::Network(NetworkError::new(&other)),
-        };
-        match response.map_err(to_streaming)? {
-            pb::raft_response::Response::Snapshot(response) => {
-                convert::snapshot_response_from_proto(&response)
-                    .map_err(|error| to_streaming(malformed(error)))
-            }
-            _ => Err(to_streaming(unexpected())),
-        }
+        snapshot_reply(response)
     }
 }

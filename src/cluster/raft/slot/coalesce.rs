@@ -40,6 +40,28 @@ struct Queued {
     reply: oneshot::Sender<Reply>,
 }
 
+impl Queued {
+    /// `request` of `group`, and where its reply will come.
+    fn new(
+        group: u64,
+        request: pb::raft_request::Request,
+        deadline: Duration,
+    ) -> (Queued, oneshot::Receiver<Reply>) {
+        let (reply, response) = oneshot::channel();
+        let queued = Queued {
+            rpc: pb::SlotRpc {
+                group,
+                request: Some(pb::RaftRequest {
+                    request: Some(request),
+                }),
+            },
+            deadline,
+            reply,
+        };
+        (queued, response)
+    }
+}
+
 /// Counts of what went out, for tests and metrics.
 #[derive(Debug, Default)]
 pub struct CoalesceStats {
@@ -79,17 +101,7 @@ impl Coalescer {
         request: pb::raft_request::Request,
         deadline: Duration,
     ) -> Reply {
-        let (reply, response) = oneshot::channel();
-        let queued = Queued {
-            rpc: pb::SlotRpc {
-                group,
-                request: Some(pb::RaftRequest {
-                    request: Some(request),
-                }),
-            },
-            deadline,
-            reply,
-        };
+        let (queued, response) = Queued::new(group, request, deadline);
         self.queue(peer)
             .try_send(queued)
             .map_err(|_| CallError::Transport(format!("queue to node {peer} full")))?;
@@ -110,17 +122,7 @@ impl Coalescer {
         request: pb::raft_request::Request,
         deadline: Duration,
     ) -> Reply {
-        let (reply, response) = oneshot::channel();
-        let queued = Queued {
-            rpc: pb::SlotRpc {
-                group,
-                request: Some(pb::RaftRequest {
-                    request: Some(request),
-                }),
-            },
-            deadline,
-            reply,
-        };
+        let (queued, response) = Queued::new(group, request, deadline);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.rpcs.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(super::telemetry::BATCHES).increment(1);

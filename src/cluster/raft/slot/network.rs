@@ -18,7 +18,10 @@ use super::SlotTypes;
 use super::coalesce::Coalescer;
 use super::convert as slot_convert;
 use crate::cluster::raft::convert;
-use crate::cluster::raft::network::{CallError, RPC_DEADLINE, SNAPSHOT_DEADLINE};
+use crate::cluster::raft::network::{
+    CallError, RPC_DEADLINE, SNAPSHOT_DEADLINE, append_reply, snapshot_reply, transfer_reply,
+    vote_reply,
+};
 use crate::proto::mesh as pb;
 
 type Response = pb::raft_response::Response;
@@ -52,14 +55,6 @@ fn to_rpc_error(error: CallError) -> RPCError<SlotTypes> {
     }
 }
 
-fn malformed(error: impl std::fmt::Display) -> RPCError<SlotTypes> {
-    to_rpc_error(CallError::Malformed(error.to_string()))
-}
-
-fn unexpected() -> RPCError<SlotTypes> {
-    malformed("reply of another kind")
-}
-
 impl SlotConnection {
     /// A request that must not wait behind appends (elections, transfers).
     async fn call_alone(
@@ -89,15 +84,10 @@ impl SlotConnection {
         request: pb::raft_request::Request,
         option: RPCOption,
     ) -> Result<VoteResponse<SlotTypes>, RPCError<SlotTypes>> {
-        match self
-            .call_alone(request, option.soft_ttl().min(RPC_DEADLINE))
-            .await?
-        {
-            Response::Vote(response) => {
-                convert::vote_response_from_proto(&response).map_err(malformed)
-            }
-            _ => Err(unexpected()),
-        }
+        vote_reply(
+            self.call_alone(request, option.soft_ttl().min(RPC_DEADLINE))
+                .await?,
+        )
     }
 }
 
@@ -125,12 +115,7 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
             &rpc,
             slot_convert::entry_to_proto,
         ));
-        match self.call(request, RPC_DEADLINE).await? {
-            Response::Append(response) => {
-                convert::append_response_from_proto(&response).map_err(malformed)
-            }
-            _ => Err(unexpected()),
-        }
+        append_reply(self.call(request, RPC_DEADLINE).await?)
     }
 
     async fn vote(
@@ -158,12 +143,7 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
     ) -> Result<TransferLeaderResponse<SlotTypes>, RPCError<SlotTypes>> {
         let request =
             pb::raft_request::Request::Transfer(convert::transfer_request_to_proto(&request));
-        match self.call_alone(request, RPC_DEADLINE).await? {
-            Response::Transfer(response) => {
-                convert::transfer_response_from_proto(&response).map_err(malformed)
-            }
-            _ => Err(unexpected()),
-        }
+        transfer_reply(self.call_alone(request, RPC_DEADLINE).await?)
     }
 
     async fn full_snapshot(
@@ -183,16 +163,6 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             response = self.call(request, SNAPSHOT_DEADLINE) => response,
         };
-        let to_streaming = |error: RPCError<SlotTypes>| match error {
-            RPCError::Unreachable(error) => StreamingError::Unreachable(error),
-            RPCError::Timeout(error) => StreamingError::Timeout(error),
-            RPCError::Network(error) => StreamingError::Network(error),
-            other => StreamingError::Network(NetworkError::new(&other)),
-        };
-        match response.map_err(to_streaming)? {
-            Response::Snapshot(response) => convert::snapshot_response_from_proto(&response)
-                .map_err(|error| to_streaming(malformed(error))),
-            _ => Err(to_streaming(unexpected())),
-        }
+        snapshot_reply(response)
     }
 }
