@@ -45,7 +45,10 @@ cleanup() {
         kill -9 "$pid" 2> /dev/null || true
         wait "$pid" 2> /dev/null || true
     done
-    for i in 1 2 3; do ip netns del "tern-n$i" 2> /dev/null || true; done
+    for i in 1 2 3; do
+        ip netns del "tern-n$i" 2> /dev/null || true
+        ip link del "tn$i-br" 2> /dev/null || true
+    done
     ip link del ternbr0 2> /dev/null || true
     rm -rf "$state"
 }
@@ -164,14 +167,24 @@ if [[ $mode == cut-node ]]; then
     exit 0
 fi
 
-# isolate-leader
+# isolate-leader: every group led by its preferred member, the three views agreeing.
 for _ in $(seq 300); do
     fetch
-    led=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); print(sum(1 for g in v.get("slot_groups") or [] if g["leader"] == 3))' "$state/view-3.json" 2> /dev/null || echo 0)
-    [[ $led -ge 2 ]] && break
+    if python3 - "$state/view-1.json" "$state/view-2.json" "$state/view-3.json" << 'PY'
+import json, sys
+views = [json.load(open(p)) for p in sys.argv[1:]]
+leaders = [{g["group"]: g["leader"] for g in v.get("slot_groups") or []} for v in views]
+led3 = sum(1 for leader in leaders[2].values() if leader == 3)
+ok = leaders[0] and leaders[0] == leaders[1] == leaders[2] and led3 >= 2
+sys.exit(0 if ok and all(leader is not None for leader in leaders[0].values()) else 1)
+PY
+    then
+        break
+    fi
     sleep 0.1
 done
-echo "== node 3 leads $led slot groups"
+sleep 1
+echo "== every slot group has a leader the three nodes agree on; node 3 leads two"
 load_start=$(date +%s%N)
 ip netns exec tern-n3 "$load" chat --server 10.77.0.3:7400 --config "$state/n3.toml" \
     --connections 20 --rate 400 --duration 30 > "$state/load.txt" 2> "$state/load.err" &
@@ -188,6 +201,11 @@ sleep 8
 echo "-- healing the cut"
 ip netns exec tern-n3 nft delete table inet ternpart
 wait "$load_pid" || true
+if ! grep -q '^sent:' "$state/load.txt"; then
+    echo "tern-load in node 3's namespace gave no report:"
+    tail -5 "$state/load.err"
+    exit 1
+fi
 # Seconds of the load (tern-load's progress lines) that started after the election.
 after=$(((elected_at - load_start) / 1000000000 + 1))
 cut_s=$(((cut_at - load_start) / 1000000000))
