@@ -154,3 +154,51 @@ async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
         check_drained(recipient, delivered, by_seq);
     }
 }
+
+/// The leader of `user`'s slot group in `view` (a `GET /cluster` with replicated slots).
+fn group_leader(view: &serde_json::Value, user: &str) -> Option<u64> {
+    let slots = view["map"]["slots"].as_array()?;
+    let slot = tern::cluster::route::slot_of(user.as_bytes(), slots.len() as u32);
+    let island = slots.get(slot as usize)?.as_u64()?;
+    let group = tern::cluster::leaders::slot_group(u32::try_from(island).ok()?, slot);
+    view["slot_groups"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry["group"] == group)?["leader"]
+        .as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_to_a_user_led_elsewhere_is_stored_in_the_order_it_was_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = start_cluster(dir.path(), 3, 3);
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    let view = common::cluster::view(members[0].admin()).await;
+    let recipient = (0..1000)
+        .map(|i| format!("far-{i}"))
+        .find(|user| group_leader(&view, user).is_some_and(|leader| leader != 1))
+        .expect("a user whose group node 2 or 3 leads");
+    let (mut reader, mut writer) = login_at(&members[0], "near", "d").await.split();
+    const BURST: usize = 300;
+    for n in 0..BURST {
+        let id = format!("near-{n}");
+        writer.queue(text_frame(&id, &recipient, id.as_bytes()));
+    }
+    writer.flush().await.expect("flush");
+    let mut acked = 0;
+    while acked < BURST {
+        match next(&mut reader).await {
+            Frame::ServerAck(_) => acked += 1,
+            Frame::Error(error) => panic!("refused: {error:?}"),
+            _ => {}
+        }
+    }
+    let (mut reader, mut writer) = login_at(&members[1], &recipient, "d").await.split();
+    let delivered = drain_acking(&mut reader, &mut writer).await;
+    let sent_order: Vec<String> = (0..BURST).map(|n| format!("near-{n}")).collect();
+    let stored_order: Vec<String> = delivered.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(stored_order, sent_order, "stored out of the order sent");
+}

@@ -97,9 +97,18 @@ impl<T: Transport> Remote<T> {
             .encode_to_vec(),
         );
         let (mesh, me) = (self.mesh.clone(), self.me);
+        // Queued on the link now, before the task runs: a session's calls to one node leave in
+        // the order it made them (the owner serves them in that order too).
+        let first = mesh.call(
+            owner,
+            Lane::Call,
+            SERVICE_MAILBOX,
+            payload.clone(),
+            CALL_DEADLINE,
+        );
         tokio::spawn(async move {
             let mut target = owner;
-            let mut reply = ask(&mesh, target, payload.clone()).await;
+            let mut reply = decode_reply(first.await);
             // An owner that says the slot moved names the new owner (its map is newer than
             // this node's): asked once more there. Never this node: its own map lags, and the
             // phone's retry will find the key here once it has caught up.
@@ -156,8 +165,15 @@ async fn ask<T: Transport>(
     owner: NodeId,
     payload: Bytes,
 ) -> Result<pb::mailbox_reply::Reply, Unanswered> {
-    let call = mesh.call(owner, Lane::Call, SERVICE_MAILBOX, payload, CALL_DEADLINE);
-    match call.await {
+    decode_reply(
+        mesh.call(owner, Lane::Call, SERVICE_MAILBOX, payload, CALL_DEADLINE)
+            .await,
+    )
+}
+
+/// A call's reply, decoded.
+fn decode_reply(reply: Result<Bytes, CallError>) -> Result<pb::mailbox_reply::Reply, Unanswered> {
+    match reply {
         Ok(bytes) => match pb::MailboxReply::decode(bytes) {
             Ok(pb::MailboxReply { reply: Some(reply) }) => Ok(reply),
             Ok(_) | Err(_) => Err(Unanswered::Malformed),

@@ -516,9 +516,10 @@ fn on_call(link: &Arc<Link>, call: wire::Call, handlers: &Arc<Handlers>, calls: 
         wire::Lane::Consensus => Lane::Consensus,
         wire::Lane::Call => Lane::Call,
     };
+    let id = call.id;
     let fail = |failure: Failure, message: &str| {
         Kind::Reply(wire::Reply {
-            id: call.id,
+            id,
             result: Some(reply::Result::Error(wire::CallError {
                 failure: failure as i32,
                 message: message.to_owned(),
@@ -533,14 +534,25 @@ fn on_call(link: &Arc<Link>, call: wire::Call, handlers: &Arc<Handlers>, calls: 
         link.push_or_drop(lane, fail(Failure::Busy, "busy"));
         return;
     }
-    *calls.count(lane) += 1;
-    let handler = Arc::clone(handler);
     let deadline = Duration::from_millis(u64::from(call.deadline_ms));
+    // The handler is entered here, in the order the calls arrive, so whatever it does before
+    // its first await (a mailbox append queues its job on the worker) keeps that order; a
+    // panic in it fails this call only.
+    let peer = link.peer;
+    let payload = call.payload;
+    let work = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.call(peer, payload)
+    })) {
+        Ok(work) => work,
+        Err(_) => {
+            tracing::error!(peer, "mesh call handler panicked");
+            link.push_or_drop(lane, fail(Failure::Handler, "handler panicked"));
+            return;
+        }
+    };
+    *calls.count(lane) += 1;
     let link = Arc::clone(link);
-    let id = call.id;
     calls.set.spawn(async move {
-        // The handler is entered inside the task, so a panic in it ends this task only.
-        let work = handler.call(link.peer, call.payload);
         // Work the caller will no longer wait for is dropped.
         let Ok(result) = tokio::time::timeout(deadline, work).await else {
             return lane;

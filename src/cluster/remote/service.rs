@@ -71,14 +71,23 @@ impl<T: Transport> MailboxService<T> {
 impl<T: Transport> Handler for MailboxService<T> {
     fn call(&self, from: NodeId, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
         let attached = self.attached.get().cloned();
-        Box::pin(async move {
+        let mut serving: BoxFuture<'static, Result<Bytes, String>> = Box::pin(async move {
             let attached = attached.ok_or_else(|| "the node is starting".to_owned())?;
             let call = pb::MailboxCall::decode(payload).map_err(|error| error.to_string())?;
             let reply = serve(&attached, from, call).await?;
             Ok(Bytes::from(
                 pb::MailboxReply { reply: Some(reply) }.encode_to_vec(),
             ))
-        })
+        });
+        // Run up to the first wait now, while the link's reader hands calls over in the order
+        // they came: an append is queued on its worker before the next call is read, so one
+        // session's appends to a user are stored in the order it sent them. (Polled again, the
+        // future registers the real waker.)
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match serving.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(done) => Box::pin(std::future::ready(done)),
+            std::task::Poll::Pending => serving,
+        }
     }
 
     fn cast(&self, from: NodeId, payload: Bytes) {
