@@ -18,6 +18,7 @@ mod network;
 mod runtime;
 pub mod slot;
 mod state_machine;
+mod tasks;
 mod transport;
 
 pub use group::{MetaConfig, MetaError, MetaGroup, MetaStatus, Role};

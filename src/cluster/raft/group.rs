@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +13,6 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft, RaftMetrics, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::MetaTypes;
@@ -171,7 +170,7 @@ struct Shared {
 /// One node's member of the metadata group.
 pub struct MetaGroup {
     shared: Arc<Shared>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: crate::cluster::raft::tasks::Tasks,
 }
 
 impl MetaGroup {
@@ -221,16 +220,16 @@ impl MetaGroup {
             transport,
             stop,
         });
-        let mut tasks = Vec::new();
+        let owned = crate::cluster::raft::tasks::Tasks::default();
         if shared.is_bootstrapper() && !shared.raft.is_initialized().await.map_err(stopped)? {
-            tasks.push(tokio::spawn(bootstrap::bootstrap(shared.clone())));
+            owned.push(tokio::spawn(bootstrap::bootstrap(shared.clone())));
         }
         let me = vec![(shared.config.node, shared.config.record.clone())];
-        tasks.push(tokio::spawn(tasks::register(shared.clone(), me)));
-        tasks.push(tokio::spawn(tasks::control(shared.clone())));
+        owned.push(tokio::spawn(tasks::register(shared.clone(), me)));
+        owned.push(tokio::spawn(tasks::control(shared.clone())));
         Ok(MetaGroup {
             shared,
-            tasks: Mutex::new(tasks),
+            tasks: owned,
         })
     }
 
@@ -276,16 +275,7 @@ impl MetaGroup {
     /// Stops the group's tasks and openraft (no leadership hand-over).
     pub async fn shutdown(&self) {
         self.shared.stop.send_replace(true);
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for task in tasks {
-            task.abort();
-            let _ = task.await;
-        }
+        self.tasks.stop().await;
         if let Err(error) = self.shared.raft.shutdown().await {
             tracing::warn!(%error, "metadata raft shutdown");
         }
@@ -294,15 +284,8 @@ impl MetaGroup {
 
 impl Drop for MetaGroup {
     fn drop(&mut self) {
+        // The tasks are aborted as `tasks` is dropped.
         self.shared.stop.send_replace(true);
-        for task in self
-            .tasks
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .drain(..)
-        {
-            task.abort();
-        }
     }
 }
 

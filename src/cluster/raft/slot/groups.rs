@@ -23,7 +23,6 @@ use openraft::errors::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::{BasicNode, Config, Instant as _, Raft, ServerState, SnapshotPolicy};
 use prost::Message;
-use tokio::task::JoinHandle;
 
 use super::coalesce::Coalescer;
 use super::network::SlotNetwork;
@@ -31,6 +30,7 @@ use super::state_machine::{SlotApplier, SlotStateMachine};
 use super::telemetry;
 use super::{LogEngine, SlotCommand, SlotTypes};
 use crate::cluster::raft::network::SNAPSHOT_DEADLINE;
+use crate::cluster::raft::tasks::Tasks;
 use crate::cluster::raft::transport::RaftTransport;
 use crate::cluster::raft::{convert, runtime};
 use crate::proto::mesh as pb;
@@ -119,7 +119,7 @@ struct Inner {
 /// This node's members of the slot groups.
 pub struct SlotGroups {
     inner: Arc<Inner>,
-    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    tasks: Tasks,
 }
 
 impl SlotGroups {
@@ -158,10 +158,9 @@ impl SlotGroups {
             joining: tokio::sync::Mutex::new(()),
         });
         let ticker = tokio::spawn(tick(Arc::downgrade(&inner)));
-        Ok(SlotGroups {
-            inner,
-            tasks: std::sync::Mutex::new(vec![ticker]),
-        })
+        let tasks = Tasks::default();
+        tasks.push(ticker);
+        Ok(SlotGroups { inner, tasks })
     }
 
     /// Joins `group`, whose voters are `members` and whose preferred leader is `preferred`:
@@ -204,10 +203,7 @@ impl SlotGroups {
                 let _ = founder.initialize(voters).await;
             }
         });
-        self.tasks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(founding);
+        self.tasks.push(founding);
         inner
             .groups
             .write()
@@ -400,33 +396,11 @@ impl SlotGroups {
 
     /// Stops the ticker and every group's openraft (no leadership hand-over).
     pub async fn shutdown(&self) {
-        let tasks = std::mem::take(
-            &mut *self
-                .tasks
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner()),
-        );
-        for task in tasks {
-            task.abort();
-            let _ = task.await;
-        }
+        self.tasks.stop().await;
         for (group, member) in self.inner.members() {
             if let Err(error) = member.raft.shutdown().await {
                 tracing::warn!(group, %error, "slot raft shutdown");
             }
-        }
-    }
-}
-
-impl Drop for SlotGroups {
-    fn drop(&mut self) {
-        for task in self
-            .tasks
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .drain(..)
-        {
-            task.abort();
         }
     }
 }
