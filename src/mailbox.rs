@@ -345,6 +345,11 @@ impl Mailboxes {
         let _ = self.replicate.set(replicate);
     }
 
+    /// What the workers replicate through, once set.
+    pub fn replicated(&self) -> Option<Arc<dyn Replicate>> {
+        self.replicate.get().cloned()
+    }
+
     /// The stores.
     pub fn stores(&self) -> &Arc<Stores> {
         &self.stores

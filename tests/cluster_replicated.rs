@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{Member, SETTLE, login_at, start_cluster};
+use common::cluster::{SETTLE, all_led, led, login_at, start_cluster};
 use common::*;
 use tern::client::{Client, text_frame};
 use tern::clock::now_secs;
@@ -21,8 +21,6 @@ use tern::token::TokenKey;
 const SENDERS: usize = 8;
 const RECIPIENTS: usize = 5;
 const KILLS: usize = 4;
-/// Slot groups of the island (`tern::cluster::leaders::GROUPS_PER_ISLAND`).
-const GROUPS: f64 = 6.0;
 
 /// The phone listeners of the nodes that are up.
 type Up = Arc<Mutex<Vec<Option<SocketAddr>>>>;
@@ -81,20 +79,6 @@ async fn send(sender: usize, key: TokenKey, up: Up, stop: Arc<AtomicBool>) -> Ac
         }
     }
     acked
-}
-
-/// Slot groups led by `member` (0 when it does not answer).
-async fn led(member: &Member) -> f64 {
-    let text = http_get(member.admin(), "/metrics").await;
-    metric_value(&text, "tern_slot_groups_led").unwrap_or(0.0)
-}
-
-async fn all_led(members: &[Member]) -> bool {
-    let mut total = 0.0;
-    for member in members.iter().filter(|member| member.node.is_some()) {
-        total += led(member).await;
-    }
-    total >= GROUPS
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

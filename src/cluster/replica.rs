@@ -30,8 +30,9 @@ use crate::cluster::map::ClusterMap;
 use crate::cluster::placement::NodeId;
 use crate::cluster::raft::slot::{SlotApplier, SlotCommand, SlotGroups};
 use crate::cluster::route::slot_of;
-use crate::mailbox::durability::{Done, Replicate};
+use crate::mailbox::durability::{Done, Mark, Replicate};
 use crate::mailbox::record::{self, Record};
+use crate::mailbox::recovery::slot_checkpoint_key;
 use crate::mailbox::{MailboxOp, Mailboxes};
 use crate::message::Id;
 
@@ -113,6 +114,14 @@ impl Replicate for Replica {
         };
         ledger.push(record, done)
     }
+
+    fn marks(&self) -> Vec<Mark> {
+        self.groups.marks()
+    }
+
+    fn checkpointed(&self, marks: Vec<Mark>) {
+        self.groups.checkpointed(marks);
+    }
 }
 
 impl SlotApplier for Shared {
@@ -150,15 +159,30 @@ impl SlotApplier for Shared {
     }
 
     fn snapshot(&self, _group: u64) -> Bytes {
-        // Snapshots come with compaction after write-back; until then the log is kept whole
-        // and a lagging replica catches up from it.
+        // The state is the stores (the durable point says how far they go).
         Bytes::new()
     }
 
     fn install(&self, group: u64, _snapshot: &Bytes) -> Result<(), String> {
         Err(format!(
-            "slot group {group}: snapshots are not installed yet"
+            "slot group {group}: a snapshot carries no state to install (the log is kept until every voter holds it)"
         ))
+    }
+
+    fn saved(&self, group: u64) -> BoxFuture<'static, Option<Bytes>> {
+        let stores = self
+            .mailboxes
+            .get()
+            .map(|mailboxes| mailboxes.stores().clone());
+        Box::pin(async move {
+            let stores = stores?;
+            let key = slot_checkpoint_key(group);
+            let saved = async { stores.get_record(0, &key)?.await }.await;
+            saved.unwrap_or_else(|error| {
+                tracing::error!(group, %error, "reading a slot group's durable point failed");
+                None
+            })
+        })
     }
 }
 

@@ -10,6 +10,12 @@
 //! journal may drop it. Entries younger than the delay are never written back, which is why the
 //! released sample is one at least the delay old.
 //!
+//! With replicated slots the same holds for each slot group's applied point: the sample takes
+//! it before the pass (a record applied by then is in a worker's cache, an other node's as a
+//! `Replay` queued on the lane the pass comes after, stamped accepted at 0), the checkpoint
+//! saves it with the stores, and the group may then release its log up to it
+//! ([`super::durability::Replicate::checkpointed`]).
+//!
 //! Every time here (samples, the pass's cutoff, and the entries' `accepted_ms` it is compared
 //! with) is on the process's monotonic clock ([`crate::clock::monotonic_ms`]): with the wall
 //! clock, a step backwards between an append and a sample would make the entry look younger than
@@ -26,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::MailboxOp;
 use super::Mailboxes;
-use super::recovery::checkpoint_key;
+use super::durability::Mark;
+use super::recovery::{checkpoint_key, slot_checkpoint_key};
 use crate::clock::monotonic_ms;
 use crate::config::MailboxConfig;
 use crate::store::WriteBatch;
@@ -83,7 +90,7 @@ pub async fn run(mailboxes: Arc<Mailboxes>, config: MailboxConfig, shutdown: Can
         config.checkpoint_interval_secs.into(),
     ));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut samples: VecDeque<(u64, Vec<u64>)> = VecDeque::new();
+    let mut samples: VecDeque<Sample> = VecDeque::new();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -91,10 +98,15 @@ pub async fn run(mailboxes: Arc<Mailboxes>, config: MailboxConfig, shutdown: Can
         }
         let now = monotonic_ms();
         let journals = mailboxes.journals();
-        samples.push_back((
-            now,
-            journals.iter().map(|j| j.stats().durable_lsn).collect(),
-        ));
+        let replicate = mailboxes.replicated();
+        samples.push_back(Sample {
+            at: now,
+            lsns: journals.iter().map(|j| j.stats().durable_lsn).collect(),
+            marks: replicate
+                .as_ref()
+                .map(|replicate| replicate.marks())
+                .unwrap_or_default(),
+        });
         let cutoff = now.saturating_sub(delay_ms);
         if !pass(&mailboxes, cutoff).await {
             metrics::counter!(crate::metrics::CHECKPOINT_FAILURES).increment(1);
@@ -102,13 +114,19 @@ pub async fn run(mailboxes: Arc<Mailboxes>, config: MailboxConfig, shutdown: Can
         }
         // The newest sample at least the delay (plus a second of slack) old.
         let mut release = None;
-        while samples.front().is_some_and(|(at, _)| *at + 1000 <= cutoff) {
+        while samples
+            .front()
+            .is_some_and(|sample| sample.at + 1000 <= cutoff)
+        {
             release = samples.pop_front();
         }
-        if let Some((_, marks)) = release {
-            if checkpoint(&mailboxes, &marks).await {
-                for (journal, mark) in journals.iter().zip(&marks) {
-                    journal.release(*mark);
+        if let Some(sample) = release {
+            if checkpoint(&mailboxes, &sample).await {
+                for (journal, lsn) in journals.iter().zip(&sample.lsns) {
+                    journal.release(*lsn);
+                }
+                if let Some(replicate) = &replicate {
+                    replicate.checkpointed(sample.marks);
                 }
                 metrics::counter!(crate::metrics::CHECKPOINTS).increment(1);
             } else {
@@ -140,15 +158,29 @@ async fn pass(mailboxes: &Mailboxes, older_than_ms: u64) -> bool {
     applied
 }
 
-/// Records the journals' checkpoint LSNs and makes the stores durable.
-async fn checkpoint(mailboxes: &Mailboxes, marks: &[u64]) -> bool {
+/// What was durable or applied at one instant, before a pass.
+struct Sample {
+    /// On the monotonic clock.
+    at: u64,
+    /// Each journal's durable LSN.
+    lsns: Vec<u64>,
+    /// Each slot group's applied point (replicated slots).
+    marks: Vec<Mark>,
+}
+
+/// Records the journals' checkpoint LSNs and the slot groups' durable points, and makes the
+/// stores durable.
+async fn checkpoint(mailboxes: &Mailboxes, sample: &Sample) -> bool {
     let stores = mailboxes.stores();
     let mut batch = WriteBatch::new();
-    for (index, mark) in marks.iter().enumerate() {
+    for (index, lsn) in sample.lsns.iter().enumerate() {
         batch.put_record(
             &checkpoint_key(index),
-            bytes::Bytes::copy_from_slice(&mark.to_be_bytes()),
+            bytes::Bytes::copy_from_slice(&lsn.to_be_bytes()),
         );
+    }
+    for (group, mark) in &sample.marks {
+        batch.put_record(&slot_checkpoint_key(*group), mark);
     }
     let written = match stores.write_batch(0, batch) {
         Ok(written) => written.await,

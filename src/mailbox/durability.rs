@@ -14,12 +14,22 @@ use crate::journal::Journal;
 /// any other node's record would be).
 pub type Done = Box<dyn FnOnce(bool) + Send>;
 
+/// A slot group's applied point (the group, and the point as its replication encodes it).
+pub type Mark = (u64, Bytes);
+
 /// Replicates records through the slot groups.
 pub trait Replicate: Send + Sync + 'static {
     /// Queues `record` about `key` for the slot group of `key`'s slot; `done` runs once its
     /// fate is known. `Err` returns `done` unrun (nothing queued: not this node's to write, or
     /// the queue is full).
     fn append(&self, key: &str, record: Bytes, done: Done) -> Result<(), Done>;
+    /// Every group's applied point now: all it covers is in the stores once a write-back
+    /// pass that starts after this call is checkpointed (`checkpoint.rs` saves the marks with
+    /// that checkpoint).
+    fn marks(&self) -> Vec<Mark>;
+    /// The checkpoint that saved `marks` is durable: each group's log may be released up to
+    /// its mark.
+    fn checkpointed(&self, marks: Vec<Mark>);
 }
 
 /// A worker's way to make its records durable.

@@ -44,6 +44,12 @@ pub fn checkpoint_key(index: usize) -> Vec<u8> {
     format!("checkpoint/journal-{index}").into_bytes()
 }
 
+/// The store record under which checkpoints save slot group `group`'s durable point (in the
+/// database of shard 0, with the journals' checkpoint LSNs).
+pub fn slot_checkpoint_key(group: u64) -> Vec<u8> {
+    format!("checkpoint/slot-{group}").into_bytes()
+}
+
 /// The opened journals and stores, and the mailboxes rebuilt from them, one map per worker.
 pub struct Storage {
     /// Journal `i` serves shards `s` with `s % count == i`.

@@ -12,7 +12,7 @@ use tern::config::Config;
 use tern::proto::v1::{ErrorCode, server_frame::Frame};
 use tern::token::TokenKey;
 
-use super::{ChildNode, WAIT, child_config, drain, eventually_within, http_get};
+use super::{ChildNode, WAIT, child_config, drain, eventually_within, http_get, metric_value};
 
 /// How long a cluster may take to settle (elections, registration, the controller's ticks).
 pub const SETTLE: Duration = Duration::from_secs(60);
@@ -62,6 +62,16 @@ pub fn start_three(dir: &Path) -> Vec<Member> {
 /// plus `[cluster]` with every node a seed at a free mesh port and `replication`) under `dir`
 /// and starts the nodes.
 pub fn start_cluster(dir: &Path, count: usize, replication: u32) -> Vec<Member> {
+    start_cluster_with(dir, count, replication, &[])
+}
+
+/// [`start_cluster`] with each (from, to) replacement also applied to the shipped file.
+pub fn start_cluster_with(
+    dir: &Path,
+    count: usize,
+    replication: u32,
+    replacements: &[(&str, &str)],
+) -> Vec<Member> {
     let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let seeds: String = ports
         .iter()
@@ -73,8 +83,9 @@ pub fn start_cluster(dir: &Path, count: usize, replication: u32) -> Vec<Member> 
             let node_dir = dir.join(format!("node-{node}"));
             std::fs::create_dir_all(&node_dir).expect("node dir");
             let id = format!("id = \"tern-{node}\"");
-            let (config, parsed): (PathBuf, Config) =
-                child_config(&node_dir, &[("id = \"tern-1\"", id.as_str())]);
+            let mut edits = vec![("id = \"tern-1\"", id.as_str())];
+            edits.extend_from_slice(replacements);
+            let (config, parsed): (PathBuf, Config) = child_config(&node_dir, &edits);
             let mut text = std::fs::read_to_string(&config).expect("config");
             text.push_str(&format!(
                 "\n[cluster]\nname = \"test\"\nnode = {node}\nlisten = \"127.0.0.1:{}\"\n\
@@ -213,4 +224,22 @@ pub async fn settled(members: &[Member]) -> serde_json::Value {
     })
     .await;
     last.swap_remove(0)
+}
+
+/// Slot groups of one island (`tern::cluster::leaders::GROUPS_PER_ISLAND`).
+pub const ISLAND_GROUPS: f64 = 6.0;
+
+/// Slot groups led by `member` (0 when it does not answer).
+pub async fn led(member: &Member) -> f64 {
+    let text = http_get(member.admin(), "/metrics").await;
+    metric_value(&text, "tern_slot_groups_led").unwrap_or(0.0)
+}
+
+/// Every slot group of a one-island cluster is led by a member that is up.
+pub async fn all_led(members: &[Member]) -> bool {
+    let mut total = 0.0;
+    for member in members.iter().filter(|member| member.node.is_some()) {
+        total += led(member).await;
+    }
+    total >= ISLAND_GROUPS
 }

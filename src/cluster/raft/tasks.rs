@@ -17,9 +17,11 @@ impl Tasks {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds `task`.
+    /// Adds `task` (and forgets those that ended).
     pub(crate) fn push(&self, task: JoinHandle<()>) {
-        self.lock().push(task);
+        let mut tasks = self.lock();
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task);
     }
 
     /// Aborts every task and waits until each has ended.

@@ -45,6 +45,7 @@ impl Queued {
     fn new(
         group: u64,
         request: pb::raft_request::Request,
+        retain: u64,
         deadline: Duration,
     ) -> (Queued, oneshot::Receiver<Reply>) {
         let (reply, response) = oneshot::channel();
@@ -54,6 +55,7 @@ impl Queued {
                 request: Some(pb::RaftRequest {
                     request: Some(request),
                 }),
+                retain,
             },
             deadline,
             reply,
@@ -76,6 +78,8 @@ pub struct Coalescer {
     transport: Arc<dyn RaftTransport>,
     peers: Mutex<HashMap<u64, mpsc::Sender<Queued>>>,
     stats: Arc<CoalesceStats>,
+    /// Per led group: the index up to which every voter holds its entries, told with appends.
+    retain: Mutex<HashMap<u64, u64>>,
 }
 
 impl Coalescer {
@@ -85,7 +89,30 @@ impl Coalescer {
             transport,
             peers: Mutex::new(HashMap::new()),
             stats: Arc::new(CoalesceStats::default()),
+            retain: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Tells `group`'s followers, with its next appends, that every voter holds its entries up
+    /// to `index`.
+    pub fn set_retain(&self, group: u64, index: u64) {
+        self.retain
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(group, index);
+    }
+
+    /// What appends of `group` carry as `retain`.
+    fn retain_of(&self, group: u64, request: &pb::raft_request::Request) -> u64 {
+        if !matches!(request, pb::raft_request::Request::Append(_)) {
+            return 0;
+        }
+        self.retain
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&group)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// What went out so far.
@@ -101,7 +128,8 @@ impl Coalescer {
         request: pb::raft_request::Request,
         deadline: Duration,
     ) -> Reply {
-        let (queued, response) = Queued::new(group, request, deadline);
+        let retain = self.retain_of(group, &request);
+        let (queued, response) = Queued::new(group, request, retain, deadline);
         self.queue(peer)
             .try_send(queued)
             .map_err(|_| CallError::Transport(format!("queue to node {peer} full")))?;
@@ -122,7 +150,7 @@ impl Coalescer {
         request: pb::raft_request::Request,
         deadline: Duration,
     ) -> Reply {
-        let (queued, response) = Queued::new(group, request, deadline);
+        let (queued, response) = Queued::new(group, request, 0, deadline);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
         self.stats.rpcs.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(super::telemetry::BATCHES).increment(1);

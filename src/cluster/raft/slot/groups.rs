@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -39,6 +40,9 @@ use crate::proto::mesh as pb;
 const PLACEMENT_EVERY: u64 = 4;
 /// Entries a preferred member may still have to apply when leadership is handed back to it.
 const APPLY_SLACK: u64 = 8;
+/// Journal records of the slot log that describe nothing any more (purged, replaced) before a
+/// compaction restates the live ones and releases the rest.
+const COMPACT_AFTER_DEAD: usize = 65_536;
 /// Election timeouts a member that is not a group's preferred leader waits before it
 /// initializes the group itself (the preferred leader may never come).
 const FOUNDING_PATIENCE: u32 = 3;
@@ -103,6 +107,11 @@ struct Member {
     raft: Raft<SlotTypes, SlotStateMachine>,
     /// The member that should lead while it is up.
     preferred: u64,
+    /// Its state machine (the durable point).
+    machine: SlotStateMachine,
+    /// Every voter holds the entries up to this index (the most any leader told, or this
+    /// node computed while leading): the log up to it may go once it is durable here.
+    retain: AtomicU64,
 }
 
 struct Inner {
@@ -114,6 +123,8 @@ struct Inner {
     groups: RwLock<HashMap<u64, Arc<Member>>>,
     /// Serializes [`SlotGroups::join`]: one openraft instance per group.
     joining: tokio::sync::Mutex<()>,
+    /// Serializes [`SlotGroups::release`]: one compaction of the log engine at a time.
+    releasing: tokio::sync::Mutex<()>,
 }
 
 /// This node's members of the slot groups.
@@ -156,6 +167,7 @@ impl SlotGroups {
             applier,
             groups: RwLock::new(HashMap::new()),
             joining: tokio::sync::Mutex::new(()),
+            releasing: tokio::sync::Mutex::new(()),
         });
         let ticker = tokio::spawn(tick(Arc::downgrade(&inner)));
         let tasks = Tasks::default();
@@ -173,13 +185,17 @@ impl SlotGroups {
             return Ok(());
         }
         let inner = &self.inner;
-        let state_machine = SlotStateMachine::new(group, inner.applier.clone());
+        let saved = match inner.applier.saved(group).await {
+            Some(saved) => Some(decode_meta(&saved).map_err(|error| failed(group, error))?),
+            None => None,
+        };
+        let machine = SlotStateMachine::new(group, inner.applier.clone(), saved);
         let raft = Raft::new(
             inner.config.node,
             inner.raft_config.clone(),
             SlotNetwork::new(group, inner.coalescer.clone()),
             inner.engine.group(group),
-            state_machine,
+            machine.clone(),
         );
         let raft = match inner.config.rng_seed {
             Some(seed) => runtime::seeded(seed ^ group.wrapping_mul(0x9e37_79b9), raft).await,
@@ -208,8 +224,68 @@ impl SlotGroups {
             .groups
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(group, Arc::new(Member { raft, preferred }));
+            .insert(
+                group,
+                Arc::new(Member {
+                    raft,
+                    preferred,
+                    machine,
+                    retain: AtomicU64::new(0),
+                }),
+            );
         Ok(())
+    }
+
+    /// Every group's applied point now (an encoded `SnapshotMeta`): durable once a write-back
+    /// that starts after this call is checkpointed with it ([`SlotGroups::checkpointed`]).
+    pub fn marks(&self) -> Vec<(u64, Bytes)> {
+        self.inner
+            .members()
+            .into_iter()
+            .map(|(group, member)| {
+                let meta = convert::snapshot_meta_to_proto(&member.machine.mark());
+                (group, Bytes::from(meta.encode_to_vec()))
+            })
+            .collect()
+    }
+
+    /// A checkpoint saved `marks` with the stores: releases the groups' logs up to them
+    /// ([`SlotGroups::release`]) in a task that stops with the groups.
+    pub fn checkpointed(self: &Arc<Self>, marks: Vec<(u64, Bytes)>) {
+        let groups = self.clone();
+        self.tasks
+            .push(tokio::spawn(async move { groups.release(&marks).await }));
+    }
+
+    /// A checkpoint saved `marks` with the stores: each group's durable point moves there,
+    /// and its log is purged up to it, as far as every voter holds the entries; then the log
+    /// engine drops what no group needs any more.
+    pub async fn release(&self, marks: &[(u64, Bytes)]) {
+        let _one = self.inner.releasing.lock().await;
+        for (group, mark) in marks {
+            let Some(member) = self.inner.member(*group) else {
+                continue;
+            };
+            let meta = match decode_meta(mark) {
+                Ok(meta) => meta,
+                Err(error) => {
+                    tracing::error!(group, %error, "a slot group's durable point does not decode");
+                    continue;
+                }
+            };
+            member.machine.durable_at(meta);
+            purge(&self.inner, *group, &member).await;
+        }
+        let dead = self.inner.engine.dead_records();
+        if dead >= COMPACT_AFTER_DEAD {
+            match self.inner.engine.compact().await {
+                Ok(restated) => {
+                    tracing::debug!(dead, restated, "slot log compacted");
+                    metrics::counter!(telemetry::COMPACTIONS).increment(1);
+                }
+                Err(error) => tracing::warn!(%error, "slot log compaction failed"),
+            }
+        }
     }
 
     /// Commits `command` as one entry of `group`; returns the entry's log index once a
@@ -313,8 +389,10 @@ impl SlotGroups {
             .collect()
     }
 
-    /// Every group as `GET /cluster` shows it: `{group, leader, term, applied}` in group order
-    /// (`applied`: the log id of the last entry applied here, `term-node-index`).
+    /// Every group as `GET /cluster` shows it: `{group, leader, term, applied, durable, purged,
+    /// retain}` in group order (`applied`: the log id of the last entry applied here,
+    /// `term-node-index`; `durable`: the index up to which the stores hold what was applied;
+    /// `purged`: the log before it is gone; `retain`: every voter holds the entries up to it).
     pub fn view(&self) -> Vec<serde_json::Value> {
         let mut members = self.inner.members();
         members.sort_unstable_by_key(|(group, _)| *group);
@@ -333,6 +411,9 @@ impl SlotGroups {
                     "leader": metrics.current_leader,
                     "term": metrics.current_term,
                     "applied": applied,
+                    "durable": member.machine.durable().map(|log_id| log_id.index),
+                    "purged": metrics.purged.map(|log_id| log_id.index),
+                    "retain": member.retain.load(Ordering::Acquire),
                 })
             })
             .collect()
@@ -376,12 +457,14 @@ impl SlotGroups {
     /// (all at once), and the responses come back in the batch's order.
     pub async fn handle(&self, _from: u64, payload: Bytes) -> Result<Bytes, String> {
         let batch = pb::SlotBatch::decode(payload).map_err(|error| error.to_string())?;
-        let responses = join_all(
-            batch
-                .rpcs
-                .into_iter()
-                .map(|rpc| self.inner.serve(rpc.group, rpc.request)),
-        )
+        let responses = join_all(batch.rpcs.into_iter().map(|rpc| {
+            if rpc.retain > 0
+                && let Some(member) = self.inner.member(rpc.group)
+            {
+                member.retain.fetch_max(rpc.retain, Ordering::AcqRel);
+            }
+            self.inner.serve(rpc.group, rpc.request)
+        }))
         .await;
         let responses = responses
             .into_iter()
@@ -520,6 +603,7 @@ async fn tick(inner: std::sync::Weak<Inner>) {
                 continue;
             }
             led += 1;
+            retain(&inner, group, &member);
             let _ = member.raft.trigger().heartbeat().await;
             if ticks.is_multiple_of(PLACEMENT_EVERY) {
                 hand_back(&inner, group, &member).await;
@@ -587,6 +671,82 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
             "slot group leadership handed back"
         );
     }
+}
+
+/// As `group`'s leader: the index up to which every voter holds the entries (the least any
+/// voter matched), told to the followers with the next appends.
+fn retain(inner: &Inner, group: u64, member: &Member) {
+    let held = {
+        let metrics = member.raft.metrics().borrow_watched().clone();
+        let Some(replication) = metrics.replication.as_ref() else {
+            return;
+        };
+        let me = inner.config.node;
+        metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|voter| {
+                if voter == me {
+                    metrics.last_log_index.unwrap_or(0)
+                } else {
+                    replication
+                        .get(&voter)
+                        .copied()
+                        .flatten()
+                        .map_or(0, |matched| matched.index)
+                }
+            })
+            .min()
+            .unwrap_or(0)
+    };
+    if held > 0 {
+        member.retain.fetch_max(held, Ordering::AcqRel);
+        inner.coalescer.set_retain(group, held);
+    }
+}
+
+/// Purges `group`'s log up to its durable point, as far as every voter holds the entries
+/// (openraft purges only what its snapshot, the durable point, covers).
+async fn purge(inner: &Inner, group: u64, member: &Member) {
+    let Some(durable) = member.machine.durable() else {
+        return;
+    };
+    let upto = durable.index.min(member.retain.load(Ordering::Acquire));
+    let (snapshot, purged) = {
+        let metrics = member.raft.metrics().borrow_watched().clone();
+        (metrics.snapshot, metrics.purged)
+    };
+    if purged.is_some_and(|purged| purged.index >= upto) || upto == 0 {
+        return;
+    }
+    if snapshot < Some(durable) {
+        if member.raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+        let built = member
+            .raft
+            .wait(Some(inner.config.election_timeout_max))
+            .snapshot(durable, "durable point")
+            .await;
+        if built.is_err() {
+            tracing::debug!(
+                group,
+                "slot group snapshot not built in time; purging later"
+            );
+            return;
+        }
+    }
+    if member.raft.trigger().purge_log(upto).await.is_ok() {
+        metrics::counter!(telemetry::PURGES).increment(1);
+    }
+}
+
+fn decode_meta(
+    bytes: &Bytes,
+) -> Result<openraft::type_config::alias::SnapshotMetaOf<SlotTypes>, String> {
+    let meta = pb::SnapshotMeta::decode(bytes.clone()).map_err(text)?;
+    convert::snapshot_meta_from_proto(&meta).map_err(text)
 }
 
 fn failed(group: u64, error: impl std::fmt::Display) -> SlotError {

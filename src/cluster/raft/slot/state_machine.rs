@@ -1,8 +1,14 @@
 //! A slot group's state machine: hands every committed entry to the node's [`SlotApplier`] (the
-//! mailbox workers) in log order, and builds and installs snapshots through it. The applied id
-//! and membership live here; a restarted process starts from none, so openraft re-applies the
-//! log it kept (applying a record twice leaves a mailbox as applying it once). Whether an entry
-//! is this process's own (already in its state) is the applier's to tell, by its origin.
+//! mailbox workers) in log order. Whether an entry is this process's own (already in its
+//! state) is the applier's to tell, by its origin.
+//!
+//! Durable point: the workers write back to the stores, and a checkpoint records, with the
+//! stores, the id up to which everything applied is in them ([`SlotStateMachine::mark`], then
+//! [`SlotStateMachine::durable_at`]). A restarted process starts from that point and openraft
+//! re-applies only the entries after it (applying a record twice leaves a mailbox as applying it
+//! once). The snapshot is that point: its state is the stores themselves, so it carries no data;
+//! the log before it may be purged once every voter holds it (`groups.rs`), and a member that
+//! would need a purged entry cannot be caught up by it (installing is refused).
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,12 +32,19 @@ pub trait SlotApplier: Send + Sync + 'static {
     fn snapshot(&self, group: u64) -> Bytes;
     /// Replaces the state of `group` with `snapshot`.
     fn install(&self, group: u64, snapshot: &Bytes) -> Result<(), String>;
+    /// The durable point of `group` the last checkpoint saved (an encoded `SnapshotMeta`).
+    fn saved(&self, group: u64) -> BoxFuture<'static, Option<Bytes>>;
 }
+
+type Meta = SnapshotMetaOf<SlotTypes>;
 
 struct Applied {
     last_applied: Option<LogIdOf<SlotTypes>>,
     last_membership: StoredMembershipOf<SlotTypes>,
-    snapshot: Option<SnapshotOf<SlotTypes, Bytes>>,
+    /// What the stores hold (saved by a checkpoint); the snapshot.
+    durable: Option<Meta>,
+    /// A snapshot installed from a leader (never today: installing is refused).
+    installed: Option<SnapshotOf<SlotTypes, Bytes>>,
 }
 
 /// The state machine of one slot group on this node.
@@ -43,16 +56,71 @@ pub struct SlotStateMachine {
 }
 
 impl SlotStateMachine {
-    /// The state machine of `group`, applying to `applier`.
-    pub fn new(group: u64, applier: Arc<dyn SlotApplier>) -> SlotStateMachine {
+    /// The state machine of `group`, applying to `applier`, starting at the durable point
+    /// `saved` (everything up to it is in the stores), or at nothing.
+    pub fn new(group: u64, applier: Arc<dyn SlotApplier>, saved: Option<Meta>) -> SlotStateMachine {
         SlotStateMachine {
             group,
             applier,
             applied: Arc::new(Mutex::new(Applied {
-                last_applied: None,
-                last_membership: StoredMembershipOf::<SlotTypes>::default(),
-                snapshot: None,
+                last_applied: saved.as_ref().and_then(|meta| meta.last_log_id),
+                last_membership: saved
+                    .as_ref()
+                    .map(|meta| meta.last_membership.clone())
+                    .unwrap_or_default(),
+                durable: saved,
+                installed: None,
             })),
+        }
+    }
+
+    /// What is applied now (the id and the membership as of it): a durable point once a
+    /// write-back that starts after this call is checkpointed.
+    pub fn mark(&self) -> Meta {
+        let applied = self.lock();
+        Meta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.last_membership.clone(),
+        }
+    }
+
+    /// Everything applied up to `meta` is in the stores (a checkpoint saved it).
+    pub fn durable_at(&self, meta: Meta) {
+        let mut applied = self.lock();
+        let newer = applied
+            .durable
+            .as_ref()
+            .is_none_or(|durable| durable.last_log_id < meta.last_log_id);
+        if newer {
+            applied.durable = Some(meta);
+        }
+    }
+
+    /// The durable point, if a checkpoint saved one.
+    pub fn durable(&self) -> Option<LogIdOf<SlotTypes>> {
+        self.lock()
+            .durable
+            .as_ref()
+            .and_then(|durable| durable.last_log_id)
+    }
+
+    /// The current snapshot: one installed from a leader, else the durable point (no data).
+    fn current(applied: &Applied) -> Option<SnapshotOf<SlotTypes, Bytes>> {
+        let durable = applied
+            .durable
+            .as_ref()
+            .map(|meta| SnapshotOf::<SlotTypes, Bytes> {
+                meta: meta.clone(),
+                snapshot: Bytes::new(),
+            });
+        match (&applied.installed, durable) {
+            (Some(installed), Some(durable))
+                if durable.meta.last_log_id > installed.meta.last_log_id =>
+            {
+                Some(durable)
+            }
+            (Some(installed), _) => Some(installed.clone()),
+            (None, durable) => durable,
         }
     }
 
@@ -66,17 +134,16 @@ impl SlotStateMachine {
 impl RaftSnapshotBuilder<SlotTypes> for SlotStateMachine {
     type SnapshotData = Bytes;
 
+    /// The durable point (what the stores hold), never more than that: the log after it is
+    /// what a restart re-applies.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<SlotTypes, Bytes>, io::Error> {
-        let mut applied = self.lock();
-        let snapshot = SnapshotOf::<SlotTypes, Bytes> {
-            meta: SnapshotMetaOf::<SlotTypes> {
-                last_log_id: applied.last_applied,
-                last_membership: applied.last_membership.clone(),
-            },
-            snapshot: self.applier.snapshot(self.group),
-        };
-        applied.snapshot = Some(snapshot.clone());
-        Ok(snapshot)
+        let applied = self.lock();
+        Ok(
+            Self::current(&applied).unwrap_or_else(|| SnapshotOf::<SlotTypes, Bytes> {
+                meta: Meta::default(),
+                snapshot: self.applier.snapshot(self.group),
+            }),
+        )
     }
 }
 
@@ -134,7 +201,7 @@ impl RaftStateMachine<SlotTypes> for SlotStateMachine {
         let mut applied = self.lock();
         applied.last_applied = meta.last_log_id;
         applied.last_membership = meta.last_membership.clone();
-        applied.snapshot = Some(SnapshotOf::<SlotTypes, Bytes> {
+        applied.installed = Some(SnapshotOf::<SlotTypes, Bytes> {
             meta: meta.clone(),
             snapshot,
         });
@@ -144,6 +211,6 @@ impl RaftStateMachine<SlotTypes> for SlotStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<SlotTypes, Bytes>>, io::Error> {
-        Ok(self.lock().snapshot.clone())
+        Ok(Self::current(&self.lock()))
     }
 }

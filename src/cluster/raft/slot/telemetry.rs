@@ -18,6 +18,11 @@ pub const REPLAY_BACKLOG: &str = "tern_slot_replay_backlog";
 /// Leaderships handed to the member a group prefers.
 pub const TRANSFERS: &str = "tern_slot_leader_transfers_total";
 
+/// Purges of a slot group's log up to its durable point.
+pub const PURGES: &str = "tern_slot_log_purges_total";
+/// Compactions of the node's slot log journal (live records restated, the rest released).
+pub const COMPACTIONS: &str = "tern_slot_log_compactions_total";
+
 /// Registers descriptions and units of the slot groups' metrics with the installed recorder.
 pub fn describe() {
     metrics::describe_counter!(
@@ -41,6 +46,16 @@ pub fn describe() {
         REPLAY_BACKLOG,
         Unit::Count,
         "Other nodes' committed entries queued on the workers, not yet applied."
+    );
+    metrics::describe_counter!(
+        PURGES,
+        Unit::Count,
+        "Purges of a slot group's log up to what the stores hold and every voter has."
+    );
+    metrics::describe_counter!(
+        COMPACTIONS,
+        Unit::Count,
+        "Compactions of the node's slot log journal."
     );
     metrics::describe_counter!(
         TRANSFERS,

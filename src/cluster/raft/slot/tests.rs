@@ -52,6 +52,10 @@ impl SlotApplier for Recorded {
     fn install(&self, _group: u64, _snapshot: &Bytes) -> Result<(), String> {
         Err("snapshots are not used here".into())
     }
+
+    fn saved(&self, _group: u64) -> BoxFuture<'static, Option<Bytes>> {
+        Box::pin(async { None })
+    }
 }
 
 /// The nodes, and which directions are cut.
