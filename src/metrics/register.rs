@@ -111,6 +111,8 @@ const COUNTERS: &[&str] = &[
     MEDIA_DEDUP_SAVED_BYTES,
     crate::journal::telemetry::BYTES_WRITTEN,
     crate::journal::telemetry::FAILURES,
+    crate::cluster::raft::slot::telemetry::PURGES,
+    crate::cluster::raft::slot::telemetry::COMPACTIONS,
 ];
 
 /// Gauges without labels.
@@ -128,6 +130,7 @@ const GAUGES: &[&str] = &[
     MEDIA_OBJECTS,
     MEDIA_STORED_BYTES,
     crate::journal::telemetry::SEGMENTS,
+    crate::cluster::raft::slot::telemetry::LOG_ENTRIES,
 ];
 
 /// Histograms without labels.

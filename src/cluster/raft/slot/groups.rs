@@ -610,6 +610,9 @@ async fn tick(inner: std::sync::Weak<Inner>) {
             }
         }
         metrics::gauge!(telemetry::LED).set(f64::from(led));
+        if ticks.is_multiple_of(PLACEMENT_EVERY) {
+            metrics::gauge!(telemetry::LOG_ENTRIES).set(inner.engine.entries() as f64);
+        }
     }
 }
 

@@ -123,6 +123,14 @@ impl LogEngine {
         groups
     }
 
+    /// Entries held in every group's log (what purges have not released).
+    pub fn entries(&self) -> usize {
+        self.images()
+            .iter()
+            .map(|image| lock(image).entries.len())
+            .sum()
+    }
+
     /// Records in the journal that no longer describe any group's state.
     pub fn dead_records(&self) -> usize {
         self.images()

@@ -23,6 +23,9 @@ pub const PURGES: &str = "tern_slot_log_purges_total";
 /// Compactions of the node's slot log journal (live records restated, the rest released).
 pub const COMPACTIONS: &str = "tern_slot_log_compactions_total";
 
+/// Entries held in the logs of this node's slot groups (not yet purged).
+pub const LOG_ENTRIES: &str = "tern_slot_log_entries";
+
 /// Registers descriptions and units of the slot groups' metrics with the installed recorder.
 pub fn describe() {
     metrics::describe_counter!(
@@ -51,6 +54,11 @@ pub fn describe() {
         PURGES,
         Unit::Count,
         "Purges of a slot group's log up to what the stores hold and every voter has."
+    );
+    metrics::describe_gauge!(
+        LOG_ENTRIES,
+        Unit::Count,
+        "Entries held in the logs of this node's slot groups (a member that is down holds them back)."
     );
     metrics::describe_counter!(
         COMPACTIONS,
