@@ -162,6 +162,9 @@ pub enum MailboxOp {
         /// Completed once this worker's store batch is applied (or failed).
         done: Arc<checkpoint::Countdown>,
     },
+    /// Hand every group's durable entries that wait to the fan-out (sent to every worker when
+    /// this node starts to lead a slot group: a follower kept them without fanning out).
+    PumpGroups,
     /// A group operation, on the group's worker.
     Group(Box<group_ops::GroupJob>),
     /// The groups `user` is a member of (from the user's account), answered as a
@@ -242,7 +245,7 @@ impl MailboxOp {
             | MailboxOp::Replay { key: owner, .. } => Some(owner),
             MailboxOp::Append(job) => Some(&job.owner),
             MailboxOp::Group(job) => Some(&job.group),
-            MailboxOp::WriteBack { .. } => None,
+            MailboxOp::WriteBack { .. } | MailboxOp::PumpGroups => None,
         }
     }
 

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{SETTLE, all_led, led, login_at, start_cluster};
+use common::cluster::{SETTLE, all_led, led, login_at, start_cluster, start_cluster_with};
+use common::groups::GroupPhone;
 use common::*;
 use tern::client::{Client, text_frame};
 use tern::clock::now_secs;
@@ -185,4 +186,61 @@ async fn a_burst_to_a_user_led_elsewhere_is_stored_in_the_order_it_was_sent() {
     let sent_order: Vec<String> = (0..BURST).map(|n| format!("near-{n}")).collect();
     let stored_order: Vec<String> = delivered.into_iter().map(|(_, id)| id).collect();
     assert_eq!(stored_order, sent_order, "stored out of the order sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_entries_a_killed_leader_had_not_fanned_out_reach_every_member() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // No write-back pass in the test's time: only the new leader's hand-over fans out what the
+    // killed one had not.
+    let mut members = start_cluster_with(
+        dir.path(),
+        3,
+        3,
+        &[(
+            "checkpoint_interval_secs = 5",
+            "checkpoint_interval_secs = 3600",
+        )],
+    );
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    let mut alice = GroupPhone::new(login_at(&members[0], "alice", "phone").await).await;
+    let group = alice.create(&["bob", "carol"]).await;
+    let view = common::cluster::view(members[0].admin()).await;
+    let leader = group_leader(&view, &group).expect("the group's slot has a leader") as usize;
+    let victim = leader - 1;
+    if victim == 0 {
+        alice = GroupPhone::new(login_at(&members[1], "alice", "phone").await).await;
+    }
+    const POSTS: usize = 200;
+    let ids: Vec<String> = (0..POSTS).map(|n| format!("g-{n}")).collect();
+    for id in &ids {
+        alice
+            .writer
+            .send_group_text(id, &group, "hello")
+            .await
+            .expect("send");
+    }
+    let mut acked = 0;
+    while acked < POSTS {
+        match next(&mut alice.reader).await {
+            Frame::ServerAck(_) => acked += 1,
+            Frame::Error(error) => panic!("refused: {error:?}"),
+            _ => {}
+        }
+    }
+    // At once: the leader has not fanned out the last posts yet, most likely.
+    members[victim].node.take().expect("running").kill();
+    let survivor = &members[(victim + 1) % 3];
+    for user in ["bob", "carol"] {
+        let mut phone = GroupPhone::new(login_at(survivor, user, "phone").await).await;
+        let mut got = std::collections::BTreeSet::new();
+        eventually_within(SETTLE, "every post reaches every member", async || {
+            got.extend(phone.received().await.into_iter().map(|(_, id)| id));
+            ids.iter().all(|id| got.contains(id))
+        })
+        .await;
+    }
 }

@@ -263,6 +263,7 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
             .map(|pending| pending.load(Ordering::Relaxed).max(0))
             .sum();
         metrics::gauge!(crate::cluster::raft::slot::telemetry::REPLAY_BACKLOG).set(backlog as f64);
+        let mut now_led = false;
         for (group, leader) in replica.groups.leadership() {
             let leader = leader.filter(|leader| {
                 *leader != replica.me
@@ -270,7 +271,13 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
             });
             if leaders.set(group, leader) {
                 tracing::debug!(group, ?leader, "slot group leader");
+                now_led |= leader == Some(replica.me);
             }
+        }
+        if now_led && let Some(mailboxes) = replica.shared.mailboxes.get() {
+            // The groups of the slots this node now leads fan out from here: what their
+            // entries still owe their members goes out now, not at the next write-back.
+            mailboxes.broadcast_wait(|| MailboxOp::PumpGroups).await;
         }
     }
 }

@@ -305,6 +305,7 @@ impl Worker for MailboxWorker {
                 older_than_ms,
                 done,
             } => self.write_back(older_than_ms, done),
+            MailboxOp::PumpGroups => self.pump_all(),
             MailboxOp::Ack {
                 owner,
                 device,
