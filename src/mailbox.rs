@@ -17,6 +17,7 @@ pub mod group_ops;
 pub mod log;
 pub mod record;
 pub mod recovery;
+pub mod snapshot;
 mod worker;
 
 use std::sync::{Arc, OnceLock};
@@ -34,7 +35,7 @@ use crate::mailbox::durability::{Durability, Replicate};
 use crate::message::{Id, MessageKind, ReceiptKind};
 use crate::registry::Registry;
 use crate::shard::key_hash;
-use crate::store::Stores;
+use crate::store::{self, Stores};
 
 pub use event::{AppendFailure, EventSink, MailboxEvent, SessionHandle};
 pub use log::{AckInfo, Appended, Mailbox};
@@ -162,6 +163,16 @@ pub enum MailboxOp {
         /// Completed once this worker's store batch is applied (or failed).
         done: Arc<checkpoint::Countdown>,
     },
+    /// Drop the mailboxes and groups of `owners` from memory (a snapshot replaces them in the
+    /// stores next; nothing of theirs is written back meanwhile); then count down `done`.
+    Forget {
+        /// Whose.
+        owners: snapshot::Owners,
+        /// Counted down once this worker dropped them.
+        done: Arc<checkpoint::Countdown>,
+    },
+    /// Take the mailboxes and groups reloaded from the stores after a snapshot.
+    Restore(Box<Restored>),
     /// Hand every group's durable entries that wait to the fan-out (sent to every worker when
     /// this node starts to lead a slot group: a follower kept them without fanning out).
     PumpGroups,
@@ -231,6 +242,25 @@ pub enum MailboxOp {
     },
 }
 
+/// One worker's mailboxes and groups reloaded from the stores after a snapshot.
+pub struct Restored {
+    /// The mailboxes.
+    pub slots: hashbrown::HashMap<Id, Slot>,
+    /// The groups.
+    pub groups: hashbrown::HashMap<Id, crate::group::GroupSlot>,
+    /// Counted down once this worker took them.
+    pub done: Arc<checkpoint::Countdown>,
+}
+
+impl std::fmt::Debug for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored")
+            .field("slots", &self.slots.len())
+            .field("groups", &self.groups.len())
+            .finish()
+    }
+}
+
 impl MailboxOp {
     /// The mailbox the op is about; `None` for ops sent to every worker.
     pub fn owner(&self) -> Option<&Id> {
@@ -245,7 +275,10 @@ impl MailboxOp {
             | MailboxOp::Replay { key: owner, .. } => Some(owner),
             MailboxOp::Append(job) => Some(&job.owner),
             MailboxOp::Group(job) => Some(&job.group),
-            MailboxOp::WriteBack { .. } | MailboxOp::PumpGroups => None,
+            MailboxOp::WriteBack { .. }
+            | MailboxOp::PumpGroups
+            | MailboxOp::Forget { .. }
+            | MailboxOp::Restore(_) => None,
         }
     }
 
@@ -270,6 +303,8 @@ pub struct Mailboxes {
     industry: Industry<MailboxOp>,
     journals: Vec<Arc<Journal>>,
     stores: Arc<Stores>,
+    /// What a reload after a snapshot loads into memory.
+    limits: recovery::LoadLimits,
     /// With replicated slots: the slot groups the workers write through (set on joining).
     replicate: Arc<OnceLock<Arc<dyn Replicate>>>,
 }
@@ -332,6 +367,7 @@ impl Mailboxes {
             industry,
             journals,
             stores,
+            limits: recovery::LoadLimits::of(config),
             replicate,
         };
         (mailboxes, handles)
@@ -362,6 +398,63 @@ impl Mailboxes {
     /// queues; returns how many workers have stopped.
     pub async fn broadcast_wait(&self, make: impl FnMut() -> MailboxOp) -> usize {
         self.industry.submit_all_wait(Lane::Internal, make).await
+    }
+
+    /// Every stored row of `owners` (a slot group's snapshot, see [`snapshot`]).
+    pub async fn export(&self, owners: snapshot::Owners) -> Result<Bytes, snapshot::SnapshotError> {
+        snapshot::export(&self.stores, owners).await
+    }
+
+    /// Makes `snapshot` the state of `owners`: the workers drop them, their rows in the stores
+    /// are replaced and checkpointed, then `mark` (what says the stores now hold the snapshot)
+    /// is written and checkpointed, and the workers reload them from the stores.
+    pub async fn install(
+        &self,
+        owners: snapshot::Owners,
+        snapshot: &Bytes,
+        mark: store::WriteBatch,
+    ) -> Result<(), snapshot::SnapshotError> {
+        use snapshot::SnapshotError::Reload;
+        let (countdown, dropped) = checkpoint::Countdown::new(self.workers());
+        let refused = self
+            .broadcast_wait(|| MailboxOp::Forget {
+                owners: owners.clone(),
+                done: countdown.clone(),
+            })
+            .await;
+        if refused > 0 || !dropped.await.unwrap_or(false) {
+            return Err(Reload("the workers stopped".into()));
+        }
+        snapshot::replace(&self.stores, owners.clone(), snapshot).await?;
+        self.stores.checkpoint_all().await?;
+        self.stores.write_batch(0, mark)?.await?;
+        self.stores.checkpoint_all().await?;
+        let stores = self.stores.clone();
+        let limits = self.limits.clone();
+        let reloading = owners.clone();
+        let (mut slots, mut groups) =
+            tokio::task::spawn_blocking(move || recovery::reload(&stores, &limits, &reloading))
+                .await
+                .map_err(|error| Reload(error.to_string()))?
+                .map_err(|error| Reload(error.to_string()))?;
+        let (countdown, taken) = checkpoint::Countdown::new(self.workers());
+        // One map per worker, in the workers' order (shard, then worker in its shard).
+        let mut worker = 0;
+        let refused = self
+            .broadcast_wait(|| {
+                let restored = Restored {
+                    slots: std::mem::take(&mut slots[worker]),
+                    groups: std::mem::take(&mut groups[worker]),
+                    done: countdown.clone(),
+                };
+                worker += 1;
+                MailboxOp::Restore(Box::new(restored))
+            })
+            .await;
+        if refused > 0 || !taken.await.unwrap_or(false) {
+            return Err(Reload("the workers stopped".into()));
+        }
+        Ok(())
     }
 
     /// Number of workers.

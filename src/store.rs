@@ -61,6 +61,7 @@ mod error;
 mod keys;
 mod ops;
 mod pending;
+mod rows;
 pub mod telemetry;
 mod worker;
 
@@ -72,9 +73,12 @@ use std::thread;
 pub use batch::WriteBatch;
 pub use config::StoreConfig;
 pub use error::StoreError;
-pub use keys::{MAX_DEVICE_BYTES, MAX_OWNER_BYTES, MAX_RECORD_KEY_BYTES, MAX_VALUE_BYTES};
+pub use keys::{
+    MAX_DEVICE_BYTES, MAX_OWNER_BYTES, MAX_RECORD_KEY_BYTES, MAX_VALUE_BYTES, TreeKind,
+};
 pub use ops::{Cursors, Entries, Pairs};
 pub use pending::Pending;
+pub use rows::{Row, RowFilter, row_owner};
 pub use worker::{Store, StoreStats};
 
 use crate::shard::SHARDS;

@@ -19,9 +19,15 @@ const BURST: usize = 300;
 /// Sends messages `from..from + BURST` as `sender` through `member`, to the recipients in turn;
 /// returns the acks.
 async fn send_acked(member: &Member, sender: &str, from: usize) -> Acked {
+    send_acked_n(member, sender, from, BURST).await
+}
+
+/// Sends messages `from..from + count` as `sender` through `member`, to the recipients in
+/// turn; returns the acks.
+async fn send_acked_n(member: &Member, sender: &str, from: usize, count: usize) -> Acked {
     let (mut reader, mut writer) = login_at(member, sender, "d").await.split();
     let mut recipients = HashMap::new();
-    for n in from..from + BURST {
+    for n in from..from + count {
         let recipient = format!("r{}", n % RECIPIENTS);
         let id = format!("{sender}-{n}");
         writer.queue(text_frame(&id, &recipient, id.as_bytes()));
@@ -29,7 +35,7 @@ async fn send_acked(member: &Member, sender: &str, from: usize) -> Acked {
     }
     writer.flush().await.expect("flush");
     let mut acked = Acked::new();
-    while acked.len() < BURST {
+    while acked.len() < count {
         match next(&mut reader).await {
             Frame::ServerAck(ack) => {
                 let recipient = recipients[&ack.client_msg_id].clone();
@@ -75,7 +81,7 @@ fn all_reach(views: &[serde_json::Value], field: &str, target: &HashMap<u64, u64
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slot_log_is_released_after_write_back_and_a_restart_resumes_from_the_stores() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut members = start_cluster_with(dir.path(), 3, 3, &FAST_WRITEBACK);
+    let mut members = start_cluster_with(dir.path(), 3, 3, &FAST_WRITEBACK, "");
     eventually_within(SETTLE, "every slot group has a leader", async || {
         all_led(&members).await
     })
@@ -127,5 +133,84 @@ async fn the_slot_log_is_released_after_write_back_and_a_restart_resumes_from_th
         let (mut reader, mut writer) = login_at(&members[index % 3], recipient, "d").await.split();
         let delivered = drain_acking(&mut reader, &mut writer).await;
         check_drained(recipient, delivered, by_seq);
+    }
+}
+
+/// The summed value of `series` on `member` (0 when absent).
+async fn metric_of(member: &Member, series: &str) -> f64 {
+    metric_value(&http_get(member.admin(), "/metrics").await, series).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_down_past_the_retained_log_comes_back_from_a_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A member more than 10 entries behind what the stores hold is left to a snapshot.
+    let mut members =
+        start_cluster_with(dir.path(), 3, 3, &FAST_WRITEBACK, "slot_log_max_lag = 10\n");
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    let victim = 2;
+    members[victim].node.take().expect("running").kill();
+    eventually_within(SETTLE, "the other two lead every group", async || {
+        all_led(&members).await
+    })
+    .await;
+
+    // Many small rounds: many entries in every group a recipient's slot is in.
+    let mut acked = Acked::new();
+    for round in 0..40 {
+        acked.extend(send_acked_n(&members[round % 2], "early", round * 12, 12).await);
+    }
+    eventually_within(
+        SETTLE,
+        "the survivors purged past the member that is down",
+        async || {
+            views(&members, &[0, 1]).await.iter().all(|view| {
+                let purged = per_group(view, "purged");
+                per_group(view, "retain")
+                    .iter()
+                    .any(|(group, retain)| purged.get(group).is_some_and(|purged| purged > retain))
+            })
+        },
+    )
+    .await;
+
+    members[victim].node = Some(ChildNode::start(
+        &members[victim].config,
+        &members[victim].data,
+    ));
+    eventually_within(
+        SETTLE,
+        "the returning member installed a snapshot",
+        async || metric_of(&members[victim], "tern_slot_snapshots_installed_total").await > 0.0,
+    )
+    .await;
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    acked.extend(send_acked_n(&members[victim], "late", 0, BURST).await);
+
+    // Without the node that never went down, the returning member and the other one serve
+    // everything: half of the groups are led by the member that came back from a snapshot.
+    members[0].node.take().expect("running").kill();
+    eventually_within(
+        SETTLE,
+        "the returning member routes every group to a live leader",
+        async || {
+            let view = view(members[victim].admin()).await;
+            let leaders = per_group(&view, "leader");
+            all_led(&members).await
+                && leaders.len() == 6
+                && leaders.values().all(|leader| *leader == 2 || *leader == 3)
+        },
+    )
+    .await;
+    for (recipient, by_seq) in by_recipient(&acked) {
+        let (mut reader, mut writer) = login_at(&members[victim], &recipient, "d").await.split();
+        let delivered = drain_acking(&mut reader, &mut writer).await;
+        check_drained(&recipient, delivered, &by_seq);
     }
 }

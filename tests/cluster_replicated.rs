@@ -201,6 +201,7 @@ async fn group_entries_a_killed_leader_had_not_fanned_out_reach_every_member() {
             "checkpoint_interval_secs = 5",
             "checkpoint_interval_secs = 3600",
         )],
+        "",
     );
     eventually_within(SETTLE, "every slot group has a leader", async || {
         all_led(&members).await

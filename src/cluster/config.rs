@@ -46,6 +46,10 @@ pub struct ClusterConfig {
     /// Slots users and groups hash to, placed on islands; fixed when the cluster is created,
     /// 16-65536. Default: 512.
     pub slots: u32,
+    /// Entries of a slot group's log kept for a member that is down or behind, past what the
+    /// stores hold; a member further behind is brought up by a snapshot instead. At least 1.
+    /// Default: 100000.
+    pub slot_log_max_lag: u64,
     /// The secret written here (used when neither `TERN_CLUSTER_SECRET` nor `secret_file` is
     /// set); it authenticates mesh links. After loading, this field holds the effective secret,
     /// whichever source won. At least 32 bytes. Default: none (a cluster needs a secret).
@@ -105,6 +109,7 @@ impl Default for ClusterConfig {
             seeds: Vec::new(),
             replication_factor: 3,
             slots: 512,
+            slot_log_max_lag: 100_000,
             secret: String::new(),
             secret_file: None,
             heartbeat_ms: 250,
@@ -126,6 +131,7 @@ impl fmt::Debug for ClusterConfig {
             .field("seeds", &self.seeds)
             .field("replication_factor", &self.replication_factor)
             .field("slots", &self.slots)
+            .field("slot_log_max_lag", &self.slot_log_max_lag)
             .field("secret", &format_args!("<{} bytes>", self.secret.len()))
             .field("secret_file", &self.secret_file)
             .field("heartbeat_ms", &self.heartbeat_ms)
@@ -183,6 +189,10 @@ impl ClusterConfig {
                 "cluster.replication_factor must be 1 or 3 (got {})",
                 self.replication_factor
             ),
+        );
+        check(
+            self.slot_log_max_lag >= 1,
+            "cluster.slot_log_max_lag must be at least 1".to_owned(),
         );
         check(
             (MIN_SLOTS..=MAX_SLOTS).contains(&self.slots),

@@ -477,6 +477,7 @@ async fn start_slots<T: Transport>(
     config.heartbeat = Duration::from_millis(cluster.heartbeat_ms);
     config.election_timeout_min = Duration::from_millis(cluster.election_timeout_ms.min);
     config.election_timeout_max = Duration::from_millis(cluster.election_timeout_ms.max);
+    config.max_lag = cluster.slot_log_max_lag;
     let applier = Replica::applier();
     let transport = Arc::new(MeshTransport {
         mesh: mesh.clone(),

@@ -33,8 +33,10 @@ use crate::cluster::route::slot_of;
 use crate::mailbox::durability::{Done, Mark, Replicate};
 use crate::mailbox::record::{self, Record};
 use crate::mailbox::recovery::slot_checkpoint_key;
+use crate::mailbox::snapshot::Owners;
 use crate::mailbox::{MailboxOp, Mailboxes};
 use crate::message::Id;
+use crate::store::WriteBatch;
 
 use ledger::{Applied, Ledger};
 
@@ -46,6 +48,8 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 pub struct Shared {
     ledgers: DashMap<u64, Arc<Ledger>>,
     mailboxes: OnceLock<Arc<Mailboxes>>,
+    /// The cluster map (which slots a group has).
+    map: OnceLock<watch::Receiver<Arc<ClusterMap>>>,
     /// Per group: `Replay` operations queued on the workers and not yet applied. The workers'
     /// lanes are not ordered among themselves, so a leader serves its phones only once none is
     /// left (its workers then hold everything committed before its term).
@@ -55,6 +59,17 @@ pub struct Shared {
 impl Shared {
     fn replaying(&self, group: u64) -> Arc<AtomicI64> {
         self.replaying.entry(group).or_default().clone()
+    }
+
+    /// The users and groups whose slots are in slot group `group`, as the map places them now.
+    fn owners(&self, group: u64) -> Option<Owners> {
+        let map = self.map.get()?.borrow().clone();
+        Some(Owners::new(move |owner| {
+            let slot = slot_of(owner, map.placement.slots.len() as u32);
+            map.placement
+                .island_of(slot)
+                .is_some_and(|island| slot_group(island.id, slot) == group)
+        }))
     }
 }
 
@@ -85,6 +100,7 @@ impl Replica {
         island_size: usize,
     ) -> (Arc<Replica>, JoinHandle<()>) {
         let _ = shared.mailboxes.set(mailboxes);
+        let _ = shared.map.set(map.clone());
         let replica = Arc::new(Replica {
             me,
             shared,
@@ -158,15 +174,39 @@ impl SlotApplier for Shared {
         })
     }
 
-    fn snapshot(&self, _group: u64) -> Bytes {
-        // The state is the stores (the durable point says how far they go).
-        Bytes::new()
+    fn export(&self, group: u64) -> BoxFuture<'static, Result<Bytes, String>> {
+        let mailboxes = self.mailboxes.get().cloned();
+        let owners = self.owners(group);
+        Box::pin(async move {
+            let (Some(mailboxes), Some(owners)) = (mailboxes, owners) else {
+                return Err(format!("slot group {group}: not started"));
+            };
+            mailboxes
+                .export(owners)
+                .await
+                .map_err(|error| error.to_string())
+        })
     }
 
-    fn install(&self, group: u64, _snapshot: &Bytes) -> Result<(), String> {
-        Err(format!(
-            "slot group {group}: a snapshot carries no state to install (the log is kept until every voter holds it)"
-        ))
+    fn install(
+        &self,
+        group: u64,
+        mark: Bytes,
+        snapshot: Bytes,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let mailboxes = self.mailboxes.get().cloned();
+        let owners = self.owners(group);
+        Box::pin(async move {
+            let (Some(mailboxes), Some(owners)) = (mailboxes, owners) else {
+                return Err(format!("slot group {group}: not started"));
+            };
+            let mut saved = WriteBatch::new();
+            saved.put_record(&slot_checkpoint_key(group), mark);
+            mailboxes
+                .install(owners, &snapshot, saved)
+                .await
+                .map_err(|error| error.to_string())
+        })
     }
 
     fn saved(&self, group: u64) -> BoxFuture<'static, Option<Bytes>> {

@@ -25,15 +25,21 @@ pub fn snapshot_key(group_id: &str) -> Vec<u8> {
 /// Prefix of every group snapshot key.
 pub const SNAPSHOT_PREFIX: &str = "group/";
 
+/// Prefix of every logged group entry's key.
+pub const LOG_PREFIX: &str = "glog/";
+
 /// Key of a logged group entry among its group's shard's records.
 pub fn log_key(group_id: &str, group_seq: u64) -> Vec<u8> {
-    format!("glog/{group_id}/{group_seq:020}").into_bytes()
+    format!("{LOG_PREFIX}{group_id}/{group_seq:020}").into_bytes()
 }
+
+/// Prefix of the keys of how far groups' logs are pruned.
+pub const PRUNED_PREFIX: &str = "glogpruned/";
 
 /// Key of the record holding how far a group's log is pruned (a big-endian u64): a reference
 /// at or below it whose entry is gone was acked by every member.
 pub fn pruned_key(group_id: &str) -> Vec<u8> {
-    format!("glogpruned/{group_id}").into_bytes()
+    format!("{PRUNED_PREFIX}{group_id}").into_bytes()
 }
 
 /// A stored group entry: whole, or a reference to the group's log.

@@ -9,6 +9,7 @@ use hashbrown::HashMap;
 use super::account::{self, Account};
 use super::log::Mailbox;
 use super::record::{self, Record};
+use super::snapshot::Owners;
 use super::worker::group::note_membership;
 use crate::config::Config;
 use crate::group::log::{LogError, LogReader, copy_of};
@@ -147,12 +148,7 @@ impl Storage {
         let mut store_config = StoreConfig::new(config.store_paths());
         store_config.cache_bytes = config.store.cache_bytes;
         let stores = Stores::open(store_config)?;
-        let limits = LoadLimits {
-            workers_per_shard,
-            dedup_window,
-            worker_bytes: super::cache_budget_per_worker(config),
-            huge_entries: config.mailbox.huge_mailbox_entries as usize,
-        };
+        let limits = LoadLimits::of(config);
         let mut groups: Vec<HashMap<Id, GroupSlot>> = (0..SHARDS * workers_per_shard)
             .map(|_| HashMap::new())
             .collect();
@@ -164,9 +160,9 @@ impl Storage {
             log: LogReader::new(&stores),
         };
         // The saved dedup tables first: entries from the stores and the journal add to them.
-        load_dedup(&stores, &mut rebuilt, dedup_window)?;
-        let entries = load_stores(&stores, &mut rebuilt, &limits)?;
-        load_groups(&stores, &mut rebuilt)?;
+        load_dedup(&stores, &mut rebuilt, dedup_window, None)?;
+        let entries = load_stores(&stores, &mut rebuilt, &limits, None)?;
+        load_groups(&stores, &mut rebuilt, None)?;
         let mut opened = Vec::new();
         for index in 0..config.journal.count as usize {
             let mut journal_config =
@@ -210,16 +206,7 @@ impl Storage {
             .into_iter()
             .map(|(journal, _, _)| Arc::new(journal))
             .collect();
-        for slot in recovered.iter_mut().flat_map(|map| map.values_mut()) {
-            slot.durable.store(
-                slot.mailbox.last_seq(),
-                std::sync::atomic::Ordering::Release,
-            );
-            // A restored dedup table is saved again, where it now lies, by the first pass.
-            if slot.mailbox.dedup().has_unsaved() {
-                slot.dirty = true;
-            }
-        }
+        settle(&mut recovered);
         let elapsed = started.elapsed();
         metrics::gauge!(crate::metrics::RECOVERY_SECONDS).set(elapsed.as_secs_f64());
         metrics::gauge!(crate::metrics::RECOVERY_STORE_ENTRIES).set(entries as f64);
@@ -299,8 +286,51 @@ pub fn decode_u64(bytes: &[u8]) -> u64 {
     bytes.try_into().map_or(0, u64::from_be_bytes)
 }
 
+/// Marks every loaded mailbox durable up to its last seq, and dirty when its dedup table must
+/// be saved again (where it now lies) by the first pass.
+fn settle(mailboxes: &mut [HashMap<Id, Slot>]) {
+    for slot in mailboxes.iter_mut().flat_map(|map| map.values_mut()) {
+        slot.durable.store(
+            slot.mailbox.last_seq(),
+            std::sync::atomic::Ordering::Release,
+        );
+        if slot.mailbox.dedup().has_unsaved() {
+            slot.dirty = true;
+        }
+    }
+}
+
+/// Mailboxes and groups reloaded from the stores, one map of each per worker.
+pub type Reloaded = (Vec<HashMap<Id, Slot>>, Vec<HashMap<Id, GroupSlot>>);
+
+/// Loads the mailboxes and groups of `owners` from the stores, as recovery at start does,
+/// into one map per worker (a replica that installed a slot group's snapshot). Blocks on the
+/// stores: run it on a blocking thread.
+pub fn reload(
+    stores: &Stores,
+    limits: &LoadLimits,
+    owners: &Owners,
+) -> Result<Reloaded, StorageError> {
+    let workers = SHARDS * limits.workers_per_shard;
+    let mut mailboxes: Vec<HashMap<Id, Slot>> = (0..workers).map(|_| HashMap::new()).collect();
+    let mut groups: Vec<HashMap<Id, GroupSlot>> = (0..workers).map(|_| HashMap::new()).collect();
+    let mut rebuilt = Rebuilt {
+        mailboxes: &mut mailboxes,
+        groups: &mut groups,
+        workers_per_shard: limits.workers_per_shard,
+        single: false,
+        log: LogReader::new(stores),
+    };
+    load_dedup(stores, &mut rebuilt, limits.dedup_window, Some(owners))?;
+    load_stores(stores, &mut rebuilt, limits, Some(owners))?;
+    load_groups(stores, &mut rebuilt, Some(owners))?;
+    settle(&mut mailboxes);
+    Ok((mailboxes, groups))
+}
+
 /// How much of the stores recovery loads into memory.
-struct LoadLimits {
+#[derive(Clone, Debug)]
+pub struct LoadLimits {
     workers_per_shard: usize,
     dedup_window: usize,
     /// A worker's share of the cache budget: once its mailboxes hold this much, the rest of its
@@ -310,17 +340,33 @@ struct LoadLimits {
     huge_entries: usize,
 }
 
+impl LoadLimits {
+    /// The limits `config` sets.
+    pub fn of(config: &Config) -> LoadLimits {
+        LoadLimits {
+            workers_per_shard: config.dispatch.workers_per_shard as usize,
+            dedup_window: config.mailbox.dedup_window as usize,
+            worker_bytes: super::cache_budget_per_worker(config),
+            huge_entries: config.mailbox.huge_mailbox_entries as usize,
+        }
+    }
+}
+
 /// Loads what was written back: mailbox metadata (last seq), cursors, and entries as far as
 /// the cache budget allows (the entries of the others stay in the store, paged in when read).
 fn load_stores(
     stores: &Stores,
     rebuilt: &mut Rebuilt<'_>,
     limits: &LoadLimits,
+    only: Option<&Owners>,
 ) -> Result<u64, StorageError> {
     let mut loaded = 0;
     let mut held = vec![0usize; rebuilt.mailboxes.len()];
     for shard in 0..SHARDS {
         for (owner, meta) in wait(stores.scan_meta(shard))? {
+            if only.is_some_and(|only| !only.contains(&owner)) {
+                continue;
+            }
             let owner = Id::from(String::from_utf8_lossy(&owner).as_ref());
             let hash = key_hash(owner.as_bytes());
             let index = shard_of(hash) * limits.workers_per_shard
@@ -407,6 +453,7 @@ fn load_dedup(
     stores: &Stores,
     rebuilt: &mut Rebuilt<'_>,
     dedup_window: usize,
+    only: Option<&Owners>,
 ) -> Result<(), StorageError> {
     for shard in 0..SHARDS {
         let prefix = record::DEDUP_PREFIX.as_bytes();
@@ -417,6 +464,9 @@ fn load_dedup(
                     lsn: 0,
                     source,
                 })?;
+            if only.is_some_and(|only| !only.contains(owner.as_bytes())) {
+                continue;
+            }
             let index = rebuilt.index(&owner);
             let dedup = rebuilt.mailboxes[index]
                 .entry(owner)
@@ -432,7 +482,11 @@ fn load_dedup(
 }
 
 /// Loads every group snapshot written back to the stores.
-fn load_groups(stores: &Stores, rebuilt: &mut Rebuilt<'_>) -> Result<(), StorageError> {
+fn load_groups(
+    stores: &Stores,
+    rebuilt: &mut Rebuilt<'_>,
+    only: Option<&Owners>,
+) -> Result<(), StorageError> {
     for shard in 0..SHARDS {
         let prefix = group_record::SNAPSHOT_PREFIX.as_bytes();
         for (key, value) in wait(stores.scan_records(shard, prefix, usize::MAX))? {
@@ -442,6 +496,9 @@ fn load_groups(stores: &Stores, rebuilt: &mut Rebuilt<'_>) -> Result<(), Storage
                     lsn: 0,
                     source,
                 })?;
+            if only.is_some_and(|only| !only.contains(group.id.as_bytes())) {
+                continue;
+            }
             tracing::trace!(key = %String::from_utf8_lossy(&key), members = group.members.len(), "loaded group");
             let index = rebuilt.index(&group.id);
             rebuilt.groups[index].insert(group.id.clone(), GroupSlot::new(group));

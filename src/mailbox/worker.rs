@@ -306,6 +306,11 @@ impl Worker for MailboxWorker {
                 done,
             } => self.write_back(older_than_ms, done),
             MailboxOp::PumpGroups => self.pump_all(),
+            MailboxOp::Forget { owners, done } => {
+                self.forget(&owners);
+                done.finish(true);
+            }
+            MailboxOp::Restore(restored) => self.restore(*restored),
             MailboxOp::Ack {
                 owner,
                 device,
@@ -509,6 +514,37 @@ impl MailboxWorker {
         if let Some(slot) = self.slots.get(key) {
             self.usage.update(before, footprint(slot));
         }
+    }
+
+    /// Drops the mailboxes and groups of `owners` (a snapshot replaces them).
+    fn forget(&mut self, owners: &super::snapshot::Owners) {
+        let usage = &mut self.usage;
+        self.slots.retain(|owner, slot| {
+            let keep = !owners.contains(owner.as_bytes());
+            if !keep {
+                usage.update(footprint(slot), (0, 0));
+            }
+            keep
+        });
+        self.groups
+            .retain(|group, _| !owners.contains(group.as_bytes()));
+    }
+
+    /// Takes the mailboxes and groups reloaded after a snapshot.
+    fn restore(&mut self, restored: super::Restored) {
+        let super::Restored {
+            slots,
+            groups,
+            done,
+        } = restored;
+        for (owner, slot) in slots {
+            self.usage.update((0, 0), footprint(&slot));
+            if let Some(old) = self.slots.insert(owner, slot) {
+                self.usage.update(footprint(&old), (0, 0));
+            }
+        }
+        self.groups.extend(groups);
+        done.finish(true);
     }
 
     /// Writes back entries accepted before `older_than_ms` and still unacked, deletes written-back

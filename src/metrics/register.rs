@@ -113,6 +113,9 @@ const COUNTERS: &[&str] = &[
     crate::journal::telemetry::FAILURES,
     crate::cluster::raft::slot::telemetry::PURGES,
     crate::cluster::raft::slot::telemetry::COMPACTIONS,
+    crate::cluster::raft::slot::telemetry::SNAPSHOTS_SENT,
+    crate::cluster::raft::slot::telemetry::SNAPSHOTS_INSTALLED,
+    crate::cluster::raft::slot::telemetry::SNAPSHOT_FAILURES,
 ];
 
 /// Gauges without labels.

@@ -21,11 +21,11 @@ type Staged = BTreeMap<Vec<u8>, Option<IVec>>;
 
 /// The trees of one logical shard.
 #[derive(Debug)]
-struct ShardTrees {
-    entries: Tree,
-    cursors: Tree,
-    meta: Tree,
-    records: Tree,
+pub(super) struct ShardTrees {
+    pub(super) entries: Tree,
+    pub(super) cursors: Tree,
+    pub(super) meta: Tree,
+    pub(super) records: Tree,
 }
 
 /// An open sled database.
@@ -270,7 +270,7 @@ impl Database {
         self.db.flush().map(drop).map_err(|error| self.error(error))
     }
 
-    fn trees(&self, shard: usize) -> Result<&ShardTrees, StoreError> {
+    pub(super) fn trees(&self, shard: usize) -> Result<&ShardTrees, StoreError> {
         self.shards
             .get(shard)
             .and_then(Option::as_ref)

@@ -20,10 +20,14 @@ const SEQ_BYTES: usize = 8;
 
 /// The four trees every logical shard has, in the order a write transaction takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TreeKind {
+pub enum TreeKind {
+    /// Mailbox entries: `owner ‖ 0x00 ‖ seq`.
     Entries,
+    /// Device cursors: `owner ‖ 0x00 ‖ device`.
     Cursors,
+    /// An owner's metadata: `owner`.
     Meta,
+    /// Keyed records.
     Records,
 }
 

@@ -261,7 +261,7 @@ impl Stores {
     }
 
     /// The database of `shard`.
-    fn route(&self, shard: usize) -> Result<&Store, StoreError> {
+    pub(super) fn route(&self, shard: usize) -> Result<&Store, StoreError> {
         if shard >= SHARDS {
             return Err(StoreError::InvalidShard { shard, max: SHARDS });
         }

@@ -62,15 +62,17 @@ pub fn start_three(dir: &Path) -> Vec<Member> {
 /// plus `[cluster]` with every node a seed at a free mesh port and `replication`) under `dir`
 /// and starts the nodes.
 pub fn start_cluster(dir: &Path, count: usize, replication: u32) -> Vec<Member> {
-    start_cluster_with(dir, count, replication, &[])
+    start_cluster_with(dir, count, replication, &[], "")
 }
 
-/// [`start_cluster`] with each (from, to) replacement also applied to the shipped file.
+/// [`start_cluster`] with each (from, to) replacement also applied to the shipped file, and
+/// `cluster_lines` added to every node's `[cluster]` section.
 pub fn start_cluster_with(
     dir: &Path,
     count: usize,
     replication: u32,
     replacements: &[(&str, &str)],
+    cluster_lines: &str,
 ) -> Vec<Member> {
     let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let seeds: String = ports
@@ -91,7 +93,7 @@ pub fn start_cluster_with(
                 "\n[cluster]\nname = \"test\"\nnode = {node}\nlisten = \"127.0.0.1:{}\"\n\
                  seeds = [\n{seeds}]\nsecret = \"{}\"\nheartbeat_ms = 100\n\
                  down_after_ms = 1500\nelection_timeout_ms = {{ min = 500, max = 1000 }}\n\
-                 replication_factor = {replication}\n",
+                 replication_factor = {replication}\n{cluster_lines}",
                 ports[node - 1],
                 "s".repeat(40),
             ));

@@ -60,6 +60,9 @@ pub struct SlotGroupsConfig {
     pub election_timeout_max: Duration,
     /// Seeds openraft's random draws in simulations; `None` draws from the OS.
     pub rng_seed: Option<u64>,
+    /// Entries kept past the durable point for a member that is behind; a member further
+    /// behind gets a snapshot.
+    pub max_lag: u64,
 }
 
 impl SlotGroupsConfig {
@@ -71,6 +74,7 @@ impl SlotGroupsConfig {
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
             rng_seed: None,
+            max_lag: 100_000,
         }
     }
 }
@@ -193,7 +197,7 @@ impl SlotGroups {
         let raft = Raft::new(
             inner.config.node,
             inner.raft_config.clone(),
-            SlotNetwork::new(group, inner.coalescer.clone()),
+            SlotNetwork::new(group, inner.coalescer.clone(), inner.applier.clone()),
             inner.engine.group(group),
             machine.clone(),
         );
@@ -709,13 +713,19 @@ fn retain(inner: &Inner, group: u64, member: &Member) {
     }
 }
 
-/// Purges `group`'s log up to its durable point, as far as every voter holds the entries
-/// (openraft purges only what its snapshot, the durable point, covers).
+/// Purges `group`'s log up to its durable point, as far as every voter holds the entries, or
+/// past a member more than `max_lag` entries behind it (that member gets a snapshot); openraft
+/// purges only what its snapshot, the durable point, covers.
 async fn purge(inner: &Inner, group: u64, member: &Member) {
     let Some(durable) = member.machine.durable() else {
         return;
     };
-    let upto = durable.index.min(member.retain.load(Ordering::Acquire));
+    let held = member.retain.load(Ordering::Acquire);
+    let upto = if durable.index.saturating_sub(held) > inner.config.max_lag {
+        durable.index - inner.config.max_lag
+    } else {
+        durable.index.min(held)
+    };
     let (snapshot, purged) = {
         let metrics = member.raft.metrics().borrow_watched().clone();
         (metrics.snapshot, metrics.purged)

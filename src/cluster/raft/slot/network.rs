@@ -1,5 +1,7 @@
 //! openraft's network for one slot group: its RPCs go through the node's [`Coalescer`], which
-//! carries the RPCs of every group bound for the same peer together.
+//! carries the RPCs of every group bound for the same peer together. A snapshot carries no
+//! data until it is sent: then the node's [`SlotApplier`] exports the group's rows of the
+//! stores, and they go alone, in one call (at most [`MAX_SNAPSHOT_BYTES`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,9 +16,10 @@ use openraft::raft::{
 use openraft::type_config::alias::{SnapshotOf, VoteOf};
 use openraft::{BasicNode, RaftNetworkV2};
 
-use super::SlotTypes;
 use super::coalesce::Coalescer;
 use super::convert as slot_convert;
+use super::state_machine::SlotApplier;
+use super::{SlotTypes, telemetry};
 use crate::cluster::raft::convert;
 use crate::cluster::raft::network::{
     CallError, RPC_DEADLINE, SNAPSHOT_DEADLINE, append_reply, snapshot_reply, transfer_reply,
@@ -26,16 +29,28 @@ use crate::proto::mesh as pb;
 
 type Response = pb::raft_response::Response;
 
+/// The largest snapshot sent (one mesh frame carries it, with room for its envelope).
+pub const MAX_SNAPSHOT_BYTES: usize = crate::mesh::config::MAX_FRAME_BYTES - 64 * 1024;
+
 /// Makes the connections of one slot group.
 pub struct SlotNetwork {
     group: u64,
     coalescer: Arc<Coalescer>,
+    applier: Arc<dyn SlotApplier>,
 }
 
 impl SlotNetwork {
-    /// The network of `group` over `coalescer`.
-    pub fn new(group: u64, coalescer: Arc<Coalescer>) -> SlotNetwork {
-        SlotNetwork { group, coalescer }
+    /// The network of `group` over `coalescer`, exporting snapshots from `applier`.
+    pub fn new(
+        group: u64,
+        coalescer: Arc<Coalescer>,
+        applier: Arc<dyn SlotApplier>,
+    ) -> SlotNetwork {
+        SlotNetwork {
+            group,
+            coalescer,
+            applier,
+        }
     }
 }
 
@@ -44,6 +59,7 @@ pub struct SlotConnection {
     group: u64,
     target: u64,
     coalescer: Arc<Coalescer>,
+    applier: Arc<dyn SlotApplier>,
 }
 
 fn to_rpc_error(error: CallError) -> RPCError<SlotTypes> {
@@ -99,6 +115,7 @@ impl RaftNetworkFactory<SlotTypes> for SlotNetwork {
             group: self.group,
             target,
             coalescer: self.coalescer.clone(),
+            applier: self.applier.clone(),
         }
     }
 }
@@ -153,16 +170,36 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
         cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<SlotTypes>, StreamingError<SlotTypes>> {
+        let failed = |error: String| {
+            metrics::counter!(telemetry::SNAPSHOT_FAILURES).increment(1);
+            tracing::warn!(group = self.group, to = self.target, %error, "slot group snapshot not sent");
+            StreamingError::Network(NetworkError::new(&std::io::Error::other(error)))
+        };
+        let data = if snapshot.snapshot.is_empty() {
+            self.applier.export(self.group).await.map_err(failed)?
+        } else {
+            snapshot.snapshot
+        };
+        if data.len() > MAX_SNAPSHOT_BYTES {
+            return Err(failed(format!(
+                "{} bytes, more than one call carries ({MAX_SNAPSHOT_BYTES})",
+                data.len()
+            )));
+        }
+        tracing::info!(group = self.group, to = self.target, bytes = data.len(), last = ?snapshot.meta.last_log_id, "sending a slot group snapshot");
         let request = pb::raft_request::Request::Snapshot(convert::snapshot_request_to_proto(
             &vote,
             &snapshot.meta,
-            snapshot.snapshot,
+            data,
         ));
         let response = tokio::select! {
             biased;
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            response = self.call(request, SNAPSHOT_DEADLINE) => response,
+            response = self.call_alone(request, SNAPSHOT_DEADLINE) => response,
         };
+        if response.is_ok() {
+            metrics::counter!(telemetry::SNAPSHOTS_SENT).increment(1);
+        }
         snapshot_reply(response)
     }
 }

@@ -6,9 +6,9 @@
 //! stores, the id up to which everything applied is in them ([`SlotStateMachine::mark`], then
 //! [`SlotStateMachine::durable_at`]). A restarted process starts from that point and openraft
 //! re-applies only the entries after it (applying a record twice leaves a mailbox as applying it
-//! once). The snapshot is that point: its state is the stores themselves, so it carries no data;
-//! the log before it may be purged once every voter holds it (`groups.rs`), and a member that
-//! would need a purged entry cannot be caught up by it (installing is refused).
+//! once). The snapshot is that point: its state is the stores themselves, so it carries no data
+//! until it is sent (`network.rs` has the applier export the group's rows then); a member too
+//! far behind installs those rows and takes the point as its own durable point.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,18 +20,27 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::type_config::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
-use super::{SlotCommand, SlotTypes};
+use prost::Message;
+
+use super::{SlotCommand, SlotTypes, telemetry};
+use crate::cluster::raft::convert;
 
 /// What slot groups' committed entries are applied to.
 pub trait SlotApplier: Send + Sync + 'static {
     /// Applies one committed entry of `group` (its log `index`), in log order: the future
     /// completes once the entry is handed on in that order (the next waits for it).
     fn apply(&self, group: u64, index: u64, command: SlotCommand) -> BoxFuture<'static, ()>;
-    /// The state of `group` as of everything applied so far: what a replica that is new or
-    /// too far behind installs.
-    fn snapshot(&self, group: u64) -> Bytes;
-    /// Replaces the state of `group` with `snapshot`.
-    fn install(&self, group: u64, snapshot: &Bytes) -> Result<(), String>;
+    /// The state of `group`, as far as the stores hold it (at least up to its durable point):
+    /// what a member too far behind installs.
+    fn export(&self, group: u64) -> BoxFuture<'static, Result<Bytes, String>>;
+    /// Replaces the state of `group` with `snapshot` and saves `mark` (an encoded
+    /// `SnapshotMeta`) as its durable point, durably, before it completes.
+    fn install(
+        &self,
+        group: u64,
+        mark: Bytes,
+        snapshot: Bytes,
+    ) -> BoxFuture<'static, Result<(), String>>;
     /// The durable point of `group` the last checkpoint saved (an encoded `SnapshotMeta`).
     fn saved(&self, group: u64) -> BoxFuture<'static, Option<Bytes>>;
 }
@@ -41,10 +50,9 @@ type Meta = SnapshotMetaOf<SlotTypes>;
 struct Applied {
     last_applied: Option<LogIdOf<SlotTypes>>,
     last_membership: StoredMembershipOf<SlotTypes>,
-    /// What the stores hold (saved by a checkpoint); the snapshot.
+    /// What the stores hold (saved by a checkpoint or with an installed snapshot); the
+    /// snapshot.
     durable: Option<Meta>,
-    /// A snapshot installed from a leader (never today: installing is refused).
-    installed: Option<SnapshotOf<SlotTypes, Bytes>>,
 }
 
 /// The state machine of one slot group on this node.
@@ -69,7 +77,6 @@ impl SlotStateMachine {
                     .map(|meta| meta.last_membership.clone())
                     .unwrap_or_default(),
                 durable: saved,
-                installed: None,
             })),
         }
     }
@@ -104,24 +111,15 @@ impl SlotStateMachine {
             .and_then(|durable| durable.last_log_id)
     }
 
-    /// The current snapshot: one installed from a leader, else the durable point (no data).
+    /// The current snapshot: the durable point (its data is exported when it is sent).
     fn current(applied: &Applied) -> Option<SnapshotOf<SlotTypes, Bytes>> {
-        let durable = applied
+        applied
             .durable
             .as_ref()
             .map(|meta| SnapshotOf::<SlotTypes, Bytes> {
                 meta: meta.clone(),
                 snapshot: Bytes::new(),
-            });
-        match (&applied.installed, durable) {
-            (Some(installed), Some(durable))
-                if durable.meta.last_log_id > installed.meta.last_log_id =>
-            {
-                Some(durable)
-            }
-            (Some(installed), _) => Some(installed.clone()),
-            (None, durable) => durable,
-        }
+            })
     }
 
     fn lock(&self) -> MutexGuard<'_, Applied> {
@@ -141,7 +139,7 @@ impl RaftSnapshotBuilder<SlotTypes> for SlotStateMachine {
         Ok(
             Self::current(&applied).unwrap_or_else(|| SnapshotOf::<SlotTypes, Bytes> {
                 meta: Meta::default(),
-                snapshot: self.applier.snapshot(self.group),
+                snapshot: Bytes::new(),
             }),
         )
     }
@@ -195,16 +193,17 @@ impl RaftStateMachine<SlotTypes> for SlotStateMachine {
         meta: &SnapshotMetaOf<SlotTypes>,
         snapshot: Bytes,
     ) -> Result<(), io::Error> {
-        self.applier
-            .install(self.group, &snapshot)
-            .map_err(io::Error::other)?;
+        let mark = Bytes::from(convert::snapshot_meta_to_proto(meta).encode_to_vec());
+        if let Err(error) = self.applier.install(self.group, mark, snapshot).await {
+            metrics::counter!(telemetry::SNAPSHOT_FAILURES).increment(1);
+            return Err(io::Error::other(error));
+        }
+        metrics::counter!(telemetry::SNAPSHOTS_INSTALLED).increment(1);
+        tracing::info!(group = self.group, last = ?meta.last_log_id, "slot group snapshot installed");
         let mut applied = self.lock();
         applied.last_applied = meta.last_log_id;
         applied.last_membership = meta.last_membership.clone();
-        applied.installed = Some(SnapshotOf::<SlotTypes, Bytes> {
-            meta: meta.clone(),
-            snapshot,
-        });
+        applied.durable = Some(meta.clone());
         Ok(())
     }
 

@@ -26,6 +26,13 @@ pub const COMPACTIONS: &str = "tern_slot_log_compactions_total";
 /// Entries held in the logs of this node's slot groups (not yet purged).
 pub const LOG_ENTRIES: &str = "tern_slot_log_entries";
 
+/// Snapshots of a slot group sent to a member too far behind.
+pub const SNAPSHOTS_SENT: &str = "tern_slot_snapshots_sent_total";
+/// Snapshots of a slot group installed here.
+pub const SNAPSHOTS_INSTALLED: &str = "tern_slot_snapshots_installed_total";
+/// Snapshots that could not be exported, sent or installed (tried again).
+pub const SNAPSHOT_FAILURES: &str = "tern_slot_snapshot_failures_total";
+
 /// Registers descriptions and units of the slot groups' metrics with the installed recorder.
 pub fn describe() {
     metrics::describe_counter!(
@@ -59,6 +66,21 @@ pub fn describe() {
         LOG_ENTRIES,
         Unit::Count,
         "Entries held in the logs of this node's slot groups (a member that is down holds them back)."
+    );
+    metrics::describe_counter!(
+        SNAPSHOTS_SENT,
+        Unit::Count,
+        "Slot group snapshots sent to a member too far behind."
+    );
+    metrics::describe_counter!(
+        SNAPSHOTS_INSTALLED,
+        Unit::Count,
+        "Slot group snapshots installed here."
+    );
+    metrics::describe_counter!(
+        SNAPSHOT_FAILURES,
+        Unit::Count,
+        "Slot group snapshots that could not be exported, sent or installed."
     );
     metrics::describe_counter!(
         COMPACTIONS,

@@ -45,12 +45,17 @@ impl SlotApplier for Recorded {
         Box::pin(async {})
     }
 
-    fn snapshot(&self, _group: u64) -> Bytes {
-        Bytes::new()
+    fn export(&self, _group: u64) -> BoxFuture<'static, Result<Bytes, String>> {
+        Box::pin(async { Err("snapshots are not used here".into()) })
     }
 
-    fn install(&self, _group: u64, _snapshot: &Bytes) -> Result<(), String> {
-        Err("snapshots are not used here".into())
+    fn install(
+        &self,
+        _group: u64,
+        _mark: Bytes,
+        _snapshot: Bytes,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async { Err("snapshots are not used here".into()) })
     }
 
     fn saved(&self, _group: u64) -> BoxFuture<'static, Option<Bytes>> {
