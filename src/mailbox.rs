@@ -305,6 +305,9 @@ pub struct Mailboxes {
     stores: Arc<Stores>,
     /// What a reload after a snapshot loads into memory.
     limits: recovery::LoadLimits,
+    /// Taken while a slot group's durable point is written (checkpoints, snapshots), so an
+    /// older one never overwrites a newer one.
+    points: tokio::sync::Mutex<()>,
     /// With replicated slots: the slot groups the workers write through (set on joining).
     replicate: Arc<OnceLock<Arc<dyn Replicate>>>,
 }
@@ -368,6 +371,7 @@ impl Mailboxes {
             journals,
             stores,
             limits: recovery::LoadLimits::of(config),
+            points: tokio::sync::Mutex::new(()),
             replicate,
         };
         (mailboxes, handles)
@@ -405,14 +409,19 @@ impl Mailboxes {
         snapshot::export(&self.stores, owners).await
     }
 
+    /// Held while a slot group's durable point is written.
+    pub async fn points(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.points.lock().await
+    }
+
     /// Makes `snapshot` the state of `owners`: the workers drop them, their rows in the stores
-    /// are replaced and checkpointed, then `mark` (what says the stores now hold the snapshot)
-    /// is written and checkpointed, and the workers reload them from the stores.
+    /// are replaced and checkpointed, then `mark` (the snapshot's point, now the group's
+    /// durable point) is written and checkpointed, and the workers reload them from the stores.
     pub async fn install(
         &self,
         owners: snapshot::Owners,
         snapshot: &Bytes,
-        mark: store::WriteBatch,
+        mark: &durability::Mark,
     ) -> Result<(), snapshot::SnapshotError> {
         use snapshot::SnapshotError::Reload;
         let (countdown, dropped) = checkpoint::Countdown::new(self.workers());
@@ -427,8 +436,16 @@ impl Mailboxes {
         }
         snapshot::replace(&self.stores, owners.clone(), snapshot).await?;
         self.stores.checkpoint_all().await?;
-        self.stores.write_batch(0, mark)?.await?;
-        self.stores.checkpoint_all().await?;
+        {
+            let _points = self.points().await;
+            let mut saved = store::WriteBatch::new();
+            saved.put_record(
+                &recovery::slot_checkpoint_key(mark.group),
+                recovery::encode_slot_mark(mark.index, &mark.point),
+            );
+            self.stores.write_batch(0, saved)?.await?;
+            self.stores.checkpoint_all().await?;
+        }
         let stores = self.stores.clone();
         let limits = self.limits.clone();
         let reloading = owners.clone();

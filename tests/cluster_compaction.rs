@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use common::cluster::{Member, SETTLE, all_led, login_at, start_cluster_with, view, views};
 use common::*;
 use tern::client::text_frame;
+use tern::proto::v1::ErrorCode;
 use tern::proto::v1::server_frame::Frame;
 
 const RECIPIENTS: usize = 6;
@@ -23,7 +24,8 @@ async fn send_acked(member: &Member, sender: &str, from: usize) -> Acked {
 }
 
 /// Sends messages `from..from + count` as `sender` through `member`, to the recipients in
-/// turn; returns the acks.
+/// turn, sending a message refused with "retry" again (as a phone does: a slot group changing
+/// leaders refuses for a moment, or loses what was in flight); returns the acks.
 async fn send_acked_n(member: &Member, sender: &str, from: usize, count: usize) -> Acked {
     let (mut reader, mut writer) = login_at(member, sender, "d").await.split();
     let mut recipients = HashMap::new();
@@ -40,6 +42,17 @@ async fn send_acked_n(member: &Member, sender: &str, from: usize, count: usize) 
             Frame::ServerAck(ack) => {
                 let recipient = recipients[&ack.client_msg_id].clone();
                 acked.insert((recipient, ack.client_msg_id), ack.seq);
+            }
+            Frame::Error(error)
+                if matches!(
+                    error.code(),
+                    ErrorCode::Overloaded | ErrorCode::StorageFailure
+                ) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let id = error.client_msg_id;
+                writer.queue(text_frame(&id, &recipients[&id], id.as_bytes()));
+                writer.flush().await.expect("flush");
             }
             Frame::Error(error) => panic!("refused: {error:?}"),
             _ => {}

@@ -32,16 +32,17 @@ use crate::cluster::raft::slot::{SlotApplier, SlotCommand, SlotGroups};
 use crate::cluster::route::slot_of;
 use crate::mailbox::durability::{Done, Mark, Replicate};
 use crate::mailbox::record::{self, Record};
-use crate::mailbox::recovery::slot_checkpoint_key;
+use crate::mailbox::recovery::{decode_slot_mark, slot_checkpoint_key};
 use crate::mailbox::snapshot::Owners;
 use crate::mailbox::{MailboxOp, Mailboxes};
 use crate::message::Id;
-use crate::store::WriteBatch;
 
 use ledger::{Applied, Ledger};
 
 /// How often the leaders table is brought up to date from the slot groups.
 const FOLLOW_EVERY: Duration = Duration::from_millis(50);
+/// Attempts at installing a snapshot before the group gives up on this node.
+const INSTALL_ATTEMPTS: u32 = 10;
 
 /// The ledgers and the workers, shared by the write and apply sides.
 #[derive(Default)]
@@ -132,11 +133,24 @@ impl Replicate for Replica {
     }
 
     fn marks(&self) -> Vec<Mark> {
-        self.groups.marks()
+        self.groups
+            .marks()
+            .into_iter()
+            .map(|(group, index, point)| Mark {
+                group,
+                index,
+                point,
+            })
+            .collect()
     }
 
     fn checkpointed(&self, marks: Vec<Mark>) {
-        self.groups.checkpointed(marks);
+        self.groups.checkpointed(
+            marks
+                .into_iter()
+                .map(|mark| (mark.group, mark.point))
+                .collect(),
+        );
     }
 }
 
@@ -191,7 +205,8 @@ impl SlotApplier for Shared {
     fn install(
         &self,
         group: u64,
-        mark: Bytes,
+        index: u64,
+        point: Bytes,
         snapshot: Bytes,
     ) -> BoxFuture<'static, Result<(), String>> {
         let mailboxes = self.mailboxes.get().cloned();
@@ -200,12 +215,25 @@ impl SlotApplier for Shared {
             let (Some(mailboxes), Some(owners)) = (mailboxes, owners) else {
                 return Err(format!("slot group {group}: not started"));
             };
-            let mut saved = WriteBatch::new();
-            saved.put_record(&slot_checkpoint_key(group), mark);
-            mailboxes
-                .install(owners, &snapshot, saved)
-                .await
-                .map_err(|error| error.to_string())
+            let mark = Mark {
+                group,
+                index,
+                point,
+            };
+            // A store that is busy or failing now may not be later: an install that fails
+            // stops the group here, so it is tried a few times first (it starts over safely).
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match mailboxes.install(owners.clone(), &snapshot, &mark).await {
+                    Ok(()) => return Ok(()),
+                    Err(error) if attempt < INSTALL_ATTEMPTS => {
+                        tracing::warn!(group, attempt, %error, "installing a slot group snapshot failed; trying again");
+                        tokio::time::sleep(FOLLOW_EVERY * attempt).await;
+                    }
+                    Err(error) => return Err(error.to_string()),
+                }
+            }
         })
     }
 
@@ -218,10 +246,14 @@ impl SlotApplier for Shared {
             let stores = stores?;
             let key = slot_checkpoint_key(group);
             let saved = async { stores.get_record(0, &key)?.await }.await;
-            saved.unwrap_or_else(|error| {
+            let saved = saved.unwrap_or_else(|error| {
                 tracing::error!(group, %error, "reading a slot group's durable point failed");
                 None
-            })
+            });
+            saved
+                .as_ref()
+                .and_then(decode_slot_mark)
+                .map(|(_, point)| point)
         })
     }
 }

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::MailboxOp;
 use super::Mailboxes;
 use super::durability::Mark;
-use super::recovery::{checkpoint_key, slot_checkpoint_key};
+use super::recovery::{checkpoint_key, decode_slot_mark, encode_slot_mark, slot_checkpoint_key};
 use crate::clock::monotonic_ms;
 use crate::config::MailboxConfig;
 use crate::store::WriteBatch;
@@ -168,7 +168,8 @@ struct Sample {
     marks: Vec<Mark>,
 }
 
-/// Records the journals' checkpoint LSNs and the slot groups' durable points, and makes the
+/// Records the journals' checkpoint LSNs and the slot groups' durable points (those newer than
+/// what is saved: a snapshot installed since the sample saved a newer one), and makes the
 /// stores durable.
 async fn checkpoint(mailboxes: &Mailboxes, sample: &Sample) -> bool {
     let stores = mailboxes.stores();
@@ -179,8 +180,21 @@ async fn checkpoint(mailboxes: &Mailboxes, sample: &Sample) -> bool {
             bytes::Bytes::copy_from_slice(&lsn.to_be_bytes()),
         );
     }
-    for (group, mark) in &sample.marks {
-        batch.put_record(&slot_checkpoint_key(*group), mark);
+    // Held until the batch is queued: a snapshot's point is not written in between.
+    let _points = mailboxes.points().await;
+    for mark in &sample.marks {
+        let key = slot_checkpoint_key(mark.group);
+        let saved = async { stores.get_record(0, &key)?.await }.await;
+        let Ok(saved) = saved.map_err(|error| tracing::warn!(%error, "checkpoint failed")) else {
+            return false;
+        };
+        let newer = saved
+            .as_ref()
+            .and_then(decode_slot_mark)
+            .is_none_or(|(index, _)| index < mark.index);
+        if newer {
+            batch.put_record(&key, encode_slot_mark(mark.index, &mark.point));
+        }
     }
     let written = match stores.write_batch(0, batch) {
         Ok(written) => written.await,

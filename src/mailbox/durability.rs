@@ -14,8 +14,16 @@ use crate::journal::Journal;
 /// any other node's record would be).
 pub type Done = Box<dyn FnOnce(bool) + Send>;
 
-/// A slot group's applied point (the group, and the point as its replication encodes it).
-pub type Mark = (u64, Bytes);
+/// A slot group's applied point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// The group.
+    pub group: u64,
+    /// The log index of the point (marks of one group are ordered by it).
+    pub index: u64,
+    /// The point as the group's replication encodes it.
+    pub point: Bytes,
+}
 
 /// Replicates records through the slot groups.
 pub trait Replicate: Send + Sync + 'static {

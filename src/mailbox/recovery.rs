@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+use bytes::Bytes;
 use hashbrown::HashMap;
 
 use super::account::{self, Account};
@@ -49,6 +50,21 @@ pub fn checkpoint_key(index: usize) -> Vec<u8> {
 /// database of shard 0, with the journals' checkpoint LSNs).
 pub fn slot_checkpoint_key(group: u64) -> Vec<u8> {
     format!("checkpoint/slot-{group}").into_bytes()
+}
+
+/// The stored form of a slot group's durable point: its log index (big-endian, so a newer
+/// point is told from an older one without decoding it), then the point.
+pub fn encode_slot_mark(index: u64, point: &[u8]) -> Bytes {
+    let mut value = Vec::with_capacity(8 + point.len());
+    value.extend_from_slice(&index.to_be_bytes());
+    value.extend_from_slice(point);
+    Bytes::from(value)
+}
+
+/// The index and point of a stored durable point (`None` when malformed).
+pub fn decode_slot_mark(value: &Bytes) -> Option<(u64, Bytes)> {
+    let index = value.get(..8)?.try_into().ok().map(u64::from_be_bytes)?;
+    Some((index, value.slice(8..)))
 }
 
 /// The opened journals and stores, and the mailboxes rebuilt from them, one map per worker.

@@ -240,15 +240,18 @@ impl SlotGroups {
         Ok(())
     }
 
-    /// Every group's applied point now (an encoded `SnapshotMeta`): durable once a write-back
-    /// that starts after this call is checkpointed with it ([`SlotGroups::checkpointed`]).
-    pub fn marks(&self) -> Vec<(u64, Bytes)> {
+    /// Every group's applied point now, `(group, index, encoded SnapshotMeta)`: durable once
+    /// a write-back that starts after this call is checkpointed with it
+    /// ([`SlotGroups::checkpointed`]).
+    pub fn marks(&self) -> Vec<(u64, u64, Bytes)> {
         self.inner
             .members()
             .into_iter()
             .map(|(group, member)| {
-                let meta = convert::snapshot_meta_to_proto(&member.machine.mark());
-                (group, Bytes::from(meta.encode_to_vec()))
+                let mark = member.machine.mark();
+                let index = mark.last_log_id.map_or(0, |log_id| log_id.index);
+                let meta = convert::snapshot_meta_to_proto(&mark);
+                (group, index, Bytes::from(meta.encode_to_vec()))
             })
             .collect()
     }

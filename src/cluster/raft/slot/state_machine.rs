@@ -34,10 +34,12 @@ pub trait SlotApplier: Send + Sync + 'static {
     /// what a member too far behind installs.
     fn export(&self, group: u64) -> BoxFuture<'static, Result<Bytes, String>>;
     /// Replaces the state of `group` with `snapshot` and saves `mark` (an encoded
-    /// `SnapshotMeta`) as its durable point, durably, before it completes.
+    /// `SnapshotMeta`, at log index `index`) as its durable point, durably, before it
+    /// completes.
     fn install(
         &self,
         group: u64,
+        index: u64,
         mark: Bytes,
         snapshot: Bytes,
     ) -> BoxFuture<'static, Result<(), String>>;
@@ -194,7 +196,12 @@ impl RaftStateMachine<SlotTypes> for SlotStateMachine {
         snapshot: Bytes,
     ) -> Result<(), io::Error> {
         let mark = Bytes::from(convert::snapshot_meta_to_proto(meta).encode_to_vec());
-        if let Err(error) = self.applier.install(self.group, mark, snapshot).await {
+        let index = meta.last_log_id.map_or(0, |log_id| log_id.index);
+        if let Err(error) = self
+            .applier
+            .install(self.group, index, mark, snapshot)
+            .await
+        {
             metrics::counter!(telemetry::SNAPSHOT_FAILURES).increment(1);
             return Err(io::Error::other(error));
         }

@@ -52,6 +52,7 @@ impl SlotApplier for Recorded {
     fn install(
         &self,
         _group: u64,
+        _index: u64,
         _mark: Bytes,
         _snapshot: Bytes,
     ) -> BoxFuture<'static, Result<(), String>> {
