@@ -165,3 +165,129 @@ pub async fn replace(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn owners(names: &'static [&'static str]) -> Owners {
+        Owners::new(move |owner| names.iter().any(|name| name.as_bytes() == owner))
+    }
+
+    fn open(dir: &std::path::Path) -> Stores {
+        Stores::open(StoreConfig::new([dir.join("store-0"), dir.join("store-1")])).expect("open")
+    }
+
+    /// alice's and bob's mailboxes and dedup rows, the group g1's snapshot, log and pruned
+    /// mark, and a checkpoint record that belongs to nobody, each in its owner's shard.
+    async fn fill(stores: &Stores, tag: &str) {
+        let value = |text: &str| Bytes::from(format!("{tag}{text}"));
+        for owner in ["alice", "bob", "g1"] {
+            let shard = crate::shard::shard_of(crate::shard::key_hash(owner.as_bytes()));
+            let mut batch = WriteBatch::new();
+            batch
+                .put_entry(owner.as_bytes(), 1, value("e1"))
+                .put_entry(owner.as_bytes(), 2, value("e2"))
+                .put_cursor(owner.as_bytes(), "phone", 1)
+                .put_meta(owner.as_bytes(), value("meta"))
+                .put_record(
+                    &super::super::record::dedup_key(owner, "carol", "d", 0),
+                    value("dedup"),
+                )
+                .put_record(&group_record::snapshot_key(owner), value("group"))
+                .put_record(&group_record::log_key(owner, 7), value("glog"))
+                .put_record(&group_record::pruned_key(owner), value("pruned"));
+            stores
+                .write_batch(shard, batch)
+                .expect("queue")
+                .await
+                .expect("write");
+        }
+        let mut batch = WriteBatch::new();
+        batch.put_record(b"checkpoint/slot-3", value("mark"));
+        stores
+            .write_batch(0, batch)
+            .expect("queue")
+            .await
+            .expect("write");
+    }
+
+    async fn rows(stores: &Stores, who: Owners) -> Vec<Row> {
+        let keep = rows_of(who);
+        let mut all = Vec::new();
+        for shard in 0..SHARDS {
+            all.extend(
+                stores
+                    .rows(shard, keep.clone())
+                    .expect("queue")
+                    .await
+                    .expect("rows"),
+            );
+        }
+        all
+    }
+
+    #[test]
+    fn every_kind_of_row_names_its_owner() {
+        assert_eq!(
+            owner_of_row(TreeKind::Entries, b"alice\0\0\0\0\0\0\0\0\x01"),
+            Some(&b"alice"[..])
+        );
+        assert_eq!(
+            owner_of_row(TreeKind::Cursors, b"alice\0phone"),
+            Some(&b"alice"[..])
+        );
+        assert_eq!(owner_of_row(TreeKind::Meta, b"alice"), Some(&b"alice"[..]));
+        let dedup = super::super::record::dedup_key("alice", "bob", "d", 3);
+        assert_eq!(owner_of_row(TreeKind::Records, &dedup), Some(&b"alice"[..]));
+        let log = group_record::log_key("a/b", 9);
+        assert_eq!(owner_of_row(TreeKind::Records, &log), Some(&b"a/b"[..]));
+        let pruned = group_record::pruned_key("g1");
+        assert_eq!(owner_of_row(TreeKind::Records, &pruned), Some(&b"g1"[..]));
+        let snapshot = group_record::snapshot_key("g1");
+        assert_eq!(owner_of_row(TreeKind::Records, &snapshot), Some(&b"g1"[..]));
+        assert_eq!(owner_of_row(TreeKind::Records, b"checkpoint/slot-3"), None);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_replaces_the_rows_of_its_owners_and_nothing_else() {
+        let from_dir = tempfile::tempdir().expect("tempdir");
+        let into_dir = tempfile::tempdir().expect("tempdir");
+        let from = open(from_dir.path());
+        let into = open(into_dir.path());
+        fill(&from, "new-").await;
+        fill(&into, "old-").await;
+        // Rows the snapshot no longer has go: an entry the exporter deleted since.
+        let shard = crate::shard::shard_of(crate::shard::key_hash(b"alice"));
+        let mut batch = WriteBatch::new();
+        batch.put_entry(b"alice", 3, Bytes::from_static(b"old-e3"));
+        into.write_batch(shard, batch)
+            .expect("queue")
+            .await
+            .expect("write");
+
+        let chosen = owners(&["alice", "g1"]);
+        let snapshot = export(&from, chosen.clone()).await.expect("export");
+        replace(&into, chosen.clone(), &snapshot)
+            .await
+            .expect("replace");
+
+        assert_eq!(rows(&into, chosen.clone()).await, rows(&from, chosen).await);
+        // bob's rows and the node's own record are untouched.
+        let bob = rows(&into, owners(&["bob"])).await;
+        assert!(!bob.is_empty());
+        assert!(
+            bob.iter()
+                .filter(|row| row.tree != TreeKind::Cursors)
+                .all(|row| row.value.starts_with(b"old-")),
+            "{bob:?}"
+        );
+        let mark = into
+            .get_record(0, b"checkpoint/slot-3")
+            .expect("queue")
+            .await
+            .expect("read");
+        assert!(mark.is_some_and(|mark| mark.starts_with(b"old-")));
+    }
+}
