@@ -10,8 +10,10 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::ParseError;
 
-/// The filter when `RUST_LOG` is unset or empty.
-const DEFAULT_FILTER: &str = "info";
+/// The filter when `RUST_LOG` is unset or empty: openraft's own lines only from warnings up
+/// (at info it writes several lines per election, snapshot and purge of every group; tern logs
+/// what an operator acts on itself).
+const DEFAULT_FILTER: &str = "info,openraft=warn";
 
 /// Exit code when logging cannot be set up from the environment: 64 (sysexits' EX_USAGE), as
 /// for an invalid configuration: the invocation must be fixed.
@@ -104,11 +106,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unset_or_blank_rust_log_means_info_and_an_invalid_one_is_an_error() {
+    fn unset_or_blank_rust_log_means_the_default_and_an_invalid_one_is_an_error() {
+        let default = EnvFilter::builder()
+            .parse(DEFAULT_FILTER)
+            .unwrap()
+            .to_string();
+        assert!(default.contains("openraft=warn") && default.contains("info"));
         let unset = filter_from(Err(std::env::VarError::NotPresent)).unwrap();
-        assert_eq!(unset.to_string(), "info");
+        assert_eq!(unset.to_string(), default);
         let blank = filter_from(Ok(" ".to_owned())).unwrap();
-        assert_eq!(blank.to_string(), "info");
+        assert_eq!(blank.to_string(), default);
         let chosen = filter_from(Ok("tern=debug,warn".to_owned())).unwrap();
         assert!(chosen.to_string().contains("tern=debug"));
         for bad in ["tern=loud", "tern[=debug", "=info="] {

@@ -16,7 +16,8 @@
 # Environment: CLUSTER_DIR (state directory, default ./data/cluster), TERN (the binary, default
 # $CARGO_TARGET_DIR/release/tern or target/release/tern), REPLICATION_FACTOR (default 3),
 # SLOTS (default 512), READY_TIMEOUT (seconds per node, default 60), BASE_CONFIG (the file each
-# node's configuration starts from, default cluster.toml; loadtest/bench.toml for benchmarks).
+# node's configuration starts from, default cluster.toml; loadtest/bench.toml for benchmarks),
+# SLOT_LOG_MAX_LAG (the nodes' slot_log_max_lag, when set).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -71,6 +72,9 @@ replication_factor = $replication
 slots = $slots
 secret_file = "$(realpath "$secret")"
 TOML
+    if [[ -n ${SLOT_LOG_MAX_LAG:-} ]]; then
+        echo "slot_log_max_lag = $SLOT_LOG_MAX_LAG" >> "$dir/node.toml"
+    fi
 }
 
 start() { # start NODE

@@ -6,7 +6,8 @@
 # waited from its first send to its ack, which includes the phones of the killed node finding
 # another node), when the other two led the killed node's slot groups again, and how long the
 # restarted node took to catch up (to lead its share of the groups again: leadership goes back
-# only to a member holding every entry).
+# only to a member holding every entry), and at the end what each node's slot log holds (entries
+# not purged yet, purges, snapshots sent and installed).
 # Usage: loadtest/scripts/failover.sh [SECONDS] [KILL_AT] [RESTART_AT] [NODE] [TERN-LOAD ARGS...]
 #   default: 60 20 40 2 --connections 300
 set -euo pipefail
@@ -102,5 +103,14 @@ else
 fi
 
 wait "$load_pid" || true
+for node in 1 2 3; do
+    curl -s --max-time 1 "http://127.0.0.1:$(admin "$node")/metrics" | awk -v node="$node" '
+        $1 == "tern_slot_log_entries" { entries = $2 }
+        $1 == "tern_slot_log_purges_total" { purges = $2 }
+        $1 == "tern_slot_snapshots_sent_total" { sent = $2 }
+        $1 == "tern_slot_snapshots_installed_total" { installed = $2 }
+        END { printf "node %s slot log: %d entries held, %d purges, snapshots sent %d, installed %d\n",
+                     node, entries, purges, sent, installed }'
+done
 grep -E '^(sent|acked|delivered|lost|duplicates|msgs_per_sec|p50_ms|p99_ms|max_ms|ack_wait_max_ms|reconnects|refused|retries|drained):' "$report"
 rm -f "$report" "$report.err"
