@@ -78,7 +78,7 @@ pub use keys::{
 };
 pub use ops::{Cursors, Entries, Pairs};
 pub use pending::Pending;
-pub use rows::{Row, RowFilter, row_owner};
+pub use rows::{ROWS_PER_PAGE, Row, RowFilter, RowPosition, RowsPage, row_owner};
 pub use worker::{Store, StoreStats};
 
 use crate::shard::SHARDS;

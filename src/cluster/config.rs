@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     /// stores hold; a member further behind is brought up by a snapshot instead. At least 1.
     /// Default: 100000.
     pub slot_log_max_lag: u64,
+    /// Bytes of a slot group's snapshot sent per call, 1 KiB to 15 MiB (a mesh frame holds
+    /// 16 MiB; a chunk holds up the link's consensus lane while it is written). Default: 1 MiB.
+    pub snapshot_chunk_bytes: usize,
     /// The secret written here (used when neither `TERN_CLUSTER_SECRET` nor `secret_file` is
     /// set); it authenticates mesh links. After loading, this field holds the effective secret,
     /// whichever source won. At least 32 bytes. Default: none (a cluster needs a secret).
@@ -110,6 +113,7 @@ impl Default for ClusterConfig {
             replication_factor: 3,
             slots: 512,
             slot_log_max_lag: 100_000,
+            snapshot_chunk_bytes: 1 << 20,
             secret: String::new(),
             secret_file: None,
             heartbeat_ms: 250,
@@ -132,6 +136,7 @@ impl fmt::Debug for ClusterConfig {
             .field("replication_factor", &self.replication_factor)
             .field("slots", &self.slots)
             .field("slot_log_max_lag", &self.slot_log_max_lag)
+            .field("snapshot_chunk_bytes", &self.snapshot_chunk_bytes)
             .field("secret", &format_args!("<{} bytes>", self.secret.len()))
             .field("secret_file", &self.secret_file)
             .field("heartbeat_ms", &self.heartbeat_ms)
@@ -193,6 +198,14 @@ impl ClusterConfig {
         check(
             self.slot_log_max_lag >= 1,
             "cluster.slot_log_max_lag must be at least 1".to_owned(),
+        );
+        check(
+            (1024..=15 << 20).contains(&self.snapshot_chunk_bytes),
+            format!(
+                "cluster.snapshot_chunk_bytes must be between 1024 and {} (got {})",
+                15 << 20,
+                self.snapshot_chunk_bytes
+            ),
         );
         check(
             (MIN_SLOTS..=MAX_SLOTS).contains(&self.slots),

@@ -478,6 +478,7 @@ async fn start_slots<T: Transport>(
     config.election_timeout_min = Duration::from_millis(cluster.election_timeout_ms.min);
     config.election_timeout_max = Duration::from_millis(cluster.election_timeout_ms.max);
     config.max_lag = cluster.slot_log_max_lag;
+    config.chunk_bytes = cluster.snapshot_chunk_bytes;
     let applier = Replica::applier();
     let transport = Arc::new(MeshTransport {
         mesh: mesh.clone(),

@@ -115,7 +115,7 @@ pub async fn export(stores: &Stores, owners: Owners) -> Result<Bytes, SnapshotEr
     let keep = rows_of(owners);
     let mut rows = Vec::new();
     for shard in 0..SHARDS {
-        for row in stores.rows(shard, keep.clone())?.await? {
+        for row in stores.all_rows(shard, keep.clone()).await? {
             rows.push(StoreRow {
                 shard: shard as u32,
                 tree: tree_code(row.tree),
@@ -156,7 +156,7 @@ pub async fn replace(
         }
     }
     for (shard, new) in by_shard.into_iter().enumerate() {
-        let old = stores.rows(shard, keep.clone())?.await?;
+        let old = stores.all_rows(shard, keep.clone()).await?;
         let mut batch = WriteBatch::new();
         batch.replace_rows(&old, &new)?;
         if !batch.is_empty() {
@@ -217,13 +217,7 @@ mod tests {
         let keep = rows_of(who);
         let mut all = Vec::new();
         for shard in 0..SHARDS {
-            all.extend(
-                stores
-                    .rows(shard, keep.clone())
-                    .expect("queue")
-                    .await
-                    .expect("rows"),
-            );
+            all.extend(stores.all_rows(shard, keep.clone()).await.expect("rows"));
         }
         all
     }

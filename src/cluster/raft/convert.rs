@@ -330,6 +330,8 @@ pub fn snapshot_request_to_proto(
         vote: Some(vote_to_proto(vote)),
         meta: Some(snapshot_meta_to_proto(meta)),
         data,
+        offset: 0,
+        more: false,
     }
 }
 

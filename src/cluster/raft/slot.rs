@@ -7,6 +7,7 @@
 //! worker made them (many per entry: the worker's group commit), the same records the journal
 //! holds today, so a follower applies exactly what recovery replays.
 
+mod chunks;
 mod coalesce;
 mod convert;
 pub mod groups;

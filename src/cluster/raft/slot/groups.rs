@@ -25,6 +25,7 @@ use openraft::impls::ProgressResponder;
 use openraft::{BasicNode, Config, Instant as _, Raft, ServerState, SnapshotPolicy};
 use prost::Message;
 
+use super::chunks::{Chunked, Chunks};
 use super::coalesce::Coalescer;
 use super::network::SlotNetwork;
 use super::state_machine::{SlotApplier, SlotStateMachine};
@@ -63,6 +64,8 @@ pub struct SlotGroupsConfig {
     /// Entries kept past the durable point for a member that is behind; a member further
     /// behind gets a snapshot.
     pub max_lag: u64,
+    /// Bytes of a snapshot sent per call.
+    pub chunk_bytes: usize,
 }
 
 impl SlotGroupsConfig {
@@ -75,6 +78,7 @@ impl SlotGroupsConfig {
             election_timeout_max: Duration::from_millis(2000),
             rng_seed: None,
             max_lag: 100_000,
+            chunk_bytes: 1 << 20,
         }
     }
 }
@@ -129,6 +133,8 @@ struct Inner {
     joining: tokio::sync::Mutex<()>,
     /// Serializes [`SlotGroups::release`]: one compaction of the log engine at a time.
     releasing: tokio::sync::Mutex<()>,
+    /// Snapshots arriving in chunks.
+    chunks: Chunks,
 }
 
 /// This node's members of the slot groups.
@@ -172,6 +178,7 @@ impl SlotGroups {
             groups: RwLock::new(HashMap::new()),
             joining: tokio::sync::Mutex::new(()),
             releasing: tokio::sync::Mutex::new(()),
+            chunks: Chunks::default(),
         });
         let ticker = tokio::spawn(tick(Arc::downgrade(&inner)));
         let tasks = Tasks::default();
@@ -197,7 +204,12 @@ impl SlotGroups {
         let raft = Raft::new(
             inner.config.node,
             inner.raft_config.clone(),
-            SlotNetwork::new(group, inner.coalescer.clone(), inner.applier.clone()),
+            SlotNetwork::new(
+                group,
+                inner.coalescer.clone(),
+                inner.applier.clone(),
+                inner.config.chunk_bytes,
+            ),
             inner.engine.group(group),
             machine.clone(),
         );
@@ -396,9 +408,10 @@ impl SlotGroups {
             .collect()
     }
 
-    /// Every group as `GET /cluster` shows it: `{group, leader, term, applied, durable, purged,
-    /// retain}` in group order (`applied`: the log id of the last entry applied here,
-    /// `term-node-index`; `durable`: the index up to which the stores hold what was applied;
+    /// Every group as `GET /cluster` shows it: `{group, leader, term, applied, logged, durable,
+    /// purged, retain}` in group order (`applied`: the log id of the last entry applied here,
+    /// `term-node-index`; `logged`: the index of the last entry in this node's log;
+    /// `durable`: the index up to which the stores hold what was applied;
     /// `purged`: the log before it is gone; `retain`: every voter holds the entries up to it).
     pub fn view(&self) -> Vec<serde_json::Value> {
         let mut members = self.inner.members();
@@ -418,6 +431,7 @@ impl SlotGroups {
                     "leader": metrics.current_leader,
                     "term": metrics.current_term,
                     "applied": applied,
+                    "logged": metrics.last_log_index,
                     "durable": member.machine.durable().map(|log_id| log_id.index),
                     "purged": metrics.purged.map(|log_id| log_id.index),
                     "retain": member.retain.load(Ordering::Acquire),
@@ -555,11 +569,31 @@ impl Inner {
                 Request::Snapshot(snapshot) => {
                     let vote = snapshot.vote.as_ref().ok_or("snapshot without vote")?;
                     let vote = convert::vote_from_proto(vote);
-                    let meta = snapshot.meta.as_ref().ok_or("snapshot without meta")?;
-                    let meta = convert::snapshot_meta_from_proto(meta).map_err(text)?;
+                    let meta_proto = snapshot.meta.as_ref().ok_or("snapshot without meta")?;
+                    let meta = convert::snapshot_meta_from_proto(meta_proto).map_err(text)?;
+                    let data = if snapshot.offset == 0 && !snapshot.more {
+                        snapshot.data
+                    } else {
+                        let chunked = self
+                            .chunks
+                            .take(
+                                group,
+                                Bytes::from(meta_proto.encode_to_vec()),
+                                snapshot.offset,
+                                &snapshot.data,
+                                snapshot.more,
+                            )
+                            .map_err(text)?;
+                        match chunked {
+                            Chunked::More(held) => {
+                                return Ok(Response::Applied(pb::AppliedResponse { index: held }));
+                            }
+                            Chunked::Whole(data) => data,
+                        }
+                    };
                     let snapshot = openraft::type_config::alias::SnapshotOf::<SlotTypes, Bytes> {
                         meta,
-                        snapshot: snapshot.data,
+                        snapshot: data,
                     };
                     Response::Snapshot(convert::snapshot_response_to_proto(
                         &raft

@@ -1,7 +1,8 @@
 //! openraft's network for one slot group: its RPCs go through the node's [`Coalescer`], which
 //! carries the RPCs of every group bound for the same peer together. A snapshot carries no
 //! data until it is sent: then the node's [`SlotApplier`] exports the group's rows of the
-//! stores, and they go alone, in one call (at most [`MAX_SNAPSHOT_BYTES`]).
+//! stores, and they go alone, in chunks of at most `chunk_bytes`, one call each, in order
+//! (`chunks.rs` puts them together).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,27 +30,28 @@ use crate::proto::mesh as pb;
 
 type Response = pb::raft_response::Response;
 
-/// The largest snapshot sent (one mesh frame carries it, with room for its envelope).
-pub const MAX_SNAPSHOT_BYTES: usize = crate::mesh::config::MAX_FRAME_BYTES - 64 * 1024;
-
 /// Makes the connections of one slot group.
 pub struct SlotNetwork {
     group: u64,
     coalescer: Arc<Coalescer>,
     applier: Arc<dyn SlotApplier>,
+    chunk_bytes: usize,
 }
 
 impl SlotNetwork {
-    /// The network of `group` over `coalescer`, exporting snapshots from `applier`.
+    /// The network of `group` over `coalescer`, exporting snapshots from `applier` and
+    /// sending them `chunk_bytes` per call.
     pub fn new(
         group: u64,
         coalescer: Arc<Coalescer>,
         applier: Arc<dyn SlotApplier>,
+        chunk_bytes: usize,
     ) -> SlotNetwork {
         SlotNetwork {
             group,
             coalescer,
             applier,
+            chunk_bytes,
         }
     }
 }
@@ -60,6 +62,7 @@ pub struct SlotConnection {
     target: u64,
     coalescer: Arc<Coalescer>,
     applier: Arc<dyn SlotApplier>,
+    chunk_bytes: usize,
 }
 
 fn to_rpc_error(error: CallError) -> RPCError<SlotTypes> {
@@ -116,6 +119,7 @@ impl RaftNetworkFactory<SlotTypes> for SlotNetwork {
             target,
             coalescer: self.coalescer.clone(),
             applier: self.applier.clone(),
+            chunk_bytes: self.chunk_bytes,
         }
     }
 }
@@ -180,22 +184,38 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
         } else {
             snapshot.snapshot
         };
-        if data.len() > MAX_SNAPSHOT_BYTES {
-            return Err(failed(format!(
-                "{} bytes, more than one call carries ({MAX_SNAPSHOT_BYTES})",
-                data.len()
-            )));
-        }
         tracing::info!(group = self.group, to = self.target, bytes = data.len(), last = ?snapshot.meta.last_log_id, "sending a slot group snapshot");
-        let request = pb::raft_request::Request::Snapshot(convert::snapshot_request_to_proto(
-            &vote,
-            &snapshot.meta,
-            data,
-        ));
+        let sending = async {
+            let chunk = self.chunk_bytes.max(1);
+            let mut offset = 0;
+            loop {
+                let end = (offset + chunk).min(data.len());
+                let mut request = convert::snapshot_request_to_proto(
+                    &vote,
+                    &snapshot.meta,
+                    data.slice(offset..end),
+                );
+                request.offset = offset as u64;
+                request.more = end < data.len();
+                let response = self
+                    .call_alone(
+                        pb::raft_request::Request::Snapshot(request),
+                        SNAPSHOT_DEADLINE,
+                    )
+                    .await;
+                if end == data.len() {
+                    return response;
+                }
+                match response? {
+                    Response::Applied(held) if held.index == end as u64 => offset = end,
+                    other => return Ok(other),
+                }
+            }
+        };
         let response = tokio::select! {
             biased;
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            response = self.call_alone(request, SNAPSHOT_DEADLINE) => response,
+            response = sending => response,
         };
         if response.is_ok() {
             metrics::counter!(telemetry::SNAPSHOTS_SENT).increment(1);
