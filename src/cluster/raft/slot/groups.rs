@@ -131,7 +131,8 @@ struct Inner {
     groups: RwLock<HashMap<u64, Arc<Member>>>,
     /// Serializes [`SlotGroups::join`]: one openraft instance per group.
     joining: tokio::sync::Mutex<()>,
-    /// Serializes [`SlotGroups::release`]: one compaction of the log engine at a time.
+    /// Held by the one [`SlotGroups::release`] running (one compaction of the log engine at a
+    /// time).
     releasing: tokio::sync::Mutex<()>,
     /// Snapshots arriving in chunks.
     chunks: Chunks,
@@ -196,10 +197,13 @@ impl SlotGroups {
             return Ok(());
         }
         let inner = &self.inner;
-        let saved = match inner.applier.saved(group).await {
-            Some(saved) => Some(decode_meta(&saved).map_err(|error| failed(group, error))?),
-            None => None,
-        };
+        let saved = inner
+            .applier
+            .saved(group)
+            .await
+            .map(|saved| decode_meta(&saved))
+            .transpose()
+            .map_err(|error| failed(group, error))?;
         let machine = SlotStateMachine::new(group, inner.applier.clone(), saved);
         let raft = Raft::new(
             inner.config.node,
@@ -279,8 +283,12 @@ impl SlotGroups {
     /// A checkpoint saved `marks` with the stores: each group's durable point moves there,
     /// and its log is purged up to it, as far as every voter holds the entries; then the log
     /// engine drops what no group needs any more.
+    /// A release still running when the next checkpoint comes makes that one's skip (the next
+    /// checkpoint's marks cover it), so releases never queue up.
     pub async fn release(&self, marks: &[(u64, Bytes)]) {
-        let _one = self.inner.releasing.lock().await;
+        let Ok(_one) = self.inner.releasing.try_lock() else {
+            return;
+        };
         for (group, mark) in marks {
             let Some(member) = self.inner.member(*group) else {
                 continue;
@@ -721,7 +729,8 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
 /// voter matched), told to the followers with the next appends.
 fn retain(inner: &Inner, group: u64, member: &Member) {
     let held = {
-        let metrics = member.raft.metrics().borrow_watched().clone();
+        let metrics = member.raft.metrics();
+        let metrics = metrics.borrow_watched();
         let Some(replication) = metrics.replication.as_ref() else {
             return;
         };
@@ -764,7 +773,8 @@ async fn purge(inner: &Inner, group: u64, member: &Member) {
         durable.index.min(held)
     };
     let (snapshot, purged) = {
-        let metrics = member.raft.metrics().borrow_watched().clone();
+        let metrics = member.raft.metrics();
+        let metrics = metrics.borrow_watched();
         (metrics.snapshot, metrics.purged)
     };
     if purged.is_some_and(|purged| purged.index >= upto) || upto == 0 {

@@ -217,9 +217,11 @@ impl RaftNetworkV2<SlotTypes> for SlotConnection {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             response = sending => response,
         };
-        if response.is_ok() {
-            metrics::counter!(telemetry::SNAPSHOTS_SENT).increment(1);
+        let reply = snapshot_reply(response);
+        match &reply {
+            Ok(_) => metrics::counter!(telemetry::SNAPSHOTS_SENT).increment(1),
+            Err(_) => metrics::counter!(telemetry::SNAPSHOT_FAILURES).increment(1),
         }
-        snapshot_reply(response)
+        reply
     }
 }
