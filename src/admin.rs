@@ -1,6 +1,7 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/status` (JSON), `/healthz`, and
 //! `/accounts/{user}` (JSON: the user's account record, devices and cursors) and `/cluster`
-//! (JSON: this node's view of its cluster; 404 without `[cluster]`).
+//! (JSON: this node's view of its cluster; 404 without `[cluster]`); `POST
+//! /cluster/nodes/{id}/remove` takes a node that is down out of the cluster for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +52,11 @@ pub async fn serve(
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/accounts/{user}", get(account))
-        .route("/cluster", get(cluster_view));
+        .route("/cluster", get(cluster_view))
+        .route(
+            "/cluster/nodes/{node}/remove",
+            axum::routing::post(remove_node),
+        );
     // Debug builds only: kill a background thread, for the tests of the node's supervision.
     #[cfg(debug_assertions)]
     let router = router.route("/debug/crash/{task}", axum::routing::post(crash));
@@ -97,6 +102,37 @@ async fn cluster_view(State(state): State<AdminState>) -> Response {
             Json(serde_json::json!({ "error": "this node is not part of a cluster" })),
         )
             .into_response(),
+    }
+}
+
+/// Takes a node that is down out of the cluster (`src/cluster/removal.rs`): 200 with the map
+/// version that holds it; 404 for an unknown node or a node without `[cluster]`; 409 for a node
+/// that is not down or this node itself; 503 when the metadata group did not take it.
+async fn remove_node(State(state): State<AdminState>, Path(node): Path<u64>) -> Response {
+    use crate::cluster::removal::RemovalError;
+    let Some(cluster) = &state.cluster else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": "this node is not part of a cluster" })),
+        )
+            .into_response();
+    };
+    match cluster.remove(node).await {
+        Ok(version) => {
+            Json(serde_json::json!({ "removed": node, "map_version": version })).into_response()
+        }
+        Err(error) => {
+            let status = match &error {
+                RemovalError::Unknown(_) => StatusCode::NOT_FOUND,
+                RemovalError::Itself(_) | RemovalError::NotDown { .. } => StatusCode::CONFLICT,
+                RemovalError::Meta(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (
+                status,
+                Json(serde_json::json!({ "error": error.to_string() })),
+            )
+                .into_response()
+        }
     }
 }
 

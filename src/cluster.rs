@@ -13,6 +13,7 @@ pub mod member;
 pub mod placement;
 pub mod raft;
 pub mod remote;
+pub mod removal;
 pub mod replica;
 pub mod route;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! The metadata leader's controller: from what the leader sees of its followers, decides which
-//! node states change, which learners become voters and whether the placement must change.
+//! node states change, which learners become voters, which removed nodes leave the group and
+//! whether the placement must change.
 //! Pure: the group feeds it a [`LeaderView`] every tick and carries out the [`Action`]s.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,8 +43,10 @@ pub struct LeaderView {
 pub enum Action {
     /// Propose a node state change.
     SetState(NodeId, NodeState),
-    /// Make these learners voters.
-    Promote(BTreeSet<NodeId>),
+    /// Make these the voters (current voters and learners; a voter left out leaves the group).
+    Voters(BTreeSet<NodeId>),
+    /// Take these learners out of the group.
+    Forget(BTreeSet<NodeId>),
     /// Propose this placement.
     Place(Placement),
 }
@@ -102,25 +105,45 @@ impl Controller {
             }
         }
 
-        let members = view.voters.len() + view.learners.len();
-        let wanted = voter_target(members).saturating_sub(view.voters.len());
-        if wanted > 0 {
-            let promote: BTreeSet<NodeId> = view
-                .learners
-                .iter()
-                .filter(|id| {
-                    live(id)
-                        && projected
-                            .nodes
-                            .get(id)
-                            .is_some_and(|r| r.state == NodeState::Active)
-                })
-                .take(wanted)
-                .copied()
-                .collect();
-            if !promote.is_empty() {
-                actions.push(Action::Promote(promote));
-            }
+        // Removed nodes leave the group: voters are replaced by live learners, learners are
+        // forgotten.
+        let removed = |id: &NodeId| {
+            projected
+                .nodes
+                .get(id)
+                .is_some_and(|record| record.state == NodeState::Removed)
+        };
+        let kept: BTreeSet<NodeId> = view
+            .voters
+            .iter()
+            .filter(|id| !removed(id))
+            .copied()
+            .collect();
+        let learners: BTreeSet<NodeId> = view
+            .learners
+            .iter()
+            .filter(|id| !removed(id))
+            .copied()
+            .collect();
+        let wanted = voter_target(kept.len() + learners.len()).saturating_sub(kept.len());
+        let promote: BTreeSet<NodeId> = learners
+            .iter()
+            .filter(|id| {
+                live(id)
+                    && projected
+                        .nodes
+                        .get(id)
+                        .is_some_and(|r| r.state == NodeState::Active)
+            })
+            .take(wanted)
+            .copied()
+            .collect();
+        if (!promote.is_empty() || kept.len() < view.voters.len()) && !kept.is_empty() {
+            actions.push(Action::Voters(kept.union(&promote).copied().collect()));
+        }
+        let forget: BTreeSet<NodeId> = view.learners.difference(&learners).copied().collect();
+        if !forget.is_empty() {
+            actions.push(Action::Forget(forget));
         }
 
         let placeable = projected.placeable();
@@ -257,7 +280,35 @@ mod tests {
             ..LeaderView::default()
         };
         let actions = Controller::default().tick(&view, &map, &config());
-        assert!(actions.contains(&Action::Promote(BTreeSet::from([4]))));
+        assert!(actions.contains(&Action::Voters(BTreeSet::from([1, 2, 4]))));
+    }
+
+    #[test]
+    fn a_removed_voter_is_replaced_by_a_live_learner_and_a_removed_learner_forgotten() {
+        let map = map_of(&[
+            (1, NodeState::Active),
+            (2, NodeState::Removed),
+            (3, NodeState::Active),
+            (4, NodeState::Active),
+            (5, NodeState::Removed),
+        ]);
+        let view = LeaderView {
+            me: 1,
+            voters: BTreeSet::from([1, 2, 3]),
+            learners: BTreeSet::from([4, 5]),
+            last_ack: BTreeMap::from([(3, Some(Duration::ZERO)), (4, Some(Duration::ZERO))]),
+            leading_for: Duration::from_secs(60),
+            ..LeaderView::default()
+        };
+        let actions = Controller::default().tick(&view, &map, &config());
+        assert!(actions.contains(&Action::Voters(BTreeSet::from([1, 3, 4]))));
+        assert!(actions.contains(&Action::Forget(BTreeSet::from([5]))));
+        // A removed node's state never changes, whatever it answers.
+        assert!(
+            !actions
+                .iter()
+                .any(|action| matches!(action, Action::SetState(2 | 5, _)))
+        );
     }
 
     #[test]

@@ -94,6 +94,7 @@ mod tests {
         let island = Island {
             id: 7,
             members: vec![4, 5, 6],
+            ..Island::default()
         };
         let mut led = [0usize; 3];
         for group in island_groups(7) {

@@ -18,8 +18,11 @@ pub enum NodeState {
     Active,
     /// Handing its work away before a restart; not placeable.
     Draining,
-    /// Not answering the metadata leader; not placeable.
+    /// Not answering the metadata leader; still placeable: a crash or a restart moves nothing.
     Down,
+    /// Taken out of the cluster by an operator (`POST /cluster/nodes/{id}/remove`): not
+    /// placeable, never placed again; its state no longer changes.
+    Removed,
 }
 
 /// One node's addresses and state.
@@ -140,7 +143,8 @@ impl ClusterMap {
                     .nodes
                     .get_mut(node)
                     .ok_or(MapError::UnknownNode(*node))?;
-                if known.state == *state {
+                if known.state == *state || known.state == NodeState::Removed {
+                    // A removed node stays removed.
                     false
                 } else {
                     known.state = *state;
@@ -166,7 +170,8 @@ impl ClusterMap {
     /// The nodes a placement may use, by id: the active ones and those down. Down is a
     /// liveness state (a crash, a restart): the node's islands keep a majority without it and it
     /// catches up when back, so it keeps its place and no slot moves. Joining nodes are not live
-    /// yet; draining ones are leaving.
+    /// yet; draining ones are leaving; removed ones are gone for good (their places in their
+    /// islands go to spare nodes).
     pub fn placeable(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
@@ -258,6 +263,7 @@ impl NodeState {
             NodeState::Active => pb::NodeState::Active,
             NodeState::Draining => pb::NodeState::Draining,
             NodeState::Down => pb::NodeState::Down,
+            NodeState::Removed => pb::NodeState::Removed,
         }
     }
 
@@ -267,6 +273,7 @@ impl NodeState {
             Ok(pb::NodeState::Active) => Ok(NodeState::Active),
             Ok(pb::NodeState::Draining) => Ok(NodeState::Draining),
             Ok(pb::NodeState::Down) => Ok(NodeState::Down),
+            Ok(pb::NodeState::Removed) => Ok(NodeState::Removed),
             Ok(pb::NodeState::Unspecified) | Err(_) => Err(DecodeError::Missing {
                 what: "NodeRecord",
                 field: "state",
@@ -369,6 +376,7 @@ fn placement_to_proto(placement: &Placement) -> pb::Placement {
             .map(|island| pb::Island {
                 id: island.id,
                 members: island.members.clone(),
+                founders: island.founders.clone(),
             })
             .collect(),
         slots: placement.slots.clone(),
@@ -383,6 +391,7 @@ fn placement_from_proto(placement: pb::Placement) -> Placement {
             .map(|island| Island {
                 id: island.id,
                 members: island.members,
+                founders: island.founders,
             })
             .collect(),
         slots: placement.slots,
@@ -464,6 +473,7 @@ mod tests {
             islands: vec![Island {
                 id: 0,
                 members: vec![9],
+                ..Island::default()
             }],
             slots: vec![0],
         };

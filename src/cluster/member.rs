@@ -277,6 +277,11 @@ impl<T: Transport> ClusterMember<T> {
         super::telemetry::report(&self.meta.status(), &self.meta.map().borrow());
     }
 
+    /// Takes `node` out of the cluster for good (it must be down): see [`super::removal`].
+    pub async fn remove(&self, node: NodeId) -> Result<u64, super::removal::RemovalError> {
+        super::removal::remove(&self.meta, self.mesh.node(), node).await
+    }
+
     /// This node's view of the cluster, as `GET /cluster` shows it.
     pub fn view(&self) -> serde_json::Value {
         let mut view = super::view::render(

@@ -7,10 +7,16 @@
 //! more join.
 //!
 //! Rules, in order:
-//! 1. A previous island of `replication` nodes, all still members, stays as it is (same id).
-//! 2. A previous island smaller than `replication` (formed while the cluster had fewer nodes)
-//!    whose nodes are all still members keeps its id and grows with spare nodes, so a cluster
-//!    brought up one node at a time never moves a slot until it has a second island.
+//! 1. A previous island keeps its id and those of its members that are still member nodes, in
+//!    their order, as long as one of them is (a departed member, taken out of the cluster by an
+//!    operator, leaves a place).
+//! 2. An island short of `replication` members is completed with the lowest spare nodes: first
+//!    into the places its departed members left (so the slot groups that preferred a departed
+//!    member prefer its replacement), then after the others. With too few spares it stays short
+//!    until more join: its slot groups keep serving with the members they have, and no slot
+//!    moves (slots hold data; moving them is not a placement's business). An island formed
+//!    while the cluster had fewer nodes grows the same way, so a cluster brought up one node at
+//!    a time never moves a slot until it has a second island.
 //! 3. The other nodes, in ascending order, form new islands of `replication` nodes with fresh
 //!    ids (above every id the previous placement used, islands and slots alike, so a vanished
 //!    island's id is not given to a new island while slots still name it).
@@ -18,6 +24,10 @@
 //!    the most get the larger shares). Slots of vanished islands, then the highest-numbered
 //!    excess slots of islands above their share, move to the islands below theirs, lowest slot
 //!    to lowest island id first.
+//!
+//! An island's `founders` are the members its slot groups were founded with: set once, the
+//! first time it has `replication` members, and kept for as long as the island exists (only
+//! they may initialize a group; members added later join the running groups).
 //!
 //! The result depends only on the arguments (the order of `nodes` and duplicates in it do not
 //! matter), so every node computing it from the same cluster map gets the same answer.
@@ -28,12 +38,35 @@ use std::collections::BTreeSet;
 pub type NodeId = u64;
 
 /// A group of nodes that hold the replicas of the slots placed on it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Island {
-    /// Stable id: an island keeps it for as long as all its members stay.
+    /// Stable id: an island keeps it for as long as one of its members stays.
     pub id: u32,
-    /// Its nodes: `replication` of them, or all nodes while there are fewer.
+    /// Its nodes: `replication` of them, fewer while there are not enough nodes to complete
+    /// it. In order: the island member at a slot group's number names its preferred leader.
     pub members: Vec<NodeId>,
+    /// The members its slot groups were founded with (empty until it first had `replication`
+    /// members); only they ever initialize a group.
+    pub founders: Vec<NodeId>,
+}
+
+impl Island {
+    /// Whether the island's slot groups exist (or are to be founded now): it has had
+    /// `replication` members, or has them now.
+    pub fn founded(&self, replication: usize) -> bool {
+        !self.founders.is_empty() || self.members.len() >= replication
+    }
+
+    /// The voters a slot group of the island is founded with, if `node` may found it: the
+    /// founders, or the members while it has none yet.
+    pub fn founding_voters(&self, node: NodeId) -> Option<&[NodeId]> {
+        let voters = if self.founders.is_empty() {
+            &self.members
+        } else {
+            &self.founders
+        };
+        voters.contains(&node).then_some(voters.as_slice())
+    }
 }
 
 /// Islands and the island of every slot.
@@ -87,69 +120,103 @@ fn form_islands(previous: &Placement, nodes: &BTreeSet<NodeId>, replication: usi
         id
     };
 
-    // Previous islands whose nodes are all still members, are distinct, number at most
-    // `replication`, and overlap no island kept before them (a well-formed previous placement
-    // passes all but the first check).
+    // Previous islands with their members that are still member nodes (`None` where one
+    // departed), if any is and none is on an island kept before them (a well-formed previous
+    // placement passes the second check).
     let mut previous_islands: Vec<&Island> = previous.islands.iter().collect();
     previous_islands.sort_by_key(|island| island.id);
     let mut free = nodes.clone();
-    let mut survivors: Vec<(u32, BTreeSet<NodeId>)> = Vec::new();
+    let mut survivors: Vec<(&Island, Vec<Option<NodeId>>)> = Vec::new();
     for island in previous_islands {
-        let members: BTreeSet<NodeId> = island.members.iter().copied().collect();
-        let intact = !members.is_empty()
-            && members.len() == island.members.len()
-            && members.len() <= replication
-            && members.is_subset(&free);
-        if intact {
-            free.retain(|node| !members.contains(node));
-            survivors.push((island.id, members));
+        let mut seen = BTreeSet::new();
+        let places: Vec<Option<NodeId>> = island
+            .members
+            .iter()
+            .map(|node| (free.contains(node) && seen.insert(*node)).then_some(*node))
+            .collect();
+        if seen.is_empty() || seen.len() > replication {
+            continue;
         }
+        free.retain(|node| !seen.contains(node));
+        survivors.push((island, places));
     }
 
     if nodes.len() < replication {
-        // One island of every node: it keeps the id of the biggest survivor (then the lowest
-        // id), whose nodes it contains.
-        let id = survivors
+        // One island of every node: it keeps the id (and founders) of the biggest survivor
+        // (then the lowest id), whose nodes lead its list.
+        let biggest = survivors.iter().max_by_key(|(island, places)| {
+            (
+                places.iter().flatten().count(),
+                std::cmp::Reverse(island.id),
+            )
+        });
+        let empty = Island::default();
+        let (id, before, mut members): (u32, &Island, Vec<NodeId>) = match biggest {
+            Some((island, places)) => (
+                island.id,
+                island,
+                places.iter().flatten().copied().collect(),
+            ),
+            None => (fresh_id(), &empty, Vec::new()),
+        };
+        let rest: Vec<NodeId> = nodes
             .iter()
-            .max_by_key(|(id, members)| (members.len(), std::cmp::Reverse(*id)))
-            .map_or_else(fresh_id, |(id, _)| *id);
-        return vec![Island {
-            id,
-            members: nodes.iter().copied().collect(),
-        }];
+            .copied()
+            .filter(|node| !members.contains(node))
+            .collect();
+        members.extend(rest);
+        return vec![with_founders(id, members, before, replication)];
     }
 
     let mut islands = Vec::new();
-    for (id, mut members) in survivors {
-        let wanted = replication - members.len();
-        if wanted <= free.len() {
-            // Complete already, or grown with the lowest free nodes.
-            let grown: Vec<NodeId> = free.iter().copied().take(wanted).collect();
-            free.retain(|node| !grown.contains(node));
-            let kept = previous
-                .islands
-                .iter()
-                .find(|island| island.id == id && wanted == 0)
-                .map(|island| island.members.clone());
-            members.extend(grown);
-            islands.push(Island {
-                id,
-                members: kept.unwrap_or_else(|| members.into_iter().collect()),
-            });
-        } else {
-            // Too few free nodes to complete it: its nodes are free again.
-            free.extend(members);
+    for (island, places) in survivors {
+        let mut members = Vec::with_capacity(replication);
+        for place in places {
+            // A departed member's place goes to the lowest spare, if there is one.
+            if let Some(node) = place.or_else(|| free.pop_first()) {
+                members.push(node);
+            }
         }
+        while members.len() < replication {
+            let Some(node) = free.pop_first() else {
+                break;
+            };
+            members.push(node);
+        }
+        members.truncate(replication);
+        islands.push(with_founders(island.id, members, island, replication));
     }
     let rest: Vec<NodeId> = free.into_iter().collect();
     for chunk in rest.chunks_exact(replication) {
-        islands.push(Island {
-            id: fresh_id(),
-            members: chunk.to_vec(),
-        });
+        islands.push(with_founders(
+            fresh_id(),
+            chunk.to_vec(),
+            &Island::default(),
+            replication,
+        ));
     }
     islands.sort_by_key(|island| island.id);
     islands
+}
+
+/// Island `id` with `members`: it keeps the founders of `before` (what it was); an island
+/// that had none gets its members as founders once it has `replication` of them (or had them
+/// before: a map from before founders were recorded).
+fn with_founders(id: u32, members: Vec<NodeId>, before: &Island, replication: usize) -> Island {
+    let founders = if !before.founders.is_empty() {
+        before.founders.clone()
+    } else if before.members.len() >= replication {
+        before.members.clone()
+    } else if members.len() >= replication {
+        members.clone()
+    } else {
+        Vec::new()
+    };
+    Island {
+        id,
+        members,
+        founders,
+    }
 }
 
 /// Rule 4: the island of every slot.

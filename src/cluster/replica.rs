@@ -306,20 +306,29 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
                 .islands
                 .iter()
                 .filter(|island| island.members.contains(&replica.me))
-                // Founded once: a group's voters are the island's members when it starts.
-                .filter(|island| island.members.len() >= island_size)
+                // Founded once, when the island first has its size; a short island's groups
+                // go on with the members they have.
+                .filter(|island| island.founded(island_size))
                 .cloned()
                 .collect()
         };
+        let mut placed = std::collections::HashSet::new();
         for island in islands {
             for group in island_groups(island.id) {
-                if replica.shared.ledgers.contains_key(&group) {
-                    continue;
-                }
                 let Some(preferred) = preferred_leader(&island, group) else {
                     continue;
                 };
-                match replica.groups.join(group, &island.members, preferred).await {
+                placed.insert(group);
+                if replica.shared.ledgers.contains_key(&group) {
+                    replica.groups.retarget(group, &island.members, preferred);
+                    continue;
+                }
+                let founders = island.founding_voters(replica.me);
+                match replica
+                    .groups
+                    .join(group, &island.members, preferred, founders)
+                    .await
+                {
                     Ok(()) => {
                         let ledger = Ledger::start(group, Arc::downgrade(&replica.groups));
                         replica.shared.ledgers.insert(group, ledger);
@@ -327,6 +336,19 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
                     Err(error) => tracing::warn!(group, %error, "could not join a slot group"),
                 }
             }
+        }
+        // Groups of islands this node is no longer on (taken out of the cluster while it ran).
+        let left: Vec<u64> = replica
+            .shared
+            .ledgers
+            .iter()
+            .map(|entry| *entry.key())
+            .filter(|group| !placed.contains(group))
+            .collect();
+        for group in left {
+            replica.shared.ledgers.remove(&group);
+            replica.groups.leave(group).await;
+            leaders.set(group, None);
         }
         let backlog: i64 = replica
             .shared

@@ -15,15 +15,16 @@ pub const LEADER: &str = "tern_cluster_leader";
 pub const IS_LEADER: &str = "tern_cluster_is_leader";
 /// The version of the cluster map this node has applied.
 pub const MAP_VERSION: &str = "tern_cluster_map_version";
-/// Nodes in the map, by `state` (joining, active, draining, down).
+/// Nodes in the map, by `state` (joining, active, draining, down, removed).
 pub const NODES: &str = "tern_cluster_nodes";
 
 /// Every node state, for the `state` label.
-const STATES: [NodeState; 4] = [
+const STATES: [NodeState; 5] = [
     NodeState::Joining,
     NodeState::Active,
     NodeState::Draining,
     NodeState::Down,
+    NodeState::Removed,
 ];
 
 /// Registers descriptions and units of the cluster's metrics with the installed recorder.

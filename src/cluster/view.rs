@@ -89,5 +89,6 @@ pub fn state_name(state: NodeState) -> &'static str {
         NodeState::Active => "active",
         NodeState::Draining => "draining",
         NodeState::Down => "down",
+        NodeState::Removed => "removed",
     }
 }

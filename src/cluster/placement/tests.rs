@@ -26,13 +26,24 @@ fn assert_valid(placement: &Placement, nodes: &[NodeId], replication: usize, slo
         assert_eq!(placement.islands.len(), 1, "one island of all nodes");
         assert_eq!(seen, nodes);
     } else {
+        let spares = nodes.len() - seen.len();
+        assert!(spares < replication, "{spares} spares make no island");
         for island in &placement.islands {
-            assert_eq!(island.members.len(), replication, "{island:?}");
+            assert!(island.members.len() <= replication, "{island:?}");
+            assert!(
+                island.members.len() == replication || spares == 0,
+                "{island:?} short while {spares} nodes are spare"
+            );
         }
-        assert_eq!(
-            placement.islands.len(),
-            nodes.len() / replication,
-            "spares only while fewer than an island"
+    }
+    for island in &placement.islands {
+        assert!(
+            island.founders.is_empty() || island.founders.len() == replication,
+            "{island:?}: founders are a whole island"
+        );
+        assert!(
+            island.members.len() < replication || !island.founders.is_empty(),
+            "{island:?}: a whole island has founders"
         );
     }
     assert_eq!(placement.slots.len(), slot_count as usize);
@@ -134,10 +145,17 @@ proptest! {
         let moved = moved(&previous, &next).len();
         let bound = slot_count as usize / next.islands.len() + 1;
         prop_assert!(moved <= bound, "{} moved, bound {}", moved, bound);
-        // Islands of the previous placement are all still there.
+        // Islands of the previous placement are all still there: whole ones as they were,
+        // short ones with their members in their places, maybe completed.
         for island in &previous.islands {
-            if previous.islands.len() > 1 || island.members.len() == replication {
+            if island.members.len() == replication {
                 prop_assert!(next.islands.contains(island), "{:?} lost", island);
+            } else {
+                let now = next.islands.iter().find(|now| now.id == island.id);
+                prop_assert!(
+                    now.is_some_and(|now| now.members.starts_with(&island.members)),
+                    "{:?} became {:?}", island, now
+                );
             }
         }
     }
@@ -197,7 +215,8 @@ fn a_cluster_brought_up_one_node_at_a_time_moves_no_slot_until_its_second_island
         one.islands,
         vec![Island {
             id: 0,
-            members: vec![1]
+            members: vec![1],
+            founders: vec![],
         }]
     );
     assert!(one.slots.iter().all(|id| *id == 0));
@@ -207,7 +226,8 @@ fn a_cluster_brought_up_one_node_at_a_time_moves_no_slot_until_its_second_island
         three.islands,
         vec![Island {
             id: 0,
-            members: vec![1, 2, 3]
+            members: vec![1, 2, 3],
+            founders: vec![1, 2, 3],
         }]
     );
     assert_eq!(three.slots, one.slots);
@@ -219,7 +239,8 @@ fn a_cluster_brought_up_one_node_at_a_time_moves_no_slot_until_its_second_island
         six.islands[1],
         Island {
             id: 1,
-            members: vec![4, 5, 6]
+            members: vec![4, 5, 6],
+            founders: vec![4, 5, 6],
         }
     );
     assert_eq!(moved(&five, &six).len(), 256);
@@ -227,15 +248,44 @@ fn a_cluster_brought_up_one_node_at_a_time_moves_no_slot_until_its_second_island
 }
 
 #[test]
-fn a_lost_island_gives_its_slots_to_the_others_evenly() {
+fn a_departed_member_leaves_its_island_short_and_no_slot_moves() {
     let nodes: Vec<NodeId> = (1..=9).collect();
     let before = place(&Placement::default(), &nodes, 3, 512);
     assert_eq!(before.islands.len(), 3);
-    let after = place(&before, &[1, 2, 3, 4, 5, 6, 7, 8], 3, 512);
-    assert_valid(&after, &[1, 2, 3, 4, 5, 6, 7, 8], 3, 512);
-    let lost = before.island_of(511).map(|island| island.id);
-    let lost_slots = before.slots.iter().filter(|id| Some(**id) == lost).count();
-    assert_eq!(moved(&before, &after).len(), lost_slots);
+    let after = place(&before, &[1, 2, 3, 4, 5, 6, 7, 9], 3, 512);
+    assert_valid(&after, &[1, 2, 3, 4, 5, 6, 7, 9], 3, 512);
+    assert_eq!(
+        after.islands[2],
+        Island {
+            id: 2,
+            members: vec![7, 9],
+            founders: vec![7, 8, 9],
+        }
+    );
+    assert!(moved(&before, &after).is_empty());
+}
+
+#[test]
+fn a_spare_takes_a_departed_members_place() {
+    let nodes: Vec<NodeId> = (1..=10).collect();
+    let before = place(&Placement::default(), &nodes, 3, 512);
+    assert_eq!(before.islands.len(), 3, "10 is spare");
+    let after = place(&before, &[1, 2, 3, 4, 5, 6, 7, 9, 10], 3, 512);
+    assert_valid(&after, &[1, 2, 3, 4, 5, 6, 7, 9, 10], 3, 512);
+    assert_eq!(
+        after.islands[2],
+        Island {
+            id: 2,
+            members: vec![7, 10, 9],
+            founders: vec![7, 8, 9],
+        }
+    );
+    assert!(moved(&before, &after).is_empty());
+    // A short island is completed by the next node to join.
+    let short = place(&before, &[1, 2, 3, 4, 5, 6, 7, 9], 3, 512);
+    let completed = place(&short, &[1, 2, 3, 4, 5, 6, 7, 9, 11], 3, 512);
+    assert_eq!(completed.islands[2].members, vec![7, 9, 11]);
+    assert_eq!(completed.islands[2].founders, vec![7, 8, 9]);
 }
 
 #[test]

@@ -1,10 +1,9 @@
 //! The metadata group's background tasks: registering nodes in the map, and the controller
 //! ticks that act while this node leads.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use openraft::{ChangeMembers, Instant as _, ServerState};
+use openraft::{BasicNode, ChangeMembers, Instant as _, ServerState};
 use tokio::time::Instant;
 
 use super::{Attempt, MetaError, RETRY_PAUSE, Shared};
@@ -59,9 +58,13 @@ impl Shared {
                     tracing::info!(node, ?state, "metadata controller: node state");
                     attempt_result(self.write_local(MapCommand::SetState { node, state }).await)
                 }
-                Action::Promote(ids) => {
-                    tracing::info!(?ids, "metadata controller: promoting learners");
-                    self.promote(ids).await
+                Action::Voters(ids) => {
+                    tracing::info!(?ids, "metadata controller: voters");
+                    self.change(ChangeMembers::ReplaceAllVoters(ids)).await
+                }
+                Action::Forget(ids) => {
+                    tracing::info!(?ids, "metadata controller: removed learners leave");
+                    self.change(ChangeMembers::RemoveNodes(ids)).await
                 }
                 Action::Place(placement) => {
                     attempt_result(self.write_local(MapCommand::SetPlacement(placement)).await)
@@ -76,9 +79,11 @@ impl Shared {
         }
     }
 
-    async fn promote(&self, ids: BTreeSet<NodeId>) -> Result<(), String> {
+    /// Changes the group's membership; a voter it leaves out leaves the group (removed nodes
+    /// only: the controller keeps every other voter).
+    async fn change(&self, change: ChangeMembers<NodeId, BasicNode>) -> Result<(), String> {
         self.raft
-            .change_membership(ChangeMembers::AddVoterIds(ids), true)
+            .change_membership(change, false)
             .await
             .map(|_| ())
             .map_err(|error| error.to_string())

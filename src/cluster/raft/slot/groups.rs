@@ -11,7 +11,7 @@
 //! Supervision: the ticker task and every group's openraft tasks stop on
 //! [`SlotGroups::shutdown`] (the ticker also when the groups are dropped).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -22,7 +22,7 @@ use futures_util::future::join_all;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
-use openraft::{BasicNode, Config, Instant as _, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, Instant as _, Raft, ServerState, SnapshotPolicy};
 use prost::Message;
 
 use super::chunks::{Chunked, Chunks};
@@ -41,6 +41,9 @@ use crate::proto::mesh as pb;
 const PLACEMENT_EVERY: u64 = 4;
 /// Entries a preferred member may still have to apply when leadership is handed back to it.
 const APPLY_SLACK: u64 = 8;
+/// Entries a learner may still lack when it is made a voter (it holds the rest within a
+/// heartbeat or two; a voter far behind would weaken the group's majority until it caught up).
+const CATCH_UP_SLACK: u64 = 64;
 /// Journal records of the slot log that describe nothing any more (purged, replaced) before a
 /// compaction restates the live ones and releases the rest.
 const COMPACT_AFTER_DEAD: usize = 65_536;
@@ -110,16 +113,35 @@ pub enum SlotError {
     Config(String),
 }
 
+/// What the map wants of a group: its voters, and the member that should lead it.
+#[derive(Clone, Debug, Default)]
+struct Target {
+    /// The voters (the island's members), in the island's order.
+    voters: Vec<u64>,
+    /// The member that should lead while it is up.
+    preferred: u64,
+}
+
 /// One group on this node.
 struct Member {
     raft: Raft<SlotTypes, SlotStateMachine>,
-    /// The member that should lead while it is up.
-    preferred: u64,
+    /// What the map wants of the group (changed by [`SlotGroups::retarget`]).
+    target: std::sync::Mutex<Target>,
+    /// A membership change of the group is running (one at a time).
+    changing: Arc<std::sync::atomic::AtomicBool>,
     /// Its state machine (the durable point).
     machine: SlotStateMachine,
     /// Every voter holds the entries up to this index (the most any leader told, or this
     /// node computed while leading): the log up to it may go once it is durable here.
     retain: AtomicU64,
+}
+
+impl Member {
+    fn target(&self) -> std::sync::MutexGuard<'_, Target> {
+        self.target
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 struct Inner {
@@ -187,11 +209,20 @@ impl SlotGroups {
         Ok(SlotGroups { inner, tasks })
     }
 
-    /// Joins `group`, whose voters are `members` and whose preferred leader is `preferred`:
-    /// starts its openraft over this node's log of the group. The preferred leader founds the
-    /// group when it has no log yet; another member founds it only if it is still unfounded
-    /// after a few election timeouts. Joining a group already joined does nothing.
-    pub async fn join(&self, group: u64, members: &[u64], preferred: u64) -> Result<(), SlotError> {
+    /// Joins `group`, whose voters are to be `members` and whose preferred leader is
+    /// `preferred`: starts its openraft over this node's log of the group. With `founders`
+    /// (this node is one of the members the group is founded with), the preferred leader
+    /// founds the group when it has no log yet, another founder only if it is still unfounded
+    /// after a few election timeouts; without, this node never initializes the group and waits
+    /// for its leader to add it (a membership change). Joining a group already joined does
+    /// nothing.
+    pub async fn join(
+        &self,
+        group: u64,
+        members: &[u64],
+        preferred: u64,
+        founders: Option<&[u64]>,
+    ) -> Result<(), SlotError> {
         let _joining = self.inner.joining.lock().await;
         if self.inner.member(group).is_some() {
             return Ok(());
@@ -222,24 +253,26 @@ impl SlotGroups {
             None => raft.await,
         }
         .map_err(|error| failed(group, error))?;
-        let voters: BTreeMap<u64, BasicNode> = members
-            .iter()
-            .map(|id| (*id, BasicNode::default()))
-            .collect();
-        let wait = if preferred == inner.config.node {
-            Duration::ZERO
-        } else {
-            inner.config.election_timeout_max * FOUNDING_PATIENCE
-        };
-        let founder = raft.clone();
-        let founding = tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if let Ok(false) = founder.is_initialized().await {
-                // Refused when another member's founding entry arrived meanwhile: fine.
-                let _ = founder.initialize(voters).await;
-            }
-        });
-        self.tasks.push(founding);
+        if let Some(founders) = founders {
+            let voters: BTreeMap<u64, BasicNode> = founders
+                .iter()
+                .map(|id| (*id, BasicNode::default()))
+                .collect();
+            let wait = if preferred == inner.config.node {
+                Duration::ZERO
+            } else {
+                inner.config.election_timeout_max * FOUNDING_PATIENCE
+            };
+            let founder = raft.clone();
+            let founding = tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Ok(false) = founder.is_initialized().await {
+                    // Refused when another member's founding entry arrived meanwhile: fine.
+                    let _ = founder.initialize(voters).await;
+                }
+            });
+            self.tasks.push(founding);
+        }
         inner
             .groups
             .write()
@@ -248,12 +281,49 @@ impl SlotGroups {
                 group,
                 Arc::new(Member {
                     raft,
-                    preferred,
+                    target: std::sync::Mutex::new(Target {
+                        voters: members.to_vec(),
+                        preferred,
+                    }),
+                    changing: Arc::default(),
                     machine,
                     retain: AtomicU64::new(0),
                 }),
             );
         Ok(())
+    }
+
+    /// The map changed what it wants of `group`: its voters are to be `members` (its leader
+    /// adds the new ones as learners, makes them voters once they caught up and takes the
+    /// others out, in one joint change), led by `preferred` once that member is a voter.
+    pub fn retarget(&self, group: u64, members: &[u64], preferred: u64) {
+        if let Some(member) = self.inner.member(group) {
+            let mut target = member.target();
+            if target.voters != members || target.preferred != preferred {
+                tracing::info!(group, ?members, preferred, "slot group target membership");
+                *target = Target {
+                    voters: members.to_vec(),
+                    preferred,
+                };
+            }
+        }
+    }
+
+    /// Stops this node's member of `group` (the map no longer places this node in it).
+    pub async fn leave(&self, group: u64) {
+        let _joining = self.inner.joining.lock().await;
+        let member = self
+            .inner
+            .groups
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&group);
+        if let Some(member) = member {
+            tracing::info!(group, "left a slot group");
+            if let Err(error) = member.raft.shutdown().await {
+                tracing::warn!(group, %error, "slot raft shutdown");
+            }
+        }
     }
 
     /// Every group's applied point now, `(group, index, encoded SnapshotMeta)`: durable once
@@ -416,8 +486,10 @@ impl SlotGroups {
             .collect()
     }
 
-    /// Every group as `GET /cluster` shows it: `{group, leader, term, applied, logged, durable,
-    /// purged, retain}` in group order (`applied`: the log id of the last entry applied here,
+    /// Every group as `GET /cluster` shows it: `{group, voters, learners, joint, leader, term,
+    /// applied, logged, durable, purged, retain}` in group order (`voters`, `learners`: the
+    /// membership this node knows, `joint` while it changes; `applied`: the log id of the last
+    /// entry applied here,
     /// `term-node-index`; `logged`: the index of the last entry in this node's log;
     /// `durable`: the index up to which the stores hold what was applied;
     /// `purged`: the log before it is gone; `retain`: every voter holds the entries up to it).
@@ -434,8 +506,14 @@ impl SlotGroups {
                         log_id.leader_id.term, log_id.leader_id.node_id, log_id.index
                     )
                 });
+                let membership = metrics.membership_config.membership();
+                let voters: Vec<u64> = membership.voter_ids().collect();
+                let learners: Vec<u64> = membership.learner_ids().collect();
                 serde_json::json!({
                     "group": group,
+                    "voters": voters,
+                    "learners": learners,
+                    "joint": membership.get_joint_config().len() > 1,
                     "leader": metrics.current_leader,
                     "term": metrics.current_term,
                     "applied": applied,
@@ -446,6 +524,20 @@ impl SlotGroups {
                 })
             })
             .collect()
+    }
+
+    /// The voters of `group` as this node knows them, in order (empty if it is not a member).
+    pub fn voters(&self, group: u64) -> Vec<u64> {
+        self.inner.member(group).map_or_else(Vec::new, |member| {
+            member
+                .raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect()
+        })
     }
 
     /// The groups this node leads now, in order.
@@ -655,6 +747,7 @@ async fn tick(inner: std::sync::Weak<Inner>) {
             retain(&inner, group, &member);
             let _ = member.raft.trigger().heartbeat().await;
             if ticks.is_multiple_of(PLACEMENT_EVERY) {
+                reconfigure(group, &member);
                 hand_back(&inner, group, &member).await;
             }
         }
@@ -665,29 +758,129 @@ async fn tick(inner: std::sync::Weak<Inner>) {
     }
 }
 
+/// As `group`'s leader, moves its membership one step towards the map's target: members the
+/// target adds become learners; once each of them holds all but [`CATCH_UP_SLACK`] entries, one
+/// joint change makes the target the voters (a voter it leaves out leaves the group); learners
+/// the target does not name are taken out. One change at a time, in a task of its own (a
+/// change commits through the group's log).
+fn reconfigure(group: u64, member: &Member) {
+    let target: BTreeSet<u64> = member.target().voters.iter().copied().collect();
+    if target.is_empty() || member.changing.load(Ordering::Acquire) {
+        return;
+    }
+    let change = {
+        let metrics = member.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        if metrics.state != ServerState::Leader || membership.get_joint_config().len() > 1 {
+            return;
+        }
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let learners: BTreeSet<u64> = membership.learner_ids().collect();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let caught_up = |id: &u64| {
+            metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(id).copied().flatten())
+                .is_some_and(|matched| matched.index + CATCH_UP_SLACK >= last)
+        };
+        let missing: Vec<u64> = target
+            .iter()
+            .filter(|id| !voters.contains(id) && !learners.contains(id))
+            .copied()
+            .collect();
+        let stray: BTreeSet<u64> = learners.difference(&target).copied().collect();
+        if !missing.is_empty() {
+            Change::AddLearners(missing)
+        } else if voters != target && target.difference(&voters).all(caught_up) {
+            Change::Voters(target)
+        } else if voters == target && !stray.is_empty() {
+            Change::Forget(stray)
+        } else {
+            return;
+        }
+    };
+    member.changing.store(true, Ordering::Release);
+    let raft = member.raft.clone();
+    let changing = member.changing.clone();
+    tokio::spawn(async move {
+        let outcome = match &change {
+            Change::AddLearners(ids) => {
+                let mut outcome = Ok(());
+                for id in ids {
+                    outcome = raft
+                        .add_learner(*id, BasicNode::default(), false)
+                        .await
+                        .map(|_| ());
+                    if outcome.is_err() {
+                        break;
+                    }
+                }
+                outcome
+            }
+            Change::Voters(voters) => raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+                .await
+                .map(|_| ()),
+            Change::Forget(ids) => raft
+                .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+                .await
+                .map(|_| ()),
+        };
+        match outcome {
+            Ok(()) => {
+                metrics::counter!(telemetry::MEMBERSHIP_CHANGES).increment(1);
+                tracing::info!(group, ?change, "slot group membership changed");
+            }
+            Err(error) => {
+                tracing::info!(group, ?change, %error, "slot group membership change not done")
+            }
+        }
+        changing.store(false, Ordering::Release);
+    });
+}
+
+/// One step of [`reconfigure`].
+#[derive(Debug)]
+enum Change {
+    /// Add these as learners.
+    AddLearners(Vec<u64>),
+    /// Make these the voters.
+    Voters(BTreeSet<u64>),
+    /// Take these learners out.
+    Forget(BTreeSet<u64>),
+}
+
 /// Hands `group`'s leadership to its preferred member when that member acknowledged the last
 /// heartbeat, holds every entry this leader has and has applied about all of them (a member
 /// still applying a long backlog could not serve for a while after taking over).
 async fn hand_back(inner: &Inner, group: u64, member: &Member) {
     let me = inner.config.node;
-    if member.preferred == me {
+    let preferred = member.target().preferred;
+    if preferred == me {
         return;
     }
     let (ready, committed) = {
         let metrics = member.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        // Leadership goes to voters only (a member being added is a learner until it caught
+        // up), and not while the membership changes.
+        let voter = membership.get_joint_config().len() == 1
+            && membership.voter_ids().any(|voter| voter == preferred);
         let caught_up = metrics
             .replication
             .as_ref()
-            .and_then(|replication| replication.get(&member.preferred).copied().flatten())
+            .and_then(|replication| replication.get(&preferred).copied().flatten())
             .map(|matched| Some(matched.index) >= metrics.last_log_index)
             .unwrap_or(false);
         let alive = metrics
             .heartbeat
             .as_ref()
-            .and_then(|heartbeat| heartbeat.get(&member.preferred).copied().flatten())
+            .and_then(|heartbeat| heartbeat.get(&preferred).copied().flatten())
             .is_some_and(|acked| acked.elapsed() < inner.config.heartbeat * 3);
         (
-            metrics.state == ServerState::Leader && caught_up && alive,
+            metrics.state == ServerState::Leader && voter && caught_up && alive,
             metrics.cluster_committed.map_or(0, |log_id| log_id.index),
         )
     };
@@ -697,7 +890,7 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
     let applied = inner
         .coalescer
         .call_alone(
-            member.preferred,
+            preferred,
             group,
             pb::raft_request::Request::Applied(pb::AppliedRequest {}),
             inner.config.heartbeat,
@@ -712,21 +905,18 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
     if member
         .raft
         .trigger()
-        .transfer_leader(member.preferred)
+        .transfer_leader(preferred)
         .await
         .is_ok()
     {
         metrics::counter!(telemetry::TRANSFERS).increment(1);
-        tracing::info!(
-            group,
-            to = member.preferred,
-            "slot group leadership handed back"
-        );
+        tracing::info!(group, to = preferred, "slot group leadership handed back");
     }
 }
 
-/// As `group`'s leader: the index up to which every voter holds the entries (the least any
-/// voter matched), told to the followers with the next appends.
+/// As `group`'s leader: the index up to which every member holds the entries (the least any
+/// voter or learner matched: a learner being added catches up from the log, not from snapshot
+/// after snapshot), told to the followers with the next appends.
 fn retain(inner: &Inner, group: u64, member: &Member) {
     let held = {
         let metrics = member.raft.metrics();
@@ -738,7 +928,8 @@ fn retain(inner: &Inner, group: u64, member: &Member) {
         metrics
             .membership_config
             .membership()
-            .voter_ids()
+            .nodes()
+            .map(|(voter, _)| *voter)
             .map(|voter| {
                 if voter == me {
                     metrics.last_log_index.unwrap_or(0)

@@ -17,6 +17,9 @@ pub const LED: &str = "tern_slot_groups_led";
 pub const REPLAY_BACKLOG: &str = "tern_slot_replay_backlog";
 /// Leaderships handed to the member a group prefers.
 pub const TRANSFERS: &str = "tern_slot_leader_transfers_total";
+/// Membership changes of a slot group made by its leader (learners added, voters replaced,
+/// learners taken out).
+pub const MEMBERSHIP_CHANGES: &str = "tern_slot_membership_changes_total";
 
 /// Purges of a slot group's log up to its durable point.
 pub const PURGES: &str = "tern_slot_log_purges_total";
@@ -91,5 +94,10 @@ pub fn describe() {
         TRANSFERS,
         Unit::Count,
         "Slot group leaderships handed to the member the group prefers."
+    );
+    metrics::describe_counter!(
+        MEMBERSHIP_CHANGES,
+        Unit::Count,
+        "Slot group membership changes made as leader (learners added, voters replaced, learners taken out)."
     );
 }

@@ -136,14 +136,14 @@ pub(super) fn config(dir: &Path) -> JournalConfig {
 }
 
 /// Starts node `id` over the log in `dir` and joins `groups` (group -> preferred leader),
-/// every group over `members`.
+/// every group over `members`; a node among `founders` may found them.
 pub(super) async fn start(
     net: &Arc<Net>,
     id: u64,
     dir: &Path,
     members: &[u64],
     groups: &[(u64, u64)],
-    _incarnation: u64,
+    founders: &[u64],
 ) -> Node {
     // A crashed node's last handles may still be let go of (a proposal in flight holds one).
     let mut attempts = 0;
@@ -181,7 +181,12 @@ pub(super) async fn start(
         .insert(id, Arc::downgrade(&slot_groups));
     for (group, preferred) in groups {
         slot_groups
-            .join(*group, members, *preferred)
+            .join(
+                *group,
+                members,
+                *preferred,
+                founders.contains(&id).then_some(founders),
+            )
             .await
             .expect("joins");
     }
@@ -260,7 +265,7 @@ fn groups() -> Vec<(u64, u64)> {
 async fn three(net: &Arc<Net>, dirs: &[tempfile::TempDir]) -> Vec<Node> {
     let mut nodes = Vec::new();
     for (i, id) in MEMBERS.iter().enumerate() {
-        nodes.push(start(net, *id, dirs[i].path(), &MEMBERS, &groups(), *id).await);
+        nodes.push(start(net, *id, dirs[i].path(), &MEMBERS, &groups(), &MEMBERS).await);
     }
     nodes
 }
@@ -328,7 +333,7 @@ async fn committed_entries_survive_a_crashed_leader_and_it_takes_its_groups_back
         }
     }
     // It comes back from its log, catches up, and gets its leaderships back by transfer.
-    nodes.insert(0, start(&net, 1, &dir, &MEMBERS, &groups(), 11).await);
+    nodes.insert(0, start(&net, 1, &dir, &MEMBERS, &groups(), &MEMBERS).await);
     let refs: Vec<&Node> = nodes.iter().collect();
     until("the returned node leads its groups again", || {
         leaders_spread(&refs, &groups())
@@ -358,6 +363,81 @@ async fn committed_entries_survive_a_crashed_leader_and_it_takes_its_groups_back
             assert_eq!(found.len(), 1, "node {}: {text} applied once", node.id);
             assert_eq!(found[0].0, *index, "node {}: {text} at its index", node.id);
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_is_replaced_by_a_learner_that_catches_up_and_holds_everything() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let net = Arc::new(Net::default());
+    let mut nodes = three(&net, &dirs).await;
+    {
+        let refs: Vec<&Node> = nodes.iter().collect();
+        until("leaders spread", || leaders_spread(&refs, &groups())).await;
+    }
+    let mut acked: Vec<(u64, u64, String)> = Vec::new();
+    let mut round = 0;
+    let mut commit_round = async |nodes: &[Node], acked: &mut Vec<(u64, u64, String)>| {
+        for (group, _) in groups() {
+            let text = format!("g{group}-r{round}");
+            let refs: Vec<&Node> = nodes.iter().collect();
+            acked.push((group, commit(&refs, group, text.clone()).await, text));
+        }
+        round += 1;
+    };
+    commit_round(&nodes, &mut acked).await;
+    commit_round(&nodes, &mut acked).await;
+    // Node 2 dies for good; node 4 takes its place (the island's order: 1, 4, 3). Node 4 is
+    // no founder: it never initializes a group, it waits to be added.
+    drop(nodes.remove(1).crash(&net).await);
+    commit_round(&nodes, &mut acked).await;
+    let island = [1, 4, 3];
+    let placed: Vec<(u64, u64)> = groups()
+        .iter()
+        .map(|(group, _)| (*group, island[*group as usize % 3]))
+        .collect();
+    nodes.push(start(&net, 4, dirs[3].path(), &island, &placed, &MEMBERS).await);
+    for node in &nodes {
+        for (group, preferred) in &placed {
+            node.groups.retarget(*group, &island, *preferred);
+        }
+    }
+    {
+        let refs: Vec<&Node> = nodes.iter().collect();
+        until("every group's voters are 1, 3 and 4 on every node", || {
+            refs.iter().all(|node| {
+                groups()
+                    .iter()
+                    .all(|(group, _)| node.groups.voters(*group) == vec![1, 3, 4])
+            })
+        })
+        .await;
+        until("the groups node 2 led are led by node 4", || {
+            leaders_spread(&refs, &placed)
+        })
+        .await;
+    }
+    commit_round(&nodes, &mut acked).await;
+    // Node 1 dies too: nodes 3 and 4 are a majority of every group, and node 4 holds every
+    // acked entry at its index, the ones from before it joined too.
+    drop(nodes.remove(0).crash(&net).await);
+    commit_round(&nodes, &mut acked).await;
+    let four = &nodes[1];
+    assert_eq!(four.id, 4);
+    until("node 4 applied everything", || {
+        acked
+            .iter()
+            .all(|(group, index, _)| four.groups.applied(*group) >= Some(*index))
+    })
+    .await;
+    for (group, index, text) in &acked {
+        let log = four.applied.of(*group);
+        let found: Vec<_> = log
+            .iter()
+            .filter(|(_, records)| records.iter().any(|r| r == text.as_bytes()))
+            .collect();
+        assert_eq!(found.len(), 1, "{text} applied once on node 4");
+        assert_eq!(found[0].0, *index, "{text} at its index on node 4");
     }
 }
 
@@ -485,7 +565,7 @@ async fn run_scenario(seed: u64) {
     let mut nodes: Vec<Option<Node>> = Vec::new();
     for (i, id) in MEMBERS.iter().enumerate() {
         nodes.push(Some(
-            start(&net, *id, dirs[i].path(), &MEMBERS, &groups, 0).await,
+            start(&net, *id, dirs[i].path(), &MEMBERS, &groups, &MEMBERS).await,
         ));
     }
     {
@@ -522,7 +602,7 @@ async fn run_scenario(seed: u64) {
                     handles.lock().expect("lock")[a] = None;
                     let dir = node.crash(&net).await;
                     tokio::time::sleep(Duration::from_millis(200 + draw.next(600))).await;
-                    let back = start(&net, MEMBERS[a], &dir, &MEMBERS, &groups, 0).await;
+                    let back = start(&net, MEMBERS[a], &dir, &MEMBERS, &groups, &MEMBERS).await;
                     handles.lock().expect("lock")[a] = Some(back.groups.clone());
                     nodes[a] = Some(back);
                 }
