@@ -5,82 +5,20 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{SETTLE, all_led, led, login_at, start_cluster, start_cluster_with};
+use common::cluster::{
+    SETTLE, Up, all_led, led, login_at, send, start_cluster, start_cluster_with,
+};
 use common::groups::GroupPhone;
 use common::*;
-use tern::client::{Client, text_frame};
-use tern::clock::now_secs;
+use tern::client::text_frame;
 use tern::proto::v1::server_frame::Frame;
-use tern::token::TokenKey;
 
 const SENDERS: usize = 8;
-const RECIPIENTS: usize = 5;
 const KILLS: usize = 4;
-
-/// The phone listeners of the nodes that are up.
-type Up = Arc<Mutex<Vec<Option<SocketAddr>>>>;
-
-/// Sends as sender `sender` until `stop`, through node `sender % 3` first and through the next
-/// node that is up whenever its connection ends; returns what was acked.
-async fn send(sender: usize, key: TokenKey, up: Up, stop: Arc<AtomicBool>) -> Acked {
-    let token = key
-        .sign(&format!("s{sender}"), "d", now_secs() + 600)
-        .expect("token");
-    let mut acked = Acked::new();
-    let mut n = 0u64;
-    let mut node = sender;
-    while !stop.load(Ordering::Relaxed) {
-        node += 1;
-        let addr = up.lock().expect("lock")[node % 3];
-        let Some(addr) = addr else {
-            continue;
-        };
-        let Ok(Ok((client, _))) =
-            tokio::time::timeout(Duration::from_secs(5), Client::login(addr, &token, 0)).await
-        else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let (mut reader, mut writer) = client.split();
-        let mut in_flight: HashMap<String, String> = HashMap::new();
-        while !stop.load(Ordering::Relaxed) {
-            while in_flight.len() < 16 {
-                n += 1;
-                let recipient = format!("r{}", (sender as u64 + n) % RECIPIENTS as u64);
-                let id = format!("s{sender}-{n}");
-                writer.queue(text_frame(&id, &recipient, id.as_bytes()));
-                in_flight.insert(id, recipient);
-            }
-            if writer.flush().await.is_err() {
-                break;
-            }
-            match tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
-                Ok(Ok(Some(frame))) => match frame.frame {
-                    Some(Frame::ServerAck(ack)) => {
-                        let recipient = in_flight
-                            .remove(&ack.client_msg_id)
-                            .expect("ack of a known send");
-                        acked.insert((recipient, ack.client_msg_id), ack.seq);
-                    }
-                    // Refused (a slot without a leader for a moment): not acked, not counted.
-                    Some(Frame::Error(error)) => {
-                        in_flight.remove(&error.client_msg_id);
-                    }
-                    _ => {}
-                },
-                // Closed, failed or silent: on to another node; what was in flight is unacked.
-                _ => break,
-            }
-        }
-    }
-    acked
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_messages_survive_four_kills_of_the_busiest_leader() {

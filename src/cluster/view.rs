@@ -35,7 +35,12 @@ pub fn render(cluster: &str, status: &MetaStatus, map: &ClusterMap, links: &[Lin
                 .iter()
                 .filter(|s| **s == island.id)
                 .count();
-            json!({ "id": island.id, "members": island.members, "slots": slots })
+            json!({
+                "id": island.id,
+                "members": island.members,
+                "founders": island.founders,
+                "slots": slots,
+            })
         })
         .collect();
     let links: Vec<Value> = links

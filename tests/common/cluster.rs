@@ -1,18 +1,23 @@
 //! Clusters of child-process nodes on loopback (every node a seed) for the tests that need
 //! several nodes, and what their `GET /cluster` views say.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tern::client::{Client, ClientError, ClientReader, ClientWriter};
+use tern::client::{Client, ClientError, ClientReader, ClientWriter, text_frame};
 use tern::clock::now_secs;
 use tern::config::Config;
 use tern::proto::v1::{ErrorCode, server_frame::Frame};
 use tern::token::TokenKey;
 
-use super::{ChildNode, WAIT, child_config, drain, eventually_within, http_get, metric_value};
+use super::{
+    Acked, ChildNode, WAIT, child_config, drain, eventually_within, http_get, metric_value,
+};
 
 /// How long a cluster may take to settle (elections, registration, the controller's ticks).
 pub const SETTLE: Duration = Duration::from_secs(60);
@@ -244,4 +249,70 @@ pub async fn all_led(members: &[Member]) -> bool {
         total += led(member).await;
     }
     total >= ISLAND_GROUPS
+}
+
+/// Recipients of [`send`]: `r0` .. `r4`.
+pub const SEND_RECIPIENTS: usize = 5;
+
+/// The phone listeners of the nodes that are up.
+pub type Up = Arc<Mutex<Vec<Option<SocketAddr>>>>;
+
+/// Sends as sender `sender` (user `s{sender}`) to recipients `r0`..`r4` until `stop`, 16 in
+/// flight, through node `sender % nodes` first and through the next node that is up whenever
+/// its connection ends; returns what was acked.
+pub async fn send(sender: usize, key: TokenKey, up: Up, stop: Arc<AtomicBool>) -> Acked {
+    let token = key
+        .sign(&format!("s{sender}"), "d", now_secs() + 600)
+        .expect("token");
+    let mut acked = Acked::new();
+    let mut n = 0u64;
+    let mut node = sender;
+    while !stop.load(Ordering::Relaxed) {
+        node += 1;
+        let addr = {
+            let up = up.lock().expect("lock");
+            up[node % up.len()]
+        };
+        let Some(addr) = addr else {
+            continue;
+        };
+        let Ok(Ok((client, _))) =
+            tokio::time::timeout(Duration::from_secs(5), Client::login(addr, &token, 0)).await
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let (mut reader, mut writer) = client.split();
+        let mut in_flight: HashMap<String, String> = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            while in_flight.len() < 16 {
+                n += 1;
+                let recipient = format!("r{}", (sender as u64 + n) % SEND_RECIPIENTS as u64);
+                let id = format!("s{sender}-{n}");
+                writer.queue(text_frame(&id, &recipient, id.as_bytes()));
+                in_flight.insert(id, recipient);
+            }
+            if writer.flush().await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
+                Ok(Ok(Some(frame))) => match frame.frame {
+                    Some(Frame::ServerAck(ack)) => {
+                        let recipient = in_flight
+                            .remove(&ack.client_msg_id)
+                            .expect("ack of a known send");
+                        acked.insert((recipient, ack.client_msg_id), ack.seq);
+                    }
+                    // Refused (a slot without a leader for a moment): not acked, not counted.
+                    Some(Frame::Error(error)) => {
+                        in_flight.remove(&error.client_msg_id);
+                    }
+                    _ => {}
+                },
+                // Closed, failed or silent: on to another node; what was in flight is unacked.
+                _ => break,
+            }
+        }
+    }
+    acked
 }

@@ -1,0 +1,193 @@
+//! Replacing a dead node (four child-process nodes, replication 3: one island and a spare):
+//! an island member is killed with SIGKILL and stays dead; once it is down an operator removes
+//! it (`POST /cluster/nodes/{id}/remove`); the spare takes its place in the island, every slot
+//! group adds it as a learner, catches it up (from a snapshot: the logs were released after
+//! write-back) and makes it a voter in place of the dead node. Then a second original member is
+//! killed: the survivor and the newcomer are a majority of every group, and every message acked
+//! at any time — before the newcomer joined too — drains exactly once, at its acked seq.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{SETTLE, Up, all_led, login_at, send, start_cluster_with, view};
+use common::*;
+use serde_json::Value;
+
+const SENDERS: usize = 6;
+
+/// The members of the cluster's one island in `view`.
+fn island_of(view: &Value) -> Vec<u64> {
+    view["map"]["islands"][0]["members"]
+        .as_array()
+        .map(|members| members.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// The state of `node` in `view`'s map.
+fn state_of(view: &Value, node: u64) -> String {
+    view["map"]["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|entry| entry["id"] == node))
+        .and_then(|entry| entry["state"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every slot group in `view` has exactly `voters` as its voters, no learner and no joint
+/// configuration.
+fn groups_have(view: &Value, voters: &[u64]) -> bool {
+    let mut voters = voters.to_vec();
+    voters.sort_unstable();
+    view["slot_groups"].as_array().is_some_and(|groups| {
+        groups.len() == common::cluster::ISLAND_GROUPS as usize
+            && groups.iter().all(|group| {
+                group["voters"] == serde_json::json!(voters)
+                    && group["learners"] == serde_json::json!([])
+                    && group["joint"] == false
+            })
+    })
+}
+
+/// POSTs to `path` on `admin`; the status code and the body.
+async fn post(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin).await.expect("admin");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_another_dies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Write-back every second: the groups' logs are released, so the newcomer needs snapshots.
+    let mut members = start_cluster_with(dir.path(), 4, 3, &FAST_WRITEBACK, "");
+    let mut island = Vec::new();
+    eventually_within(SETTLE, "one island of three, every group led", async || {
+        island = island_of(&view(members[0].admin()).await);
+        island.len() == 3 && all_led(&members).await
+    })
+    .await;
+    let spare = (1..=4)
+        .find(|node| !island.contains(node))
+        .expect("a spare");
+    let index = |node: u64| (node - 1) as usize;
+
+    let key = members[0].key.clone();
+    let up: Up = Arc::new(Mutex::new(
+        members.iter().map(|member| Some(member.client())).collect(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| tokio::spawn(send(sender, key.clone(), up.clone(), stop.clone())))
+        .collect();
+    // Long enough for write-back passes to release the logs' beginnings.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    // The island's second member dies for good.
+    let dead = island[1];
+    up.lock().expect("lock")[index(dead)] = None;
+    members[index(dead)].node.take().expect("running").kill();
+    let asked = &members[index(island[0])];
+    // Refused: a node that is not down, an unknown node, the node asked itself.
+    assert_eq!(
+        post(asked.admin(), &format!("/cluster/nodes/{spare}/remove"))
+            .await
+            .0,
+        409
+    );
+    assert_eq!(post(asked.admin(), "/cluster/nodes/99/remove").await.0, 404);
+    let me = island[0];
+    assert_eq!(
+        post(asked.admin(), &format!("/cluster/nodes/{me}/remove"))
+            .await
+            .0,
+        409
+    );
+    eventually_within(SETTLE, "the dead node is marked down", async || {
+        state_of(&view(asked.admin()).await, dead) == "down"
+    })
+    .await;
+    let (status, body) = post(asked.admin(), &format!("/cluster/nodes/{dead}/remove")).await;
+    assert_eq!(status, 200, "{body}");
+
+    // The spare takes the dead node's place; every group makes it a voter.
+    let replaced: Vec<u64> = island
+        .iter()
+        .map(|node| if *node == dead { spare } else { *node })
+        .collect();
+    let newcomer = &members[index(spare)];
+    eventually_within(
+        SETTLE,
+        "every group's voters are the new island",
+        async || {
+            let seen = view(newcomer.admin()).await;
+            island_of(&seen) == replaced
+                && state_of(&seen, dead) == "removed"
+                && groups_have(&seen, &replaced)
+                && seen["voters"]
+                    .as_array()
+                    .is_some_and(|voters| !voters.contains(&serde_json::json!(dead)))
+        },
+    )
+    .await;
+    let installed = metric_value(
+        &http_get(newcomer.admin(), "/metrics").await,
+        "tern_slot_snapshots_installed_total",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        installed >= 1.0,
+        "the newcomer caught up without a snapshot"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A second original member dies: the survivor and the newcomer lead every group.
+    let second = island[0];
+    up.lock().expect("lock")[index(second)] = None;
+    members[index(second)].node.take().expect("running").kill();
+    eventually_within(
+        SETTLE,
+        "the survivor and the newcomer lead every group",
+        async || all_led(&members).await,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Acked::new();
+    for sender in senders {
+        acked.extend(sender.await.expect("sender"));
+    }
+    assert!(
+        acked.len() > 100,
+        "too few acks to prove anything: {}",
+        acked.len()
+    );
+
+    let alive: Vec<&common::cluster::Member> = members
+        .iter()
+        .filter(|member| member.node.is_some())
+        .collect();
+    for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
+        let member = alive[index % alive.len()];
+        let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();
+        let delivered = drain_acking(&mut reader, &mut writer).await;
+        check_drained(recipient, delivered, by_seq);
+    }
+}
