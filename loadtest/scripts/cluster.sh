@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A local cluster of N tern nodes on loopback, each its own process with its own data directory.
-# Usage: loadtest/scripts/cluster.sh up N | down | status | kill I | start I
+# Usage: loadtest/scripts/cluster.sh up N | down | status | kill I | start I | remove I
 #
 #   up N     writes node-I/node.toml for I = 1..N (cluster.toml with [cluster] added: ordinal I,
 #            ports client 7600+10I, admin +1, media +2, mesh +3, every node a seed), a shared
@@ -11,6 +11,9 @@
 #            version, node states, islands and their slot counts; loadtest/scripts/cluster_view.py),
 #            then whether they all agree and every slot is placed (exit 1 if not).
 #   kill I   SIGKILL node I (a crash: no drain, no checkpoint).
+#   remove I takes node I, which must be down (killed, marked down by the cluster), out of the
+#            cluster for good: POST /cluster/nodes/I/remove on the first running node. A spare
+#            node takes its places in its islands (`up 4` starts one beside an island of three).
 #   start I  starts node I again from its configuration and data directory.
 #
 # Environment: CLUSTER_DIR (state directory, default ./data/cluster), TERN (the binary, default
@@ -162,6 +165,27 @@ status() {
     python3 loadtest/scripts/cluster_view.py --agree --placed "${views[@]}"
 }
 
+remove() { # remove NODE
+    local dir node
+    for dir in $(nodes); do
+        node=${dir##*node-}
+        [[ $node == "$1" ]] && continue
+        alive "$dir/pid" || continue
+        python3 - "http://127.0.0.1:$(port "$node" 1)/cluster/nodes/$1/remove" << 'PY'
+import sys, urllib.request, urllib.error
+try:
+    with urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="POST"), timeout=10) as r:
+        print(r.read().decode().strip())
+except urllib.error.HTTPError as e:
+    print(f"refused ({e.code}): {e.read().decode().strip()}", file=sys.stderr)
+    sys.exit(1)
+PY
+        return
+    done
+    echo "no running node to ask" >&2
+    return 1
+}
+
 case ${1:-} in
     up) up "${2:-3}" ;;
     down) down ;;
@@ -171,8 +195,9 @@ case ${1:-} in
         alive "$pidfile" && kill -9 "$(cat "$pidfile")" && rm -f "$pidfile" && echo "node $2 killed"
         ;;
     start) start "${2:?node}" ;;
+    remove) remove "${2:?node}" ;;
     *)
-        echo "usage: $0 up N | down | status | kill I | start I" >&2
+        echo "usage: $0 up N | down | status | kill I | start I | remove I" >&2
         exit 64
         ;;
 esac

@@ -7,7 +7,7 @@ node (its id, the leader and term it sees, the map version, node states, islands
 slots each island holds) and exits 1 when a check fails:
   --agree             every node sees the same leader, term, map version, islands and slot table
   --placed            every slot is on an island, and islands hold slot counts within one
-  --state N=STATE     node N has STATE (active, down, joining, draining) in every map given
+  --state N=STATE     node N has STATE (active, down, joining, draining, removed) in every map given
 """
 import json
 import sys

@@ -8,6 +8,9 @@
 # restarted node took to catch up (to lead its share of the groups again: leadership goes back
 # only to a member holding every entry), and at the end what each node's slot log holds (entries
 # not purged yet, purges, snapshots sent and installed).
+# With REPLACE=1 a fourth node starts as a spare and the killed node is never restarted: once it
+# is marked down it is removed (cluster.sh remove), and the script prints when the spare had
+# taken its place (a voter of every slot group, leading its share of them) instead.
 # Usage: loadtest/scripts/failover.sh [SECONDS] [KILL_AT] [RESTART_AT] [NODE] [TERN-LOAD ARGS...]
 #   default: 60 20 40 2 --connections 300
 set -euo pipefail
@@ -29,7 +32,9 @@ load=${TERN_LOAD:-${CARGO_TARGET_DIR:-target}/release/tern-load}
 
 loadtest/scripts/cluster.sh down > /dev/null 2>&1 || true
 rm -rf "$CLUSTER_DIR"
-loadtest/scripts/cluster.sh up 3 > /dev/null
+nodes=3
+[[ -z ${REPLACE:-} ]] || nodes=4
+loadtest/scripts/cluster.sh up "$nodes" > /dev/null
 trap 'loadtest/scripts/cluster.sh down > /dev/null 2>&1 || true' EXIT
 
 admin() { # admin NODE
@@ -53,6 +58,7 @@ done
 echo "groups led before the run: node 1 $(led 1), node 2 $(led 2), node 3 $(led 3)"
 
 servers=127.0.0.1:7610,127.0.0.1:7620,127.0.0.1:7630
+[[ -z ${REPLACE:-} ]] || servers=$servers,127.0.0.1:7640
 report=$(mktemp)
 "$load" chat --server "$servers" --config loadtest/bench.toml --duration "$seconds" \
     "${args[@]}" > "$report" 2> "$report.err" &
@@ -68,7 +74,7 @@ loadtest/scripts/cluster.sh kill "$victim" > /dev/null
 killed=$(date +%s.%N)
 echo "t=$(elapsed | cut -c1-5) s: node $victim killed (kill -9)"
 others=()
-for node in 1 2 3; do
+for node in $(seq 1 "$nodes"); do
     [[ $node == "$victim" ]] || others+=("$node")
 done
 while true; do
@@ -83,28 +89,51 @@ while true; do
     sleep 0.1
 done
 
-wait_s=$(echo "$restart_at - $(elapsed)" | bc)
-[[ $wait_s == -* ]] || sleep "$wait_s"
-loadtest/scripts/cluster.sh start "$victim" > /dev/null
-restarted=$(date +%s.%N)
-echo "t=$(elapsed | cut -c1-5) s: node $victim restarted"
-caught_up=""
-for _ in $(seq 1 600); do
-    if [[ "$(led "$victim")" == "$(share)" ]]; then
-        caught_up=$(echo "$(date +%s.%N) - $restarted" | bc | cut -c1-5)
-        break
+if [[ -n ${REPLACE:-} ]]; then
+    # The dead node is taken out once the cluster marked it down; the spare (node 4) takes its
+    # place in every slot group.
+    until loadtest/scripts/cluster.sh remove "$victim" > /dev/null 2>&1; do
+        sleep 0.2
+    done
+    removed=$(date +%s.%N)
+    echo "t=$(elapsed | cut -c1-5) s: node $victim removed"
+    joined=""
+    for _ in $(seq 1 600); do
+        if [[ "$(led 4)" == "$(share)" ]]; then
+            joined=$(echo "$(date +%s.%N) - $removed" | bc | cut -c1-5)
+            break
+        fi
+        sleep 0.1
+    done
+    if [[ -n $joined ]]; then
+        echo "node 4 is a voter of every group and leads its $(share) $joined s after the removal"
+    else
+        echo "node 4 did not lead its share within 60 s of the removal (leads $(led 4))"
     fi
-    sleep 0.1
-done
-if [[ -n $caught_up ]]; then
-    echo "node $victim caught up and leads its $(share) groups again $caught_up s after its restart"
 else
-    echo "node $victim did not lead its share again within 60 s (leads $(led "$victim"))"
+    wait_s=$(echo "$restart_at - $(elapsed)" | bc)
+    [[ $wait_s == -* ]] || sleep "$wait_s"
+    loadtest/scripts/cluster.sh start "$victim" > /dev/null
+    restarted=$(date +%s.%N)
+    echo "t=$(elapsed | cut -c1-5) s: node $victim restarted"
+    caught_up=""
+    for _ in $(seq 1 600); do
+        if [[ "$(led "$victim")" == "$(share)" ]]; then
+            caught_up=$(echo "$(date +%s.%N) - $restarted" | bc | cut -c1-5)
+            break
+        fi
+        sleep 0.1
+    done
+    if [[ -n $caught_up ]]; then
+        echo "node $victim caught up and leads its $(share) groups again $caught_up s after its restart"
+    else
+        echo "node $victim did not lead its share again within 60 s (leads $(led "$victim"))"
+    fi
 fi
 
 wait "$load_pid" || true
-for node in 1 2 3; do
-    curl -s --max-time 1 "http://127.0.0.1:$(admin "$node")/metrics" | awk -v node="$node" '
+for node in $(seq 1 "$nodes"); do
+    { curl -s --max-time 1 "http://127.0.0.1:$(admin "$node")/metrics" || true; } | awk -v node="$node" '
         $1 == "tern_slot_log_entries" { entries = $2 }
         $1 == "tern_slot_log_purges_total" { purges = $2 }
         $1 == "tern_slot_snapshots_sent_total" { sent = $2 }
