@@ -1,7 +1,8 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/status` (JSON), `/healthz`, and
 //! `/accounts/{user}` (JSON: the user's account record, devices and cursors) and `/cluster`
-//! (JSON: this node's view of its cluster; 404 without `[cluster]`); `POST
-//! /cluster/nodes/{id}/remove` takes a node that is down out of the cluster for good.
+//! (JSON: this node's view of its cluster; 404 without `[cluster]`), `/readyz` (200 only while
+//! the node serves phones: `ready.rs`); with the admin token (`actions.rs`), `POST /drain` and
+//! `POST /cluster/nodes/{id}/remove`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
+
+mod actions;
+pub mod ready;
+pub mod request;
 
 use crate::clock::uptime_secs;
 use crate::cluster::member::ClusterMember;
@@ -33,29 +38,31 @@ pub async fn serve(
     node: Arc<Node>,
     prometheus: PrometheusHandle,
     cluster: Option<Arc<ClusterMember>>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> Result<(), ServerError> {
     // Histograms keep samples until upkeep drains them; without it their memory grows.
     let upkeep = prometheus.clone();
-    let shutdown = node.shutdown.clone();
+    let upkeep_stop = stop.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = interval.tick() => upkeep.run_upkeep(),
-                () = shutdown.cancelled() => return,
+                () = upkeep_stop.cancelled() => return,
             }
         }
     });
-    let shutdown = node.shutdown.clone();
     let router = Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/accounts/{user}", get(account))
         .route("/cluster", get(cluster_view))
+        .route("/readyz", get(ready::readyz))
+        .route("/drain", axum::routing::post(actions::drain))
         .route(
             "/cluster/nodes/{node}/remove",
-            axum::routing::post(remove_node),
+            axum::routing::post(actions::remove_node),
         );
     // Debug builds only: kill a background thread, for the tests of the node's supervision.
     #[cfg(debug_assertions)]
@@ -66,7 +73,7 @@ pub async fn serve(
         cluster,
     });
     axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .with_graceful_shutdown(async move { stop.cancelled().await })
         .await
         .map_err(ServerError::Admin)
 }
@@ -102,37 +109,6 @@ async fn cluster_view(State(state): State<AdminState>) -> Response {
             Json(serde_json::json!({ "error": "this node is not part of a cluster" })),
         )
             .into_response(),
-    }
-}
-
-/// Takes a node that is down out of the cluster (`src/cluster/removal.rs`): 200 with the map
-/// version that holds it; 404 for an unknown node or a node without `[cluster]`; 409 for a node
-/// that is not down or this node itself; 503 when the metadata group did not take it.
-async fn remove_node(State(state): State<AdminState>, Path(node): Path<u64>) -> Response {
-    use crate::cluster::removal::RemovalError;
-    let Some(cluster) = &state.cluster else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "this node is not part of a cluster" })),
-        )
-            .into_response();
-    };
-    match cluster.remove(node).await {
-        Ok(version) => {
-            Json(serde_json::json!({ "removed": node, "map_version": version })).into_response()
-        }
-        Err(error) => {
-            let status = match &error {
-                RemovalError::Unknown(_) => StatusCode::NOT_FOUND,
-                RemovalError::Itself(_) | RemovalError::NotDown { .. } => StatusCode::CONFLICT,
-                RemovalError::Meta(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            (
-                status,
-                Json(serde_json::json!({ "error": error.to_string() })),
-            )
-                .into_response()
-        }
     }
 }
 

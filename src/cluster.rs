@@ -7,6 +7,7 @@
 pub mod announce;
 pub mod config;
 pub mod controller;
+pub mod drain;
 pub mod leaders;
 pub mod map;
 pub mod member;

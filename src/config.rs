@@ -8,10 +8,12 @@ use serde::Deserialize;
 
 use crate::cluster::config::{CLUSTER_SECRET_ENV, ClusterConfig};
 
+mod admin_token;
 mod data_dir;
 mod secret;
 mod token_key;
 
+pub use admin_token::{ADMIN_TOKEN_ENV, MIN_ADMIN_TOKEN_BYTES};
 pub use data_dir::{DataDirError, DataDirLock, LOCK_FILE};
 pub use secret::{SecretSource, SecretSpec};
 pub use token_key::{MIN_TOKEN_KEY_BYTES, TOKEN_KEY_ENV, TokenKeySource};
@@ -295,6 +297,16 @@ pub struct AuthConfig {
     /// Which source the effective key came from (set by loading, not read from the file).
     #[serde(skip)]
     pub token_key_source: TokenKeySource,
+    /// The token that authorizes the admin port's actions (`POST /drain`, `POST
+    /// /cluster/nodes/{id}/remove`, `tern drain`), sent as `Authorization: Bearer TOKEN`; from
+    /// `TERN_ADMIN_TOKEN`, else `admin_token_file`, else this field; at least 16 bytes. Without
+    /// one those actions are refused. Default: none.
+    pub admin_token: String,
+    /// A file holding the admin token; wins over `admin_token`. Default: none.
+    pub admin_token_file: Option<PathBuf>,
+    /// Which source the effective admin token came from (set by loading).
+    #[serde(skip)]
+    pub admin_token_source: SecretSource,
 }
 
 impl Default for AuthConfig {
@@ -304,6 +316,9 @@ impl Default for AuthConfig {
             token_key_file: None,
             default_token_ttl_secs: 86_400,
             token_key_source: TokenKeySource::Missing,
+            admin_token: String::new(),
+            admin_token_file: None,
+            admin_token_source: SecretSource::Missing,
         }
     }
 }
@@ -346,6 +361,10 @@ pub struct LimitsConfig {
     pub sweep_interval_ms: u32,
     /// Seconds a graceful shutdown waits for connections to close. Default: 10.
     pub shutdown_grace_secs: u32,
+    /// At a drain (SIGTERM, `tern drain`), each phone is told to reconnect after a delay drawn
+    /// from 0 up to this many milliseconds, so the reconnects of a node's phones spread over
+    /// the window instead of arriving at once. At most `shutdown_grace_secs`. Default: 5000.
+    pub reconnect_window_ms: u32,
 }
 
 /// The 32-way sharded dispatchers.
@@ -406,6 +425,7 @@ impl Default for LimitsConfig {
             max_presence_subscriptions: 1024,
             sweep_interval_ms: 1000,
             shutdown_grace_secs: 10,
+            reconnect_window_ms: 5_000,
         }
     }
 }
@@ -501,6 +521,9 @@ impl Config {
             message: error.to_string(),
         })?;
         config.auth.resolve_token_key(token_key_env);
+        config
+            .auth
+            .resolve_admin_token(std::env::var_os(ADMIN_TOKEN_ENV));
         if let Some(cluster) = &mut config.cluster {
             cluster.resolve_secret(cluster_secret_env);
         }
@@ -588,6 +611,10 @@ impl Config {
             "limits.sweep_interval_ms must be between 10 and 60000",
         );
         check(
+            u64::from(limits.reconnect_window_ms) <= u64::from(limits.shutdown_grace_secs) * 1000,
+            "limits.reconnect_window_ms must be at most limits.shutdown_grace_secs (in ms)",
+        );
+        check(
             (1..=8).contains(&self.dispatch.workers_per_shard),
             "dispatch.workers_per_shard must be between 1 and 8",
         );
@@ -659,6 +686,7 @@ impl Config {
             "mailbox.push_queue must be at least 1",
         );
         problems.extend(self.auth.token_key_problem());
+        problems.extend(self.auth.admin_token_problem());
         problems.extend(self.listener_conflicts());
         problems.extend(self.media.validate());
         if let Some(cluster) = &self.cluster {

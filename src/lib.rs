@@ -26,6 +26,7 @@ pub mod mesh;
 pub mod message;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod presence;
 pub mod proto;
 pub mod registry;

@@ -66,6 +66,26 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Drain a running node (as SIGTERM does) and wait until it has exited.
+    ///
+    /// Asks the node at the configuration's admin address (POST /drain, with auth.admin_token):
+    /// it hands its leaderships to its peers, tells its phones to reconnect elsewhere spread
+    /// over limits.reconnect_window_ms, waits for them to leave, checkpoints and exits 0.
+    ///
+    /// Exit codes: 0 drained and gone; 1 refused (no or wrong admin token), unreachable, or
+    /// still running after --timeout; 64 the configuration is unusable.
+    #[command(verbatim_doc_comment)]
+    Drain {
+        /// Configuration file of the node (its admin address and admin token).
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// The node's admin address, if not the configuration's node.admin_addr.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Seconds to wait for the node to exit.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// Print a login token (for development and tests).
     Token {
         /// Configuration file (for the signing key).
@@ -96,7 +116,58 @@ fn main() -> ExitCode {
             device,
             ttl,
         } => token(&config, &user, &device, ttl),
+        Command::Drain {
+            config,
+            admin,
+            timeout,
+        } => drain(&config, admin, timeout),
     }
+}
+
+/// `tern drain`: asks the node to drain, then waits until its admin port stops answering.
+fn drain(path: &std::path::Path, admin: Option<std::net::SocketAddr>, timeout: u64) -> ExitCode {
+    use tern::admin::request::{RequestError, request};
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let addr = admin.unwrap_or(config.node.admin_addr);
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let start = std::time::Instant::now();
+        match request(addr, "POST", "/drain", config.auth.admin_token()).await {
+            Ok((202, _)) => {}
+            Ok((status, body)) => {
+                complain(&format_args!("drain refused ({status}): {}", body.trim()));
+                return ExitCode::FAILURE;
+            }
+            Err(error) => {
+                complain(&error);
+                return ExitCode::FAILURE;
+            }
+        }
+        let _ = writeln!(std::io::stdout(), "draining {addr}");
+        let deadline = start + std::time::Duration::from_secs(timeout);
+        while std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            if let Err(RequestError::Connect { .. }) = request(addr, "GET", "/healthz", None).await
+            {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "drained: the node at {addr} exited after {:.1} s",
+                    start.elapsed().as_secs_f64()
+                );
+                return ExitCode::SUCCESS;
+            }
+        }
+        complain(&format_args!(
+            "the node at {addr} still runs after {timeout} s"
+        ));
+        ExitCode::FAILURE
+    })
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -161,15 +232,9 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
         Ok(runtime) => runtime,
-        Err(error) => {
-            complain(&format_args!("cannot start the runtime: {error}"));
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     tracing::info!(
         token_key = %config.auth.token_key_source,
@@ -194,7 +259,24 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
             server.admin_addr(),
             server.media_addr()
         );
-        server.run_until(shutdown).await.map_err(|error| {
+        // systemd (Type=notify) hears READY=1 once the node serves phones: recovered and, in a
+        // cluster, active and caught up with its slot groups.
+        let ready = server.readiness_probe();
+        let notifier = tokio::spawn(async move {
+            loop {
+                match ready() {
+                    Ok(()) => {
+                        tern::notify::notify("READY=1\nSTATUS=serving");
+                        return;
+                    }
+                    Err(reason) => tern::notify::notify(&format!("STATUS={reason}")),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        });
+        let outcome = server.run_until(shutdown).await;
+        notifier.abort();
+        outcome.map_err(|error| {
             complain(&error);
             match error {
                 ServerError::TaskDied { .. } => ExitCode::from(EXIT_TASK_DIED),
@@ -210,6 +292,14 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
     }
+}
+
+/// Builds a runtime with every driver; says why not.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|error| {
+        complain(&format_args!("cannot start the runtime: {error}"));
+        ExitCode::FAILURE
+    })
 }
 
 /// Prints `tern: <error>` on stderr; a stderr that is gone (closed terminal, dead pipe) is not

@@ -42,6 +42,8 @@ pub const MESSAGES_DUPLICATE: &str = "tern_messages_duplicate_total";
 pub const MESSAGES_OUT: &str = "tern_messages_out_total";
 /// Errors answered to phones, by `kind` (bad_frame, frame_too_large, rate_limited...).
 pub const ERRORS: &str = "tern_errors_total";
+/// Admin actions refused, by `reason` (no_token_configured, bad_token).
+pub const ADMIN_REFUSALS: &str = "tern_admin_refusals_total";
 /// Outbound frames over `max_frame_bytes`, dropped instead of written (a server bug if ever
 /// non-zero: every answer is built to fit).
 pub const FRAMES_OVERSIZED: &str = "tern_frames_oversized_total";
@@ -245,6 +247,11 @@ fn describe() {
         "Mailbox entries written to devices."
     );
     describe_counter!(ERRORS, Unit::Count, "Error frames sent to phones, by kind.");
+    describe_counter!(
+        ADMIN_REFUSALS,
+        Unit::Count,
+        "Admin actions (POST /drain, node removal) refused for their token, by reason."
+    );
     describe_counter!(
         FRAMES_OVERSIZED,
         Unit::Count,

@@ -42,6 +42,9 @@ pub struct Node {
     pub conns: ConnTable,
     /// Cancelled when the node starts shutting down.
     pub shutdown: CancellationToken,
+    /// Cancelled when a drain is asked for on the admin port (`POST /drain`): the node then
+    /// shuts down as on SIGTERM.
+    pub drain: CancellationToken,
     /// Hot-path metric handles, registered once.
     pub metrics: HotMetrics,
     /// In a cluster: sends operations on keys owned elsewhere to their owner (set once, before
@@ -127,6 +130,7 @@ impl Node {
             presence: Presence::default(),
             conns: ConnTable::new(ordinal),
             shutdown: CancellationToken::new(),
+            drain: CancellationToken::new(),
             metrics: HotMetrics::new(),
             remote: OnceLock::new(),
             leaders: Arc::new(crate::cluster::leaders::Leaders::new(replicated)),

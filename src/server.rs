@@ -35,9 +35,6 @@ use crate::proto::v1::{ErrorCode, GoAwayReason};
 use crate::session::SessionMsg;
 use crate::shard::key_hash;
 
-/// Phones are told to reconnect after a delay spread over this window (ms) at shutdown.
-const SHUTDOWN_RECONNECT_SPREAD_MS: u64 = 5_000;
-
 /// Why a node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -109,6 +106,9 @@ pub struct Server {
     media: JoinHandle<()>,
     /// Every background task and thread watcher, accept loop included.
     tasks: Vec<Supervised>,
+    /// Ends the admin server: at the very end of a shutdown, so `/readyz`, `/metrics` and
+    /// `/cluster` answer during the whole drain.
+    admin_stop: CancellationToken,
     /// Ends the accept loop: after the shutdown's drain, not at its start, so a phone that
     /// connects meanwhile is answered (`OVERLOADED`) instead of finding the port closed.
     stop_accepting: CancellationToken,
@@ -135,7 +135,21 @@ impl Server {
         let client_addr = local_addr(&listeners.client)?;
         let admin_addr = local_addr(&listeners.admin)?;
         let media_addr = local_addr(&listeners.media)?;
+        // Until the node is up, a second handle of the admin socket answers `/readyz` with 503
+        // and `/healthz` with 200 (also when start-up fails: the guard ends it).
+        let (admin_listener, early) = twin(listeners.admin)?;
+        let recovered = CancellationToken::new();
+        let early = tokio::spawn(crate::admin::ready::recovering(early, recovered.clone()));
+        let recovered = recovered.drop_guard();
         let (config, storage, media) = tokio::task::spawn_blocking(move || {
+            // Debug builds only: a longer recovery, for the tests of readiness during it.
+            #[cfg(debug_assertions)]
+            if let Some(millis) = std::env::var("TERN_DEBUG_RECOVERY_DELAY_MS")
+                .ok()
+                .and_then(|millis| millis.parse().ok())
+            {
+                std::thread::sleep(Duration::from_millis(millis));
+            }
             let storage = Storage::open(&config);
             let media = Media::open(&config);
             (config, storage, media)
@@ -204,11 +218,15 @@ impl Server {
                 )),
             );
         }
+        drop(recovered);
+        let _ = early.await;
+        let admin_stop = CancellationToken::new();
         let admin = tokio::spawn(crate::admin::serve(
-            listeners.admin,
+            admin_listener,
             node.clone(),
             prometheus,
             cluster.clone(),
+            admin_stop.clone(),
         ));
         let media = tokio::spawn(crate::media::http::serve(listeners.media, node.clone()));
         let stop_accepting = CancellationToken::new();
@@ -229,6 +247,7 @@ impl Server {
             admin,
             media,
             tasks,
+            admin_stop,
             stop_accepting,
             cluster,
         })
@@ -237,6 +256,14 @@ impl Server {
     /// The address phones connect to.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// A probe of the node's readiness (what `GET /readyz` answers), for a task that outlives
+    /// this handle (`tern serve` tells systemd once it is ready).
+    pub fn readiness_probe(&self) -> impl Fn() -> Result<(), String> + Send + Sync + 'static {
+        let node = self.node.clone();
+        let cluster = self.cluster.clone();
+        move || crate::admin::ready::readiness(&node, cluster.as_deref())
     }
 
     /// The admin HTTP address.
@@ -258,6 +285,7 @@ impl Server {
         let died = tokio::select! {
             () = shutdown => None,
             () = self.node.shutdown.cancelled() => None,
+            () = self.node.drain.cancelled() => None,
             died = first_ended(&mut self.tasks) => Some(died),
         };
         if let Some((task, how)) = died {
@@ -270,9 +298,12 @@ impl Server {
         self.shutdown().await
     }
 
-    /// Shuts down in order: sends every logged-in phone a GoAway with a jittered reconnect
-    /// delay, and every connection not logged in `Error{OVERLOADED}`, and waits up to
-    /// `shutdown_grace_secs` for connections to close, still accepting meanwhile (each new
+    /// Shuts down in order (a drain): refuses new logins; in a cluster, hands this node's
+    /// leaderships over (`ClusterMember::drain`: marked draining, slot groups and the metadata
+    /// group led by peers, up to `shutdown_grace_secs`); sends every logged-in phone a GoAway
+    /// with the other nodes' addresses and a reconnect delay spread over
+    /// `reconnect_window_ms`, and every connection not logged in `Error{OVERLOADED}`, and waits
+    /// up to `shutdown_grace_secs` for connections to close, still accepting meanwhile (each new
     /// connection gets the same `OVERLOADED` at once); stops accepting; stops
     /// the node's own producers (sweeper, checkpointer, expiry), the fan-out lanes and the
     /// mailbox workers; then closes the journals (what is queued is written and fsynced, their
@@ -283,6 +314,7 @@ impl Server {
             admin,
             media,
             mut tasks,
+            admin_stop,
             stop_accepting,
             cluster,
             ..
@@ -291,12 +323,25 @@ impl Server {
         // (`reader::serve`); one being logged in right now is either seen below with its
         // session, or has none yet and is refused here, its Welcome never written.
         node.shutdown.cancel();
+        crate::notify::notify("STOPPING=1\nSTATUS=draining");
         let grace = node.config.limits.shutdown_grace();
         let conns = node.conns.len();
         tracing::info!(conns, "shutting down");
+        if let Some(cluster) = &cluster {
+            let handover = cluster.drain(grace).await;
+            tracing::info!(
+                took_ms = handover.took.as_millis() as u64,
+                marked = handover.marked,
+                still_led = handover.still_led,
+                still_meta_leader = handover.still_meta_leader,
+                meta_to = ?handover.meta_to,
+                "drain: leaderships handed over"
+            );
+        }
+        let window = u64::from(node.config.limits.reconnect_window_ms).max(1);
         node.conns.for_each(|conn| match conn.session() {
             Some(session) => {
-                let spread = key_hash(&conn.id.to_le_bytes()) % SHUTDOWN_RECONNECT_SPREAD_MS;
+                let spread = key_hash(&conn.id.to_le_bytes()) % window;
                 let _ = session.cast(SessionMsg::GoAway {
                     reason: GoAwayReason::Shutdown,
                     reconnect_after_ms: u32::try_from(spread).unwrap_or(0),
@@ -319,7 +364,6 @@ impl Server {
             );
             node.conns.for_each(|conn| conn.close());
         }
-        let admin = admin.await;
         let _ = media.await;
         // The node's own producers stop on the shutdown token; then the fan-out (which feeds
         // the workers), then the workers.
@@ -343,6 +387,10 @@ impl Server {
         }
         // Only the thread watchers are left, and their threads have ended.
         stop_tasks(&mut tasks, &["journal", "store"], grace).await;
+        // Last: the admin port answered (`/readyz` 503) through the whole drain; once it is
+        // closed, `tern drain` knows the node is done.
+        admin_stop.cancel();
+        let admin = admin.await;
         tracing::info!("node stopped");
         match admin {
             Ok(result) => result,
@@ -423,6 +471,18 @@ async fn stop_tasks(tasks: &mut Vec<Supervised>, names: &[&str], grace: Duration
 /// thousand (the kernel caps it at `net.core.somaxconn`; see patches/sysctl.d).
 const CLIENT_BACKLOG: u32 = 65_535;
 const ADMIN_BACKLOG: u32 = 128;
+
+/// Two handles of one listening socket (the same backlog): one for the early admin server that
+/// answers during recovery, one for the admin server proper.
+fn twin(listener: TcpListener) -> Result<(TcpListener, TcpListener), ServerError> {
+    let failed = |error: std::io::Error| ServerError::Admin(error);
+    let listener = listener.into_std().map_err(failed)?;
+    let other = listener.try_clone().map_err(failed)?;
+    Ok((
+        TcpListener::from_std(listener).map_err(failed)?,
+        TcpListener::from_std(other).map_err(failed)?,
+    ))
+}
 const MEDIA_BACKLOG: u32 = 1024;
 
 fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, ServerError> {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,16 +59,7 @@ async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
         members[victim].node = Some(node);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = Acked::new();
-    for sender in senders {
-        acked.extend(sender.await.expect("sender"));
-    }
-    assert!(
-        acked.len() > 100,
-        "too few acks to prove anything: {}",
-        acked.len()
-    );
+    let acked = stop_senders(&stop, senders).await;
 
     for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
         let member = &members[index % 3];

@@ -15,7 +15,6 @@ use std::time::Duration;
 use common::*;
 use tern::client::{Client, text_frame};
 use tern::clock::now_secs;
-use tern::proto::v1::server_frame::Frame;
 use tern::token::TokenKey;
 
 const SENDERS: usize = 8;
@@ -52,18 +51,7 @@ async fn send_until_killed(
             return acked;
         }
         match reader.recv().await {
-            Ok(Some(frame)) => match frame.frame {
-                Some(Frame::ServerAck(ack)) => {
-                    let recipient = in_flight
-                        .remove(&ack.client_msg_id)
-                        .expect("ack of a known send");
-                    acked.insert((recipient, ack.client_msg_id), ack.seq);
-                }
-                Some(Frame::Error(error)) => {
-                    in_flight.remove(&error.client_msg_id);
-                }
-                _ => {}
-            },
+            Ok(Some(frame)) => book(frame.frame, &mut in_flight, &mut acked),
             _ => return acked,
         }
     }

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::BufRead;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use tern::proto::v1::server_frame::Frame;
@@ -114,25 +113,6 @@ async fn a_node_whose_stderr_is_closed_keeps_serving_and_drains_with_exit_0() {
     );
     let status = wait_for_exit(node).await;
     assert_eq!(status.code(), Some(0), "{status}");
-}
-
-/// Waits (at most a minute) for the node to exit and returns how it ended.
-async fn wait_for_exit(mut node: ChildNode) -> std::process::ExitStatus {
-    tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = node.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the node did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .expect("waiter")
 }
 
 #[test]

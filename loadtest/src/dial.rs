@@ -44,6 +44,11 @@ impl Dialer {
         })
     }
 
+    /// The servers, in order.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
     /// The servers for a report: comma-separated.
     pub fn describe(&self) -> String {
         self.servers

@@ -111,6 +111,7 @@ mod tests {
             reason: GoAwayReason::Shutdown.into(),
             reconnect_after_ms: 500,
             message: "node stopping".into(),
+            alternate_addrs: Vec::new(),
         }));
         assert_eq!(
             Refusal(&going).to_string(),
@@ -120,6 +121,7 @@ mod tests {
             reason: 42,
             reconnect_after_ms: 0,
             message: String::new(),
+            alternate_addrs: Vec::new(),
         }));
         assert_eq!(
             Refusal(&unknown).to_string(),

@@ -96,6 +96,21 @@ impl Roaming {
         self.attempts(resume_after, first_wait).await
     }
 
+    /// Logs in again after a `GoAway` (other than `REPLACED`): at the first of its alternate
+    /// addresses (the other nodes of a cluster; the next address when it names none), after
+    /// its `reconnect_after_ms` (the server spreads them so that a node's phones do not all
+    /// come back at once) or a backoff delay if longer.
+    pub async fn follow(
+        &mut self,
+        go_away: &crate::proto::v1::GoAway,
+        resume_after: u64,
+    ) -> Result<(Client, Welcome, String), ClientError> {
+        self.servers.prefer(&go_away.alternate_addrs);
+        let told = Duration::from_millis(go_away.reconnect_after_ms.into());
+        let first_wait = self.backoff.next_delay().max(told);
+        self.attempts(resume_after, first_wait).await
+    }
+
     async fn attempts(
         &mut self,
         resume_after: u64,

@@ -51,6 +51,21 @@ impl ServerList {
         self.addrs.len() - before
     }
 
+    /// Moves to the first of `addrs` (a GoAway's other nodes), adding those not known yet;
+    /// without any, to the next address (the one going away is not tried first).
+    pub fn prefer(&mut self, addrs: &[String]) {
+        for addr in addrs {
+            self.add(addr.clone());
+        }
+        match addrs
+            .iter()
+            .find_map(|addr| self.addrs.iter().position(|known| known == addr))
+        {
+            Some(index) => self.current = index,
+            None => self.advance(),
+        }
+    }
+
     fn add(&mut self, addr: String) {
         if !addr.is_empty() && !self.addrs.contains(&addr) {
             self.addrs.push(addr);
@@ -77,6 +92,16 @@ mod tests {
         list.advance();
         assert_eq!(list.current(), Some("b:1"));
         list.advance();
+        assert_eq!(list.current(), Some("a:1"));
+    }
+
+    #[test]
+    fn a_go_away_moves_to_its_first_alternate_or_else_to_the_next() {
+        let mut list = ServerList::new(["a:1", "b:1"]);
+        list.prefer(&["c:1".to_owned(), "b:1".to_owned()]);
+        assert_eq!(list.addrs(), ["a:1", "b:1", "c:1"]);
+        assert_eq!(list.current(), Some("c:1"));
+        list.prefer(&[]);
         assert_eq!(list.current(), Some("a:1"));
     }
 

@@ -10,13 +10,15 @@ use crate::cluster::map::{ClusterMap, NodeState};
 use crate::cluster::placement::NodeId;
 use crate::node::peer_addrs::PeerAddrs;
 
-/// The client addresses of every node of `map` but `this` that is not down and has registered
-/// its addresses, in node id order.
+/// The client addresses of every node of `map` but `this` that may take phones (not down,
+/// draining or removed) and has registered its addresses, in node id order.
 pub fn peer_client_addrs(map: &ClusterMap, this: NodeId) -> Vec<String> {
     map.nodes
         .iter()
         .filter(|(node, record)| {
-            **node != this && record.state != NodeState::Down && !record.client_addr.is_empty()
+            **node != this
+                && matches!(record.state, NodeState::Active | NodeState::Joining)
+                && !record.client_addr.is_empty()
         })
         .map(|(_, record)| record.client_addr.clone())
         .collect()
@@ -60,7 +62,7 @@ mod tests {
     }
 
     #[test]
-    fn every_other_registered_node_not_down_is_announced() {
+    fn every_other_registered_node_that_takes_phones_is_announced() {
         let mut map = ClusterMap::default();
         map.nodes
             .insert(1, record("10.0.0.1:7400", NodeState::Active));
@@ -73,13 +75,15 @@ mod tests {
         map.nodes
             .insert(5, record("10.0.0.5:7400", NodeState::Draining));
         map.nodes.insert(6, record("", NodeState::Joining));
+        map.nodes
+            .insert(7, record("10.0.0.7:7400", NodeState::Removed));
         assert_eq!(
             peer_client_addrs(&map, 1),
-            ["10.0.0.2:7400", "10.0.0.4:7400", "10.0.0.5:7400"]
+            ["10.0.0.2:7400", "10.0.0.4:7400"]
         );
         assert_eq!(
             peer_client_addrs(&map, 2),
-            ["10.0.0.1:7400", "10.0.0.4:7400", "10.0.0.5:7400"]
+            ["10.0.0.1:7400", "10.0.0.4:7400"]
         );
     }
 

@@ -93,7 +93,11 @@ impl Controller {
         let mut projected = map.clone();
         for (id, record) in &map.nodes {
             let next = match record.state {
-                NodeState::Active if !live(id) && long_silent(id) => Some(NodeState::Down),
+                // A draining node that stopped answering is down (it exited after its
+                // drain): it comes back active like any node that was down.
+                NodeState::Active | NodeState::Draining if !live(id) && long_silent(id) => {
+                    Some(NodeState::Down)
+                }
                 NodeState::Joining | NodeState::Down if live(id) => Some(NodeState::Active),
                 _ => None,
             };

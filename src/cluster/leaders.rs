@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+use crate::cluster::map::{ClusterMap, NodeState};
 use crate::cluster::placement::{Island, NodeId};
 
 /// Slot groups per island.
@@ -33,6 +34,23 @@ pub fn preferred_leader(island: &Island, group: u64) -> Option<NodeId> {
         .members
         .get(index % island.members.len().max(1))
         .copied()
+}
+
+/// The member of `island` that should lead `group` now, as the map says: the preferred one,
+/// or while it drains the next member in the island's order that does not (leadership is
+/// handed to it by transfer, and back once the preferred member is active again).
+pub fn serving_leader(map: &ClusterMap, island: &Island, group: u64) -> Option<NodeId> {
+    let count = island.members.len();
+    let start = (group & u64::from(u32::MAX)) as usize;
+    (0..count)
+        .filter_map(|offset| island.members.get((start + offset) % count.max(1)))
+        .find(|member| {
+            map.nodes
+                .get(member)
+                .is_none_or(|record| record.state != NodeState::Draining)
+        })
+        .copied()
+        .or_else(|| preferred_leader(island, group))
 }
 
 /// The known leaders of the slot groups.

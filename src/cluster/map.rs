@@ -16,7 +16,8 @@ pub enum NodeState {
     Joining,
     /// Live and placeable.
     Active,
-    /// Handing its work away before a restart; not placeable.
+    /// Handing its work away before a restart (`tern drain`): still placeable (it comes back),
+    /// but no slot group prefers it as leader until it is active again.
     Draining,
     /// Not answering the metadata leader; still placeable: a crash or a restart moves nothing.
     Down,
@@ -167,15 +168,20 @@ impl ClusterMap {
         Ok(changed)
     }
 
-    /// The nodes a placement may use, by id: the active ones and those down. Down is a
-    /// liveness state (a crash, a restart): the node's islands keep a majority without it and it
-    /// catches up when back, so it keeps its place and no slot moves. Joining nodes are not live
-    /// yet; draining ones are leaving; removed ones are gone for good (their places in their
-    /// islands go to spare nodes).
+    /// The nodes a placement may use, by id: the active ones, those down and those draining.
+    /// Down and draining are states of a crash or a restart: the node's islands keep a majority
+    /// without it and it catches up when back, so it keeps its place and no slot moves. Joining
+    /// nodes are not live yet; removed ones are gone for good (their places in their islands go
+    /// to spare nodes).
     pub fn placeable(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|(_, record)| matches!(record.state, NodeState::Active | NodeState::Down))
+            .filter(|(_, record)| {
+                matches!(
+                    record.state,
+                    NodeState::Active | NodeState::Down | NodeState::Draining
+                )
+            })
             .map(|(id, _)| *id)
             .collect()
     }

@@ -259,6 +259,9 @@ impl<T: Transport> ClusterMember<T> {
         {
             old.abort();
         }
+        // A node back from a drain is active again (it ends by itself, or with the node).
+        let (meta, me, stop) = (self.meta.clone(), self.mesh.node(), node.shutdown.clone());
+        tokio::spawn(async move { super::drain::rejoin(&meta, me, stop).await });
         Ok(())
     }
 
@@ -275,6 +278,52 @@ impl<T: Transport> ClusterMember<T> {
     /// Sets the cluster's gauges (term, leader, map version, nodes by state) for a scrape.
     pub fn report_metrics(&self) {
         super::telemetry::report(&self.meta.status(), &self.meta.map().borrow());
+    }
+
+    /// Hands this node's share of the cluster away before a restart: marks it `Draining` in the
+    /// map (from then on no slot group prefers it: each of its groups' leadership goes by
+    /// transfer to the next member, which the leader does once that member holds everything),
+    /// hands the metadata leadership over if it holds it, and waits until it leads nothing, or
+    /// until `deadline`. Says what it did.
+    pub async fn drain(&self, deadline: Duration) -> super::drain::Handover {
+        super::drain::hand_over(&self.meta, self.mesh.node(), self.led_groups(), deadline).await
+    }
+
+    /// What this node leads of the slot groups, asked again at each call of the closure.
+    fn led_groups(&self) -> impl Fn() -> usize + '_ {
+        move || {
+            self.slots
+                .try_lock()
+                .ok()
+                .and_then(|slots| slots.as_ref().map(|slots| slots.groups.led().len()))
+                .unwrap_or(0)
+        }
+    }
+
+    /// Whether this node serves phones as far as the cluster goes: the map lists it active,
+    /// and with replicated slots every group it is a member of has a leader and was applied
+    /// here up to what that leader committed. Otherwise, why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        let me = self.mesh.node();
+        let state = self
+            .meta
+            .map()
+            .borrow()
+            .nodes
+            .get(&me)
+            .map(|record| record.state);
+        match state {
+            Some(NodeState::Active) => {}
+            Some(state) => return Err(super::view::state_name(state).to_owned()),
+            None => return Err("not in the cluster map yet".to_owned()),
+        }
+        match self.slots.try_lock() {
+            Ok(slots) => match slots.as_ref() {
+                Some(slots) if !slots.groups.in_sync(READY_SLACK) => Err("catching up".to_owned()),
+                _ => Ok(()),
+            },
+            Err(_) => Err("starting".to_owned()),
+        }
     }
 
     /// Takes `node` out of the cluster for good (it must be down): see [`super::removal`].
@@ -322,6 +371,9 @@ impl<T: Transport> ClusterMember<T> {
         self.mesh.shutdown().await;
     }
 }
+
+/// Entries a slot group may still have to apply here while the node is ready.
+const READY_SLACK: u64 = 64;
 
 /// How often the links are looked at for one that came up again.
 const RESYNC_POLL: Duration = Duration::from_millis(250);

@@ -25,7 +25,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::leaders::{Leaders, island_groups, preferred_leader, slot_group};
+use crate::cluster::leaders::{Leaders, island_groups, serving_leader, slot_group};
 use crate::cluster::map::ClusterMap;
 use crate::cluster::placement::NodeId;
 use crate::cluster::raft::slot::{SlotApplier, SlotCommand, SlotGroups};
@@ -300,9 +300,10 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let islands: Vec<_> = {
-            let map = replica.map.borrow();
-            map.placement
+        let (islands, map) = {
+            let map = replica.map.borrow().clone();
+            let islands: Vec<_> = map
+                .placement
                 .islands
                 .iter()
                 .filter(|island| island.members.contains(&replica.me))
@@ -310,12 +311,13 @@ async fn follow(replica: Arc<Replica>, leaders: Arc<Leaders>, island_size: usize
                 // go on with the members they have.
                 .filter(|island| island.founded(island_size))
                 .cloned()
-                .collect()
+                .collect();
+            (islands, map)
         };
         let mut placed = std::collections::HashSet::new();
         for island in islands {
             for group in island_groups(island.id) {
-                let Some(preferred) = preferred_leader(&island, group) else {
+                let Some(preferred) = serving_leader(&map, &island, group) else {
                     continue;
                 };
                 placed.insert(group);

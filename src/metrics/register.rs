@@ -180,6 +180,9 @@ pub fn register() {
             let _ = metrics::counter!(DISPATCH_REJECTED, "service" => *service, "lane" => *lane);
         }
     }
+    for reason in ["no_token_configured", "bad_token"] {
+        let _ = metrics::counter!(ADMIN_REFUSALS, "reason" => reason);
+    }
     for source in ["cache", "store"] {
         let _ = metrics::counter!(MAILBOX_READ_ENTRIES, "source" => source);
     }

@@ -142,10 +142,18 @@ impl SessionState {
         reconnect_after_ms: u32,
         label: &'static str,
     ) {
+        // A node going away names the others (they serve the same users); a replaced or idle
+        // connection is sent to no one in particular.
+        let alternate_addrs = if reason == GoAwayReason::Shutdown {
+            self.node.peer_addrs.current()
+        } else {
+            Vec::new()
+        };
         self.send(Frame::GoAway(GoAway {
             reason: reason.into(),
             reconnect_after_ms,
             message: label.replace('_', " "),
+            alternate_addrs,
         }));
         self.close(label);
     }

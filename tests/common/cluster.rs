@@ -16,7 +16,7 @@ use tern::proto::v1::{ErrorCode, server_frame::Frame};
 use tern::token::TokenKey;
 
 use super::{
-    Acked, ChildNode, WAIT, child_config, drain, eventually_within, http_get, metric_value,
+    Acked, ChildNode, WAIT, book, child_config, drain, eventually_within, http_get, metric_value,
 };
 
 /// How long a cluster may take to settle (elections, registration, the controller's ticks).
@@ -296,19 +296,8 @@ pub async fn send(sender: usize, key: TokenKey, up: Up, stop: Arc<AtomicBool>) -
                 break;
             }
             match tokio::time::timeout(Duration::from_secs(5), reader.recv()).await {
-                Ok(Ok(Some(frame))) => match frame.frame {
-                    Some(Frame::ServerAck(ack)) => {
-                        let recipient = in_flight
-                            .remove(&ack.client_msg_id)
-                            .expect("ack of a known send");
-                        acked.insert((recipient, ack.client_msg_id), ack.seq);
-                    }
-                    // Refused (a slot without a leader for a moment): not acked, not counted.
-                    Some(Frame::Error(error)) => {
-                        in_flight.remove(&error.client_msg_id);
-                    }
-                    _ => {}
-                },
+                // A refusal (a slot without a leader for a moment) is not acked, not counted.
+                Ok(Ok(Some(frame))) => book(frame.frame, &mut in_flight, &mut acked),
                 // Closed, failed or silent: on to another node; what was in flight is unacked.
                 _ => break,
             }

@@ -617,7 +617,12 @@ pub fn child_config(dir: &Path, replacements: &[(&str, &str)]) -> (std::path::Pa
     let mut text = shipped
         .replace("127.0.0.1:7400", "127.0.0.1:0")
         .replace("127.0.0.1:7401", "127.0.0.1:0")
-        .replace("127.0.0.1:7402", "127.0.0.1:0");
+        .replace("127.0.0.1:7402", "127.0.0.1:0")
+        .replacen(
+            "[auth]\n",
+            &format!("[auth]\nadmin_token = \"{ADMIN_TOKEN}\"\n"),
+            1,
+        );
     for (from, to) in replacements {
         assert!(text.contains(from), "cluster.toml has no {from:?}");
         text = text.replace(from, to);
@@ -628,8 +633,79 @@ pub fn child_config(dir: &Path, replacements: &[(&str, &str)]) -> (std::path::Pa
     (path, config)
 }
 
+/// Waits (at most a minute) for the node to exit and returns how it ended.
+pub async fn wait_for_exit(mut node: ChildNode) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = node.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node did not stop"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("waiter")
+}
+
+/// The admin token of every node [`child_config`] writes.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Sends an admin action (`POST path`) to `admin` with [`ADMIN_TOKEN`]: the status and body.
+pub async fn admin_post(admin: SocketAddr, path: &str) -> (u16, String) {
+    tern::admin::request::request(admin, "POST", path, Some(ADMIN_TOKEN))
+        .await
+        .expect("admin port answers")
+}
+
 /// (recipient, client_msg_id) -> the seq its ack named.
 pub type Acked = std::collections::HashMap<(String, String), u64>;
+
+/// Books one answer to a send (`recipient` by `client_msg_id` in `in_flight`): an ack moves it
+/// to `acked` with its seq; a refusal drops it (not acked, not counted); anything else is
+/// ignored.
+pub fn book(
+    frame: Option<tern::proto::v1::server_frame::Frame>,
+    in_flight: &mut std::collections::HashMap<String, String>,
+    acked: &mut Acked,
+) {
+    use tern::proto::v1::server_frame::Frame;
+    match frame {
+        Some(Frame::ServerAck(ack)) => {
+            let recipient = in_flight
+                .remove(&ack.client_msg_id)
+                .expect("ack of a known send");
+            acked.insert((recipient, ack.client_msg_id), ack.seq);
+        }
+        Some(Frame::Error(error)) => {
+            in_flight.remove(&error.client_msg_id);
+        }
+        _ => {}
+    }
+}
+
+/// Stops the senders and gathers what they were acked; fails with fewer than 100 acks (too
+/// few to prove anything).
+pub async fn stop_senders(
+    stop: &std::sync::atomic::AtomicBool,
+    senders: Vec<tokio::task::JoinHandle<Acked>>,
+) -> Acked {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Acked::new();
+    for sender in senders {
+        acked.extend(sender.await.expect("sender"));
+    }
+    assert!(
+        acked.len() > 100,
+        "too few acks to prove anything: {}",
+        acked.len()
+    );
+    acked
+}
 
 /// The acked ids of each recipient by seq; panics if two acks named one seq of a recipient.
 pub fn by_recipient(

@@ -17,6 +17,9 @@ pub struct Partial {
     pub counters: BTreeMap<String, u64>,
     /// Latencies of the scenario's operation, µs.
     pub latency: Latency,
+    /// Times from a GoAway to the next login, µs (the phones' reconnect delays).
+    #[serde(default = "Latency::new")]
+    pub reconnect: Latency,
     /// Seconds between Stop and the part's end (the drain).
     pub drain_s: f64,
     /// False when the part stopped with work outstanding (the drain timed out).
@@ -29,6 +32,7 @@ impl Default for Partial {
             counts: Counts::default(),
             counters: BTreeMap::new(),
             latency: Latency::new(),
+            reconnect: Latency::new(),
             drain_s: 0.0,
             drained: true,
         }
@@ -48,6 +52,7 @@ impl Partial {
             }
         }
         self.latency.merge(&other.latency);
+        self.reconnect.merge(&other.reconnect);
         self.drain_s = self.drain_s.max(other.drain_s);
         self.drained &= other.drained;
     }

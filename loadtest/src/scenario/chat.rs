@@ -172,6 +172,7 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
         phones: args.connections,
         counters: counters.clone(),
         latency: SharedLatency::new(64),
+        reconnect: SharedLatency::new(64),
         dial_gate: Semaphore::new(args.connect_concurrency),
         errors_shown: AtomicU64::new(0),
     });
@@ -260,6 +261,7 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
         counts,
         counters: shared.counters.to_map(),
         latency: shared.latency.collect(),
+        reconnect: shared.reconnect.collect(),
         drain_s,
         drained,
     })

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tern::client::{ClientReader, ClientWriter, Roaming, ServerList, text_frame};
 use tern::clock::now_ms;
 use tern::proto::v1::{
-    DeviceAck, GoAwayReason, Ping, PresenceSubscribe, Receipt, ReceiptKind, Typing, client_frame,
-    deliver, server_frame::Frame,
+    DeviceAck, GoAway, GoAwayReason, Ping, PresenceSubscribe, Receipt, ReceiptKind, Typing,
+    client_frame, deliver, server_frame::Frame,
 };
 use tokio::io::{AsyncBufReadExt, BufReader, Lines, Stdin};
 use tokio::time::Instant;
@@ -69,6 +69,8 @@ enum End {
     Quit,
     /// Reconnect after this delay.
     Reconnect(Duration),
+    /// The server said GoAway: follow it (its delay, its alternate addresses).
+    Follow(GoAway),
     /// Another login of this device replaced this one.
     Replaced,
 }
@@ -113,11 +115,12 @@ pub async fn run(args: ChatCliArgs) -> Result<Verdict, LoadError> {
         wrote: false,
     };
     let mut connected_once = false;
-    let mut reconnect_after = None;
+    let mut next: Option<End> = None;
     loop {
-        let login = match reconnect_after {
-            None => roaming.login(chat.last_seq).await,
-            Some(delay) => roaming.reconnect(chat.last_seq, delay).await,
+        let login = match &next {
+            Some(End::Reconnect(delay)) => roaming.reconnect(chat.last_seq, *delay).await,
+            Some(End::Follow(go_away)) => roaming.follow(go_away, chat.last_seq).await,
+            _ => roaming.login(chat.last_seq).await,
         };
         let (client, welcome, addr) = login?;
         say(&format!("connected to {addr}"));
@@ -139,7 +142,20 @@ pub async fn run(args: ChatCliArgs) -> Result<Verdict, LoadError> {
                     delay.as_millis(),
                     roaming.servers().addrs().join(",")
                 ));
-                reconnect_after = Some(delay);
+                next = Some(End::Reconnect(delay));
+            }
+            End::Follow(go_away) => {
+                say(&format!(
+                    "reconnecting in {} ms or more, to {} (known servers: {})",
+                    go_away.reconnect_after_ms,
+                    if go_away.alternate_addrs.is_empty() {
+                        "the next server".to_owned()
+                    } else {
+                        go_away.alternate_addrs.join(" or ")
+                    },
+                    roaming.servers().addrs().join(",")
+                ));
+                next = Some(End::Follow(go_away));
             }
         }
     }
@@ -245,9 +261,7 @@ impl Chat {
                     say("! this device logged in elsewhere; leaving");
                     return Some(End::Replaced);
                 }
-                return Some(End::Reconnect(Duration::from_millis(
-                    g.reconnect_after_ms.into(),
-                )));
+                return Some(End::Follow(g));
             }
             Frame::QueueDrained(q) => say(&render::drained(&q)),
             Frame::Pong(p) if p.nonce == 0 => {}

@@ -204,5 +204,6 @@ pub async fn part(args: IdleArgs, link: PartLink) -> Result<Partial, LoadError> 
         latency: holder.latency.collect(),
         drain_s: stop.elapsed().as_secs_f64(),
         drained: closed,
+        ..Partial::default()
     })
 }

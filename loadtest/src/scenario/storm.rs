@@ -152,5 +152,6 @@ pub async fn part(args: StormArgs, mut link: PartLink) -> Result<Partial, LoadEr
         latency: storm.latency.collect(),
         drain_s: stop.elapsed().as_secs_f64(),
         drained: finished,
+        ..Partial::default()
     })
 }

@@ -260,6 +260,41 @@ impl MetaGroup {
         }
     }
 
+    /// While this node leads the group: hands the leadership to a voter that holds every entry
+    /// and acknowledged a heartbeat within `fresh` (openraft's leader transfer: the new leader
+    /// takes over at once, with no election timeout). The voter it was handed to, if any.
+    pub async fn hand_over(&self, fresh: std::time::Duration) -> Option<NodeId> {
+        let to = {
+            let metrics = self.shared.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            if metrics.state != ServerState::Leader {
+                return None;
+            }
+            let me = self.shared.config.node;
+            let replication = metrics.replication.as_ref()?;
+            let heartbeat = metrics.heartbeat.as_ref()?;
+            let voters: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+            voters
+                .into_iter()
+                .filter(|voter| *voter != me)
+                .find(|voter| {
+                    let holds = replication
+                        .get(voter)
+                        .and_then(|matched| matched.as_ref())
+                        .map(|matched| matched.index)
+                        >= metrics.last_log_index;
+                    let answers = heartbeat
+                        .get(voter)
+                        .and_then(|at| at.as_ref())
+                        .is_some_and(|at| openraft::Instant::elapsed(&**at) < fresh);
+                    holds && answers
+                })?
+        };
+        self.shared.raft.trigger().transfer_leader(to).await.ok()?;
+        tracing::info!(to, "metadata leadership handed over");
+        Some(to)
+    }
+
     /// Commits `command` through the leader (forwarding if this node is not it); returns the
     /// map version after it.
     pub async fn propose(&self, command: MapCommand) -> Result<u64, MetaError> {

@@ -71,6 +71,8 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// End-to-end latencies.
     pub latency: SharedLatency,
+    /// Times from a GoAway to the next login.
+    pub reconnect: SharedLatency,
     /// Bounds concurrent connection attempts.
     pub dial_gate: Semaphore,
     /// Error frames printed so far.
@@ -98,8 +100,9 @@ pub struct Phone {
 enum End {
     /// The run is over.
     Stopped,
-    /// The server sent GoAway: reconnect after this delay.
-    GoAway(Duration),
+    /// The server sent GoAway: reconnect after this delay, preferably to one of these
+    /// addresses (the other nodes of a cluster, when the node is going away).
+    GoAway(Duration, Vec<String>),
     /// The connection failed.
     Lost(ClientError),
 }
@@ -122,9 +125,14 @@ pub async fn run(
     let mut shift = 0;
     loop {
         let end = state.drive(client, &mut phase).await;
+        let mut told_to_go = None;
         let mut delay = match end {
             End::Stopped => break,
-            End::GoAway(delay) => delay,
+            End::GoAway(delay, alternates) => {
+                told_to_go = Some(Instant::now());
+                shift = follow(&shared.dialer, phone.index, shift, &alternates);
+                delay
+            }
             End::Lost(error) => {
                 bump(&shared.counters.disconnects);
                 state.show_error(&format!("{}: connection lost: {error}", phone.user));
@@ -142,6 +150,10 @@ pub async fn run(
             match login(&phone, &shared, state.last_seq, shift).await {
                 Ok((client, _)) => {
                     bump(&shared.counters.reconnects);
+                    if let Some(at) = told_to_go {
+                        let micros = u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        shared.reconnect.record_all(phone.index, &[micros]);
+                    }
                     break client;
                 }
                 Err(error) => {
@@ -156,6 +168,21 @@ pub async fn run(
         state.outbox.resend_all(Instant::now());
     }
     state.finish();
+}
+
+/// The shift that makes connection `index` go to the first of `alternates` the dialer knows
+/// (a GoAway's other nodes); without one, the next server (the one going away is not
+/// retried first).
+fn follow(dialer: &Dialer, index: usize, shift: usize, alternates: &[String]) -> usize {
+    let now = index + shift;
+    let count = dialer.servers().len().max(1);
+    alternates
+        .iter()
+        .filter_map(|addr| addr.parse::<std::net::SocketAddr>().ok())
+        .find_map(|addr| dialer.servers().iter().position(|server| *server == addr))
+        .map_or(shift + 1, |target| {
+            shift + (target + count - now % count) % count
+        })
 }
 
 /// Logs in to the server for connection `phone.index + shift` (0: the phone's own).

@@ -47,6 +47,11 @@ pub fn build(args: &ChatArgs, outcome: &Outcome) -> Report {
         r.put(name, p.counter(name));
     }
     r.put("max_ms", latency.max_ms);
+    let reconnect = p.reconnect.summary();
+    r.put("reconnect_count", reconnect.count);
+    r.put("reconnect_p50_ms", reconnect.p50_ms);
+    r.put("reconnect_p99_ms", reconnect.p99_ms);
+    r.put("reconnect_max_ms", reconnect.max_ms);
     r.put("mean_ms", latency.mean_ms);
     r.put("connect_s", round3(outcome.ready.connect_s));
     r.put("drain_s", round3(p.drain_s));

@@ -526,6 +526,25 @@ impl SlotGroups {
             .collect()
     }
 
+    /// Whether every group this node is a member of has a leader and was applied here up to
+    /// within `slack` entries of what its leader last said was committed: a node catching up
+    /// from its peers' logs is not in sync yet.
+    pub fn in_sync(&self, slack: u64) -> bool {
+        self.inner.members().iter().all(|(_, member)| {
+            let metrics = member.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let applied = metrics
+                .last_applied
+                .as_ref()
+                .map_or(0, |log_id| log_id.index);
+            let committed = metrics
+                .cluster_committed
+                .as_ref()
+                .map_or(0, |log_id| log_id.index);
+            metrics.current_leader.is_some() && applied + slack >= committed
+        })
+    }
+
     /// The voters of `group` as this node knows them, in order (empty if it is not a member).
     pub fn voters(&self, group: u64) -> Vec<u64> {
         self.inner.member(group).map_or_else(Vec::new, |member| {

@@ -105,9 +105,10 @@ impl State<'_> {
             Frame::Error(error) => self.on_error(&error),
             Frame::GoAway(go_away) => {
                 bump(&counters.go_aways);
-                return Some(End::GoAway(Duration::from_millis(
-                    go_away.reconnect_after_ms.into(),
-                )));
+                return Some(End::GoAway(
+                    Duration::from_millis(go_away.reconnect_after_ms.into()),
+                    go_away.alternate_addrs,
+                ));
             }
             Frame::Welcome(_)
             | Frame::QueueDrained(_)
