@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # A local cluster of N tern nodes on loopback, each its own process with its own data directory.
-# Usage: loadtest/scripts/cluster.sh up N | down | status | kill I | start I | remove I
+# Usage: loadtest/scripts/cluster.sh up N | down | status | kill I | start I | drain I | remove I
 #
 #   up N     writes node-I/node.toml for I = 1..N (cluster.toml with [cluster] added: ordinal I,
 #            ports client 7600+10I, admin +1, media +2, mesh +3, every node a seed), a shared
-#            secret in cluster.secret (generated once, kept), starts the nodes, waits for each
+#            secret in cluster.secret and an admin token in admin.token (each generated once,
+#            kept; the token authorizes drain and remove), starts the nodes, waits for each
 #            one's ready line and prints its addresses. Builds the release binary if missing.
 #   down     stops every node of the state directory (SIGTERM, then waits for it to exit).
 #   status   GET /cluster on each node's admin port: one summary line per node (leader, term, map
 #            version, node states, islands and their slot counts; loadtest/scripts/cluster_view.py),
 #            then whether they all agree and every slot is placed (exit 1 if not).
 #   kill I   SIGKILL node I (a crash: no drain, no checkpoint).
+#   drain I  `tern drain` of node I: it hands its leaderships over, sends its phones to the
+#            others, checkpoints and exits 0 (start I brings it back).
 #   remove I takes node I, which must be down (killed, marked down by the cluster), out of the
 #            cluster for good: POST /cluster/nodes/I/remove on the first running node. A spare
 #            node takes its places in its islands (`up 4` starts one beside an island of three).
@@ -44,12 +47,20 @@ nodes() { # the node directories of the state directory, in ordinal order
     find "$state" -maxdepth 1 -name 'node-*' -type d | sort -t- -k2 -n
 }
 
-secret_file() {
-    local file=$state/cluster.secret
+random_file() { # random_file NAME: a file of 32 random bytes in hex, made once and kept
+    local file=$state/$1
     if [[ ! -s $file ]]; then
         (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' > "$file")
     fi
     echo "$file"
+}
+
+secret_file() {
+    random_file cluster.secret
+}
+
+admin_token_file() {
+    random_file admin.token
 }
 
 write_config() { # write_config NODE COUNT SECRET_FILE
@@ -59,6 +70,7 @@ write_config() { # write_config NODE COUNT SECRET_FILE
     done
     mkdir -p "$dir/data"
     sed -e "s|^id = .*|id = \"tern-$node\"|" \
+        -e "s|^\[auth\]$|[auth]\nadmin_token_file = \"$(realpath "$(admin_token_file)")\"|" \
         -e "s|^client_addr = .*|client_addr = \"127.0.0.1:$(port "$node" 0)\"|" \
         -e "s|^admin_addr = .*|admin_addr = \"127.0.0.1:$(port "$node" 1)\"|" \
         -e "s|^listen_addr = .*|listen_addr = \"127.0.0.1:$(port "$node" 2)\"|" \
@@ -171,10 +183,12 @@ remove() { # remove NODE
         node=${dir##*node-}
         [[ $node == "$1" ]] && continue
         alive "$dir/pid" || continue
-        python3 - "http://127.0.0.1:$(port "$node" 1)/cluster/nodes/$1/remove" << 'PY'
+        python3 - "http://127.0.0.1:$(port "$node" 1)/cluster/nodes/$1/remove" "$(cat "$(admin_token_file)")" << 'PY'
 import sys, urllib.request, urllib.error
 try:
-    with urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="POST"), timeout=10) as r:
+    request = urllib.request.Request(sys.argv[1], method="POST",
+                                      headers={"Authorization": "Bearer " + sys.argv[2]})
+    with urllib.request.urlopen(request, timeout=10) as r:
         print(r.read().decode().strip())
 except urllib.error.HTTPError as e:
     print(f"refused ({e.code}): {e.read().decode().strip()}", file=sys.stderr)
@@ -196,8 +210,12 @@ case ${1:-} in
         ;;
     start) start "${2:?node}" ;;
     remove) remove "${2:?node}" ;;
+    drain)
+        dir=$state/node-${2:?node}
+        "$tern" drain --config "$dir/node.toml" && rm -f "$dir/pid"
+        ;;
     *)
-        echo "usage: $0 up N | down | status | kill I | start I | remove I" >&2
+        echo "usage: $0 up N | down | status | kill I | start I | drain I | remove I" >&2
         exit 64
         ;;
 esac

@@ -286,6 +286,11 @@ impl<T: Transport> ClusterMember<T> {
     /// hands the metadata leadership over if it holds it, and waits until it leads nothing, or
     /// until `deadline`. Says what it did.
     pub async fn drain(&self, deadline: Duration) -> super::drain::Handover {
+        if let Ok(slots) = self.slots.try_lock()
+            && let Some(slots) = slots.as_ref()
+        {
+            slots.groups.set_draining(true);
+        }
         super::drain::hand_over(&self.meta, self.mesh.node(), self.led_groups(), deadline).await
     }
 

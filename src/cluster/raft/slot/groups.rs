@@ -41,6 +41,9 @@ use crate::proto::mesh as pb;
 const PLACEMENT_EVERY: u64 = 4;
 /// Entries a preferred member may still have to apply when leadership is handed back to it.
 const APPLY_SLACK: u64 = 8;
+/// While this node drains: entries the member taking a group over may still have to apply (it
+/// serves once it applied them; the transfer itself waits until it holds every entry).
+const DRAIN_APPLY_SLACK: u64 = 256;
 /// Entries a learner may still lack when it is made a voter (it holds the rest within a
 /// heartbeat or two; a voter far behind would weaken the group's majority until it caught up).
 const CATCH_UP_SLACK: u64 = 64;
@@ -158,6 +161,9 @@ struct Inner {
     releasing: tokio::sync::Mutex<()>,
     /// Snapshots arriving in chunks.
     chunks: Chunks,
+    /// This node drains: its leaderships go at every heartbeat, to a member that holds all
+    /// but [`CATCH_UP_SLACK`] entries (the transfer waits for the rest).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// This node's members of the slot groups.
@@ -202,6 +208,7 @@ impl SlotGroups {
             joining: tokio::sync::Mutex::new(()),
             releasing: tokio::sync::Mutex::new(()),
             chunks: Chunks::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         let ticker = tokio::spawn(tick(Arc::downgrade(&inner)));
         let tasks = Tasks::default();
@@ -307,6 +314,13 @@ impl SlotGroups {
                 };
             }
         }
+    }
+
+    /// This node drains (or no longer does): its led groups are handed over at every
+    /// heartbeat, with a looser catch-up condition (openraft's transfer waits for the target
+    /// to hold every entry, and the leader takes no new entry meanwhile).
+    pub fn set_draining(&self, draining: bool) {
+        self.inner.draining.store(draining, Ordering::Release);
     }
 
     /// Stops this node's member of `group` (the map no longer places this node in it).
@@ -767,6 +781,8 @@ async fn tick(inner: std::sync::Weak<Inner>) {
             let _ = member.raft.trigger().heartbeat().await;
             if ticks.is_multiple_of(PLACEMENT_EVERY) {
                 reconfigure(group, &member);
+            }
+            if ticks.is_multiple_of(PLACEMENT_EVERY) || inner.draining.load(Ordering::Acquire) {
                 hand_back(&inner, group, &member).await;
             }
         }
@@ -880,6 +896,12 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
     if preferred == me {
         return;
     }
+    let draining = inner.draining.load(Ordering::Acquire);
+    let (lag_allowed, apply_slack) = if draining {
+        (CATCH_UP_SLACK, DRAIN_APPLY_SLACK)
+    } else {
+        (0, APPLY_SLACK)
+    };
     let (ready, committed) = {
         let metrics = member.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
@@ -891,7 +913,7 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
             .replication
             .as_ref()
             .and_then(|replication| replication.get(&preferred).copied().flatten())
-            .map(|matched| Some(matched.index) >= metrics.last_log_index)
+            .map(|matched| matched.index + lag_allowed >= metrics.last_log_index.unwrap_or(0))
             .unwrap_or(false);
         let alive = metrics
             .heartbeat
@@ -918,7 +940,7 @@ async fn hand_back(inner: &Inner, group: u64, member: &Member) {
     let Ok(pb::raft_response::Response::Applied(applied)) = applied else {
         return;
     };
-    if applied.index + APPLY_SLACK < committed {
+    if applied.index + apply_slack < committed {
         return;
     }
     if member
