@@ -11,7 +11,7 @@
 # longest wait of a message for its ack, the phones' reconnect times from GoAway to the next
 # login: p50, p99, max) and per node: how it went down (drain or kill), the drain's exit code
 # and duration, the hand-over time and who took the metadata leadership (from the node's log),
-# the peak logins per second on the other nodes in the 10 s after it went down, the time until
+# the peak logins per second (tern-load's count) in the 10 s after it went down, the time until
 # it was ready and led its share again after its restart, and the mesh bytes it received
 # meanwhile against the size of its data directory.
 #
@@ -82,14 +82,8 @@ start=$(now)
 sleep "$settle"
 
 for node in 1 2 3; do
-    others=()
-    for other in 1 2 3; do
-        [[ $other == "$node" ]] || others+=("$(admin "$other")")
-    done
     dir=$CLUSTER_DIR/node-$node
     log_lines=$(wc -l < "$dir/err.log")
-    "$probe" logins 10 "${others[@]}" > "$CLUSTER_DIR/peak" &
-    probe_pid=$!
     went=$(now)
     if [[ $node == "$kill_node" ]]; then
         how=kill
@@ -123,11 +117,9 @@ for node in 1 2 3; do
         sleep 0.1
     done
     mesh_after=$("$probe" mesh-in "$(admin "$node")")
-    wait "$probe_pid" || true
-    peak=$(cat "$CLUSTER_DIR/peak")
-    printf '{"node": %s, "how": "%s", "at_s": %s, "exit_code": %s, "drain_s": %s, "handover": %s, "peak_logins_per_s_on_others": %s, "ready_and_leading_after_restart_s": %s, "mesh_bytes_in_until_then": %s, "data_dir_bytes": %s}\n' \
+    printf '{"node": %s, "how": "%s", "at_s": %s, "exit_code": %s, "drain_s": %s, "handover": %s, "ready_and_leading_after_restart_s": %s, "mesh_bytes_in_until_then": %s, "data_dir_bytes": %s}\n' \
         "$node" "$how" "$(printf '%.1f' "$(echo "$went - $start" | bc)")" "$code" "$took" \
-        "$handover" "${peak:-null}" "$back" "$((mesh_after - mesh_before))" "$data_bytes" >> "$record"
+        "$handover" "$back" "$((mesh_after - mesh_before))" "$data_bytes" >> "$record"
     # Until this node's turn would have ended, so the three turns are spaced alike.
     left=$(echo "$per_node - ($(now) - $went)" | bc)
     [[ $left == -* ]] || sleep "$left"
@@ -135,4 +127,4 @@ done
 
 wait "$load_pid" || true
 printf '{"load": %s}\n' "$(cat "$report")" >> "$record"
-"$probe" report "$record"
+"$probe" report "$record" "$CLUSTER_DIR/load.err"

@@ -40,6 +40,9 @@ pub struct Counters {
     /// The longest any message waited from its first send to its ack, in ms (a maximum, not
     /// a count: parts merge it by taking the largest).
     pub ack_wait_max_ms: AtomicU64,
+    /// The longest time a phone waited for its next ack while it had sends waiting, on one
+    /// connection (its own reconnects excluded), in ms (a maximum).
+    pub ack_pause_max_ms: AtomicU64,
     pub in_flight: AtomicI64,
     /// Completed logins (Welcome, or CONNACK for MQTT).
     pub logins: AtomicU64,
@@ -73,6 +76,7 @@ impl Counters {
             ("backlog_skipped", &self.backlog_skipped),
             ("logins", &self.logins),
             ("ack_wait_max_ms", &self.ack_wait_max_ms),
+            ("ack_pause_max_ms", &self.ack_pause_max_ms),
         ]
         .into_iter()
         .map(|(name, counter)| (name.to_owned(), get(counter)))

@@ -166,6 +166,7 @@ pub async fn run(
             }
         };
         state.outbox.resend_all(Instant::now());
+        state.last_ack_at = None;
     }
     state.finish();
 }
@@ -316,6 +317,9 @@ struct State<'a> {
     keepalive: Option<Duration>,
     /// Pings sent (their nonces).
     pings: u64,
+    /// When this connection last got an ack (none yet on it: a gap across this phone's own
+    /// reconnect is not a pause of the server's).
+    last_ack_at: Option<Instant>,
 }
 
 /// The earlier of two optional deadlines.
@@ -353,6 +357,7 @@ impl<'a> State<'a> {
             last_seq: welcome.cursor,
             acked_seq: welcome.cursor,
             ack_retry_at: None,
+            last_ack_at: None,
             queued: false,
             last_write: now,
             keepalive: (welcome.idle_timeout_secs > 0)

@@ -43,6 +43,7 @@ pub fn build(args: &ChatArgs, outcome: &Outcome) -> Report {
         "seq_regressions",
         "backlog_skipped",
         "ack_wait_max_ms",
+        "ack_pause_max_ms",
     ] {
         r.put(name, p.counter(name));
     }

@@ -88,6 +88,19 @@ impl State<'_> {
                     .ack_wait_max_ms
                     .fetch_max(waited_ms, Ordering::Relaxed);
                 counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                // The longest time without an ack while this phone had a send waiting, on one
+                // connection (the first ack after a reconnect is not counted): since the last
+                // ack, or since this message was sent if it was sent later. How long the slot
+                // of its partner (or its path to it) paused.
+                let now = Instant::now();
+                if let Some(before) = self.last_ack_at {
+                    let since =
+                        u64::try_from(now.duration_since(before).as_millis()).unwrap_or(u64::MAX);
+                    counters
+                        .ack_pause_max_ms
+                        .fetch_max(since.min(waited_ms), Ordering::Relaxed);
+                }
+                self.last_ack_at = Some(now);
                 if self.outgoing().acked(counter) {
                     bump(&counters.acked);
                 }
