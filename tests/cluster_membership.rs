@@ -8,11 +8,9 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{SETTLE, Up, all_led, login_at, send, start_cluster_with, view};
+use common::cluster::{SETTLE, Senders, all_led, login_at, start_cluster_with, view};
 use common::*;
 use serde_json::Value;
 
@@ -67,20 +65,13 @@ async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_ano
         .expect("a spare");
     let index = |node: u64| (node - 1) as usize;
 
-    let key = members[0].key.clone();
-    let up: Up = Arc::new(Mutex::new(
-        members.iter().map(|member| Some(member.client())).collect(),
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|sender| tokio::spawn(send(sender, key.clone(), up.clone(), stop.clone())))
-        .collect();
+    let senders = Senders::start(&members, SENDERS);
     // Long enough for write-back passes to release the logs' beginnings.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     // The island's second member dies for good.
     let dead = island[1];
-    up.lock().expect("lock")[index(dead)] = None;
+    senders.set(index(dead), None);
     members[index(dead)].node.take().expect("running").kill();
     let asked = &members[index(island[0])];
     // Refused: without the admin token, a node that is not down, an unknown node, the node
@@ -151,7 +142,7 @@ async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_ano
 
     // A second original member dies: the survivor and the newcomer lead every group.
     let second = island[0];
-    up.lock().expect("lock")[index(second)] = None;
+    senders.set(index(second), None);
     members[index(second)].node.take().expect("running").kill();
     eventually_within(
         SETTLE,
@@ -160,7 +151,7 @@ async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_ano
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let acked = stop_senders(&stop, senders).await;
+    let acked = senders.stop().await;
 
     let alive: Vec<&common::cluster::Member> = members
         .iter()

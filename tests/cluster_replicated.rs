@@ -5,13 +5,9 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{
-    SETTLE, Up, all_led, led, login_at, send, start_cluster, start_cluster_with,
-};
+use common::cluster::{SETTLE, Senders, all_led, led, login_at, start_cluster, start_cluster_with};
 use common::groups::GroupPhone;
 use common::*;
 use tern::client::text_frame;
@@ -28,14 +24,7 @@ async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
         all_led(&members).await
     })
     .await;
-    let key = members[0].key.clone();
-    let up: Up = Arc::new(Mutex::new(
-        members.iter().map(|member| Some(member.client())).collect(),
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders: Vec<_> = (0..SENDERS)
-        .map(|sender| tokio::spawn(send(sender, key.clone(), up.clone(), stop.clone())))
-        .collect();
+    let senders = Senders::start(&members, SENDERS);
 
     for round in 0..KILLS {
         // A different moment in every round (no timing is asserted).
@@ -48,18 +37,18 @@ async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
             }
         }
         let victim = busiest.0;
-        up.lock().expect("lock")[victim] = None;
+        senders.set(victim, None);
         members[victim].node.take().expect("running").kill();
         eventually_within(SETTLE, "the other two lead every group", async || {
             all_led(&members).await
         })
         .await;
         let node = ChildNode::start(&members[victim].config, &members[victim].data);
-        up.lock().expect("lock")[victim] = Some(node.client);
+        senders.set(victim, Some(node.client));
         members[victim].node = Some(node);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let acked = stop_senders(&stop, senders).await;
+    let acked = senders.stop().await;
 
     for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
         let member = &members[index % 3];

@@ -9,11 +9,9 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::cluster::{Member, SETTLE, Up, all_led, led, login_at, send, start_cluster_with, view};
+use common::cluster::{Member, SETTLE, Senders, all_led, led, login_at, start_cluster_with, view};
 use common::*;
 use tern::admin::request::request;
 use tern::proto::v1::{GoAway, GoAwayReason, server_frame::Frame};
@@ -127,14 +125,7 @@ async fn a_drained_metadata_leader_hands_everything_over_comes_back_and_nothing_
         all_led(&members).await
     })
     .await;
-    let key = members[0].key.clone();
-    let up: Up = Arc::new(Mutex::new(
-        members.iter().map(|member| Some(member.client())).collect(),
-    ));
-    let stop = Arc::new(AtomicBool::new(false));
-    let senders: Vec<_> = (0..6)
-        .map(|sender| tokio::spawn(send(sender, key.clone(), up.clone(), stop.clone())))
-        .collect();
+    let senders = Senders::start(&members, 6);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The metadata leader is drained; a phone on it is told where to go.
@@ -160,7 +151,7 @@ async fn a_drained_metadata_leader_hands_everything_over_comes_back_and_nothing_
     assert_eq!(named, others, "the GoAway names the other nodes");
     let (code, output) = draining.await.expect("drain");
     assert_eq!(code, Some(0), "tern drain: {output}");
-    up.lock().expect("lock")[victim] = None;
+    senders.set(victim, None);
     let node = members[victim].node.take().expect("was running");
     assert_eq!(wait_for_exit(node).await.code(), Some(0));
 
@@ -178,7 +169,7 @@ async fn a_drained_metadata_leader_hands_everything_over_comes_back_and_nothing_
         &members[victim].config,
         &members[victim].data,
     ));
-    up.lock().expect("lock")[victim] = Some(members[victim].client());
+    senders.set(victim, Some(members[victim].client()));
     let back: &Member = &members[victim];
     eventually_within(
         SETTLE,
@@ -187,7 +178,7 @@ async fn a_drained_metadata_leader_hands_everything_over_comes_back_and_nothing_
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let acked = stop_senders(&stop, senders).await;
+    let acked = senders.stop().await;
     for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
         let member = &members[index % 3];
         let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();

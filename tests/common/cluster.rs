@@ -305,3 +305,35 @@ pub async fn send(sender: usize, key: TokenKey, up: Up, stop: Arc<AtomicBool>) -
     }
     acked
 }
+
+/// Senders ([`send`]) running against a cluster's nodes, until [`Senders::stop`].
+pub struct Senders {
+    up: Up,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Acked>>,
+}
+
+impl Senders {
+    /// Starts `count` senders over every node of `members` (all up).
+    pub fn start(members: &[Member], count: usize) -> Senders {
+        let key = members[0].key.clone();
+        let up: Up = Arc::new(Mutex::new(
+            members.iter().map(|member| Some(member.client())).collect(),
+        ));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..count)
+            .map(|sender| tokio::spawn(send(sender, key.clone(), up.clone(), stop.clone())))
+            .collect();
+        Senders { up, stop, tasks }
+    }
+
+    /// The senders leave node `index` alone (`None`: it is down) or use it at `addr` again.
+    pub fn set(&self, index: usize, addr: Option<SocketAddr>) {
+        self.up.lock().expect("lock")[index] = addr;
+    }
+
+    /// Stops them and gathers what they were acked ([`super::stop_senders`]).
+    pub async fn stop(self) -> Acked {
+        super::stop_senders(&self.stop, self.tasks).await
+    }
+}
