@@ -266,6 +266,7 @@ fn serve(path: &std::path::Path, data_dir: Option<PathBuf>) -> ExitCode {
             loop {
                 match ready() {
                     Ok(()) => {
+                        tracing::info!("ready: serving phones (in sync with the cluster, if any)");
                         tern::notify::notify("READY=1\nSTATUS=serving");
                         return;
                     }

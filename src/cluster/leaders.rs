@@ -36,9 +36,12 @@ pub fn preferred_leader(island: &Island, group: u64) -> Option<NodeId> {
         .copied()
 }
 
-/// The member of `island` that should lead `group` now, as the map says: the preferred one,
-/// or while it drains the next member in the island's order that does not (leadership is
-/// handed to it by transfer, and back once the preferred member is active again).
+/// The member of `island` that should lead `group` now, as the map says: the preferred one
+/// unless it drains, else the next member in the island's order that does not (a draining
+/// node hands its groups to it by transfer, and gets them back once active again), else the
+/// preferred one. A member that is down stays preferred: its group elected another leader
+/// already, and moving leadership between the survivors would only add a pause (with two of
+/// three members gone an island has no majority anyway).
 pub fn serving_leader(map: &ClusterMap, island: &Island, group: u64) -> Option<NodeId> {
     let count = island.members.len();
     let start = (group & u64::from(u32::MAX)) as usize;
@@ -122,6 +125,42 @@ mod tests {
         }
         assert_eq!(led, [2, 2, 2]);
         assert_eq!(slot_group(7, 30), slot_group(7, 0));
+    }
+
+    #[test]
+    fn a_group_is_served_by_its_preferred_member_or_the_next_active_one() {
+        use crate::cluster::map::NodeRecord;
+        let island = Island {
+            id: 0,
+            members: vec![4, 5, 6],
+            ..Island::default()
+        };
+        let mut map = ClusterMap::default();
+        for (node, state) in [
+            (4, NodeState::Active),
+            (5, NodeState::Draining),
+            (6, NodeState::Down),
+        ] {
+            map.nodes.insert(
+                node,
+                NodeRecord {
+                    mesh_addr: String::new(),
+                    client_addr: String::new(),
+                    admin_addr: String::new(),
+                    media_addr: String::new(),
+                    state,
+                },
+            );
+        }
+        let group = |index| slot_group(0, index);
+        assert_eq!(serving_leader(&map, &island, group(0)), Some(4));
+        // 5 drains: its group goes to the next member; 6 is down and keeps its own.
+        assert_eq!(serving_leader(&map, &island, group(1)), Some(6));
+        assert_eq!(serving_leader(&map, &island, group(2)), Some(6));
+        for record in map.nodes.values_mut() {
+            record.state = NodeState::Draining;
+        }
+        assert_eq!(serving_leader(&map, &island, group(1)), Some(5));
     }
 
     #[test]
