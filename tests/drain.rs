@@ -118,6 +118,54 @@ async fn readyz_follows_recovery_and_drain_and_a_drain_needs_the_admin_token() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_that_hands_nothing_over_loses_nothing_acked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster_with(dir.path(), 3, 3, &FAST_WRITEBACK, "");
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    // Node 1 runs with a drain that hands nothing over (a debug-build hook): it exits while it
+    // still leads its groups, as a drain whose peers could not take over in time would.
+    members[0].node.take().expect("running").kill();
+    let hold = std::ffi::OsString::from("1");
+    members[0].node = Some(ChildNode::start_with_env(
+        &members[0].config,
+        &members[0].data,
+        &[("TERN_DEBUG_DRAIN_NO_HANDOVER", hold.as_os_str())],
+    ));
+    eventually_within(SETTLE, "node 1 leads its share again", async || {
+        led(&members[0]).await >= 2.0
+    })
+    .await;
+    let senders = Senders::start(&members, 6);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, output) = tern_drain(&members[0].config, members[0].admin()).await;
+    assert_eq!(code, Some(0), "tern drain: {output}");
+    senders.set(0, None);
+    let node = members[0].node.take().expect("was running");
+    assert_eq!(wait_for_exit(node).await.code(), Some(0));
+    eventually_within(SETTLE, "the others lead every group", async || {
+        all_led(&members).await
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    members[0].node = Some(ChildNode::start(&members[0].config, &members[0].data));
+    senders.set(0, Some(members[0].client()));
+    eventually_within(SETTLE, "node 1 is ready again", async || {
+        readyz(members[0].admin()).await.0 == 200
+    })
+    .await;
+    let acked = senders.stop().await;
+    for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
+        let member = &members[index % 3];
+        let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();
+        let delivered = drain_acking(&mut reader, &mut writer).await;
+        check_drained(recipient, delivered, by_seq);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_metadata_leader_hands_everything_over_comes_back_and_nothing_is_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut members = start_cluster_with(dir.path(), 3, 3, &FAST_WRITEBACK, "");

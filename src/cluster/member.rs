@@ -286,6 +286,18 @@ impl<T: Transport> ClusterMember<T> {
     /// hands the metadata leadership over if it holds it, and waits until it leads nothing, or
     /// until `deadline`. Says what it did.
     pub async fn drain(&self, deadline: Duration) -> super::drain::Handover {
+        // Debug builds only: a drain that hands nothing over (as one whose peers cannot take
+        // over in time), for the test of a node that exits while it still leads.
+        #[cfg(debug_assertions)]
+        if std::env::var_os("TERN_DEBUG_DRAIN_NO_HANDOVER").is_some() {
+            return super::drain::Handover {
+                marked: false,
+                still_led: self.led_groups()(),
+                still_meta_leader: self.meta.status().leader == Some(self.mesh.node()),
+                meta_to: None,
+                took: Duration::ZERO,
+            };
+        }
         if let Ok(slots) = self.slots.try_lock()
             && let Some(slots) = slots.as_ref()
         {
