@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{SETTLE, Senders, all_led, login_at, start_cluster_with, view};
+use common::cluster::{SETTLE, Senders, all_led, check_every_acked, start_cluster_with, view};
 use common::*;
 use serde_json::Value;
 
@@ -153,14 +153,5 @@ async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_ano
     tokio::time::sleep(Duration::from_secs(2)).await;
     let acked = senders.stop().await;
 
-    let alive: Vec<&common::cluster::Member> = members
-        .iter()
-        .filter(|member| member.node.is_some())
-        .collect();
-    for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
-        let member = alive[index % alive.len()];
-        let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();
-        let delivered = drain_acking(&mut reader, &mut writer).await;
-        check_drained(recipient, delivered, by_seq);
-    }
+    check_every_acked(&members, &acked).await;
 }

@@ -7,7 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{SETTLE, Senders, all_led, led, login_at, start_cluster, start_cluster_with};
+use common::cluster::{
+    SETTLE, Senders, all_led, check_every_acked, led, login_at, start_cluster, start_cluster_with,
+};
 use common::groups::GroupPhone;
 use common::*;
 use tern::client::text_frame;
@@ -50,12 +52,7 @@ async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let acked = senders.stop().await;
 
-    for (index, (recipient, by_seq)) in by_recipient(&acked).iter().enumerate() {
-        let member = &members[index % 3];
-        let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();
-        let delivered = drain_acking(&mut reader, &mut writer).await;
-        check_drained(recipient, delivered, by_seq);
-    }
+    check_every_acked(&members, &acked).await;
 }
 
 /// The leader of `user`'s slot group in `view` (a `GET /cluster` with replicated slots).

@@ -337,3 +337,29 @@ impl Senders {
         super::stop_senders(&self.stop, self.tasks).await
     }
 }
+
+/// Every recipient of `acked` logs in at one of the running members (in turn) and drains its
+/// mailbox: each acked message must be there exactly once, at the seq its ack named.
+pub async fn check_every_acked(members: &[Member], acked: &Acked) {
+    let running: Vec<&Member> = members
+        .iter()
+        .filter(|member| member.node.is_some())
+        .collect();
+    for (index, (recipient, by_seq)) in super::by_recipient(acked).iter().enumerate() {
+        let member = running[index % running.len()];
+        let (mut reader, mut writer) = login_at(member, recipient, "d").await.split();
+        let delivered = super::drain_acking(&mut reader, &mut writer).await;
+        super::check_drained(recipient, delivered, by_seq);
+    }
+}
+
+/// Three nodes with replication 3 and write-back every second ([`super::FAST_WRITEBACK`]),
+/// once every slot group has a leader.
+pub async fn replicated_three(dir: &Path) -> Vec<Member> {
+    let members = start_cluster_with(dir, 3, 3, &super::FAST_WRITEBACK, "");
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    members
+}
