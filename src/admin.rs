@@ -84,6 +84,8 @@ async fn metrics(State(state): State<AdminState>) -> String {
         cluster.report_metrics();
     }
     metrics::gauge!(crate::metrics::GROUP_FANOUT_QUEUE).set(state.node.fanout.depth() as f64);
+    let ready = ready::readiness(&state.node, state.cluster.as_deref()).is_ok();
+    metrics::gauge!(crate::metrics::READY).set(if ready { 1.0 } else { 0.0 });
     crate::metrics::render(&state.prometheus)
 }
 

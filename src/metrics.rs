@@ -13,6 +13,9 @@ pub use register::{BACKGROUND_TASKS, DISCONNECT_REASONS, LOGIN_RESULTS, error_ki
 
 /// Always 1, labelled with the `version` the node was built as.
 pub const BUILD_INFO: &str = "tern_build_info";
+/// 1 while the node serves phones (what `GET /readyz` answers), 0 otherwise; set at each
+/// scrape.
+pub const READY: &str = "tern_ready";
 
 /// Open TCP connections (logged in or not).
 pub const CONNECTIONS: &str = "tern_connections";
@@ -347,6 +350,11 @@ fn describe() {
         BUILD_INFO,
         Unit::Count,
         "Always 1; the version label names the build the node runs."
+    );
+    describe_gauge!(
+        READY,
+        Unit::Count,
+        "1 while the node serves phones (GET /readyz answers 200), 0 while it drains or, in a cluster, joins or catches up."
     );
     describe_counter!(
         STORAGE_FAILURES,

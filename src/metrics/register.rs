@@ -120,6 +120,7 @@ const COUNTERS: &[&str] = &[
 
 /// Gauges without labels.
 const GAUGES: &[&str] = &[
+    READY,
     CONNECTIONS,
     SESSIONS,
     MAILBOX_ENTRIES,
