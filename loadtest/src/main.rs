@@ -20,6 +20,7 @@ mod report;
 mod scenario;
 mod target;
 mod tracker;
+mod wan_proxy;
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -58,6 +59,9 @@ enum Command {
     OfflineDrain(scenario::offline_drain::OfflineDrainArgs),
     /// One hostile device floods the server with one frame kind, reconnecting when cut.
     Flood(scenario::flood::FloodArgs),
+    /// A TCP proxy that adds a one-way delay (and jitter, and a rate cap) in each direction:
+    /// a WAN between network namespaces.
+    WanProxy(wan_proxy::WanProxyArgs),
 }
 
 #[tokio::main]
@@ -87,6 +91,7 @@ async fn main() -> ExitCode {
         Command::OfflineSend(args) => scenario::offline_send::run(args).await,
         Command::OfflineDrain(args) => scenario::offline_drain::run(args).await,
         Command::Flood(args) => scenario::flood::run(args).await,
+        Command::WanProxy(args) => wan_proxy::run(args).await,
     };
     match result {
         Ok(Verdict::Pass) => ExitCode::SUCCESS,
