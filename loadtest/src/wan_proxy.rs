@@ -68,8 +68,14 @@ pub async fn run(args: WanProxyArgs) -> Result<Verdict, LoadError> {
 pub async fn serve(listener: TcpListener, args: WanProxyArgs) {
     let mut seed = seed();
     loop {
-        let Ok((client, _)) = listener.accept().await else {
-            continue;
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(error) => {
+                // Out of descriptors, most likely: wait instead of spinning on the error.
+                eprintln!("wan-proxy: accept: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let args = args.clone();
