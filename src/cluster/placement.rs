@@ -2,8 +2,9 @@
 //! nodes to the next one, moving as few slots as balance allows.
 //!
 //! An island is a disjoint group of exactly `replication` nodes that together hold the replicas
-//! of the slots placed on it; with fewer nodes than `replication`, one island of all of them, so
-//! every slot always has a home. Nodes left over (`nodes.len() % replication`) are spares until
+//! of the slots placed on it; with fewer nodes than `replication`, one island of all of them
+//! (unless departures left several short islands: they stay apart), so every slot always has a
+//! home. Nodes left over (`nodes.len() % replication`) are spares until
 //! more join.
 //!
 //! Rules, in order:
@@ -141,9 +142,10 @@ fn form_islands(previous: &Placement, nodes: &BTreeSet<NodeId>, replication: usi
         survivors.push((island, places));
     }
 
-    if nodes.len() < replication {
-        // One island of every node: it keeps the id (and founders) of the biggest survivor
-        // (then the lowest id), whose nodes lead its list.
+    if nodes.len() < replication && survivors.len() <= 1 {
+        // One island of every node: it keeps the id (and founders) of the survivor, whose
+        // nodes lead its list. (Several survivors, left short by departures, stay apart: a
+        // merge would move slots away from their data.)
         let biggest = survivors.iter().max_by_key(|(island, places)| {
             (
                 places.iter().flatten().count(),
