@@ -90,6 +90,9 @@ pub struct Config {
     /// cluster-related starts.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Links to clusters in other datacenters; absent (the default), this cluster is alone.
+    #[serde(default)]
+    pub wan: Option<crate::wan::WanConfig>,
 }
 
 /// Group chats.
@@ -527,6 +530,9 @@ impl Config {
         if let Some(cluster) = &mut config.cluster {
             cluster.resolve_secret(cluster_secret_env);
         }
+        if let Some(wan) = &mut config.wan {
+            wan.resolve_secret(std::env::var_os(crate::wan::config::WAN_SECRET_ENV));
+        }
         Ok(config)
     }
 
@@ -692,6 +698,9 @@ impl Config {
         if let Some(cluster) = &self.cluster {
             problems.extend(cluster.validate());
         }
+        if let Some(wan) = &self.wan {
+            problems.extend(wan.validate(self.cluster.as_ref().map(|cluster| cluster.node)));
+        }
         problems
     }
 
@@ -706,6 +715,11 @@ impl Config {
         ];
         if let Some(cluster) = &self.cluster {
             listeners.push(("cluster.listen", cluster.listen));
+            if let Some(wan) = &self.wan
+                && wan.gateway_position(cluster.node).is_some()
+            {
+                listeners.push(("wan.listen", wan.listen));
+            }
         }
         let mut problems = Vec::new();
         for (index, (name, addr)) in listeners.iter().enumerate() {

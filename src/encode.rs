@@ -191,6 +191,7 @@ mod tests {
             timestamp_ms: 1,
             duplicate: true,
             group_id: "g".to_owned(),
+            queued: false,
         };
         let direct = encode_to_vec(&[
             Str(1, "id"),

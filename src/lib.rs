@@ -36,3 +36,4 @@ pub mod shard;
 pub mod store;
 mod thread_handle;
 pub mod token;
+pub mod wan;

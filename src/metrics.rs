@@ -196,6 +196,7 @@ pub fn install() -> PrometheusHandle {
             crate::journal::telemetry::describe();
             crate::store::telemetry::describe();
             crate::mesh::telemetry::describe();
+            crate::wan::telemetry::describe();
             crate::cluster::telemetry::describe();
             crate::cluster::raft::slot::telemetry::describe();
             register::register();

@@ -16,6 +16,19 @@ pub mod storage {
 /// The node-to-node mesh, version 1 (link frames, cluster map, metadata Raft group).
 pub mod mesh {
     include!(concat!(env!("OUT_DIR"), "/tern.mesh.v1.rs"));
+    /// The package's own path, for the packages that import it (`tern.wan.v1`).
+    pub mod v1 {
+        pub use super::*;
+    }
+}
+
+/// Links between datacenters, version 1 (gateway queue records, gateway calls, link frames).
+pub mod wan {
+    /// Nested as its package is, so that its references to `tern.mesh.v1` resolve.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/tern.wan.v1.rs"));
+    }
+    pub use v1::*;
 }
 
 pub mod kinds;

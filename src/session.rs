@@ -356,6 +356,7 @@ fn go_away_label(reason: GoAwayReason) -> &'static str {
         GoAwayReason::Replaced => "replaced",
         GoAwayReason::Idle => "idle",
         GoAwayReason::Flood => "flood",
+        GoAwayReason::Elsewhere => "elsewhere",
     }
 }
 

@@ -139,6 +139,13 @@ impl Roaming {
                 Err(_) => ClientError::TimedOut(self.attempt_timeout),
             };
             tracing::debug!(%addr, %error, "login failed; trying the next address");
+            // Homed in another datacenter: its nodes, at once.
+            if let Some(home) = elsewhere(&error) {
+                self.servers.prefer(home);
+                wait = Duration::ZERO;
+                last = Some(error);
+                continue;
+            }
             last = Some(error);
             self.servers.advance();
             wait = self.backoff.next_delay();
@@ -147,6 +154,23 @@ impl Roaming {
             attempts: self.max_attempts,
             last: Box::new(last.unwrap_or(ClientError::NoServer)),
         })
+    }
+}
+
+/// The addresses of the home datacenter a login was sent to (GoAway ELSEWHERE), if it was.
+fn elsewhere(error: &ClientError) -> Option<&[String]> {
+    match error {
+        ClientError::LoginRefused(answer) => match answer.as_ref() {
+            ServerFrame {
+                frame: Some(server_frame::Frame::GoAway(go_away)),
+            } if go_away.reason == i32::from(crate::proto::v1::GoAwayReason::Elsewhere)
+                && !go_away.alternate_addrs.is_empty() =>
+            {
+                Some(&go_away.alternate_addrs)
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 

@@ -48,6 +48,9 @@ pub enum ClusterError {
     /// The slot groups' log could not be opened, or their runtime not started.
     #[error("slot groups: {0}")]
     Slots(String),
+    /// The links to other datacenters could not start.
+    #[error("wan: {0}")]
+    Wan(#[from] crate::wan::WanError),
 }
 
 /// The addresses a node's listeners are bound to.
@@ -76,6 +79,10 @@ pub struct ClusterMember<T: Transport = TcpTransport> {
     /// there is nothing to replicate before the node has mailboxes).
     slots: tokio::sync::Mutex<Option<Slots>>,
     slot_service: Arc<SlotService>,
+    /// Serves this node's gateway to the cluster (refuses while it is none).
+    gateway_service: Arc<crate::wan::GatewayService>,
+    /// With `[wan]`: this node's part of the links to other datacenters (started on attach).
+    wan: tokio::sync::Mutex<Option<Arc<crate::wan::Wan<T>>>>,
     data_dir: std::path::PathBuf,
     cluster: ClusterConfig,
 }
@@ -129,13 +136,15 @@ impl<T: Transport> ClusterMember<T> {
         let service = Arc::new(MetaService::default());
         let mailbox = Arc::new(MailboxService::default());
         let slot_service = Arc::new(SlotService::default());
+        let gateway_service = Arc::new(crate::wan::GatewayService::default());
         let mesh = Mesh::start(
             mesh_config,
             transport,
             Handlers::default()
                 .with(SERVICE_META, service.clone())
                 .with(SERVICE_MAILBOX, mailbox.clone())
-                .with(SERVICE_SLOTS, slot_service.clone()),
+                .with(SERVICE_SLOTS, slot_service.clone())
+                .with(crate::wan::SERVICE_GATEWAY, gateway_service.clone()),
         )
         .await?;
         // A seed with a lower id would wait for this node to be dialled; a node it has never
@@ -202,6 +211,8 @@ impl<T: Transport> ClusterMember<T> {
             resync: std::sync::Mutex::new(None),
             slots: tokio::sync::Mutex::new(None),
             slot_service,
+            gateway_service,
+            wan: tokio::sync::Mutex::new(None),
             data_dir: data_dir.to_path_buf(),
             cluster: cluster.clone(),
         })
@@ -219,7 +230,25 @@ impl<T: Transport> ClusterMember<T> {
             self.meta.map(),
             node.leaders.clone(),
         );
-        let _ = node.remote.set(Arc::new(remote));
+        let remote: Arc<dyn crate::node::divert::Divert> = Arc::new(remote);
+        let remote = match &node.config.wan {
+            Some(config) => {
+                let mut held = self.wan.lock().await;
+                let wan = match held.as_ref() {
+                    Some(wan) => wan.clone(),
+                    None => {
+                        let wan = crate::wan::Wan::start(node, config, self.mesh.clone()).await?;
+                        if let Some(gateway) = wan.gateway() {
+                            self.gateway_service.attach(gateway.clone());
+                        }
+                        held.insert(wan).clone()
+                    }
+                };
+                Arc::new(crate::wan::WanDivert::new(remote, wan))
+            }
+            None => remote,
+        };
+        let _ = node.remote.set(remote);
         let copies = Copies::new(
             self.mesh.node(),
             self.mesh.clone(),
@@ -371,6 +400,10 @@ impl<T: Transport> ClusterMember<T> {
 
     /// Stops the metadata group, then the mesh.
     pub async fn shutdown(&self) {
+        // The gateway first: its queues are closed (fsynced) while the node can still answer.
+        if let Some(wan) = self.wan.lock().await.take() {
+            wan.shutdown().await;
+        }
         self.follow.abort();
         if let Some(task) = self
             .resync

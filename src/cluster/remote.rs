@@ -42,6 +42,7 @@ use crate::proto::kinds;
 use crate::proto::mesh as pb;
 
 pub use service::MailboxService;
+pub(crate) use service::{append_job, append_reply};
 
 /// The mesh service number of mailbox operations and session events.
 pub const SERVICE_MAILBOX: u32 = 2;
@@ -468,7 +469,7 @@ impl<T: Transport> Remote<T> {
 
 /// The call of a session's append; `None` for content built elsewhere (group copies stay on
 /// the node of their group).
-fn append_call(job: &AppendJob) -> Option<pb::AppendCall> {
+pub(crate) fn append_call(job: &AppendJob) -> Option<pb::AppendCall> {
     use pb::append_call::Content as Carried;
     let content = match &job.content {
         Content::Message {
@@ -508,7 +509,7 @@ fn decode_entries(entries: Vec<Bytes>) -> Option<Vec<Arc<crate::message::Entry>>
         .collect()
 }
 
-fn answer_append(job: AppendJob, result: Result<(AckInfo, bool), AppendFailure>) {
+pub(crate) fn answer_append(job: AppendJob, result: Result<(AckInfo, bool), AppendFailure>) {
     if let Some(done) = &job.done {
         done.finish(result.is_ok());
     }
@@ -519,7 +520,7 @@ fn answer_append(job: AppendJob, result: Result<(AckInfo, bool), AppendFailure>)
 
 /// Answers `op` as refused for now (no node can serve its key, or it cannot be carried across
 /// nodes): the phone gets OVERLOADED and retries.
-fn refuse(op: MailboxOp) {
+pub(crate) fn refuse(op: MailboxOp) {
     match op {
         MailboxOp::Append(job) => answer_append(*job, Err(AppendFailure::Busy)),
         MailboxOp::Fetch { reply, .. } => {

@@ -395,6 +395,14 @@ impl Reader {
                         "flood_penalty",
                     );
                 }
+                if let Some(home) = self
+                    .node
+                    .remote
+                    .get()
+                    .and_then(|remote| remote.home_elsewhere(&claims.user))
+                {
+                    return self.send_home(home);
+                }
                 record_login(&claims);
                 let args = SessionArgs {
                     node: self.node.clone(),
@@ -440,6 +448,29 @@ impl Reader {
                 TokenError::Expired => (ErrorCode::TokenExpired, "token expired", "expired"),
                 _ => (ErrorCode::Unauthenticated, "invalid token", "bad_token"),
             })
+    }
+
+    /// Before login: sends a phone homed in another datacenter there (GoAway ELSEWHERE with
+    /// that datacenter's addresses, reconnect at once) and closes.
+    fn send_home(&mut self, mut home: Vec<String>) {
+        // Spread over the home's nodes.
+        let turn = self.conn.id as usize % home.len().max(1);
+        home.rotate_left(turn);
+        use crate::proto::v1::{GoAway, GoAwayReason, server_frame::Frame as Out};
+        log_refusal(&self.conn, "homed in another datacenter", "elsewhere");
+        metrics::counter!(names::LOGINS, "result" => "elsewhere").increment(1);
+        let mut out = BytesMut::new();
+        let go_away = GoAway {
+            reason: GoAwayReason::Elsewhere.into(),
+            reconnect_after_ms: 0,
+            message: "homed in another datacenter".to_owned(),
+            alternate_addrs: home,
+        };
+        frame::encode(&wire::server_frame(Out::GoAway(go_away)), &mut out);
+        if self.conn.close_with(&out) {
+            metrics::counter!(names::DISCONNECTS, "reason" => "elsewhere").increment(1);
+        }
+        self.reading = false;
     }
 
     /// Before login: answers with an error frame and closes.

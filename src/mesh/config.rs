@@ -44,6 +44,9 @@ pub struct MeshConfig {
     /// Seeds the reconnect jitter (per peer) instead of the OS, so that a simulated run
     /// repeats exactly; `None` (the default) in production.
     pub jitter_seed: Option<u64>,
+    /// Put before the peer's id in the `peer` label of the link metrics (`"wan-"` on the
+    /// gateways' mesh, so its links never share a series with a cluster link). Default: empty.
+    pub peer_label: &'static str,
 }
 
 impl MeshConfig {
@@ -67,6 +70,7 @@ impl MeshConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             jitter_seed: None,
+            peer_label: "",
         }
     }
 

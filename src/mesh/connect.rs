@@ -171,6 +171,7 @@ impl<T: Transport> Inner<T> {
             addr,
             self.lane_capacity,
             self.shutdown.child_token(),
+            self.peer_label,
         );
         // Known before the link is: a call arriving on it finds the incarnation it came from.
         if auth.incarnation != 0 {

@@ -110,6 +110,7 @@ impl Link {
         addr: String,
         lane_capacity: [usize; 3],
         close: CancellationToken,
+        peer_label: &str,
     ) -> (Arc<Link>, LaneReceivers) {
         let (lanes, receivers) = Lanes::new(lane_capacity);
         let link = Link {
@@ -134,7 +135,7 @@ impl Link {
             dropped: AtomicU64::new(0),
             call_timeouts: AtomicU64::new(0),
             late_replies: AtomicU64::new(0),
-            telemetry: LinkTelemetry::new(peer),
+            telemetry: LinkTelemetry::new(peer_label, peer),
         };
         (Arc::new(link), receivers)
     }

@@ -71,8 +71,8 @@ pub(crate) struct LinkTelemetry {
 }
 
 impl LinkTelemetry {
-    pub(crate) fn new(peer: NodeId) -> Self {
-        let peer = peer.to_string();
+    pub(crate) fn new(label: &str, peer: NodeId) -> Self {
+        let peer = format!("{label}{peer}");
         LinkTelemetry {
             up: metrics::gauge!(LINK_UP, "peer" => peer.clone()),
             frames_in: metrics::counter!(FRAMES, "peer" => peer.clone(), "direction" => "in"),

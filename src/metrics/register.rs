@@ -16,8 +16,14 @@ const OTHER_ERROR_KINDS: &[&str] = &[
 ];
 
 /// `cause` values of [`REMOTE_FAILURES`].
-const REMOTE_FAILURE_KINDS: &[&str] =
-    &["unavailable", "deadline", "call", "malformed", "not_owner"];
+const REMOTE_FAILURE_KINDS: &[&str] = &[
+    "unavailable",
+    "deadline",
+    "call",
+    "malformed",
+    "not_owner",
+    "wan",
+];
 
 /// Every `kind` value of [`ERRORS`]: each error code's kind (`session::wire::error_kind`), then
 /// the kinds counted without an error frame.
@@ -39,6 +45,7 @@ pub const LOGIN_RESULTS: &[&str] = &[
     "overloaded",
     "shutting_down",
     "flood_penalty",
+    "elsewhere",
 ];
 
 /// `reason` values of [`DISCONNECTS`] besides the error kinds (a connection closed after an
@@ -52,6 +59,7 @@ pub const DISCONNECT_REASONS: &[&str] = &[
     "idle",
     "flood",
     "go_away",
+    "elsewhere",
 ];
 
 /// `task` values of [`BACKGROUND_TASK_FAILURES`].

@@ -27,4 +27,9 @@ pub trait Divert: Send + Sync {
     fn watch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]) -> Vec<Id>;
     /// Stops the watches of connection `conn_id` on those of `users` that other nodes own.
     fn unwatch_presence(&self, conn_id: u64, users: &[Id]);
+    /// When `user` is homed in another datacenter: the client addresses of its nodes (the
+    /// login is sent there). `None` for users homed here, and always without `[wan]`.
+    fn home_elsewhere(&self, _user: &str) -> Option<Vec<String>> {
+        None
+    }
 }

@@ -158,6 +158,8 @@ pub fn with_server_ack_fields<R>(
         U64(4, ack.timestamp_ms),
         Bool(5, duplicate),
         Str(6, group),
+        // Queued for another datacenter: no seq yet.
+        Bool(7, ack.seq == 0 && group.is_empty()),
     ];
     send(&[Field::Message(2, &server_ack)])
 }
@@ -218,12 +220,13 @@ mod tests {
 
     #[test]
     fn a_server_ack_from_borrowed_fields_matches_the_prost_frame() {
-        let ack = AckInfo {
-            seq: 5,
-            server_id: 1 << 40,
-            timestamp_ms: 1_700_000_000_000,
-        };
-        for (duplicate, group) in [(false, ""), (true, "g-1")] {
+        // A queued ack (seq 0, for another datacenter) sets `queued`.
+        for (seq, duplicate, group) in [(5, false, ""), (0, false, ""), (5, true, "g-1")] {
+            let ack = AckInfo {
+                seq,
+                server_id: 1 << 40,
+                timestamp_ms: 1_700_000_000_000,
+            };
             let mut direct = BytesMut::new();
             with_server_ack_fields("m-9", &ack, duplicate, group, |fields| {
                 frame::encode_fields(fields, &mut direct)
@@ -236,6 +239,7 @@ mod tests {
                 timestamp_ms: ack.timestamp_ms,
                 duplicate,
                 group_id: group.to_owned(),
+                queued: seq == 0,
             });
             frame::encode(&server_frame(frame), &mut prost);
             assert_eq!(direct, prost);

@@ -276,6 +276,23 @@ async fn serve_append(
     node: &Node,
     append: pb::AppendCall,
 ) -> Result<pb::mailbox_reply::Reply, String> {
+    let (sink, answer) = CallSink::new();
+    let job = append_job(append, Some((sink, 0)))?;
+    if node
+        .mailboxes
+        .submit(MailboxOp::Append(Box::new(job)))
+        .is_err()
+    {
+        return Ok(busy());
+    }
+    Ok(append_reply(answer.await))
+}
+
+/// The append a remote `AppendCall` asks for, answered to `reply`.
+pub(crate) fn append_job(
+    append: pb::AppendCall,
+    reply: Option<(crate::mailbox::SessionHandle, u64)>,
+) -> Result<AppendJob, String> {
     use pb::append_call::Content as Carried;
     let content = match append.content {
         Some(Carried::Message(message)) => Content::Message {
@@ -291,8 +308,7 @@ async fn serve_append(
         },
         None => return Err("AppendCall without content".to_owned()),
     };
-    let (sink, answer) = CallSink::new();
-    let job = AppendJob {
+    Ok(AppendJob {
         owner: Id::from(append.owner),
         from_user: Id::from(append.from_user),
         from_device: Id::from(append.from_device),
@@ -300,17 +316,16 @@ async fn serve_append(
         server_id: append.server_id,
         timestamp_ms: append.timestamp_ms,
         content,
-        reply: Some((sink, 0)),
+        reply,
         done: None,
-    };
-    if node
-        .mailboxes
-        .submit(MailboxOp::Append(Box::new(job)))
-        .is_err()
-    {
-        return Ok(busy());
-    }
-    Ok(match answer.await {
+    })
+}
+
+/// The reply to an append, from the event its sink got (none: busy).
+pub(crate) fn append_reply(
+    event: Result<MailboxEvent, oneshot::error::RecvError>,
+) -> pb::mailbox_reply::Reply {
+    match event {
         Ok(MailboxEvent::Appended {
             result: Ok((stored, duplicate)),
             ..
@@ -325,7 +340,7 @@ async fn serve_append(
             ..
         }) => refused(pb::mailbox_refused::Reason::Storage),
         _ => busy(),
-    })
+    }
 }
 
 async fn serve_fetch(node: &Node, fetch: pb::FetchCall) -> pb::mailbox_reply::Reply {

@@ -1,0 +1,125 @@
+//! The WAN's seat at the routing seam: operations on keys homed in another datacenter go to the
+//! gateway's queue; the rest to the cluster's own router (`crate::cluster::remote::Remote`).
+
+use std::sync::Arc;
+
+use super::{EnqueueFailure, Wan};
+use crate::cluster::remote::{answer_append, append_call, refuse};
+use crate::mailbox::{AckInfo, AppendFailure, MailboxOp};
+use crate::mesh::Transport;
+use crate::message::Id;
+use crate::node::divert::Divert;
+use crate::proto::wan as pb;
+
+/// Routes across datacenters, then within the cluster.
+pub struct WanDivert<T: Transport> {
+    inner: Arc<dyn Divert>,
+    wan: Arc<Wan<T>>,
+}
+
+impl<T: Transport> WanDivert<T> {
+    /// `inner` routing within the cluster, `wan` across datacenters.
+    pub fn new(inner: Arc<dyn Divert>, wan: Arc<Wan<T>>) -> Self {
+        WanDivert { inner, wan }
+    }
+
+    /// The home of `key` when it is another datacenter.
+    fn far_home(&self, key: &str) -> Option<usize> {
+        let home = self.wan.directory().home(key);
+        (home != self.wan.directory().local()).then_some(home)
+    }
+}
+
+impl<T: Transport> Divert for WanDivert<T> {
+    fn divert(&self, op: MailboxOp) -> Option<MailboxOp> {
+        let Some(home) = op.owner().and_then(|key| self.far_home(key)) else {
+            return self.inner.divert(op);
+        };
+        match op {
+            MailboxOp::Append(job) => {
+                let Some(append) = append_call(&job) else {
+                    // Group copies for members homed elsewhere are not carried yet.
+                    refuse(MailboxOp::Append(job));
+                    return None;
+                };
+                let record = pb::WanRecord {
+                    record: Some(pb::wan_record::Record::Append(append)),
+                    queued_at_ms: 0,
+                };
+                let queued = self.wan.enqueue(home, &job.owner, record);
+                tokio::spawn(async move {
+                    let result = match queued.await {
+                        // Durable in this datacenter's queue: acked, its seq not known yet.
+                        Ok(_) => Ok((
+                            AckInfo {
+                                seq: 0,
+                                server_id: job.server_id,
+                                timestamp_ms: job.timestamp_ms,
+                            },
+                            false,
+                        )),
+                        Err(EnqueueFailure::Storage) => Err(AppendFailure::Storage),
+                        Err(EnqueueFailure::Busy) => Err(AppendFailure::Busy),
+                    };
+                    if result.is_err() {
+                        metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "wan")
+                            .increment(1);
+                    }
+                    answer_append(*job, result);
+                });
+                None
+            }
+            // Everything else on a key homed elsewhere (a login sent home missed, a group of
+            // another datacenter) is refused for now: OVERLOADED, the phone retries.
+            other => {
+                metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "wan").increment(1);
+                refuse(other);
+                None
+            }
+        }
+    }
+
+    fn logged_out(&self, user: &Id, conn_id: u64) {
+        self.inner.logged_out(user, conn_id);
+    }
+
+    fn reregister(&self, user: &Id, device: &Id, conn_id: u64, done: Box<dyn FnOnce(bool) + Send>) {
+        self.inner.reregister(user, device, conn_id, done);
+    }
+
+    fn owns(&self, user: &Id) -> bool {
+        self.inner.owns(user)
+    }
+
+    fn relay_typing(&self, from_user: &Id, to_user: &Id, typing: bool) -> bool {
+        match self.far_home(to_user) {
+            Some(home) => {
+                self.wan.typing(home, from_user, to_user, typing);
+                true
+            }
+            None => self.inner.relay_typing(from_user, to_user, typing),
+        }
+    }
+
+    fn watch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]) -> Vec<Id> {
+        // Presence of users homed in other datacenters is not watched across them (yet).
+        let here: Vec<Id> = users
+            .iter()
+            .filter(|user| self.far_home(user).is_none())
+            .cloned()
+            .collect();
+        self.inner.watch_presence(watcher, conn_id, &here)
+    }
+
+    fn unwatch_presence(&self, conn_id: u64, users: &[Id]) {
+        self.inner.unwatch_presence(conn_id, users);
+    }
+
+    fn home_elsewhere(&self, user: &str) -> Option<Vec<String>> {
+        let home = self.far_home(user)?;
+        let clients = self.wan.clients(home);
+        // A datacenter with no client addresses listed cannot be sent to: served here (its
+        // operations are then refused until it is listed).
+        (!clients.is_empty()).then_some(clients)
+    }
+}

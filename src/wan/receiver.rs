@@ -1,0 +1,255 @@
+//! The far end of the links: stores the records other datacenters' gateways deliver, in their
+//! queues' order, exactly once.
+//!
+//! Per sending datacenter, `applied` is the highest sequence number up to which every record
+//! is stored here; it is kept in `data_dir/wan/in/<datacenter>` (rewritten after each
+//! delivery) and told to the sender when it resumes. A delivery is handled whole before the
+//! next one from the same datacenter; its records are stored concurrently across mailboxes and
+//! one at a time within a mailbox, so each conversation keeps its order. A record that cannot
+//! be stored now (its slot group has no leader) is retried; if it still fails, `applied` stops
+//! before it and the sender resends from there (records after it that were stored meanwhile
+//! are answered as duplicates by their mailboxes' dedup).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use prost::Message;
+
+use super::WanError;
+use super::config::WanConfig;
+use super::telemetry::LinkTelemetry;
+use crate::cluster::remote::{append_job, append_reply};
+use crate::mailbox::MailboxOp;
+use crate::mesh::{BoxFuture, Handler, NodeId};
+use crate::message::Id;
+use crate::node::Node;
+use crate::proto::mesh as mesh_pb;
+use crate::proto::wan as pb;
+
+/// How long one record is retried before its delivery gives up on it (the sender resends).
+const STORE_PATIENCE: Duration = Duration::from_secs(20);
+/// The pause between retries of a record that could not be stored.
+const STORE_RETRY: Duration = Duration::from_millis(100);
+
+/// Progress from one sending datacenter.
+struct Inbound {
+    applied: u64,
+    file: PathBuf,
+    telemetry: LinkTelemetry,
+}
+
+/// The handler of link calls (service [`super::SERVICE_LINK`] on the gateways' mesh).
+pub(super) struct Receiver {
+    node: Arc<Node>,
+    /// The far datacenters by name, with their index (the block of their mesh ids).
+    names: Vec<String>,
+    local: usize,
+    inbound: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Inbound>>>>,
+}
+
+impl Receiver {
+    /// Reads the progress of every far datacenter from `dir`.
+    pub(super) fn open(
+        node: Arc<Node>,
+        config: &WanConfig,
+        dir: PathBuf,
+    ) -> Result<Self, WanError> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|error| WanError::Task(format!("{}: {error}", dir.display())))?;
+        let local = config.local_index().unwrap_or(0);
+        let mut inbound = HashMap::new();
+        for (index, dc) in config.datacenters.iter().enumerate() {
+            if index == local {
+                continue;
+            }
+            let file = dir.join(&dc.name);
+            let applied = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0);
+            inbound.insert(
+                dc.name.clone(),
+                Arc::new(tokio::sync::Mutex::new(Inbound {
+                    applied,
+                    file,
+                    telemetry: LinkTelemetry::new(&dc.name),
+                })),
+            );
+        }
+        Ok(Receiver {
+            node,
+            names: config
+                .datacenters
+                .iter()
+                .map(|dc| dc.name.clone())
+                .collect(),
+            local,
+            inbound: Mutex::new(inbound),
+        })
+    }
+
+    /// The progress of `from`, if `peer` (a mesh id) is one of its gateways.
+    fn inbound(
+        &self,
+        peer: NodeId,
+        from: &str,
+    ) -> Result<Arc<tokio::sync::Mutex<Inbound>>, String> {
+        let index = (peer >> 5).checked_sub(1).map(|i| i as usize);
+        let named = self.names.iter().position(|name| name == from);
+        if index.is_none() || index != named || named == Some(self.local) {
+            return Err(format!("gateway {peer} may not deliver for {from:?}"));
+        }
+        self.inbound
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(from)
+            .cloned()
+            .ok_or_else(|| format!("unknown datacenter {from:?}"))
+    }
+}
+
+impl Handler for Receiver {
+    fn call(&self, from: NodeId, payload: Bytes) -> BoxFuture<'static, Result<Bytes, String>> {
+        let node = self.node.clone();
+        let call = pb::LinkCall::decode(payload).map_err(|error| error.to_string());
+        let inbound = call
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|call| match &call.op {
+                Some(pb::link_call::Op::Resume(resume)) => self.inbound(from, &resume.from),
+                Some(pb::link_call::Op::Deliver(deliver)) => self.inbound(from, &deliver.from),
+                None => Err("LinkCall without an operation".to_owned()),
+            });
+        Box::pin(async move {
+            let (call, inbound) = (call?, inbound?);
+            let mut inbound = inbound.lock().await;
+            if let Some(pb::link_call::Op::Deliver(deliver)) = call.op {
+                apply(&node, &mut inbound, deliver).await;
+            }
+            Ok(Bytes::from(
+                pb::LinkReply {
+                    applied: inbound.applied,
+                }
+                .encode_to_vec(),
+            ))
+        })
+    }
+
+    fn cast(&self, _from: NodeId, payload: Bytes) {
+        if let Ok(pb::LinkCast {
+            cast: Some(pb::link_cast::Cast::Typing(notice)),
+        }) = pb::LinkCast::decode(payload)
+        {
+            let (from, to) = (Id::from(notice.from_user), Id::from(notice.to_user));
+            let relayed = self
+                .node
+                .remote
+                .get()
+                .is_some_and(|remote| remote.relay_typing(&from, &to, notice.typing));
+            if !relayed {
+                let limit = self.node.config.mailbox.push_queue;
+                self.node
+                    .registry
+                    .relay_typing(&from, &to, notice.typing, limit);
+            }
+        }
+    }
+}
+
+/// Stores the records of `deliver` not stored yet and moves `applied` past every one stored.
+async fn apply(node: &Arc<Node>, inbound: &mut Inbound, deliver: pb::Deliver) {
+    if deliver.first_seq > inbound.applied + 1 {
+        // A gap (an earlier delivery was lost with its link): the sender resumes.
+        return;
+    }
+    let last = deliver.first_seq + (deliver.records.len() as u64).saturating_sub(1);
+    // Per mailbox, its records in order.
+    let mut by_owner: HashMap<String, Vec<(u64, mesh_pb::AppendCall)>> = HashMap::new();
+    let mut skipped = 0;
+    for (offset, payload) in deliver.records.into_iter().enumerate() {
+        let seq = deliver.first_seq + offset as u64;
+        if seq <= inbound.applied {
+            skipped += 1;
+            continue;
+        }
+        match pb::WanRecord::decode(payload) {
+            Ok(pb::WanRecord {
+                record: Some(pb::wan_record::Record::Append(append)),
+                ..
+            }) => by_owner
+                .entry(append.owner.clone())
+                .or_default()
+                .push((seq, append)),
+            _ => tracing::warn!(seq, "undecodable WAN record skipped"),
+        }
+    }
+    inbound.telemetry.duplicates.increment(skipped);
+    let stored = join_all(
+        by_owner
+            .into_values()
+            .map(|records| store_in_order(node, records)),
+    )
+    .await;
+    // Every record up to the first one not stored is applied.
+    let first_failed = stored.into_iter().flatten().min();
+    let applied = match first_failed {
+        Some(seq) => seq - 1,
+        None => last,
+    }
+    .max(inbound.applied);
+    inbound
+        .telemetry
+        .received
+        .increment(applied - inbound.applied);
+    inbound.applied = applied;
+    if let Err(error) = std::fs::write(&inbound.file, format!("{applied}\n")) {
+        tracing::warn!(file = %inbound.file.display(), %error, "WAN progress not saved");
+    }
+}
+
+/// Stores one mailbox's records in order; the seq of the first that could not be stored.
+async fn store_in_order(node: &Arc<Node>, records: Vec<(u64, mesh_pb::AppendCall)>) -> Option<u64> {
+    for (seq, append) in records {
+        let started = Instant::now();
+        loop {
+            match store(node, append.clone()).await {
+                Stored::Yes => break,
+                Stored::Never => {
+                    tracing::warn!(seq, owner = %append.owner, "WAN record refused for good; skipped");
+                    break;
+                }
+                Stored::NotNow if started.elapsed() < STORE_PATIENCE => {
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+                Stored::NotNow => return Some(seq),
+            }
+        }
+    }
+    None
+}
+
+enum Stored {
+    Yes,
+    NotNow,
+    Never,
+}
+
+/// Appends one record to its mailbox, wherever in this cluster its slot is led.
+async fn store(node: &Arc<Node>, append: mesh_pb::AppendCall) -> Stored {
+    let (sink, answer) = crate::cluster::remote::sink::CallSink::new();
+    let job = match append_job(append, Some((sink, 0))) {
+        Ok(job) => job,
+        Err(_) => return Stored::Never,
+    };
+    if node.submit(MailboxOp::Append(Box::new(job))).is_err() {
+        return Stored::NotNow;
+    }
+    match append_reply(answer.await) {
+        mesh_pb::mailbox_reply::Reply::Append(_) => Stored::Yes,
+        _ => Stored::NotNow,
+    }
+}
