@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use common::cluster::free_port;
+use common::groups::GroupPhone;
 use common::{ChildNode, WAIT, child_config, http_get, metric_value, next, next_ack};
 use tern::client::{Client, ClientError, ClientReader, ClientWriter, text_frame};
 use tern::clock::now_secs;
@@ -93,7 +94,7 @@ fn datacenters(dir: &Path) -> [Datacenter; 2] {
              election_timeout_ms = {{ min = 500, max = 1000 }}\n\
              \n[wan]\ndatacenter = \"{name}\"\nlisten = \"127.0.0.1:{}\"\nsecret = \"{WAN_SECRET}\"\n\
              heartbeat_ms = 100\ndown_after_ms = 1000\n\
-             homes = {{ alice = \"east\", bob = \"west\" }}\n{list}",
+             homes = {{ alice = \"east\", carol = \"east\", bob = \"west\" }}\n{list}",
             "s".repeat(40),
             gateways[index],
         ));
@@ -310,4 +311,32 @@ async fn a_phone_away_from_home_is_sent_home_and_typing_crosses() {
         .expect("typing arrived");
     assert_eq!(notice.from_user, "alice");
     assert!(notice.typing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_homed_where_they_are_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let [mut east, mut west] = datacenters(dir.path());
+    east.start();
+    west.start();
+    drop(east.phone("alice").await);
+    drop(west.phone("bob").await);
+    let login = |dc: &Datacenter, user: &'static str| {
+        let (addr, token) = (dc.client, dc.token(user));
+        async move { Client::login(addr, &token, 0).await.expect("login").0 }
+    };
+    // Whatever a hash of its id would say, a group created east is served east.
+    let mut alice = GroupPhone::new(login(&east, "alice").await).await;
+    let group = alice.create(&["carol"]).await;
+    assert!(group.ends_with("@east"), "{group}");
+    let mut carol = GroupPhone::new(login(&east, "carol").await).await;
+    for i in 0..5 {
+        assert!(alice.post(&group, &format!("p-{i}")).await.is_ok());
+    }
+    let mut got = Vec::new();
+    common::eventually("carol has the five posts", async || {
+        got.extend(carol.received().await);
+        got.iter().filter(|(_, id)| id.starts_with("p-")).count() == 5
+    })
+    .await;
 }

@@ -64,7 +64,12 @@ impl SessionState {
                 let Some(members) = users(&create.members) else {
                     return invalid(self, "invalid member id");
                 };
-                let group = Id::from(format!("g{:x}", self.node.next_server_id()));
+                // Linked to other datacenters, a group is homed where it was created.
+                let group = match &self.node.config.wan {
+                    Some(wan) => format!("g{:x}@{}", self.node.next_server_id(), wan.datacenter),
+                    None => format!("g{:x}", self.node.next_server_id()),
+                };
+                let group = Id::from(group);
                 let call = GroupCall::Create {
                     subject: create.subject,
                     members,

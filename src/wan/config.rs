@@ -74,7 +74,7 @@ pub struct WanConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Datacenter {
-    /// Its name (1-64 letters, digits, `-`, `_`, `.`).
+    /// Its name (1-16 letters, digits, `-`, `_`, `.`).
     pub name: String,
     /// The addresses phones connect to there: a phone homed there that connects elsewhere is
     /// sent to them.
@@ -203,9 +203,10 @@ impl WanConfig {
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
         for dc in &self.datacenters {
-            if !valid_name(&dc.name) {
+            // Group ids carry their home's name (`g<id>@<name>`) within 64 bytes.
+            if !valid_name(&dc.name) || dc.name.len() > 16 {
                 problems.push(format!(
-                    "wan.datacenters: name {:?} must be 1-64 letters, digits, '-', '_' or '.'",
+                    "wan.datacenters: name {:?} must be 1-16 letters, digits, '-', '_' or '.'",
                     dc.name
                 ));
             }

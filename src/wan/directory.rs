@@ -1,8 +1,10 @@
 //! The global directory: which datacenter is each user's (and each group's) home.
 //!
 //! A rule plus overrides, not a replicated table: `wan.homes` names a user's home outright;
-//! otherwise the longest matching `prefixes` entry of any datacenter (phone numbers by country
-//! code); otherwise a hash of the id spread evenly over the datacenters. Every node of every
+//! otherwise an id ending in `@<datacenter>` is homed there (groups get the suffix of the
+//! datacenter they are created in); otherwise the longest matching `prefixes` entry of any
+//! datacenter (phone numbers by country code); otherwise a hash of the id spread evenly over
+//! the datacenters. Every node of every
 //! datacenter computes the same answer from the same configuration with no look-up and no
 //! round trip, and a partition between datacenters cannot make the directory unavailable or
 //! let two sides disagree (a table kept by consensus across oceans would do both: every
@@ -67,6 +69,11 @@ impl Directory {
     pub fn home(&self, key: &str) -> usize {
         if let Some(home) = self.overrides.get(key) {
             return *home;
+        }
+        if let Some((_, suffix)) = key.rsplit_once('@')
+            && let Some(home) = self.names.iter().position(|name| name == suffix)
+        {
+            return home;
         }
         if let Some((_, home)) = self.prefixes.iter().find(|(p, _)| key.starts_with(p)) {
             return *home;
@@ -135,6 +142,9 @@ mod tests {
         assert_eq!(directory.home("+15551234"), 1);
         assert_eq!(directory.home("+1512"), 2);
         assert_eq!(directory.home("+1212"), 1);
+        assert_eq!(directory.home("g1f@south"), 2);
+        assert_eq!(directory.home("+1555@south"), 2);
+        assert_eq!(directory.home("bob@north"), directory.home("bob@north"));
         assert!(!directory.is_local("alice"));
         assert_eq!(directory.name(1), "west");
     }
