@@ -166,6 +166,27 @@ async fn queued_messages_survive_a_killed_gateway_and_cross_once_in_order() {
     let [mut east, mut west] = datacenters(dir.path());
     east.start();
 
+    // Every series the WAN alert rules watch is exported by a gateway from its start.
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/prometheus/wan.yml"),
+    )
+    .expect("wan.yml");
+    let metrics = http_get(east.node.as_ref().expect("running").admin, "/metrics").await;
+    for expr in rules
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("expr:"))
+    {
+        for name in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if name.starts_with("tern_") {
+                let series = format!("{name}{{datacenter=\"west\"}}");
+                assert!(
+                    metrics.contains(&series),
+                    "{series} not exported:\n{metrics}"
+                );
+            }
+        }
+    }
+
     // West is down: alice's messages to bob wait in east's queue, acked.
     let ids: Vec<String> = (0..30).map(|i| format!("m-{i:03}")).collect();
     let (mut reader, mut writer) = east.phone("alice").await;
