@@ -877,6 +877,9 @@ mod tests {
             .split("\n# [cluster]\n")
             .nth(1)
             .expect("cluster.toml must document [cluster]")
+            .split("\n\n# [wan]")
+            .next()
+            .unwrap_or_default()
             .lines()
             .filter_map(|line| line.strip_prefix("# "))
             .filter(|line| !line.starts_with('#'))
@@ -923,6 +926,48 @@ mod tests {
                 "cluster.toml [cluster] lacks {field}"
             );
         }
+    }
+
+    #[test]
+    fn shipped_wan_section_is_commented_out_and_valid_uncommented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
+        let text = std::fs::read_to_string(&path).expect("cluster.toml");
+        let uncomment = |from: &str, to: &str| -> String {
+            text.split(from)
+                .nth(1)
+                .unwrap_or_default()
+                .split(to)
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| line.strip_prefix("# "))
+                .filter(|line| !line.starts_with('#'))
+                .map(|line| format!("{line}\n"))
+                .collect()
+        };
+        let cluster = uncomment("\n# [cluster]\n", "\n\n# [wan]");
+        let wan = uncomment("\n# [wan]\n", "\n\n");
+        assert!(wan.contains("[[wan.datacenters]]"), "{wan}");
+        let secret_file = tempfile::NamedTempFile::new().expect("secret file");
+        std::fs::write(secret_file.path(), "0123456789abcdef0123456789abcdef\n").expect("write");
+        let secret = secret_file.path().display().to_string();
+        let uncommented = format!("{text}\n[cluster]\n{cluster}\n[wan]\n{wan}")
+            .replace("/etc/tern/cluster.secret", &secret)
+            .replace("/etc/tern/wan.secret", &secret);
+        let config = Config::parse_with_secrets(&path, &uncommented, None, None)
+            .expect("the uncommented example is valid");
+        let wan = config.wan.expect("[wan]");
+        let defaults = crate::wan::WanConfig::default();
+        assert_eq!(wan.datacenters.len(), 2);
+        assert_eq!(wan.local_index(), Some(0));
+        assert_eq!(wan.gateway_position(1), Some(0));
+        assert_eq!(wan.name, defaults.name);
+        assert_eq!(wan.listen, defaults.listen);
+        assert_eq!(wan.queue_max_bytes, defaults.queue_max_bytes);
+        assert_eq!(wan.batch_records, defaults.batch_records);
+        assert_eq!(wan.window, defaults.window);
+        assert_eq!(wan.heartbeat_ms, defaults.heartbeat_ms);
+        assert_eq!(wan.down_after_ms, defaults.down_after_ms);
     }
 
     #[test]
