@@ -23,6 +23,7 @@
 pub mod config;
 pub mod directory;
 mod divert;
+mod elsewhere;
 mod gateway;
 mod link;
 pub mod queue;
@@ -38,6 +39,7 @@ use prost::Message;
 pub use config::WanConfig;
 pub use directory::Directory;
 pub use divert::WanDivert;
+pub use elsewhere::WanElsewhere;
 pub use gateway::{Gateway, GatewayService};
 
 use crate::mesh::{CallError, Lane, Mesh, NodeId, Transport};

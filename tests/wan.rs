@@ -335,7 +335,7 @@ async fn a_phone_away_from_home_is_sent_home_and_typing_crosses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_are_homed_where_they_are_created() {
+async fn groups_span_datacenters_each_post_crossing_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let [mut east, mut west] = datacenters(dir.path());
     east.start();
@@ -348,11 +348,15 @@ async fn groups_are_homed_where_they_are_created() {
     };
     // Whatever a hash of its id would say, a group created east is served east.
     let mut alice = GroupPhone::new(login(&east, "alice").await).await;
-    let group = alice.create(&["carol"]).await;
+    let group = alice.create(&["carol", "bob"]).await;
     assert!(group.ends_with("@east"), "{group}");
     let mut carol = GroupPhone::new(login(&east, "carol").await).await;
-    for i in 0..5 {
-        assert!(alice.post(&group, &format!("p-{i}")).await.is_ok());
+
+    // West is down while alice posts: its member's copies wait in east's queue.
+    west.kill();
+    let posts: Vec<String> = (0..5).map(|i| format!("p-{i}")).collect();
+    for post in &posts {
+        assert!(alice.post(&group, post).await.expect("posted") > 0);
     }
     let mut got = Vec::new();
     common::eventually("carol has the five posts", async || {
@@ -360,4 +364,56 @@ async fn groups_are_homed_where_they_are_created() {
         got.iter().filter(|(_, id)| id.starts_with("p-")).count() == 5
     })
     .await;
+    // One record per post batch for west, whatever its number of members there.
+    let queued = east
+        .metric("tern_wan_queue_records{datacenter=\"west\"}")
+        .await
+        .expect("queue gauge");
+    assert!((1.0..=6.0).contains(&queued), "{queued}");
+
+    // West back: bob gets the group's entries once each, in group order.
+    west.start();
+    let mut bob = GroupPhone::new(login(&west, "bob").await).await;
+    let mut bob_got = Vec::new();
+    common::eventually("bob has the five posts", async || {
+        bob_got.extend(bob.received().await);
+        bob_got
+            .iter()
+            .filter(|(_, id)| id.starts_with("p-"))
+            .count()
+            >= 5
+    })
+    .await;
+    let seqs: Vec<u64> = bob_got.iter().map(|(seq, _)| *seq).collect();
+    let mut sorted = seqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(seqs, sorted, "in group order, once each: {bob_got:?}");
+    let bob_posts: Vec<&String> = bob_got
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| id.starts_with("p-"))
+        .collect();
+    assert_eq!(bob_posts, posts.iter().collect::<Vec<_>>());
+
+    // Bob posts from west: acked once queued (no group seq yet), stored east, fanned out.
+    for i in 0..3 {
+        assert_eq!(bob.post(&group, &format!("b-{i}")).await, Ok(0));
+    }
+    let mut carol_got = Vec::new();
+    common::eventually("carol has bob's three posts", async || {
+        carol_got.extend(carol.received().await);
+        carol_got
+            .iter()
+            .filter(|(_, id)| id.starts_with("b-"))
+            .count()
+            == 3
+    })
+    .await;
+    let bobs: Vec<&String> = carol_got
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| id.starts_with("b-"))
+        .collect();
+    assert_eq!(bobs, ["b-0", "b-1", "b-2"]);
 }

@@ -230,8 +230,15 @@ impl<T: Transport> ClusterMember<T> {
             self.meta.map(),
             node.leaders.clone(),
         );
+        let copies = Copies::new(
+            self.mesh.node(),
+            self.mesh.clone(),
+            self.meta.map(),
+            node.leaders.clone(),
+        );
         let remote: Arc<dyn crate::node::divert::Divert> = Arc::new(remote);
-        let remote = match &node.config.wan {
+        let copies: Arc<dyn crate::group::fanout::Elsewhere> = Arc::new(copies);
+        let (remote, copies) = match &node.config.wan {
             Some(config) => {
                 let mut held = self.wan.lock().await;
                 let wan = match held.as_ref() {
@@ -244,18 +251,16 @@ impl<T: Transport> ClusterMember<T> {
                         held.insert(wan).clone()
                     }
                 };
-                Arc::new(crate::wan::WanDivert::new(remote, wan))
+                let remote: Arc<dyn crate::node::divert::Divert> =
+                    Arc::new(crate::wan::WanDivert::new(remote, wan.clone()));
+                let copies: Arc<dyn crate::group::fanout::Elsewhere> =
+                    Arc::new(crate::wan::WanElsewhere::new(copies, wan, node));
+                (remote, copies)
             }
-            None => remote,
+            None => (remote, copies),
         };
         let _ = node.remote.set(remote);
-        let copies = Copies::new(
-            self.mesh.node(),
-            self.mesh.clone(),
-            self.meta.map(),
-            node.leaders.clone(),
-        );
-        let _ = node.fanout.elsewhere().set(Arc::new(copies));
+        let _ = node.fanout.elsewhere().set(copies);
         let mut slots = self.slots.lock().await;
         if self.cluster.replication_factor > 1 && slots.is_none() {
             let (groups, applier) = start_slots(&self.data_dir, &self.cluster, &self.mesh).await?;

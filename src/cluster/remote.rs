@@ -15,7 +15,7 @@
 
 pub mod copies;
 mod group_service;
-mod group_wire;
+pub(crate) mod group_wire;
 pub mod outbox;
 mod service;
 pub mod sink;

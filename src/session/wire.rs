@@ -158,8 +158,8 @@ pub fn with_server_ack_fields<R>(
         U64(4, ack.timestamp_ms),
         Bool(5, duplicate),
         Str(6, group),
-        // Queued for another datacenter: no seq yet.
-        Bool(7, ack.seq == 0 && group.is_empty()),
+        // Queued for another datacenter: no seq (or group seq) yet.
+        Bool(7, ack.seq == 0),
     ];
     send(&[Field::Message(2, &server_ack)])
 }
@@ -221,7 +221,12 @@ mod tests {
     #[test]
     fn a_server_ack_from_borrowed_fields_matches_the_prost_frame() {
         // A queued ack (seq 0, for another datacenter) sets `queued`.
-        for (seq, duplicate, group) in [(5, false, ""), (0, false, ""), (5, true, "g-1")] {
+        for (seq, duplicate, group) in [
+            (5, false, ""),
+            (0, false, ""),
+            (5, true, "g-1"),
+            (0, false, "g-1@west"),
+        ] {
             let ack = AckInfo {
                 seq,
                 server_id: 1 << 40,

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use super::{EnqueueFailure, Wan};
+use crate::cluster::remote::group_wire;
 use crate::cluster::remote::{answer_append, append_call, refuse};
-use crate::mailbox::{AckInfo, AppendFailure, MailboxOp};
+use crate::mailbox::group_ops::{GroupCall, GroupJob};
+use crate::mailbox::{AckInfo, AppendFailure, MailboxEvent, MailboxOp};
 use crate::mesh::Transport;
 use crate::message::Id;
 use crate::node::divert::Divert;
@@ -27,6 +29,38 @@ impl<T: Transport> WanDivert<T> {
     fn far_home(&self, key: &str) -> Option<usize> {
         let home = self.wan.directory().home(key);
         (home != self.wan.directory().local()).then_some(home)
+    }
+}
+
+impl<T: Transport> WanDivert<T> {
+    /// Queues a post or a group receipt for the group's datacenter; a post is acked once
+    /// queued (its group seq is not known yet: 0).
+    fn queue_group_call(&self, home: usize, job: GroupJob) {
+        let record = pb::WanRecord {
+            record: Some(pb::wan_record::Record::Group(group_wire::call_of(&job))),
+            queued_at_ms: 0,
+        };
+        let queued = self.wan.enqueue(home, &job.group, record);
+        tokio::spawn(async move {
+            let result = queued.await;
+            let GroupCall::Post { tag, server_id, .. } = job.call else {
+                return;
+            };
+            let Some(session) = job.reply else { return };
+            let result = match result {
+                Ok(_) => Ok((
+                    AckInfo {
+                        seq: 0,
+                        server_id,
+                        timestamp_ms: crate::clock::now_ms(),
+                    },
+                    false,
+                )),
+                Err(EnqueueFailure::Storage) => Err(AppendFailure::Storage),
+                Err(EnqueueFailure::Busy) => Err(AppendFailure::Busy),
+            };
+            session.send(MailboxEvent::Appended { tag, result });
+        });
     }
 }
 
@@ -69,8 +103,16 @@ impl<T: Transport> Divert for WanDivert<T> {
                 });
                 None
             }
-            // Everything else on a key homed elsewhere (a login sent home missed, a group of
-            // another datacenter) is refused for now: OVERLOADED, the phone retries.
+            MailboxOp::Group(job)
+                if matches!(job.call, GroupCall::Post { .. } | GroupCall::Receipt { .. }) =>
+            {
+                self.queue_group_call(home, *job);
+                None
+            }
+            // Typing in a group homed elsewhere is not carried.
+            MailboxOp::Group(job) if matches!(job.call, GroupCall::Typing(_)) => None,
+            // Everything else on a key homed elsewhere (a login sent home missed, a request to
+            // a group of another datacenter) is refused for now: OVERLOADED, the phone retries.
             other => {
                 metrics::counter!(crate::metrics::REMOTE_FAILURES, "cause" => "wan").increment(1);
                 refuse(other);

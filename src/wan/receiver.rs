@@ -22,13 +22,21 @@ use prost::Message;
 use super::WanError;
 use super::config::WanConfig;
 use super::telemetry::LinkTelemetry;
-use crate::cluster::remote::{append_job, append_reply};
-use crate::mailbox::MailboxOp;
+use crate::cluster::remote::sink::CallSink;
+use crate::cluster::remote::{append_job, append_reply, group_wire};
+use crate::group::fanout::{FanOutJob, copy_id, copy_job};
+use crate::group::record as group_record;
+use crate::mailbox::checkpoint::Countdown;
+use crate::mailbox::group_ops::GroupFailure;
+use crate::mailbox::{AppendFailure, MailboxEvent, MailboxOp};
 use crate::mesh::{BoxFuture, Handler, NodeId};
-use crate::message::Id;
+use crate::message::{GroupReceiptNotice, Id};
 use crate::node::Node;
+use crate::proto::kinds;
 use crate::proto::mesh as mesh_pb;
+use crate::proto::storage as pb_storage;
 use crate::proto::wan as pb;
+use crate::proto::wan::wan_record::Record;
 
 /// How long one record is retried before its delivery gives up on it (the sender resends).
 const STORE_PATIENCE: Duration = Duration::from_secs(20);
@@ -167,8 +175,8 @@ async fn apply(node: &Arc<Node>, inbound: &mut Inbound, deliver: pb::Deliver) {
         return;
     }
     let last = deliver.first_seq + (deliver.records.len() as u64).saturating_sub(1);
-    // Per mailbox, its records in order.
-    let mut by_owner: HashMap<String, Vec<(u64, mesh_pb::AppendCall)>> = HashMap::new();
+    // Per key (a mailbox, or a group), its records in order.
+    let mut by_key: HashMap<String, Vec<(u64, Record)>> = HashMap::new();
     let mut skipped = 0;
     for (offset, payload) in deliver.records.into_iter().enumerate() {
         let seq = deliver.first_seq + offset as u64;
@@ -178,18 +186,18 @@ async fn apply(node: &Arc<Node>, inbound: &mut Inbound, deliver: pb::Deliver) {
         }
         match pb::WanRecord::decode(payload) {
             Ok(pb::WanRecord {
-                record: Some(pb::wan_record::Record::Append(append)),
+                record: Some(record),
                 ..
-            }) => by_owner
-                .entry(append.owner.clone())
+            }) => by_key
+                .entry(key_of(&record).to_owned())
                 .or_default()
-                .push((seq, append)),
+                .push((seq, record)),
             _ => tracing::warn!(seq, "undecodable WAN record skipped"),
         }
     }
     inbound.telemetry.duplicates.increment(skipped);
     let stored = join_all(
-        by_owner
+        by_key
             .into_values()
             .map(|records| store_in_order(node, records)),
     )
@@ -211,15 +219,29 @@ async fn apply(node: &Arc<Node>, inbound: &mut Inbound, deliver: pb::Deliver) {
     }
 }
 
-/// Stores one mailbox's records in order; the seq of the first that could not be stored.
-async fn store_in_order(node: &Arc<Node>, records: Vec<(u64, mesh_pb::AppendCall)>) -> Option<u64> {
-    for (seq, append) in records {
+/// The key whose records are stored one at a time, in order: the mailbox, or the group.
+fn key_of(record: &Record) -> &str {
+    match record {
+        Record::Append(append) => &append.owner,
+        Record::Copies(copies) => &copies.group,
+        Record::Group(call) => &call.group,
+        Record::Receipt(receipt) => &receipt.group,
+    }
+}
+
+/// Stores one key's records in order; the seq of the first that could not be stored.
+async fn store_in_order(node: &Arc<Node>, records: Vec<(u64, Record)>) -> Option<u64> {
+    for (seq, record) in records {
         let started = Instant::now();
         loop {
-            match store(node, append.clone()).await {
+            match store(node, record.clone()).await {
                 Stored::Yes => break,
                 Stored::Never => {
-                    tracing::warn!(seq, owner = %append.owner, "WAN record refused for good; skipped");
+                    tracing::warn!(
+                        seq,
+                        key = key_of(&record),
+                        "WAN record refused for good; skipped"
+                    );
                     break;
                 }
                 Stored::NotNow if started.elapsed() < STORE_PATIENCE => {
@@ -238,9 +260,18 @@ enum Stored {
     Never,
 }
 
-/// Appends one record to its mailbox, wherever in this cluster its slot is led.
-async fn store(node: &Arc<Node>, append: mesh_pb::AppendCall) -> Stored {
-    let (sink, answer) = crate::cluster::remote::sink::CallSink::new();
+/// Stores one record, wherever in this cluster its key is served.
+async fn store(node: &Arc<Node>, record: Record) -> Stored {
+    match record {
+        Record::Append(append) => store_append(node, append).await,
+        Record::Copies(copies) => store_copies(node, copies).await,
+        Record::Group(call) => store_group_call(node, call).await,
+        Record::Receipt(receipt) => store_receipt(node, receipt),
+    }
+}
+
+async fn store_append(node: &Arc<Node>, append: mesh_pb::AppendCall) -> Stored {
+    let (sink, answer) = CallSink::new();
     let job = match append_job(append, Some((sink, 0))) {
         Ok(job) => job,
         Err(_) => return Stored::Never,
@@ -251,5 +282,96 @@ async fn store(node: &Arc<Node>, append: mesh_pb::AppendCall) -> Stored {
     match append_reply(answer.await) {
         mesh_pb::mailbox_reply::Reply::Append(_) => Stored::Yes,
         _ => Stored::NotNow,
+    }
+}
+
+/// A group's entries for members homed here: appended to their mailboxes, here or on the nodes
+/// that serve them, as this cluster's own fan-out would.
+async fn store_copies(node: &Arc<Node>, call: mesh_pb::GroupCopiesCall) -> Stored {
+    let mut entries = Vec::with_capacity(call.copies.len());
+    for copy in call.copies {
+        let Ok(entry) = pb_storage::StoredGroupEntry::decode(copy.entry)
+            .map_err(|_| ())
+            .and_then(|stored| group_record::decode_entry(stored).map_err(|_| ()))
+        else {
+            return Stored::Never;
+        };
+        let recipients: Vec<Id> = copy.recipients.into_iter().map(Id::from).collect();
+        entries.push((Arc::new(entry), recipients));
+    }
+    let parts = entries.iter().map(|(_, recipients)| recipients.len()).sum();
+    let (countdown, outcome) = Countdown::new(parts);
+    let elsewhere = node.fanout.elsewhere().get().cloned();
+    for (entry, recipients) in entries {
+        let here = match &elsewhere {
+            Some(elsewhere) => elsewhere.copy(&entry, &recipients, &countdown),
+            None => recipients,
+        };
+        let copy_id = copy_id(&entry);
+        for recipient in here {
+            let job = copy_job(recipient, &entry, &copy_id, &countdown);
+            if node
+                .mailboxes
+                .submit_wait(MailboxOp::Append(Box::new(job)))
+                .await
+                .is_err()
+            {
+                countdown.finish(false);
+            }
+        }
+    }
+    if outcome.await.unwrap_or(false) {
+        Stored::Yes
+    } else {
+        Stored::NotNow
+    }
+}
+
+/// A post or a group receipt of a member homed elsewhere, for a group homed here.
+async fn store_group_call(node: &Arc<Node>, call: mesh_pb::GroupCall) -> Stored {
+    let (sink, answer) = CallSink::new();
+    let Ok(job) = group_wire::job_of(call, sink) else {
+        return Stored::Never;
+    };
+    if node.submit(MailboxOp::Group(Box::new(job))).is_err() {
+        return Stored::NotNow;
+    }
+    match answer.await {
+        Ok(MailboxEvent::Appended { result: Ok(_), .. })
+        | Ok(MailboxEvent::GroupAnswer { answer: Ok(_), .. })
+        // A receipt that was taken answers nothing.
+        | Err(_) => Stored::Yes,
+        Ok(MailboxEvent::Appended {
+            result: Err(AppendFailure::Busy | AppendFailure::Storage),
+            ..
+        })
+        | Ok(MailboxEvent::GroupAnswer {
+            answer: Err(GroupFailure::Busy | GroupFailure::Storage),
+            ..
+        }) => Stored::NotNow,
+        // Refused by the group's rules (not a member): never stored.
+        Ok(_) => Stored::Never,
+    }
+}
+
+/// A member's group receipt for authors homed here (a notice, as across nodes).
+fn store_receipt(node: &Arc<Node>, receipt: mesh_pb::GroupReceiptCopies) -> Stored {
+    let Some(kind) = kinds::receipt_kind_from_wire(receipt.kind) else {
+        return Stored::Never;
+    };
+    let notice = GroupReceiptNotice {
+        group_id: Id::from(receipt.group),
+        from_user: Id::from(receipt.from_user),
+        from_device: Id::from(receipt.from_device),
+        kind,
+        up_to_group_seq: receipt.up_to_group_seq,
+    };
+    let authors = receipt.authors.into_iter().map(Id::from).collect();
+    match node.fanout.reserve(&notice.group_id) {
+        Some(permit) => {
+            permit.send(FanOutJob::Receipt { notice, authors });
+            Stored::Yes
+        }
+        None => Stored::NotNow,
     }
 }
