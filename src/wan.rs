@@ -52,6 +52,9 @@ pub const SERVICE_GATEWAY: u32 = 4;
 pub const SERVICE_LINK: u32 = 5;
 /// How long a node waits for its gateway to queue a record (its fsync included).
 pub const ENQUEUE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a request relayed to a group in another datacenter may take, both ocean crossings
+/// included.
+pub const RELAY_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Why the WAN did not start.
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +195,51 @@ impl<T: Transport> Wan<T> {
                     Err(EnqueueFailure::Busy)
                 }
                 _ => Err(EnqueueFailure::Busy),
+            }
+        }
+    }
+
+    /// Carries a request to a group homed in datacenter `dc` through this datacenter's gateway
+    /// for the group and the far gateway; resolves to the group's answer, or `None` when the
+    /// way is down or the answer does not come in time.
+    pub fn relay(
+        &self,
+        dc: usize,
+        call: crate::proto::mesh::GroupCall,
+    ) -> impl Future<Output = Option<crate::proto::mesh::GroupReply>> + Send + 'static {
+        let target = self.gateway_for(&call.group);
+        let local = match (&self.gateway, target == self.me) {
+            (Some(gateway), true) => Some(gateway.relay(dc, call.clone())),
+            _ => None,
+        };
+        let remote = local.is_none().then(|| {
+            let payload = pb::GatewayCall {
+                op: Some(pb::gateway_call::Op::Relay(pb::Relay {
+                    datacenter: self.directory.name(dc).to_owned(),
+                    call: Some(call),
+                })),
+            };
+            self.cluster_mesh.call(
+                target,
+                Lane::Call,
+                SERVICE_GATEWAY,
+                Bytes::from(payload.encode_to_vec()),
+                RELAY_DEADLINE,
+            )
+        });
+        async move {
+            if let Some(local) = local {
+                return local.await;
+            }
+            match remote?.await.map(pb::GatewayReply::decode) {
+                Ok(Ok(pb::GatewayReply {
+                    reply: Some(pb::gateway_reply::Reply::Answered(answer)),
+                })) => Some(answer),
+                Err(error) => {
+                    log_call_error(target, &error);
+                    None
+                }
+                _ => None,
             }
         }
     }

@@ -14,7 +14,10 @@ use common::groups::GroupPhone;
 use common::{ChildNode, WAIT, child_config, http_get, metric_value, next, next_ack};
 use tern::client::{Client, ClientError, ClientReader, ClientWriter, text_frame};
 use tern::clock::now_secs;
-use tern::proto::v1::{GoAwayReason, ReceiptKind, deliver, server_frame::Frame};
+use tern::proto::v1::{
+    GoAwayReason, GroupRef, ReceiptKind, deliver, group_request::Op, group_response,
+    server_frame::Frame,
+};
 use tern::token::TokenKey;
 
 const WAN_SECRET: &str = "wan-secret-0123456789abcdef0123456789";
@@ -416,4 +419,35 @@ async fn groups_span_datacenters_each_post_crossing_once() {
         .filter(|id| id.starts_with("b-"))
         .collect();
     assert_eq!(bobs, ["b-0", "b-1", "b-2"]);
+
+    // Requests to the group from west are carried there and answered at once.
+    let response = bob
+        .request(Op::Info(GroupRef {
+            group_id: group.clone(),
+            after: String::new(),
+        }))
+        .await;
+    let Some(group_response::Result::Info(info)) = response.result else {
+        panic!("info from west: {response:?}");
+    };
+    let members: Vec<&str> = info.members.iter().map(|m| m.user.as_str()).collect();
+    assert_eq!(members, ["alice", "bob", "carol"]);
+    assert!(info.last_seq >= 8, "{info:?}");
+    let response = bob
+        .request(Op::Leave(GroupRef {
+            group_id: group.clone(),
+            after: String::new(),
+        }))
+        .await;
+    assert_eq!(response.error, 0, "{response:?}");
+    let response = alice
+        .request(Op::Info(GroupRef {
+            group_id: group.clone(),
+            after: String::new(),
+        }))
+        .await;
+    let Some(group_response::Result::Info(info)) = response.result else {
+        panic!("info: {response:?}");
+    };
+    assert_eq!(info.members.len(), 2, "bob left: {info:?}");
 }

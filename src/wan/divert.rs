@@ -111,6 +111,23 @@ impl<T: Transport> Divert for WanDivert<T> {
             }
             // Typing in a group homed elsewhere is not carried.
             MailboxOp::Group(job) if matches!(job.call, GroupCall::Typing(_)) => None,
+            // Other group requests are carried to the group and answered now.
+            MailboxOp::Group(job) => {
+                let answer = self.wan.relay(home, group_wire::call_of(&job));
+                tokio::spawn(async move {
+                    match answer.await {
+                        Some(reply) => {
+                            if let (Some(event), Some(session)) =
+                                (group_wire::event_of(reply, &job), &job.reply)
+                            {
+                                session.send(event);
+                            }
+                        }
+                        None => refuse(MailboxOp::Group(job)),
+                    }
+                });
+                None
+            }
             // Everything else on a key homed elsewhere (a login sent home missed, a request to
             // a group of another datacenter) is refused for now: OVERLOADED, the phone retries.
             other => {

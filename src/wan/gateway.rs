@@ -143,6 +143,48 @@ impl Gateway {
         }
     }
 
+    /// Carries a group request to a gateway of datacenter `dc` (the first whose link answers);
+    /// the group's answer, or `None`.
+    pub fn relay(
+        &self,
+        dc: usize,
+        call: crate::proto::mesh::GroupCall,
+    ) -> impl Future<Output = Option<crate::proto::mesh::GroupReply>> + Send + 'static {
+        let gateways = self
+            .far
+            .get(&dc)
+            .map(|far| far.gateways.clone())
+            .unwrap_or_default();
+        let mesh = self.mesh.clone();
+        let payload = Bytes::from(
+            pb::LinkCall {
+                op: Some(pb::link_call::Op::Group(call)),
+            }
+            .encode_to_vec(),
+        );
+        async move {
+            for gateway in gateways {
+                let reply = mesh
+                    .call(
+                        gateway,
+                        crate::mesh::Lane::Call,
+                        SERVICE_LINK,
+                        payload.clone(),
+                        super::RELAY_DEADLINE,
+                    )
+                    .await;
+                if let Ok(Ok(pb::LinkReply {
+                    answered: Some(answer),
+                    ..
+                })) = reply.map(pb::LinkReply::decode)
+                {
+                    return Some(answer);
+                }
+            }
+            None
+        }
+    }
+
     /// Sends a typing notice to a gateway of datacenter `dc` whose link is up (dropped if none).
     pub fn typing(&self, dc: usize, notice: pb::Typing) {
         let Some(far) = self.far.get(&dc) else { return };
@@ -229,8 +271,25 @@ impl Handler for GatewayService {
         let gateway = self.gateway.get().cloned();
         Box::pin(async move {
             let call = pb::GatewayCall::decode(payload).map_err(|error| error.to_string())?;
-            let Some(pb::gateway_call::Op::Enqueue(enqueue)) = call.op else {
-                return Err("GatewayCall without an operation".to_owned());
+            let enqueue = match call.op {
+                Some(pb::gateway_call::Op::Enqueue(enqueue)) => enqueue,
+                Some(pb::gateway_call::Op::Relay(relay)) => {
+                    let answer = match (gateway, relay.call) {
+                        (Some(gateway), Some(call)) => match gateway.far_index(&relay.datacenter) {
+                            Some(dc) => gateway.relay(dc, call).await,
+                            None => None,
+                        },
+                        _ => None,
+                    };
+                    let reply = match answer {
+                        Some(answer) => pb::GatewayReply {
+                            reply: Some(pb::gateway_reply::Reply::Answered(answer)),
+                        },
+                        None => refused(Reason::NoLink),
+                    };
+                    return Ok(Bytes::from(reply.encode_to_vec()));
+                }
+                None => return Err("GatewayCall without an operation".to_owned()),
             };
             let reply = match (gateway, enqueue.record) {
                 (Some(gateway), Some(record)) => match gateway.far_index(&enqueue.datacenter) {

@@ -128,12 +128,36 @@ impl Handler for Receiver {
             .as_ref()
             .map_err(Clone::clone)
             .and_then(|call| match &call.op {
-                Some(pb::link_call::Op::Resume(resume)) => self.inbound(from, &resume.from),
-                Some(pb::link_call::Op::Deliver(deliver)) => self.inbound(from, &deliver.from),
+                Some(pb::link_call::Op::Resume(resume)) => {
+                    self.inbound(from, &resume.from).map(Some)
+                }
+                Some(pb::link_call::Op::Deliver(deliver)) => {
+                    self.inbound(from, &deliver.from).map(Some)
+                }
+                Some(pb::link_call::Op::Group(_)) => {
+                    let far = (from >> 5).checked_sub(1).map(|i| i as usize);
+                    match far {
+                        Some(index) if index != self.local && index < self.names.len() => Ok(None),
+                        _ => Err(format!("gateway {from} may not relay here")),
+                    }
+                }
                 None => Err("LinkCall without an operation".to_owned()),
             });
         Box::pin(async move {
             let (call, inbound) = (call?, inbound?);
+            let Some(inbound) = inbound else {
+                let Some(pb::link_call::Op::Group(call)) = call.op else {
+                    return Err("LinkCall without an operation".to_owned());
+                };
+                let answered = serve_group(&node, call).await;
+                return Ok(Bytes::from(
+                    pb::LinkReply {
+                        applied: 0,
+                        answered: Some(answered),
+                    }
+                    .encode_to_vec(),
+                ));
+            };
             let mut inbound = inbound.lock().await;
             if let Some(pb::link_call::Op::Deliver(deliver)) = call.op {
                 apply(&node, &mut inbound, deliver).await;
@@ -141,6 +165,7 @@ impl Handler for Receiver {
             Ok(Bytes::from(
                 pb::LinkReply {
                     applied: inbound.applied,
+                    answered: None,
                 }
                 .encode_to_vec(),
             ))
@@ -352,6 +377,21 @@ async fn store_group_call(node: &Arc<Node>, call: mesh_pb::GroupCall) -> Stored 
         // Refused by the group's rules (not a member): never stored.
         Ok(_) => Stored::Never,
     }
+}
+
+/// A relayed request of a member homed elsewhere to a group homed here: the group's answer.
+async fn serve_group(node: &Arc<Node>, call: mesh_pb::GroupCall) -> mesh_pb::GroupReply {
+    let (sink, answer) = CallSink::new();
+    let submitted = group_wire::job_of(call, sink)
+        .ok()
+        .is_some_and(|job| node.submit(MailboxOp::Group(Box::new(job))).is_ok());
+    if !submitted {
+        return group_wire::reply_of(Some(MailboxEvent::GroupAnswer {
+            request_id: 0,
+            answer: Err(GroupFailure::Busy),
+        }));
+    }
+    group_wire::reply_of(answer.await.ok())
 }
 
 /// A member's group receipt for authors homed here (a notice, as across nodes).
