@@ -15,6 +15,10 @@
 //! cluster's mesh, the other links or anything inside the datacenter. Records wait in the queue
 //! (bounded; past it sends are refused and phones retry), never dropped.
 //!
+//! Groups are homed where they are created; their entries cross once per far datacenter with
+//! members there ([`elsewhere`]); posts of members homed elsewhere are queued records, their
+//! other group requests are relayed and answered at once.
+//!
 //! Exactly once: records carry the queue's sequence numbers; the far gateway ([`receiver`])
 //! answers each delivery once its records are stored (committed in their mailboxes' slot
 //! groups), skips what it already applied, and remembers how far it got; the mailbox's own
