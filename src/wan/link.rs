@@ -67,7 +67,7 @@ pub(super) async fn run(
         let resumed = tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            resumed = resume(&mesh, target, &settings.local) => resumed,
+            resumed = resume(&mesh, target, &settings.local, queue.id()) => resumed,
         };
         if let Ok(applied) = resumed {
             queue.acked(applied);
@@ -101,10 +101,16 @@ pub(super) async fn run(
 }
 
 /// Asks the far gateway how far it got.
-async fn resume(mesh: &Mesh<TcpTransport>, target: NodeId, local: &str) -> Result<u64, LinkError> {
+async fn resume(
+    mesh: &Mesh<TcpTransport>,
+    target: NodeId,
+    local: &str,
+    queue: u64,
+) -> Result<u64, LinkError> {
     let call = pb::LinkCall {
         op: Some(pb::link_call::Op::Resume(pb::Resume {
             from: local.to_owned(),
+            queue,
         })),
     };
     let reply = mesh
@@ -144,6 +150,7 @@ async fn send(
                     from: settings.local.clone(),
                     first_seq,
                     records: batch.into_iter().map(|record| record.payload).collect(),
+                    queue: queue.id(),
                 })),
             };
             let reply = mesh.call(

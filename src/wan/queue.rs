@@ -64,6 +64,7 @@ struct State {
 /// The queue to one datacenter.
 pub struct Queue {
     datacenter: String,
+    id: u64,
     journal: Journal,
     state: Arc<Mutex<State>>,
     changed: Arc<Notify>,
@@ -75,6 +76,8 @@ impl Queue {
     /// Opens (or creates) the queue to `datacenter` in `dir` and loads every record still in
     /// its journal. Blocks on disk I/O: call it before serving, or on a blocking thread.
     pub fn open(dir: PathBuf, datacenter: &str, max_bytes: u64) -> Result<Queue, QueueError> {
+        let id =
+            queue_id(&dir).map_err(|error| QueueError::Journal(JournalError::io(&dir, error)))?;
         let mut config = JournalConfig::new(dir.clone());
         config.segment_bytes = (max_bytes / 8).clamp(1 << 20, 64 << 20);
         let (journal, recovery) = Journal::open(config)?;
@@ -96,6 +99,7 @@ impl Queue {
         let telemetry = Arc::new(QueueTelemetry::new(datacenter));
         let queue = Queue {
             datacenter: datacenter.to_owned(),
+            id,
             journal,
             state: Arc::new(Mutex::new(state)),
             changed: Arc::new(Notify::new()),
@@ -221,6 +225,11 @@ impl Queue {
             .max(self.lock().records.back().map_or(0, |record| record.seq))
     }
 
+    /// The queue's identity: drawn at random when it was created, kept in its directory.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// The queue's datacenter.
     pub fn datacenter(&self) -> &str {
         &self.datacenter
@@ -232,6 +241,27 @@ impl Queue {
             tracing::warn!(datacenter = %self.datacenter, %error, "closing a WAN queue failed");
         }
     }
+}
+
+/// The identity of the queue in `dir` (`dir/QUEUE_ID`), drawn and written durably first if
+/// there is none.
+fn queue_id(dir: &std::path::Path) -> std::io::Result<u64> {
+    const FILE: &str = "QUEUE_ID";
+    let path = dir.join(FILE);
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(id) = u64::from_str_radix(text.trim(), 16)
+    {
+        return Ok(id);
+    }
+    crate::fsync::create_dir_durably(dir)?;
+    let id = getrandom::u64().map_err(std::io::Error::other)?.max(1);
+    let staged = dir.join("QUEUE_ID.new");
+    let mut file = std::fs::File::create(&staged)?;
+    std::io::Write::write_all(&mut file, format!("{id:016x}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&staged, &path)?;
+    crate::fsync::sync_dir(dir)?;
+    Ok(id)
 }
 
 #[cfg(test)]
@@ -270,7 +300,9 @@ mod tests {
             assert_eq!(queue.after(7, 10).len(), 3);
             queue.close();
         }
-        let queue = Queue::open(path, "east", 1 << 20).expect("reopens");
+        let id = std::fs::read_to_string(path.join("QUEUE_ID")).expect("id");
+        let queue = Queue::open(path.clone(), "east", 1 << 20).expect("reopens");
+        assert_eq!(format!("{:016x}\n", queue.id()), id);
         let kept = queue.after(4, 100);
         // The journal keeps whole segments: records up to 4 may come back, never fewer.
         assert_eq!(kept.len(), 6);

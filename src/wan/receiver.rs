@@ -1,9 +1,11 @@
 //! The far end of the links: stores the records other datacenters' gateways deliver, in their
 //! queues' order, exactly once.
 //!
-//! Per sending datacenter, `applied` is the highest sequence number up to which every record
-//! is stored here; it is kept in `data_dir/wan/in/<datacenter>` (rewritten after each
-//! delivery) and told to the sender when it resumes. A delivery is handled whole before the
+//! Per queue of a sending datacenter (its name and the queue's random id: each gateway has its
+//! own queue, and a queue made again from nothing starts again at 1), `applied` is the highest
+//! sequence number up to which every record is stored here; it is kept in
+//! `data_dir/wan/in/<datacenter>.<queue id>` (rewritten after each delivery) and told to the
+//! sender when it resumes. A delivery is handled whole before the
 //! next one from the same datacenter; its records are stored concurrently across mailboxes and
 //! one at a time within a mailbox, so each conversation keeps its order. A record that cannot
 //! be stored now (its slot group has no leader) is retried; if it still fails, `applied` stops
@@ -43,7 +45,7 @@ const STORE_PATIENCE: Duration = Duration::from_secs(20);
 /// The pause between retries of a record that could not be stored.
 const STORE_RETRY: Duration = Duration::from_millis(100);
 
-/// Progress from one sending datacenter.
+/// Progress from one queue of one sending datacenter.
 struct Inbound {
     applied: u64,
     file: PathBuf,
@@ -53,14 +55,16 @@ struct Inbound {
 /// The handler of link calls (service [`super::SERVICE_LINK`] on the gateways' mesh).
 pub(super) struct Receiver {
     node: Arc<Node>,
-    /// The far datacenters by name, with their index (the block of their mesh ids).
+    /// Every datacenter by name, in configuration order (the blocks of their mesh ids).
     names: Vec<String>,
     local: usize,
-    inbound: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Inbound>>>>,
+    dir: PathBuf,
+    /// Progress per (sending datacenter, queue id), loaded on first use.
+    inbound: Mutex<HashMap<(String, u64), Arc<tokio::sync::Mutex<Inbound>>>>,
 }
 
 impl Receiver {
-    /// Reads the progress of every far datacenter from `dir`.
+    /// Keeps the progress of the far queues in `dir` (`<datacenter>.<queue id>`, one number).
     pub(super) fn open(
         node: Arc<Node>,
         config: &WanConfig,
@@ -68,26 +72,6 @@ impl Receiver {
     ) -> Result<Self, WanError> {
         std::fs::create_dir_all(&dir)
             .map_err(|error| WanError::Task(format!("{}: {error}", dir.display())))?;
-        let local = config.local_index().unwrap_or(0);
-        let mut inbound = HashMap::new();
-        for (index, dc) in config.datacenters.iter().enumerate() {
-            if index == local {
-                continue;
-            }
-            let file = dir.join(&dc.name);
-            let applied = std::fs::read_to_string(&file)
-                .ok()
-                .and_then(|text| text.trim().parse().ok())
-                .unwrap_or(0);
-            inbound.insert(
-                dc.name.clone(),
-                Arc::new(tokio::sync::Mutex::new(Inbound {
-                    applied,
-                    file,
-                    telemetry: LinkTelemetry::new(&dc.name),
-                })),
-            );
-        }
         Ok(Receiver {
             node,
             names: config
@@ -95,28 +79,38 @@ impl Receiver {
                 .iter()
                 .map(|dc| dc.name.clone())
                 .collect(),
-            local,
-            inbound: Mutex::new(inbound),
+            local: config.local_index().unwrap_or(0),
+            dir,
+            inbound: Mutex::new(HashMap::new()),
         })
     }
 
-    /// The progress of `from`, if `peer` (a mesh id) is one of its gateways.
+    /// The progress of queue `queue` of `from`, if `peer` (a mesh id) is one of its gateways.
     fn inbound(
         &self,
         peer: NodeId,
         from: &str,
+        queue: u64,
     ) -> Result<Arc<tokio::sync::Mutex<Inbound>>, String> {
         let index = (peer >> 5).checked_sub(1).map(|i| i as usize);
         let named = self.names.iter().position(|name| name == from);
         if index.is_none() || index != named || named == Some(self.local) {
             return Err(format!("gateway {peer} may not deliver for {from:?}"));
         }
-        self.inbound
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(from)
-            .cloned()
-            .ok_or_else(|| format!("unknown datacenter {from:?}"))
+        let mut inbound = self.inbound.lock().unwrap_or_else(PoisonError::into_inner);
+        let progress = inbound.entry((from.to_owned(), queue)).or_insert_with(|| {
+            let file = self.dir.join(format!("{from}.{queue:016x}"));
+            let applied = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok())
+                .unwrap_or(0);
+            Arc::new(tokio::sync::Mutex::new(Inbound {
+                applied,
+                file,
+                telemetry: LinkTelemetry::new(from),
+            }))
+        });
+        Ok(progress.clone())
     }
 }
 
@@ -129,10 +123,10 @@ impl Handler for Receiver {
             .map_err(Clone::clone)
             .and_then(|call| match &call.op {
                 Some(pb::link_call::Op::Resume(resume)) => {
-                    self.inbound(from, &resume.from).map(Some)
+                    self.inbound(from, &resume.from, resume.queue).map(Some)
                 }
                 Some(pb::link_call::Op::Deliver(deliver)) => {
-                    self.inbound(from, &deliver.from).map(Some)
+                    self.inbound(from, &deliver.from, deliver.queue).map(Some)
                 }
                 Some(pb::link_call::Op::Group(_)) => {
                     let far = (from >> 5).checked_sub(1).map(|i| i as usize);
