@@ -45,6 +45,9 @@ const STORE_PATIENCE: Duration = Duration::from_secs(20);
 /// The pause between retries of a record that could not be stored.
 const STORE_RETRY: Duration = Duration::from_millis(100);
 
+/// Progress from one queue of one sending datacenter, handled one delivery at a time.
+type Progress = Arc<tokio::sync::Mutex<Inbound>>;
+
 /// Progress from one queue of one sending datacenter.
 struct Inbound {
     applied: u64,
@@ -60,7 +63,7 @@ pub(super) struct Receiver {
     local: usize,
     dir: PathBuf,
     /// Progress per (sending datacenter, queue id), loaded on first use.
-    inbound: Mutex<HashMap<(String, u64), Arc<tokio::sync::Mutex<Inbound>>>>,
+    inbound: Mutex<HashMap<(String, u64), Progress>>,
 }
 
 impl Receiver {
@@ -91,7 +94,7 @@ impl Receiver {
         peer: NodeId,
         from: &str,
         queue: u64,
-    ) -> Result<Arc<tokio::sync::Mutex<Inbound>>, String> {
+    ) -> Result<Progress, String> {
         let index = (peer >> 5).checked_sub(1).map(|i| i as usize);
         let named = self.names.iter().position(|name| name == from);
         if index.is_none() || index != named || named == Some(self.local) {
