@@ -213,6 +213,12 @@ impl WanConfig {
             if !names.insert(dc.name.as_str()) {
                 problems.push(format!("wan.datacenters: {} is listed twice", dc.name));
             }
+            if dc.clients.is_empty() {
+                problems.push(format!(
+                    "wan.datacenters: {} lists no clients (its users' phones are sent there)",
+                    dc.name
+                ));
+            }
             if dc.gateways.is_empty() || dc.gateways.len() > MAX_GATEWAYS {
                 problems.push(format!(
                     "wan.datacenters: {} must have between 1 and {MAX_GATEWAYS} gateways",
@@ -285,6 +291,7 @@ mod tests {
         gateways = [{ node = 1, addr = "127.0.0.1:7404" }]
         [[datacenters]]
         name = "west"
+        clients = ["127.0.0.2:7400"]
         gateways = [{ node = 4, addr = "127.0.0.2:7404" }]
         prefixes = ["+1"]
     "#;

@@ -176,9 +176,6 @@ impl<T: Transport> Divert for WanDivert<T> {
 
     fn home_elsewhere(&self, user: &str) -> Option<Vec<String>> {
         let home = self.far_home(user)?;
-        let clients = self.wan.clients(home);
-        // A datacenter with no client addresses listed cannot be sent to: served here (its
-        // operations are then refused until it is listed).
-        (!clients.is_empty()).then_some(clients)
+        Some(self.wan.clients(home))
     }
 }

@@ -89,12 +89,7 @@ impl Receiver {
     }
 
     /// The progress of queue `queue` of `from`, if `peer` (a mesh id) is one of its gateways.
-    fn inbound(
-        &self,
-        peer: NodeId,
-        from: &str,
-        queue: u64,
-    ) -> Result<Progress, String> {
+    fn inbound(&self, peer: NodeId, from: &str, queue: u64) -> Result<Progress, String> {
         let index = (peer >> 5).checked_sub(1).map(|i| i as usize);
         let named = self.names.iter().position(|name| name == from);
         if index.is_none() || index != named || named == Some(self.local) {
