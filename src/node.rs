@@ -50,6 +50,9 @@ pub struct Node {
     /// In a cluster: sends operations on keys owned elsewhere to their owner (set once, before
     /// phones are accepted). Unset on a node without `[cluster]`.
     pub remote: OnceLock<std::sync::Arc<dyn divert::Divert>>,
+    /// With `[wan]`, on a gateway: the watchers of other datacenters it stands in for (presence
+    /// changes for their connections go to them).
+    pub far_watchers: OnceLock<std::sync::Arc<dyn crate::presence::FarWatchers>>,
     /// With replicated slots: who leads each slot group (empty, and unused, otherwise).
     pub leaders: Arc<crate::cluster::leaders::Leaders>,
     /// The client addresses of the cluster's other nodes that are not down (empty without
@@ -133,6 +136,7 @@ impl Node {
             drain: CancellationToken::new(),
             metrics: HotMetrics::new(),
             remote: OnceLock::new(),
+            far_watchers: OnceLock::new(),
             leaders: Arc::new(crate::cluster::leaders::Leaders::new(replicated)),
             peer_addrs: Arc::new(PeerAddrs::default()),
             server_ids: ids::ServerIds::new(ordinal),

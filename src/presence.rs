@@ -5,6 +5,14 @@ use dashmap::DashMap;
 use crate::mailbox::event::{MailboxEvent, SessionHandle};
 use crate::message::Id;
 
+/// Watchers in other datacenters: presence changes for the connections that stand in for them
+/// on this node (`crate::wan`).
+pub trait FarWatchers: Send + Sync {
+    /// Sends a change of `user` to the watcher connection `conn_id` stands in for; false when
+    /// it stands in for none.
+    fn relay(&self, conn_id: u64, user: &Id, online: bool, last_seen_ms: u64) -> bool;
+}
+
 /// Presence subscriptions and last-seen times.
 #[derive(Debug, Default)]
 pub struct Presence {

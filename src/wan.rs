@@ -30,6 +30,7 @@ mod divert;
 mod elsewhere;
 mod gateway;
 mod link;
+mod presence;
 pub mod queue;
 mod receiver;
 pub mod telemetry;
@@ -106,7 +107,12 @@ impl<T: Transport> Wan<T> {
         let me = cluster_mesh.node();
         let local = config.local_index().unwrap_or(0);
         let gateway = match config.gateway_position(me) {
-            Some(position) => Some(Gateway::start(node, config, position).await?),
+            Some(position) => {
+                let (mesh, weak) = (cluster_mesh.clone(), Arc::downgrade(node));
+                let presence: PresenceHook =
+                    Arc::new(move |relay| deliver_presence(&mesh, me, &weak, relay));
+                Some(Gateway::start(node, config, position, presence).await?)
+            }
             None => None,
         };
         Ok(Arc::new(Wan {
@@ -257,13 +263,57 @@ impl<T: Transport> Wan<T> {
             to_user: to_user.to_owned(),
             typing,
         };
-        let target = self.gateway_for(to_user);
+        let _ = dc;
+        self.to_gateway(
+            to_user,
+            pb::GatewayCast {
+                cast: Some(pb::gateway_cast::Cast::Typing(notice)),
+            },
+        );
+    }
+
+    /// Watches, for the session of `watcher` on connection `conn_id` of this node, the presence
+    /// of `users`, homed in datacenter `dc` (a notice through the gateway).
+    pub fn watch(&self, dc: usize, watcher: &str, conn_id: u64, users: Vec<String>) {
+        let watch = pb::Watch {
+            datacenter: self.directory.name(dc).to_owned(),
+            from: self.config.datacenter.clone(),
+            node: self.me,
+            conn_id,
+            watcher: watcher.to_owned(),
+            users,
+        };
+        self.to_gateway(
+            watcher,
+            pb::GatewayCast {
+                cast: Some(pb::gateway_cast::Cast::Watch(watch)),
+            },
+        );
+    }
+
+    /// Ends the watches of connection `conn_id` of this node on `users`, homed in `dc`.
+    pub fn unwatch(&self, dc: usize, watcher: &str, conn_id: u64, users: Vec<String>) {
+        let unwatch = pb::Unwatch {
+            datacenter: self.directory.name(dc).to_owned(),
+            from: self.config.datacenter.clone(),
+            node: self.me,
+            conn_id,
+            users,
+        };
+        self.to_gateway(
+            watcher,
+            pb::GatewayCast {
+                cast: Some(pb::gateway_cast::Cast::Unwatch(unwatch)),
+            },
+        );
+    }
+
+    /// Hands `cast` to the gateway for `key` (this node's own, or over the cluster's mesh).
+    fn to_gateway(&self, key: &str, cast: pb::GatewayCast) {
+        let target = self.gateway_for(key);
         match (&self.gateway, target == self.me) {
-            (Some(gateway), true) => gateway.typing(dc, notice),
+            (Some(gateway), true) => gateway.forward(cast),
             _ => {
-                let cast = pb::GatewayCast {
-                    cast: Some(pb::gateway_cast::Cast::Typing(notice)),
-                };
                 let _ = self.cluster_mesh.cast(
                     target,
                     SERVICE_GATEWAY,
@@ -279,6 +329,51 @@ impl<T: Transport> Wan<T> {
             gateway.shutdown().await;
         }
     }
+}
+
+/// Where a gateway hands presence changes that came back for watchers of its datacenter.
+pub(crate) type PresenceHook = Arc<dyn Fn(pb::PresenceRelay) + Send + Sync>;
+
+/// Hands a presence change for the watcher on connection `relay.conn_id` of node `relay.node`
+/// to that session: here, or through the cluster's mesh as the user's owner would.
+fn deliver_presence<T: Transport>(
+    mesh: &Mesh<T>,
+    me: NodeId,
+    node: &std::sync::Weak<Node>,
+    relay: pb::PresenceRelay,
+) {
+    use crate::proto::mesh as mesh_pb;
+    if relay.node != me {
+        let event = mesh_pb::SessionEvent {
+            owner: relay.watcher,
+            conn_id: relay.conn_id,
+            event: Some(mesh_pb::session_event::Event::Presence(
+                mesh_pb::PresenceNotice {
+                    user: relay.user,
+                    online: relay.online,
+                    last_seen_ms: relay.last_seen_ms,
+                },
+            )),
+            missed: false,
+        };
+        crate::cluster::remote::cast_to(
+            mesh,
+            relay.node,
+            mesh_pb::mailbox_cast::Cast::Event(event),
+        );
+        return;
+    }
+    let Some(node) = node.upgrade() else { return };
+    let user = crate::message::Id::from(relay.user);
+    node.registry.for_each(&relay.watcher, |session| {
+        if session.conn_id == relay.conn_id {
+            session.sink.send(crate::mailbox::MailboxEvent::Presence {
+                user: user.clone(),
+                online: relay.online,
+                last_seen_ms: relay.last_seen_ms,
+            });
+        }
+    });
 }
 
 fn log_call_error(target: NodeId, error: &CallError) {

@@ -294,7 +294,7 @@ async fn queued_messages_survive_a_killed_gateway_and_cross_once_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_phone_away_from_home_is_sent_home_and_typing_crosses() {
+async fn a_phone_away_from_home_is_sent_home_and_typing_and_presence_cross() {
     let dir = tempfile::tempdir().expect("tempdir");
     let [mut east, mut west] = datacenters(dir.path());
     east.start();
@@ -346,6 +346,28 @@ async fn a_phone_away_from_home_is_sent_home_and_typing_crosses() {
         .expect("typing arrived");
     assert_eq!(notice.from_user, "alice");
     assert!(notice.typing);
+
+    // Presence crosses: alice watches bob (online at west), then bob leaves.
+    let (mut alice_reader, _) = (_alice_reader, ());
+    let presence = async |reader: &mut ClientReader| loop {
+        if let Frame::Presence(update) = next(reader).await {
+            return update;
+        }
+    };
+    alice_writer
+        .subscribe_presence(&["bob"])
+        .await
+        .expect("subscribe");
+    let update = tokio::time::timeout(WAIT, presence(&mut alice_reader))
+        .await
+        .expect("bob's presence");
+    assert_eq!((update.user.as_str(), update.online), ("bob", true));
+    drop((bob_reader, _bob_writer));
+    let update = tokio::time::timeout(WAIT, presence(&mut alice_reader))
+        .await
+        .expect("bob went offline");
+    assert_eq!((update.user.as_str(), update.online), ("bob", false));
+    assert!(update.last_seen_ms > 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

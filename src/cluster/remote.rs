@@ -282,7 +282,7 @@ impl<T: Transport> Divert for Remote<T> {
         local
     }
 
-    fn unwatch_presence(&self, conn_id: u64, users: &[Id]) {
+    fn unwatch_presence(&self, _watcher: &Id, conn_id: u64, users: &[Id]) {
         for (owner, watched) in self.by_owner(users, &mut Vec::new()) {
             self.cast(
                 owner,

@@ -25,8 +25,9 @@ pub trait Divert: Send + Sync {
     /// Watches, for the session of `watcher` on `conn_id`, the presence of those of `users`
     /// that other nodes own (their owners answer with it); returns the ones owned here.
     fn watch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]) -> Vec<Id>;
-    /// Stops the watches of connection `conn_id` on those of `users` that other nodes own.
-    fn unwatch_presence(&self, conn_id: u64, users: &[Id]);
+    /// Stops the watches of `watcher`'s connection `conn_id` on those of `users` that other
+    /// nodes own.
+    fn unwatch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]);
     /// When `user` is homed in another datacenter: the client addresses of its nodes (the
     /// login is sent there). `None` for users homed here, and always without `[wan]`.
     fn home_elsewhere(&self, _user: &str) -> Option<Vec<String>> {

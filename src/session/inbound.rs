@@ -326,7 +326,7 @@ impl SessionState {
     pub(super) fn unwatch_all(&self) {
         self.node.presence.unwatch(self.conn.id, &self.watching);
         if let Some(remote) = self.node.remote.get() {
-            remote.unwatch_presence(self.conn.id, &self.watching);
+            remote.unwatch_presence(&self.user, self.conn.id, &self.watching);
         }
     }
 

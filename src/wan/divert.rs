@@ -25,6 +25,22 @@ impl<T: Transport> WanDivert<T> {
         WanDivert { inner, wan }
     }
 
+    /// `users` homed here, and those homed elsewhere by datacenter.
+    fn by_home(&self, users: &[Id]) -> (Vec<Id>, Vec<(usize, Vec<String>)>) {
+        let mut here = Vec::new();
+        let mut far: Vec<(usize, Vec<String>)> = Vec::new();
+        for user in users {
+            match self.far_home(user) {
+                None => here.push(user.clone()),
+                Some(dc) => match far.iter_mut().find(|(home, _)| *home == dc) {
+                    Some((_, users)) => users.push(user.to_string()),
+                    None => far.push((dc, vec![user.to_string()])),
+                },
+            }
+        }
+        (here, far)
+    }
+
     /// The home of `key` when it is another datacenter.
     fn far_home(&self, key: &str) -> Option<usize> {
         let home = self.wan.directory().home(key);
@@ -161,17 +177,19 @@ impl<T: Transport> Divert for WanDivert<T> {
     }
 
     fn watch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]) -> Vec<Id> {
-        // Presence of users homed in other datacenters is not watched across them (yet).
-        let here: Vec<Id> = users
-            .iter()
-            .filter(|user| self.far_home(user).is_none())
-            .cloned()
-            .collect();
+        let (here, far) = self.by_home(users);
+        for (dc, users) in far {
+            self.wan.watch(dc, watcher, conn_id, users);
+        }
         self.inner.watch_presence(watcher, conn_id, &here)
     }
 
-    fn unwatch_presence(&self, conn_id: u64, users: &[Id]) {
-        self.inner.unwatch_presence(conn_id, users);
+    fn unwatch_presence(&self, watcher: &Id, conn_id: u64, users: &[Id]) {
+        let (here, far) = self.by_home(users);
+        for (dc, users) in far {
+            self.wan.unwatch(dc, watcher, conn_id, users);
+        }
+        self.inner.unwatch_presence(watcher, conn_id, &here);
     }
 
     fn home_elsewhere(&self, user: &str) -> Option<Vec<String>> {

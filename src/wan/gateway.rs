@@ -46,6 +46,7 @@ impl Gateway {
         node: &Arc<Node>,
         config: &WanConfig,
         position: usize,
+        presence: super::PresenceHook,
     ) -> Result<Arc<Gateway>, WanError> {
         let local = config.local_index().unwrap_or(0);
         let data_dir = node.config.node.data_dir.join("wan");
@@ -86,13 +87,40 @@ impl Gateway {
         mesh_config.heartbeat = Duration::from_millis(config.heartbeat_ms);
         mesh_config.dead_after = Duration::from_millis(config.down_after_ms);
         mesh_config.peer_label = "wan-";
-        let receiver = Arc::new(Receiver::open(node.clone(), config, data_dir.join("in"))?);
+        let receiver = Arc::new(Receiver::open(
+            node.clone(),
+            config,
+            data_dir.join("in"),
+            presence,
+        )?);
         let mesh = Mesh::start(
             mesh_config,
             TcpTransport,
-            Handlers::default().with(SERVICE_LINK, receiver),
+            Handlers::default().with(SERVICE_LINK, receiver.clone()),
         )
         .await?;
+        // Presence changes for the watchers of other datacenters go back to a gateway of theirs.
+        let gateways_of: BTreeMap<String, Vec<NodeId>> = far
+            .values()
+            .map(|dc| (dc.name.clone(), dc.gateways.clone()))
+            .collect();
+        let back = mesh.clone();
+        let send_back: super::presence::SendBack = Arc::new(move |dc, relay| {
+            let cast = Bytes::from(
+                pb::LinkCast {
+                    cast: Some(pb::link_cast::Cast::Presence(relay)),
+                }
+                .encode_to_vec(),
+            );
+            for gateway in gateways_of.get(dc).into_iter().flatten() {
+                if back.cast(*gateway, SERVICE_LINK, cast.clone()).is_ok() {
+                    return;
+                }
+            }
+        });
+        let far_watchers = super::presence::FarWatchers::new(node, send_back);
+        receiver.attach(far_watchers.clone());
+        let _ = node.far_watchers.set(far_watchers);
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let settings = LinkSettings {
@@ -185,15 +213,28 @@ impl Gateway {
         }
     }
 
-    /// Sends a typing notice to a gateway of datacenter `dc` whose link is up (dropped if none).
-    pub fn typing(&self, dc: usize, notice: pb::Typing) {
-        let Some(far) = self.far.get(&dc) else { return };
-        let cast = Bytes::from(
-            pb::LinkCast {
-                cast: Some(pb::link_cast::Cast::Typing(notice)),
+    /// Sends a notice (typing, a presence watch) from a node of this datacenter to a gateway
+    /// of the datacenter it names whose link is up; dropped if none is.
+    pub fn forward(&self, cast: pb::GatewayCast) {
+        use pb::gateway_cast::Cast;
+        let (datacenter, cast) = match cast.cast {
+            Some(Cast::Typing(typing)) => (
+                typing.datacenter.clone(),
+                pb::link_cast::Cast::Typing(typing),
+            ),
+            Some(Cast::Watch(watch)) => {
+                (watch.datacenter.clone(), pb::link_cast::Cast::Watch(watch))
             }
-            .encode_to_vec(),
-        );
+            Some(Cast::Unwatch(unwatch)) => (
+                unwatch.datacenter.clone(),
+                pb::link_cast::Cast::Unwatch(unwatch),
+            ),
+            None => return,
+        };
+        let Some(far) = self.far_index(&datacenter).and_then(|dc| self.far.get(&dc)) else {
+            return;
+        };
+        let cast = Bytes::from(pb::LinkCast { cast: Some(cast) }.encode_to_vec());
         for gateway in &far.gateways {
             if self.mesh.cast(*gateway, SERVICE_LINK, cast.clone()).is_ok() {
                 return;
@@ -312,12 +353,8 @@ impl Handler for GatewayService {
         let Some(gateway) = self.gateway.get() else {
             return;
         };
-        if let Ok(pb::GatewayCast {
-            cast: Some(pb::gateway_cast::Cast::Typing(notice)),
-        }) = pb::GatewayCast::decode(payload)
-            && let Some(dc) = gateway.far_index(&notice.datacenter)
-        {
-            gateway.typing(dc, notice);
+        if let Ok(cast) = pb::GatewayCast::decode(payload) {
+            gateway.forward(cast);
         }
     }
 }

@@ -23,6 +23,7 @@ use prost::Message;
 
 use super::WanError;
 use super::config::WanConfig;
+use super::presence::FarWatchers;
 use super::telemetry::LinkTelemetry;
 use crate::cluster::remote::sink::CallSink;
 use crate::cluster::remote::{append_job, append_reply, group_wire};
@@ -62,6 +63,10 @@ pub(super) struct Receiver {
     names: Vec<String>,
     local: usize,
     dir: PathBuf,
+    /// Where presence changes for watchers of this datacenter go.
+    presence: super::PresenceHook,
+    /// The watchers of other datacenters this gateway stands in for.
+    far_watchers: std::sync::OnceLock<Arc<FarWatchers>>,
     /// Progress per (sending datacenter, queue id), loaded on first use.
     inbound: Mutex<HashMap<(String, u64), Progress>>,
 }
@@ -72,6 +77,7 @@ impl Receiver {
         node: Arc<Node>,
         config: &WanConfig,
         dir: PathBuf,
+        presence: super::PresenceHook,
     ) -> Result<Self, WanError> {
         std::fs::create_dir_all(&dir)
             .map_err(|error| WanError::Task(format!("{}: {error}", dir.display())))?;
@@ -84,8 +90,15 @@ impl Receiver {
                 .collect(),
             local: config.local_index().unwrap_or(0),
             dir,
+            presence,
+            far_watchers: std::sync::OnceLock::new(),
             inbound: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Serves the watches of other datacenters' watchers with `far_watchers`.
+    pub(super) fn attach(&self, far_watchers: Arc<FarWatchers>) {
+        let _ = self.far_watchers.set(far_watchers);
     }
 
     /// The progress of queue `queue` of `from`, if `peer` (a mesh id) is one of its gateways.
@@ -165,22 +178,36 @@ impl Handler for Receiver {
     }
 
     fn cast(&self, _from: NodeId, payload: Bytes) {
-        if let Ok(pb::LinkCast {
-            cast: Some(pb::link_cast::Cast::Typing(notice)),
-        }) = pb::LinkCast::decode(payload)
-        {
-            let (from, to) = (Id::from(notice.from_user), Id::from(notice.to_user));
-            let relayed = self
-                .node
-                .remote
-                .get()
-                .is_some_and(|remote| remote.relay_typing(&from, &to, notice.typing));
-            if !relayed {
-                let limit = self.node.config.mailbox.push_queue;
-                self.node
-                    .registry
-                    .relay_typing(&from, &to, notice.typing, limit);
+        use pb::link_cast::Cast;
+        let Ok(pb::LinkCast { cast: Some(cast) }) = pb::LinkCast::decode(payload) else {
+            return;
+        };
+        match cast {
+            Cast::Typing(notice) => {
+                let (from, to) = (Id::from(notice.from_user), Id::from(notice.to_user));
+                let relayed = self
+                    .node
+                    .remote
+                    .get()
+                    .is_some_and(|remote| remote.relay_typing(&from, &to, notice.typing));
+                if !relayed {
+                    let limit = self.node.config.mailbox.push_queue;
+                    self.node
+                        .registry
+                        .relay_typing(&from, &to, notice.typing, limit);
+                }
             }
+            Cast::Watch(watch) => {
+                if let Some(far) = self.far_watchers.get() {
+                    far.watch(watch);
+                }
+            }
+            Cast::Unwatch(unwatch) => {
+                if let Some(far) = self.far_watchers.get() {
+                    far.unwatch(unwatch);
+                }
+            }
+            Cast::Presence(relay) => (self.presence)(relay),
         }
     }
 }

@@ -420,6 +420,18 @@ fn deliver(node: &Node, event: pb::SessionEvent) {
             None => {}
         }
     });
+    // A watcher of another datacenter this node stands in for.
+    if let (
+        Some(MailboxEvent::Presence {
+            user,
+            online,
+            last_seen_ms,
+        }),
+        Some(far),
+    ) = (event, node.far_watchers.get())
+    {
+        far.relay(conn_id, &user, online, last_seen_ms);
+    }
 }
 
 /// A session on node `from` watches users this node owns: it gets their presence now, then
