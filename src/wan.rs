@@ -308,6 +308,32 @@ impl<T: Transport> Wan<T> {
         );
     }
 
+    /// Relays typing in `group` (homed here) to its `members` homed in datacenter `dc`.
+    pub fn group_typing(
+        &self,
+        dc: usize,
+        group: &str,
+        from_user: &str,
+        typing: bool,
+        members: Vec<String>,
+    ) {
+        let relay = crate::proto::mesh::GroupTypingRelay {
+            group: group.to_owned(),
+            from_user: from_user.to_owned(),
+            typing,
+            to_users: members,
+        };
+        self.to_gateway(
+            group,
+            pb::GatewayCast {
+                cast: Some(pb::gateway_cast::Cast::GroupTyping(pb::GroupTyping {
+                    datacenter: self.directory.name(dc).to_owned(),
+                    relay: Some(relay),
+                })),
+            },
+        );
+    }
+
     /// Hands `cast` to the gateway for `key` (this node's own, or over the cluster's mesh).
     fn to_gateway(&self, key: &str, cast: pb::GatewayCast) {
         let target = self.gateway_for(key);

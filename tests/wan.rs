@@ -453,6 +453,28 @@ async fn groups_span_datacenters_each_post_crossing_once() {
         .collect();
     assert_eq!(bobs, ["b-0", "b-1", "b-2"]);
 
+    // Typing in the group crosses both ways (a notice: repeated until it shows).
+    async fn typed(from: &mut GroupPhone, to: &mut GroupPhone, group: &str, who: &str) -> String {
+        let typed = async {
+            loop {
+                from.writer.group_typing(group, true).await.expect("typing");
+                let wait = std::time::Duration::from_millis(500);
+                // Others' notices (alice's reach carol too) are not the one awaited.
+                if let Ok(Frame::Typing(notice)) =
+                    tokio::time::timeout(wait, next(&mut to.reader)).await
+                    && notice.from_user == who
+                {
+                    return notice.group_id;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, typed)
+            .await
+            .expect("group typing")
+    }
+    assert_eq!(typed(&mut alice, &mut bob, &group, "alice").await, group);
+    assert_eq!(typed(&mut bob, &mut carol, &group, "bob").await, group);
+
     // Requests to the group from west are carried there and answered at once.
     let response = bob
         .request(Op::Info(GroupRef {

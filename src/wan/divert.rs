@@ -125,8 +125,11 @@ impl<T: Transport> Divert for WanDivert<T> {
                 self.queue_group_call(home, *job);
                 None
             }
-            // Typing in a group homed elsewhere is not carried.
-            MailboxOp::Group(job) if matches!(job.call, GroupCall::Typing(_)) => None,
+            // Typing in a group homed elsewhere: carried like a request, nothing answered.
+            MailboxOp::Group(job) if matches!(job.call, GroupCall::Typing(_)) => {
+                tokio::spawn(self.wan.relay(home, group_wire::call_of(&job)));
+                None
+            }
             // Other group requests are carried to the group and answered now.
             MailboxOp::Group(job) => {
                 let answer = self.wan.relay(home, group_wire::call_of(&job));

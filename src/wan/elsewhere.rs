@@ -141,8 +141,13 @@ impl<T: Transport> Elsewhere for WanElsewhere<T> {
     }
 
     fn typing(&self, group: &Id, from_user: &Id, typing: bool, members: Vec<Id>) -> Vec<Id> {
-        // Typing in a group is not carried to members homed elsewhere.
-        let (here, _) = self.split(members);
+        let (here, far) = self.split(members);
+        for (dc, members) in far {
+            let members = members.iter().map(ToString::to_string).collect();
+            self.shared
+                .wan
+                .group_typing(dc, group, from_user, typing, members);
+        }
         self.inner.typing(group, from_user, typing, here)
     }
 

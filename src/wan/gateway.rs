@@ -229,6 +229,10 @@ impl Gateway {
                 unwatch.datacenter.clone(),
                 pb::link_cast::Cast::Unwatch(unwatch),
             ),
+            Some(Cast::GroupTyping(typing)) => (
+                typing.datacenter.clone(),
+                pb::link_cast::Cast::GroupTyping(typing),
+            ),
             None => return,
         };
         let Some(far) = self.far_index(&datacenter).and_then(|dc| self.far.get(&dc)) else {

@@ -208,7 +208,36 @@ impl Handler for Receiver {
                 }
             }
             Cast::Presence(relay) => (self.presence)(relay),
+            Cast::GroupTyping(pb::GroupTyping {
+                relay: Some(relay), ..
+            }) => group_typing(&self.node, relay),
+            Cast::GroupTyping(_) => {}
         }
+    }
+}
+
+/// Typing in a group of another datacenter, for its members homed here: those other nodes
+/// serve get it through them, this node's own sessions here.
+fn group_typing(node: &Node, relay: mesh_pb::GroupTypingRelay) {
+    let group = Id::from(relay.group);
+    let from_user = Id::from(relay.from_user);
+    let members: Vec<Id> = relay.to_users.into_iter().map(Id::from).collect();
+    let here = match node.fanout.elsewhere().get() {
+        Some(elsewhere) => elsewhere.typing(&group, &from_user, relay.typing, members),
+        None => members,
+    };
+    let limit = node.config.mailbox.push_queue;
+    for user in here {
+        node.registry.for_each(&user, |session| {
+            session.try_push(
+                limit,
+                MailboxEvent::Typing {
+                    from_user: from_user.clone(),
+                    typing: relay.typing,
+                    group: Some(group.clone()),
+                },
+            );
+        });
     }
 }
 
