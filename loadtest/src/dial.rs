@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern::client::{Client, ClientError, Refusal};
-use tern::proto::v1::{ServerFrame, Welcome, server_frame::Frame};
+use tern::proto::v1::{GoAwayReason, ServerFrame, Welcome, server_frame::Frame};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::LoadError;
@@ -95,7 +95,9 @@ impl Dialer {
         socket.connect(server).await.map_err(error)
     }
 
-    /// Opens connection number `index` and logs in; returns the client and the Welcome.
+    /// Opens connection number `index` and logs in; returns the client and the Welcome. A user
+    /// homed in another datacenter gets [`LoadError::Elsewhere`] with that datacenter's
+    /// addresses.
     pub async fn login(
         &self,
         index: usize,
@@ -111,6 +113,16 @@ impl Dialer {
                 Some(ServerFrame {
                     frame: Some(Frame::Welcome(welcome)),
                 }) => Ok((client, welcome)),
+                Some(ServerFrame {
+                    frame: Some(Frame::GoAway(go_away)),
+                }) if go_away.reason == i32::from(GoAwayReason::Elsewhere)
+                    && !go_away.alternate_addrs.is_empty() =>
+                {
+                    Err(LoadError::Elsewhere {
+                        user: user.to_owned(),
+                        alternates: go_away.alternate_addrs,
+                    })
+                }
                 Some(other) => Err(LoadError::LoginRefused {
                     user: user.to_owned(),
                     reason: Refusal(&other).to_string(),
@@ -204,6 +216,42 @@ mod tests {
         assert!(dialer.source_for(1).is_some());
         assert!(dialer.source_for(2).is_none());
         assert!(Dialer::spread(&[]).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_login_sent_home_names_the_home_datacenter() {
+        use bytes::BytesMut;
+        use tern::proto::v1::GoAway;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dialer = Dialer::new(listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut login = [0u8; 512];
+            let _ = socket.read(&mut login).await.unwrap();
+            let go_away = ServerFrame {
+                frame: Some(Frame::GoAway(GoAway {
+                    reason: GoAwayReason::Elsewhere.into(),
+                    reconnect_after_ms: 0,
+                    message: "homed in another datacenter".to_owned(),
+                    alternate_addrs: vec!["10.78.2.4:7400".to_owned(), "10.78.2.5:7400".to_owned()],
+                })),
+            };
+            let mut out = BytesMut::new();
+            tern::frame::encode(&go_away, &mut out);
+            socket.write_all(&out).await.unwrap();
+        });
+        let login = dialer.login(0, "west-user", "token", 0).await;
+        server.await.unwrap();
+        match login {
+            Err(LoadError::Elsewhere { user, alternates }) => {
+                assert_eq!(user, "west-user");
+                assert_eq!(alternates, ["10.78.2.4:7400", "10.78.2.5:7400"]);
+            }
+            Err(other) => panic!("not sent elsewhere: {other}"),
+            Ok(_) => panic!("logged in"),
+        }
     }
 
     #[tokio::test]

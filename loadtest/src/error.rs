@@ -62,6 +62,23 @@ pub enum LoadError {
         /// The server's answer.
         reason: String,
     },
+    /// The server sent the user to its home datacenter (GoAway ELSEWHERE) instead of logging
+    /// it in.
+    #[error("login as {user} sent elsewhere: homed in another datacenter, at {}", .alternates.join(","))]
+    Elsewhere {
+        /// The user logging in.
+        user: String,
+        /// The home datacenter's client addresses, as the server listed them.
+        alternates: Vec<String>,
+    },
+    /// `--wan-config` could not be read or has no usable `[wan]` section.
+    #[error("cannot use the WAN configuration {path}: {reason}")]
+    WanConfig {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Socket or framing trouble on an established connection.
     #[error("connection error: {0}")]
     Client(#[from] ClientError),

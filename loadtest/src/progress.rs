@@ -34,6 +34,11 @@ pub struct Counters {
     pub disconnects: AtomicU64,
     /// Successful reconnects.
     pub reconnects: AtomicU64,
+    /// Logins answered with GoAway ELSEWHERE (the user is homed in another datacenter; the
+    /// phone logs in there instead).
+    pub elsewhere: AtomicU64,
+    /// ServerAcks flagged `queued` (durable in the queue to the recipient's datacenter, seq 0).
+    pub queued_acks: AtomicU64,
     /// Mailbox entries from earlier runs skipped at the first login.
     pub backlog_skipped: AtomicU64,
     /// Messages sent and neither acked nor given up yet.
@@ -77,6 +82,8 @@ impl Counters {
             ("logins", &self.logins),
             ("ack_wait_max_ms", &self.ack_wait_max_ms),
             ("ack_pause_max_ms", &self.ack_pause_max_ms),
+            ("elsewhere", &self.elsewhere),
+            ("queued_acks", &self.queued_acks),
         ]
         .into_iter()
         .map(|(name, counter)| (name.to_owned(), get(counter)))

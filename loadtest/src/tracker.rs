@@ -2,7 +2,9 @@
 //!
 //! The sender records each message it sends and each ServerAck; the receiver records each
 //! delivery. A message the server acked (made durable) but never delivered is lost; a message
-//! delivered more than once is duplicated. Ids are the sender's dense counters 0, 1, 2...
+//! delivered more than once is duplicated. Ids are the sender's dense counters 0, 1, 2..., so
+//! they are also the order in which the messages were sent: a message sent once (never refused
+//! and sent again) that arrives after a later one of the same sender arrived out of order.
 
 use std::ops::AddAssign;
 
@@ -11,6 +13,9 @@ use serde::{Deserialize, Serialize};
 const SENT: u8 = 1;
 const ACKED: u8 = 2;
 const DELIVERED: u8 = 4;
+/// Sent more than once (refused, or in flight across a reconnect): it may arrive after
+/// messages sent after it.
+const RETRIED: u8 = 8;
 
 /// What a delivery turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +33,8 @@ pub enum Delivery {
 pub struct Tracker {
     states: Vec<u8>,
     counts: Counts,
+    /// The highest id delivered of the messages sent only once.
+    highest_in_order: Option<u64>,
 }
 
 /// Totals of one or more trackers (and of worker processes: they add up).
@@ -47,6 +54,10 @@ pub struct Counts {
     pub undelivered: u64,
     /// Sent, never acked.
     pub unacked: u64,
+    /// First deliveries of messages sent only once that came after a later message of the
+    /// same sender (also sent only once).
+    #[serde(default)]
+    pub out_of_order: u64,
 }
 
 impl Tracker {
@@ -91,6 +102,14 @@ impl Tracker {
         true
     }
 
+    /// Message `id` is being sent again (after a refusal or a reconnect): it no longer counts
+    /// for the order check.
+    pub fn retried(&mut self, id: u64) {
+        if let Some(state) = self.state_mut(id) {
+            *state |= RETRIED;
+        }
+    }
+
     /// The receiver got `id`.
     pub fn delivered(&mut self, id: u64) -> Delivery {
         let Some(state) = self.state_mut(id) else {
@@ -103,9 +122,16 @@ impl Tracker {
         }
         *state |= DELIVERED;
         let acked = *state & ACKED != 0;
+        let once = *state & RETRIED == 0;
         self.counts.delivered += 1;
         if acked {
             self.counts.undelivered -= 1;
+        }
+        if once {
+            match self.highest_in_order {
+                Some(highest) if id < highest => self.counts.out_of_order += 1,
+                _ => self.highest_in_order = Some(id),
+            }
         }
         Delivery::First
     }
@@ -130,6 +156,7 @@ impl AddAssign for Counts {
         self.unknown += other.unknown;
         self.undelivered += other.undelivered;
         self.unacked += other.unacked;
+        self.out_of_order += other.out_of_order;
     }
 }
 
@@ -258,8 +285,55 @@ mod tests {
             unknown: 0,
             undelivered: 3,
             unacked: 1,
+            out_of_order: 0,
         };
         assert_eq!(total, want);
+    }
+
+    #[test]
+    fn a_message_overtaken_by_a_later_one_is_out_of_order() {
+        let mut t = Tracker::new();
+        for id in 0..5 {
+            t.sent(id);
+            t.acked(id);
+        }
+        assert_eq!(t.delivered(0), Delivery::First);
+        assert_eq!(t.delivered(2), Delivery::First);
+        assert_eq!(t.delivered(1), Delivery::First);
+        assert_eq!(t.counts().out_of_order, 1);
+        // A duplicate of an earlier message is a duplicate, not a reordering.
+        assert_eq!(t.delivered(0), Delivery::Duplicate);
+        assert_eq!(t.delivered(3), Delivery::First);
+        assert_eq!(t.delivered(4), Delivery::First);
+        let c = t.counts();
+        assert_eq!((c.out_of_order, c.duplicates, c.delivered), (1, 1, 5));
+    }
+
+    #[test]
+    fn messages_sent_again_may_arrive_late() {
+        let mut t = Tracker::new();
+        for id in 0..4 {
+            t.sent(id);
+        }
+        // 1 was refused and sent again: it arrives after 3, which is not a reordering.
+        t.retried(1);
+        assert_eq!(t.delivered(0), Delivery::First);
+        assert_eq!(t.delivered(3), Delivery::First);
+        assert_eq!(t.delivered(1), Delivery::First);
+        assert_eq!(t.counts().out_of_order, 0);
+        // 2 was sent once and arrives after 3: out of order.
+        assert_eq!(t.delivered(2), Delivery::First);
+        assert_eq!(t.counts().out_of_order, 1);
+        // Ids never sent are not marked.
+        t.retried(9);
+        assert_eq!(t.delivered(9), Delivery::Unknown);
+    }
+
+    #[test]
+    fn counts_without_out_of_order_read_as_zero() {
+        let line = r#"{"sent":1,"acked":1,"delivered":1,"duplicates":0,"unknown":0,"undelivered":0,"unacked":0}"#;
+        let counts: Counts = serde_json::from_str(line).unwrap();
+        assert_eq!(counts.out_of_order, 0);
     }
 
     #[test]

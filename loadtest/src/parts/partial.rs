@@ -20,6 +20,13 @@ pub struct Partial {
     /// Times from a GoAway to the next login, µs (the phones' reconnect delays).
     #[serde(default = "Latency::new")]
     pub reconnect: Latency,
+    /// Latencies of messages between users homed in the same datacenter, µs (chat with
+    /// `--wan-config`; empty otherwise).
+    #[serde(default = "Latency::new")]
+    pub same_dc: Latency,
+    /// Latencies of messages between users homed in different datacenters, µs.
+    #[serde(default = "Latency::new")]
+    pub cross_dc: Latency,
     /// Seconds between Stop and the part's end (the drain).
     pub drain_s: f64,
     /// False when the part stopped with work outstanding (the drain timed out).
@@ -33,6 +40,8 @@ impl Default for Partial {
             counters: BTreeMap::new(),
             latency: Latency::new(),
             reconnect: Latency::new(),
+            same_dc: Latency::new(),
+            cross_dc: Latency::new(),
             drain_s: 0.0,
             drained: true,
         }
@@ -53,6 +62,8 @@ impl Partial {
         }
         self.latency.merge(&other.latency);
         self.reconnect.merge(&other.reconnect);
+        self.same_dc.merge(&other.same_dc);
+        self.cross_dc.merge(&other.cross_dc);
         self.drain_s = self.drain_s.max(other.drain_s);
         self.drained &= other.drained;
     }
@@ -83,6 +94,7 @@ mod tests {
         b.counters.insert("reconnects".to_owned(), 4);
         b.latency.record(3_000);
         b.latency.record(5_000);
+        b.cross_dc.record(5_000);
         b.drain_s = 1.5;
         b.drained = false;
         let mut total = Partial::default();
@@ -96,6 +108,7 @@ mod tests {
         assert_eq!(total.counter("reconnects"), 4);
         assert_eq!(total.counter("absent"), 0);
         assert_eq!(total.latency.count(), 3);
+        assert_eq!((total.same_dc.count(), total.cross_dc.count()), (0, 1));
         assert!((total.latency.summary().p50_ms - 3.0).abs() < 0.01);
         assert_eq!(total.drain_s, 1.5);
         assert!(!total.drained);

@@ -5,6 +5,11 @@
 //! `--window` unacked sends each, or paced at `--rate` in total); then they stop sending new
 //! messages and wait up to `--drain-timeout` seconds for acks, retries and deliveries to finish.
 //!
+//! With `--wan-config` the run spans linked clusters in several datacenters: each phone logs in
+//! at its user's home datacenter (the `[wan]` section's client addresses, instead of
+//! `--server`), and latencies are also reported separately for pairs homed in one datacenter
+//! and pairs homed in two (whose messages cross the link between the datacenters).
+//!
 //! With `--target mqtt` each phone is an MQTT client instead: it subscribes to its own topic
 //! with QoS 1 and publishes to its partner's with QoS 1 (PUBACK counts as acked), with the same
 //! bodies, window, rate and accounting. Pairs are spread over worker processes like any
@@ -14,7 +19,9 @@ mod mqtt_phone;
 mod outbox;
 mod phone;
 mod report;
+mod wan;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,12 +29,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
-use self::phone::{Phase, Phone, Shared};
+use self::phone::{ClassLatency, Phase, Phone, Shared};
+use self::wan::Datacenters;
 use super::Verdict;
 use crate::body::new_run_id;
 use crate::common::{CommonArgs, TargetKind};
 use crate::error::LoadError;
-use crate::latency::SharedLatency;
+use crate::latency::{Latency, SharedLatency};
 use crate::parts::{self, PartLink, Partial, Plan, Ready};
 use crate::progress::Counters;
 use crate::target::Endpoint;
@@ -73,6 +81,12 @@ pub struct ChatArgs {
     /// Connection attempts in progress at once.
     #[arg(long, default_value_t = 256)]
     connect_concurrency: usize,
+    /// A tern node's configuration with a `[wan]` section (only that section is read): each
+    /// phone logs in at its user's home datacenter's client addresses instead of `--server`,
+    /// and latencies are reported for same- and cross-datacenter pairs apart. `--config` still
+    /// gives the token key, which every datacenter must share.
+    #[arg(long)]
+    wan_config: Option<PathBuf>,
 }
 
 impl ChatArgs {
@@ -102,6 +116,8 @@ impl ChatArgs {
             Some("--frame-rate must be 0 or positive".to_owned())
         } else if self.connect_concurrency == 0 {
             Some("--connect-concurrency must be at least 1".to_owned())
+        } else if self.wan_config.is_some() && self.common.target == TargetKind::Mqtt {
+            Some("--wan-config needs --target tern".to_owned())
         } else {
             None
         };
@@ -117,10 +133,24 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
         Endpoint::Mqtt(_) => MQTT_MAX_BODY,
     };
     args.check(max_body)?;
+    let datacenters = match &args.wan_config {
+        Some(path) => Some(Datacenters::new(&wan::load_section(path)?).await?),
+        None => None,
+    };
+    let census = datacenters
+        .as_ref()
+        .map(|dcs| dcs.census(&args.user_prefix, args.connections / 2));
+    let destination = match &datacenters {
+        Some(dcs) => {
+            let names: Vec<&str> = (0..dcs.len()).map(|index| dcs.name(index)).collect();
+            format!("their home datacenters ({})", names.join(", "))
+        }
+        None => endpoint.dialer().describe(),
+    };
     eprintln!(
         "chat: {} phones to {} ({}), {} s, rate {}, {} B bodies, window {}",
         args.connections,
-        endpoint.dialer().describe(),
+        destination,
         args.common.target.name(),
         args.duration,
         if args.rate > 0.0 {
@@ -131,6 +161,19 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
         args.size,
         args.window,
     );
+    if let (Some(dcs), Some((same, cross))) = (&datacenters, census) {
+        eprintln!(
+            "chat: {} pairs: {same} homed in one datacenter, {cross} in two",
+            args.connections / 2
+        );
+        let missing = dcs.without_clients();
+        if !missing.is_empty() {
+            eprintln!(
+                "chat: {} list no client addresses: their phones log in at --server",
+                missing.join(", ")
+            );
+        }
+    }
     let plan = Plan {
         scenario: "chat",
         connections: args.connections,
@@ -141,7 +184,7 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
         abort_on_failure: true,
     };
     let outcome = parts::coordinate(&args.common, plan, |link| part(args.clone(), link)).await?;
-    let report = report::build(&args, &outcome);
+    let report = report::build(&args, &outcome, census);
     report.print(args.common.json);
     Ok(if report.lost.unwrap_or(0) > 0 {
         Verdict::Fail
@@ -161,9 +204,12 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
         Endpoint::Tern(target) => (target.config.limits.frames_per_sec, Some(target.clone())),
         Endpoint::Mqtt(_) => (0, None),
     };
+    let datacenters = match &args.wan_config {
+        Some(path) => Some(Datacenters::new(&wan::load_section(path)?).await?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         run: new_run_id(),
-        dialer: endpoint.dialer().clone(),
         size: args.size,
         window: args.window,
         rate_per_phone: args.rate / args.connections as f64,
@@ -172,6 +218,7 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
         phones: args.connections,
         counters: counters.clone(),
         latency: SharedLatency::new(64),
+        by_class: datacenters.as_ref().map(|_| ClassLatency::default()),
         reconnect: SharedLatency::new(64),
         dial_gate: Semaphore::new(args.connect_concurrency),
         errors_shown: AtomicU64::new(0),
@@ -187,19 +234,26 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
     for index in range.clone() {
         // Phone 2i is user a<i>, phone 2i+1 is b<i>; each one's partner is the other.
         let pair = index / 2;
-        let (mine, theirs) = if index % 2 == 0 {
-            ('a', 'b')
-        } else {
-            ('b', 'a')
-        };
-        let user = format!("{}{mine}{pair}", args.user_prefix);
-        let partner = format!("{}{theirs}{pair}", args.user_prefix);
+        let (a, b) = wan::pair_users(&args.user_prefix, pair);
+        let (user, partner) = if index % 2 == 0 { (a, b) } else { (b, a) };
         let token = match &target {
             Some(target) => target.token(&user, "d")?,
             None => String::new(),
         };
+        // With datacenters: the home's addresses, and whether the partner shares the home.
+        let (dialer, class) = match &datacenters {
+            Some(dcs) => (
+                dcs.dialer(dcs.home(&user))
+                    .unwrap_or(endpoint.dialer())
+                    .clone(),
+                Some(dcs.classify(&args.user_prefix, pair)),
+            ),
+            None => (endpoint.dialer().clone(), None),
+        };
         let phone = Phone {
             index,
+            dialer,
+            class,
             token,
             user,
             partner,
@@ -262,6 +316,14 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
         counters: shared.counters.to_map(),
         latency: shared.latency.collect(),
         reconnect: shared.reconnect.collect(),
+        same_dc: shared
+            .by_class
+            .as_ref()
+            .map_or_else(Latency::new, |by_class| by_class.same.collect()),
+        cross_dc: shared
+            .by_class
+            .as_ref()
+            .map_or_else(Latency::new, |by_class| by_class.cross.collect()),
         drain_s,
         drained,
     })

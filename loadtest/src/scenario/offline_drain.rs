@@ -1,6 +1,8 @@
 //! `tern-load offline-drain`: logs in every recipient named in an `offline-send` record file,
 //! receives its mailbox up to QueueDrained, acks it, and checks the deliveries against the
-//! record: every recorded message must arrive, at its recorded seq, in increasing seq order.
+//! record: every recorded message must arrive, at its recorded seq, in increasing seq order. A
+//! message acked as queued for a recipient homed in another datacenter is recorded with seq 0
+//! (its mailbox seq is assigned there): it must arrive, at any seq.
 //!
 //! Draining acks what it receives, so a second drain of the same mailboxes finds them empty: drain
 //! once per record. A recipient whose Welcome cursor is already past recorded messages was
@@ -117,7 +119,8 @@ pub struct DrainReport {
     pub scenario: &'static str,
     /// Messages in the record.
     pub expected: u64,
-    /// Recorded messages delivered at their recorded seq.
+    /// Recorded messages delivered at their recorded seq (at any seq for those recorded with
+    /// seq 0, acked as queued for another datacenter).
     pub delivered: u64,
     /// Recorded messages not delivered at their recorded seq (`expected - delivered`).
     pub lost: u64,
@@ -177,10 +180,13 @@ pub fn check(
         }
         let cursor = cursors.get(recipient).copied().unwrap_or(0);
         for (id, seq) in recorded {
+            // Seq 0: queued for another datacenter when acked; no seq to compare, and no way to
+            // tell whether an earlier drain acked it.
+            let queued = *seq == 0;
             match seqs_by_id.get(id.as_str()) {
-                Some(seqs) if seqs.contains(seq) => report.delivered += 1,
+                Some(seqs) if queued || seqs.contains(seq) => report.delivered += 1,
                 Some(_) => report.seq_mismatch += 1,
-                None if *seq <= cursor => report.acked_before_run += 1,
+                None if !queued && *seq <= cursor => report.acked_before_run += 1,
                 None => {}
             }
         }
@@ -491,6 +497,27 @@ mod tests {
         assert_eq!(r.duplicates, 1);
         assert_eq!(r.out_of_order, 1);
         assert_eq!(r.unrecorded, 1);
+    }
+
+    #[test]
+    fn messages_acked_as_queued_for_another_datacenter_may_arrive_at_any_seq() {
+        // 1-1 and 1-2 were acked with seq 0 (queued); 1-2 never arrives.
+        let record = parse_record(
+            b"a 1-0 1
+a 1-1 0
+a 1-2 0
+",
+        )
+        .unwrap();
+        let got = deliveries(&[("a", &[(1, "1-0"), (7, "1-1")])]);
+        let cursors = BTreeMap::from([("a".to_owned(), 3)]);
+        let r = check(&record, &got, &cursors);
+        assert_eq!((r.expected, r.delivered, r.lost), (3, 2, 1));
+        assert_eq!(
+            (r.seq_mismatch, r.acked_before_run, r.out_of_order),
+            (0, 0, 0)
+        );
+        assert_eq!(r.why_lost, None);
     }
 
     #[test]

@@ -12,11 +12,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use super::phone::{Phase, Phone, Shared, count_delivery, enter};
+use super::phone::{Phase, Phone, Recorder, Shared, count_delivery, enter};
 use crate::body::{self, Stamp};
 use crate::bucket::Bucket;
 use crate::error::LoadError;
-use crate::latency::LatencyBuffer;
 use crate::mqtt::{MqttError, MqttReader, MqttWriter, Packet, client};
 use crate::poll::now_or_never;
 use crate::progress::bump;
@@ -54,7 +53,7 @@ pub async fn run(
 
 async fn connect(phone: &Phone, shared: &Shared) -> Result<(MqttReader, MqttWriter), LoadError> {
     let _permit = shared.dial_gate.acquire().await.ok();
-    let (mut reader, mut writer) = shared
+    let (mut reader, mut writer) = phone
         .dialer
         .mqtt_connect(phone.index, &phone.user, MQTT_KEEP_ALIVE)
         .await?;
@@ -73,7 +72,7 @@ struct State<'a> {
     in_flight: HashMap<u16, u64>,
     next_counter: u64,
     pacer: Bucket,
-    latency: LatencyBuffer,
+    latency: Recorder,
     queued: bool,
     last_write: Instant,
 }
@@ -90,7 +89,7 @@ impl<'a> State<'a> {
             in_flight: HashMap::new(),
             next_counter: 0,
             pacer: Bucket::new(rate, (rate * 0.05).max(1.0), stagger, now),
-            latency: LatencyBuffer::new(phone.index),
+            latency: Recorder::new(phone.index),
             queued: false,
             last_write: now,
         }
@@ -246,7 +245,7 @@ impl<'a> State<'a> {
     /// Hands over the latencies; messages still awaiting PUBACK leave the in-flight count (a
     /// lost connection would otherwise keep the drain waiting).
     fn finish(&mut self) {
-        self.latency.flush(&self.shared.latency);
+        self.latency.flush(self.phone, self.shared);
         let left = i64::try_from(self.in_flight.len()).unwrap_or(i64::MAX);
         self.shared
             .counters

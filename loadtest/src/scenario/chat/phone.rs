@@ -1,6 +1,9 @@
 //! One phone of the chat scenario: sends to its partner, checks what the partner sends, acks,
-//! and reconnects (with resume) after a GoAway or a lost connection.
+//! and reconnects (with resume) after a GoAway or a lost connection. A login answered with
+//! GoAway ELSEWHERE (the user is homed in another datacenter) is repeated at once at that
+//! datacenter's addresses, which the phone keeps using from then on.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -12,6 +15,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 mod inbound;
 
 use super::outbox::Outbox;
+use super::wan::PairClass;
 use crate::body::{self, Stamp};
 use crate::bucket::Bucket;
 use crate::dial::Dialer;
@@ -33,6 +37,9 @@ pub const FRAME_RATE_SHARE: f64 = 0.9;
 const RECONNECT_BASE: Duration = Duration::from_millis(100);
 /// Longest delay between reconnect attempts.
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// GoAway ELSEWHERE answers one login attempt follows before it gives up (the home datacenter
+/// should log the phone in; more redirects mean the datacenters disagree about its home).
+const MAX_REDIRECTS: u32 = 3;
 
 /// Where the scenario is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +59,6 @@ pub enum Phase {
 pub struct Shared {
     /// Identifies this run's messages.
     pub run: u64,
-    /// Opens connections.
-    pub dialer: Dialer,
     /// Body size in bytes.
     pub size: usize,
     /// Unacked sends per phone, at most.
@@ -71,6 +76,8 @@ pub struct Shared {
     pub counters: Arc<Counters>,
     /// End-to-end latencies.
     pub latency: SharedLatency,
+    /// End-to-end latencies of same- and cross-datacenter pairs (with `--wan-config`).
+    pub by_class: Option<ClassLatency>,
     /// Times from a GoAway to the next login.
     pub reconnect: SharedLatency,
     /// Bounds concurrent connection attempts.
@@ -79,11 +86,78 @@ pub struct Shared {
     pub errors_shown: AtomicU64,
 }
 
+/// End-to-end latencies by pair class.
+#[derive(Debug)]
+pub struct ClassLatency {
+    /// Pairs homed in one datacenter.
+    pub same: SharedLatency,
+    /// Pairs homed in two datacenters.
+    pub cross: SharedLatency,
+}
+
+impl Default for ClassLatency {
+    fn default() -> Self {
+        Self {
+            same: SharedLatency::new(16),
+            cross: SharedLatency::new(16),
+        }
+    }
+}
+
+impl Shared {
+    /// The histogram of pairs of `class`, when latencies are kept by class.
+    fn class_latency(&self, class: Option<PairClass>) -> Option<&SharedLatency> {
+        let by_class = self.by_class.as_ref()?;
+        Some(match class? {
+            PairClass::Same => &by_class.same,
+            PairClass::Cross => &by_class.cross,
+        })
+    }
+}
+
+/// One phone's latency buffers: every delivery, and its pair's class.
+#[derive(Debug)]
+pub struct Recorder {
+    all: LatencyBuffer,
+    class: LatencyBuffer,
+}
+
+impl Recorder {
+    /// Buffers for phone `index`.
+    pub fn new(index: usize) -> Self {
+        Self {
+            all: LatencyBuffer::new(index),
+            class: LatencyBuffer::new(index),
+        }
+    }
+
+    /// Records the latency of one delivery to `phone`.
+    pub fn record(&mut self, phone: &Phone, shared: &Shared, micros: u64) {
+        self.all.record(&shared.latency, micros);
+        if let Some(class) = shared.class_latency(phone.class) {
+            self.class.record(class, micros);
+        }
+    }
+
+    /// Hands the buffered latencies to the shared histograms.
+    pub fn flush(&mut self, phone: &Phone, shared: &Shared) {
+        self.all.flush(&shared.latency);
+        if let Some(class) = shared.class_latency(phone.class) {
+            self.class.flush(class);
+        }
+    }
+}
+
 /// One phone's identity and bookkeeping.
 #[derive(Debug)]
 pub struct Phone {
     /// Phone number in the run (picks the source address and the latency shard).
     pub index: usize,
+    /// Where it logs in: phone `index` at address `index` mod n (the cluster's nodes, or its
+    /// home datacenter's).
+    pub dialer: Dialer,
+    /// Whether its pair is homed in one datacenter or two (with `--wan-config`).
+    pub class: Option<PairClass>,
     /// This phone's user.
     pub user: String,
     /// The user it chats with.
@@ -101,8 +175,9 @@ enum End {
     /// The run is over.
     Stopped,
     /// The server sent GoAway: reconnect after this delay, preferably to one of these
-    /// addresses (the other nodes of a cluster, when the node is going away).
-    GoAway(Duration, Vec<String>),
+    /// addresses (the other nodes of a cluster, when the node is going away); true when the
+    /// reason was ELSEWHERE (the addresses are the user's home datacenter's).
+    GoAway(Duration, Vec<String>, bool),
     /// The connection failed.
     Lost(ClientError),
 }
@@ -115,7 +190,8 @@ pub async fn run(
     mut phase: watch::Receiver<Phase>,
     ready: mpsc::Sender<Result<(), LoadError>>,
 ) {
-    let first = login_fresh(&phone, &shared).await;
+    let mut dialer = phone.dialer.clone();
+    let first = login_fresh(&phone, &shared, &mut dialer).await;
     let Some(((mut client, welcome), _open)) =
         enter(first, &shared.counters, &mut phase, ready).await
     else {
@@ -128,9 +204,15 @@ pub async fn run(
         let mut told_to_go = None;
         let mut delay = match end {
             End::Stopped => break,
-            End::GoAway(delay, alternates) => {
+            End::GoAway(delay, alternates, elsewhere) => {
                 told_to_go = Some(Instant::now());
-                shift = follow(&shared.dialer, phone.index, shift, &alternates);
+                match home_dialer(&alternates).filter(|_| elsewhere) {
+                    Some(home) => {
+                        dialer = home;
+                        shift = 0;
+                    }
+                    None => shift = follow(&dialer, phone.index, shift, &alternates),
+                }
                 delay
             }
             End::Lost(error) => {
@@ -147,7 +229,7 @@ pub async fn run(
                     return;
                 }
             }
-            match login(&phone, &shared, state.last_seq, shift).await {
+            match login(&phone, &shared, &mut dialer, state.last_seq, shift).await {
                 Ok((client, _)) => {
                     bump(&shared.counters.reconnects);
                     if let Some(at) = told_to_go {
@@ -186,23 +268,50 @@ fn follow(dialer: &Dialer, index: usize, shift: usize, alternates: &[String]) ->
         })
 }
 
-/// Logs in to the server for connection `phone.index + shift` (0: the phone's own).
+/// A dialer for the addresses of a GoAway ELSEWHERE (none parse: `None`).
+fn home_dialer(alternates: &[String]) -> Option<Dialer> {
+    let addrs: Vec<SocketAddr> = alternates
+        .iter()
+        .filter_map(|addr| addr.parse().ok())
+        .collect();
+    Dialer::spread(&addrs).ok()
+}
+
+/// Logs in to `dialer`'s server for connection `phone.index + shift` (0: the phone's own). A
+/// GoAway ELSEWHERE replaces `dialer` with the home datacenter's addresses it names and the
+/// login is repeated there at once.
 async fn login(
     phone: &Phone,
     shared: &Shared,
+    dialer: &mut Dialer,
     resume_after: u64,
     shift: usize,
 ) -> Result<(Client, Welcome), LoadError> {
     // The gate is never closed; if it were, dialing without it is still correct.
     let _permit = shared.dial_gate.acquire().await.ok();
-    let login = shared
-        .dialer
-        .login(phone.index + shift, &phone.user, &phone.token, resume_after)
-        .await;
-    if login.is_ok() {
-        bump(&shared.counters.logins);
+    let mut redirects = 0;
+    loop {
+        let login = dialer
+            .login(phone.index + shift, &phone.user, &phone.token, resume_after)
+            .await;
+        match login {
+            Ok(login) => {
+                bump(&shared.counters.logins);
+                return Ok(login);
+            }
+            Err(LoadError::Elsewhere { user, alternates }) => {
+                bump(&shared.counters.elsewhere);
+                match home_dialer(&alternates) {
+                    Some(home) if redirects < MAX_REDIRECTS => {
+                        *dialer = home;
+                        redirects += 1;
+                    }
+                    _ => return Err(LoadError::Elsewhere { user, alternates }),
+                }
+            }
+            Err(error) => return Err(error),
+        }
     }
-    login
 }
 
 /// Counts a phone in `Counters::open` while it exists.
@@ -253,7 +362,7 @@ pub async fn enter<'a, T>(
 pub fn count_delivery(
     phone: &Phone,
     shared: &Shared,
-    latency: &mut LatencyBuffer,
+    latency: &mut Recorder,
     stamp: Option<Stamp>,
 ) {
     let counters = &shared.counters;
@@ -269,10 +378,7 @@ pub fn count_delivery(
     match delivery {
         Delivery::First => {
             bump(&counters.delivered);
-            latency.record(
-                &shared.latency,
-                body::now_us().saturating_sub(stamp.sent_us),
-            );
+            latency.record(phone, shared, body::now_us().saturating_sub(stamp.sent_us));
         }
         Delivery::Duplicate => bump(&counters.duplicates),
         Delivery::Unknown => bump(&counters.unexpected),
@@ -282,8 +388,12 @@ pub fn count_delivery(
 /// The first login of a run. Entries left in the mailbox by earlier runs are skipped (by logging
 /// in again with `resume_after` at the mailbox's last seq) so that they do not compete with
 /// this run's messages.
-async fn login_fresh(phone: &Phone, shared: &Shared) -> Result<(Client, Welcome), LoadError> {
-    let (client, welcome) = login(phone, shared, 0, 0).await?;
+async fn login_fresh(
+    phone: &Phone,
+    shared: &Shared,
+    dialer: &mut Dialer,
+) -> Result<(Client, Welcome), LoadError> {
+    let (client, welcome) = login(phone, shared, dialer, 0, 0).await?;
     if welcome.last_seq <= welcome.cursor {
         return Ok((client, welcome));
     }
@@ -292,7 +402,7 @@ async fn login_fresh(phone: &Phone, shared: &Shared) -> Result<(Client, Welcome)
         .counters
         .backlog_skipped
         .fetch_add(welcome.last_seq - welcome.cursor, Ordering::Relaxed);
-    login(phone, shared, welcome.last_seq, 0).await
+    login(phone, shared, dialer, welcome.last_seq, 0).await
 }
 
 /// A phone's state across its connections.
@@ -302,7 +412,7 @@ struct State<'a> {
     outbox: Outbox,
     pacer: Bucket,
     frames: Bucket,
-    latency: LatencyBuffer,
+    latency: Recorder,
     /// Highest mailbox seq received (and handled).
     last_seq: u64,
     /// Highest seq acked to the server.
@@ -353,7 +463,7 @@ impl<'a> State<'a> {
             outbox: Outbox::new(shared.window),
             pacer,
             frames,
-            latency: LatencyBuffer::new(phone.index),
+            latency: Recorder::new(phone.index),
             last_seq: welcome.cursor,
             acked_seq: welcome.cursor,
             ack_retry_at: None,
@@ -452,6 +562,7 @@ impl<'a> State<'a> {
             if retry_due {
                 // `None` here only drops entries of messages acked meanwhile.
                 if let Some((counter, pending)) = self.outbox.due_retry(now) {
+                    self.outgoing().retried(counter);
                     self.queue_send(writer, counter, pending.sent_us, now);
                     bump(&self.shared.counters.retries);
                 }
@@ -508,6 +619,6 @@ impl<'a> State<'a> {
 
     /// Hands the remaining latencies to the shared histogram.
     fn finish(&mut self) {
-        self.latency.flush(&self.shared.latency);
+        self.latency.flush(self.phone, self.shared);
     }
 }

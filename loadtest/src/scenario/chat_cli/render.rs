@@ -65,7 +65,8 @@ fn body_text(body: &[u8], kind: MessageKind) -> String {
     }
 }
 
-/// `✓ seq=N` for a message, `✓ receipt seq=N` for a receipt.
+/// `✓ seq=N` for a message, `✓ receipt seq=N` for a receipt; `✓ queued` for one held in the
+/// queue to the recipient's datacenter (which assigns its seq).
 pub fn server_ack(ack: &ServerAck, receipt: bool) -> String {
     let what = if receipt { "receipt " } else { "" };
     let duplicate = if ack.duplicate {
@@ -73,6 +74,9 @@ pub fn server_ack(ack: &ServerAck, receipt: bool) -> String {
     } else {
         ""
     };
+    if ack.queued {
+        return format!("✓ {what}queued for the recipient's datacenter{duplicate}");
+    }
     format!("✓ {what}seq={}{duplicate}", ack.seq)
 }
 
@@ -182,6 +186,15 @@ mod tests {
         };
         assert_eq!(server_ack(&ack, false), "✓ seq=4");
         assert_eq!(server_ack(&ack, true), "✓ receipt seq=4");
+        let queued = ServerAck {
+            seq: 0,
+            queued: true,
+            ..ServerAck::default()
+        };
+        assert_eq!(
+            server_ack(&queued, false),
+            "✓ queued for the recipient's datacenter"
+        );
         let e = Error {
             code: ErrorCode::RateLimited.into(),
             message: "slow down".to_owned(),

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use tern::client::{ClientError, ClientReader, ClientWriter};
 use tern::proto::v1::{
-    ChatMessage, DeviceAck, ErrorCode, ServerFrame, client_frame, deliver, server_frame::Frame,
+    ChatMessage, DeviceAck, ErrorCode, GoAwayReason, ServerFrame, client_frame, deliver,
+    server_frame::Frame,
 };
 
 use super::{ACK_RETRY, End, State};
@@ -81,6 +82,12 @@ impl State<'_> {
                 if ack.duplicate {
                     bump(&counters.duplicate_acks);
                 }
+                // A recipient homed in another datacenter: durable in this datacenter's queue
+                // to it, no mailbox seq yet (0). Acks are matched by client_msg_id, never by
+                // their seq.
+                if ack.queued {
+                    bump(&counters.queued_acks);
+                }
                 let counter = body::parse_client_msg_id(self.shared.run, &ack.client_msg_id)?;
                 let pending = self.outbox.acked(counter)?;
                 let waited_ms = body::now_us().saturating_sub(pending.sent_us) / 1000;
@@ -121,6 +128,7 @@ impl State<'_> {
                 return Some(End::GoAway(
                     Duration::from_millis(go_away.reconnect_after_ms.into()),
                     go_away.alternate_addrs,
+                    go_away.reason == i32::from(GoAwayReason::Elsewhere),
                 ));
             }
             Frame::Welcome(_)
@@ -151,6 +159,7 @@ impl State<'_> {
             Some(counter) if retryable => {
                 if self.outbox.refused(counter, Instant::now()) {
                     bump(&counters.refused);
+                    self.outgoing().retried(counter);
                 }
             }
             Some(counter) => {
