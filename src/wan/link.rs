@@ -70,7 +70,7 @@ pub(super) async fn run(
             resumed = resume(&mesh, target, &settings.local, queue.id()) => resumed,
         };
         if let Ok(applied) = resumed {
-            queue.acked(applied);
+            telemetry.sent.increment(queue.acked(applied));
             telemetry.up.set(1.0);
             telemetry.resumes.increment(1);
             backoff.reset();
@@ -160,16 +160,14 @@ async fn send(
                 Bytes::from(call.encode_to_vec()),
                 DELIVER_DEADLINE,
             );
-            in_flight.push_back(async move { (first_seq, last_seq, reply.await) });
+            in_flight.push_back(async move { (last_seq, reply.await) });
             sent_up_to = last_seq;
         }
         tokio::select! {
             biased;
-            Some((first_seq, last_seq, reply)) = in_flight.next(), if !in_flight.is_empty() => {
+            Some((last_seq, reply)) = in_flight.next(), if !in_flight.is_empty() => {
                 let reply = pb::LinkReply::decode(reply?).map_err(|_| LinkError::Malformed)?;
-                let stored = reply.applied.min(last_seq).saturating_sub(first_seq.saturating_sub(1));
-                telemetry.sent.increment(stored);
-                queue.acked(reply.applied);
+                telemetry.sent.increment(queue.acked(reply.applied));
                 if reply.applied < last_seq {
                     return Err(LinkError::Behind { applied: reply.applied, expected: last_seq });
                 }

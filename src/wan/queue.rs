@@ -64,6 +64,8 @@ struct State {
 /// The queue to one datacenter.
 pub struct Queue {
     datacenter: String,
+    /// Where the last confirmation is written (no fsync: it only spares resends).
+    acked_file: PathBuf,
     id: u64,
     journal: Journal,
     state: Arc<Mutex<State>>,
@@ -82,8 +84,18 @@ impl Queue {
         config.segment_bytes = (max_bytes / 8).clamp(1 << 20, 64 << 20);
         let (journal, recovery) = Journal::open(config)?;
         let mut state = State::default();
+        // Records the far side confirmed before the restart may still be in the journal's
+        // oldest segment: the last confirmation written leaves them out (a stale or missing one
+        // only brings back records the far side then skips).
+        let confirmed = std::fs::read_to_string(dir.join(ACKED_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(0);
         for record in recovery.records_after(recovery.oldest_lsn().saturating_sub(1))? {
             let (seq, payload) = record?;
+            if seq <= confirmed {
+                continue;
+            }
             let decoded =
                 pb::WanRecord::decode(payload.clone()).map_err(|_| QueueError::Malformed {
                     seq,
@@ -99,6 +111,7 @@ impl Queue {
         let telemetry = Arc::new(QueueTelemetry::new(datacenter));
         let queue = Queue {
             datacenter: datacenter.to_owned(),
+            acked_file: dir.join(ACKED_FILE),
             id,
             journal,
             state: Arc::new(Mutex::new(state)),
@@ -183,8 +196,8 @@ impl Queue {
     }
 
     /// The far side has every record up to `applied`: drops them, and lets the journal delete
-    /// the segments that held only those.
-    pub fn acked(&self, applied: u64) {
+    /// the segments that held only those. Returns how many were dropped.
+    pub fn acked(&self, applied: u64) -> u64 {
         let mut state = self.lock();
         let mut dropped = 0;
         while state.records.front().is_some_and(|r| r.seq <= applied) {
@@ -197,7 +210,13 @@ impl Queue {
             self.report(&state);
         }
         drop(state);
+        if dropped > 0
+            && let Err(error) = std::fs::write(&self.acked_file, format!("{applied}\n"))
+        {
+            tracing::debug!(file = %self.acked_file.display(), %error, "WAN queue mark not written");
+        }
         self.journal.release(applied);
+        dropped
     }
 
     /// Reports the age of the oldest record (it grows while nothing is queued or sent).
@@ -242,6 +261,9 @@ impl Queue {
         }
     }
 }
+
+/// The file holding the last sequence number the far side confirmed.
+const ACKED_FILE: &str = "ACKED";
 
 /// The identity of the queue in `dir` (`dir/QUEUE_ID`), drawn and written durably first if
 /// there is none.
@@ -303,8 +325,9 @@ mod tests {
         let id = std::fs::read_to_string(path.join("QUEUE_ID")).expect("id");
         let queue = Queue::open(path.clone(), "east", 1 << 20).expect("reopens");
         assert_eq!(format!("{:016x}\n", queue.id()), id);
-        let kept = queue.after(4, 100);
-        // The journal keeps whole segments: records up to 4 may come back, never fewer.
+        // The confirmed ones stay out, although their segment is still on disk.
+        assert_eq!(queue.depth().0, 6);
+        let kept = queue.after(0, 100);
         assert_eq!(kept.len(), 6);
         assert_eq!(kept[0].seq, 5);
         let first = pb::WanRecord::decode(kept[0].payload.clone()).expect("decodes");

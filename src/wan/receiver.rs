@@ -43,6 +43,8 @@ use crate::proto::wan::wan_record::Record;
 
 /// How long one record is retried before its delivery gives up on it (the sender resends).
 const STORE_PATIENCE: Duration = Duration::from_secs(20);
+/// How long a delivery waits for the deliveries before it.
+const GAP_PATIENCE: Duration = Duration::from_secs(10);
 /// The pause between retries of a record that could not be stored.
 const STORE_RETRY: Duration = Duration::from_millis(100);
 
@@ -52,6 +54,8 @@ type Progress = Arc<tokio::sync::Mutex<Inbound>>;
 /// Progress from one queue of one sending datacenter.
 struct Inbound {
     applied: u64,
+    /// `applied`, for the deliveries waiting for the ones before them.
+    progress: tokio::sync::watch::Sender<u64>,
     file: PathBuf,
     telemetry: LinkTelemetry,
 }
@@ -117,6 +121,7 @@ impl Receiver {
                 .unwrap_or(0);
             Arc::new(tokio::sync::Mutex::new(Inbound {
                 applied,
+                progress: tokio::sync::watch::Sender::new(applied),
                 file,
                 telemetry: LinkTelemetry::new(from),
             }))
@@ -163,10 +168,14 @@ impl Handler for Receiver {
                     .encode_to_vec(),
                 ));
             };
-            let mut inbound = inbound.lock().await;
-            if let Some(pb::link_call::Op::Deliver(deliver)) = call.op {
-                apply(&node, &mut inbound, deliver).await;
-            }
+            let inbound = match call.op {
+                Some(pb::link_call::Op::Deliver(deliver)) => {
+                    let mut ready = in_turn(&inbound, deliver.first_seq).await;
+                    apply(&node, &mut ready, deliver).await;
+                    ready
+                }
+                _ => inbound.lock_owned().await,
+            };
             Ok(Bytes::from(
                 pb::LinkReply {
                     applied: inbound.applied,
@@ -241,6 +250,28 @@ fn group_typing(node: &Node, relay: mesh_pb::GroupTypingRelay) {
     }
 }
 
+/// The progress of a queue once the deliveries before the one starting at `first_seq` were
+/// applied (the calls of one link are handed over in order, but each runs in its own task, so a
+/// later one may get here first), or after [`GAP_PATIENCE`] (then the delivery is answered as
+/// a gap, and the sender resumes).
+async fn in_turn(progress: &Progress, first_seq: u64) -> tokio::sync::OwnedMutexGuard<Inbound> {
+    let deadline = tokio::time::Instant::now() + GAP_PATIENCE;
+    loop {
+        let inbound = progress.clone().lock_owned().await;
+        if first_seq <= inbound.applied + 1 {
+            return inbound;
+        }
+        let mut changed = inbound.progress.subscribe();
+        drop(inbound);
+        if tokio::time::timeout_at(deadline, changed.changed())
+            .await
+            .is_err()
+        {
+            return progress.clone().lock_owned().await;
+        }
+    }
+}
+
 /// Stores the records of `deliver` not stored yet and moves `applied` past every one stored.
 async fn apply(node: &Arc<Node>, inbound: &mut Inbound, deliver: pb::Deliver) {
     if deliver.first_seq > inbound.applied + 1 {
@@ -287,6 +318,7 @@ async fn apply(node: &Arc<Node>, inbound: &mut Inbound, deliver: pb::Deliver) {
         .received
         .increment(applied - inbound.applied);
     inbound.applied = applied;
+    inbound.progress.send_replace(applied);
     if let Err(error) = std::fs::write(&inbound.file, format!("{applied}\n")) {
         tracing::warn!(file = %inbound.file.display(), %error, "WAN progress not saved");
     }
