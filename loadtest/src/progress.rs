@@ -24,6 +24,9 @@ pub struct Counters {
     pub unexpected: AtomicU64,
     /// Deliver frames whose seq was not above the highest seq seen before on that phone.
     pub seq_regressions: AtomicU64,
+    /// Deliver frames whose seq skipped one or more seqs after the one before on that
+    /// connection (the phone's cumulative acks then cover entries it never got).
+    pub seq_gaps: AtomicU64,
     /// Sends refused with RATE_LIMITED, OVERLOADED or STORAGE_FAILURE (retried).
     pub refused: AtomicU64,
     /// Other Error frames.
@@ -78,6 +81,7 @@ impl Counters {
             ("reconnects", &self.reconnects),
             ("unexpected", &self.unexpected),
             ("seq_regressions", &self.seq_regressions),
+            ("seq_gaps", &self.seq_gaps),
             ("backlog_skipped", &self.backlog_skipped),
             ("logins", &self.logins),
             ("ack_wait_max_ms", &self.ack_wait_max_ms),

@@ -141,6 +141,17 @@ impl Tracker {
         self.counts
     }
 
+    /// Ids acked and never delivered (the first `max` of them).
+    pub fn lost_ids(&self, max: usize) -> Vec<u64> {
+        self.states
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| **state & ACKED != 0 && **state & DELIVERED == 0)
+            .map(|(id, _)| id as u64)
+            .take(max)
+            .collect()
+    }
+
     fn state_mut(&mut self, id: u64) -> Option<&mut u8> {
         let state = self.states.get_mut(usize::try_from(id).ok()?)?;
         (*state & SENT != 0).then_some(state)

@@ -305,11 +305,25 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
     stop(&mut tasks).await;
 
     let mut counts = Counts::default();
-    for tracker in &trackers {
-        counts += tracker
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .counts();
+    for (offset, tracker) in trackers.iter().enumerate() {
+        let tracker = tracker.lock().unwrap_or_else(PoisonError::into_inner);
+        counts += tracker.counts();
+        // Which messages were lost, for the server's logs (message ids are per sending phone).
+        let lost = tracker.lost_ids(10);
+        if !lost.is_empty() {
+            let index = range.start + offset;
+            let (mine, theirs) = if index % 2 == 0 {
+                ('a', 'b')
+            } else {
+                ('b', 'a')
+            };
+            eprintln!(
+                "chat: acked, never delivered: {prefix}{mine}{pair} -> {prefix}{theirs}{pair}, \
+                 message ids {lost:?}",
+                prefix = args.user_prefix,
+                pair = index / 2,
+            );
+        }
     }
     Ok(Partial {
         counts,

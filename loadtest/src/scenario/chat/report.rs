@@ -43,6 +43,7 @@ pub fn build(args: &ChatArgs, outcome: &Outcome, census: Option<(usize, usize)>)
         "reconnects",
         "unexpected",
         "seq_regressions",
+        "seq_gaps",
         "backlog_skipped",
         "ack_wait_max_ms",
         "ack_pause_max_ms",

@@ -116,6 +116,13 @@ impl State<'_> {
                 if deliver.seq <= self.last_seq {
                     bump(&counters.seq_regressions);
                 } else {
+                    if deliver.seq > self.last_seq + 1 {
+                        bump(&counters.seq_gaps);
+                        eprintln!(
+                            "chat: {} was delivered seq {} after seq {}",
+                            self.phone.user, deliver.seq, self.last_seq
+                        );
+                    }
                     self.last_seq = deliver.seq;
                 }
                 if let Some(deliver::Payload::Message(message)) = deliver.payload {
