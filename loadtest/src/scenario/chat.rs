@@ -312,7 +312,7 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
         let lost = tracker.lost_ids(10);
         if !lost.is_empty() {
             let index = range.start + offset;
-            let (mine, theirs) = if index % 2 == 0 {
+            let (mine, theirs) = if index.is_multiple_of(2) {
                 ('a', 'b')
             } else {
                 ('b', 'a')
