@@ -14,7 +14,7 @@
 //! nodes: account look-ups (the admin API answers for users this node owns).
 
 pub mod copies;
-mod group_service;
+pub(crate) mod group_service;
 pub(crate) mod group_wire;
 pub mod outbox;
 mod service;

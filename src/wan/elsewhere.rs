@@ -16,13 +16,11 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::Bytes;
 use hashbrown::HashMap;
-use prost::Message;
 
 use super::Wan;
+use crate::cluster::remote::copies::group_copy;
 use crate::group::fanout::Elsewhere;
-use crate::group::record as group_record;
 use crate::mailbox::MailboxOp;
 use crate::mailbox::checkpoint::Countdown;
 use crate::mesh::Transport;
@@ -208,14 +206,7 @@ async fn pump<T: Transport>(shared: Arc<Shared<T>>, dc: usize, group: Id) {
         };
         let copies = batch
             .iter()
-            .map(|copy| {
-                let mut stored = group_record::encode_entry(&copy.entry);
-                stored.logged = false;
-                mesh_pb::GroupCopy {
-                    entry: Bytes::from(stored.encode_to_vec()),
-                    recipients: copy.recipients.iter().map(ToString::to_string).collect(),
-                }
-            })
+            .map(|copy| group_copy(&copy.entry, &copy.recipients))
             .collect();
         let record = pb::WanRecord {
             record: Some(pb::wan_record::Record::Copies(mesh_pb::GroupCopiesCall {

@@ -26,16 +26,15 @@ use super::config::WanConfig;
 use super::presence::FarWatchers;
 use super::telemetry::LinkTelemetry;
 use crate::cluster::remote::sink::CallSink;
-use crate::cluster::remote::{append_job, append_reply, group_wire};
-use crate::group::fanout::{FanOutJob, copy_id, copy_job};
+use crate::cluster::remote::{append_job, append_reply, group_service, group_wire};
+use crate::group::fanout::{copy_id, copy_job};
 use crate::group::record as group_record;
 use crate::mailbox::checkpoint::Countdown;
 use crate::mailbox::group_ops::GroupFailure;
 use crate::mailbox::{AppendFailure, MailboxEvent, MailboxOp};
 use crate::mesh::{BoxFuture, Handler, NodeId};
-use crate::message::{GroupReceiptNotice, Id};
+use crate::message::Id;
 use crate::node::Node;
-use crate::proto::kinds;
 use crate::proto::mesh as mesh_pb;
 use crate::proto::storage as pb_storage;
 use crate::proto::wan as pb;
@@ -476,22 +475,9 @@ async fn serve_group(node: &Arc<Node>, call: mesh_pb::GroupCall) -> mesh_pb::Gro
 
 /// A member's group receipt for authors homed here (a notice, as across nodes).
 fn store_receipt(node: &Arc<Node>, receipt: mesh_pb::GroupReceiptCopies) -> Stored {
-    let Some(kind) = kinds::receipt_kind_from_wire(receipt.kind) else {
-        return Stored::Never;
-    };
-    let notice = GroupReceiptNotice {
-        group_id: Id::from(receipt.group),
-        from_user: Id::from(receipt.from_user),
-        from_device: Id::from(receipt.from_device),
-        kind,
-        up_to_group_seq: receipt.up_to_group_seq,
-    };
-    let authors = receipt.authors.into_iter().map(Id::from).collect();
-    match node.fanout.reserve(&notice.group_id) {
-        Some(permit) => {
-            permit.send(FanOutJob::Receipt { notice, authors });
-            Stored::Yes
-        }
-        None => Stored::NotNow,
+    if group_service::receipt(node, receipt) {
+        Stored::Yes
+    } else {
+        Stored::NotNow
     }
 }

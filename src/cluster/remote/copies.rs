@@ -251,19 +251,21 @@ async fn send<T: Transport>(inner: Arc<Inner<T>>, key: (NodeId, Id), mut batch: 
     }
 }
 
+/// `entry` for `recipients`, always whole: the receiving side cannot read this group's log.
+pub(crate) fn group_copy(entry: &GroupEntry, recipients: &[Id]) -> pb::GroupCopy {
+    let mut stored = group_record::encode_entry(entry);
+    stored.logged = false;
+    pb::GroupCopy {
+        entry: Bytes::from(stored.encode_to_vec()),
+        recipients: recipients.iter().map(ToString::to_string).collect(),
+    }
+}
+
 /// One call carrying `batch`; true when the node made every copy durable.
 async fn call<T: Transport>(inner: &Inner<T>, node: NodeId, group: &Id, batch: &[Copy]) -> bool {
     let copies = batch
         .iter()
-        .map(|copy| {
-            // Always the whole entry: the receiving node cannot read this group's log.
-            let mut stored = group_record::encode_entry(&copy.entry);
-            stored.logged = false;
-            pb::GroupCopy {
-                entry: Bytes::from(stored.encode_to_vec()),
-                recipients: copy.recipients.iter().map(ToString::to_string).collect(),
-            }
-        })
+        .map(|copy| group_copy(&copy.entry, &copy.recipients))
         .collect();
     let map_version = inner.map.borrow().version;
     let payload = pb::MailboxCall {

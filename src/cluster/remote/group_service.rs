@@ -107,9 +107,10 @@ pub async fn serve_copies(
 }
 
 /// A member's receipt for the authors this node owns (a notice: lost when a queue is full).
-pub fn receipt(node: &Node, receipt: pb::GroupReceiptCopies) {
+/// False when it was not taken (its fan-out lane is full, or it is malformed).
+pub fn receipt(node: &Node, receipt: pb::GroupReceiptCopies) -> bool {
     let Some(kind) = kinds::receipt_kind_from_wire(receipt.kind) else {
-        return;
+        return false;
     };
     let notice = GroupReceiptNotice {
         group_id: Id::from(receipt.group),
@@ -119,8 +120,12 @@ pub fn receipt(node: &Node, receipt: pb::GroupReceiptCopies) {
         up_to_group_seq: receipt.up_to_group_seq,
     };
     let authors = receipt.authors.into_iter().map(Id::from).collect();
-    if let Some(permit) = node.fanout.reserve(&notice.group_id) {
-        permit.send(crate::group::fanout::FanOutJob::Receipt { notice, authors });
+    match node.fanout.reserve(&notice.group_id) {
+        Some(permit) => {
+            permit.send(crate::group::fanout::FanOutJob::Receipt { notice, authors });
+            true
+        }
+        None => false,
     }
 }
 

@@ -128,7 +128,9 @@ impl<T: Transport> Handler for MailboxService<T> {
             }
             Ok(pb::MailboxCast {
                 cast: Some(Cast::ReceiptCopies(receipt)),
-            }) => groups::receipt(&attached.node, receipt),
+            }) => {
+                groups::receipt(&attached.node, receipt);
+            }
             Ok(pb::MailboxCast {
                 cast: Some(Cast::Released(released)),
             }) => groups::released(&attached.node, released),

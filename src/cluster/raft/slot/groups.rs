@@ -194,6 +194,13 @@ impl SlotGroups {
             api_channel_size: Some(4096),
             notification_channel_size: Some(4096),
             enable_pre_vote: Some(true),
+            // A leader back from a crash before its group elected another must not lead on in
+            // its old term: the committed id its log saved may be behind (it is not fsynced),
+            // so entries committed and acked before the crash may still be unapplied here, and
+            // `leadership` would name this node (its applied entries are of the current term)
+            // while its workers lack them: it would serve reads with holes and number new
+            // entries over them. An election puts a blank entry of a new term after them.
+            enable_leader_restore: Some(false),
             ..Config::default()
         }
         .validate()
