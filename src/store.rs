@@ -57,6 +57,7 @@ mod batch;
 mod config;
 mod countdown;
 mod database;
+pub(crate) use database::lock_held as sled_lock_held;
 mod error;
 mod keys;
 mod ops;

@@ -106,8 +106,7 @@ impl Index {
                     });
                 }
                 Err(sled::Error::Io(error))
-                    if error.kind() == std::io::ErrorKind::WouldBlock
-                        && Instant::now() < deadline =>
+                    if crate::store::sled_lock_held(&error) && Instant::now() < deadline =>
                 {
                     std::thread::sleep(Duration::from_millis(10));
                 }

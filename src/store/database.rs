@@ -52,14 +52,21 @@ fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> 
         match opened {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(error))
-                if error.kind() == std::io::ErrorKind::WouldBlock
-                    && std::time::Instant::now() < deadline =>
+                if lock_held(&error) && std::time::Instant::now() < deadline =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(error) => return Err(StoreError::sled(path, error)),
         }
     }
+}
+
+/// Whether opening a sled database failed only because its file lock is still held: sled lets
+/// go of it from its background flusher thread shortly after the last handle is dropped, and
+/// reports it as an `Other` error naming the lock (wrapping the OS's `WouldBlock`).
+pub(crate) fn lock_held(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::WouldBlock
+        || error.to_string().contains("could not acquire lock")
 }
 
 impl Database {
