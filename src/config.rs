@@ -862,6 +862,22 @@ mod tests {
         }
     }
 
+    /// The commented example between `from` and `to` in `text`, uncommented: its `# key = value`
+    /// lines without the `# `, the explanations (`# # ...`) left out.
+    fn uncommented_example(text: &str, from: &str, to: &str) -> String {
+        text.split(from)
+            .nth(1)
+            .unwrap_or_default()
+            .split(to)
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| format!("{line}\n"))
+            .collect()
+    }
+
     #[test]
     fn shipped_cluster_section_is_commented_out_and_documents_every_field() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
@@ -873,18 +889,8 @@ mod tests {
                 .is_none()
         );
         // Uncommented, the example is a valid section with the documented defaults.
-        let example: String = text
-            .split("\n# [cluster]\n")
-            .nth(1)
-            .expect("cluster.toml must document [cluster]")
-            .split("\n\n# [wan]")
-            .next()
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.strip_prefix("# "))
-            .filter(|line| !line.starts_with('#'))
-            .map(|line| format!("{line}\n"))
-            .collect();
+        let example = uncommented_example(&text, "\n# [cluster]\n", "\n\n# [wan]");
+        assert!(!example.is_empty(), "cluster.toml must document [cluster]");
         let uncommented = format!("{text}\n[cluster]\n{example}");
         let secret_file = tempfile::NamedTempFile::new().expect("secret file");
         std::fs::write(secret_file.path(), "0123456789abcdef0123456789abcdef\n").expect("write");
@@ -932,21 +938,8 @@ mod tests {
     fn shipped_wan_section_is_commented_out_and_valid_uncommented() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
         let text = std::fs::read_to_string(&path).expect("cluster.toml");
-        let uncomment = |from: &str, to: &str| -> String {
-            text.split(from)
-                .nth(1)
-                .unwrap_or_default()
-                .split(to)
-                .next()
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|line| line.strip_prefix("# "))
-                .filter(|line| !line.starts_with('#'))
-                .map(|line| format!("{line}\n"))
-                .collect()
-        };
-        let cluster = uncomment("\n# [cluster]\n", "\n\n# [wan]");
-        let wan = uncomment("\n# [wan]\n", "\n\n");
+        let cluster = uncommented_example(&text, "\n# [cluster]\n", "\n\n# [wan]");
+        let wan = uncommented_example(&text, "\n# [wan]\n", "\n\n");
         assert!(wan.contains("[[wan.datacenters]]"), "{wan}");
         let secret_file = tempfile::NamedTempFile::new().expect("secret file");
         std::fs::write(secret_file.path(), "0123456789abcdef0123456789abcdef\n").expect("write");

@@ -263,7 +263,6 @@ impl<T: Transport> Wan<T> {
             to_user: to_user.to_owned(),
             typing,
         };
-        let _ = dc;
         self.to_gateway(
             to_user,
             pb::GatewayCast {

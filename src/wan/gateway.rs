@@ -254,17 +254,6 @@ impl Gateway {
             .map(|(index, _)| *index)
     }
 
-    /// Records queued per far datacenter (name, records, bytes).
-    pub fn depths(&self) -> Vec<(String, usize, u64)> {
-        self.far
-            .values()
-            .map(|far| {
-                let (records, bytes) = far.queue.depth();
-                (far.name.clone(), records, bytes)
-            })
-            .collect()
-    }
-
     /// Stops the senders and the gateways' mesh, then closes the queues (what is being written
     /// is fsynced first).
     pub async fn shutdown(&self) {

@@ -236,14 +236,6 @@ impl Queue {
         (state.records.len(), state.bytes)
     }
 
-    /// The highest sequence number queued so far (0 when none ever was).
-    pub fn last_seq(&self) -> u64 {
-        self.journal
-            .stats()
-            .durable_lsn
-            .max(self.lock().records.back().map_or(0, |record| record.seq))
-    }
-
     /// The queue's identity: drawn at random when it was created, kept in its directory.
     pub fn id(&self) -> u64 {
         self.id
