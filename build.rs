@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tern/mesh/v1/cluster.proto",
         "proto/tern/mesh/v1/raft.proto",
         "proto/tern/mesh/v1/mailbox.proto",
+        "proto/tern/mesh/v1/media.proto",
         "proto/tern/wan/v1/wan.proto",
     ];
     for proto in &protos {

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod drain;
 pub mod leaders;
 pub mod map;
+pub mod media;
 pub mod member;
 pub mod placement;
 pub mod raft;

@@ -38,6 +38,7 @@ mod lifecycle;
 mod patch;
 mod range;
 mod recovery;
+pub mod replicated;
 mod routes;
 mod share;
 mod staging;
@@ -47,6 +48,7 @@ mod tus;
 mod upload;
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::config::MediaSection;
@@ -78,6 +80,19 @@ pub struct Media {
     content: ContentStore,
     hot: HotCache,
     telemetry: Telemetry,
+    /// The index's tree of replicated state (empty on a single node).
+    replicated: sled::Tree,
+    /// Set when media is replicated through a cluster's slot groups.
+    cluster: OnceLock<Arc<dyn replicated::MediaCluster>>,
+    /// Asks the refill task (replicated) for objects this node lacks; asks queue from the
+    /// start (a slot group re-applies its log before the task starts).
+    refill: replicated::RefillAsks,
+}
+
+impl std::fmt::Debug for dyn replicated::MediaCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MediaCluster(node {})", self.me())
+    }
 }
 
 impl Media {

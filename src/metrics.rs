@@ -148,6 +148,18 @@ pub const MEDIA_STORED_BYTES: &str = "tern_media_stored_bytes";
 pub const MEDIA_RESPONSES: &str = "tern_media_responses_total";
 /// Time to make one change of the media index durable (sled flush, then fsync of its files).
 pub const MEDIA_INDEX_SYNC: &str = "tern_media_index_sync_seconds";
+/// Replicated media: objects this node copied from its peers because it lacked them (a missed
+/// completion, an empty disk).
+pub const MEDIA_REFILL_OBJECTS: &str = "tern_media_refill_objects_total";
+/// Replicated media: bytes of the objects copied from peers.
+pub const MEDIA_REFILL_BYTES: &str = "tern_media_refill_bytes_total";
+/// Replicated media: objects lacking here that no peer could supply yet (tried again).
+pub const MEDIA_REFILL_FAILURES: &str = "tern_media_refill_failures_total";
+/// Replicated media: downloads this node streamed from another node's copy.
+pub const MEDIA_REMOTE_READS: &str = "tern_media_remote_reads_total";
+/// Replicated media: objects made durable on this node for a completion (from its own parts or
+/// a peer's).
+pub const MEDIA_PLACED: &str = "tern_media_placed_objects_total";
 
 /// Latency buckets, in seconds, for every histogram.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -470,6 +482,31 @@ fn describe_media() {
         MEDIA_INDEX_SYNC,
         Unit::Seconds,
         "Making one media index change durable: sled flush, then fsync of its files."
+    );
+    describe_counter!(
+        MEDIA_REFILL_OBJECTS,
+        Unit::Count,
+        "Media objects copied from peers because this node lacked them."
+    );
+    describe_counter!(
+        MEDIA_REFILL_BYTES,
+        Unit::Bytes,
+        "Bytes of media objects copied from peers."
+    );
+    describe_counter!(
+        MEDIA_REFILL_FAILURES,
+        Unit::Count,
+        "Media objects lacking here that no peer could supply (tried again)."
+    );
+    describe_counter!(
+        MEDIA_REMOTE_READS,
+        Unit::Count,
+        "Media downloads streamed from another node's copy."
+    );
+    describe_counter!(
+        MEDIA_PLACED,
+        Unit::Count,
+        "Media objects made durable on this node for a completion."
     );
     describe_counter!(
         MEDIA_RESPONSES,

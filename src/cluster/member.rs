@@ -79,6 +79,8 @@ pub struct ClusterMember<T: Transport = TcpTransport> {
     /// there is nothing to replicate before the node has mailboxes).
     slots: tokio::sync::Mutex<Option<Slots>>,
     slot_service: Arc<SlotService>,
+    /// Serves this node's media to the other members (refuses until attached).
+    media_service: Arc<super::media::MediaService>,
     /// Serves this node's gateway to the cluster (refuses while it is none).
     gateway_service: Arc<crate::wan::GatewayService>,
     /// With `[wan]`: this node's part of the links to other datacenters (started on attach).
@@ -136,6 +138,7 @@ impl<T: Transport> ClusterMember<T> {
         let service = Arc::new(MetaService::default());
         let mailbox = Arc::new(MailboxService::default());
         let slot_service = Arc::new(SlotService::default());
+        let media_service = Arc::new(super::media::MediaService::default());
         let gateway_service = Arc::new(crate::wan::GatewayService::default());
         let mesh = Mesh::start(
             mesh_config,
@@ -144,6 +147,7 @@ impl<T: Transport> ClusterMember<T> {
                 .with(SERVICE_META, service.clone())
                 .with(SERVICE_MAILBOX, mailbox.clone())
                 .with(SERVICE_SLOTS, slot_service.clone())
+                .with(super::media::SERVICE_MEDIA, media_service.clone())
                 .with(crate::wan::SERVICE_GATEWAY, gateway_service.clone()),
         )
         .await?;
@@ -211,6 +215,7 @@ impl<T: Transport> ClusterMember<T> {
             resync: std::sync::Mutex::new(None),
             slots: tokio::sync::Mutex::new(None),
             slot_service,
+            media_service,
             gateway_service,
             wan: tokio::sync::Mutex::new(None),
             data_dir: data_dir.to_path_buf(),
@@ -263,8 +268,24 @@ impl<T: Transport> ClusterMember<T> {
         let _ = node.fanout.elsewhere().set(copies);
         let mut slots = self.slots.lock().await;
         if self.cluster.replication_factor > 1 && slots.is_none() {
-            let (groups, applier) = start_slots(&self.data_dir, &self.cluster, &self.mesh).await?;
+            let (groups, applier) = start_slots(
+                &self.data_dir,
+                &self.cluster,
+                &self.mesh,
+                node.media.clone(),
+            )
+            .await?;
             let _ = self.slot_service.0.set(groups.clone());
+            node.media.attach_cluster(
+                Arc::new(super::media::ClusterMedia::new(
+                    self.mesh.clone(),
+                    self.meta.map(),
+                    node.leaders.clone(),
+                    groups.clone(),
+                )),
+                node.shutdown.clone(),
+            );
+            let _ = self.media_service.0.set(node.media.clone());
             let island_size =
                 (self.cluster.replication_factor as usize).min(self.cluster.seeds.len().max(1));
             let (replica, follow) = Replica::start(
@@ -579,6 +600,7 @@ async fn start_slots<T: Transport>(
     data_dir: &Path,
     cluster: &ClusterConfig,
     mesh: &Mesh<T>,
+    media: Arc<crate::media::Media>,
 ) -> Result<(Arc<SlotGroups>, Arc<ReplicaShared>), ClusterError> {
     let dir = data_dir.join("slots");
     let engine = tokio::task::spawn_blocking(move || LogEngine::open(JournalConfig::new(dir)))
@@ -592,6 +614,8 @@ async fn start_slots<T: Transport>(
     config.max_lag = cluster.slot_log_max_lag;
     config.chunk_bytes = cluster.snapshot_chunk_bytes;
     let applier = Replica::applier();
+    // Before the groups start: a group re-applies its log from its durable point at once.
+    applier.attach_media(media);
     let transport = Arc::new(MeshTransport {
         mesh: mesh.clone(),
         service: SERVICE_SLOTS,

@@ -35,7 +35,9 @@ use crate::mailbox::record::{self, Record};
 use crate::mailbox::recovery::{decode_slot_mark, slot_checkpoint_key};
 use crate::mailbox::snapshot::Owners;
 use crate::mailbox::{MailboxOp, Mailboxes};
+use crate::media::Media;
 use crate::message::Id;
+use crate::proto::storage::StoreRows;
 
 use ledger::{Applied, Ledger};
 
@@ -55,9 +57,17 @@ pub struct Shared {
     /// lanes are not ordered among themselves, so a leader serves its phones only once none is
     /// left (its workers then hold everything committed before its term).
     replaying: DashMap<u64, Arc<AtomicI64>>,
+    /// The node's media: entries of media changes are applied to it, and its share of a
+    /// group's state travels in the group's snapshots.
+    media: OnceLock<Arc<Media>>,
 }
 
 impl Shared {
+    /// Replicates `media` through the slot groups from now on.
+    pub fn attach_media(&self, media: Arc<Media>) {
+        let _ = self.media.set(media);
+    }
+
     fn replaying(&self, group: u64) -> Arc<AtomicI64> {
         self.replaying.entry(group).or_default().clone()
     }
@@ -155,7 +165,18 @@ impl Replicate for Replica {
 }
 
 impl SlotApplier for Shared {
-    fn apply(&self, group: u64, _index: u64, command: SlotCommand) -> BoxFuture<'static, ()> {
+    fn apply(&self, group: u64, index: u64, command: SlotCommand) -> BoxFuture<'static, ()> {
+        if command.records.is_empty() && !command.media.is_empty() {
+            // Media changes come through no ledger: they neither are a ledger's own entry nor
+            // fail what it has in flight.
+            return match self.media.get() {
+                Some(media) => media.apply_entry(group, index, command.media),
+                None => {
+                    tracing::error!(group, index, "media changes came before the media attached");
+                    Box::pin(async {})
+                }
+            };
+        }
         let ledger = self.ledgers.get(&group).map(|ledger| ledger.clone());
         if let Some(ledger) = ledger
             && let Applied::Own = ledger.applied(&command)
@@ -191,14 +212,37 @@ impl SlotApplier for Shared {
     fn export(&self, group: u64) -> BoxFuture<'static, Result<Bytes, String>> {
         let mailboxes = self.mailboxes.get().cloned();
         let owners = self.owners(group);
+        let media = self.media.get().cloned();
         Box::pin(async move {
             let (Some(mailboxes), Some(owners)) = (mailboxes, owners) else {
                 return Err(format!("slot group {group}: not started"));
             };
-            mailboxes
-                .export(owners)
+            let mut snapshot = mailboxes
+                .export(owners.clone())
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| error.to_string())?;
+            if let Some(media) = media {
+                // Fields concatenate: the media rows follow the mailbox rows' encoding.
+                let rows = tokio::task::spawn_blocking(move || {
+                    media.export_replicated(&|key| owners.contains(key))
+                })
+                .await
+                .map_err(|error| error.to_string())?
+                .map_err(|error| error.to_string())?;
+                if !rows.is_empty() {
+                    let mut joined = snapshot.to_vec();
+                    prost::Message::encode(
+                        &StoreRows {
+                            rows: Vec::new(),
+                            media: rows,
+                        },
+                        &mut joined,
+                    )
+                    .map_err(|error| error.to_string())?;
+                    snapshot = Bytes::from(joined);
+                }
+            }
+            Ok(snapshot)
         })
     }
 
@@ -211,10 +255,14 @@ impl SlotApplier for Shared {
     ) -> BoxFuture<'static, Result<(), String>> {
         let mailboxes = self.mailboxes.get().cloned();
         let owners = self.owners(group);
+        let media = self.media.get().cloned();
         Box::pin(async move {
             let (Some(mailboxes), Some(owners)) = (mailboxes, owners) else {
                 return Err(format!("slot group {group}: not started"));
             };
+            if let Some(media) = media {
+                install_media(media, group, index, owners.clone(), snapshot.clone()).await?;
+            }
             let mark = Mark {
                 group,
                 index,
@@ -256,6 +304,29 @@ impl SlotApplier for Shared {
                 .map(|(_, point)| point)
         })
     }
+}
+
+/// Installs the media share of a group's snapshot (before its mailbox rows, whose durable
+/// point then covers it), and asks for the objects it references.
+async fn install_media(
+    media: Arc<Media>,
+    group: u64,
+    index: u64,
+    owners: Owners,
+    snapshot: Bytes,
+) -> Result<(), String> {
+    let rows = <StoreRows as prost::Message>::decode(snapshot)
+        .map_err(|error| error.to_string())?
+        .media;
+    let installer = media.clone();
+    let needed = tokio::task::spawn_blocking(move || {
+        installer.install_replicated(group, index, &|key| owners.contains(key), rows)
+    })
+    .await
+    .map_err(|error| error.to_string())?
+    .map_err(|error| error.to_string())?;
+    media.ask_refill(needed);
+    Ok(())
 }
 
 /// The decoded records of an entry, by the key (mailbox or group) they are about, each key's

@@ -124,7 +124,13 @@ pub async fn export(stores: &Stores, owners: Owners) -> Result<Bytes, SnapshotEr
             });
         }
     }
-    Ok(Bytes::from(StoreRows { rows }.encode_to_vec()))
+    Ok(Bytes::from(
+        StoreRows {
+            rows,
+            media: Vec::new(),
+        }
+        .encode_to_vec(),
+    ))
 }
 
 /// Replaces every row of `owners` in `stores` with those of `snapshot` (one batch per shard).

@@ -98,6 +98,20 @@ impl Catalog {
         Ok(())
     }
 
+    /// Refuses an upload of `length` bytes that `owner`'s quota has no room for, counting
+    /// nothing (a replicated upload is counted when its creation is applied).
+    pub fn check(
+        &self,
+        owner: &Id,
+        length: u64,
+        quota: u64,
+        max_unfinished: u32,
+    ) -> Result<(), RequestError> {
+        self.reserve(owner, length, quota, max_unfinished)?;
+        self.release(owner, length, true);
+        Ok(())
+    }
+
     /// Gives back `bytes` of `owner`'s quota, and an unfinished slot when `unfinished`.
     pub fn release(&self, owner: &Id, bytes: u64, unfinished: bool) {
         let emptied = {

@@ -156,9 +156,13 @@ impl ContentStore {
         Ok(Release::Deleted)
     }
 
-    /// Deletes object files that no record references (left by a crash between the rename and
-    /// the index write). Returns how many. At start only.
-    pub fn remove_orphans(&self) -> io::Result<usize> {
+    /// Deletes object files that neither a record nor `keep` (the objects replicated media use)
+    /// references (left by a crash between the rename and the index write). Returns how many.
+    /// At start only.
+    pub fn remove_orphans(
+        &self,
+        keep: &std::collections::HashSet<Sha256Digest>,
+    ) -> io::Result<usize> {
         let objects = self.objects();
         let mut removed = 0;
         for fanout in fs::read_dir(&self.layout.objects)? {
@@ -171,8 +175,8 @@ impl ContentStore {
                 let file = file?;
                 let name = format!("{prefix}{}", file.file_name().to_string_lossy());
                 let mut digest = [0u8; 32];
-                let known =
-                    decode_hex(&name, &mut digest).is_some() && objects.contains_key(&digest);
+                let known = decode_hex(&name, &mut digest).is_some()
+                    && (objects.contains_key(&digest) || keep.contains(&digest));
                 if !known {
                     remove_file_if_present(&file.path())?;
                     removed += 1;
@@ -260,7 +264,7 @@ mod tests {
         create_dir_durably(orphan.parent().unwrap()).unwrap();
         fs::write(&orphan, b"x").unwrap();
         let store = ContentStore::new(layout, HashMap::new());
-        assert_eq!(store.remove_orphans().unwrap(), 1);
+        assert_eq!(store.remove_orphans(&Default::default()).unwrap(), 1);
         assert!(!orphan.exists());
     }
 }

@@ -52,7 +52,7 @@ async fn serve(
     authenticate(headers, &state.token_key)?;
     let id = MediaId::parse(id).ok_or(RequestError::NotFound)?;
     let media = &state.media;
-    let meta = media.catalog.media(&id).ok_or(RequestError::NotFound)?;
+    let meta = media.find_media(&id).await?.ok_or(RequestError::NotFound)?;
     let etag = format!("\"{}\"", to_hex(&meta.sha256));
     let mut response = Response::new(Body::empty());
     {
@@ -135,6 +135,7 @@ async fn body(
         data.slice(from..to)
     };
     let path = media.layout.object_file(&meta.sha256);
+    let remote = media.is_remote(&meta.sha256, meta.size).await;
     match media.hot.lookup(&meta.sha256, meta.size) {
         Lookup::Hit(data) => {
             telemetry.download(true);
@@ -144,21 +145,30 @@ async fn body(
         Lookup::Admit => {
             telemetry.download(false);
             let expected = meta.size;
-            let data = blocking(move || {
-                let data = std::fs::read(&path).map_err(not_found_if_missing)?;
-                if data.len() as u64 == expected {
-                    Ok(Bytes::from(data))
-                } else {
-                    Err(RequestError::Internal)
-                }
-            })
-            .await?;
+            let data = if remote {
+                media.read_remote(&meta.sha256, meta.size).await?
+            } else {
+                blocking(move || {
+                    let data = std::fs::read(&path).map_err(not_found_if_missing)?;
+                    if data.len() as u64 == expected {
+                        Ok(Bytes::from(data))
+                    } else {
+                        Err(RequestError::Internal)
+                    }
+                })
+                .await?
+            };
             let grown = media.hot.admit(meta.sha256, data.clone());
             telemetry.cache_bytes.increment(grown as f64);
             telemetry.bytes_out.increment(length);
             return Ok(Body::from(slice(&data)));
         }
         Lookup::Miss => telemetry.download(false),
+    }
+    if remote {
+        let chunk = media.config.read_chunk_bytes as usize;
+        let stream = media.stream_remote(meta.sha256, start, length, chunk)?;
+        return Ok(Body::from_stream(stream));
     }
     let mut file = tokio::fs::File::open(&path)
         .await

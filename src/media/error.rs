@@ -70,6 +70,10 @@ pub enum RequestError {
     /// A blocking task died (500).
     #[error("internal error")]
     Internal,
+    /// The cluster cannot take or serve this now: no leader for the upload's slot, too few
+    /// members of its island reachable, a peer failed mid-transfer (503; retry).
+    #[error("media replication unavailable: {0}; retry")]
+    Unavailable(String),
 }
 
 impl RequestError {
@@ -89,6 +93,7 @@ impl RequestError {
             Self::Locked => StatusCode::LOCKED,
             Self::Stalled => StatusCode::REQUEST_TIMEOUT,
             Self::Io(_) | Self::Index(_) | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -119,6 +124,9 @@ impl IntoResponse for RequestError {
             }
             Self::OffsetMismatch { actual, .. } => {
                 headers.insert(tus::header::UPLOAD_OFFSET, HeaderValue::from(*actual));
+            }
+            Self::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

@@ -29,7 +29,7 @@ pub async fn head(
     let mut response = StatusCode::OK.into_response();
     let out = response.headers_mut();
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(upload) = media.catalog.upload(&id) {
+    if let Some(upload) = media.find_upload(&id).await? {
         if *upload.owner != *claims.user {
             return Err(RequestError::NotOwner);
         }
@@ -57,7 +57,7 @@ pub async fn head(
         }
     }
     // Finished (perhaps just now): every byte is there.
-    let meta = media.catalog.media(&id).ok_or(RequestError::NotFound)?;
+    let meta = media.find_media(&id).await?.ok_or(RequestError::NotFound)?;
     out.insert(tus::header::UPLOAD_OFFSET, HeaderValue::from(meta.size));
     out.insert(tus::header::UPLOAD_LENGTH, HeaderValue::from(meta.size));
     Ok(response)

@@ -24,6 +24,9 @@ const MEDIA: u8 = b'm';
 /// Key prefix of an object (then the 32-byte digest).
 const OBJECT: u8 = b'o';
 
+/// The tree of the replicated media state (the default tree holds the node's own).
+const REPLICATED_TREE: &[u8] = b"replicated";
+
 /// How often sled's flusher writes on its own, in milliseconds (every change is also made
 /// durable before its call returns).
 const FLUSH_EVERY_MS: u64 = 500;
@@ -134,6 +137,23 @@ impl Index {
         }
     }
 
+    /// The tree of the replicated media state (a cluster's: `replicated::state`).
+    pub(super) fn replicated_tree(&self) -> Result<sled::Tree, IndexError> {
+        self.db
+            .open_tree(REPLICATED_TREE)
+            .map_err(|error| self.sled_error(error))
+    }
+
+    /// A sled error of this index.
+    pub(super) fn error(&self, source: sled::Error) -> IndexError {
+        self.sled_error(source)
+    }
+
+    /// A corrupt record of this index.
+    pub(super) fn corrupt_record(&self, key: &[u8]) -> IndexError {
+        self.corrupt(key)
+    }
+
     /// Reads every record (at start).
     pub fn load(&self) -> Result<Contents, IndexError> {
         let mut contents = Contents::default();
@@ -161,7 +181,7 @@ impl Index {
 
     /// Makes every change applied so far durable: sled's flush writes them to its files, the
     /// fsyncs make the files' data and metadata durable.
-    fn flush(&self) -> Result<(), IndexError> {
+    pub(super) fn flush(&self) -> Result<(), IndexError> {
         let started = Instant::now();
         self.db.flush().map_err(|error| self.sled_error(error))?;
         crate::fsync::sync_tree(&self.path).map_err(|error| IndexError::Sync {

@@ -50,6 +50,9 @@ impl Media {
         metadata: String,
         mime: String,
     ) -> Result<Arc<Upload>, RequestError> {
+        if self.cluster().is_some() {
+            return self.create_replicated(owner, length, metadata, mime).await;
+        }
         self.catalog.reserve(
             &owner,
             length,
@@ -123,6 +126,11 @@ impl Media {
         content_length: Option<u64>,
         body: Body,
     ) -> Result<Written, RequestError> {
+        if self.cluster().is_some() {
+            return self
+                .write_replicated(upload, offset, content_length, body)
+                .await;
+        }
         let (mut writer, mut takeover) = upload.lock(LOCK_WAIT).await?;
         let actual = upload.offset();
         if offset != actual {
@@ -239,6 +247,9 @@ impl Media {
         owner: &str,
         id: MediaId,
     ) -> Result<(), RequestError> {
+        if self.cluster().is_some() {
+            return self.terminate_replicated(owner, id).await;
+        }
         if let Some(upload) = self.catalog.upload(&id) {
             if &*upload.owner != owner {
                 return Err(RequestError::NotOwner);
@@ -291,6 +302,9 @@ impl Media {
     /// Deletes every unfinished upload whose expiry is at or before `now` (seconds) and that no
     /// request is writing. Returns how many.
     pub async fn expire(self: &Arc<Self>, now: u64) -> usize {
+        if self.cluster().is_some() {
+            return self.expire_replicated(now).await;
+        }
         let mut expired = 0;
         for upload in self.catalog.uploads() {
             if upload.expires_at() > now {

@@ -30,9 +30,9 @@ pub async fn patch(
     let id = MediaId::parse(&id).ok_or(RequestError::NotFound)?;
     let media = &state.media;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let Some(upload) = media.catalog.upload(&id) else {
+    let Some(upload) = media.find_upload(&id).await? else {
         // Finished already: a retry of the last PATCH (its answer was lost) is answered again.
-        let meta = media.catalog.media(&id).ok_or(RequestError::NotFound)?;
+        let meta = media.find_media(&id).await?.ok_or(RequestError::NotFound)?;
         if *meta.owner != *claims.user {
             return Err(RequestError::NotOwner);
         }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::UNIX_EPOCH;
 
 use super::catalog::{Catalog, MediaMeta};
@@ -54,6 +54,7 @@ impl Media {
         layout.create().map_err(io_error(&layout.root))?;
         let index = Index::open(&layout.index, config.media.index_cache_bytes)?;
         let contents = index.load()?;
+        let replicated = index.replicated_tree()?;
         let content = ContentStore::new(layout.clone(), contents.objects.into_iter().collect());
         let telemetry = Telemetry::new();
         let (objects, stored) = content.totals();
@@ -87,7 +88,11 @@ impl Media {
             catalog,
             content,
             telemetry,
+            replicated,
+            cluster: OnceLock::new(),
+            refill: Default::default(),
         });
+        media.load_replicated()?;
         let mut finished = Vec::new();
         for (id, record) in contents.uploads {
             if let Some(upload) = media.reopen_upload(id, &record)?
@@ -162,9 +167,20 @@ impl Media {
                 remove_file_if_present(&path).map_err(io_error(&path))?;
             }
         }
+        for (id, path) in super::replicated::part_dirs(&self.layout).map_err(io_error(staging))? {
+            if !id.is_some_and(|id| known.contains(&id)) {
+                std::fs::remove_dir_all(&path).map_err(io_error(&path))?;
+            }
+        }
+        let referenced: HashSet<_> = self
+            .referenced_objects()
+            .map_err(|_| io_error(&self.layout.objects)(io::Error::other("replicated state")))?
+            .into_iter()
+            .map(|(digest, _)| digest)
+            .collect();
         let removed = self
             .content
-            .remove_orphans()
+            .remove_orphans(&referenced)
             .map_err(io_error(&self.layout.objects))?;
         if removed > 0 {
             tracing::warn!(removed, "removed object files without a record");

@@ -34,11 +34,18 @@ pub struct SlotCommand {
     pub origin: u64,
     /// The proposer's number for the entry.
     pub serial: u64,
+    /// `tern.storage.v1.MediaChange`s (an entry carries records or media changes).
+    pub media: Vec<Bytes>,
 }
 
 impl fmt::Display for SlotCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} mailbox records", self.records.len())
+        write!(
+            f,
+            "{} mailbox records, {} media changes",
+            self.records.len(),
+            self.media.len()
+        )
     }
 }
 

@@ -180,6 +180,7 @@ async fn propose(
             records,
             origin,
             serial,
+            media: Vec::new(),
         };
         match groups.submit(ledger.group, command).await {
             Ok(outcome) => {

@@ -52,6 +52,7 @@ impl RaftSnapshotBuilder<SlotTypes> for Records {
                     records: applied.records.clone(),
                     origin: 0,
                     serial: 0,
+                    media: Vec::new(),
                 }
                 .encode_to_vec(),
             ),

@@ -22,6 +22,7 @@ pub fn entry_to_proto(entry: &SlotEntry) -> pb::Entry {
             records: command.records.clone(),
             origin: command.origin,
             serial: command.serial,
+            media: command.media.clone(),
         }),
         EntryPayload::Membership(membership) => {
             Payload::Membership(membership_to_proto(membership))
@@ -50,6 +51,7 @@ pub fn entry_from_proto(entry: pb::Entry) -> Result<SlotEntry, DecodeError> {
             records: command.records,
             origin: command.origin,
             serial: command.serial,
+            media: command.media,
         }),
         Payload::Membership(membership) => {
             EntryPayload::Membership(membership_from_proto(&membership)?)

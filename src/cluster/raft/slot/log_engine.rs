@@ -393,6 +393,7 @@ mod tests {
                 records: vec![Bytes::from(text.to_owned())],
                 origin: 0,
                 serial: 0,
+                media: Vec::new(),
             }),
         }
     }

@@ -252,6 +252,7 @@ fn command(text: &str) -> SlotCommand {
         records: vec![Bytes::from(text.to_owned())],
         origin: 0,
         serial: 0,
+        media: Vec::new(),
     }
 }
 
