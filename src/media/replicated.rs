@@ -238,3 +238,6 @@ impl Media {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
