@@ -182,6 +182,12 @@ impl Media {
             .content
             .remove_orphans(&referenced)
             .map_err(io_error(&self.layout.objects))?;
+        for digest in &referenced {
+            if let Ok(metadata) = fs::metadata(self.layout.object_file(digest)) {
+                self.telemetry.objects.increment(1.0);
+                self.telemetry.stored_bytes.increment(metadata.len() as f64);
+            }
+        }
         if removed > 0 {
             tracing::warn!(removed, "removed object files without a record");
         }

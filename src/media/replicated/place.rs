@@ -98,6 +98,8 @@ impl Media {
         })
         .await?;
         metrics::counter!(crate::metrics::MEDIA_PLACED).increment(1);
+        self.telemetry.objects.increment(1.0);
+        self.telemetry.stored_bytes.increment(size as f64);
         Ok(size)
     }
 
@@ -230,9 +232,21 @@ impl Media {
         }
         for digest in after.objects_gone {
             let path = self.layout.object_file(&digest);
-            let removed = blocking(move || Ok(remove_file_if_present(&path)?)).await;
-            if let Err(error) = removed {
-                tracing::warn!(object = %to_hex(&digest), %error, "cannot remove an object");
+            let removed = blocking(move || {
+                let size = std::fs::metadata(&path).map_or(None, |metadata| Some(metadata.len()));
+                remove_file_if_present(&path)?;
+                Ok(size)
+            })
+            .await;
+            match removed {
+                Ok(Some(size)) => {
+                    self.telemetry.objects.decrement(1.0);
+                    self.telemetry.stored_bytes.decrement(size as f64);
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(object = %to_hex(&digest), %error, "cannot remove an object");
+                }
             }
             let freed = self.hot.remove(&digest);
             self.telemetry.cache_bytes.decrement(freed as f64);
