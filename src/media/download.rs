@@ -135,7 +135,9 @@ async fn body(
         data.slice(from..to)
     };
     let path = media.layout.object_file(&meta.sha256);
-    let remote = media.is_remote(&meta.sha256, meta.size).await;
+    // In a cluster a node may not hold the object (it is on another island, or not refilled
+    // yet): then it comes from a member that does.
+    let replicated = media.cluster().is_some();
     match media.hot.lookup(&meta.sha256, meta.size) {
         Lookup::Hit(data) => {
             telemetry.download(true);
@@ -145,18 +147,20 @@ async fn body(
         Lookup::Admit => {
             telemetry.download(false);
             let expected = meta.size;
-            let data = if remote {
-                media.read_remote(&meta.sha256, meta.size).await?
-            } else {
-                blocking(move || {
-                    let data = std::fs::read(&path).map_err(not_found_if_missing)?;
-                    if data.len() as u64 == expected {
-                        Ok(Bytes::from(data))
-                    } else {
-                        Err(RequestError::Internal)
-                    }
-                })
-                .await?
+            let local = blocking(move || {
+                let data = std::fs::read(&path).map_err(not_found_if_missing)?;
+                if data.len() as u64 == expected {
+                    Ok(Bytes::from(data))
+                } else {
+                    Err(RequestError::Internal)
+                }
+            })
+            .await;
+            let data = match local {
+                Err(RequestError::NotFound) if replicated => {
+                    media.read_remote(&meta.sha256, meta.size).await?
+                }
+                local => local?,
             };
             let grown = media.hot.admit(meta.sha256, data.clone());
             telemetry.cache_bytes.increment(grown as f64);
@@ -165,14 +169,15 @@ async fn body(
         }
         Lookup::Miss => telemetry.download(false),
     }
-    if remote {
-        let chunk = media.config.read_chunk_bytes as usize;
-        let stream = media.stream_remote(meta.sha256, start, length, chunk)?;
-        return Ok(Body::from_stream(stream));
-    }
-    let mut file = tokio::fs::File::open(&path)
-        .await
-        .map_err(not_found_if_missing)?;
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(error) if replicated && error.kind() == std::io::ErrorKind::NotFound => {
+            let chunk = media.config.read_chunk_bytes as usize;
+            let stream = media.stream_remote(meta.sha256, start, length, chunk)?;
+            return Ok(Body::from_stream(stream));
+        }
+        Err(error) => return Err(not_found_if_missing(error)),
+    };
     if start > 0 {
         file.seek(SeekFrom::Start(start)).await?;
     }

@@ -12,11 +12,6 @@ use super::super::layout::Sha256Digest;
 use super::{PIECE, unavailable};
 
 impl Media {
-    /// Whether a download of object `digest` must come from another node.
-    pub(crate) async fn is_remote(&self, digest: &Sha256Digest, size: u64) -> bool {
-        self.cluster().is_some() && !self.holds(digest, size).await
-    }
-
     /// The members that hold object `digest` (its island's, leader first), this node left out.
     fn holders(&self, digest: &Sha256Digest) -> Result<Vec<u64>, RequestError> {
         let cluster = self.cluster().ok_or(RequestError::Internal)?;
