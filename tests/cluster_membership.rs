@@ -10,7 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::cluster::{SETTLE, Senders, all_led, check_every_acked, start_cluster_with, view};
+use common::cluster::{
+    SETTLE, Senders, all_led, check_every_acked, replicated_three, start_cluster_with, view,
+};
 use common::*;
 use serde_json::Value;
 
@@ -154,4 +156,24 @@ async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_ano
     let acked = senders.stop().await;
 
     check_every_acked(&members, &acked).await;
+}
+
+/// A node whose island peers are both gone still stops on SIGTERM: its drain cannot mark it in
+/// the map (no majority), and gives up at its deadline instead of waiting for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_node_of_an_island_still_stops_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = replicated_three(dir.path()).await;
+    for member in &mut members[..2] {
+        member.node.take().expect("running").kill();
+    }
+    let last = members[2].node.take().expect("running");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &last.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    // wait_for_exit fails the test if the node is still running after a minute.
+    let exit = wait_for_exit(last).await;
+    assert!(exit.success(), "a SIGTERM shutdown exits 0, got {exit:?}");
 }

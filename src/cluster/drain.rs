@@ -46,10 +46,15 @@ pub async fn hand_over(
     let mut marked = false;
     let mut meta_to = None;
     loop {
+        // A proposal waits for a majority: a node whose peers are gone must still stop.
+        let left = until.saturating_duration_since(Instant::now());
         if !marked {
-            marked = mark(meta, me, NodeState::Draining).await;
+            marked = tokio::time::timeout(left, mark(meta, me, NodeState::Draining))
+                .await
+                .unwrap_or(false);
         }
-        if let Some(to) = meta.hand_over(FRESH).await {
+        let left = until.saturating_duration_since(Instant::now());
+        if let Ok(Some(to)) = tokio::time::timeout(left, meta.hand_over(FRESH)).await {
             meta_to = Some(to);
         }
         let still_led = led();
