@@ -13,10 +13,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::cluster::{Member, SETTLE, free_port, replicated_three, view};
+use common::cluster::{Member, SETTLE, free_port, island_of, replicated_three, state_of, view};
 use common::*;
 use media_support::*;
-use serde_json::Value;
 
 /// Bytes per PATCH, as a phone's tus client would send them.
 const CHUNK: usize = 256 * 1024;
@@ -196,24 +195,6 @@ async fn downloads_exactly(phone: &Tus, node: usize, path: &str, data: &[u8]) {
     assert_eq!(cached.status, 304, "If-None-Match through node {node}");
     assert!(cached.body.is_empty(), "a 304 with a body");
     assert_eq!(cached.header("ETag"), Some(etag.as_str()), "node {node}");
-}
-
-/// The members of the cluster's one island in `view`.
-fn island_of(view: &Value) -> Vec<u64> {
-    view["map"]["islands"][0]["members"]
-        .as_array()
-        .map(|members| members.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
-/// The state of `node` in `view`'s map.
-fn state_of(view: &Value, node: u64) -> String {
-    view["map"]["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|entry| entry["id"] == node))
-        .and_then(|entry| entry["state"].as_str())
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// Starts node `ordinal` as a new machine joining the running cluster (a spare until a member is

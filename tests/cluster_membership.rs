@@ -11,30 +11,13 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    SETTLE, Senders, all_led, check_every_acked, replicated_three, start_cluster_with, view,
+    SETTLE, Senders, all_led, check_every_acked, island_of, replicated_three, start_cluster_with,
+    state_of, view,
 };
 use common::*;
 use serde_json::Value;
 
 const SENDERS: usize = 6;
-
-/// The members of the cluster's one island in `view`.
-fn island_of(view: &Value) -> Vec<u64> {
-    view["map"]["islands"][0]["members"]
-        .as_array()
-        .map(|members| members.iter().filter_map(Value::as_u64).collect())
-        .unwrap_or_default()
-}
-
-/// The state of `node` in `view`'s map.
-fn state_of(view: &Value, node: u64) -> String {
-    view["map"]["nodes"]
-        .as_array()
-        .and_then(|nodes| nodes.iter().find(|entry| entry["id"] == node))
-        .and_then(|entry| entry["state"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
 
 /// Every slot group in `view` has exactly `voters` as its voters, no learner and no joint
 /// configuration.

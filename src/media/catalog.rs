@@ -13,6 +13,7 @@ use super::id::MediaId;
 use super::layout::Sha256Digest;
 use super::upload::Upload;
 use crate::message::Id;
+use crate::proto::storage::MediaRecord;
 
 /// A finished upload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,19 @@ pub struct MediaMeta {
     pub sha256: Sha256Digest,
     /// When the upload was created, ms since the epoch.
     pub created_ms: u64,
+}
+
+impl MediaMeta {
+    /// The finished media a stored record describes; `None` when its hash is malformed.
+    pub fn from_record(record: &MediaRecord) -> Option<MediaMeta> {
+        Some(MediaMeta {
+            owner: Id::from(record.owner.as_str()),
+            size: record.size,
+            mime: record.mime_type.as_str().into(),
+            sha256: record.sha256.as_ref().try_into().ok()?,
+            created_ms: record.created_ms,
+        })
+    }
 }
 
 /// One user's holdings.

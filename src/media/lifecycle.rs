@@ -50,15 +50,17 @@ impl Media {
         metadata: String,
         mime: String,
     ) -> Result<Arc<Upload>, RequestError> {
-        if self.cluster().is_some() {
-            return self.create_replicated(owner, length, metadata, mime).await;
-        }
-        self.catalog.reserve(
-            &owner,
-            length,
+        let (quota, unfinished) = (
             self.config.user_quota_bytes,
             self.config.max_unfinished_uploads_per_user,
-        )?;
+        );
+        let replicated = self.cluster().is_some();
+        if replicated {
+            // Counted when its creation is applied.
+            self.catalog.check(&owner, length, quota, unfinished)?;
+        } else {
+            self.catalog.reserve(&owner, length, quota, unfinished)?;
+        }
         let id = MediaId::random().map_err(|_| RequestError::Internal)?;
         let record = UploadRecord {
             owner: owner.to_string(),
@@ -67,6 +69,9 @@ impl Media {
             mime_type: mime,
             created_ms: now_ms(),
         };
+        if replicated {
+            return self.create_replicated(id, record).await;
+        }
         let media = self.clone();
         let stored = record.clone();
         let created = blocking(move || {

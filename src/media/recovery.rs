@@ -19,7 +19,6 @@ use super::upload::Upload;
 use super::{Media, MediaId};
 use crate::clock::now_secs;
 use crate::config::Config;
-use crate::message::Id;
 use crate::proto::storage::UploadRecord;
 
 /// Why the media server could not open its data.
@@ -62,20 +61,11 @@ impl Media {
         telemetry.stored_bytes.increment(stored as f64);
         let catalog = Catalog::default();
         for (id, record) in contents.media {
-            let Ok(sha256) = record.sha256.as_ref().try_into() else {
+            let Some(meta) = MediaMeta::from_record(&record) else {
                 tracing::warn!(%id, "media record without a valid hash; skipped");
                 continue;
             };
-            catalog.load_media(
-                id,
-                MediaMeta {
-                    owner: Id::from(record.owner.as_str()),
-                    size: record.size,
-                    mime: record.mime_type.as_str().into(),
-                    sha256,
-                    created_ms: record.created_ms,
-                },
-            );
+            catalog.load_media(id, meta);
         }
         let media = Arc::new(Self {
             hot: HotCache::new(

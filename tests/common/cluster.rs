@@ -363,3 +363,21 @@ pub async fn replicated_three(dir: &Path) -> Vec<Member> {
     .await;
     members
 }
+
+/// The members of the cluster's one island in `view`.
+pub fn island_of(view: &Value) -> Vec<u64> {
+    view["map"]["islands"][0]["members"]
+        .as_array()
+        .map(|members| members.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// The state of `node` in `view`'s map.
+pub fn state_of(view: &Value, node: u64) -> String {
+    view["map"]["nodes"]
+        .as_array()
+        .and_then(|nodes| nodes.iter().find(|entry| entry["id"] == node))
+        .and_then(|entry| entry["state"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -170,7 +170,6 @@ impl Media {
         if let Some(data) = local.filter(|data| data.len() == length) {
             return Ok(Bytes::from(data));
         }
-        let cluster = self.cluster().ok_or(RequestError::Internal)?;
         let read = MediaRead {
             sha256: Bytes::new(),
             id: Bytes::copy_from_slice(id.as_bytes()),
@@ -179,9 +178,21 @@ impl Media {
             offset: at,
             length: length as u32,
         };
+        self.read_from_peers(&read, length, sources).await
+    }
+
+    /// The piece `read` names (`length` bytes) from the first of `sources`, this node left
+    /// out, that has it.
+    async fn read_from_peers(
+        &self,
+        read: &MediaRead,
+        length: usize,
+        sources: &[u64],
+    ) -> Result<Bytes, RequestError> {
+        let cluster = self.cluster().ok_or(RequestError::Internal)?;
         let me = cluster.me();
         let others: Vec<u64> = sources.iter().copied().filter(|s| *s != me).collect();
-        peers::read_piece(cluster, &others, &read, length)
+        peers::read_piece(cluster, &others, read, length)
             .await
             .map_err(unavailable)
     }
@@ -204,7 +215,6 @@ impl Media {
         if let Some(data) = local.filter(|data| data.len() == length) {
             return Ok(Bytes::from(data));
         }
-        let cluster = self.cluster().ok_or(RequestError::Internal)?;
         let read = MediaRead {
             sha256: Bytes::copy_from_slice(digest),
             id: Bytes::new(),
@@ -213,11 +223,7 @@ impl Media {
             offset: at,
             length: length as u32,
         };
-        let me = cluster.me();
-        let others: Vec<u64> = sources.iter().copied().filter(|s| *s != me).collect();
-        peers::read_piece(cluster, &others, &read, length)
-            .await
-            .map_err(unavailable)
+        self.read_from_peers(&read, length, sources).await
     }
 
     /// What an applied entry leaves: part files and unreferenced objects go, missing objects

@@ -26,7 +26,6 @@ use super::super::index::IndexError;
 use super::super::layout::Sha256Digest;
 use super::super::upload::Upload;
 use crate::clock::now_secs;
-use crate::message::Id;
 use crate::proto::storage::{
     MediaChange, MediaRecord, MediaRow, ObjectRef, ReplicatedUpload, UploadPart, media_change,
 };
@@ -274,7 +273,7 @@ impl Media {
                 if finished.is_some() {
                     return Ok(());
                 }
-                let Ok(sha256) = Sha256Digest::try_from(record.sha256.as_ref()) else {
+                let Some(meta) = MediaMeta::from_record(&record) else {
                     return Ok(());
                 };
                 let was_upload = upload.is_some();
@@ -282,13 +281,6 @@ impl Media {
                 pending.insert(media_key, Some(record.encode_to_vec()));
                 after.parts_gone.push(id);
                 catalog.push(Box::new(move |media: &Media| {
-                    let meta = MediaMeta {
-                        owner: Id::from(record.owner.as_str()),
-                        size: record.size,
-                        mime: record.mime_type.as_str().into(),
-                        sha256,
-                        created_ms: record.created_ms,
-                    };
                     match media.catalog.upload(&id).filter(|_| was_upload) {
                         Some(upload) => {
                             upload.set_offset(upload.length);
@@ -459,22 +451,13 @@ impl Media {
                 )));
             }
             MEDIA => {
-                let Ok(record) = MediaRecord::decode(value) else {
-                    return;
-                };
-                let Ok(sha256) = Sha256Digest::try_from(record.sha256.as_ref()) else {
-                    return;
-                };
-                self.catalog.load_media(
-                    id,
-                    MediaMeta {
-                        owner: Id::from(record.owner.as_str()),
-                        size: record.size,
-                        mime: record.mime_type.as_str().into(),
-                        sha256,
-                        created_ms: record.created_ms,
-                    },
-                );
+                if let Some(meta) = MediaRecord::decode(value)
+                    .ok()
+                    .as_ref()
+                    .and_then(MediaMeta::from_record)
+                {
+                    self.catalog.load_media(id, meta);
+                }
             }
             _ => {}
         }

@@ -22,7 +22,6 @@ use super::super::{LOCK_WAIT, Media, Written};
 use super::state::offset;
 use super::{IslandOf, PIECE, parts, peers, unavailable};
 use crate::clock::{now_ms, now_secs};
-use crate::message::Id;
 use crate::proto::mesh::{PartWrite, Place, media_reply, media_request};
 use crate::proto::storage::{
     MediaChange, MediaRecord, ObjectRef, Removed, ReplicatedUpload, UploadPart, UploadRecord,
@@ -57,17 +56,6 @@ fn upload_of(media: &Media, id: MediaId, stored: &ReplicatedUpload) -> Option<Ar
     )))
 }
 
-/// The finished media a record describes.
-fn meta_of(record: &MediaRecord) -> Option<Arc<MediaMeta>> {
-    Some(Arc::new(MediaMeta {
-        owner: Id::from(record.owner.as_str()),
-        size: record.size,
-        mime: record.mime_type.as_str().into(),
-        sha256: Sha256Digest::try_from(record.sha256.as_ref()).ok()?,
-        created_ms: record.created_ms,
-    }))
-}
-
 impl Media {
     /// The unfinished upload `id`: the catalog's, or (replicated) as its group's leader has it.
     pub(crate) async fn find_upload(
@@ -100,31 +88,22 @@ impl Media {
         if self.cluster().is_none() {
             return Ok(None);
         }
-        Ok(self.state(id).await?.media.as_ref().and_then(meta_of))
+        Ok(self
+            .state(id)
+            .await?
+            .media
+            .as_ref()
+            .and_then(MediaMeta::from_record)
+            .map(Arc::new))
     }
 
-    /// Creates a replicated upload: committed in its group before it is answered.
+    /// Creates replicated upload `id` (its quota checked): committed in its group before it is
+    /// answered.
     pub(crate) async fn create_replicated(
         self: &Arc<Self>,
-        owner: Id,
-        length: u64,
-        metadata: String,
-        mime: String,
+        id: MediaId,
+        record: UploadRecord,
     ) -> Result<Arc<Upload>, RequestError> {
-        self.catalog.check(
-            &owner,
-            length,
-            self.config.user_quota_bytes,
-            self.config.max_unfinished_uploads_per_user,
-        )?;
-        let id = MediaId::random().map_err(|_| RequestError::Internal)?;
-        let record = UploadRecord {
-            owner: owner.to_string(),
-            length,
-            metadata,
-            mime_type: mime,
-            created_ms: now_ms(),
-        };
         let created = change(&id, media_change::Change::Created(record), 0);
         let state = self.commit(id.as_bytes(), created).await?;
         let stored = state.upload.ok_or(RequestError::Internal)?;
