@@ -445,3 +445,65 @@ async fn a_killed_node_loses_no_media() {
         "node 4 read objects from its peers that it had refilled"
     );
 }
+
+/// `POST /drain` on the node a PATCH is streaming through (the phone's network went quiet
+/// mid-body): the node exits, what it committed stays, and the phone finishes the upload
+/// through another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_by_a_drain_finishes_through_another_node() {
+    use tokio::io::AsyncWriteExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = replicated_three(dir.path()).await;
+    serving(&members).await;
+    let data = random_bytes(3 * MIB, 0xD000);
+    let on_first = phone_at(&members[0], "dave");
+    let on_second = phone_at(&members[1], "dave");
+    let path = on_first.create(data.len() as u64, &video()).await;
+
+    // Two full pieces and a little more, then silence: the request stays open.
+    let sent = 2 * MIB + 1000;
+    let mut stream = tokio::net::TcpStream::connect(media_of(&members[0]))
+        .await
+        .expect("connect");
+    let head = request_head(
+        "PATCH",
+        &path,
+        &[
+            ("Tus-Resumable", "1.0.0"),
+            ("Authorization", on_first.bearer.as_str()),
+            ("Upload-Offset", "0"),
+            ("Content-Type", "application/offset+octet-stream"),
+        ],
+        Some(data.len()),
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream.write_all(&data[..sent]).await.expect("body");
+    stream.flush().await.expect("flush");
+    eventually_within(SETTLE, "node 2 sees the first two pieces", async || {
+        on_second.offset(&path).await >= (2 * MIB) as u64
+    })
+    .await;
+
+    assert_eq!(admin_post(members[0].admin(), "/drain").await.0, 202);
+    let exit = wait_for_exit(members[0].node.take().expect("running")).await;
+    assert!(exit.success(), "a drained node exits 0, got {exit:?}");
+    drop(stream);
+
+    let offset = on_second.offset(&path).await as usize;
+    assert!(
+        (2 * MIB..=sent).contains(&offset),
+        "after the drain node 2 says {offset}: it must keep the committed pieces and nothing \
+         past what was sent"
+    );
+    let response = on_second.patch(&path, offset as u64, &data[offset..]).await;
+    assert_eq!(
+        response.status,
+        204,
+        "the rest through node 2: {}",
+        response.text()
+    );
+    let third = phone_at(&members[2], "erin");
+    let got = third.get(&path, &[]).await;
+    assert_eq!(got.status, 200, "GET through node 3: {}", got.text());
+    assert_same_bytes("the drained upload through node 3", &got.body, &data);
+}
