@@ -155,6 +155,9 @@ pub const MEDIA_REFILL_OBJECTS: &str = "tern_media_refill_objects_total";
 pub const MEDIA_REFILL_BYTES: &str = "tern_media_refill_bytes_total";
 /// Replicated media: objects lacking here that no peer could supply yet (tried again).
 pub const MEDIA_REFILL_FAILURES: &str = "tern_media_refill_failures_total";
+/// Replicated media: committed entries whose media changes could not be applied here (a
+/// failing disk); this node's media state misses them until it is replaced.
+pub const MEDIA_APPLY_FAILURES: &str = "tern_media_apply_failures_total";
 /// Replicated media: downloads this node streamed from another node's copy.
 pub const MEDIA_REMOTE_READS: &str = "tern_media_remote_reads_total";
 /// Replicated media: objects made durable on this node for a completion (from its own parts or
@@ -497,6 +500,11 @@ fn describe_media() {
         MEDIA_REFILL_FAILURES,
         Unit::Count,
         "Media objects lacking here that no peer could supply (tried again)."
+    );
+    describe_counter!(
+        MEDIA_APPLY_FAILURES,
+        Unit::Count,
+        "Committed media changes this node could not apply (a failing disk)."
     );
     describe_counter!(
         MEDIA_REMOTE_READS,

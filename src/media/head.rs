@@ -36,6 +36,10 @@ pub async fn head(
         // A PATCH still running (perhaps from a connection the phone lost) reports its bytes
         // once they are durable.
         upload.settle(SETTLE_WAIT).await;
+        if media.cluster().is_some() && upload.offset() == upload.length && !upload.is_gone() {
+            // Every byte committed, the completion not: finished here, or a 503 to retry.
+            media.finish_replicated(&upload).await?;
+        }
         if !upload.is_gone() {
             out.insert(
                 tus::header::UPLOAD_OFFSET,

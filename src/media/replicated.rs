@@ -55,6 +55,9 @@ pub const REFILL_EVERY: Duration = Duration::from_secs(30);
 const COMMIT_ATTEMPTS: u32 = 8;
 /// The wait after a failed attempt, times the attempt's number.
 const COMMIT_BACKOFF: Duration = Duration::from_millis(100);
+/// Attempts at applying a committed entry's media changes before it is given up (and
+/// counted in `tern_media_apply_failures_total`).
+const APPLY_ATTEMPTS: u32 = 20;
 
 /// The members of the island a key is placed on.
 #[derive(Debug, Clone)]
@@ -222,19 +225,26 @@ impl Media {
         changes: Vec<Bytes>,
     ) -> BoxFuture<'static, ()> {
         let media = self.clone();
+        let changes = Arc::new(changes);
         Box::pin(async move {
-            let applier = media.clone();
-            let applied = tokio::task::spawn_blocking(move || {
-                applier.apply_replicated(group, index, &changes)
-            })
-            .await;
-            match applied {
-                Ok(Ok(after)) => media.after_apply(after).await,
-                Ok(Err(error)) => {
-                    tracing::error!(group, index, %error, "applying media changes failed");
+            // A disk that fails now may not later; the group waits (it acks nothing more
+            // meanwhile) rather than go on without the change.
+            for attempt in 1..=APPLY_ATTEMPTS {
+                let (applier, changes) = (media.clone(), changes.clone());
+                let applied = tokio::task::spawn_blocking(move || {
+                    applier.apply_replicated(group, index, &changes)
+                })
+                .await;
+                match applied {
+                    Ok(Ok(after)) => return media.after_apply(after).await,
+                    Ok(Err(error)) => {
+                        tracing::error!(group, index, attempt, %error, "applying media changes failed");
+                    }
+                    Err(_) => tracing::error!(group, index, "applying media changes panicked"),
                 }
-                Err(_) => tracing::error!(group, index, "applying media changes panicked"),
+                tokio::time::sleep(COMMIT_BACKOFF * attempt).await;
             }
+            metrics::counter!(crate::metrics::MEDIA_APPLY_FAILURES).increment(1);
         })
     }
 }

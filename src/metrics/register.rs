@@ -121,6 +121,7 @@ const COUNTERS: &[&str] = &[
     MEDIA_REFILL_BYTES,
     MEDIA_REFILL_FAILURES,
     MEDIA_REMOTE_READS,
+    MEDIA_APPLY_FAILURES,
     MEDIA_PLACED,
     crate::journal::telemetry::BYTES_WRITTEN,
     crate::journal::telemetry::FAILURES,

@@ -235,6 +235,26 @@ impl Media {
         }
     }
 
+    /// Finishes a replicated upload whose every byte is committed but whose completion did not
+    /// commit (its last PATCH failed after the last piece): a client that sees the whole
+    /// length in `HEAD` sends nothing more, so the `HEAD` finishes it.
+    pub(crate) async fn finish_replicated(
+        self: &Arc<Self>,
+        upload: &Arc<Upload>,
+    ) -> Result<(), RequestError> {
+        let (_writer, _takeover) = upload.lock(LOCK_WAIT).await?;
+        let state = self.state(&upload.id).await?;
+        let Some(stored) = state.upload else {
+            return Ok(());
+        };
+        if offset(&stored) != upload.length {
+            return Ok(());
+        }
+        let island = self.island_of(upload.id.as_bytes())?;
+        self.complete_replicated(upload, &stored.parts, &island)
+            .await
+    }
+
     /// Writes `piece` (upload bytes at `at`) into the part (`start`, `token`) of every member of
     /// the upload's island; succeeds once a majority has it on disk.
     async fn replicate_piece(
