@@ -141,8 +141,16 @@ impl Media {
         let mut last = String::from("no leader");
         for attempt in 1..=COMMIT_ATTEMPTS {
             let island = self.island_of(key)?;
-            let target = hint.or(island.leader);
-            hint = None;
+            // The leader this node knows of first; after a failure, whoever a member names,
+            // else the members in turn (one that does not lead names the one that does).
+            let target = hint.take().or(if attempt == 1 {
+                island.leader
+            } else {
+                island
+                    .members
+                    .get(attempt as usize % island.members.len().max(1))
+                    .copied()
+            });
             match target {
                 Some(leader) if leader == cluster.me() => {
                     match cluster.commit(island.group, encoded.clone()).await {
