@@ -507,3 +507,84 @@ async fn an_upload_cut_by_a_drain_finishes_through_another_node() {
     assert_eq!(got.status, 200, "GET through node 3: {}", got.text());
     assert_same_bytes("the drained upload through node 3", &got.body, &data);
 }
+
+/// Six nodes, replication 3: two islands. Uploads and objects land on either island (by id and
+/// by digest), and every node serves every object, the ones held on the other island streamed
+/// from it; an upload begun on one island resumes through a node of the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_islands_serve_each_others_media() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let members = common::cluster::start_cluster(dir.path(), 6, 3);
+    let mut islands: Vec<Vec<u64>> = Vec::new();
+    eventually_within(
+        SETTLE,
+        "two islands of three, every group led",
+        async || {
+            let map = view(members[0].admin()).await;
+            islands = map["map"]["islands"]
+                .as_array()
+                .map(|islands| {
+                    islands
+                        .iter()
+                        .map(|island| {
+                            island["members"]
+                                .as_array()
+                                .map(|m| m.iter().filter_map(|n| n.as_u64()).collect())
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            islands.len() == 2
+                && islands.iter().all(|island| island.len() == 3)
+                && common::cluster::all_led(&members).await
+        },
+    )
+    .await;
+    serving(&members).await;
+
+    let alice = phone_at(&members[0], "alice");
+    let mut uploaded = Vec::new();
+    for index in 0..8 {
+        let data = random_bytes(200 * 1024 + index * 77_777, 0xE000 + index as u64);
+        let path = upload(&alice, &data).await;
+        uploaded.push((path, data));
+    }
+    for (index, member) in members.iter().enumerate() {
+        let bob = phone_at(member, "bob");
+        for (path, data) in &uploaded {
+            downloads_exactly(&bob, index + 1, path, data).await;
+        }
+    }
+    let mut remote = 0.0;
+    for member in &members {
+        remote += metric_of(member, REMOTE_READS).await;
+    }
+    assert!(
+        remote > 0.0,
+        "some node must have streamed an object held on the other island"
+    );
+
+    // Begun through node 1, resumed through a node of the other island.
+    let other = islands
+        .iter()
+        .find(|island| !island.contains(&1))
+        .and_then(|island| island.first().copied())
+        .expect("a node off node 1's island");
+    let data = random_bytes(3 * MIB, 0xE100);
+    let path = alice.create(data.len() as u64, &video()).await;
+    let half = data.len() / 2;
+    assert_eq!(alice.patch(&path, 0, &data[..half]).await.status, 204);
+    let far = phone_at(&members[(other - 1) as usize], "alice");
+    assert_eq!(far.offset(&path).await, half as u64);
+    let response = far.patch(&path, half as u64, &data[half..]).await;
+    assert_eq!(
+        response.status,
+        204,
+        "the rest through node {other}: {}",
+        response.text()
+    );
+    for (index, member) in members.iter().enumerate() {
+        downloads_exactly(&phone_at(member, "bob"), index + 1, &path, &data).await;
+    }
+}
