@@ -160,3 +160,52 @@ async fn the_last_node_of_an_island_still_stops_on_sigterm() {
     let exit = wait_for_exit(last).await;
     assert!(exit.success(), "a SIGTERM shutdown exits 0, got {exit:?}");
 }
+
+/// A dead member removed before any spare is up: the island goes on with two, and the spare
+/// that comes later still becomes a voter of every group (a joint configuration a previous step
+/// left in force is completed, not waited on forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spare_that_comes_after_the_removal_still_takes_the_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut members = start_cluster_with(dir.path(), 4, 3, &FAST_WRITEBACK, "");
+    let mut island = Vec::new();
+    eventually_within(SETTLE, "one island of three, every group led", async || {
+        island = island_of(&view(members[0].admin()).await);
+        island.len() == 3 && all_led(&members).await
+    })
+    .await;
+    let spare = (1..=4)
+        .find(|node| !island.contains(node))
+        .expect("a spare");
+    let index = |node: u64| (node - 1) as usize;
+    // The spare is away; an island member dies and is removed.
+    members[index(spare)].node.take().expect("running").kill();
+    let dead = island[2];
+    members[index(dead)].node.take().expect("running").kill();
+    let asked = &members[index(island[0])];
+    eventually_within(SETTLE, "the dead node is marked down", async || {
+        state_of(&view(asked.admin()).await, dead) == "down"
+    })
+    .await;
+    let (status, body) = admin_post(asked.admin(), &format!("/cluster/nodes/{dead}/remove")).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The spare comes back and takes the place.
+    let member = &mut members[index(spare)];
+    member.node = Some(ChildNode::start(&member.config, &member.data));
+    let replaced: Vec<u64> = island
+        .iter()
+        .map(|node| if *node == dead { spare } else { *node })
+        .collect();
+    let asked = &members[index(island[0])];
+    eventually_within(
+        SETTLE,
+        "every group's voters are the new island",
+        async || {
+            let seen = view(asked.admin()).await;
+            island_of(&seen) == replaced && groups_have(&seen, &replaced)
+        },
+    )
+    .await;
+}
