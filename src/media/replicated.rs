@@ -22,6 +22,7 @@
 //! from its peers (`place.rs`: after every applied reference and snapshot, and every
 //! [`REFILL_EVERY`]).
 
+mod complete;
 mod fetch;
 mod parts;
 mod peers;
