@@ -16,7 +16,7 @@ mod token_key;
 pub use admin_token::{ADMIN_TOKEN_ENV, MIN_ADMIN_TOKEN_BYTES};
 pub use data_dir::{DataDirError, DataDirLock, LOCK_FILE};
 pub use secret::{SecretSource, SecretSpec};
-pub use token_key::{MIN_TOKEN_KEY_BYTES, TOKEN_KEY_ENV, TokenKeySource};
+pub use token_key::{MIN_TOKEN_KEY_BYTES, TOKEN_KEY_ENV, TokenKeySource, VerifyKey};
 
 /// The smallest `mailbox.dedup_window`: what one device may have in flight, every id of which
 /// it may resend after a reconnect.
@@ -295,6 +295,13 @@ pub struct AuthConfig {
     /// of the configuration file; wins over `token_key`. Relative paths are relative to the
     /// working directory. Default: none.
     pub token_key_file: Option<PathBuf>,
+    /// The id tokens signed with `token_key` carry (1-16 characters of `[A-Za-z0-9_-]`), so
+    /// that after a rotation each token names the key to check it with. Default: `k1`.
+    pub token_key_id: String,
+    /// Keys accepted besides `token_key` but never used to sign: the old key while its tokens
+    /// run out after a rotation, or the next key before the signers switch to it. Each is
+    /// `{ id = "...", key = "..." }` or `{ id = "...", key_file = "..." }`. Default: none.
+    pub verify_keys: Vec<VerifyKey>,
     /// Lifetime of tokens printed by `tern token` when `--ttl` is not given. Default: 86400 s.
     pub default_token_ttl_secs: u64,
     /// Which source the effective key came from (set by loading, not read from the file).
@@ -317,6 +324,8 @@ impl Default for AuthConfig {
         Self {
             token_key: String::new(),
             token_key_file: None,
+            token_key_id: crate::token::DEFAULT_KEY_ID.to_owned(),
+            verify_keys: Vec::new(),
             default_token_ttl_secs: 86_400,
             token_key_source: TokenKeySource::Missing,
             admin_token: String::new(),
@@ -692,6 +701,7 @@ impl Config {
             "mailbox.push_queue must be at least 1",
         );
         problems.extend(self.auth.token_key_problem());
+        problems.extend(self.auth.verify_key_problems());
         problems.extend(self.auth.admin_token_problem());
         problems.extend(self.listener_conflicts());
         problems.extend(self.media.validate());
@@ -976,6 +986,37 @@ mod tests {
                 "node.admin_addr (127.0.0.1:7401) and cluster.listen (127.0.0.1:7401) use the same port"
             ]
         );
+    }
+
+    #[test]
+    fn verification_keys_load_from_files_and_bad_ones_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = dir.path().join("old.key");
+        std::fs::write(&old, "the-old-key-0123456789\n").expect("write");
+        let text = format!(
+            "[auth]\ntoken_key = \"0123456789abcdef\"\ntoken_key_id = \"k2\"\n\
+             verify_keys = [{{ id = \"k1\", key_file = \"{}\" }}]\n",
+            old.display()
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.auth.verify_keys[0].key, "the-old-key-0123456789");
+        let keys = crate::token::TokenKey::from_config(&config.auth);
+        assert_eq!(keys.signing_id(), "k2");
+        let old_token = crate::token::TokenKey::with_id("k1", b"the-old-key-0123456789")
+            .sign("alice", "phone", u64::MAX)
+            .expect("sign");
+        assert_eq!(keys.verify(&old_token, 1).expect("accepted").user, "alice");
+
+        let text = "[auth]\ntoken_key = \"0123456789abcdef\"\ntoken_key_id = \"k 2\"\n\
+                    verify_keys = [{ id = \"k1\", key = \"short\" }, { id = \"k1\", key = \"0123456789abcdef\" }, { id = \"k3\" }]\n";
+        let Err(ConfigError::Invalid { problems, .. }) = parse(text) else {
+            panic!("expected validation errors");
+        };
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].contains("auth.token_key_id"), "{problems:?}");
+        assert!(problems[1].contains("at least 16 bytes"), "{problems:?}");
+        assert!(problems[2].contains("used twice"), "{problems:?}");
+        assert!(problems[3].contains("set key or key_file"), "{problems:?}");
     }
 
     #[test]

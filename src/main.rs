@@ -183,7 +183,7 @@ fn token(path: &std::path::Path, user: &str, device: &str, ttl: Option<u64>) -> 
         Err(code) => return code,
     };
     let ttl = ttl.unwrap_or(config.auth.default_token_ttl_secs);
-    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let key = TokenKey::from_config(&config.auth);
     match key.sign(user, device, now_secs() + ttl) {
         Ok(token) => {
             println!("{token}");

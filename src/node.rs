@@ -125,7 +125,7 @@ impl Node {
             .collect();
         let node = Arc::new(Self {
             fanout,
-            token_key: TokenKey::new(config.auth.token_key.as_bytes()),
+            token_key: TokenKey::from_config(&config.auth),
             config,
             mailboxes: Arc::new(mailboxes),
             media,

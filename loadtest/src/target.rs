@@ -109,7 +109,7 @@ impl Target {
     pub async fn open(args: &ServerArgs, ttl_secs: u64) -> Result<Self, LoadError> {
         let config = Config::load(&args.config)?;
         let dialer = Dialer::spread(&resolve_all(&args.server).await?)?;
-        let key = TokenKey::new(config.auth.token_key.as_bytes());
+        let key = TokenKey::from_config(&config.auth);
         Ok(Self {
             dialer,
             config,

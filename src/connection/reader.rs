@@ -446,6 +446,11 @@ impl Reader {
             .verify(&login.token, now_secs())
             .map_err(|error| match error {
                 TokenError::Expired => (ErrorCode::TokenExpired, "token expired", "expired"),
+                TokenError::UnknownKey(_) => (
+                    ErrorCode::Unauthenticated,
+                    "invalid token: signed with a key this server does not accept",
+                    "bad_token",
+                ),
                 _ => (ErrorCode::Unauthenticated, "invalid token", "bad_token"),
             })
     }

@@ -29,9 +29,10 @@ pub fn authenticate(headers: &HeaderMap, key: &TokenKey) -> Result<Claims, Reque
     key.verify(token.trim(), now_secs()).map_err(|error| {
         RequestError::Unauthorized(match error {
             TokenError::Expired => "token expired",
-            TokenError::Malformed | TokenError::BadSignature | TokenError::InvalidId(_) => {
-                "invalid token"
-            }
+            TokenError::Malformed
+            | TokenError::BadSignature
+            | TokenError::UnknownKey(_)
+            | TokenError::InvalidId(_) => "invalid token",
         })
     })
 }
