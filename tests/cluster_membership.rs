@@ -34,11 +34,10 @@ fn groups_have(view: &Value, voters: &[u64]) -> bool {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_another_dies() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    // Write-back every second: the groups' logs are released, so the newcomer needs snapshots.
-    let mut members = start_cluster_with(dir.path(), 4, 3, &FAST_WRITEBACK, "");
+/// Four nodes with replication 3 (write-back every second, so the groups' logs are released and
+/// a newcomer needs snapshots), once they settled: the members, the island's members, the spare.
+async fn island_and_spare(dir: &std::path::Path) -> (Vec<common::cluster::Member>, Vec<u64>, u64) {
+    let members = start_cluster_with(dir, 4, 3, &FAST_WRITEBACK, "");
     let mut island = Vec::new();
     eventually_within(SETTLE, "one island of three, every group led", async || {
         island = island_of(&view(members[0].admin()).await);
@@ -48,6 +47,13 @@ async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_ano
     let spare = (1..=4)
         .find(|node| !island.contains(node))
         .expect("a spare");
+    (members, island, spare)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_replaced_by_the_spare_and_nothing_acked_is_lost_when_another_dies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut members, island, spare) = island_and_spare(dir.path()).await;
     let index = |node: u64| (node - 1) as usize;
 
     let senders = Senders::start(&members, SENDERS);
@@ -162,21 +168,11 @@ async fn the_last_node_of_an_island_still_stops_on_sigterm() {
 }
 
 /// A dead member removed before any spare is up: the island goes on with two, and the spare
-/// that comes later still becomes a voter of every group (a joint configuration a previous step
-/// left in force is completed, not waited on forever).
+/// that comes later still becomes a voter of every group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spare_that_comes_after_the_removal_still_takes_the_place() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut members = start_cluster_with(dir.path(), 4, 3, &FAST_WRITEBACK, "");
-    let mut island = Vec::new();
-    eventually_within(SETTLE, "one island of three, every group led", async || {
-        island = island_of(&view(members[0].admin()).await);
-        island.len() == 3 && all_led(&members).await
-    })
-    .await;
-    let spare = (1..=4)
-        .find(|node| !island.contains(node))
-        .expect("a spare");
+    let (mut members, island, spare) = island_and_spare(dir.path()).await;
     let index = |node: u64| (node - 1) as usize;
     // The spare is away; an island member dies and is removed.
     members[index(spare)].node.take().expect("running").kill();
