@@ -62,6 +62,13 @@ use layout::Layout;
 pub(crate) use lifecycle::Written;
 pub use recovery::OpenError;
 pub use share::ShareRefusal;
+
+/// The parsers that face HTTP requests, for the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub mod parsers {
+    pub use super::range::{RangeRequest, parse as range};
+    pub use super::tus::metadata_mime;
+}
 use telemetry::Telemetry;
 
 /// How long a PATCH or DELETE waits for another request on the same upload to let go.
