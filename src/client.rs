@@ -5,11 +5,13 @@
 pub mod refusal;
 pub mod roaming;
 pub mod servers;
+pub mod tls;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
+use tokio_rustls::client::TlsStream;
 
 use crate::frame::{self, FrameError};
 use crate::proto::PROTOCOL_VERSION;
@@ -21,6 +23,14 @@ use crate::proto::v1::{
 pub use refusal::Refusal;
 pub use roaming::Roaming;
 pub use servers::ServerList;
+pub use tls::ClientTls;
+
+use crate::tls::MaybeTls;
+
+/// The receiving side of a connection, plain or TLS.
+type ReadSide = MaybeTls<OwnedReadHalf, ReadHalf<TlsStream<TcpStream>>>;
+/// The sending side of a connection, plain or TLS.
+type WriteSide = MaybeTls<OwnedWriteHalf, WriteHalf<TlsStream<TcpStream>>>;
 
 /// Largest frame the client accepts from a server.
 pub const CLIENT_MAX_FRAME: u32 = 16 * 1024 * 1024;
@@ -66,27 +76,51 @@ pub struct Client {
 
 /// The receiving half of a phone connection.
 pub struct ClientReader {
-    half: OwnedReadHalf,
+    half: ReadSide,
     buf: BytesMut,
 }
 
 /// The sending half of a phone connection.
 pub struct ClientWriter {
-    half: OwnedWriteHalf,
+    half: WriteSide,
     buf: BytesMut,
 }
 
 impl Client {
     /// Opens a TCP connection (no login yet).
     pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self, ClientError> {
+        Self::connect_with(addr, None).await
+    }
+
+    /// Opens a TCP connection, under TLS when `tls` is given (no login yet).
+    pub async fn connect_with(
+        addr: impl ToSocketAddrs,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
         let stream = TcpStream::connect(addr).await?;
-        Ok(Self::from_stream(stream))
+        match tls {
+            Some(tls) => {
+                let _ = stream.set_nodelay(true);
+                Ok(Self::from_tls(tls.handshake(stream).await?))
+            }
+            None => Ok(Self::from_stream(stream)),
+        }
     }
 
     /// Wraps an already connected stream.
     pub fn from_stream(stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
         let (read, write) = stream.into_split();
+        Self::from_halves(MaybeTls::Plain(read), MaybeTls::Plain(write))
+    }
+
+    /// Wraps a connection whose TLS handshake is done.
+    pub fn from_tls(stream: TlsStream<TcpStream>) -> Self {
+        let (read, write) = tokio::io::split(stream);
+        Self::from_halves(MaybeTls::Tls(read), MaybeTls::Tls(write))
+    }
+
+    fn from_halves(read: ReadSide, write: WriteSide) -> Self {
         Self {
             reader: ClientReader {
                 half: read,
@@ -105,7 +139,17 @@ impl Client {
         token: &str,
         resume_after: u64,
     ) -> Result<(Self, Welcome), ClientError> {
-        let mut client = Self::connect(addr).await?;
+        Self::login_with(addr, None, token, resume_after).await
+    }
+
+    /// [`Client::login`], under TLS when `tls` is given.
+    pub async fn login_with(
+        addr: impl ToSocketAddrs,
+        tls: Option<&ClientTls>,
+        token: &str,
+        resume_after: u64,
+    ) -> Result<(Self, Welcome), ClientError> {
+        let mut client = Self::connect_with(addr, tls).await?;
         client.writer.login(token, resume_after).await?;
         match client.reader.recv().await? {
             Some(ServerFrame {

@@ -11,11 +11,13 @@ use crate::cluster::config::{CLUSTER_SECRET_ENV, ClusterConfig};
 mod admin_token;
 mod data_dir;
 mod secret;
+mod tls;
 mod token_key;
 
 pub use admin_token::{ADMIN_TOKEN_ENV, MIN_ADMIN_TOKEN_BYTES};
 pub use data_dir::{DataDirError, DataDirLock, LOCK_FILE};
 pub use secret::{SecretSource, SecretSpec};
+pub use tls::{PLAIN_LISTENERS, TlsConfig};
 pub use token_key::{MIN_TOKEN_KEY_BYTES, TOKEN_KEY_ENV, TokenKeySource, VerifyKey};
 
 /// The smallest `mailbox.dedup_window`: what one device may have in flight, every id of which
@@ -86,6 +88,10 @@ pub struct Config {
     /// The media server: resumable uploads and downloads over HTTP.
     #[serde(default)]
     pub media: MediaSection,
+    /// TLS on the client, media, mesh and gateway listeners; without it they speak plain text,
+    /// which only loopback addresses and the listeners `tls.plain` names may do.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Membership of a cluster; absent (the default), the node is a single node and nothing
     /// cluster-related starts.
     #[serde(default)]
@@ -704,6 +710,7 @@ impl Config {
         problems.extend(self.auth.verify_key_problems());
         problems.extend(self.auth.admin_token_problem());
         problems.extend(self.listener_conflicts());
+        problems.extend(self.tls.validate(&self.encryptable_listeners()));
         problems.extend(self.media.validate());
         if let Some(cluster) = &self.cluster {
             problems.extend(cluster.validate());
@@ -712,6 +719,23 @@ impl Config {
             problems.extend(wan.validate(self.cluster.as_ref().map(|cluster| cluster.node)));
         }
         problems
+    }
+
+    /// The listeners TLS covers: name in `tls.plain`, field, address.
+    fn encryptable_listeners(&self) -> Vec<(&'static str, &'static str, SocketAddr)> {
+        let mut listeners = vec![
+            ("client", "node.client_addr", self.node.client_addr),
+            ("media", "media.listen_addr", self.media.listen_addr),
+        ];
+        if let Some(cluster) = &self.cluster {
+            listeners.push(("mesh", "cluster.listen", cluster.listen));
+            if let Some(wan) = &self.wan
+                && wan.gateway_position(cluster.node).is_some()
+            {
+                listeners.push(("wan", "wan.listen", wan.listen));
+            }
+        }
+        listeners
     }
 
     /// Listeners that would collide when binding: the same non-zero port on the same address,

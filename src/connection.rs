@@ -8,6 +8,7 @@
 
 pub mod reader;
 pub mod sweep;
+pub mod tls;
 
 use std::io::{self, Read};
 use std::net::Shutdown;
@@ -25,6 +26,7 @@ use crate::clock::uptime_secs;
 use crate::mailbox::{EventSink, MailboxEvent};
 use crate::session::SessionMsg;
 use crate::shard::SHARDS;
+use tls::PhoneTls;
 
 /// One accepted connection.
 #[derive(Debug)]
@@ -35,6 +37,9 @@ pub struct Conn {
     /// address is not kept: `stream.peer_addr()` tells it while the socket is open, and 32
     /// bytes less keep the shared allocation in a smaller size class.
     pub stream: TcpStream,
+    /// The TLS session when the client port speaks TLS (boxed: a plain connection pays a
+    /// pointer).
+    tls: Option<Box<PhoneTls>>,
     opened_at: u32,
     last_active: AtomicU32,
     /// Uptime second + 1 at which delivery became blocked; 0 while it flows.
@@ -58,10 +63,16 @@ pub struct Conn {
 impl Conn {
     /// Wraps an accepted socket.
     pub fn new(id: u64, stream: TcpStream) -> Self {
+        Self::with_tls(id, stream, None)
+    }
+
+    /// Wraps an accepted socket whose bytes go through `tls` (none: plain text).
+    pub fn with_tls(id: u64, stream: TcpStream, tls: Option<PhoneTls>) -> Self {
         let now = uptime_secs();
         Self {
             id,
             stream,
+            tls: tls.map(Box::new),
             opened_at: now,
             last_active: AtomicU32::new(now),
             stalled_since: AtomicU32::new(0),
@@ -160,8 +171,12 @@ impl Conn {
         if self.closed.swap(true, Ordering::AcqRel) {
             return false;
         }
-        if !last.is_empty() {
-            let _ = self.stream.try_write(last);
+        match &self.tls {
+            Some(tls) => tls.close(&self.stream, last),
+            None if !last.is_empty() => {
+                let _ = self.stream.try_write(last);
+            }
+            None => {}
         }
         let _ = socket2::SockRef::from(&self.stream).shutdown(Shutdown::Write);
         self.wake.notify_one();
@@ -206,6 +221,14 @@ impl Conn {
         let start = buf.len();
         let spare = buf.capacity() - start;
         buf.resize(start + spare, 0);
+        if let Some(tls) = &self.tls {
+            let result = tls.read(&self.stream, &mut buf[start..]);
+            buf.truncate(start + result.as_ref().map_or(0, |read| read.read));
+            if tls.pending_write() {
+                self.request_writable();
+            }
+            return result.map(|read| (read.read, read.drained));
+        }
         let mut read = 0;
         let result = self.stream.try_io(Interest::READABLE, || {
             let mut socket: &socket2::Socket = &socket2::SockRef::from(&self.stream);
@@ -226,7 +249,34 @@ impl Conn {
 
     /// Writes as much of `bytes` as the socket takes now.
     pub fn try_write(&self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.stream.try_write(bytes)
+        let Some(tls) = &self.tls else {
+            return self.stream.try_write(bytes);
+        };
+        let (taken, pending) = tls.write(&self.stream, bytes)?;
+        if pending {
+            // The reader flushes the rest when the socket can take it.
+            self.request_writable();
+        }
+        Ok(taken)
+    }
+
+    /// Writes encrypted bytes that wait for the socket (a TLS connection's); true when none
+    /// are left (always, for plain text).
+    pub fn flush_pending(&self) -> io::Result<bool> {
+        self.tls
+            .as_ref()
+            .map_or(Ok(true), |tls| tls.flush(&self.stream))
+    }
+
+    /// True when input was received and decrypted but not read yet (a TLS connection's), so
+    /// the reader must read before it waits for the socket.
+    pub fn has_buffered_input(&self) -> bool {
+        self.tls.as_ref().is_some_and(|tls| tls.has_plaintext())
+    }
+
+    /// True when the connection speaks TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Seconds since the phone last sent a frame, at `now`.

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod certs;
 pub mod client;
 pub mod clock;
 pub mod cluster;
@@ -35,5 +36,6 @@ pub mod session;
 pub mod shard;
 pub mod store;
 mod thread_handle;
+pub mod tls;
 pub mod token;
 pub mod wan;

@@ -46,7 +46,8 @@ enum Command {
     ///   SIGTERM, SIGINT  graceful stop: send every phone a GoAway, answer new logins with
     ///                    Error OVERLOADED, wait up to limits.shutdown_grace_secs for
     ///                    connections to close, then exit 0.
-    ///   SIGHUP           ignored (logged); the node keeps serving. Nothing is reloaded.
+    ///   SIGHUP           reloads the TLS certificate, key and CA files ([tls]); established
+    ///                    connections keep theirs. Nothing else is reloaded.
     ///
     /// Exit codes:
     ///   0   stopped by SIGTERM or SIGINT after the drain.
@@ -86,6 +87,28 @@ enum Command {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Make a development CA and node certificates, to turn TLS on.
+    ///
+    /// Writes DIR/ca.crt and DIR/ca.key (once; a later run reuses them) and DIR/NODE.crt and
+    /// DIR/NODE.key per --node, then prints the [tls] lines that use them. A node certificate
+    /// names NODE, localhost, 127.0.0.1 and every --host, serves on the client and media
+    /// ports and as the node's mesh certificate; ca.crt is the trust file for phones
+    /// (chat-cli --ca, tern-load --ca-file, curl --cacert) and for tls.ca_file.
+    #[command(verbatim_doc_comment)]
+    Certs {
+        /// Directory of the files (created if missing).
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// A node to make a certificate for (repeat for several).
+        #[arg(long = "node", default_value = "tern-1")]
+        nodes: Vec<String>,
+        /// A further host name or IP address the node certificates name (repeatable).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Days the node certificates are valid (the CA: ten times as long).
+        #[arg(long, default_value_t = 365)]
+        days: u64,
+    },
     /// Print a login token (for development and tests).
     Token {
         /// Configuration file (for the signing key).
@@ -121,6 +144,12 @@ fn main() -> ExitCode {
             admin,
             timeout,
         } => drain(&config, admin, timeout),
+        Command::Certs {
+            dir,
+            nodes,
+            hosts,
+            days,
+        } => certs(dir, nodes, hosts, days),
     }
 }
 
@@ -168,6 +197,38 @@ fn drain(path: &std::path::Path, admin: Option<std::net::SocketAddr>, timeout: u
         ));
         ExitCode::FAILURE
     })
+}
+
+/// `tern certs`: makes the files and prints how to use them.
+fn certs(dir: PathBuf, nodes: Vec<String>, hosts: Vec<String>, days: u64) -> ExitCode {
+    let request = tern::certs::CertsRequest {
+        dir,
+        nodes,
+        hosts,
+        valid_for: std::time::Duration::from_secs(days.max(1) * 86_400),
+        // A little slack for clocks behind this machine's.
+        backdate: std::time::Duration::from_secs(3_600),
+    };
+    let made = match tern::certs::make(&request) {
+        Ok(made) => made,
+        Err(error) => {
+            complain(&error);
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let ca = made.ca_cert.display();
+    let how = if made.ca_created { "made" } else { "reused" };
+    let _ = writeln!(out, "CA {how}: {ca} (the trust file for phones and tls.ca_file)");
+    for (node, cert, key) in &made.nodes {
+        let _ = writeln!(out, "\n# {node}: in its cluster.toml");
+        let _ = writeln!(out, "[tls]");
+        let _ = writeln!(out, "cert_file = \"{}\"", cert.display());
+        let _ = writeln!(out, "key_file = \"{}\"", key.display());
+        let _ = writeln!(out, "# with [cluster]: mutual TLS on the mesh");
+        let _ = writeln!(out, "ca_file = \"{ca}\"");
+    }
+    ExitCode::SUCCESS
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -312,7 +373,8 @@ fn complain(error: &dyn std::fmt::Display) {
 /// Registers the SIGINT, SIGTERM and SIGHUP handlers now (before the ready line, so a signal
 /// sent right after it is never fatal) and returns a future that completes on SIGINT or
 /// SIGTERM. SIGHUP, whose default action would end the node at once without a drain (a closed
-/// terminal, an operator's habitual "reload"), is logged and otherwise ignored.
+/// terminal, an operator's habitual "reload"), does not stop it: the TLS reloader
+/// (`tern::tls`) reloads the certificate files on it.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
@@ -334,7 +396,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                     _ = interrupt.recv() => return,
                     _ = terminate.recv() => return,
                     Some(()) = async { hangup.as_mut()?.recv().await } => {
-                        tracing::info!("SIGHUP ignored (SIGTERM or SIGINT stops the node)");
+                        tracing::debug!("SIGHUP received (it reloads the TLS files; SIGTERM or SIGINT stops the node)");
                     }
                 }
             }

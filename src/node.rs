@@ -58,6 +58,8 @@ pub struct Node {
     /// The client addresses of the cluster's other nodes that are not down (empty without
     /// `[cluster]`), kept by a task that follows the cluster map; announced in `Welcome`.
     pub peer_addrs: Arc<PeerAddrs>,
+    /// TLS on the client, media, mesh and gateway listeners (plain text where `[tls]` says).
+    pub tls: Arc<crate::tls::TlsContext>,
     server_ids: ids::ServerIds,
 }
 
@@ -101,12 +103,14 @@ impl HotMetrics {
 
 impl Node {
     /// Builds the node state and starts the mailbox workers and the fan-out lanes on the
-    /// recovered `storage`; `media` is the opened media service. Returns their tasks, each with
+    /// recovered `storage`; `media` is the opened media service, `tls` the loaded
+    /// certificates. Returns their tasks, each with
     /// the name the supervisor reports it under.
     pub fn start(
         config: Config,
         storage: Storage,
         media: Arc<Media>,
+        tls: Arc<crate::tls::TlsContext>,
     ) -> (Arc<Self>, Vec<(&'static str, tokio::task::JoinHandle<()>)>) {
         let registry = Arc::new(Registry::default());
         let ordinal = config.node_ordinal();
@@ -139,6 +143,7 @@ impl Node {
             far_watchers: OnceLock::new(),
             leaders: Arc::new(crate::cluster::leaders::Leaders::new(replicated)),
             peer_addrs: Arc::new(PeerAddrs::default()),
+            tls,
             server_ids: ids::ServerIds::new(ordinal),
         });
         for lane in lanes {

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::member::{BoundAddrs, ClusterMember};
 use crate::config::Config;
+use crate::connection::tls::PhoneTls;
 use crate::connection::reader::{SHUTTING_DOWN, write_error_and_close};
 use crate::connection::{Conn, reader, sweep};
 use crate::mailbox::Storage;
@@ -55,6 +56,9 @@ pub enum ServerError {
     /// The media data could not be opened.
     #[error("media: {0}")]
     Media(#[from] crate::media::OpenError),
+    /// A TLS certificate, key or CA file could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// This node could not take its place in its cluster (mesh or cluster map).
     #[error("cluster: {0}")]
     Cluster(#[from] crate::cluster::member::ClusterError),
@@ -138,6 +142,7 @@ impl Server {
         // Until the node is up, a second handle of the admin socket answers `/readyz` with 503
         // and `/healthz` with 200 (also when start-up fails: the guard ends it).
         let (admin_listener, early) = twin(listeners.admin)?;
+        let tls = crate::tls::TlsContext::load(&config.tls)?;
         let recovered = CancellationToken::new();
         let early = tokio::spawn(crate::admin::ready::recovering(early, recovered.clone()));
         let recovered = recovered.drop_guard();
@@ -157,7 +162,7 @@ impl Server {
         .await
         .map_err(|_| ServerError::Storage("storage recovery panicked".to_owned()))?;
         let storage = storage.map_err(|error| ServerError::Storage(error.to_string()))?;
-        let (node, workers) = Node::start(config, storage, media?);
+        let (node, workers) = Node::start(config, storage, media?, tls);
         let mut tasks: Vec<Supervised> = workers
             .into_iter()
             .map(|(task, handle)| Supervised { task, handle })
@@ -189,6 +194,11 @@ impl Server {
                 node.shutdown.clone(),
             )),
         );
+        if let Some(reloader) =
+            crate::tls::spawn_reloader(node.tls.clone(), node.shutdown.clone())
+        {
+            supervise("tls_reload", reloader);
+        }
         let cluster = match &node.config.cluster {
             Some(section) => Some(Arc::new(
                 ClusterMember::start(
@@ -199,6 +209,7 @@ impl Server {
                         admin: admin_addr,
                         media: media_addr,
                     },
+                    &node.tls,
                 )
                 .await?,
             )),
@@ -528,7 +539,14 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>, stop: CancellationT
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn::new(node.conns.next_id(), stream));
+        let tls = match node.tls.client().map(PhoneTls::new).transpose() {
+            Ok(tls) => tls,
+            Err(error) => {
+                tracing::warn!(%error, "TLS session not created; connection closed");
+                continue;
+            }
+        };
+        let conn = Arc::new(Conn::with_tls(node.conns.next_id(), stream, tls));
         if node.conns.len() >= max {
             metrics::counter!(names::ERRORS, "kind" => "too_many_connections").increment(1);
             write_error_and_close(

@@ -105,7 +105,7 @@ async fn start(config: MeshConfig) -> Node {
         .with(ECHO, echo.clone())
         .with(SILENT, Arc::new(Silent))
         .with(PANICS, Arc::new(Panics));
-    let mesh = Mesh::start(config, TcpTransport, handlers)
+    let mesh = Mesh::start(config, TcpTransport::plain(), handlers)
         .await
         .expect("mesh starts");
     Node { mesh, echo }

@@ -103,8 +103,10 @@ impl ClusterMember {
         config: &Config,
         cluster: &ClusterConfig,
         bound: BoundAddrs,
+        tls: &Arc<crate::tls::TlsContext>,
     ) -> Result<Self, ClusterError> {
-        ClusterMember::start_over(&config.node.data_dir, cluster, bound, TcpTransport, None).await
+        let transport = TcpTransport::for_listener(tls, "mesh");
+        ClusterMember::start_over(&config.node.data_dir, cluster, bound, transport, None).await
     }
 }
 

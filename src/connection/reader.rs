@@ -213,7 +213,16 @@ impl Reader {
     async fn run(&mut self) {
         let conn = self.conn.clone();
         while !conn.is_closed() {
-            let want_write = conn.want_write.load(Ordering::Acquire) && self.session.is_some();
+            if self.reading && conn.has_buffered_input() {
+                // Decrypted input the socket's readiness no longer announces.
+                if let Err(error) = self.read_available().await {
+                    self.stop_reading(error);
+                }
+                continue;
+            }
+            // Before login only TLS writes wait for the socket (handshake messages).
+            let want_write = conn.want_write.load(Ordering::Acquire)
+                && (self.session.is_some() || conn.is_tls());
             let interest = match (self.reading, want_write) {
                 (true, true) => Interest::READABLE | Interest::WRITABLE,
                 (true, false) => Interest::READABLE,
@@ -234,11 +243,19 @@ impl Reader {
                     continue;
                 }
             };
-            if ready.is_writable()
-                && conn.want_write.swap(false, Ordering::AcqRel)
-                && let Some(session) = &self.session
-            {
-                let _ = session.cast(SessionMsg::Flush);
+            if ready.is_writable() && conn.want_write.swap(false, Ordering::AcqRel) {
+                match conn.flush_pending() {
+                    Ok(true) => {
+                        if let Some(session) = &self.session {
+                            let _ = session.cast(SessionMsg::Flush);
+                        }
+                    }
+                    Ok(false) => conn.want_write.store(true, Ordering::Release),
+                    Err(error) => {
+                        self.stop_reading(ReadError::Io(error));
+                        continue;
+                    }
+                }
             }
             if self.reading
                 && (ready.is_readable() || ready.is_read_closed())
@@ -618,7 +635,7 @@ mod tests {
         })
         .await
         .unwrap();
-        let (node, _workers) = crate::node::Node::start(config, storage, media);
+        let (node, _workers) = crate::node::Node::start(config, storage, media, crate::tls::TlsContext::plain());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

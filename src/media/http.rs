@@ -1,6 +1,7 @@
 //! The media server's HTTP/1.1 listener: an accept loop with a connection cap
 //! (`media.max_connections`; further connections wait in the backlog), a header timeout, and a
-//! graceful shutdown that lets requests in flight finish within the node's grace period.
+//! graceful shutdown that lets requests in flight finish within the node's grace period; TLS
+//! (HTTPS) when `[tls]` gives the port a certificate.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +9,15 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::routes::{MediaState, router};
 use crate::node::Node;
+use crate::tls::{HANDSHAKES, record_failure};
+use tokio_util::sync::CancellationToken;
 
 /// Serves the media routes on `listener` until the node shuts down, then drains connections
 /// for at most `limits.shutdown_grace_secs` and closes the rest.
@@ -51,22 +55,27 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         let shutdown = shutdown.clone();
+        let tls = node.tls.media();
         connections.spawn(async move {
             let _permit = permit;
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let Some(tls) = tls else {
+                return serve_connection(stream, service, header_timeout, shutdown).await;
             };
-            if let Err(error) = result {
-                tracing::debug!(%error, "media connection ended with an error");
+            // The handshake shares the header timeout: a client that stalls in it is cut.
+            let peer = stream.peer_addr().map(|peer| peer.to_string());
+            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+            match tokio::time::timeout(header_timeout, accept).await {
+                Ok(Ok(stream)) => {
+                    metrics::counter!(HANDSHAKES, "listener" => "media").increment(1);
+                    serve_connection(stream, service, header_timeout, shutdown).await;
+                }
+                Ok(Err(error)) => {
+                    record_failure("media", peer.as_deref().unwrap_or("?"), &error);
+                }
+                Err(_) => {
+                    let error = std::io::Error::from(std::io::ErrorKind::TimedOut);
+                    record_failure("media", peer.as_deref().unwrap_or("?"), &error);
+                }
             }
         });
     }
@@ -82,5 +91,32 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) {
             "media grace period over; closing the rest"
         );
         connections.shutdown().await;
+    }
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it ends; at shutdown, lets the
+/// request in flight finish.
+async fn serve_connection<S>(
+    stream: S,
+    service: TowerToHyperService<axum::Router>,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "media connection ended with an error");
     }
 }

@@ -56,7 +56,20 @@ impl<T: Transport> Inner<T> {
             };
             let inner = Arc::clone(&self);
             self.spawn(async move {
-                let mut stream = stream;
+                let secured = tokio::time::timeout(
+                    config::HANDSHAKE_TIMEOUT,
+                    inner.transport.secure(stream, &remote),
+                )
+                .await;
+                let mut stream = match secured {
+                    Ok(Ok(stream)) => stream,
+                    // Counted and logged with its reason by the transport; a timeout here.
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        inner.handshake_failed(&remote, None, &HandshakeError::Timeout);
+                        return;
+                    }
+                };
                 let auth =
                     match handshake::handshake(&mut stream, Role::Acceptor, &inner.identity, None)
                         .await

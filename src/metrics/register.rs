@@ -73,6 +73,7 @@ pub const BACKGROUND_TASKS: &[&str] = &[
     "media_expiry",
     "accept",
     "peer_addrs",
+    "tls_reload",
 ];
 
 /// `service` values of the dispatcher metrics.
@@ -206,6 +207,19 @@ pub fn register() {
     }
     for class in MEDIA_STATUS_CLASSES {
         let _ = metrics::counter!(MEDIA_RESPONSES, "status" => *class);
+    }
+    for listener in crate::tls::LISTENERS {
+        let _ = metrics::counter!(crate::tls::HANDSHAKES, "listener" => *listener);
+        for failure in crate::tls::FAILURE_KINDS {
+            let _ = metrics::counter!(
+                crate::tls::FAILURES,
+                "listener" => *listener,
+                "failure" => *failure
+            );
+        }
+    }
+    for outcome in ["ok", "failed"] {
+        let _ = metrics::counter!(crate::tls::RELOADS, "outcome" => outcome);
     }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

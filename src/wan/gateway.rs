@@ -95,7 +95,7 @@ impl Gateway {
         )?);
         let mesh = Mesh::start(
             mesh_config,
-            TcpTransport,
+            TcpTransport::for_listener(&node.tls, "wan"),
             Handlers::default().with(SERVICE_LINK, receiver.clone()),
         )
         .await?;
