@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 /// The common name of the development CA (also how a stored CA is recognised as ours).
@@ -92,12 +92,13 @@ pub fn make(request: &CertsRequest) -> Result<CertsMade, CertsError> {
         (key, false)
     } else {
         let key = generate_key("the CA key")?;
-        let cert = ca_params(request)?
-            .self_signed(&key)
-            .map_err(|source| CertsError::Generate {
-                what: "the CA certificate".to_owned(),
-                source,
-            })?;
+        let cert =
+            ca_params(request)?
+                .self_signed(&key)
+                .map_err(|source| CertsError::Generate {
+                    what: "the CA certificate".to_owned(),
+                    source,
+                })?;
         write(&ca_key_path, &key.serialize_pem(), true)?;
         write(&ca_cert, &cert.pem(), false)?;
         (key, true)
@@ -159,7 +160,11 @@ fn ca_params(request: &CertsRequest) -> Result<CertificateParams, CertsError> {
 }
 
 fn node_params(node: &str, request: &CertsRequest) -> Result<CertificateParams, CertsError> {
-    let mut hosts = vec![node.to_owned(), "localhost".to_owned(), "127.0.0.1".to_owned()];
+    let mut hosts = vec![
+        node.to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ];
     for host in &request.hosts {
         if !hosts.contains(host) {
             hosts.push(host.clone());

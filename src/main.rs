@@ -219,7 +219,10 @@ fn certs(dir: PathBuf, nodes: Vec<String>, hosts: Vec<String>, days: u64) -> Exi
     let mut out = std::io::stdout().lock();
     let ca = made.ca_cert.display();
     let how = if made.ca_created { "made" } else { "reused" };
-    let _ = writeln!(out, "CA {how}: {ca} (the trust file for phones and tls.ca_file)");
+    let _ = writeln!(
+        out,
+        "CA {how}: {ca} (the trust file for phones and tls.ca_file)"
+    );
     for (node, cert, key) in &made.nodes {
         let _ = writeln!(out, "\n# {node}: in its cluster.toml");
         let _ = writeln!(out, "[tls]");

@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::member::{BoundAddrs, ClusterMember};
 use crate::config::Config;
-use crate::connection::tls::PhoneTls;
 use crate::connection::reader::{SHUTTING_DOWN, write_error_and_close};
+use crate::connection::tls::PhoneTls;
 use crate::connection::{Conn, reader, sweep};
 use crate::mailbox::Storage;
 use crate::media::Media;
@@ -194,8 +194,7 @@ impl Server {
                 node.shutdown.clone(),
             )),
         );
-        if let Some(reloader) =
-            crate::tls::spawn_reloader(node.tls.clone(), node.shutdown.clone())
+        if let Some(reloader) = crate::tls::spawn_reloader(node.tls.clone(), node.shutdown.clone())
         {
             supervise("tls_reload", reloader);
         }

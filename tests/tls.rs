@@ -39,7 +39,8 @@ async fn tls_server(made: &CertsMade, reload_check_secs: u64) -> TestServer {
 }
 
 async fn failures(server: &TestServer, listener: &str, failure: &str) -> f64 {
-    let series = format!("tern_tls_failures_total{{listener=\"{listener}\",failure=\"{failure}\"}}");
+    let series =
+        format!("tern_tls_failures_total{{listener=\"{listener}\",failure=\"{failure}\"}}");
     metric_value(&server.metrics().await, &series).unwrap_or(0.0)
 }
 
@@ -93,7 +94,11 @@ async fn phones_chat_over_tls_and_plain_text_or_untrusting_clients_are_refused()
         .await
         .expect("closed")
         .expect("read");
-    assert_eq!(answer.first(), Some(&0x15), "a TLS alert record: {answer:?}");
+    assert_eq!(
+        answer.first(),
+        Some(&0x15),
+        "a TLS alert record: {answer:?}"
+    );
     eventually("the plain-text client is counted", async || {
         failures(&server, "client", "not_tls").await >= 1.0
     })

@@ -108,8 +108,7 @@ impl TlsConfig {
             );
         }
         for (listener, field, addr) in listeners {
-            if self.encrypts(listener) || self.plain_allowed(listener) || addr.ip().is_loopback()
-            {
+            if self.encrypts(listener) || self.plain_allowed(listener) || addr.ip().is_loopback() {
                 continue;
             }
             let needs = match *listener {

@@ -635,7 +635,8 @@ mod tests {
         })
         .await
         .unwrap();
-        let (node, _workers) = crate::node::Node::start(config, storage, media, crate::tls::TlsContext::plain());
+        let (node, _workers) =
+            crate::node::Node::start(config, storage, media, crate::tls::TlsContext::plain());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

@@ -139,7 +139,10 @@ impl Transport for TcpTransport {
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let name = ServerName::try_from(host.to_owned())
             .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-        match tokio_rustls::TlsConnector::from(client).connect(name, stream).await {
+        match tokio_rustls::TlsConnector::from(client)
+            .connect(name, stream)
+            .await
+        {
             Ok(stream) => {
                 metrics::counter!(HANDSHAKES, "listener" => listener).increment(1);
                 Ok(MaybeTls::Tls(Box::new(stream.into())))

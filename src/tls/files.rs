@@ -74,10 +74,18 @@ mod tests {
         let path = dir.path().join("empty.pem");
         std::fs::write(&path, "not a certificate\n").unwrap();
         let error = load_certs(&path).unwrap_err().to_string();
-        assert!(error.contains("empty.pem holds no PEM certificate"), "{error}");
+        assert!(
+            error.contains("empty.pem holds no PEM certificate"),
+            "{error}"
+        );
         let error = load_key(&path).unwrap_err().to_string();
-        assert!(error.contains("empty.pem holds no PEM private key"), "{error}");
-        let error = load_key(&dir.path().join("missing.pem")).unwrap_err().to_string();
+        assert!(
+            error.contains("empty.pem holds no PEM private key"),
+            "{error}"
+        );
+        let error = load_key(&dir.path().join("missing.pem"))
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("cannot read"), "{error}");
     }
 

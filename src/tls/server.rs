@@ -38,11 +38,10 @@ pub fn phone_config(
             what: "the certificate and key (tls.cert_file, tls.key_file)",
             source,
         })?;
-    config.ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Rustls {
-            what: "the session ticket key",
-            source,
-        })?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|source| TlsError::Rustls {
+        what: "the session ticket key",
+        source,
+    })?;
     config.send_tls13_tickets = TICKETS;
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.max_early_data_size = 0;

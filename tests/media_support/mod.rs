@@ -218,7 +218,15 @@ impl Tus {
         if !metadata.is_empty() {
             headers.push(("Upload-Metadata", metadata));
         }
-        request_with(self.addr, self.tls.as_ref(), "POST", "/media/", &headers, b"").await
+        request_with(
+            self.addr,
+            self.tls.as_ref(),
+            "POST",
+            "/media/",
+            &headers,
+            b"",
+        )
+        .await
     }
 
     /// Creates an upload and returns its path (`/media/<id>`).
