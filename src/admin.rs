@@ -1,8 +1,9 @@
 //! The admin HTTP server: `/metrics` (Prometheus text), `/status` (JSON), `/healthz`, and
 //! `/accounts/{user}` (JSON: the user's account record, devices and cursors) and `/cluster`
 //! (JSON: this node's view of its cluster; 404 without `[cluster]`), `/readyz` (200 only while
-//! the node serves phones: `ready.rs`); with the admin token (`actions.rs`), `POST /drain` and
-//! `POST /cluster/nodes/{id}/remove`.
+//! the node serves phones: `ready.rs`); with the admin token (`actions.rs`), `POST /drain`,
+//! `POST /cluster/nodes/{id}/remove`, and the revocations `POST /users/{user}/revoke` and
+//! `POST /users/{user}/devices/{device}/revoke` (`revoke.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::net::TcpListener;
 mod actions;
 pub mod ready;
 pub mod request;
+mod revoke;
 
 use crate::clock::uptime_secs;
 use crate::cluster::member::ClusterMember;
@@ -63,6 +65,14 @@ pub async fn serve(
         .route(
             "/cluster/nodes/{node}/remove",
             axum::routing::post(actions::remove_node),
+        )
+        .route(
+            "/users/{user}/revoke",
+            axum::routing::post(revoke::revoke_user),
+        )
+        .route(
+            "/users/{user}/devices/{device}/revoke",
+            axum::routing::post(revoke::revoke_device),
         );
     // Debug builds only: kill a background thread, for the tests of the node's supervision.
     #[cfg(debug_assertions)]

@@ -17,6 +17,7 @@ pub mod group_ops;
 pub mod log;
 pub mod record;
 pub mod recovery;
+pub mod revocation;
 pub mod snapshot;
 mod worker;
 
@@ -139,8 +140,24 @@ pub enum MailboxOp {
         /// The connection of the session logging in (cluster-unique; the owner of a user on
         /// another node pushes to it there).
         conn_id: u64,
-        /// Answer.
-        reply: oneshot::Sender<LoginInfo>,
+        /// When the session's token was issued (seconds; 0 for a token of the first format):
+        /// refused when at or before a revocation of the device or user.
+        token_issued_at: u64,
+        /// Answer: where delivery starts, or the revocation that refuses the token.
+        reply: oneshot::Sender<Result<LoginInfo, revocation::Revoked>>,
+    },
+    /// An operator revokes `owner`'s tokens issued at or before `not_before` (seconds): the
+    /// revocation is stored in the account and journaled, the sessions it concerns are told,
+    /// and the answer waits until it is durable.
+    Revoke {
+        /// The user.
+        owner: Id,
+        /// The device signed out; `None`: every device of the user.
+        device: Option<Id>,
+        /// Tokens issued at or before this are refused.
+        not_before: u64,
+        /// Answer: the time now in force for the device (or user), once durable.
+        reply: oneshot::Sender<Result<u64, revocation::RevokeError>>,
     },
     /// Store an entry.
     Append(Box<AppendJob>),
@@ -266,6 +283,7 @@ impl MailboxOp {
     pub fn owner(&self) -> Option<&Id> {
         match self {
             MailboxOp::Login { owner, .. }
+            | MailboxOp::Revoke { owner, .. }
             | MailboxOp::Ack { owner, .. }
             | MailboxOp::Fetch { owner, .. }
             | MailboxOp::Account { owner, .. }

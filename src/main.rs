@@ -109,6 +109,31 @@ enum Command {
         #[arg(long, default_value_t = 365)]
         days: u64,
     },
+    /// Sign a device, or every device of a user, out before its tokens expire.
+    ///
+    /// Asks the node at the configuration's admin address (POST /users/USER/revoke or
+    /// POST /users/USER/devices/DEVICE/revoke, with auth.admin_token): tokens of the device (or
+    /// user) issued up to now are refused at login with ERROR_CODE_TOKEN_REVOKED, and its
+    /// sessions are closed. Any node of a cluster takes it for the user's owner. Prints the
+    /// not-before time (seconds since the epoch) once the revocation is durable.
+    ///
+    /// Exit codes: 0 revoked; 1 refused (no or wrong admin token), unreachable, or not made
+    /// durable (retry); 64 the configuration or an id is unusable.
+    #[command(verbatim_doc_comment)]
+    Revoke {
+        /// Configuration file of the node (its admin address and admin token).
+        #[arg(long, default_value = "cluster.toml")]
+        config: PathBuf,
+        /// The node's admin address, if not the configuration's node.admin_addr.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// The user whose tokens are revoked.
+        #[arg(long)]
+        user: String,
+        /// Only this device of the user (default: every device).
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Print a login token (for development and tests).
     Token {
         /// Configuration file (for the signing key).
@@ -150,7 +175,69 @@ fn main() -> ExitCode {
             hosts,
             days,
         } => certs(dir, nodes, hosts, days),
+        Command::Revoke {
+            config,
+            admin,
+            user,
+            device,
+        } => revoke(&config, admin, &user, device.as_deref()),
     }
+}
+
+/// `tern revoke`: asks the node to revoke the tokens of a user or one of its devices.
+fn revoke(
+    path: &std::path::Path,
+    admin: Option<std::net::SocketAddr>,
+    user: &str,
+    device: Option<&str>,
+) -> ExitCode {
+    use tern::admin::request::request;
+    if let Some(invalid) = std::iter::once(user)
+        .chain(device)
+        .find(|id| !tern::token::valid_id(id))
+    {
+        complain(&format_args!(
+            "invalid id {invalid:?}: 1-64 characters of [A-Za-z0-9._@+-]"
+        ));
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let config = match load_config(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let addr = admin.unwrap_or(config.node.admin_addr);
+    let path = match device {
+        Some(device) => format!("/users/{user}/devices/{device}/revoke"),
+        None => format!("/users/{user}/revoke"),
+    };
+    let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        match request(addr, "POST", &path, config.auth.admin_token()).await {
+            Ok((200, body)) => {
+                let not_before = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|answer| answer["not_before"].as_u64())
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "revoked {user}/{}: tokens issued at or before {not_before} are refused",
+                    device.unwrap_or("*")
+                );
+                ExitCode::SUCCESS
+            }
+            Ok((status, body)) => {
+                complain(&format_args!("revoke refused ({status}): {}", body.trim()));
+                ExitCode::FAILURE
+            }
+            Err(error) => {
+                complain(&error);
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 /// `tern drain`: asks the node to drain, then waits until its admin port stops answering.

@@ -25,7 +25,8 @@ pub const SESSIONS: &str = "tern_sessions";
 pub const CONNECTIONS_ACCEPTED: &str = "tern_connections_accepted_total";
 /// Connections closed, by `reason`.
 pub const DISCONNECTS: &str = "tern_disconnects_total";
-/// Login attempts, by `result` (ok, bad_token, expired, bad_version, protocol, overloaded).
+/// Login attempts, by `result` (ok, bad_token, expired, revoked, bad_version, protocol,
+/// overloaded...).
 pub const LOGINS: &str = "tern_logins_total";
 /// Frames received from phones.
 pub const FRAMES_IN: &str = "tern_frames_in_total";
@@ -269,7 +270,7 @@ fn describe() {
     describe_counter!(
         ADMIN_REFUSALS,
         Unit::Count,
-        "Admin actions (POST /drain, node removal) refused for their token, by reason."
+        "Admin actions (POST /drain, node removal, revocations) refused for their token, by reason."
     );
     describe_counter!(
         FRAMES_OVERSIZED,

@@ -12,6 +12,7 @@ use crate::dispatch::DispatchError;
 use crate::group::fanout::FanOut;
 use crate::mailbox::{MailboxOp, Mailboxes, Storage};
 use crate::media::Media;
+use crate::message::Id;
 use crate::metrics as names;
 use crate::node::peer_addrs::PeerAddrs;
 use crate::presence::Presence;
@@ -171,6 +172,26 @@ impl Node {
                 None => Ok(()),
             },
         }
+    }
+
+    /// Revokes `owner`'s tokens of `device` (`None`: of every device) issued up to now, on the
+    /// node that owns the user (this one, or in a cluster its owner through the mesh); returns
+    /// the not-before time in force once it is durable there.
+    pub async fn revoke(
+        &self,
+        owner: Id,
+        device: Option<Id>,
+    ) -> Result<u64, crate::mailbox::revocation::RevokeError> {
+        use crate::mailbox::revocation::RevokeError;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = MailboxOp::Revoke {
+            owner,
+            device,
+            not_before: crate::clock::now_secs(),
+            reply,
+        };
+        self.submit(op).map_err(|_| RevokeError::Unavailable)?;
+        answer.await.map_err(|_| RevokeError::Unavailable)?
     }
 
     /// A new message id, unique in the cluster: milliseconds since the epoch in the high bits,

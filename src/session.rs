@@ -101,6 +101,8 @@ pub struct SessionArgs {
     pub device: Id,
     /// The device's resume cursor from Login.
     pub resume_after: u64,
+    /// When its token was issued (seconds; 0 for a token of the first format).
+    pub token_issued_at: u64,
 }
 
 /// A Send or Receipt waiting for its mailbox appends.
@@ -133,6 +135,9 @@ pub struct SessionState {
     pending: HashMap<u64, PendingSend>,
     next_tag: u64,
     watching: Vec<Id>,
+    /// When the session's token was issued: its owner checks it against revocations again
+    /// when the session registers there anew.
+    token_issued_at: u64,
 }
 
 /// Sends and receipts in flight per session before new ones are refused with OVERLOADED.
@@ -148,6 +153,9 @@ pub enum SessionError {
     /// The mailbox worker stopped (shutdown).
     #[error("mailbox service stopped")]
     Stopped,
+    /// The token was issued before its device or user was signed out.
+    #[error(transparent)]
+    Revoked(crate::mailbox::revocation::Revoked),
 }
 
 impl Actor for Session {
@@ -166,6 +174,7 @@ impl Actor for Session {
             user,
             device,
             resume_after,
+            token_issued_at,
         } = args;
         let (reply, answer) = oneshot::channel();
         node.submit(MailboxOp::Login {
@@ -173,10 +182,14 @@ impl Actor for Session {
             device: device.clone(),
             resume_after,
             conn_id: conn.id,
+            token_issued_at,
             reply,
         })
         .map_err(|_| SessionError::Overloaded)?;
-        let login = answer.await.map_err(|_| SessionError::Stopped)?;
+        let login = answer
+            .await
+            .map_err(|_| SessionError::Stopped)?
+            .map_err(SessionError::Revoked)?;
 
         // Known to the connection before anything is sent, so shutdown and the sweeper treat it
         // as logged in from its first frame on.
@@ -235,6 +248,7 @@ impl Actor for Session {
             pending: HashMap::new(),
             next_tag: 0,
             watching: Vec::new(),
+            token_issued_at,
         };
         state.send(crate::proto::v1::server_frame::Frame::Welcome(welcome));
         state.fetch(&myself);
@@ -300,15 +314,26 @@ impl Actor for Session {
             } => state.go_away(reason, reconnect_after_ms, go_away_label(reason)),
             SessionMsg::RetryFetch => state.fetch(&myself),
             SessionMsg::Resync => {
+                use crate::node::divert::Reregistration;
                 let session = myself.clone();
-                let done: Box<dyn FnOnce(bool) + Send> = Box::new(move |settled| {
-                    let _ = session.cast(SessionMsg::Reregistered(settled));
+                let done: Box<dyn FnOnce(Reregistration) + Send> = Box::new(move |outcome| {
+                    let _ = session.cast(match outcome {
+                        Reregistration::Settled => SessionMsg::Reregistered(true),
+                        Reregistration::Failed => SessionMsg::Reregistered(false),
+                        Reregistration::Revoked(revoked) => {
+                            SessionMsg::Event(MailboxEvent::Revoked(revoked))
+                        }
+                    });
                 });
                 match state.node.remote.get() {
-                    Some(remote) => {
-                        remote.reregister(&state.user, &state.device, state.conn.id, done);
-                    }
-                    None => done(true),
+                    Some(remote) => remote.reregister(
+                        &state.user,
+                        &state.device,
+                        state.conn.id,
+                        state.token_issued_at,
+                        done,
+                    ),
+                    None => done(Reregistration::Settled),
                 }
                 state.rewatch();
             }

@@ -8,7 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::cluster::{
-    SETTLE, Senders, all_led, check_every_acked, led, login_at, start_cluster, start_cluster_with,
+    SETTLE, Senders, all_led, check_every_acked, group_leader, led, login_at, start_cluster,
+    start_cluster_with,
 };
 use common::groups::GroupPhone;
 use common::*;
@@ -53,19 +54,6 @@ async fn acked_messages_survive_four_kills_of_the_busiest_leader() {
     let acked = senders.stop().await;
 
     check_every_acked(&members, &acked).await;
-}
-
-/// The leader of `user`'s slot group in `view` (a `GET /cluster` with replicated slots).
-fn group_leader(view: &serde_json::Value, user: &str) -> Option<u64> {
-    let slots = view["map"]["slots"].as_array()?;
-    let slot = tern::cluster::route::slot_of(user.as_bytes(), slots.len() as u32);
-    let island = slots.get(slot as usize)?.as_u64()?;
-    let group = tern::cluster::leaders::slot_group(u32::try_from(island).ok()?, slot);
-    view["slot_groups"]
-        .as_array()?
-        .iter()
-        .find(|entry| entry["group"] == group)?["leader"]
-        .as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,8 +1,8 @@
 //! The admin port's actions, each authorized by the admin token (`auth.admin_token`, sent as
 //! `Authorization: Bearer TOKEN`; compared in constant time): `POST /drain` starts the node's
 //! drain (as SIGTERM does) and answers at once; `POST /cluster/nodes/{id}/remove` takes a node
-//! that is down out of the cluster. Without a configured token they answer 403; with a wrong or
-//! missing one, 401.
+//! that is down out of the cluster; the revocations (`revoke.rs`) check the same token. Without
+//! a configured token they answer 403; with a wrong or missing one, 401.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -15,7 +15,7 @@ use super::AdminState;
 use crate::metrics as names;
 
 /// Checks the request's bearer token against the configured admin token.
-fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(super) fn authorize(state: &AdminState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let refuse = |status: StatusCode, reason: &'static str, message: &str| {
         metrics::counter!(names::ADMIN_REFUSALS, "reason" => reason).increment(1);
         Err(Box::new(

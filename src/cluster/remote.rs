@@ -10,8 +10,9 @@
 //! another node.
 //!
 //! Group requests go to the owner of the group's slot the same way ([`group_wire`]); the group's
-//! owner sends each entry once to every node that owns members ([`copies`]). Not carried across
-//! nodes: account look-ups (the admin API answers for users this node owns).
+//! owner sends each entry once to every node that owns members ([`copies`]). Revocations of a
+//! user's tokens go to the user's owner like a session's operation. Not carried across nodes:
+//! account look-ups (the admin API answers for users this node owns).
 
 pub mod copies;
 pub(crate) mod group_service;
@@ -32,12 +33,13 @@ use crate::cluster::map::ClusterMap;
 use crate::cluster::route::{Route, place, route, serving};
 use crate::mailbox::group_ops::{GroupAnswer, GroupCall, GroupFailure};
 use crate::mailbox::record::{self, Record};
+use crate::mailbox::revocation::{RevokeError, Revoked};
 use crate::mailbox::{
     AckInfo, AppendFailure, AppendJob, Content, LoginInfo, MailboxEvent, MailboxOp,
 };
 use crate::mesh::{CallError, Lane, Mesh, NodeId, Transport};
 use crate::message::Id;
-use crate::node::divert::Divert;
+use crate::node::divert::{Divert, Reregistration};
 use crate::proto::kinds;
 use crate::proto::mesh as pb;
 
@@ -226,7 +228,14 @@ impl<T: Transport> Divert for Remote<T> {
         }
     }
 
-    fn reregister(&self, user: &Id, device: &Id, conn_id: u64, done: Box<dyn FnOnce(bool) + Send>) {
+    fn reregister(
+        &self,
+        user: &Id,
+        device: &Id,
+        conn_id: u64,
+        token_issued_at: u64,
+        done: Box<dyn FnOnce(Reregistration) + Send>,
+    ) {
         match self.route(user) {
             (Route::Remote(owner), version) => {
                 // resume_after 0 keeps the owner's cursor for the device.
@@ -235,12 +244,22 @@ impl<T: Transport> Divert for Remote<T> {
                     device: device.to_string(),
                     resume_after: 0,
                     conn_id,
+                    token_issued_at,
                 });
                 self.call(owner, login, version, move |answer| {
-                    done(matches!(answer, Ok(pb::mailbox_reply::Reply::Login(_))));
+                    done(match answer {
+                        Ok(pb::mailbox_reply::Reply::Login(_)) => Reregistration::Settled,
+                        Ok(pb::mailbox_reply::Reply::Refused(refused)) => {
+                            match revoked_by(&refused) {
+                                Some(revoked) => Reregistration::Revoked(revoked),
+                                None => Reregistration::Failed,
+                            }
+                        }
+                        _ => Reregistration::Failed,
+                    });
                 });
             }
-            _ => done(true),
+            _ => done(Reregistration::Settled),
         }
     }
 
@@ -337,6 +356,7 @@ impl<T: Transport> Remote<T> {
                 device,
                 resume_after,
                 conn_id,
+                token_issued_at,
                 reply,
             } => {
                 let call = Op::Login(pb::LoginCall {
@@ -344,16 +364,48 @@ impl<T: Transport> Remote<T> {
                     device: device.to_string(),
                     resume_after,
                     conn_id,
+                    token_issued_at,
                 });
                 self.call(owner, call, version, move |answer| {
                     // No answer: the dropped sender refuses the login (OVERLOADED, retry).
-                    if let Ok(Reply::Login(login)) = answer {
-                        let _ = reply.send(LoginInfo {
-                            cursor: login.cursor,
-                            last_seq: login.last_seq,
-                            devices: login.devices as usize,
-                        });
+                    match answer {
+                        Ok(Reply::Login(login)) => {
+                            let _ = reply.send(Ok(LoginInfo {
+                                cursor: login.cursor,
+                                last_seq: login.last_seq,
+                                devices: login.devices as usize,
+                            }));
+                        }
+                        Ok(Reply::Refused(refused)) => {
+                            if let Some(revoked) = revoked_by(&refused) {
+                                let _ = reply.send(Err(revoked));
+                            }
+                        }
+                        _ => {}
                     }
+                });
+            }
+            MailboxOp::Revoke {
+                owner: user,
+                device,
+                not_before,
+                reply,
+            } => {
+                let call = Op::Revoke(pb::RevokeCall {
+                    owner: user.to_string(),
+                    device: device.as_deref().unwrap_or_default().to_owned(),
+                    not_before,
+                });
+                self.call(owner, call, version, move |answer| {
+                    let _ = reply.send(match answer {
+                        Ok(Reply::Revoked(revoked)) => Ok(revoked.not_before),
+                        Ok(Reply::Refused(refused))
+                            if refused.reason() == pb::mailbox_refused::Reason::Storage =>
+                        {
+                            Err(RevokeError::Storage)
+                        }
+                        _ => Err(RevokeError::Unavailable),
+                    });
                 });
             }
             MailboxOp::Append(job) => {
@@ -467,6 +519,15 @@ impl<T: Transport> Remote<T> {
     }
 }
 
+/// The revocation a login's refusal names, if it is one.
+fn revoked_by(refused: &pb::MailboxRefused) -> Option<Revoked> {
+    match refused.reason() {
+        pb::mailbox_refused::Reason::RevokedDevice => Some(Revoked::Device),
+        pb::mailbox_refused::Reason::RevokedUser => Some(Revoked::User),
+        _ => None,
+    }
+}
+
 /// The call of a session's append; `None` for content built elsewhere (group copies stay on
 /// the node of their group).
 pub(crate) fn append_call(job: &AppendJob) -> Option<pb::AppendCall> {
@@ -554,7 +615,8 @@ pub(crate) fn refuse(op: MailboxOp) {
             });
         }
         // Dropping a oneshot answers "no": a login is refused (OVERLOADED), an account look-up
-        // finds nothing; acks and internal operations are re-sent by their authors.
+        // finds nothing, a revocation is answered unavailable (retry); acks and internal
+        // operations are re-sent by their authors.
         _ => {}
     }
 }

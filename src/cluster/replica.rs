@@ -349,6 +349,7 @@ fn by_key(records: Vec<Bytes>) -> Vec<(Id, Vec<Record>)> {
         let key = match &record {
             Record::Appended { owner, .. }
             | Record::Cursor { owner, .. }
+            | Record::Revoked { owner, .. }
             | Record::GroupCopy { owner, .. } => owner.clone(),
             Record::GroupAppended(entry) => entry.group_id.clone(),
             Record::GroupFannedOut { group_id, .. } => group_id.clone(),

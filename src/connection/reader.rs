@@ -22,7 +22,7 @@ use crate::metrics as names;
 use crate::node::Node;
 use crate::proto::PROTOCOL_VERSION;
 use crate::proto::v1::{ClientFrame, ErrorCode, Login, client_frame::Frame};
-use crate::session::{Session, SessionArgs, SessionMsg, wire};
+use crate::session::{Session, SessionArgs, SessionError, SessionMsg, wire};
 use crate::token::TokenError;
 
 /// Bytes read per `read(2)` when a frame's size is not known yet.
@@ -427,17 +427,23 @@ impl Reader {
                     user: claims.user.into(),
                     device: claims.device.into(),
                     resume_after: login.resume_after,
+                    token_issued_at: claims.issued_at,
                 };
                 match Actor::spawn(None, Session, args).await {
                     Ok((session, _)) => self.session = Some(session),
-                    Err(error) => {
-                        tracing::warn!(conn = self.conn.id, %error, "session did not start");
-                        self.refuse(
-                            ErrorCode::Overloaded,
-                            "server busy, retry later",
-                            "overloaded",
-                        );
-                    }
+                    Err(error) => match revoked(&error) {
+                        Some(revoked) => {
+                            self.refuse(ErrorCode::TokenRevoked, &revoked.to_string(), "revoked");
+                        }
+                        None => {
+                            tracing::warn!(conn = self.conn.id, %error, "session did not start");
+                            self.refuse(
+                                ErrorCode::Overloaded,
+                                "server busy, retry later",
+                                "overloaded",
+                            );
+                        }
+                    },
                 }
             }
             Err((code, message, result)) => self.refuse(code, message, result),
@@ -591,6 +597,17 @@ fn log_refusal(conn: &Conn, reason: &str, result: &'static str) {
         suppressed = (suppressed > 0).then_some(suppressed),
         "login refused"
     );
+}
+
+/// The revocation that refused a session's start, if that is why it did not start.
+fn revoked(error: &ractor::SpawnErr) -> Option<crate::mailbox::revocation::Revoked> {
+    match error {
+        ractor::SpawnErr::StartupFailed(cause) => match cause.downcast_ref::<SessionError>() {
+            Some(SessionError::Revoked(revoked)) => Some(*revoked),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// Names the logged-in user and device in the connection's span.

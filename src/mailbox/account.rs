@@ -5,15 +5,16 @@
 //!
 //! Login times are written at write-back passes and evictions, not journaled: a crash loses at
 //! most the logins since the last pass (the devices themselves survive through their journaled
-//! cursors).
+//! cursors). Revocations ([`super::revocation`]) are journaled before they are confirmed.
 
 use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use prost::Message;
 
 use super::device_map::DeviceMap;
+use super::revocation::{Revocations, Revoked};
 use crate::message::Id;
-use crate::proto::storage::{AccountRecord, DeviceRecord};
+use crate::proto::storage::{AccountRecord, DeviceRecord, DeviceRevocation};
 
 /// One device's login times, ms since the epoch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub struct Account {
     /// Group memberships and copy marks; boxed, and absent for users never in a group, so an
     /// account costs little for most users.
     memberships: Option<Box<Memberships>>,
+    /// Tokens an operator revoked; boxed, and absent for users never signed out.
+    revocations: Option<Box<Revocations>>,
 }
 
 /// A user's side of its groups.
@@ -134,6 +137,21 @@ impl Account {
         }
     }
 
+    /// Revokes the tokens of `device` (`None`: of every device) issued at or before
+    /// `not_before` (seconds); returns the time now in force for them.
+    pub fn revoke(&mut self, device: Option<&Id>, not_before: u64) -> u64 {
+        self.revocations
+            .get_or_insert_with(Box::default)
+            .revoke(device, not_before)
+    }
+
+    /// Whether a token of `device` issued at `issued_at` (seconds) may log in.
+    pub fn check_token(&self, device: &str, issued_at: u64) -> Result<(), Revoked> {
+        self.revocations
+            .as_ref()
+            .map_or(Ok(()), |revocations| revocations.check(device, issued_at))
+    }
+
     /// Records a login of `device` at `now_ms`.
     pub fn login(&mut self, device: &Id, now_ms: u64) {
         self.touch(now_ms);
@@ -176,6 +194,7 @@ pub fn encode(last_seq: u64, account: &Account, unsure: &[(Id, u64)]) -> Bytes {
         .chain(unsure.iter())
         .map(|(group, seq)| (group.to_string(), *seq))
         .unzip();
+    let revocations = account.revocations.as_deref();
     let record = AccountRecord {
         last_seq,
         created_ms: account.created_ms,
@@ -185,6 +204,15 @@ pub fn encode(last_seq: u64, account: &Account, unsure: &[(Id, u64)]) -> Bytes {
         copied_seqs,
         hole_groups,
         hole_seqs,
+        revoked_before: revocations.map_or(0, Revocations::user),
+        revoked_devices: revocations
+            .iter()
+            .flat_map(|revocations| revocations.devices())
+            .map(|(device, not_before)| DeviceRevocation {
+                device: device.to_string(),
+                not_before,
+            })
+            .collect(),
     };
     Bytes::from(record.encode_to_vec())
 }
@@ -192,6 +220,13 @@ pub fn encode(last_seq: u64, account: &Account, unsure: &[(Id, u64)]) -> Bytes {
 /// Decodes a metadata record into `last_seq` and the account.
 pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
     let record = AccountRecord::decode(bytes)?;
+    let revocations = Revocations::from_parts(
+        record.revoked_before,
+        record
+            .revoked_devices
+            .into_iter()
+            .map(|revoked| (Id::from(revoked.device.as_str()), revoked.not_before)),
+    );
     let devices = record
         .devices
         .into_iter()
@@ -230,6 +265,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
                     })
                 },
             ),
+            revocations: (!revocations.is_empty()).then(|| Box::new(revocations)),
         },
     ))
 }
@@ -278,6 +314,24 @@ mod tests {
         let mut decoded = decoded;
         decoded.note_copy(&group, 2);
         assert!(decoded.has_copy(&group, 2));
+    }
+
+    #[test]
+    fn revocations_round_trip_and_refuse_older_tokens() {
+        let mut account = Account::default();
+        account.login(&Id::from("phone"), 100);
+        assert_eq!(account.check_token("phone", 0), Ok(()));
+        assert_eq!(account.revoke(Some(&Id::from("phone")), 1_000), 1_000);
+        assert_eq!(account.revoke(None, 500), 500);
+        let (_, decoded) = decode(&encode(3, &account, &[])).unwrap();
+        assert_eq!(decoded, account);
+        assert_eq!(decoded.check_token("phone", 1_000), Err(Revoked::Device));
+        assert_eq!(decoded.check_token("phone", 1_001), Ok(()));
+        assert_eq!(decoded.check_token("tablet", 500), Err(Revoked::User));
+        assert_eq!(decoded.check_token("tablet", 501), Ok(()));
+        // An account never signed out stores nothing for it.
+        let (_, plain) = decode(&encode(3, &Account::default(), &[])).unwrap();
+        assert_eq!(plain, Account::default());
     }
 
     #[test]

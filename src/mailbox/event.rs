@@ -80,6 +80,9 @@ pub enum MailboxEvent {
     },
     /// Another login of the same device took this session's place.
     Replaced,
+    /// An operator signed the session's device (or its whole user) out: it closes with
+    /// TOKEN_REVOKED.
+    Revoked(super::revocation::Revoked),
     /// Pushes to this session were lost on their way (a full link to its node): it reads its
     /// mailbox to catch up.
     Missed,

@@ -17,7 +17,9 @@ use crate::message::{
     ChatMessage, Entry, GroupEntry, GroupReceiptNotice, Id, Payload, ReceiptNotice,
 };
 use crate::proto::kinds;
-use crate::proto::storage::{DedupChunk, MailboxRecord, entry_appended, mailbox_record};
+use crate::proto::storage::{
+    DedupChunk, MailboxRecord, TokensRevoked, entry_appended, mailbox_record,
+};
 
 /// A decoded mailbox record.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,6 +66,15 @@ pub enum Record {
         device: Id,
         /// Its cursor.
         cursor: u64,
+    },
+    /// An operator revoked `owner`'s tokens issued at or before `not_before` (seconds).
+    Revoked {
+        /// The user.
+        owner: Id,
+        /// The device signed out; `None`: every device of the user.
+        device: Option<Id>,
+        /// Tokens issued at or before this are refused.
+        not_before: u64,
     },
 }
 
@@ -132,6 +143,20 @@ pub fn encode_cursor(owner: &str, device: &str, cursor: u64) -> Bytes {
     // `MailboxRecord.cursor` (`CursorMoved`).
     let moved = [Str(1, owner), Str(2, device), U64(3, cursor)];
     Bytes::from(encode::encode_to_vec(&[Field::Message(2, &moved)]))
+}
+
+/// Encodes a revocation of `owner`'s tokens (of `device`, or of every device when `None`).
+pub fn encode_revoked(owner: &str, device: Option<&str>, not_before: u64) -> Bytes {
+    Bytes::from(
+        MailboxRecord {
+            record: Some(mailbox_record::Record::Revoked(TokensRevoked {
+                owner: owner.to_owned(),
+                device: device.unwrap_or_default().to_owned(),
+                not_before,
+            })),
+        }
+        .encode_to_vec(),
+    )
 }
 
 /// Prefix of the dedup table records (in the records tree of the owner's shard).
@@ -218,6 +243,11 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
             owner: Id::from(c.owner),
             device: Id::from(c.device),
             cursor: c.cursor,
+        }),
+        mailbox_record::Record::Revoked(r) => Ok(Record::Revoked {
+            owner: Id::from(r.owner),
+            device: (!r.device.is_empty()).then(|| Id::from(r.device)),
+            not_before: r.not_before,
         }),
         mailbox_record::Record::GroupAppended(g) => Ok(Record::GroupAppended(
             group_record::decode_entry(g.entry.ok_or(RecordError::Invalid("no group entry"))?)?,
@@ -350,6 +380,26 @@ mod tests {
                 owner: Id::from("alice"),
                 device: Id::from("laptop"),
                 cursor: 42
+            }
+        );
+    }
+
+    #[test]
+    fn revocations_round_trip() {
+        assert_eq!(
+            decode(encode_revoked("alice", Some("phone"), 1_700_000_000)).unwrap(),
+            Record::Revoked {
+                owner: Id::from("alice"),
+                device: Some(Id::from("phone")),
+                not_before: 1_700_000_000
+            }
+        );
+        assert_eq!(
+            decode(encode_revoked("alice", None, 5)).unwrap(),
+            Record::Revoked {
+                owner: Id::from("alice"),
+                device: None,
+                not_before: 5
             }
         );
     }

@@ -560,6 +560,7 @@ fn apply(
     let owner = match &record {
         Record::Appended { owner, .. }
         | Record::Cursor { owner, .. }
+        | Record::Revoked { owner, .. }
         | Record::GroupCopy { owner, .. } => owner.clone(),
         Record::GroupAppended(entry) => {
             let group_id = entry.group_id.clone();
@@ -622,6 +623,11 @@ fn apply(
             slot.mailbox.restore_cursor(&device, cursor);
             tracing::trace!(owner = %owner_for_log, device = %device, record = cursor, now = ?slot.mailbox.cursor(&device), held = slot.mailbox.len(), "replayed cursor");
         }
+        Record::Revoked {
+            device, not_before, ..
+        } => {
+            slot.account.revoke(device.as_ref(), not_before);
+        }
         Record::GroupAppended(_) | Record::GroupFannedOut { .. } | Record::GroupCopy { .. } => {}
     }
     slot.dirty = true;
@@ -649,6 +655,7 @@ pub(super) fn apply_live(
         let owner = match &record {
             Record::Appended { owner, .. }
             | Record::Cursor { owner, .. }
+            | Record::Revoked { owner, .. }
             | Record::GroupCopy { owner, .. } => Some(owner.clone()),
             Record::GroupAppended(_) | Record::GroupFannedOut { .. } => None,
         };

@@ -23,6 +23,7 @@ use metrics::{Counter, Gauge};
 use super::account;
 use super::checkpoint::Countdown;
 use super::record;
+use super::revocation::{RevokeError, Revoked};
 use super::{
     AccountInfo, AckInfo, AppendJob, Appended, Content, DeviceInfo, LoginInfo, MailboxOp, Slot,
 };
@@ -294,9 +295,26 @@ impl Worker for MailboxWorker {
                 owner,
                 device,
                 resume_after,
+                token_issued_at,
                 reply,
                 ..
-            } => self.login(owner, &device, resume_after, reply),
+            } => {
+                match self.slots.get(&owner).map_or(Ok(()), |slot| {
+                    slot.account.check_token(&device, token_issued_at)
+                }) {
+                    Ok(()) => self.login(owner, &device, resume_after, reply),
+                    Err(revoked) => {
+                        tracing::debug!(owner = %owner, device = %device, token_issued_at, %revoked, "login refused");
+                        let _ = reply.send(Err(revoked));
+                    }
+                }
+            }
+            MailboxOp::Revoke {
+                owner,
+                device,
+                not_before,
+                reply,
+            } => self.revoke(owner, device, not_before, reply),
             MailboxOp::Append(job) => {
                 self.append(*job);
                 self.evict_if_over_budget();
@@ -357,7 +375,7 @@ impl MailboxWorker {
         owner: Id,
         device: &Id,
         resume_after: u64,
-        reply: tokio::sync::oneshot::Sender<LoginInfo>,
+        reply: tokio::sync::oneshot::Sender<Result<LoginInfo, Revoked>>,
     ) {
         let slot = self.slots.entry(owner.clone()).or_default();
         slot.dirty = true;
@@ -369,11 +387,11 @@ impl MailboxWorker {
         tracing::debug!(owner = %owner, device = %device, ?known, cursor, durable, held = slot.mailbox.len(), "mailbox login");
         let devices = slot.mailbox.devices();
         self.usage.update(before, footprint(slot));
-        let _ = reply.send(LoginInfo {
+        let _ = reply.send(Ok(LoginInfo {
             cursor,
             last_seq: durable,
             devices,
-        });
+        }));
         if devices != devices_before || cursor > 0 {
             let _ = self.journal.append_with(
                 &owner,
@@ -387,6 +405,49 @@ impl MailboxWorker {
                 session.sink.send(MailboxEvent::Devices(devices));
             });
         }
+    }
+
+    /// Revokes `owner`'s tokens of `device` (`None`: of every device) issued at or before
+    /// `not_before`: at once in the account (logins from now on are refused, and the sessions
+    /// it concerns on this node and, through their sinks, on others are told to close), then
+    /// journaled (or replicated); `reply` is answered once that is durable. A record that
+    /// fails leaves the revocation in force here until a restart: the caller is told to retry.
+    fn revoke(
+        &mut self,
+        owner: Id,
+        device: Option<Id>,
+        not_before: u64,
+        reply: tokio::sync::oneshot::Sender<Result<u64, RevokeError>>,
+    ) {
+        let slot = self.slots.entry(owner.clone()).or_default();
+        let in_force = slot.account.revoke(device.as_ref(), not_before);
+        slot.dirty = true;
+        tracing::info!(owner = %owner, device = device.as_deref().unwrap_or("*"), not_before = in_force, "tokens revoked");
+        let scope = match device {
+            Some(_) => Revoked::Device,
+            None => Revoked::User,
+        };
+        self.shared.registry.for_each(&owner, |session| {
+            if device
+                .as_ref()
+                .is_none_or(|device| *device == session.device)
+            {
+                session.sink.send(MailboxEvent::Revoked(scope));
+            }
+        });
+        let record = record::encode_revoked(&owner, device.as_deref(), in_force);
+        let storage_failures = self.shared.storage_failures.clone();
+        // Refused outright, the callback is dropped with `reply`: the caller hears that no
+        // node could take it.
+        let _ = self.journal.append_with(&owner, record, move |durable| {
+            let answer = if durable {
+                Ok(in_force)
+            } else {
+                storage_failures.increment(1);
+                Err(RevokeError::Storage)
+            };
+            let _ = reply.send(answer);
+        });
     }
 
     fn append(&mut self, job: AppendJob) {

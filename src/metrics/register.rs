@@ -46,6 +46,7 @@ pub const LOGIN_RESULTS: &[&str] = &[
     "shutting_down",
     "flood_penalty",
     "elsewhere",
+    "revoked",
 ];
 
 /// `reason` values of [`DISCONNECTS`] besides the error kinds (a connection closed after an

@@ -2,7 +2,19 @@
 //! A node without `[cluster]` has no diverter: every operation runs on its own workers.
 
 use crate::mailbox::MailboxOp;
+use crate::mailbox::revocation::Revoked;
 use crate::message::Id;
+
+/// How registering a session again with its owner ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reregistration {
+    /// The owner took it, or there was nothing to register.
+    Settled,
+    /// The owner did not answer: try again.
+    Failed,
+    /// The owner refused it: the session's token was revoked meanwhile.
+    Revoked(Revoked),
+}
 
 /// Decides, per operation, whether it runs here.
 pub trait Divert: Send + Sync {
@@ -13,10 +25,18 @@ pub trait Divert: Send + Sync {
     fn logged_out(&self, user: &Id, conn_id: u64);
     /// Registers the session of `user`'s `device` on connection `conn_id` again with its owner
     /// (after a link came back or the map changed, the owner may have lost it or be another),
-    /// then runs `done` with whether that is settled: true once the owner took it, or at once
-    /// when there is nothing to register (this node owns `user`, or nobody can serve it now and
-    /// a map change will bring another resync); false when the owner did not answer.
-    fn reregister(&self, user: &Id, device: &Id, conn_id: u64, done: Box<dyn FnOnce(bool) + Send>);
+    /// then runs `done` with how that ended: settled once the owner took it, or at once when
+    /// there is nothing to register (this node owns `user`, or nobody can serve it now and a
+    /// map change will bring another resync); failed when the owner did not answer; revoked
+    /// when the owner refused the session's token (issued at `token_issued_at`).
+    fn reregister(
+        &self,
+        user: &Id,
+        device: &Id,
+        conn_id: u64,
+        token_issued_at: u64,
+        done: Box<dyn FnOnce(Reregistration) + Send>,
+    );
     /// Whether this node owns `user` (its presence changes are announced by its owner only).
     fn owns(&self, user: &Id) -> bool;
     /// Sends a typing notice to `to_user`'s owner, which relays it to all of `to_user`'s

@@ -4,7 +4,7 @@ use ractor::ActorRef;
 
 use super::{SessionMsg, SessionState, go_away_label};
 use crate::mailbox::MailboxEvent;
-use crate::proto::v1::GoAwayReason;
+use crate::proto::v1::{ErrorCode, GoAwayReason};
 
 impl SessionState {
     /// Acts on one event of the mailbox service (or the directory of who is online).
@@ -50,6 +50,10 @@ impl SessionState {
             MailboxEvent::Replaced => {
                 let reason = GoAwayReason::Replaced;
                 self.go_away(reason, 0, go_away_label(reason));
+            }
+            MailboxEvent::Revoked(revoked) => {
+                tracing::info!(conn = self.conn.id, user = %self.user, device = %self.device, %revoked, "session signed out");
+                self.fatal(ErrorCode::TokenRevoked, &revoked.to_string());
             }
         }
     }

@@ -60,6 +60,7 @@ pub fn error_kind(code: ErrorCode) -> &'static str {
         ErrorCode::NotAdmin => "not_admin",
         ErrorCode::GroupFull => "group_full",
         ErrorCode::MediaNotFound => "media_not_found",
+        ErrorCode::TokenRevoked => "token_revoked",
     }
 }
 

@@ -10,7 +10,7 @@ use crate::mailbox::group_ops::{GroupCall, GroupJob};
 use crate::mailbox::{AckInfo, AppendFailure, MailboxEvent, MailboxOp};
 use crate::mesh::Transport;
 use crate::message::Id;
-use crate::node::divert::Divert;
+use crate::node::divert::{Divert, Reregistration};
 use crate::proto::wan as pb;
 
 /// Routes across datacenters, then within the cluster.
@@ -161,8 +161,16 @@ impl<T: Transport> Divert for WanDivert<T> {
         self.inner.logged_out(user, conn_id);
     }
 
-    fn reregister(&self, user: &Id, device: &Id, conn_id: u64, done: Box<dyn FnOnce(bool) + Send>) {
-        self.inner.reregister(user, device, conn_id, done);
+    fn reregister(
+        &self,
+        user: &Id,
+        device: &Id,
+        conn_id: u64,
+        token_issued_at: u64,
+        done: Box<dyn FnOnce(Reregistration) + Send>,
+    ) {
+        self.inner
+            .reregister(user, device, conn_id, token_issued_at, done);
     }
 
     fn owns(&self, user: &Id) -> bool {

@@ -161,6 +161,19 @@ pub fn owner_in(view: &Value, user: &str) -> Option<u64> {
         .as_u64()
 }
 
+/// The leader of `key`'s slot group in `view` (a `GET /cluster` with replicated slots).
+pub fn group_leader(view: &Value, key: &str) -> Option<u64> {
+    let slots = view["map"]["slots"].as_array()?;
+    let slot = tern::cluster::route::slot_of(key.as_bytes(), slots.len() as u32);
+    let island = slots.get(slot as usize)?.as_u64()?;
+    let group = tern::cluster::leaders::slot_group(u32::try_from(island).ok()?, slot);
+    view["slot_groups"]
+        .as_array()?
+        .iter()
+        .find(|entry| entry["group"] == group)?["leader"]
+        .as_u64()
+}
+
 /// A user name (`prefix-N`) whose slot node `owner` owns in `view`'s map.
 pub fn user_owned_by(view: &Value, owner: u64, prefix: &str) -> String {
     (0..10_000)

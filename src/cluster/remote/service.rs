@@ -14,6 +14,7 @@ use super::sink::{CallSink, RemoteSink, encode_entry};
 use crate::cluster::map::ClusterMap;
 use crate::cluster::route::{Route, route};
 use crate::mailbox::record::{self, Record};
+use crate::mailbox::revocation::{RevokeError, Revoked};
 use crate::mailbox::{AppendFailure, AppendJob, Content, MailboxEvent, MailboxOp};
 use crate::mesh::{BoxFuture, Handler, Mesh, NodeId, Transport};
 use crate::message::Id;
@@ -180,6 +181,7 @@ async fn serve<T: Transport>(
         Op::Logout(logout) => &logout.owner,
         Op::Group(group) => &group.group,
         Op::ListGroups(list) => &list.user,
+        Op::Revoke(revoke) => &revoke.owner,
         // Checked per recipient, below.
         Op::Copies(_) => "",
     };
@@ -212,8 +214,28 @@ async fn serve<T: Transport>(
         Op::Logout(_) => Reply::Done(pb::Done {}),
         Op::Group(call) => groups::serve_group(node, call).await?,
         Op::ListGroups(list) => groups::serve_list_groups(node, list).await,
+        Op::Revoke(revoke) => serve_revoke(node, revoke).await,
         Op::Copies(_) => busy(),
     })
+}
+
+/// Revokes tokens of a user this node owns, for the node the operator asked.
+async fn serve_revoke(node: &Node, revoke: pb::RevokeCall) -> pb::mailbox_reply::Reply {
+    let (reply, answer) = oneshot::channel();
+    let op = MailboxOp::Revoke {
+        owner: Id::from(revoke.owner),
+        device: (!revoke.device.is_empty()).then(|| Id::from(revoke.device)),
+        not_before: revoke.not_before,
+        reply,
+    };
+    if node.mailboxes.submit(op).is_err() {
+        return busy();
+    }
+    match answer.await {
+        Ok(Ok(not_before)) => pb::mailbox_reply::Reply::Revoked(pb::RevokeReply { not_before }),
+        Ok(Err(RevokeError::Storage)) => refused(pb::mailbox_refused::Reason::Storage),
+        Ok(Err(RevokeError::Unavailable)) | Err(_) => busy(),
+    }
 }
 
 /// Logs the device in here and registers its session on node `from` for pushes.
@@ -231,13 +253,17 @@ async fn serve_login<T: Transport>(
         device: device.clone(),
         resume_after: login.resume_after,
         conn_id: login.conn_id,
+        token_issued_at: login.token_issued_at,
         reply,
     };
     if node.mailboxes.submit(op).is_err() {
         return busy();
     }
-    let Ok(info) = answer.await else {
-        return busy();
+    let info = match answer.await {
+        Ok(Ok(info)) => info,
+        Ok(Err(Revoked::Device)) => return refused(pb::mailbox_refused::Reason::RevokedDevice),
+        Ok(Err(Revoked::User)) => return refused(pb::mailbox_refused::Reason::RevokedUser),
+        Err(_) => return busy(),
     };
     let pushes = Arc::new(PushBudget::default());
     let sink = Arc::new(RemoteSink::new(
@@ -389,6 +415,11 @@ fn deliver(node: &Node, event: pb::SessionEvent) {
         },
         Some(Event::Devices(count)) => MailboxEvent::Devices(count as usize),
         Some(Event::Replaced(_)) => MailboxEvent::Replaced,
+        Some(Event::Revoked(revoked)) => MailboxEvent::Revoked(if revoked.user_wide {
+            Revoked::User
+        } else {
+            Revoked::Device
+        }),
         Some(Event::MissedPushes(_)) => MailboxEvent::Missed,
         Some(Event::Typing(typing)) => MailboxEvent::Typing {
             from_user: Id::from(typing.from_user),

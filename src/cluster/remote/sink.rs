@@ -106,6 +106,12 @@ impl<T: Transport> EventSink for RemoteSink<T> {
                 false,
             ),
             MailboxEvent::Replaced => (Event::Replaced(pb::Done {}), false),
+            MailboxEvent::Revoked(revoked) => (
+                Event::Revoked(pb::SessionRevoked {
+                    user_wide: revoked == crate::mailbox::revocation::Revoked::User,
+                }),
+                false,
+            ),
             MailboxEvent::Typing {
                 from_user,
                 typing,
