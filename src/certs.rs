@@ -52,10 +52,10 @@ pub struct CertsRequest {
     pub nodes: Vec<String>,
     /// Host names and IP addresses every node certificate names besides the defaults.
     pub hosts: Vec<String>,
-    /// Validity of new certificates, from now.
+    /// Validity of new certificates, from the start of their validity.
     pub valid_for: Duration,
-    /// Start of their validity, before now (a certificate that expired is made with a
-    /// `valid_for` shorter than this).
+    /// How long before now their validity starts (slack for clocks behind; a certificate
+    /// that has already expired has a `valid_for` shorter than this).
     pub backdate: Duration,
 }
 
@@ -192,12 +192,9 @@ fn name(common_name: &str) -> DistinguishedName {
 }
 
 fn validity(params: &mut CertificateParams, valid_for: Duration, backdate: Duration) {
-    let now = SystemTime::now();
-    params.not_before = (now - backdate).into();
-    params.not_after = (now + valid_for).into();
-    if params.not_after <= params.not_before {
-        params.not_after = params.not_before + Duration::from_secs(1);
-    }
+    let start = SystemTime::now() - backdate;
+    params.not_before = start.into();
+    params.not_after = (start + valid_for.max(Duration::from_secs(1))).into();
 }
 
 fn read(path: &Path) -> Result<String, CertsError> {

@@ -402,6 +402,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => return LinkEnd::PeerClosed,
+                // A TLS peer that dropped the link (a duplicate it closed, say) without a
+                // close_notify: closed all the same, frames being whole or not at all.
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return LinkEnd::PeerClosed;
+                }
                 Ok(n) => {
                     link.last_in_us.store(link.now_us(), Ordering::Relaxed);
                     link.bytes_in.fetch_add(n as u64, Ordering::Relaxed);

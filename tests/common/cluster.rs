@@ -79,6 +79,21 @@ pub fn start_cluster_with(
     replacements: &[(&str, &str)],
     cluster_lines: &str,
 ) -> Vec<Member> {
+    start_cluster_each(dir, count, replication, replacements, cluster_lines, |_| {
+        String::new()
+    })
+}
+
+/// [`start_cluster_with`] with `sections(node)` (whole TOML sections, such as `[tls]`) added
+/// to node `node`'s file (1-based).
+pub fn start_cluster_each(
+    dir: &Path,
+    count: usize,
+    replication: u32,
+    replacements: &[(&str, &str)],
+    cluster_lines: &str,
+    sections: impl Fn(usize) -> String,
+) -> Vec<Member> {
     let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
     let seeds: String = ports
         .iter()
@@ -94,6 +109,8 @@ pub fn start_cluster_with(
             edits.extend_from_slice(replacements);
             let (config, parsed): (PathBuf, Config) = child_config(&node_dir, &edits);
             let mut text = std::fs::read_to_string(&config).expect("config");
+            text.push('\n');
+            text.push_str(&sections(node));
             text.push_str(&format!(
                 "\n[cluster]\nname = \"test\"\nnode = {node}\nlisten = \"127.0.0.1:{}\"\n\
                  seeds = [\n{seeds}]\nsecret = \"{}\"\nheartbeat_ms = 100\n\
