@@ -46,6 +46,7 @@ pub const LOGIN_RESULTS: &[&str] = &[
     "shutting_down",
     "flood_penalty",
     "elsewhere",
+    "logins_per_ip",
 ];
 
 /// `reason` values of [`DISCONNECTS`] besides the error kinds (a connection closed after an
@@ -194,6 +195,10 @@ pub fn register() {
         for lane in DISPATCH_LANES {
             let _ = metrics::counter!(DISPATCH_REJECTED, "service" => *service, "lane" => *lane);
         }
+    }
+    for limit in crate::limits::Limit::ALL {
+        let _ = metrics::counter!(ABUSE_REFUSALS, "limit" => limit.label());
+        let _ = metrics::gauge!(ABUSE_TRACKED, "limit" => limit.label());
     }
     for reason in ["no_token_configured", "bad_token"] {
         let _ = metrics::counter!(ADMIN_REFUSALS, "reason" => reason);
