@@ -33,6 +33,12 @@ pub fn monotonic_ms() -> u64 {
     u64::try_from(start().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Microseconds since the process started, on the monotonic clock (the abuse limits' token
+/// buckets, whose rates go down to one event a minute and up to thousands a second).
+pub fn monotonic_us() -> u64 {
+    u64::try_from(start().elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Whole seconds since the process started, for last-activity stamps (fits in a `u32`).
 pub fn uptime_secs() -> u32 {
     u32::try_from(start().elapsed().as_secs()).unwrap_or(u32::MAX)

@@ -352,6 +352,25 @@ pub struct LimitsConfig {
     pub max_body_bytes: u32,
     /// Most simultaneous connections; more are refused with an error frame. Default: 100000.
     pub max_connections: u32,
+    /// Most simultaneous connections from one source address (an IPv4 address, or an IPv6
+    /// /64); more are refused with `TOO_MANY_CONNECTIONS`. Generous, as carrier NAT puts many
+    /// phones behind one address. 0: no limit. Default: 1000.
+    pub max_connections_per_ip: u32,
+    /// Logins per second one source address may attempt, sustained. Every Login frame counts,
+    /// refused ones included, and is counted before its token is verified, so a flood of
+    /// logins also costs no HMAC work past it; more are refused with `RATE_LIMITED` and the
+    /// connection closed. 0: no limit. Default: 100.
+    pub logins_per_ip_per_sec: u32,
+    /// Logins one source address may attempt at once, above the sustained rate: room for the
+    /// phones behind one NAT reconnecting together after a restart. Default: 1000.
+    pub login_burst_per_ip: u32,
+    /// Groups one user may create per minute on this node (a minute's worth at once); more are
+    /// refused with `RATE_LIMITED`, the connection stays open. 0: no limit. Default: 30.
+    pub group_creates_per_min: u32,
+    /// Member-add requests (`GroupRequest.add`, whatever the number of users in each) one user
+    /// may make per minute on this node (a minute's worth at once); more are refused with
+    /// `RATE_LIMITED`, the connection stays open. 0: no limit. Default: 120.
+    pub group_adds_per_min: u32,
     /// Seconds a new connection has to send a valid Login. Default: 10.
     pub login_timeout_secs: u32,
     /// Seconds without any frame from the phone before the connection is closed. Default: 300.
@@ -432,6 +451,11 @@ impl Default for LimitsConfig {
             max_frame_bytes: 65_536,
             max_body_bytes: 16_384,
             max_connections: 100_000,
+            max_connections_per_ip: 1_000,
+            logins_per_ip_per_sec: 100,
+            login_burst_per_ip: 1_000,
+            group_creates_per_min: 30,
+            group_adds_per_min: 120,
             login_timeout_secs: 10,
             idle_timeout_secs: 300,
             frame_timeout_secs: 30,
@@ -594,6 +618,11 @@ impl Config {
         check(
             limits.max_connections > 0,
             "limits.max_connections must be positive",
+        );
+        check(
+            limits.logins_per_ip_per_sec == 0 || limits.login_burst_per_ip >= 1,
+            "limits.login_burst_per_ip must be at least 1 (limits.logins_per_ip_per_sec = 0 \
+             turns the limit off)",
         );
         check(
             limits.login_timeout_secs > 0,
@@ -880,20 +909,48 @@ mod tests {
         let shipped = Config::parse(&path, &text).expect("valid").media;
         let defaults = MediaSection::default();
         assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
-        // Every field is written out (and so documented) in the shipped file.
-        let section = text.split("\n[media]\n").nth(1).unwrap_or_default();
-        for field in format!("{defaults:?}")
-            .trim_start_matches("MediaSection {")
-            .split(", ")
-            .filter_map(|pair| pair.split(':').next())
-        {
+        assert_every_field_written_out(&text, "media", &format!("{defaults:?}"));
+    }
+
+    /// Every field of `defaults` (a section's `Debug`) is written out, and so documented, in
+    /// the section `name` of the shipped file `text`.
+    fn assert_every_field_written_out(text: &str, name: &str, defaults: &str) {
+        let section = text
+            .split(&format!("\n[{name}]\n"))
+            .nth(1)
+            .unwrap_or_default()
+            .split("\n[")
+            .next()
+            .unwrap_or_default();
+        let fields = defaults.split_once(" {").map_or("", |(_, fields)| fields);
+        for field in fields.split(", ").filter_map(|pair| pair.split(':').next()) {
             let field = field.trim();
             assert!(
                 section.contains(&format!("\n{field} = "))
                     || section.starts_with(&format!("{field} = ")),
-                "cluster.toml [media] lacks {field}"
+                "cluster.toml [{name}] lacks {field}"
             );
         }
+    }
+
+    #[test]
+    fn shipped_limits_section_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster.toml");
+        let text = std::fs::read_to_string(&path).expect("cluster.toml");
+        let shipped = Config::parse(&path, &text).expect("valid").limits;
+        let defaults = LimitsConfig::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+        assert_every_field_written_out(&text, "limits", &format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn a_login_burst_of_zero_is_refused_unless_the_login_limit_is_off() {
+        let base = "[auth]\ntoken_key = \"0123456789abcdef\"\n[limits]\nlogin_burst_per_ip = 0\n";
+        let Err(ConfigError::Invalid { problems, .. }) = parse(base) else {
+            panic!("a burst of 0 with the limit on must be refused");
+        };
+        assert!(problems[0].contains("login_burst_per_ip"), "{problems:?}");
+        assert!(parse(&format!("{base}logins_per_ip_per_sec = 0\n")).is_ok());
     }
 
     /// The commented example between `from` and `to` in `text`, uncommented: its `# key = value`

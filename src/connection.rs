@@ -6,6 +6,7 @@
 //! `want_write` and `wake`) to wait for writability and cast it a `Flush`. So one task per
 //! connection does all the waiting, and an idle connection holds no buffer and no timer.
 
+pub mod per_ip;
 pub mod reader;
 pub mod sweep;
 pub mod tls;

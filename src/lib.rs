@@ -20,6 +20,7 @@ pub mod frame;
 pub mod fsync;
 pub mod group;
 pub mod journal;
+pub mod limits;
 pub mod logging;
 pub mod mailbox;
 pub mod media;

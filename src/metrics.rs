@@ -46,6 +46,12 @@ pub const MESSAGES_DUPLICATE: &str = "tern_messages_duplicate_total";
 pub const MESSAGES_OUT: &str = "tern_messages_out_total";
 /// Errors answered to phones, by `kind` (bad_frame, frame_too_large, rate_limited...).
 pub const ERRORS: &str = "tern_errors_total";
+/// Refusals by the abuse limits, by `limit`: `connections_per_ip`, `logins_per_ip`,
+/// `group_creates`, `group_adds` (see `crate::limits`).
+pub const ABUSE_REFUSALS: &str = "tern_abuse_refusals_total";
+/// Keys each abuse-limit table holds, by `limit`: source addresses with open connections or a
+/// login bucket, users with a group bucket (set at each sweep).
+pub const ABUSE_TRACKED: &str = "tern_abuse_tracked_keys";
 /// Admin actions refused, by `reason` (no_token_configured, bad_token).
 pub const ADMIN_REFUSALS: &str = "tern_admin_refusals_total";
 /// Outbound frames over `max_frame_bytes`, dropped instead of written (a server bug if ever
@@ -267,6 +273,16 @@ fn describe() {
         "Mailbox entries written to devices."
     );
     describe_counter!(ERRORS, Unit::Count, "Error frames sent to phones, by kind.");
+    describe_counter!(
+        ABUSE_REFUSALS,
+        Unit::Count,
+        "Connections, logins and group operations refused by the abuse limits, by limit."
+    );
+    describe_gauge!(
+        ABUSE_TRACKED,
+        Unit::Count,
+        "Source addresses or users each abuse-limit table holds, by limit."
+    );
     describe_counter!(
         ADMIN_REFUSALS,
         Unit::Count,

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::connection::ConnTable;
 use crate::dispatch::DispatchError;
 use crate::group::fanout::FanOut;
+use crate::limits::AbuseLimits;
 use crate::mailbox::{MailboxOp, Mailboxes, Storage};
 use crate::media::Media;
 use crate::message::Id;
@@ -41,6 +42,8 @@ pub struct Node {
     pub presence: Presence,
     /// Open connections.
     pub conns: ConnTable,
+    /// Connections and logins per source address, group operations per user.
+    pub abuse: AbuseLimits,
     /// Cancelled when the node starts shutting down.
     pub shutdown: CancellationToken,
     /// Cancelled when a drain is asked for on the admin port (`POST /drain`): the node then
@@ -128,6 +131,7 @@ impl Node {
             .into_iter()
             .map(|handle| ("mailbox_worker", handle))
             .collect();
+        let abuse = AbuseLimits::new(&config.limits);
         let node = Arc::new(Self {
             fanout,
             token_key: TokenKey::from_config(&config.auth),
@@ -137,6 +141,7 @@ impl Node {
             registry,
             presence: Presence::default(),
             conns: ConnTable::new(ordinal),
+            abuse,
             shutdown: CancellationToken::new(),
             drain: CancellationToken::new(),
             metrics: HotMetrics::new(),

@@ -27,7 +27,7 @@ use crate::cluster::member::{BoundAddrs, ClusterMember};
 use crate::config::Config;
 use crate::connection::reader::{SHUTTING_DOWN, write_error_and_close};
 use crate::connection::tls::PhoneTls;
-use crate::connection::{Conn, reader, sweep};
+use crate::connection::{Conn, per_ip, reader, sweep};
 use crate::mailbox::Storage;
 use crate::media::Media;
 use crate::metrics as names;
@@ -526,7 +526,7 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>, stop: CancellationT
             () = stop.cancelled() => return,
             next = listener.accept() => next,
         };
-        let (stream, _) = match next {
+        let (stream, peer) = match next {
             Ok(pair) => pair,
             Err(error) => {
                 // Out of file descriptors or a transient network error: back off briefly
@@ -555,10 +555,13 @@ async fn accept_loop(listener: TcpListener, node: Arc<Node>, stop: CancellationT
             );
             continue;
         }
+        let Some(source) = per_ip::admit(&node, &conn, peer) else {
+            continue;
+        };
         accepted.increment(1);
         metrics::gauge!(names::CONNECTIONS).increment(1.0);
         node.conns.insert(conn.clone());
-        reader::spawn(node.clone(), conn);
+        reader::spawn(node.clone(), conn, source);
     }
 }
 

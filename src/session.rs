@@ -13,6 +13,7 @@
 //!
 //! The actor's own configuration is empty: everything mutable lives in `SessionState`.
 
+mod abuse;
 mod delivery;
 mod events;
 mod group;

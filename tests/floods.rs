@@ -348,6 +348,8 @@ async fn the_group_list_of_a_user_in_many_groups_pages_within_the_frame_limit() 
         c.limits.frame_burst = 10_000;
         c.limits.max_frame_bytes = 4096;
         c.limits.max_body_bytes = 2048;
+        // 400 creations at once, far past the per-user limit (tests/abuse_limits.rs).
+        c.limits.group_creates_per_min = 0;
     })
     .await;
     let max_frame = server.config.limits.max_frame_bytes as usize;

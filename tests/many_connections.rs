@@ -25,7 +25,13 @@ struct Shared {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_connections_exchange_messages_without_loss() {
-    let server = TestServer::start().await;
+    // Every phone connects from 127.0.0.1, and logs in within seconds: 2,000 phones behind one
+    // address are past the shipped per-address limits, which are not what this test is about.
+    let server = TestServer::start_with(|c| {
+        c.limits.max_connections_per_ip = 0;
+        c.limits.logins_per_ip_per_sec = 0;
+    })
+    .await;
     let shared = Arc::new(Shared {
         server,
         logins: Semaphore::new(CONCURRENT_LOGINS),

@@ -157,6 +157,9 @@ async fn every_series_is_there_from_the_start() {
         "tern_dispatch_rejected_total{service=\"mailbox\",lane=\"write\"} 0",
         "tern_dispatch_job_panics_total{service=\"mailbox\"} 0",
         "tern_media_responses_total{status=\"5xx\"} 0",
+        "tern_abuse_refusals_total{limit=\"connections_per_ip\"} 0",
+        "tern_abuse_refusals_total{limit=\"group_adds\"} 0",
+        "tern_abuse_tracked_keys{limit=\"logins_per_ip\"} 0",
     ] {
         assert!(
             text.lines().any(|line| line == series),

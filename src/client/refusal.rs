@@ -85,7 +85,7 @@ mod tests {
         answer(Frame::Error(Error {
             code,
             message: message.into(),
-            client_msg_id: String::new(),
+            ..Error::default()
         }))
     }
 

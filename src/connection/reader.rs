@@ -15,8 +15,9 @@ use tracing::Instrument;
 use tracing::field::{Empty, display};
 
 use crate::clock::{now_secs, uptime_secs};
-use crate::connection::{Conn, device_key};
+use crate::connection::{Conn, device_key, per_ip};
 use crate::frame::{self, FrameError};
+use crate::limits::{Refused, SourceKey};
 use crate::logging::throttle::Throttle;
 use crate::metrics as names;
 use crate::node::Node;
@@ -151,15 +152,17 @@ struct Reader {
     session: Option<ActorRef<SessionMsg>>,
     reading: bool,
     rate: RateLimit,
+    /// The phone's source address, as the per-address limits count it.
+    source: SourceKey,
 }
 
 /// Starts the reader task of an accepted connection, inside the connection's span when spans are
 /// on. Two spawns rather than one future that may hold a span: each task's cell is sized for its
 /// own future, so a connection pays for a span only when there is one.
-pub fn spawn(node: Arc<Node>, conn: Arc<Conn>) {
+pub fn spawn(node: Arc<Node>, conn: Arc<Conn>, source: SourceKey) {
     match span(&conn) {
-        Some(span) => drop(tokio::spawn(serve(node, conn).instrument(span))),
-        None => drop(tokio::spawn(serve(node, conn))),
+        Some(span) => drop(tokio::spawn(serve(node, conn, source).instrument(span))),
+        None => drop(tokio::spawn(serve(node, conn, source))),
     }
 }
 
@@ -186,8 +189,10 @@ fn span(conn: &Conn) -> Option<tracing::Span> {
     Some(span)
 }
 
-/// Serves one accepted connection until it is closed.
-pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
+/// Serves one accepted connection from `source` (counted by [`per_ip::admit`]) until it is
+/// closed. Not an `async fn`: an async fn's task keeps its arguments beside the reader built
+/// from them (16 bytes more per phone); the `async move` block below holds the reader alone.
+pub fn serve(node: Arc<Node>, conn: Arc<Conn>, source: SourceKey) -> impl Future<Output = ()> {
     let burst = node.config.limits.frame_burst;
     let mut reader = Reader {
         node,
@@ -196,17 +201,23 @@ pub async fn serve(node: Arc<Node>, conn: Arc<Conn>) {
         session: None,
         reading: true,
         rate: RateLimit::new(burst),
+        source,
     };
-    if reader.node.shutdown.is_cancelled() {
-        // Accepted during the shutdown's drain: told at once, as every connection that had not
-        // logged in when it began (see `Server::shutdown`).
-        write_error_and_close(&reader.conn, ErrorCode::Overloaded, SHUTTING_DOWN);
+    async move {
+        if reader.node.shutdown.is_cancelled() {
+            // Accepted during the shutdown's drain: told at once, as every connection that had
+            // not logged in when it began (see `Server::shutdown`).
+            write_error_and_close(&reader.conn, ErrorCode::Overloaded, SHUTTING_DOWN);
+        }
+        reader.run().await;
+        reader.linger().await;
+        let Reader {
+            node, conn, source, ..
+        } = reader;
+        node.conns.remove(conn.id);
+        per_ip::release(&node, source);
+        metrics::gauge!(names::CONNECTIONS).decrement(1.0);
     }
-    reader.run().await;
-    reader.linger().await;
-    let Reader { node, conn, .. } = reader;
-    node.conns.remove(conn.id);
-    metrics::gauge!(names::CONNECTIONS).decrement(1.0);
 }
 
 impl Reader {
@@ -401,6 +412,9 @@ impl Reader {
                 );
             }
         };
+        if let Err(refused) = self.node.abuse.admit_login(self.source) {
+            return self.refuse_abuse(&refused);
+        }
         match self.check_login(&login) {
             Ok(claims) => {
                 let device = device_key(&claims.user, &claims.device);
@@ -506,6 +520,19 @@ impl Reader {
         log_refusal(&self.conn, message, result);
         metrics::counter!(names::LOGINS, "result" => result).increment(1);
         write_error_and_close(&self.conn, code, message);
+        self.reading = false;
+    }
+
+    /// Before login: refuses a login over its address's rate with the error frame that tells
+    /// the delay, and closes.
+    fn refuse_abuse(&mut self, refused: &Refused) {
+        log_refusal(
+            &self.conn,
+            "too many logins from this address",
+            "logins_per_ip",
+        );
+        metrics::counter!(names::LOGINS, "result" => "logins_per_ip").increment(1);
+        per_ip::refuse_and_close(&self.conn, refused);
         self.reading = false;
     }
 
@@ -660,7 +687,8 @@ mod tests {
             .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         let conn = Arc::new(super::Conn::new(1, stream));
-        let reader = super::serve(node, conn);
+        let source = crate::limits::SourceKey::of([127, 0, 0, 1].into());
+        let reader = super::serve(node, conn, source);
         let size = size_of_future(&reader);
         // tokio rounds a task's cell (header, this future, trailer) up to 128 bytes: at 416
         // bytes the cell took one more step, 128 bytes more per phone (heaptrack, idle).

@@ -1,6 +1,7 @@
 //! The sweeper: one task that walks every connection each `sweep_interval` and enforces the
 //! login, frame, idle and slow-consumer timeouts from coarse stamps, so no connection owns a
-//! timer and no timer is reset per packet. It also publishes the dispatcher queue depths.
+//! timer and no timer is reset per packet. It also publishes the dispatcher queue depths and
+//! drops the abuse limits' idle buckets.
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ pub async fn run(node: Arc<Node>) {
         let now = uptime_secs();
         sweep(&node, now);
         node.conns.expire_penalties(now);
+        node.abuse.sweep();
         node.mailboxes.report_depths();
     }
 }

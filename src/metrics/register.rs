@@ -47,6 +47,7 @@ pub const LOGIN_RESULTS: &[&str] = &[
     "flood_penalty",
     "elsewhere",
     "revoked",
+    "logins_per_ip",
 ];
 
 /// `reason` values of [`DISCONNECTS`] besides the error kinds (a connection closed after an
@@ -196,6 +197,10 @@ pub fn register() {
         for lane in DISPATCH_LANES {
             let _ = metrics::counter!(DISPATCH_REJECTED, "service" => *service, "lane" => *lane);
         }
+    }
+    for limit in crate::limits::Limit::ALL {
+        let _ = metrics::counter!(ABUSE_REFUSALS, "limit" => limit.label());
+        let _ = metrics::gauge!(ABUSE_TRACKED, "limit" => limit.label());
     }
     for reason in ["no_token_configured", "bad_token"] {
         let _ = metrics::counter!(ADMIN_REFUSALS, "reason" => reason);

@@ -56,6 +56,9 @@ impl SessionState {
         }
         // The page cursor travels with the request: the worker answers from it on.
         let after: Option<Id> = (!after.is_empty()).then(|| Id::from(after));
+        if !self.admit_group_op(request_id, &op) {
+            return;
+        }
         let (group, call) = match op {
             Op::Create(create) => {
                 if create.subject.len() > MAX_SUBJECT {

@@ -59,6 +59,7 @@ pub fn response(
         error: ErrorCode::Unspecified.into(),
         message: String::new(),
         result: None,
+        retry_after_ms: 0,
     };
     match answer {
         Ok(GroupAnswer::Done) => {}

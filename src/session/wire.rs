@@ -4,6 +4,7 @@ use crate::encode::{
     Field,
     Field::{Bool, I32, Str, U64},
 };
+use crate::limits::Refused;
 use crate::mailbox::AckInfo;
 use crate::message::{Entry, Payload};
 pub use crate::proto::kinds::{
@@ -25,6 +26,28 @@ pub fn error(code: ErrorCode, message: &str, client_msg_id: &str) -> Frame {
         code: code.into(),
         message: truncate(message).to_owned(),
         client_msg_id: truncate(client_msg_id).to_owned(),
+        retry_after_ms: 0,
+    })
+}
+
+/// The code of an abuse-limit refusal: `TOO_MANY_CONNECTIONS` for connections per address,
+/// `RATE_LIMITED` for the rate limits.
+pub fn abuse_code(refused: &Refused) -> ErrorCode {
+    match refused {
+        Refused::ConnectionsPerIp => ErrorCode::TooManyConnections,
+        Refused::LoginsPerIp { .. } | Refused::GroupCreates { .. } | Refused::GroupAdds { .. } => {
+            ErrorCode::RateLimited
+        }
+    }
+}
+
+/// The Error frame of an abuse-limit refusal, with its delay.
+pub fn abuse_error(refused: &Refused) -> Frame {
+    Frame::Error(wire::Error {
+        code: abuse_code(refused).into(),
+        message: refused.to_string(),
+        client_msg_id: String::new(),
+        retry_after_ms: refused.retry_after_ms(),
     })
 }
 

@@ -199,6 +199,7 @@ mod tests {
             code: ErrorCode::RateLimited.into(),
             message: "slow down".to_owned(),
             client_msg_id: "m1".to_owned(),
+            retry_after_ms: 0,
         };
         assert_eq!(error(&e), "! RATE_LIMITED: slow down [msg m1]");
     }
