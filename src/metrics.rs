@@ -221,6 +221,7 @@ pub fn install() -> PrometheusHandle {
             crate::wan::telemetry::describe();
             crate::cluster::telemetry::describe();
             crate::cluster::raft::slot::telemetry::describe();
+            crate::tls::describe();
             register::register();
             handle
         })

@@ -39,6 +39,26 @@ pub const RELOADS: &str = "tern_tls_reloads_total";
 /// Counter of TLS handshakes completed, by `listener`.
 pub const HANDSHAKES: &str = "tern_tls_handshakes_total";
 
+/// Describes the TLS metrics (HELP lines of `/metrics`).
+pub fn describe() {
+    use metrics::{Unit, describe_counter};
+    describe_counter!(
+        HANDSHAKES,
+        Unit::Count,
+        "TLS handshakes completed, by listener."
+    );
+    describe_counter!(
+        FAILURES,
+        Unit::Count,
+        "TLS handshakes that failed, by listener and kind of failure."
+    );
+    describe_counter!(
+        RELOADS,
+        Unit::Count,
+        "Reloads of the TLS certificate files, by outcome."
+    );
+}
+
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
