@@ -3,7 +3,7 @@
 //! directory (reused by later runs; needs `python3` with `venv` and access to PyPI once). It
 //! uploads a multi-megabyte file in 1 MiB chunks, stops half-way as if the app were killed,
 //! resumes with a new uploader from the server's offset, and uploads the same file again with
-//! the asyncio uploader.
+//! the asyncio uploader; once over plain HTTP, once over HTTPS (certificates from `tern certs`).
 
 mod common;
 mod media_support;
@@ -114,40 +114,75 @@ fn tuspy_python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tuspy_uploads_a_multi_megabyte_file_in_chunks_and_resumes() {
-    let python = tokio::task::spawn_blocking(tuspy_python).await.unwrap();
     let server = TestServer::start().await;
+    upload_with_tuspy(&server, None).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tuspy_uploads_and_resumes_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = tern::certs::make(&tern::certs::CertsRequest {
+        dir: dir.path().to_owned(),
+        nodes: vec!["tern-1".into()],
+        hosts: Vec::new(),
+        valid_for: Duration::from_secs(86_400),
+        backdate: Duration::from_secs(60),
+    })
+    .unwrap();
+    let (cert, key) = (made.nodes[0].1.clone(), made.nodes[0].2.clone());
+    let server = TestServer::start_with(move |config| {
+        config.tls.cert_file = Some(cert);
+        config.tls.key_file = Some(key);
+    })
+    .await;
+    upload_with_tuspy(&server, Some(&made.ca_cert)).await;
+    server.stop().await;
+}
+
+/// Runs [`SCRIPT`] against `server` (over HTTPS trusting `ca` when given: requests and aiohttp
+/// both take the CA from the environment), then downloads both uploads and checks the bytes
+/// and the deduplication of the second.
+async fn upload_with_tuspy(server: &TestServer, ca: Option<&Path>) {
+    let python = tokio::task::spawn_blocking(tuspy_python).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = content(5 * 1024 * 1024 + 321, 42);
     let file = dir.path().join("holiday.mp4");
     std::fs::write(&file, &data).unwrap();
     let script = dir.path().join("upload.py");
     std::fs::write(&script, SCRIPT).unwrap();
-    let endpoint = format!("http://{}/media/", server.media);
+    let scheme = if ca.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://{}/media/", server.media);
     let token = server.token("alice", "phone");
     let saved_before = server
         .metric("tern_media_dedup_saved_bytes_total")
         .await
         .unwrap_or(0.0);
+    let ca = ca.map(Path::to_owned);
+    let tls = ca
+        .as_deref()
+        .map(|ca| tern::client::ClientTls::from_ca_file(ca, "127.0.0.1").unwrap());
 
     let output = tokio::task::spawn_blocking(move || {
-        run(
-            Command::new(python)
-                .arg(&script)
-                .arg(&endpoint)
-                .arg(&token)
-                .arg(&file),
-            "the tuspy upload",
-        )
+        let mut command = Command::new(python);
+        command.arg(&script).arg(&endpoint).arg(&token).arg(&file);
+        if let Some(ca) = &ca {
+            command
+                .env("REQUESTS_CA_BUNDLE", ca)
+                .env("SSL_CERT_FILE", ca);
+        }
+        run(&mut command, "the tuspy upload")
     })
     .await
     .unwrap();
 
     let urls: Vec<&str> = output
         .lines()
-        .filter(|line| line.starts_with("http"))
+        .filter(|line| line.starts_with(scheme))
         .collect();
     assert_eq!(urls.len(), 2, "unexpected output: {output}");
-    let bob = Tus::new(server.media, &server.token("bob", "phone"));
+    let mut bob = Tus::new(server.media, &server.token("bob", "phone"));
+    bob.tls = tls;
     for url in &urls {
         let path = &url[url.find("/media/").expect("a /media/ URL")..];
         let download = bob.get(path, &[]).await;
@@ -167,5 +202,4 @@ async fn tuspy_uploads_a_multi_megabyte_file_in_chunks_and_resumes() {
         saved_after - saved_before >= data.len() as f64,
         "the second upload of the same file should be deduplicated"
     );
-    server.stop().await;
 }
