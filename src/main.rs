@@ -46,8 +46,9 @@ enum Command {
     ///   SIGTERM, SIGINT  graceful stop: send every phone a GoAway, answer new logins with
     ///                    Error OVERLOADED, wait up to limits.shutdown_grace_secs for
     ///                    connections to close, then exit 0.
-    ///   SIGHUP           reloads the TLS certificate, key and CA files ([tls]); established
-    ///                    connections keep theirs. Nothing else is reloaded.
+    ///   SIGHUP           does not stop the node (logged): it reloads the TLS certificate, key
+    ///                    and CA files ([tls]); established connections keep theirs. Nothing
+    ///                    else is reloaded.
     ///
     /// Exit codes:
     ///   0   stopped by SIGTERM or SIGINT after the drain.
@@ -486,7 +487,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
                     _ = interrupt.recv() => return,
                     _ = terminate.recv() => return,
                     Some(()) = async { hangup.as_mut()?.recv().await } => {
-                        tracing::debug!("SIGHUP received (it reloads the TLS files; SIGTERM or SIGINT stops the node)");
+                        tracing::info!("SIGHUP: the node keeps serving (TLS files are reloaded; SIGTERM or SIGINT stops it)");
                     }
                 }
             }

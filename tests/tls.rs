@@ -216,3 +216,64 @@ async fn renewed_certificates_reach_new_connections_and_spare_established_ones()
     assert!(metric_value(&metrics, "tern_tls_reloads_total{outcome=\"ok\"}").unwrap_or(0.0) >= 1.0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_and_a_bad_file_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = certs(&dir.path().join("certs"));
+    let (cert, key) = (&made.nodes[0].1, &made.nodes[0].2);
+    // Only SIGHUP reloads (no periodic check).
+    let section = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nreload_check_secs = 0\n\n[dispatch]\n",
+        cert.display(),
+        key.display()
+    );
+    let files = common::ChildFiles::new(&[("[dispatch]\n", section.as_str())]);
+    let node = files.start();
+    let pid = node.child.id().to_string();
+    let hangup = || {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    let reloads = async |outcome: &str| {
+        let text = common::http_get(node.admin, "/metrics").await;
+        let series = format!("tern_tls_reloads_total{{outcome=\"{outcome}\"}}");
+        metric_value(&text, &series).unwrap_or(0.0)
+    };
+    let token = files
+        .key
+        .sign("alice", "phone", tern::clock::now_secs() + 600)
+        .unwrap();
+    let login = async |trust: &ClientTls| {
+        Client::login_with(node.client, Some(trust), &token, 0)
+            .await
+            .is_ok()
+    };
+    let old_trust = ClientTls::from_ca_file(&made.ca_cert, "localhost").unwrap();
+    assert!(login(&old_trust).await);
+
+    // A broken certificate file: the reload fails, the old certificate stays in use.
+    std::fs::write(cert, "not a certificate").unwrap();
+    hangup();
+    eventually("the failed reload is counted", async || {
+        reloads("failed").await >= 1.0
+    })
+    .await;
+    assert!(
+        login(&old_trust).await,
+        "the old certificate is still served"
+    );
+
+    // A renewed pair: SIGHUP puts it in use.
+    let renewed = certs(&dir.path().join("renewed"));
+    std::fs::copy(&renewed.nodes[0].2, key).unwrap();
+    std::fs::copy(&renewed.nodes[0].1, cert).unwrap();
+    hangup();
+    eventually("the reload is counted", async || reloads("ok").await >= 1.0).await;
+    let new_trust = ClientTls::from_ca_file(&renewed.ca_cert, "localhost").unwrap();
+    assert!(login(&new_trust).await, "the renewed certificate is served");
+    assert!(!login(&old_trust).await);
+}
