@@ -38,6 +38,15 @@ async fn tls_server(made: &CertsMade, reload_check_secs: u64) -> TestServer {
     .await
 }
 
+/// The client_msg_id of the next ServerAck.
+async fn acked(reader: &mut tern::client::ClientReader) -> String {
+    next_matching(reader, |frame| match frame {
+        Frame::ServerAck(ack) => Some(ack.client_msg_id),
+        _ => None,
+    })
+    .await
+}
+
 async fn failures(server: &TestServer, listener: &str, failure: &str) -> f64 {
     let series =
         format!("tern_tls_failures_total{{listener=\"{listener}\",failure=\"{failure}\"}}");
@@ -69,11 +78,7 @@ async fn phones_chat_over_tls_and_plain_text_or_untrusting_clients_are_refused()
     for round in 0..3 {
         let id = format!("m{round}");
         alice.send(text_frame(&id, "bob", &body)).await.unwrap();
-        let acked = next_matching(&mut alice.reader, |frame| match frame {
-            Frame::ServerAck(ack) => Some(ack.client_msg_id),
-            _ => None,
-        })
-        .await;
+        let acked = acked(&mut alice.reader).await;
         assert_eq!(acked, id);
         let delivered = next_matching(&mut bob.reader, |frame| match frame {
             Frame::Deliver(deliver) => Some(deliver),
@@ -120,11 +125,7 @@ async fn phones_chat_over_tls_and_plain_text_or_untrusting_clients_are_refused()
     bob.send(text_frame("late", "alice", b"still here"))
         .await
         .unwrap();
-    let acked = next_matching(&mut bob.reader, |frame| match frame {
-        Frame::ServerAck(ack) => Some(ack.client_msg_id),
-        _ => None,
-    })
-    .await;
+    let acked = acked(&mut bob.reader).await;
     assert_eq!(acked, "late");
     let metrics = server.metrics().await;
     assert!(
@@ -206,11 +207,7 @@ async fn renewed_certificates_reach_new_connections_and_spare_established_ones()
         .send(text_frame("after", "bob", b"renewed"))
         .await
         .unwrap();
-    let acked = next_matching(&mut phone.reader, |frame| match frame {
-        Frame::ServerAck(ack) => Some(ack.client_msg_id),
-        _ => None,
-    })
-    .await;
+    let acked = acked(&mut phone.reader).await;
     assert_eq!(acked, "after");
     let metrics = server.metrics().await;
     assert!(metric_value(&metrics, "tern_tls_reloads_total{outcome=\"ok\"}").unwrap_or(0.0) >= 1.0);
