@@ -7,7 +7,7 @@
 //! decrypter rustls keeps for the connection's life), for the suites with 32-byte keys.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::crypto::cipher::{AeadKey, Iv};
@@ -78,7 +78,7 @@ fn measure_in(dir: &Path, count: usize, live: fn() -> isize) -> Result<Vec<Sessi
 }
 
 fn per_suite(
-    ca: &PathBuf,
+    ca: &Path,
     suite: SupportedCipherSuite,
     server: &Arc<ServerConfig>,
     count: usize,
