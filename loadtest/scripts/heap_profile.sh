@@ -11,26 +11,45 @@
 # allocator instead of mimalloc) into target/heap-profile; counts of allocations do not depend on
 # the allocator, bytes held depend on it only through size rounding. Installs heaptrack (Debian)
 # when missing. Uses ports 7500-7502 (loadtest/bench.toml).
+#
+# TLS=1: the node serves its client port under TLS 1.3 (a certificate from `tern certs`, as
+# compare.sh does) and tern-load connects with --tls. CARGO_TARGET_DIR is honoured for
+# tern-load; HEAP_TARGET_DIR (default target/heap-profile) holds the system-alloc build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:?usage: heap_profile.sh chat [RATE] [SECONDS] | idle [CONNECTIONS]}
 command -v heaptrack > /dev/null || apt-get install -y heaptrack > /dev/null
-cargo build --release -p tern --features system-alloc --target-dir target/heap-profile
+heap_target=${HEAP_TARGET_DIR:-target/heap-profile}
+cargo build --release -p tern --features system-alloc --target-dir "$heap_target"
 cargo build --release -p tern-load
 work=$(mktemp -d)
-heaptrack -o "$work/profile" target/heap-profile/release/tern serve \
-    --config loadtest/bench.toml --data-dir "$work/data" > "$work/server.log" 2>&1 &
+config=loadtest/bench.toml
+load=("${CARGO_TARGET_DIR:-target}/release/tern-load")
+if [ "${TLS:-0}" = 1 ]; then
+    "$heap_target/release/tern" certs --dir "$work/certs" --node tern-1 > /dev/null
+    config=$work/bench.toml
+    cat loadtest/bench.toml - > "$config" << EOF
+
+[tls]
+cert_file = "$work/certs/tern-1.crt"
+key_file = "$work/certs/tern-1.key"
+EOF
+    tls=(--tls --ca-file "$work/certs/ca.crt")
+else
+    tls=()
+fi
+heaptrack -o "$work/profile" "$heap_target/release/tern" serve \
+    --config "$config" --data-dir "$work/data" > "$work/server.log" 2>&1 &
 for _ in $(seq 100); do grep -q "tern ready" "$work/server.log" && break; sleep 0.2; done
-pid=$(pgrep -f "^target/heap-profile/release/tern serve" | head -1)
-load=(target/release/tern-load)
+pid=$(pgrep -f "^$heap_target/release/tern serve" | head -1)
 if [ "$mode" = chat ]; then
-    count=$("${load[@]}" chat --server 127.0.0.1:7500 --config loadtest/bench.toml \
+    count=$("${load[@]}" chat --server 127.0.0.1:7500 --config "$config" "${tls[@]}" \
         --connections 200 --rate "${2:-10000}" --duration "${3:-5}" --json 2> /dev/null |
         tail -1 | python3 -c "import json,sys; print(json.loads(sys.stdin.read())['delivered'])")
     cost=allocations unit="allocations per delivered message"
 else
     count=${2:-10000}
-    "${load[@]}" idle --server 127.0.0.1:7500 --config loadtest/bench.toml \
+    "${load[@]}" idle --server 127.0.0.1:7500 --config "$config" "${tls[@]}" \
         --connections "$count" --duration 5 --json > /dev/null 2>&1
     cost=peak unit="bytes of heap at the peak per idle connection (the node's fixed heap included)"
 fi

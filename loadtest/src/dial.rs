@@ -1,17 +1,20 @@
 //! Opening phone connections: connection number i goes to server address i mod n (one address,
 //! or the nodes of a cluster), and comes from source addresses 127.0.0.1-16 when its server is
 //! on loopback so that one process can hold more connections than one source address has ports.
+//! With TLS the handshake follows the TCP connect, inside the same login timeout.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tern::client::{Client, ClientError, Refusal};
+use tern::client::{Client, ClientError, ClientTls, Refusal};
 use tern::proto::v1::{GoAwayReason, ServerFrame, Welcome, server_frame::Frame};
+use tern::tls::MaybeTls;
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::error::LoadError;
 use crate::mqtt::{self, MqttReader, MqttWriter};
+use crate::tls::Stream;
 
 /// Loopback source addresses used in turn.
 pub const SOURCE_ADDRESSES: u8 = 16;
@@ -24,6 +27,8 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Dialer {
     /// Never empty: [`Dialer::new`] takes one, [`Dialer::spread`] refuses none.
     servers: Arc<[SocketAddr]>,
+    /// Set when connections speak TLS (every server is expected to carry the same name).
+    tls: Option<ClientTls>,
 }
 
 impl Dialer {
@@ -31,6 +36,7 @@ impl Dialer {
     pub fn new(server: SocketAddr) -> Self {
         Self {
             servers: Arc::from([server]),
+            tls: None,
         }
     }
 
@@ -41,7 +47,31 @@ impl Dialer {
         }
         Ok(Self {
             servers: Arc::from(servers),
+            tls: None,
         })
+    }
+
+    /// The same dialer, its connections under TLS with `tls` (plain with `None`).
+    pub fn with_tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// The TLS configuration, if connections speak TLS.
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
+
+    /// A dialer for `servers` that speaks TLS when this one does (e.g. the addresses a GoAway
+    /// named).
+    pub fn elsewhere(&self, servers: &[SocketAddr]) -> Result<Self, LoadError> {
+        Ok(Self::spread(servers)?.with_tls(self.tls.clone()))
+    }
+
+    /// A dialer whose connections all go to the server of connection number `index`, as this
+    /// one's do (plain or TLS).
+    pub fn only(&self, index: usize) -> Self {
+        Self::new(self.server_for(index)).with_tls(self.tls.clone())
     }
 
     /// The servers, in order.
@@ -95,6 +125,23 @@ impl Dialer {
         socket.connect(server).await.map_err(error)
     }
 
+    /// Opens connection number `index` and, with TLS, runs the handshake on it.
+    pub async fn open(&self, index: usize) -> Result<Stream, LoadError> {
+        let stream = self.connect(index).await?;
+        let Some(tls) = &self.tls else {
+            return Ok(MaybeTls::Plain(stream));
+        };
+        // Nagle off before the handshake, as for plain connections after it.
+        let _ = stream.set_nodelay(true);
+        tls.handshake(stream)
+            .await
+            .map(MaybeTls::Tls)
+            .map_err(|source| LoadError::Handshake {
+                addr: self.server_for(index),
+                source,
+            })
+    }
+
     /// Opens connection number `index` and logs in; returns the client and the Welcome. A user
     /// homed in another datacenter gets [`LoadError::Elsewhere`] with that datacenter's
     /// addresses.
@@ -106,8 +153,10 @@ impl Dialer {
         resume_after: u64,
     ) -> Result<(Client, Welcome), LoadError> {
         let attempt = async {
-            let stream = self.connect(index).await?;
-            let mut client = Client::from_stream(stream);
+            let mut client = match self.open(index).await? {
+                MaybeTls::Plain(stream) => Client::from_stream(stream),
+                MaybeTls::Tls(stream) => Client::from_tls(stream),
+            };
             client.writer.login(token, resume_after).await?;
             match client.reader.recv().await? {
                 Some(ServerFrame {
@@ -151,7 +200,7 @@ impl Dialer {
         keep_alive: Duration,
     ) -> Result<(MqttReader, MqttWriter), LoadError> {
         let attempt = async {
-            let stream = self.connect(index).await?;
+            let stream = self.open(index).await?;
             Ok(mqtt::client::handshake(stream, client_id, keep_alive).await?)
         };
         tokio::time::timeout(LOGIN_TIMEOUT, attempt)

@@ -2,9 +2,11 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use tern::client::ClientError;
 use tern::config::ConfigError;
+use tern::tls::TlsError;
 use tern::token::TokenError;
 
 use crate::mqtt::MqttError;
@@ -42,6 +44,23 @@ pub enum LoadError {
         /// The local address the socket was bound to, if any.
         from: Option<SocketAddr>,
         /// The socket error.
+        source: io::Error,
+    },
+    /// `--ca-file` cannot serve as the trust of a TLS client.
+    #[error("cannot use {path} for TLS: {source}")]
+    Tls {
+        /// The CA file.
+        path: PathBuf,
+        /// Why.
+        source: TlsError,
+    },
+    /// The TCP connection opened but the TLS handshake failed (an untrusted certificate, a
+    /// name it does not carry, a server that does not speak TLS).
+    #[error("TLS handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The server.
+        addr: SocketAddr,
+        /// What rustls or the socket said.
         source: io::Error,
     },
     /// Connecting or logging in took too long.

@@ -19,6 +19,7 @@ mod progress;
 mod report;
 mod scenario;
 mod target;
+mod tls;
 mod tracker;
 mod wan_proxy;
 

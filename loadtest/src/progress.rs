@@ -52,6 +52,8 @@ pub struct Counters {
     /// connection (its own reconnects excluded), in ms (a maximum).
     pub ack_pause_max_ms: AtomicU64,
     pub in_flight: AtomicI64,
+    /// Connections whose TLS handshake failed (also counted as failed logins or errors).
+    pub handshake_failures: AtomicU64,
     /// Completed logins (Welcome, or CONNACK for MQTT).
     pub logins: AtomicU64,
     /// Connections open now.
@@ -88,6 +90,7 @@ impl Counters {
             ("ack_pause_max_ms", &self.ack_pause_max_ms),
             ("elsewhere", &self.elsewhere),
             ("queued_acks", &self.queued_acks),
+            ("handshake_failures", &self.handshake_failures),
         ]
         .into_iter()
         .map(|(name, counter)| (name.to_owned(), get(counter)))

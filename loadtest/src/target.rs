@@ -1,5 +1,5 @@
-//! The server a scenario talks to: its address and the configuration it runs with, whose token
-//! key signs the phones' logins and whose limits the phones respect.
+//! The server a scenario talks to: its address, whether it speaks TLS, and the configuration
+//! it runs with, whose token key signs the phones' logins and whose limits the phones respect.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +11,9 @@ use tern::token::TokenKey;
 use crate::common::{CommonArgs, TargetKind};
 use crate::dial::Dialer;
 use crate::error::LoadError;
+use crate::tls::TlsArgs;
 
-/// `--server` and `--config`, shared by every scenario.
+/// `--server`, `--config` and the TLS flags, shared by every scenario.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
     /// Client address of the server (host:port), or several separated by commas (the nodes of
@@ -22,6 +23,8 @@ pub struct ServerArgs {
     /// The server's configuration file (for the token key and the limits).
     #[arg(long, default_value = "cluster.toml")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A resolved server and the means to log in to it.
@@ -89,7 +92,8 @@ impl Endpoint {
         Ok(match common.target {
             TargetKind::Tern => Self::Tern(Box::new(Target::open(&common.server, ttl_secs).await?)),
             TargetKind::Mqtt => {
-                Self::Mqtt(Dialer::spread(&resolve_all(&common.server.server).await?)?)
+                let dialer = Dialer::spread(&resolve_all(&common.server.server).await?)?;
+                Self::Mqtt(dialer.with_tls(common.server.tls.client()?))
             }
         })
     }
@@ -108,7 +112,8 @@ impl Target {
     /// Every node of a cluster is taken to share the configuration's token key.
     pub async fn open(args: &ServerArgs, ttl_secs: u64) -> Result<Self, LoadError> {
         let config = Config::load(&args.config)?;
-        let dialer = Dialer::spread(&resolve_all(&args.server).await?)?;
+        let dialer =
+            Dialer::spread(&resolve_all(&args.server).await?)?.with_tls(args.tls.client()?);
         let key = TokenKey::from_config(&config.auth);
         Ok(Self {
             dialer,

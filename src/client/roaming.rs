@@ -1,11 +1,12 @@
 //! A phone that follows a cluster: it logs in at one of several server addresses, remembers the
 //! other nodes each `Welcome` announces, and when a connect or login fails, or a connection is
-//! lost, logs in at the next address with exponential backoff and jitter.
+//! lost, logs in at the next address with exponential backoff and jitter; under TLS when
+//! given a [`ClientTls`] (every address is then expected to present the same server name).
 
 use std::time::Duration;
 
 use crate::client::servers::ServerList;
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, ClientTls};
 use crate::mesh::backoff::Backoff;
 use crate::proto::v1::{ErrorCode, ServerFrame, Welcome, server_frame};
 
@@ -30,6 +31,7 @@ pub struct Roaming {
     backoff: Backoff,
     max_attempts: u32,
     attempt_timeout: Duration,
+    tls: Option<ClientTls>,
 }
 
 impl Roaming {
@@ -42,7 +44,14 @@ impl Roaming {
             backoff: Backoff::new(DEFAULT_BACKOFF_MIN, DEFAULT_BACKOFF_MAX),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            tls: None,
         }
+    }
+
+    /// Connects under TLS with `tls` (plain TCP without this call).
+    pub fn with_tls(mut self, tls: ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Waits between `min` and `max` between attempts (doubling, jittered).
@@ -127,7 +136,8 @@ impl Roaming {
                 .current()
                 .ok_or(ClientError::NoServer)?
                 .to_owned();
-            let attempt = Client::login(addr.as_str(), &self.token, resume_after);
+            let attempt =
+                Client::login_with(addr.as_str(), self.tls.as_ref(), &self.token, resume_after);
             let error = match tokio::time::timeout(self.attempt_timeout, attempt).await {
                 Ok(Ok((client, welcome))) => {
                     self.backoff.reset();

@@ -1,16 +1,24 @@
 //! An MQTT connection split into a reading and a writing half, like tern's `Client`: the reader
 //! buffers and decodes (cancel-safe, so it can be polled with `now_or_never`), the writer queues
-//! packets and writes them in one call.
+//! packets and writes them in one call. Plain TCP or TLS, as the dialer opened the stream.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tern::tls::MaybeTls;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_rustls::client::TlsStream;
 
 use super::MqttError;
 use super::codec::{self, Packet};
+use crate::tls::Stream;
+
+/// The receiving side of a connection, plain or TLS.
+type ReadSide = MaybeTls<OwnedReadHalf, ReadHalf<TlsStream<TcpStream>>>;
+/// The sending side of a connection, plain or TLS.
+type WriteSide = MaybeTls<OwnedWriteHalf, WriteHalf<TlsStream<TcpStream>>>;
 
 /// Largest packet accepted from the broker.
 pub const MAX_PACKET: usize = 1 << 20;
@@ -22,14 +30,14 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The receiving half.
 #[derive(Debug)]
 pub struct MqttReader {
-    half: OwnedReadHalf,
+    half: ReadSide,
     buf: BytesMut,
 }
 
 /// The sending half.
 #[derive(Debug)]
 pub struct MqttWriter {
-    half: OwnedWriteHalf,
+    half: WriteSide,
     buf: BytesMut,
 }
 
@@ -75,20 +83,11 @@ impl MqttWriter {
 
 /// Sends CONNECT (clean session) over `stream` and waits for an accepting CONNACK.
 pub async fn handshake(
-    stream: TcpStream,
+    stream: Stream,
     client_id: &str,
     keep_alive: Duration,
 ) -> Result<(MqttReader, MqttWriter), MqttError> {
-    let _ = stream.set_nodelay(true);
-    let (read, write) = stream.into_split();
-    let mut reader = MqttReader {
-        half: read,
-        buf: BytesMut::new(),
-    };
-    let mut writer = MqttWriter {
-        half: write,
-        buf: BytesMut::new(),
-    };
+    let (mut reader, mut writer) = split(stream);
     writer
         .send(&Packet::Connect {
             client_id: client_id.to_owned(),
@@ -102,6 +101,31 @@ pub async fn handshake(
         Some(other) => Err(MqttError::Unexpected(format!("{other:?} before CONNACK"))),
         None => Err(MqttError::Closed),
     }
+}
+
+/// The halves of a connection (Nagle off: a packet goes out when written).
+fn split(stream: Stream) -> (MqttReader, MqttWriter) {
+    let (read, write) = match stream {
+        MaybeTls::Plain(stream) => {
+            let _ = stream.set_nodelay(true);
+            let (read, write) = stream.into_split();
+            (MaybeTls::Plain(read), MaybeTls::Plain(write))
+        }
+        MaybeTls::Tls(stream) => {
+            let _ = stream.get_ref().0.set_nodelay(true);
+            let (read, write) = tokio::io::split(stream);
+            (MaybeTls::Tls(read), MaybeTls::Tls(write))
+        }
+    };
+    let reader = MqttReader {
+        half: read,
+        buf: BytesMut::new(),
+    };
+    let writer = MqttWriter {
+        half: write,
+        buf: BytesMut::new(),
+    };
+    (reader, writer)
 }
 
 /// Subscribes to one topic filter with `qos` and waits for its SUBACK. Packets that arrive
@@ -133,18 +157,32 @@ pub async fn subscribe(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use tokio::net::TcpListener;
+    use std::sync::Arc;
 
-    /// A broker stand-in that answers CONNECT and SUBSCRIBE, then echoes one PUBLISH back.
-    async fn fake_broker(listener: TcpListener, connack_code: u8) {
+    use super::*;
+    use tokio::io::{AsyncRead, AsyncWrite};
+    use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+
+    /// A broker stand-in that answers CONNECT and SUBSCRIBE, then echoes one PUBLISH back;
+    /// under TLS when given an acceptor.
+    async fn fake_broker(listener: TcpListener, connack_code: u8, tls: Option<TlsAcceptor>) {
         let (stream, _) = listener.accept().await.unwrap();
-        let (read, mut write) = stream.into_split();
-        let mut reader = MqttReader {
-            half: read,
-            buf: BytesMut::new(),
-        };
-        while let Ok(Some(packet)) = reader.recv().await {
+        match tls {
+            Some(acceptor) => serve(acceptor.accept(stream).await.unwrap(), connack_code).await,
+            None => serve(stream, connack_code).await,
+        }
+    }
+
+    async fn serve(mut stream: impl AsyncRead + AsyncWrite + Unpin, connack_code: u8) {
+        let mut buf = BytesMut::new();
+        loop {
+            let Some(packet) = codec::decode(&mut buf, MAX_PACKET).unwrap() else {
+                if stream.read_buf(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                continue;
+            };
             let mut out = BytesMut::new();
             match packet {
                 Packet::Connect { .. } => codec::encode(
@@ -170,16 +208,11 @@ mod tests {
                 }
                 _ => {}
             }
-            write.write_all(&out).await.unwrap();
+            stream.write_all(&out).await.unwrap();
         }
     }
 
-    #[tokio::test]
-    async fn connect_subscribe_publish_and_receive() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(fake_broker(listener, 0));
-        let stream = TcpStream::connect(addr).await.unwrap();
+    async fn round_trip(stream: Stream) {
         let (mut reader, mut writer) = handshake(stream, "c1", Duration::from_secs(60))
             .await
             .unwrap();
@@ -203,11 +236,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn connect_subscribe_publish_and_receive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(fake_broker(listener, 0, None));
+        round_trip(MaybeTls::Plain(TcpStream::connect(addr).await.unwrap())).await;
+    }
+
+    #[tokio::test]
+    async fn the_same_over_tls_with_a_certificate_from_tern_certs() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = tern::certs::make(&tern::certs::CertsRequest {
+            dir: dir.path().to_owned(),
+            nodes: vec!["tern-1".into()],
+            hosts: Vec::new(),
+            valid_for: Duration::from_secs(3600),
+            backdate: Duration::from_secs(60),
+        })
+        .unwrap();
+        let (_, cert, key) = &made.nodes[0];
+        let server = tern::tls::phone_config(cert, key, &[]).unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(fake_broker(listener, 0, Some(acceptor)));
+        let client = tern::client::ClientTls::from_ca_file(&made.ca_cert, "127.0.0.1").unwrap();
+        let stream = client
+            .handshake(TcpStream::connect(addr).await.unwrap())
+            .await
+            .unwrap();
+        round_trip(MaybeTls::Tls(stream)).await;
+    }
+
+    #[tokio::test]
     async fn a_refusing_connack_is_an_error() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(fake_broker(listener, 5));
-        let stream = TcpStream::connect(addr).await.unwrap();
+        tokio::spawn(fake_broker(listener, 5, None));
+        let stream = MaybeTls::Plain(TcpStream::connect(addr).await.unwrap());
         let refused = handshake(stream, "c1", Duration::from_secs(60)).await;
         assert!(matches!(refused, Err(MqttError::Refused(5))));
     }

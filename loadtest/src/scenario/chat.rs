@@ -134,7 +134,10 @@ pub async fn run(args: ChatArgs) -> Result<Verdict, LoadError> {
     };
     args.check(max_body)?;
     let datacenters = match &args.wan_config {
-        Some(path) => Some(Datacenters::new(&wan::load_section(path)?).await?),
+        Some(path) => {
+            let section = wan::load_section(path)?;
+            Some(Datacenters::new(&section, endpoint.dialer().tls()).await?)
+        }
         None => None,
     };
     let census = datacenters
@@ -205,7 +208,10 @@ pub async fn part(args: ChatArgs, mut link: PartLink) -> Result<Partial, LoadErr
         Endpoint::Mqtt(_) => (0, None),
     };
     let datacenters = match &args.wan_config {
-        Some(path) => Some(Datacenters::new(&wan::load_section(path)?).await?),
+        Some(path) => {
+            let section = wan::load_section(path)?;
+            Some(Datacenters::new(&section, endpoint.dialer().tls()).await?)
+        }
         None => None,
     };
     let shared = Arc::new(Shared {

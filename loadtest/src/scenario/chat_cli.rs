@@ -5,7 +5,8 @@
 //! server to ack what was sent, then leaves. After a GoAway (other than REPLACED) or a lost
 //! connection it reconnects and resumes after the last seq it received: with several
 //! `--server` addresses, or a cluster whose Welcome announces its other nodes, to the next
-//! address, with backoff ([`tern::client::Roaming`]).
+//! address, with backoff ([`tern::client::Roaming`]). With `--tls` every login runs the TLS
+//! handshake first.
 
 mod command;
 mod render;
@@ -102,6 +103,9 @@ pub async fn run(args: ChatCliArgs) -> Result<Verdict, LoadError> {
     // The first login goes to the first address given.
     let servers = ServerList::new(target::split(&args.server.server));
     let mut roaming = Roaming::new(servers, token).with_max_attempts(RECONNECT_ATTEMPTS);
+    if let Some(tls) = target.dialer.tls() {
+        roaming = roaming.with_tls(tls.clone());
+    }
     let mut chat = Chat {
         user: args.user.clone(),
         peer: args.to.clone(),

@@ -90,6 +90,11 @@ pub async fn run(args: FloodArgs) -> Result<Verdict, LoadError> {
             "--duration must be a positive number of seconds".to_owned(),
         ));
     }
+    if args.server.tls.tls {
+        return Err(LoadError::Args(
+            "flood writes raw frames on plain TCP; --tls is not supported".to_owned(),
+        ));
+    }
     let target = Target::open(&args.server, args.duration as u64 + 3600).await?;
     let tally = Arc::new(Tally::default());
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);

@@ -117,6 +117,11 @@ fn report(args: &IdleArgs, outcome: &Outcome) -> Report {
     r.put("connected", connected);
     r.put("failed", outcome.ready.failed);
     r.put("dropped", outcome.partial.counter("dropped"));
+    r.put("tls", args.common.server.tls.tls);
+    r.put(
+        "tls_handshake_failures",
+        outcome.partial.counter("handshake_failures"),
+    );
     r.put("connect_s", round3(outcome.ready.connect_s));
     r.put("settle_s", args.settle);
     r.put("workers", outcome.parts);

@@ -104,6 +104,8 @@ fn report(args: &StormArgs, outcome: &Outcome) -> Report {
     r.put("logins", logins);
     r.put("errors", p.counter("errors"));
     r.put("timeouts", p.counter("timeouts"));
+    r.put("tls", args.common.server.tls.tls);
+    r.put("tls_handshake_failures", p.counter("handshake_failures"));
     r.put("rate", args.rate);
     r.put("workers", outcome.parts);
     r

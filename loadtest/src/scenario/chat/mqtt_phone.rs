@@ -53,10 +53,14 @@ pub async fn run(
 
 async fn connect(phone: &Phone, shared: &Shared) -> Result<(MqttReader, MqttWriter), LoadError> {
     let _permit = shared.dial_gate.acquire().await.ok();
-    let (mut reader, mut writer) = phone
+    let connected = phone
         .dialer
         .mqtt_connect(phone.index, &phone.user, MQTT_KEEP_ALIVE)
-        .await?;
+        .await;
+    if let Err(LoadError::Handshake { .. }) = &connected {
+        bump(&shared.counters.handshake_failures);
+    }
+    let (mut reader, mut writer) = connected?;
     let topic = format!("{TOPIC_PREFIX}{}", phone.user);
     client::subscribe(&mut reader, &mut writer, &topic, 1).await?;
     bump(&shared.counters.logins);

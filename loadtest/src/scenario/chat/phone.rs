@@ -206,7 +206,7 @@ pub async fn run(
             End::Stopped => break,
             End::GoAway(delay, alternates, elsewhere) => {
                 told_to_go = Some(Instant::now());
-                match home_dialer(&alternates).filter(|_| elsewhere) {
+                match home_dialer(&dialer, &alternates).filter(|_| elsewhere) {
                     Some(home) => {
                         dialer = home;
                         shift = 0;
@@ -268,13 +268,14 @@ fn follow(dialer: &Dialer, index: usize, shift: usize, alternates: &[String]) ->
         })
 }
 
-/// A dialer for the addresses of a GoAway ELSEWHERE (none parse: `None`).
-fn home_dialer(alternates: &[String]) -> Option<Dialer> {
+/// A dialer for the addresses of a GoAway ELSEWHERE, plain or TLS as `dialer` (none parse:
+/// `None`).
+fn home_dialer(dialer: &Dialer, alternates: &[String]) -> Option<Dialer> {
     let addrs: Vec<SocketAddr> = alternates
         .iter()
         .filter_map(|addr| addr.parse().ok())
         .collect();
-    Dialer::spread(&addrs).ok()
+    dialer.elsewhere(&addrs).ok()
 }
 
 /// Logs in to `dialer`'s server for connection `phone.index + shift` (0: the phone's own). A
@@ -301,7 +302,7 @@ async fn login(
             }
             Err(LoadError::Elsewhere { user, alternates }) => {
                 bump(&shared.counters.elsewhere);
-                match home_dialer(&alternates) {
+                match home_dialer(dialer, &alternates) {
                     Some(home) if redirects < MAX_REDIRECTS => {
                         *dialer = home;
                         redirects += 1;
@@ -309,7 +310,12 @@ async fn login(
                     _ => return Err(LoadError::Elsewhere { user, alternates }),
                 }
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                if matches!(error, LoadError::Handshake { .. }) {
+                    bump(&shared.counters.handshake_failures);
+                }
+                return Err(error);
+            }
         }
     }
 }

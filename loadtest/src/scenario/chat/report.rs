@@ -50,6 +50,8 @@ pub fn build(args: &ChatArgs, outcome: &Outcome, census: Option<(usize, usize)>)
     ] {
         r.put(name, p.counter(name));
     }
+    r.put("tls", args.common.server.tls.tls);
+    r.put("tls_handshake_failures", p.counter("handshake_failures"));
     r.put("max_ms", latency.max_ms);
     let reconnect = p.reconnect.summary();
     r.put("reconnect_count", reconnect.count);

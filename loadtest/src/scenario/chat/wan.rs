@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use tern::client::ClientTls;
 use tern::wan::{Directory, WanConfig};
 
 use crate::dial::Dialer;
@@ -75,15 +76,16 @@ pub fn pair_users(prefix: &str, pair: usize) -> (String, String) {
 }
 
 impl Datacenters {
-    /// The datacenters of `wan`, their client addresses resolved.
-    pub async fn new(wan: &WanConfig) -> Result<Self, LoadError> {
+    /// The datacenters of `wan`, their client addresses resolved; their phones connect under
+    /// TLS when `tls` is given.
+    pub async fn new(wan: &WanConfig, tls: Option<&ClientTls>) -> Result<Self, LoadError> {
         let mut dialers = Vec::with_capacity(wan.datacenters.len());
         for dc in &wan.datacenters {
             dialers.push(if dc.clients.is_empty() {
                 None
             } else {
                 let addrs: Vec<SocketAddr> = resolve_all(&dc.clients.join(",")).await?;
-                Some(Dialer::spread(&addrs)?)
+                Some(Dialer::spread(&addrs)?.with_tls(tls.cloned()))
             });
         }
         Ok(Self {
@@ -220,7 +222,7 @@ mod tests {
         let wan = parse_section(CONFIG).unwrap();
         let mut no_clients = wan.clone();
         no_clients.datacenters[1].clients.clear();
-        let dcs = Datacenters::new(&wan).await.unwrap();
+        let dcs = Datacenters::new(&wan, None).await.unwrap();
         assert_eq!(dcs.home("load-b0"), 1);
         assert_eq!(dcs.name(1), "west");
         let east: Vec<SocketAddr> = ["10.78.1.1:7400", "10.78.1.2:7400"]
@@ -229,7 +231,7 @@ mod tests {
             .collect();
         assert_eq!(dcs.dialer(0).unwrap().servers(), east.as_slice());
         assert!(dcs.without_clients().is_empty());
-        let dcs = Datacenters::new(&no_clients).await.unwrap();
+        let dcs = Datacenters::new(&no_clients, None).await.unwrap();
         assert!(dcs.dialer(1).is_none());
         assert_eq!(dcs.without_clients(), ["west"]);
     }

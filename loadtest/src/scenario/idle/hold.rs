@@ -9,6 +9,7 @@ use tern::client::Client;
 use tern::proto::v1::{DeviceAck, Ping, ServerFrame, client_frame, server_frame::Frame};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::error::LoadError;
 use crate::latency::SharedLatency;
 use crate::mqtt::{MqttReader, MqttWriter, Packet};
 use crate::parts::Command;
@@ -62,11 +63,14 @@ pub async fn run(
         Ok(held) => held,
         Err(error) => {
             bump(&holder.counters.errors);
+            if matches!(error, LoadError::Handshake { .. }) {
+                bump(&holder.counters.handshake_failures);
+            }
             holder
                 .first_error
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get_or_insert(error);
+                .get_or_insert_with(|| error.to_string());
             let _ = ready.send(false).await;
             return;
         }
@@ -95,16 +99,12 @@ pub async fn run(
     holder.counters.open.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn open(index: usize, holder: &Holder) -> Result<Held, String> {
+async fn open(index: usize, holder: &Holder) -> Result<Held, LoadError> {
     let user = format!("{}{index}", holder.prefix);
     match &holder.endpoint {
         Endpoint::Tern(target) => {
-            let token = target.token(&user, "d").map_err(|e| e.to_string())?;
-            let (client, welcome) = target
-                .dialer
-                .login(index, &user, &token, 0)
-                .await
-                .map_err(|e| e.to_string())?;
+            let token = target.token(&user, "d")?;
+            let (client, welcome) = target.dialer.login(index, &user, &token, 0).await?;
             let ping = match welcome.idle_timeout_secs {
                 0 => DEFAULT_PING,
                 secs => Duration::from_secs(u64::from(secs)) / 3,
@@ -112,10 +112,7 @@ async fn open(index: usize, holder: &Holder) -> Result<Held, String> {
             Ok(Held::Tern(client, ping))
         }
         Endpoint::Mqtt(dialer) => {
-            let (reader, writer) = dialer
-                .mqtt_connect(index, &user, MQTT_KEEP_ALIVE)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (reader, writer) = dialer.mqtt_connect(index, &user, MQTT_KEEP_ALIVE).await?;
             Ok(Held::Mqtt(reader, writer))
         }
     }

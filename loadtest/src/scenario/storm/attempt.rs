@@ -66,7 +66,7 @@ pub async fn run_loop(index: usize, storm: Arc<Storm>, mut commands: watch::Rece
     let mut resume_after = 0;
     let mut attempt = 0usize;
     // Every attempt of this loop goes to the same server; only the source address rotates.
-    let dialer = Dialer::new(storm.endpoint.dialer().server_for(index));
+    let dialer = storm.endpoint.dialer().only(index);
     loop {
         let next = pacer.next_ready(Instant::now());
         tokio::select! {
@@ -89,8 +89,12 @@ pub async fn run_loop(index: usize, storm: Arc<Storm>, mut commands: watch::Rece
             }
             Err(error) => {
                 bump(&storm.counters.errors);
-                if matches!(error, LoadError::Timeout { .. }) {
-                    storm.timeouts.fetch_add(1, Ordering::Relaxed);
+                match error {
+                    LoadError::Timeout { .. } => {
+                        storm.timeouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    LoadError::Handshake { .. } => bump(&storm.counters.handshake_failures),
+                    _ => {}
                 }
                 storm.show_error(&format!(
                     "{user}: {error} (after {:.0} ms)",

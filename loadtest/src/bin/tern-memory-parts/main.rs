@@ -4,7 +4,8 @@
 //! Parts: the session actor (a ractor actor with tern's session message type and a state of the
 //! session's size), the connection (`Conn` with its socket, in the connection table), the reader
 //! task (a task parked on the socket, as the real reader is while idle), the registry entry,
-//! and the mailbox slot (one device's cursor and the account record). Heap bytes requested are
+//! and the mailbox slot (one device's cursor and the account record); and, for a phone on a TLS
+//! client port, its rustls session (`tls.rs`). Heap bytes requested are
 //! counted, not RSS: allocator rounding and fragmentation come on top, and so do the kernel's
 //! socket structures (not in the process's RSS at all). Compare with `tern-load idle`'s RSS
 //! growth per connection.
@@ -22,6 +23,8 @@ use tern::mailbox::Slot;
 use tern::message::Id;
 use tern::registry::{DeviceSession, PushBudget, Registry};
 use tern::session::SessionMsg;
+
+mod tls;
 
 mod counting {
     //! A global allocator that counts live heap bytes.
@@ -205,14 +208,35 @@ async fn main() {
     parts.push(("mailbox slot (cursor, dedup table, account)", per(before)));
 
     let total: f64 = parts.iter().map(|(_, bytes)| bytes).sum();
+    let sessions = match tls::measure(n, live) {
+        Ok(sessions) => sessions,
+        Err(error) => {
+            eprintln!("tern-memory-parts: cannot measure TLS sessions: {error}");
+            std::process::exit(2);
+        }
+    };
     if args.json {
-        let fields: Vec<String> = parts
+        let mut fields: Vec<String> = parts
             .iter()
             .map(|(name, bytes)| format!("{:?}:{:.0}", name, bytes))
             .collect();
+        for session in &sessions {
+            fields.push(format!(
+                "\"tls {}\":{{\"accepted\":{:.0},\"handshaken\":{:.0},\"idle\":{:.0},\
+                 \"record_keys\":{}}}",
+                session.suite,
+                session.accepted,
+                session.handshaken,
+                session.idle,
+                session
+                    .record_keys
+                    .map_or("null".to_owned(), |bytes| format!("{bytes:.0}"))
+            ));
+        }
         println!(
-            "{{\"count\":{n},{},\"total\":{total:.0}}}",
-            fields.join(",")
+            "{{\"count\":{n},{},\"total\":{total:.0},\"tls_session_size\":{}}}",
+            fields.join(","),
+            tls::session_size()
         );
     } else {
         println!("| part | heap bytes per phone |");
@@ -222,6 +246,25 @@ async fn main() {
         }
         println!("| **sum** | **{total:.0}** |");
         println!("({n} of each; heap bytes requested, before allocator overhead)");
+        println!();
+        println!(
+            "| a TLS phone's rustls session (ServerConnection, {} bytes, boxed) | at the accept \
+             | after the handshake | idle after a login exchange | of which the record keys |",
+            tls::session_size()
+        );
+        println!("|---|---|---|---|---|");
+        for session in &sessions {
+            println!(
+                "| {} | {:.0} | {:.0} | {:.0} | {} |",
+                session.suite,
+                session.accepted,
+                session.handshaken,
+                session.idle,
+                session
+                    .record_keys
+                    .map_or("-".to_owned(), |bytes| format!("{bytes:.0}"))
+            );
+        }
     }
     drop((readers, slots, registry, clients, table));
 }
