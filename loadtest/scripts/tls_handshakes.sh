@@ -3,8 +3,8 @@
 # the same certificate (`tern certs`): `openssl s_time -new` opens one connection after the
 # other for SECONDS, each a full handshake then a close (no login), once per group; the
 # server's CPU time is read from /proc before and after. Phones' TLS stacks (BoringSSL, Apple's)
-# offer X25519 first; rustls' ring provider lists secp384r1 first, and the server follows the
-# client's order.
+# offer X25519 first, as tern's own client configuration does (rustls' ring provider lists
+# secp384r1 first, and the server follows the client's order).
 #
 # Usage (as root on Debian, from anywhere): loadtest/scripts/tls_handshakes.sh [SECONDS]
 # Needs mosquitto and openssl (installed with apt-get when missing) and target/release/tern
