@@ -78,8 +78,14 @@ fn run(command: &mut Command, what: &str) -> String {
     stdout
 }
 
-/// A virtual environment with tuspy, created once under the target directory.
+/// A virtual environment with tuspy, created once under the target directory (and once per
+/// test process: the tests of this file share it, and the first one in makes it).
 fn tuspy_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(make_tuspy_venv).clone()
+}
+
+fn make_tuspy_venv() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tuspy-1.1.0-venv");
     let python = venv.join("bin").join("python");
     let ready = python.is_file()
