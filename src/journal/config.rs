@@ -24,6 +24,13 @@ pub struct JournalConfig {
     /// [`super::Journal::release`] frees whole segments. `None` means no quota (the device's
     /// own `ENOSPC` still fails appends the same way). Default: none.
     pub max_disk_bytes: Option<u64>,
+    /// Least time between the starts of two fsyncs, in microseconds: a batch whose first record
+    /// arrives sooner after the previous fsync began waits out the rest, gathering what else
+    /// arrives, so a steady stream of lone records shares one fsync per interval instead of
+    /// paying one each (the commit delay of database journals). A record arriving after a quiet
+    /// spell is written at once. 0 syncs every batch as soon as the previous one is done.
+    /// Default: 0.
+    pub commit_interval_us: u64,
 }
 
 impl Default for JournalConfig {
@@ -34,6 +41,7 @@ impl Default for JournalConfig {
             max_batch_records: 4096,
             queue_capacity: 65536,
             max_disk_bytes: None,
+            commit_interval_us: 0,
         }
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -49,6 +49,10 @@ pub(crate) struct Writer {
     segment_bytes: u64,
     max_batch_records: usize,
     max_disk_bytes: Option<u64>,
+    /// Least time between the starts of two fsyncs (see [`JournalConfig::commit_interval_us`]).
+    commit_interval: Duration,
+    /// When the last fsync began.
+    synced_at: Option<Instant>,
     /// Oldest first; the last one is the active segment when `active` is set.
     segments: VecDeque<Segment>,
     /// The last segment, opened for appending; `None` after it was abandoned.
@@ -104,6 +108,8 @@ impl Writer {
             segment_bytes: config.segment_bytes,
             max_batch_records: config.max_batch_records,
             max_disk_bytes: config.max_disk_bytes,
+            commit_interval: Duration::from_micros(config.commit_interval_us),
+            synced_at: None,
             disk_bytes: segments.iter().map(|segment| segment.len).sum(),
             segments,
             active: Some(active),
@@ -133,6 +139,9 @@ impl Writer {
             let Ok(command) = commands.recv() else { break };
             let mut batch_bytes = 0;
             closing = self.take(command, &mut batch_bytes);
+            if !closing && !self.batch.is_empty() {
+                self.gather();
+            }
             while !closing && self.batch.len() < self.max_batch_records && batch_bytes < BATCH_BYTES
             {
                 match commands.try_recv() {
@@ -148,6 +157,20 @@ impl Writer {
         self.telemetry
             .segments
             .decrement(self.segments.len() as f64);
+    }
+
+    /// Waits out the rest of the commit interval when the last fsync began less than one
+    /// interval ago. It sleeps rather than waits on the queue: appends queued meanwhile do not
+    /// wake the thread, they are drained when it wakes.
+    fn gather(&self) {
+        let Some(synced_at) = self.synced_at else {
+            return;
+        };
+        if let Some(rest) = self.commit_interval.checked_sub(synced_at.elapsed())
+            && !rest.is_zero()
+        {
+            std::thread::sleep(rest);
+        }
     }
 
     /// Adds an append to the batch, counting its payload bytes; true for a close.
@@ -249,6 +272,7 @@ impl Writer {
         };
         let written = write_all(file, &self.buffer, &self.shared).and_then(|()| {
             let started = Instant::now();
+            self.synced_at = Some(started);
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
             let synced = sync_data(file, &self.shared);
             self.telemetry.fsync_seconds.record(started.elapsed());

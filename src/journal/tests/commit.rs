@@ -25,6 +25,38 @@ async fn group_commit_batches_many_appends_into_few_fsyncs() {
     assert_eq!(journal.stats().durable_lsn, 1000);
 }
 
+/// Appends that arrive one at a time, each after the previous one is durable, within one commit
+/// interval of the last fsync share the next fsync: the writer waits out the interval instead
+/// of syncing each alone. A sender that waits for its ack then sees every ack of a round come
+/// from the same fsync.
+#[test]
+fn a_commit_interval_gathers_lone_appends_into_one_fsync() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = JournalConfig {
+        // Longer than any scheduling hiccup of the appending threads below.
+        commit_interval_us: 500_000,
+        ..JournalConfig::new(dir.path())
+    };
+    let (journal, _) = open(&config);
+    let journal = Arc::new(journal);
+    // The first append is synced at once (no fsync before it), and starts the interval.
+    journal.append_with(payload(0), |_| {}).expect("queued");
+    wait_for("the first fsync", || journal.stats().fsyncs == 1);
+    // Ten senders append one record each while the interval runs.
+    let (done, finished) = mpsc::channel();
+    for i in 1..=10 {
+        let done = done.clone();
+        journal
+            .append_with(payload(i), move |result| {
+                let _ = done.send(result.expect("durable"));
+            })
+            .expect("queued");
+    }
+    let lsns: Vec<u64> = (0..10).map(|_| finished.recv().expect("ack")).collect();
+    assert_eq!(lsns, (2..=11).collect::<Vec<_>>());
+    assert_eq!(journal.stats().fsyncs, 2, "ten lone appends, one fsync");
+}
+
 #[tokio::test]
 async fn close_makes_queued_records_durable_and_completes_them_in_order() {
     let dir = tempfile::tempdir().expect("tempdir");
