@@ -58,6 +58,9 @@ pub fn broadcast<T: Clone>(buffer: usize) -> (BroadcastSender<T>, BroadcastRecei
     tokio::sync::broadcast::channel(buffer)
 }
 
+mod actor_port;
+pub(crate) use actor_port::{actor_port, PortReceiver, PortSender};
+
 #[cfg(all(
     not(all(target_arch = "wasm32", target_os = "unknown")),
     not(feature = "async-std")
