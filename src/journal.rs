@@ -35,6 +35,7 @@
 mod config;
 mod error;
 mod handoff;
+mod reaper;
 mod record;
 mod replay;
 mod scan;

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use super::config::JournalConfig;
 use super::error::JournalError;
 use super::handoff::{Command, Completion, Shared};
+use super::reaper::Reaper;
 use super::record;
 use super::scan::Span;
 use super::segment;
@@ -68,6 +69,8 @@ pub(crate) struct Writer {
     buffer: Vec<u8>,
     shared: Arc<Shared>,
     telemetry: Telemetry,
+    /// Unlinks released segments off this thread.
+    reaper: Reaper,
     /// Held for the thread's lifetime: the directory's lock.
     _lock: File,
 }
@@ -119,6 +122,7 @@ impl Writer {
             buffer: Vec::new(),
             shared,
             telemetry: Telemetry::new(),
+            reaper: Reaper::open(&config.dir)?,
             _lock: lock,
         };
         writer
@@ -157,6 +161,7 @@ impl Writer {
         self.telemetry
             .segments
             .decrement(self.segments.len() as f64);
+        self.reaper.finish();
     }
 
     /// Waits out the rest of the commit interval when the last fsync began less than one
@@ -345,7 +350,8 @@ impl Writer {
         self.publish();
     }
 
-    /// Deletes, oldest first, every segment (never the last) whose records are all released.
+    /// Retires, oldest first, every segment (never the last) whose records are all released;
+    /// the reaper unlinks them.
     fn release(&mut self) {
         let up_to = self.shared.release_up_to.load(Ordering::SeqCst);
         while self.segments.len() > 1
@@ -357,18 +363,12 @@ impl Writer {
             let Some(oldest) = self.segments.front() else {
                 break;
             };
-            match fs::remove_file(&oldest.path) {
-                Ok(()) => {}
-                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    tracing::warn!(segment = %oldest.path.display(), %error,
-                        "journal: cannot delete released segment; will retry");
-                    break;
-                }
-            }
-            // Deletions must reach the disk in order: a hole between segments reads as loss.
-            if let Err(error) = segment::sync_dir(&self.dir) {
-                tracing::warn!(%error, "journal: cannot sync directory after deleting a segment");
+            // A rename made durable here; the unlink, which can take tens of milliseconds for
+            // a full segment, happens on the reaper's thread.
+            if let Err(error) = self.reaper.retire(&self.dir, &oldest.path) {
+                tracing::warn!(segment = %oldest.path.display(), %error,
+                    "journal: cannot retire released segment; will retry");
+                break;
             }
             if let Some(oldest) = self.segments.pop_front() {
                 self.disk_bytes = self.disk_bytes.saturating_sub(oldest.len + oldest.stale);

@@ -131,3 +131,36 @@ async fn release_deletes_old_segments_but_never_the_active_one() {
     assert_eq!(kept.last(), Some(&(41, payload(41))));
     assert_eq!(kept.first().map(|r| r.0), Some(segment_first_lsn(&left[0])));
 }
+
+/// Released segments are renamed into `released/` by the journal thread and unlinked by the
+/// reaper: none is left once the journal closed. Files a crash left in `released/` (the rename
+/// was durable, the unlink had not happened) are deleted at the next open and never replayed.
+#[tokio::test]
+async fn released_segments_are_unlinked_and_leftovers_go_at_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(dir.path());
+    let released = dir.path().join("released");
+    let (journal, _) = open(&config);
+    append_each(&journal, (1..=40).map(payload)).await;
+    assert!(segment_files(dir.path()).len() >= 4);
+    journal.release(u64::MAX);
+    wait_for("all but the active retired", || {
+        journal.stats().segments == 1
+    });
+    journal.close().expect("close");
+    drop(journal);
+    let left: Vec<_> = fs::read_dir(&released).expect("released dir").collect();
+    assert!(left.is_empty(), "not unlinked: {left:?}");
+
+    // A retired segment a crash left behind, with a name that would sort first.
+    let stray = released.join("00000000000000000001.wal");
+    fs::write(&stray, b"records of a released segment").expect("write stray");
+    let (_journal, recovery) = open(&config);
+    assert_eq!(recovery.next_lsn(), 41);
+    assert!(
+        records(&recovery, recovery.oldest_lsn() - 1)
+            .iter()
+            .all(|(lsn, _)| *lsn > 1)
+    );
+    wait_for("leftover unlinked", || !stray.exists());
+}
