@@ -15,6 +15,13 @@ use tracing_subscriber::filter::ParseError;
 /// what an operator acts on itself).
 const DEFAULT_FILTER: &str = "info,openraft=warn";
 
+/// Added to every filter that does not name ractor itself. ractor opens an info-level span for
+/// every actor's whole life (`Actor{id=..}`); enabled, each phone's session keeps one in the
+/// subscriber's registry with its formatted fields (about 600 bytes per idle phone, measured in
+/// docs/benchmarks.md) and enters it at every poll. tern's own lines name the connection and
+/// user they are about.
+const RACTOR_FILTER: &str = "ractor=warn";
+
 /// Exit code when logging cannot be set up from the environment: 64 (sysexits' EX_USAGE), as
 /// for an invalid configuration: the invocation must be fixed.
 const EXIT_USAGE: u8 = 64;
@@ -96,6 +103,11 @@ fn filter_from(value: Result<String, std::env::VarError>) -> Result<EnvFilter, L
         Ok(_) | Err(std::env::VarError::NotPresent) => DEFAULT_FILTER.to_owned(),
         Err(std::env::VarError::NotUnicode(_)) => return Err(LoggingError::NotUnicode),
     };
+    let value = if value.contains("ractor") {
+        value
+    } else {
+        format!("{value},{RACTOR_FILTER}")
+    };
     EnvFilter::builder()
         .parse(&value)
         .map_err(|source| LoggingError::BadFilter { value, source })
@@ -108,7 +120,7 @@ mod tests {
     #[test]
     fn unset_or_blank_rust_log_means_the_default_and_an_invalid_one_is_an_error() {
         let default = EnvFilter::builder()
-            .parse(DEFAULT_FILTER)
+            .parse(format!("{DEFAULT_FILTER},{RACTOR_FILTER}"))
             .unwrap()
             .to_string();
         assert!(default.contains("openraft=warn") && default.contains("info"));
@@ -118,6 +130,11 @@ mod tests {
         assert_eq!(blank.to_string(), default);
         let chosen = filter_from(Ok("tern=debug,warn".to_owned())).unwrap();
         assert!(chosen.to_string().contains("tern=debug"));
+        // ractor's per-actor span stays off unless the filter names ractor.
+        assert!(chosen.to_string().contains("ractor=warn"));
+        let named = filter_from(Ok("debug,ractor=trace".to_owned())).unwrap();
+        assert!(named.to_string().contains("ractor=trace"));
+        assert!(!named.to_string().contains("ractor=warn"));
         for bad in ["tern=loud", "tern[=debug", "=info="] {
             assert!(
                 matches!(
