@@ -139,12 +139,6 @@ async fn a_freed_disk_is_written_back_and_released_again() {
             FAST_WRITEBACK[0],
             FAST_WRITEBACK[1],
             ("segment_bytes = 67108864", "segment_bytes = 262144"),
-            // With the default 1 ms commit interval, sled's store-0 failed to reopen after the
-            // full disk ("Read corrupted data") in 2 of 8 runs of this test (0 of 8 without the
-            // interval, 0 of 8 before it existed): sled's files after an ENOSPC depend on where
-            // its write failed, which the interval's timing moves. Until the stores are made to
-            // survive that, this test pins the interval to 0 to keep testing the refill itself.
-            ("commit_interval_us = 1000", "commit_interval_us = 0"),
             ("frames_per_sec = 200", "frames_per_sec = 100000"),
             ("frame_burst = 400", "frame_burst = 100000"),
         ],

@@ -42,6 +42,7 @@ pub(crate) struct Database {
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> {
+    remove_unfinished_snapshots(path)?;
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         let opened = sled::Config::new()
@@ -59,6 +60,33 @@ fn open_sled(path: &Path, config: &StoreConfig) -> Result<sled::Db, StoreError> 
             Err(error) => return Err(StoreError::sled(path, error)),
         }
     }
+}
+
+/// Deletes the snapshot files sled left unfinished (`snap.<lsn>.generating`).
+///
+/// sled writes its snapshot at every open, to `snap.<lsn>.generating`, renaming it to
+/// `snap.<lsn>` once complete and fsync'd, and removing older snapshots only after that rename.
+/// But it also picks a `.generating` file when it looks for the newest snapshot (it sorts after
+/// the finished one), so a snapshot torn by a full disk during an open makes every later open
+/// fail with "Read corrupted data" for good. An unfinished snapshot is never needed: the
+/// previous one is still there, and sled rebuilds the newer state from its log.
+fn remove_unfinished_snapshots(path: &Path) -> Result<(), StoreError> {
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(StoreError::io(path, error)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|error| StoreError::io(path, error))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            let file = entry.path();
+            tracing::warn!(file = %file.display(), "store: removing an unfinished sled snapshot");
+            std::fs::remove_file(&file).map_err(|error| StoreError::io(&file, error))?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether opening a sled database failed only because its file lock is still held: sled lets

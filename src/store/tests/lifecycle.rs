@@ -84,6 +84,29 @@ async fn data_survives_close_and_reopen() {
 }
 
 #[tokio::test]
+async fn a_snapshot_torn_by_a_full_disk_does_not_stop_the_next_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), 1);
+    let stores = open(&config);
+    let mut batch = WriteBatch::new();
+    batch.put_entry(b"ivan", 1, value("kept"));
+    write(&stores, 4, batch).await;
+    stores.close().expect("close");
+    // What an open that met ENOSPC while writing its snapshot leaves: a short file that sorts
+    // after every finished snapshot.
+    let torn = config.paths[0].join("snap.7FFFFFFFFFFFFFFF.generating");
+    fs::write(&torn, b"torn snapshot").expect("write torn snapshot");
+
+    let stores = open(&config);
+    assert_eq!(
+        entries(&stores, 4, b"ivan", 0, 10).await,
+        vec![(1, value("kept"))]
+    );
+    assert!(!torn.exists(), "the unfinished snapshot is still there");
+    stores.close().expect("close");
+}
+
+#[tokio::test]
 async fn a_checkpointed_copy_of_the_files_opens_with_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), 2);
