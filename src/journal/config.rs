@@ -31,6 +31,12 @@ pub struct JournalConfig {
     /// spell is written at once. 0 syncs every batch as soon as the previous one is done.
     /// Default: 0.
     pub commit_interval_us: u64,
+    /// Allocates each segment's `segment_bytes` on disk when the segment is created (one
+    /// `fallocate`, well under a millisecond), so appends write into space the file already has
+    /// instead of growing it: an fsync then has no new file size to commit. A zero-filled tail
+    /// reads as unwritten at recovery. Where the file system cannot allocate (or has no room),
+    /// the segment grows by its appends as without this. Default: false.
+    pub preallocate: bool,
 }
 
 impl Default for JournalConfig {
@@ -42,6 +48,7 @@ impl Default for JournalConfig {
             queue_capacity: 65536,
             max_disk_bytes: None,
             commit_interval_us: 0,
+            preallocate: false,
         }
     }
 }

@@ -40,6 +40,9 @@ pub(crate) enum Step {
     Record,
     /// The input ends exactly at a record boundary.
     End,
+    /// A header of zeros: space allocated ahead but never written (no record's header is all
+    /// zeros: lsns start at 1).
+    Unwritten,
     /// The bytes at the current position are not a valid record.
     Damaged(Damage),
 }
@@ -74,6 +77,9 @@ impl<R: Read> RecordReader<R> {
             _ => return Ok(Step::Damaged(Damage::ShortRecord)),
         }
         // Exactly HEADER_BYTES bytes: these reads cannot run short.
+        if header == [0u8; HEADER_BYTES] {
+            return Ok(Step::Unwritten);
+        }
         let mut fields = &header[..];
         let len = fields.get_u32();
         let stored_crc = fields.get_u32();

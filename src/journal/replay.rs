@@ -121,7 +121,7 @@ impl Replay {
                         return Ok(Some((lsn, Bytes::from(payload))));
                     }
                 }
-                Step::End => {
+                Step::End | Step::Unwritten => {
                     return Err(corrupt(span, reader.offset(), Damage::ShortRecord));
                 }
                 Step::Damaged(damage) => return Err(corrupt(span, reader.offset(), damage)),

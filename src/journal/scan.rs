@@ -5,6 +5,8 @@
 //! without damage up to the first lsn of the next segment, or the journal is corrupt. Records a
 //! segment holds at or past the next segment's first lsn belong to a batch that failed and was
 //! superseded (the writer could not truncate it and moved to a fresh segment); they are cut off.
+//! A tail of zeros is space allocated ahead ([`super::JournalConfig::preallocate`]) and never
+//! written: it is cut off too, but it is not damage and not counted as dropped.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -45,6 +47,8 @@ struct Extent {
     valid_len: u64,
     file_len: u64,
     damage: Option<Damage>,
+    /// What follows the last valid record is zeros (or nothing).
+    unwritten: bool,
 }
 
 /// Validates every segment in `dir`, truncating a torn tail of the last one (and superseded
@@ -76,13 +80,19 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, JournalError> {
                     segment = %file.path.display(), offset = extent.valid_len, dropped,
                     %damage, "journal: truncating torn tail"
                 ),
+                None if extent.unwritten => tracing::debug!(
+                    segment = %file.path.display(), offset = extent.valid_len, bytes = dropped,
+                    "journal: truncating the unwritten part of an allocated segment"
+                ),
                 None => tracing::warn!(
                     segment = %file.path.display(), offset = extent.valid_len, dropped,
                     "journal: truncating records of a failed batch"
                 ),
             }
             segment::truncate(dir, &file.path, extent.valid_len)?;
-            dropped_bytes += dropped;
+            if extent.damage.is_some() || !extent.unwritten {
+                dropped_bytes += dropped;
+            }
         }
         spans.push(Span {
             path: file.path.clone(),
@@ -112,23 +122,30 @@ fn read_extent(
     let mut reader = RecordReader::new(BufReader::with_capacity(READ_BUFFER_BYTES, handle));
     let mut expected_lsn = file.first_lsn;
     let mut damage = None;
-    while stop_lsn != Some(expected_lsn) {
-        match reader
+    loop {
+        let valid_len = reader.offset();
+        let step = reader
             .read(expected_lsn, payload)
-            .map_err(|error| JournalError::io(&file.path, error))?
-        {
-            Step::Record => expected_lsn += 1,
-            Step::End => break,
+            .map_err(|error| JournalError::io(&file.path, error))?;
+        let unwritten = match step {
+            // At the next segment's first lsn only a superseded batch or zeros may follow.
+            _ if stop_lsn == Some(expected_lsn) => matches!(step, Step::End | Step::Unwritten),
+            Step::Record => {
+                expected_lsn += 1;
+                continue;
+            }
+            Step::End | Step::Unwritten => true,
             Step::Damaged(found) => {
                 damage = Some(found);
-                break;
+                false
             }
-        }
+        };
+        return Ok(Extent {
+            end_lsn: expected_lsn,
+            valid_len,
+            file_len,
+            damage,
+            unwritten,
+        });
     }
-    Ok(Extent {
-        end_lsn: expected_lsn,
-        valid_len: reader.offset(),
-        file_len,
-        damage,
-    })
 }

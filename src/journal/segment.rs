@@ -1,4 +1,5 @@
-//! Segment files on disk: `{first_lsn:020}.wal` names, listing, creation and directory fsync.
+//! Segment files on disk: `{first_lsn:020}.wal` names, listing, creation, allocation and
+//! directory fsync.
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -64,8 +65,9 @@ pub(crate) fn list(dir: &Path) -> Result<Vec<SegmentFile>, JournalError> {
 pub(crate) fn create(dir: &Path, first_lsn: u64) -> Result<(File, PathBuf), JournalError> {
     let path = segment_path(dir, first_lsn);
     let file = OpenOptions::new()
-        .append(true)
+        .write(true)
         .create(true)
+        .truncate(false)
         .open(&path)
         .map_err(|error| JournalError::io(&path, error))?;
     let len = file
@@ -81,12 +83,22 @@ pub(crate) fn create(dir: &Path, first_lsn: u64) -> Result<(File, PathBuf), Jour
     Ok((file, path))
 }
 
-/// Opens an existing segment for appending at its end.
-pub(crate) fn open_for_append(path: &Path) -> Result<File, JournalError> {
+/// Opens an existing segment for writing (records go at explicit offsets).
+pub(crate) fn open_for_writing(path: &Path) -> Result<File, JournalError> {
     OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(|error| JournalError::io(path, error))
+}
+
+/// Allocates disk space for the first `bytes` of `file` (growing its size to that, the new part
+/// reading as zeros), so later writes there do not grow the file. Best effort: a file system
+/// without room or without `fallocate` leaves the file as it was, and writes grow it instead.
+pub(crate) fn allocate(file: &File, path: &Path, bytes: u64) {
+    if let Err(error) = rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, bytes) {
+        tracing::debug!(segment = %path.display(), bytes, %error,
+            "journal: cannot allocate segment; it grows as it is written");
+    }
 }
 
 /// Cuts `path` to `len` bytes and makes the cut durable (file, then directory).

@@ -3,6 +3,7 @@
 mod commit;
 mod failures;
 mod model;
+mod preallocate;
 mod recovery;
 mod space;
 

@@ -7,10 +7,15 @@
 //! its lsns are handed out again, so the log on disk never skips or repeats one. If the rollback
 //! itself fails the segment is abandoned and the next batch starts a fresh segment named after
 //! the reused lsn, which recovery treats as superseding the failed tail.
+//!
+//! Records are written at explicit offsets (the segment's durable length), not appended: with
+//! [`JournalConfig::preallocate`] a segment file is allocated whole when created, and its
+//! unwritten rest reads as zeros.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -48,6 +53,8 @@ struct Segment {
 pub(crate) struct Writer {
     dir: PathBuf,
     segment_bytes: u64,
+    /// Allocate each segment whole when it is created.
+    preallocate: bool,
     max_batch_records: usize,
     max_disk_bytes: Option<u64>,
     /// Least time between the starts of two fsyncs (see [`JournalConfig::commit_interval_us`]).
@@ -94,7 +101,7 @@ impl Writer {
             })
             .collect();
         let active = match segments.back() {
-            Some(last) => segment::open_for_append(&last.path)?,
+            Some(last) => segment::open_for_writing(&last.path)?,
             None => {
                 let (file, path) = segment::create(&config.dir, next_lsn)?;
                 segments.push_back(Segment {
@@ -106,9 +113,16 @@ impl Writer {
                 file
             }
         };
+        if config.preallocate
+            && let Some(last) = segments.back()
+            && last.len < config.segment_bytes
+        {
+            segment::allocate(&active, &last.path, config.segment_bytes);
+        }
         let writer = Writer {
             dir: config.dir.clone(),
             segment_bytes: config.segment_bytes,
+            preallocate: config.preallocate,
             max_batch_records: config.max_batch_records,
             max_disk_bytes: config.max_disk_bytes,
             commit_interval: Duration::from_micros(config.commit_interval_us),
@@ -271,11 +285,11 @@ impl Writer {
         for (lsn, (payload, _)) in (self.next_lsn..).zip(records) {
             record::encode(&mut self.buffer, lsn, payload);
         }
-        let (file, path) = match (&mut self.active, self.segments.back()) {
-            (Some(file), Some(segment)) => (file, segment.path.clone()),
+        let (file, path, offset) = match (&mut self.active, self.segments.back()) {
+            (Some(file), Some(segment)) => (file, segment.path.clone(), segment.len),
             _ => return Err(JournalError::Closed),
         };
-        let written = write_all(file, &self.buffer, &self.shared).and_then(|()| {
+        let written = write_all(file, &self.buffer, offset, &self.shared).and_then(|()| {
             let started = Instant::now();
             self.synced_at = Some(started);
             self.shared.fsyncs.fetch_add(1, Ordering::Relaxed);
@@ -308,6 +322,9 @@ impl Writer {
         if self.active.is_none() || full || self.rotation_pending {
             self.rotation_pending = self.active.is_some();
             let (file, path) = segment::create(&self.dir, self.next_lsn)?;
+            if self.preallocate {
+                segment::allocate(&file, &path, self.segment_bytes);
+            }
             self.rotation_pending = false;
             self.active = Some(file);
             self.segments.push_back(Segment {
@@ -328,7 +345,12 @@ impl Writer {
             return;
         };
         let cut = truncate(file, segment.len, &self.shared);
-        let Err(error) = cut else { return };
+        let Err(error) = cut else {
+            if self.preallocate {
+                segment::allocate(file, &segment.path, self.segment_bytes);
+            }
+            return;
+        };
         tracing::error!(segment = %segment.path.display(), %error,
             "journal: cannot truncate failed batch; abandoning segment");
         let on_disk = file
@@ -397,15 +419,15 @@ impl Writer {
     }
 }
 
-/// Appends `buffer` to the segment (tests may make it fail halfway).
-fn write_all(mut file: &File, buffer: &[u8], shared: &Shared) -> io::Result<()> {
+/// Writes `buffer` to the segment at `offset` (tests may make it fail halfway).
+fn write_all(file: &File, buffer: &[u8], offset: u64, shared: &Shared) -> io::Result<()> {
     #[cfg(test)]
     if super::handoff::Faults::take(&shared.faults.writes) {
-        file.write_all(&buffer[..buffer.len() / 2])?;
+        file.write_all_at(&buffer[..buffer.len() / 2], offset)?;
         return Err(io::Error::other("injected write failure"));
     }
     let _ = shared;
-    file.write_all(buffer)
+    file.write_all_at(buffer, offset)
 }
 
 /// Makes the segment's data durable (tests may make it fail).

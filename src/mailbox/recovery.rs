@@ -186,6 +186,7 @@ impl Storage {
             journal_config.segment_bytes = config.journal.segment_bytes;
             journal_config.max_disk_bytes = Some(config.journal.max_disk_bytes);
             journal_config.commit_interval_us = config.journal.commit_interval_us;
+            journal_config.preallocate = config.journal.preallocate;
             let journal_error = |source| StorageError::Journal { index, source };
             let (journal, recovery) = Journal::open(journal_config).map_err(journal_error)?;
             let checkpoint = wait(stores.get_record(0, &checkpoint_key(index)))?
