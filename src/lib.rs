@@ -31,6 +31,7 @@ pub mod node;
 pub mod notify;
 pub mod presence;
 pub mod proto;
+pub mod push;
 pub mod registry;
 pub mod server;
 pub mod session;

@@ -1,0 +1,11 @@
+//! Push notifications for devices that are away: registrations live in the user's account (see
+//! [`crate::mailbox::account`]); the scheduler ([`scheduler`]) decides when a device is pushed
+//! and collapses bursts; the sender ([`sender`]) queues pushes for the gateway and retries them;
+//! the gateway client ([`gateway`]) speaks gorush's or the Matrix push gateway's format over
+//! HTTP/1.1 keep-alive connections.
+
+pub mod config;
+pub mod notification;
+
+pub use config::{GatewayKind, PushConfig};
+pub use notification::{Notification, Platform};
