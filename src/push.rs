@@ -5,7 +5,11 @@
 //! HTTP/1.1 keep-alive connections.
 
 pub mod config;
+pub mod gateway;
 pub mod notification;
+
+#[cfg(test)]
+mod testing;
 
 pub use config::{GatewayKind, PushConfig};
 pub use notification::{Notification, Platform};
