@@ -219,6 +219,7 @@ pub fn install() -> PrometheusHandle {
             crate::store::telemetry::describe();
             crate::mesh::telemetry::describe();
             crate::wan::telemetry::describe();
+            crate::push::telemetry::describe();
             crate::cluster::telemetry::describe();
             crate::cluster::raft::slot::telemetry::describe();
             crate::tls::describe();

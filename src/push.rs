@@ -7,6 +7,8 @@
 pub mod config;
 pub mod gateway;
 pub mod notification;
+pub mod sender;
+pub mod telemetry;
 
 #[cfg(test)]
 mod testing;

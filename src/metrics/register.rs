@@ -228,6 +228,7 @@ pub fn register() {
         let _ = metrics::counter!(crate::tls::RELOADS, "outcome" => outcome);
     }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    crate::push::telemetry::register();
 }
 
 #[cfg(test)]

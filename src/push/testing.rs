@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -194,4 +195,16 @@ async fn answer(
         Answer::Hang => match std::future::pending::<Infallible>().await {},
         Answer::HangUp => Err(std::io::Error::other("hung up on purpose")),
     }
+}
+
+/// Waits until `check` holds, polling (fails after a minute: a guard against hanging, not a
+/// timing requirement).
+pub(crate) async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("never happened: {what}");
 }

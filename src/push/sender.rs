@@ -1,0 +1,178 @@
+//! The node's push queue: pushes wait in one bounded queue ([`Sender::submit`] never blocks;
+//! over `push.queue` they are dropped as dead letters) and `push.connections` tasks send them,
+//! each through its own keep-alive gateway connection.
+//!
+//! Supervision: the [`Sender`] owns the queue's sending side, a stop token and the tasks
+//! (`worker`). Each task owns one [`Gateway`] and, while it works on a push, that push,
+//! through all of its retries. [`Sender::close`] (or dropping the sender) cancels the token:
+//! each task ends at its next await, dropping the push it held; pushes still queued are dropped
+//! with the queue. The tasks contain no panicking code, and a panic in the dead-token callback
+//! is caught and logged.
+
+mod backoff;
+mod stats;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::config::PushConfig;
+use super::gateway::{Gateway, GatewayError};
+use super::notification::Notification;
+pub use stats::Stats;
+use stats::{Counters, Queued};
+use worker::Shared;
+
+/// Called with a push whose token the gateway reported dead, so that the token is removed
+/// from its account. Called on a sender task: it must not block (hand the work on).
+pub type OnUnregistered = Arc<dyn Fn(&Notification) + Send + Sync>;
+
+/// Least time between two log lines about a full queue.
+const FULL_LOG_EVERY_MS: u64 = 10_000;
+
+/// The push queue and the tasks that empty it into the gateway.
+pub struct Sender {
+    queue: mpsc::Sender<Queued>,
+    counters: Arc<Counters>,
+    stop: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    /// When a full queue was last logged (monotonic ms; 0: never).
+    full_logged_ms: AtomicU64,
+}
+
+impl Sender {
+    /// Starts `config.connections` tasks, each with its own gateway client, pulling from one
+    /// queue of `config.queue` pushes. Must be called inside a tokio runtime.
+    pub fn start(
+        config: &PushConfig,
+        unregistered: Arc<dyn Fn(&Notification) + Send + Sync>,
+    ) -> Result<Sender, GatewayError> {
+        if config.queue == 0 {
+            return Err(GatewayError::Settings("push.queue must be at least 1"));
+        }
+        if config.connections == 0 {
+            return Err(GatewayError::Settings(
+                "push.connections must be at least 1",
+            ));
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| GatewayError::NoRuntime)?;
+        let gateways = (0..config.connections)
+            .map(|_| Gateway::new(config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (queue, receiver) = mpsc::channel(config.queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let counters = Arc::new(Counters::new());
+        let shared = Arc::new(Shared {
+            retry_base: Duration::from_millis(config.retry_base_ms),
+            retry_max: Duration::from_millis(config.retry_max_ms),
+            retry_for: Duration::from_secs(config.retry_for_secs),
+            counters: Arc::clone(&counters),
+            unregistered,
+        });
+        let stop = CancellationToken::new();
+        let tasks = gateways
+            .into_iter()
+            .map(|gateway| {
+                runtime.spawn(worker::run(
+                    gateway,
+                    Arc::clone(&receiver),
+                    Arc::clone(&shared),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Ok(Sender {
+            queue,
+            counters,
+            stop,
+            tasks,
+            full_logged_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Queues `notification` without waiting. False if it was dropped instead (the queue is
+    /// full, or the sender closed): it is then counted as a dead letter.
+    pub fn submit(&self, notification: Notification) -> bool {
+        if self.stop.is_cancelled() {
+            self.counters.dead_letter();
+            return false;
+        }
+        match self
+            .queue
+            .try_send(Queued::new(notification, &self.counters))
+        {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let before = self.counters.dead_letter();
+                self.log_full(before + 1);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.counters.dead_letter();
+                false
+            }
+        }
+    }
+
+    /// This sender's counts so far.
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the tasks: each ends at its next await, dropping the push it held. Later submits
+    /// are refused.
+    pub fn close(&self) {
+        self.stop.cancel();
+    }
+
+    /// Closes the sender and waits until every task has ended.
+    pub async fn shutdown(mut self) {
+        self.close();
+        for task in self.tasks.drain(..) {
+            if let Err(error) = task.await
+                && error.is_panic()
+            {
+                tracing::error!(%error, "a push sender task panicked");
+            }
+        }
+    }
+
+    /// Logs a full queue at most once per [`FULL_LOG_EVERY_MS`].
+    fn log_full(&self, dead_letters: u64) {
+        let now = crate::clock::monotonic_ms().max(1);
+        let last = self.full_logged_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < FULL_LOG_EVERY_MS {
+            return;
+        }
+        if self
+            .full_logged_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            tracing::debug!(dead_letters, "push queue full: push dropped");
+        }
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender")
+            .field("tasks", &self.tasks.len())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
