@@ -36,15 +36,16 @@ pub struct PushConfig {
     pub queue: usize,
     /// Connections to the gateway (each keep-alive, one request at a time). Default: 4.
     pub connections: usize,
-    /// Milliseconds a gateway request may take before it is abandoned and retried. Default:
-    /// 10000.
+    /// Milliseconds a gateway request may take, connecting included, before it is abandoned
+    /// and retried. Default: 10000.
     pub timeout_ms: u64,
     /// First pause before a retry, in milliseconds; doubled after each failure, with jitter.
     /// Default: 500.
     pub retry_base_ms: u64,
     /// Longest pause between two retries, in milliseconds. Default: 30000.
     pub retry_max_ms: u64,
-    /// Seconds a push is retried before it is given up as a dead letter. Default: 600.
+    /// Seconds a push is retried, counted from its first attempt, before it is given up as a
+    /// dead letter (0: one attempt only). Default: 600.
     pub retry_for_secs: u64,
 }
 
@@ -85,7 +86,10 @@ impl PushConfig {
             "push.connections must be 1-64",
         );
         check(self.timeout_ms > 0, "push.timeout_ms must be positive");
-        check(self.retry_base_ms > 0, "push.retry_base_ms must be positive");
+        check(
+            self.retry_base_ms > 0,
+            "push.retry_base_ms must be positive",
+        );
         check(
             self.retry_max_ms >= self.retry_base_ms,
             "push.retry_max_ms must be at least push.retry_base_ms",
