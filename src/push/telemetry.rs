@@ -113,3 +113,35 @@ impl Telemetry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_is_described_and_there_at_zero() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            describe();
+            register();
+        });
+        let text = handle.render();
+        for name in COUNTERS {
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
+            assert!(
+                text.lines().any(|line| line == format!("{name} 0")),
+                "{text}"
+            );
+        }
+        assert!(text.contains(&format!("# HELP {QUEUE_DEPTH} ")), "{text}");
+        assert!(
+            text.lines().any(|line| line == format!("{QUEUE_DEPTH} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("# HELP {GATEWAY_SECONDS} ")),
+            "{text}"
+        );
+    }
+}
