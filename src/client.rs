@@ -17,8 +17,8 @@ use crate::frame::{self, FrameError};
 use crate::proto::PROTOCOL_VERSION;
 use crate::proto::v1::{
     ClientFrame, DeviceAck, GroupReceipt, GroupRequest, GroupSend, Login, MessageKind, Ping,
-    PresenceSubscribe, Receipt, ReceiptKind, Send, ServerFrame, Typing, Welcome, client_frame,
-    group_request, server_frame,
+    PresenceSubscribe, PushRequest, Receipt, ReceiptKind, Send, ServerFrame, Typing, Welcome,
+    client_frame, group_request, push_request, server_frame,
 };
 pub use refusal::Refusal;
 pub use roaming::Roaming;
@@ -289,6 +289,19 @@ impl ClientWriter {
         op: group_request::Op,
     ) -> Result<(), ClientError> {
         self.send(client_frame::Frame::GroupRequest(GroupRequest {
+            request_id,
+            op: Some(op),
+        }))
+        .await
+    }
+
+    /// Sends a push registration request (`op`) tagged `request_id`.
+    pub async fn push_request(
+        &mut self,
+        request_id: u64,
+        op: push_request::Op,
+    ) -> Result<(), ClientError> {
+        self.send(client_frame::Frame::PushRequest(PushRequest {
             request_id,
             op: Some(op),
         }))

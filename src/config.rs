@@ -99,6 +99,9 @@ pub struct Config {
     /// Links to clusters in other datacenters; absent (the default), this cluster is alone.
     #[serde(default)]
     pub wan: Option<crate::wan::WanConfig>,
+    /// Push notifications through a push gateway; absent (the default), nothing is pushed.
+    #[serde(default)]
+    pub push: Option<crate::push::PushConfig>,
 }
 
 /// Group chats.
@@ -763,6 +766,9 @@ impl Config {
         }
         if let Some(wan) = &self.wan {
             problems.extend(wan.validate(self.cluster.as_ref().map(|cluster| cluster.node)));
+        }
+        if let Some(push) = &self.push {
+            problems.extend(push.validate());
         }
         problems
     }

@@ -15,6 +15,7 @@ pub mod durability;
 pub mod event;
 pub mod group_ops;
 pub mod log;
+pub mod pushers;
 pub mod record;
 pub mod recovery;
 pub mod revocation;
@@ -78,6 +79,11 @@ pub struct DeviceInfo {
     pub first_login_ms: u64,
     /// Latest login, ms since the epoch (0 if not recorded).
     pub last_login_ms: u64,
+    /// The push service the device registered a token with (`apns`, `fcm`, `webpush`); the
+    /// token itself is not shown.
+    pub push: Option<&'static str>,
+    /// Conversations the device muted (until a time still to come).
+    pub muted: usize,
 }
 
 /// What an append carries besides its envelope.
@@ -237,6 +243,19 @@ pub enum MailboxOp {
         /// Counted down once they are applied (what the node still has to apply).
         pending: Arc<std::sync::atomic::AtomicI64>,
     },
+    /// A change of one device's push registration or mutes, answered (when `reply` is set)
+    /// with [`MailboxEvent::PushAnswer`] once durable.
+    Push {
+        /// The user.
+        owner: Id,
+        /// The device.
+        device: Id,
+        /// What changes.
+        change: pushers::PushChange,
+        /// Where the answer goes once the change is durable; `None` for changes the node makes
+        /// itself (a token the gateway rejected).
+        reply: Option<pushers::PushReply>,
+    },
     /// Look up a user's account, devices and cursors.
     Account {
         /// The user.
@@ -287,6 +306,7 @@ impl MailboxOp {
             | MailboxOp::Ack { owner, .. }
             | MailboxOp::Fetch { owner, .. }
             | MailboxOp::Account { owner, .. }
+            | MailboxOp::Push { owner, .. }
             | MailboxOp::ListGroups { user: owner, .. }
             | MailboxOp::GroupFannedOut { group: owner, .. }
             | MailboxOp::GroupReleased { group: owner, .. }
@@ -337,6 +357,7 @@ impl Mailboxes {
         registry: Arc<Registry>,
         storage: Storage,
         fanout: &FanOut,
+        push: Option<Arc<crate::push::hub::PushHub>>,
     ) -> (Self, Vec<JoinHandle<()>>) {
         let Storage {
             journals,
@@ -364,6 +385,7 @@ impl Mailboxes {
                 max_members,
                 reference_threshold: config.groups.reference_threshold as usize,
                 clustered: config.cluster.is_some(),
+                push: push.clone(),
             };
             MailboxWorker::new(
                 shard,

@@ -17,12 +17,16 @@ use crate::message::Id;
 use crate::metrics as names;
 use crate::node::peer_addrs::PeerAddrs;
 use crate::presence::Presence;
+use crate::push::hub::PushHub;
 use crate::registry::Registry;
 use crate::token::TokenKey;
 
 pub mod divert;
 pub mod ids;
 pub mod peer_addrs;
+
+/// Events the mailbox workers may leave for the push scheduler before more are dropped.
+const PUSH_EVENTS: usize = 65_536;
 
 /// Shared node state. Held in an `Arc` by every task and actor of the node.
 pub struct Node {
@@ -122,7 +126,13 @@ impl Node {
             config.groups.fanout_lanes as usize,
             config.groups.fanout_queue as usize,
         );
-        let (mailboxes, workers) = Mailboxes::start(&config, registry.clone(), storage, &fanout);
+        let push = config.push.as_ref().map(|_| {
+            let (events, queue) = tokio::sync::mpsc::channel(PUSH_EVENTS);
+            (Arc::new(PushHub::new(events)), queue)
+        });
+        let hub = push.as_ref().map(|(hub, _)| hub.clone());
+        let (mailboxes, workers) =
+            Mailboxes::start(&config, registry.clone(), storage, &fanout, hub);
         let replicated = config
             .cluster
             .as_ref()
@@ -162,6 +172,9 @@ impl Node {
                     node.fanout.elsewhere().clone(),
                 )),
             ));
+        }
+        if let (Some(config), Some((_, queue))) = (node.config.push.clone(), push) {
+            handles.push(("push_scheduler", crate::push::start(&config, queue, &node)));
         }
         (node, handles)
     }

@@ -20,6 +20,7 @@ mod group;
 pub mod group_wire;
 mod inbound;
 mod outbound;
+mod push;
 pub mod wire;
 
 use std::sync::Arc;

@@ -58,6 +58,9 @@ enum Command {
     OfflineSend(scenario::offline_send::OfflineSendArgs),
     /// Logs in the recorded recipients and checks every recorded message arrives at its seq.
     OfflineDrain(scenario::offline_drain::OfflineDrainArgs),
+    /// Devices that are away get their pushes: pushes per message, send-to-push latency, duplicates
+    /// (runs a stand-in push gateway the server's `[push] url` points at).
+    Push(scenario::push::PushArgs),
     /// One hostile device floods the server with one frame kind, reconnecting when cut.
     Flood(scenario::flood::FloodArgs),
     /// A TCP proxy that adds a one-way delay (and jitter, and a rate cap) in each direction:
@@ -92,6 +95,7 @@ async fn main() -> ExitCode {
         Command::OfflineSend(args) => scenario::offline_send::run(args).await,
         Command::OfflineDrain(args) => scenario::offline_drain::run(args).await,
         Command::Flood(args) => scenario::flood::run(args).await,
+        Command::Push(args) => scenario::push::run(args).await,
         Command::WanProxy(args) => wan_proxy::run(args).await,
     };
     match result {

@@ -68,6 +68,7 @@ fn kind(frame: &Frame) -> &'static str {
         Frame::Error(_) => "Error",
         Frame::GoAway(_) => "GoAway",
         Frame::GroupResponse(_) => "GroupResponse",
+        Frame::PushResponse(_) => "PushResponse",
     }
 }
 

@@ -11,13 +11,15 @@
 //!
 //! Group requests go to the owner of the group's slot the same way ([`group_wire`]); the group's
 //! owner sends each entry once to every node that owns members ([`copies`]). Revocations of a
-//! user's tokens go to the user's owner like a session's operation. Not carried across nodes:
+//! user's tokens, and changes of a device's push registration ([`push_wire`]), go to the user's
+//! owner like a session's operation. Not carried across nodes:
 //! account look-ups (the admin API answers for users this node owns).
 
 pub mod copies;
 pub(crate) mod group_service;
 pub(crate) mod group_wire;
 pub mod outbox;
+pub(crate) mod push_wire;
 mod service;
 pub mod sink;
 
@@ -408,6 +410,19 @@ impl<T: Transport> Remote<T> {
                     });
                 });
             }
+            MailboxOp::Push {
+                owner: user,
+                device,
+                change,
+                reply,
+            } => {
+                let call = Op::Push(push_wire::call_of(&user, &device, &change));
+                self.call(owner, call, version, move |answer| {
+                    if let Some(reply) = reply {
+                        reply.send(push_wire::result_of(answer.ok()));
+                    }
+                });
+            }
             MailboxOp::Append(job) => {
                 let Some(call) = append_call(&job) else {
                     return refuse(MailboxOp::Append(job));
@@ -614,6 +629,9 @@ pub(crate) fn refuse(op: MailboxOp) {
                 answer: Err(GroupFailure::Busy),
             });
         }
+        MailboxOp::Push {
+            reply: Some(reply), ..
+        } => reply.send(Err(crate::mailbox::pushers::PushFailure::Busy)),
         // Dropping a oneshot answers "no": a login is refused (OVERLOADED), an account look-up
         // finds nothing, a revocation is answered unavailable (retry); acks and internal
         // operations are re-sent by their authors.

@@ -350,6 +350,7 @@ fn by_key(records: Vec<Bytes>) -> Vec<(Id, Vec<Record>)> {
             Record::Appended { owner, .. }
             | Record::Cursor { owner, .. }
             | Record::Revoked { owner, .. }
+            | Record::Push { owner, .. }
             | Record::GroupCopy { owner, .. } => owner.clone(),
             Record::GroupAppended(entry) => entry.group_id.clone(),
             Record::GroupFannedOut { group_id, .. } => group_id.clone(),

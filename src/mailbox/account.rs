@@ -12,6 +12,7 @@ use hashbrown::{HashMap, HashSet};
 use prost::Message;
 
 use super::device_map::DeviceMap;
+use super::pushers::{Pusher, Pushers};
 use super::revocation::{Revocations, Revoked};
 use crate::message::Id;
 use crate::proto::storage::{AccountRecord, DeviceRecord, DeviceRevocation};
@@ -37,6 +38,8 @@ pub struct Account {
     memberships: Option<Box<Memberships>>,
     /// Tokens an operator revoked; boxed, and absent for users never signed out.
     revocations: Option<Box<Revocations>>,
+    /// Push registrations and mutes; boxed, and absent for users that never registered.
+    pushers: Option<Box<Pushers>>,
 }
 
 /// A user's side of its groups.
@@ -130,6 +133,18 @@ impl Account {
 }
 
 impl Account {
+    /// The devices' push states, if any device ever registered or muted.
+    pub fn pushers(&self) -> Option<&Pushers> {
+        self.pushers.as_deref()
+    }
+
+    /// `device`'s push state, created empty when it has none.
+    pub fn pusher_mut(&mut self, device: &Id) -> &mut Pusher {
+        self.pushers
+            .get_or_insert_with(Box::default)
+            .device_mut(device)
+    }
+
     /// Notes that the account took part in something at `now_ms` (a login or a message).
     pub fn touch(&mut self, now_ms: u64) {
         if self.created_ms == 0 {
@@ -213,6 +228,12 @@ pub fn encode(last_seq: u64, account: &Account, unsure: &[(Id, u64)]) -> Bytes {
                 not_before,
             })
             .collect(),
+        pushers: account
+            .pushers
+            .iter()
+            .flat_map(|pushers| pushers.iter())
+            .map(|(device, pusher)| pusher.to_stored(device))
+            .collect(),
     };
     Bytes::from(record.encode_to_vec())
 }
@@ -227,6 +248,14 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
             .into_iter()
             .map(|revoked| (Id::from(revoked.device.as_str()), revoked.not_before)),
     );
+    let pushers = (!record.pushers.is_empty()).then(|| {
+        let mut pushers = Pushers::default();
+        for stored in record.pushers {
+            let (device, pusher) = Pusher::from_stored(stored);
+            pushers.set(&device, pusher);
+        }
+        Box::new(pushers)
+    });
     let devices = record
         .devices
         .into_iter()
@@ -266,6 +295,7 @@ pub fn decode(bytes: &[u8]) -> Result<(u64, Account), prost::DecodeError> {
                 },
             ),
             revocations: (!revocations.is_empty()).then(|| Box::new(revocations)),
+            pushers,
         },
     ))
 }

@@ -83,6 +83,14 @@ pub enum MailboxEvent {
     /// An operator signed the session's device (or its whole user) out: it closes with
     /// TOKEN_REVOKED.
     Revoked(super::revocation::Revoked),
+    /// The answer to a push registration request ([`super::MailboxOp::Push`]): durable, or
+    /// why not.
+    PushAnswer {
+        /// The client's request id.
+        request_id: u64,
+        /// Done, or why not.
+        result: Result<(), super::pushers::PushFailure>,
+    },
     /// Pushes to this session were lost on their way (a full link to its node): it reads its
     /// mailbox to catch up.
     Missed,

@@ -8,6 +8,7 @@ use prost::Message;
 
 use super::dedup::SavedChunk;
 use super::log::AckInfo;
+use super::pushers::Pusher;
 use crate::encode::{
     self, Field,
     Field::{I32, Str, U64},
@@ -18,7 +19,7 @@ use crate::message::{
 };
 use crate::proto::kinds;
 use crate::proto::storage::{
-    DedupChunk, MailboxRecord, TokensRevoked, entry_appended, mailbox_record,
+    DedupChunk, MailboxRecord, PushChanged, TokensRevoked, entry_appended, mailbox_record,
 };
 
 /// A decoded mailbox record.
@@ -75,6 +76,15 @@ pub enum Record {
         device: Option<Id>,
         /// Tokens issued at or before this are refused.
         not_before: u64,
+    },
+    /// A device of `owner` changed its push registration or mutes: its whole push state now.
+    Push {
+        /// The user.
+        owner: Id,
+        /// The device.
+        device: Id,
+        /// Its state.
+        pusher: Pusher,
     },
 }
 
@@ -143,6 +153,19 @@ pub fn encode_cursor(owner: &str, device: &str, cursor: u64) -> Bytes {
     // `MailboxRecord.cursor` (`CursorMoved`).
     let moved = [Str(1, owner), Str(2, device), U64(3, cursor)];
     Bytes::from(encode::encode_to_vec(&[Field::Message(2, &moved)]))
+}
+
+/// Encodes `device`'s push state after a change.
+pub fn encode_push(owner: &str, device: &str, pusher: &Pusher) -> Bytes {
+    Bytes::from(
+        MailboxRecord {
+            record: Some(mailbox_record::Record::Push(PushChanged {
+                owner: owner.to_owned(),
+                pusher: Some(pusher.to_stored(device)),
+            })),
+        }
+        .encode_to_vec(),
+    )
 }
 
 /// Encodes a revocation of `owner`'s tokens (of `device`, or of every device when `None`).
@@ -249,6 +272,15 @@ pub fn decode(bytes: Bytes) -> Result<Record, RecordError> {
             device: (!r.device.is_empty()).then(|| Id::from(r.device)),
             not_before: r.not_before,
         }),
+        mailbox_record::Record::Push(p) => {
+            let (device, pusher) =
+                Pusher::from_stored(p.pusher.ok_or(RecordError::Invalid("no push state"))?);
+            Ok(Record::Push {
+                owner: Id::from(p.owner),
+                device,
+                pusher,
+            })
+        }
         mailbox_record::Record::GroupAppended(g) => Ok(Record::GroupAppended(
             group_record::decode_entry(g.entry.ok_or(RecordError::Invalid("no group entry"))?)?,
         )),

@@ -563,6 +563,7 @@ fn apply(
         Record::Appended { owner, .. }
         | Record::Cursor { owner, .. }
         | Record::Revoked { owner, .. }
+        | Record::Push { owner, .. }
         | Record::GroupCopy { owner, .. } => owner.clone(),
         Record::GroupAppended(entry) => {
             let group_id = entry.group_id.clone();
@@ -630,6 +631,9 @@ fn apply(
         } => {
             slot.account.revoke(device.as_ref(), not_before);
         }
+        Record::Push { device, pusher, .. } => {
+            *slot.account.pusher_mut(&device) = pusher;
+        }
         Record::GroupAppended(_) | Record::GroupFannedOut { .. } | Record::GroupCopy { .. } => {}
     }
     slot.dirty = true;
@@ -658,6 +662,7 @@ pub(super) fn apply_live(
             Record::Appended { owner, .. }
             | Record::Cursor { owner, .. }
             | Record::Revoked { owner, .. }
+            | Record::Push { owner, .. }
             | Record::GroupCopy { owner, .. } => Some(owner.clone()),
             Record::GroupAppended(_) | Record::GroupFannedOut { .. } => None,
         };

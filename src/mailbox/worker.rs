@@ -10,6 +10,7 @@
 
 mod evict;
 pub mod group;
+mod push;
 mod read;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,6 +46,8 @@ type Failed = (Id, Id, Arc<str>, u64);
 /// State shared between a worker and its journal completions.
 struct Shared {
     registry: Arc<Registry>,
+    /// Where arrivals for registered devices and their acks go (with `[push]`).
+    push: Option<Arc<crate::push::hub::PushHub>>,
     push_queue: u32,
     pushes_skipped: Counter,
     storage_failures: Counter,
@@ -101,6 +104,8 @@ pub(super) struct GroupSetup {
     pub(super) reference_threshold: usize,
     /// The node is in a cluster: no fan-out before it joined (see [`MailboxWorker::pump_all`]).
     pub(super) clustered: bool,
+    /// With `[push]`: the node's push hub.
+    pub(super) push: Option<Arc<crate::push::hub::PushHub>>,
 }
 
 /// What the worker's mailboxes hold, for the cache budget and its gauges. The gauges are
@@ -213,6 +218,7 @@ impl MailboxWorker {
             written_back: metrics::counter!(names::WRITTEN_BACK),
             shared: Arc::new(Shared {
                 registry,
+                push: setup.push,
                 push_queue,
                 pushes_skipped: metrics::counter!(names::PUSHES_SKIPPED),
                 storage_failures: metrics::counter!(names::STORAGE_FAILURES),
@@ -242,6 +248,7 @@ impl MailboxWorker {
         };
         // Recovered group entries still waiting for the fan-out (in a cluster, once it joined).
         worker.pump_all();
+        worker.claim_recovered_tokens();
         worker
     }
 }
@@ -315,6 +322,12 @@ impl Worker for MailboxWorker {
                 not_before,
                 reply,
             } => self.revoke(owner, device, not_before, reply),
+            MailboxOp::Push {
+                owner,
+                device,
+                change,
+                reply,
+            } => self.push_change(owner, device, change, reply),
             MailboxOp::Append(job) => {
                 self.append(*job);
                 self.evict_if_over_budget();
@@ -345,6 +358,7 @@ impl Worker for MailboxWorker {
                         record::encode_cursor(&owner, &device, up_to),
                         |_| {},
                     );
+                    self.push_acked(&owner, &device, up_to);
                 }
             }
             MailboxOp::Fetch {
@@ -399,6 +413,7 @@ impl MailboxWorker {
                 |_| {},
             );
         }
+        self.push_acked(&owner, device, cursor);
         if devices != devices_before {
             // A new device: the user's online sessions start copying own messages.
             self.shared.registry.for_each(&owner, |session| {
@@ -536,6 +551,10 @@ impl MailboxWorker {
             timestamp_ms,
         };
         let payload = record::encode_appended(&owner, &entry, &client_msg_id, server_id);
+        let push = match &self.shared.push {
+            Some(_) => push::PushTargets::of(&owner, &slot.account, &entry),
+            None => None,
+        };
         let key = owner.clone();
         let completion = Completion(Some(Pending {
             shared: self.shared.clone(),
@@ -546,6 +565,7 @@ impl MailboxWorker {
             ack,
             reply,
             done,
+            push,
         }));
         // If the journal refuses the record outright, the callback is dropped unrun and the
         // completion's Drop reports the failure.
@@ -819,6 +839,8 @@ fn account_info(slot: &Slot) -> AccountInfo {
             cursor: slot.mailbox.cursor(device),
             first_login_ms: times.first_login_ms,
             last_login_ms: times.last_login_ms,
+            push: push_platform(slot, device),
+            muted: muted(slot, device),
         })
         .collect();
     for (device, cursor) in slot.mailbox.cursors() {
@@ -828,6 +850,8 @@ fn account_info(slot: &Slot) -> AccountInfo {
                 cursor: Some(cursor),
                 first_login_ms: 0,
                 last_login_ms: 0,
+                push: push_platform(slot, device),
+                muted: muted(slot, device),
             });
         }
     }
@@ -838,6 +862,20 @@ fn account_info(slot: &Slot) -> AccountInfo {
         created_ms: slot.account.created_ms,
         devices,
     }
+}
+
+/// The platform `device` registered a push token with.
+fn push_platform(slot: &Slot, device: &str) -> Option<&'static str> {
+    let pusher = slot.account.pushers()?.device(device)?;
+    pusher.target.as_ref().map(|target| target.platform.label())
+}
+
+/// How many conversations `device` muted.
+fn muted(slot: &Slot, device: &str) -> usize {
+    slot.account
+        .pushers()
+        .and_then(|pushers| pushers.device(device))
+        .map_or(0, |pusher| pusher.muted_count(crate::clock::now_ms()))
 }
 
 fn payload(
@@ -881,6 +919,8 @@ struct Pending {
     ack: AckInfo,
     reply: Option<(SessionHandle, u64)>,
     done: Option<Arc<Countdown>>,
+    /// The registered devices to tell the push hub about once durable.
+    push: Option<Box<push::PushTargets>>,
 }
 
 /// What happens once the journal has (or has not) made an appended entry durable. Dropped
@@ -915,10 +955,14 @@ impl Pending {
             ack,
             reply,
             done,
+            push: push_targets,
         } = self;
         if durable {
             watermark.fetch_max(entry.seq, Ordering::AcqRel);
             push(&shared, &owner, &entry);
+            if let Some(targets) = push_targets {
+                targets.tell(&shared, &owner, &entry);
+            }
             if let Some((session, tag)) = reply {
                 session.send(MailboxEvent::Appended {
                     tag,

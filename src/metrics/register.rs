@@ -70,6 +70,7 @@ pub const BACKGROUND_TASKS: &[&str] = &[
     "store",
     "mailbox_worker",
     "fanout_lane",
+    "push_scheduler",
     "checkpointer",
     "sweeper",
     "media_expiry",

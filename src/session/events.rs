@@ -26,6 +26,9 @@ impl SessionState {
                 self.on_group_answer(request_id, answer);
             }
             MailboxEvent::GroupRefused { group, error } => self.on_group_refused(&group, &error),
+            MailboxEvent::PushAnswer { request_id, result } => {
+                self.on_push_answer(request_id, result);
+            }
             MailboxEvent::Typing {
                 from_user,
                 typing,

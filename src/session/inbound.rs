@@ -37,6 +37,7 @@ impl SessionState {
             In::GroupRequest(request) => self.on_group_request(request),
             In::GroupSend(send) => self.on_group_send(send),
             In::GroupReceipt(receipt) => self.on_group_receipt(receipt),
+            In::PushRequest(request) => self.on_push_request(request),
             In::PresenceSubscribe(subscribe) => self.on_presence_subscribe(subscribe),
             In::Ping(ping) => self.send(Out::Pong(Pong {
                 nonce: ping.nonce,

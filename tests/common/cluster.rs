@@ -394,6 +394,18 @@ pub async fn replicated_three(dir: &Path) -> Vec<Member> {
     members
 }
 
+/// [`replicated_three`] with `sections` (whole TOML sections) added to every node's file.
+pub async fn replicated_three_with(dir: &Path, sections: &str) -> Vec<Member> {
+    let members = start_cluster_each(dir, 3, 3, &super::FAST_WRITEBACK, "", |_| {
+        sections.to_owned()
+    });
+    eventually_within(SETTLE, "every slot group has a leader", async || {
+        all_led(&members).await
+    })
+    .await;
+    members
+}
+
 /// The members of the cluster's one island in `view`.
 pub fn island_of(view: &Value) -> Vec<u64> {
     view["map"]["islands"][0]["members"]

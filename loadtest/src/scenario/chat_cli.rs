@@ -275,6 +275,7 @@ impl Chat {
             )),
             Frame::Welcome(w) => say(&render::welcome(&w)),
             Frame::GroupResponse(r) => say(&format!("group response {r:?}")),
+            Frame::PushResponse(r) => say(&format!("push response {r:?}")),
         }
         None
     }

@@ -285,6 +285,7 @@ fn label(server: &ServerFrame) -> String {
         F::Presence(_) => "Presence",
         F::Pong(_) => "Pong",
         F::GroupResponse(_) => "GroupResponse",
+        F::PushResponse(_) => "PushResponse",
         F::Error(error) => {
             let code = ErrorCode::try_from(error.code).map_or("?", |code| code.as_str_name());
             return format!("Error:{}", code.trim_start_matches("ERROR_CODE_"));

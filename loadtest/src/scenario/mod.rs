@@ -8,6 +8,7 @@ pub mod group;
 pub mod idle;
 pub mod offline_drain;
 pub mod offline_send;
+pub mod push;
 pub mod storm;
 
 /// Whether a scenario's figures meet its success criterion.

@@ -182,6 +182,7 @@ async fn serve<T: Transport>(
         Op::Group(group) => &group.group,
         Op::ListGroups(list) => &list.user,
         Op::Revoke(revoke) => &revoke.owner,
+        Op::Push(push) => &push.owner,
         // Checked per recipient, below.
         Op::Copies(_) => "",
     };
@@ -215,8 +216,32 @@ async fn serve<T: Transport>(
         Op::Group(call) => groups::serve_group(node, call).await?,
         Op::ListGroups(list) => groups::serve_list_groups(node, list).await,
         Op::Revoke(revoke) => serve_revoke(node, revoke).await,
+        Op::Push(push) => serve_push(node, push).await,
         Op::Copies(_) => busy(),
     })
+}
+
+/// Changes a push registration of a user this node owns, for the node the device is on.
+async fn serve_push(node: &Node, push: pb::PushCall) -> pb::mailbox_reply::Reply {
+    let Some((owner, device, change)) = super::push_wire::change_of(push) else {
+        return busy();
+    };
+    let (reply, answer) = oneshot::channel();
+    let op = MailboxOp::Push {
+        owner,
+        device,
+        change,
+        reply: Some(crate::mailbox::pushers::PushReply::new(move |result| {
+            let _ = reply.send(result);
+        })),
+    };
+    if node.mailboxes.submit(op).is_err() {
+        return busy();
+    }
+    match answer.await {
+        Ok(result) => super::push_wire::reply_of(result),
+        Err(_) => busy(),
+    }
 }
 
 /// Revokes tokens of a user this node owns, for the node the operator asked.

@@ -143,7 +143,8 @@ impl State<'_> {
             | Frame::Typing(_)
             | Frame::Presence(_)
             | Frame::Pong(_)
-            | Frame::GroupResponse(_) => {}
+            | Frame::GroupResponse(_)
+            | Frame::PushResponse(_) => {}
         }
         None
     }

@@ -1,0 +1,104 @@
+//! The scheduler task: takes the hub's events, keeps the bursts ([`super::bursts`]), and hands
+//! each push to the sender when it is due.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use metrics::Counter;
+use tokio::sync::mpsc;
+
+use super::PushConfig;
+use super::bursts::{Arrived, Bursts, Timing};
+use super::hub::PushEvent;
+use super::notification::Notification;
+use super::telemetry;
+use crate::message::Id;
+
+/// Events taken from the queue per pass before due pushes are looked at.
+const EVENTS_PER_PASS: usize = 256;
+
+/// What the scheduler does with a token that moved to another device: drop it from the device
+/// that held it (`owner`, `device`, `token`).
+pub type DropToken = Arc<dyn Fn(Id, Id, Arc<str>) + Send + Sync>;
+
+/// The timing of `config`.
+pub fn timing(config: &PushConfig) -> Timing {
+    Timing {
+        offline_delay: Duration::from_millis(config.offline_delay_ms),
+        ack_grace: Duration::from_millis(config.ack_grace_ms),
+        renotify: Duration::from_secs(config.renotify_secs),
+    }
+}
+
+/// Runs until the hub's queue is closed (every sender of events dropped): events update the
+/// bursts, due pushes go to `deliver`.
+pub async fn run(
+    mut events: mpsc::Receiver<PushEvent>,
+    timing: Timing,
+    mut deliver: impl FnMut(Notification) + Send,
+    drop_token: DropToken,
+) {
+    let mut bursts = Bursts::new(timing);
+    let scheduled = metrics::counter!(telemetry::SCHEDULED);
+    let collapsed = metrics::counter!(telemetry::COLLAPSED);
+    loop {
+        let next = bursts.next_due();
+        let event = match next {
+            Some(due) => {
+                tokio::select! {
+                    event = events.recv() => event,
+                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {
+                        for push in bursts.take_due(Instant::now()) {
+                            deliver(push);
+                        }
+                        continue;
+                    }
+                }
+            }
+            None => events.recv().await,
+        };
+        let Some(event) = event else { break };
+        let now = Instant::now();
+        handle(&mut bursts, event, now, &scheduled, &collapsed, &drop_token);
+        for _ in 0..EVENTS_PER_PASS {
+            match events.try_recv() {
+                Ok(event) => handle(&mut bursts, event, now, &scheduled, &collapsed, &drop_token),
+                Err(_) => break,
+            }
+        }
+        for push in bursts.take_due(Instant::now()) {
+            deliver(push);
+        }
+    }
+}
+
+fn handle(
+    bursts: &mut Bursts,
+    event: PushEvent,
+    now: Instant,
+    scheduled: &Counter,
+    collapsed: &Counter,
+    drop_token: &DropToken,
+) {
+    match event {
+        PushEvent::Arrived(arrival) => match bursts.arrive(*arrival, now) {
+            Arrived::Scheduled => scheduled.increment(1),
+            Arrived::Collapsed => collapsed.increment(1),
+            Arrived::Ignored => {}
+        },
+        PushEvent::Acked {
+            owner,
+            device,
+            up_to,
+        } => bursts.ack(&owner, &device, up_to),
+        PushEvent::Forget { owner, device } => bursts.forget(&owner, &device),
+        PushEvent::Moved {
+            owner,
+            device,
+            token,
+        } => {
+            bursts.forget(&owner, &device);
+            drop_token(owner, device, token);
+        }
+    }
+}
