@@ -85,6 +85,36 @@ fn gorush(recorded: &Recorded) -> &Value {
     &recorded.body["notifications"][0]
 }
 
+/// Registers Dave away, has Alice send him a message and waits for its push: every push due
+/// for an earlier message has been sent (or decided against) by then.
+async fn marker(server: &TestServer, alice: &mut Phone, gateway: &StandIn) {
+    away(server, "dave", "phone", "tok-dave", false).await;
+    send_acked(
+        &mut alice.writer,
+        &mut alice.reader,
+        "marker",
+        "dave",
+        "marker",
+    )
+    .await;
+    eventually("the marker's push", async || {
+        gateway
+            .requests()
+            .iter()
+            .any(|r| gorush(r)["tokens"][0] == "tok-dave")
+    })
+    .await;
+}
+
+/// The gorush requests for `token`.
+fn gorush_for(gateway: &StandIn, token: &str) -> Vec<Recorded> {
+    gateway
+        .requests()
+        .into_iter()
+        .filter(|r| gorush(r)["tokens"][0] == token)
+        .collect()
+}
+
 #[tokio::test]
 async fn an_away_device_gets_one_push_for_a_burst_and_nothing_of_its_text() {
     let gateway = StandIn::gorush().await;
@@ -102,22 +132,9 @@ async fn an_away_device_gets_one_push_for_a_burst_and_nothing_of_its_text() {
         .await;
     }
     eventually("the burst's push", async || !gateway.requests().is_empty()).await;
-    // A marker: Dave's push is scheduled after every one of Bob's messages was seen.
-    away(&server, "dave", "phone", "tok-dave", false).await;
-    send_acked(
-        &mut alice.writer,
-        &mut alice.reader,
-        "marker",
-        "dave",
-        "marker",
-    )
-    .await;
-    eventually("the marker's push", async || gateway.requests().len() >= 2).await;
-    let requests: Vec<Recorded> = gateway
-        .requests()
-        .into_iter()
-        .filter(|r| gorush(r)["tokens"][0] == "tok-bob")
-        .collect();
+    // Dave's push is scheduled after every one of Bob's messages was seen.
+    marker(&server, &mut alice, &gateway).await;
+    let requests = gorush_for(&gateway, "tok-bob");
     assert_eq!(requests.len(), 1, "{requests:?}");
     let push = gorush(&requests[0]);
     assert_eq!(push["tokens"][0], "tok-bob");
@@ -211,21 +228,8 @@ async fn a_gateway_error_is_retried_once_without_a_duplicate() {
     let mut alice = server.ready("alice", "phone").await;
     send_acked(&mut alice.writer, &mut alice.reader, "m1", "bob", "hello").await;
     eventually("the retried push", async || gateway.requests().len() >= 2).await;
-    away(&server, "dave", "phone", "tok-dave", false).await;
-    send_acked(
-        &mut alice.writer,
-        &mut alice.reader,
-        "marker",
-        "dave",
-        "marker",
-    )
-    .await;
-    eventually("the marker's push", async || gateway.requests().len() >= 3).await;
-    let requests: Vec<Recorded> = gateway
-        .requests()
-        .into_iter()
-        .filter(|r| gorush(r)["tokens"][0] == "tok-bob")
-        .collect();
+    marker(&server, &mut alice, &gateway).await;
+    let requests = gorush_for(&gateway, "tok-bob");
     assert_eq!(requests.len(), 2, "{requests:?}");
     assert_eq!(
         gorush(&requests[0])["notif_id"],
