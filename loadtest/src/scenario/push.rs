@@ -103,7 +103,7 @@ struct Tally {
 
 /// Runs the scenario: Pass when every recipient was pushed exactly once.
 pub async fn run(args: PushArgs) -> Result<Verdict, LoadError> {
-    if args.devices == 0 || args.senders == 0 || !(args.rate > 0.0) {
+    if args.devices == 0 || args.senders == 0 || args.rate.is_nan() || args.rate <= 0.0 {
         return Err(LoadError::Args(
             "--devices, --senders and --rate must be positive".to_owned(),
         ));
