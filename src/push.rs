@@ -64,10 +64,11 @@ pub fn start(
     tokio::spawn(async move {
         let dead_letters = metrics::counter!(telemetry::DEAD_LETTERS);
         let deliver = |push: Notification| match &sender {
-            Some(sender) => {
-                sender.submit(push);
+            Some(sender) => sender.offer(push),
+            None => {
+                dead_letters.increment(1);
+                true
             }
-            None => dead_letters.increment(1),
         };
         scheduler::run(events, timing, deliver, drop_token).await;
     })

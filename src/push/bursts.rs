@@ -7,7 +7,10 @@
 //! Once pushed, the push stays outstanding: newer messages are collapsed into it until the
 //! device catches up (acks everything: the burst ends) or `renotify` has passed (the next
 //! message schedules a new push). A push whose messages were all acked before it was due is not
-//! sent. Pure state: the caller supplies the time ([`super::scheduler`] runs it).
+//! sent. A push the sender has no room for is put back ([`Bursts::defer`]) and offered again
+//! after a growing pause, until the retry time is over; so while the gateway is down the bursts
+//! themselves hold what is still owed (one per device), not a queue. Pure state: the caller
+//! supplies the time ([`super::scheduler`] runs it).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -33,6 +36,13 @@ pub struct Timing {
     pub ack_grace: Duration,
     /// Least time between two pushes of one burst.
     pub renotify: Duration,
+    /// First pause before a push the sender had no room for is offered again; doubled each
+    /// time, up to `defer_max`.
+    pub defer_base: Duration,
+    /// Longest such pause.
+    pub defer_max: Duration,
+    /// How long a push is put back before it is given up.
+    pub give_up: Duration,
 }
 
 /// A (user, device) pair.
@@ -62,6 +72,9 @@ struct Burst {
     generation: u64,
     /// When the last push of the burst was handed over.
     pushed_at: Option<Instant>,
+    /// Times in a row its push was put back, and since when.
+    deferred: u32,
+    deferred_since: Option<Instant>,
 }
 
 impl Burst {
@@ -81,6 +94,17 @@ pub enum Arrived {
     Collapsed,
     /// The device had acked it already (or it was seen before).
     Ignored,
+}
+
+/// What putting a push back did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferred {
+    /// It is offered again later.
+    Later,
+    /// Its retry time is over: it is given up (a dead letter); the burst stays outstanding.
+    GivenUp,
+    /// The device's burst ended meanwhile (it acked, or its registration went).
+    Gone,
 }
 
 /// Every device's burst and the timers of the scheduled pushes.
@@ -163,6 +187,8 @@ impl Bursts {
                 due: None,
                 generation: 0,
                 pushed_at: None,
+                deferred: 0,
+                deferred_since: None,
             }),
         };
         let delay = if online {
@@ -211,6 +237,43 @@ impl Bursts {
         self.bursts
             .get(key)
             .is_some_and(|burst| burst.due.is_some() && burst.generation == generation)
+    }
+
+    /// The sender took the push of `device` of `owner`.
+    pub fn handed(&mut self, owner: &str, device: &str) {
+        if let Some(burst) = self.bursts.get_mut(&(Id::from(owner), Id::from(device))) {
+            burst.deferred = 0;
+            burst.deferred_since = None;
+        }
+    }
+
+    /// The sender had no room for the push of `device` of `owner` taken at `now`: schedules
+    /// it again after a pause that grows with each time, or gives it up once it has been put
+    /// back for longer than the retry time.
+    pub fn defer(&mut self, owner: &str, device: &str, now: Instant) -> Deferred {
+        let key = (Id::from(owner), Id::from(device));
+        let Some(burst) = self.bursts.get_mut(&key) else {
+            return Deferred::Gone;
+        };
+        let since = *burst.deferred_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= self.timing.give_up {
+            burst.deferred = 0;
+            burst.deferred_since = None;
+            return Deferred::GivenUp;
+        }
+        let pause = self
+            .timing
+            .defer_base
+            .saturating_mul(1 << burst.deferred.min(16))
+            .min(self.timing.defer_max);
+        burst.deferred = burst.deferred.saturating_add(1);
+        burst.pushed_at = None;
+        let due = now + pause;
+        self.next_generation += 1;
+        burst.due = Some(due);
+        burst.generation = self.next_generation;
+        self.timers.push(Reverse((due, self.next_generation, key)));
+        Deferred::Later
     }
 
     /// The pushes due at `now`, each marked as sent.

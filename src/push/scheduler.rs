@@ -8,7 +8,7 @@ use metrics::Counter;
 use tokio::sync::mpsc;
 
 use super::PushConfig;
-use super::bursts::{Arrived, Bursts, Timing};
+use super::bursts::{Arrived, Bursts, Deferred, Timing};
 use super::hub::PushEvent;
 use super::notification::Notification;
 use super::telemetry;
@@ -27,18 +27,27 @@ pub fn timing(config: &PushConfig) -> Timing {
         offline_delay: Duration::from_millis(config.offline_delay_ms),
         ack_grace: Duration::from_millis(config.ack_grace_ms),
         renotify: Duration::from_secs(config.renotify_secs),
+        defer_base: Duration::from_millis(config.retry_base_ms),
+        defer_max: Duration::from_millis(config.retry_max_ms),
+        give_up: Duration::from_secs(config.retry_for_secs),
     }
 }
 
 /// Runs until the hub's queue is closed (every sender of events dropped): events update the
-/// bursts, due pushes go to `deliver`.
+/// bursts, due pushes are offered to `deliver`, which answers false when it has no room (the
+/// push is put back in its burst and offered again later).
 pub async fn run(
     mut events: mpsc::Receiver<PushEvent>,
     timing: Timing,
-    mut deliver: impl FnMut(Notification) + Send,
+    deliver: impl FnMut(Notification) -> bool + Send,
     drop_token: DropToken,
 ) {
     let mut bursts = Bursts::new(timing);
+    let mut handing = Handing {
+        deliver,
+        deferred: metrics::counter!(telemetry::DEFERRED),
+        dead_letters: metrics::counter!(telemetry::DEAD_LETTERS),
+    };
     let scheduled = metrics::counter!(telemetry::SCHEDULED);
     let collapsed = metrics::counter!(telemetry::COLLAPSED);
     loop {
@@ -48,9 +57,7 @@ pub async fn run(
                 tokio::select! {
                     event = events.recv() => event,
                     () = tokio::time::sleep_until(tokio::time::Instant::from_std(due)) => {
-                        for push in bursts.take_due(Instant::now()) {
-                            deliver(push);
-                        }
+                        handing.hand_due(&mut bursts);
                         continue;
                     }
                 }
@@ -66,8 +73,30 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        for push in bursts.take_due(Instant::now()) {
-            deliver(push);
+        handing.hand_due(&mut bursts);
+    }
+}
+
+/// Hands due pushes to the sender, putting back those it has no room for.
+struct Handing<D> {
+    deliver: D,
+    deferred: Counter,
+    dead_letters: Counter,
+}
+
+impl<D: FnMut(Notification) -> bool> Handing<D> {
+    fn hand_due(&mut self, bursts: &mut Bursts) {
+        let now = Instant::now();
+        for push in bursts.take_due(now) {
+            let (owner, device) = (push.user.clone(), push.device.clone());
+            match (self.deliver)(push) {
+                true => bursts.handed(&owner, &device),
+                false => match bursts.defer(&owner, &device, now) {
+                    Deferred::Later => self.deferred.increment(1),
+                    Deferred::GivenUp => self.dead_letters.increment(1),
+                    Deferred::Gone => {}
+                },
+            }
         }
     }
 }

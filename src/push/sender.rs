@@ -122,6 +122,27 @@ impl Sender {
         }
     }
 
+    /// Queues `notification` without waiting if there is room. False when the queue is full:
+    /// nothing is counted, the caller keeps what the push stands for and offers it again
+    /// later. A closed sender takes it as a dead letter.
+    pub fn offer(&self, notification: Notification) -> bool {
+        if self.stop.is_cancelled() {
+            self.counters.dead_letter();
+            return true;
+        }
+        match self
+            .queue
+            .try_send(Queued::new(notification, &self.counters))
+        {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.counters.dead_letter();
+                true
+            }
+        }
+    }
+
     /// This sender's counts so far.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()

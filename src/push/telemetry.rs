@@ -16,8 +16,11 @@ pub const FAILED: &str = "tern_push_failed_total";
 pub const RETRIES: &str = "tern_push_retries_total";
 /// Tokens the gateway reported dead, handed back for removal.
 pub const TOKENS_REMOVED: &str = "tern_push_tokens_removed_total";
-/// Pushes given up: refused by the full queue, or still failing when their retry time ran out.
+/// Pushes given up: put back for longer than their retry time because the queue stayed full,
+/// still failing when their retry time ran out, or (direct submits) refused by the full queue.
 pub const DEAD_LETTERS: &str = "tern_push_dead_letters_total";
+/// Pushes the scheduler put back because the sender's queue was full, to offer again later.
+pub const DEFERRED: &str = "tern_push_deferred_total";
 /// Pushes waiting in the sender's queue.
 pub const QUEUE_DEPTH: &str = "tern_push_queue_depth";
 /// Time of each gateway request that delivered a push, connecting included.
@@ -31,6 +34,7 @@ const COUNTERS: &[&str] = &[
     RETRIES,
     TOKENS_REMOVED,
     DEAD_LETTERS,
+    DEFERRED,
 ];
 
 /// Registers descriptions and units of the push metrics with the installed recorder.
@@ -64,7 +68,12 @@ pub fn describe() {
     metrics::describe_counter!(
         DEAD_LETTERS,
         Unit::Count,
-        "Pushes given up: the queue was full or retries ran out."
+        "Pushes given up: the queue stayed full or retries ran out."
+    );
+    metrics::describe_counter!(
+        DEFERRED,
+        Unit::Count,
+        "Pushes put back because the queue to the gateway was full, offered again later."
     );
     metrics::describe_gauge!(
         QUEUE_DEPTH,

@@ -8,6 +8,9 @@ fn timing() -> Timing {
         offline_delay: 250 * MS,
         ack_grace: 5000 * MS,
         renotify: 300_000 * MS,
+        defer_base: 500 * MS,
+        defer_max: 2_000 * MS,
+        give_up: 10_000 * MS,
     }
 }
 
@@ -111,4 +114,39 @@ fn a_partial_ack_lowers_the_count_and_renotify_pushes_again() {
     assert_eq!((due.len(), due[0].count, due[0].seq), (1, 3, 4));
     bursts.forget(&bob, &phone);
     assert!(bursts.is_empty());
+}
+
+#[test]
+fn a_push_the_sender_had_no_room_for_comes_back_later_then_is_given_up() {
+    let start = Instant::now();
+    let mut bursts = Bursts::new(timing());
+    bursts.arrive(arrival(1, false, false), start);
+    let due = bursts.take_due(start + 250 * MS);
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        bursts.defer("bob", "phone", start + 250 * MS),
+        Deferred::Later
+    );
+    // A message meanwhile joins the push put back.
+    assert_eq!(
+        bursts.arrive(arrival(2, false, false), start + 300 * MS),
+        Arrived::Collapsed
+    );
+    assert!(bursts.take_due(start + 749 * MS).is_empty());
+    let again = bursts.take_due(start + 750 * MS);
+    assert_eq!((again.len(), again[0].count, again[0].seq), (1, 2, 2));
+    // The pause doubles, up to its ceiling; past the retry time the push is given up.
+    assert_eq!(
+        bursts.defer("bob", "phone", start + 750 * MS),
+        Deferred::Later
+    );
+    assert!(bursts.take_due(start + 1_749 * MS).is_empty());
+    assert_eq!(bursts.take_due(start + 1_750 * MS).len(), 1);
+    assert_eq!(
+        bursts.defer("bob", "phone", start + 10_250 * MS),
+        Deferred::GivenUp
+    );
+    assert_eq!(bursts.next_due(), None);
+    // Taken at last: the deferral count starts over; a device that acked is gone.
+    assert_eq!(bursts.defer("carol", "phone", start), Deferred::Gone);
 }

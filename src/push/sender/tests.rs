@@ -217,6 +217,9 @@ async fn a_full_queue_drops_pushes_as_dead_letters() {
     assert!(!sender.submit(notification(Platform::Apns)));
     let stats = sender.stats();
     assert_eq!((stats.queued, stats.dead_letters), (2, 1), "{stats:?}");
+    // Offered instead, a push the queue has no room for comes back, not counted.
+    assert!(!sender.offer(notification(Platform::Fcm)));
+    assert_eq!(sender.stats().dead_letters, 1);
     sender.shutdown().await;
 }
 
