@@ -8,8 +8,8 @@
 #     up throughout (run "up") or down from second 10 to second 40 (run "down");
 #   tern-load chat: 200 phones at 10,000 msgs/s for 40 s, measured with --server-pid.
 # Prints per run: the chat figures (msgs/s, p50/p99 ms, server CPU per message incl. the push
-# work) and the push figures (pushes, devices never pushed, dead letters and retries from the
-# node's /metrics).
+# work) and the push figures (pushes, devices never pushed, send-to-push p50/p99, and from the
+# node's /metrics: pushes put back while the queue was full, dead letters, retries).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-1}
@@ -40,15 +40,17 @@ run() {
         | tail -1 > "$work/chat.json"
     wait "$push" || true
     python3 - "$kind" "$work/chat.json" "$work/push.json" \
-        "$(metric tern_push_dead_letters_total)" "$(metric tern_push_retries_total)" <<'PY'
+        "$(metric tern_push_dead_letters_total)" "$(metric tern_push_retries_total)" \
+        "$(metric tern_push_deferred_total)" <<'PY'
 import json, sys
-kind, chat, push, dead, retries = sys.argv[1:]
+kind, chat, push, dead, retries, deferred = sys.argv[1:]
 c = json.loads(open(chat).read())
 p = json.loads(open(push).read().strip().splitlines()[-1])
 print(f"{kind:4s} chat {round(c['msgs_per_sec'])} msgs/s p50 {c['p50_ms']} p99 {c['p99_ms']} ms "
       f"{c['server_cpu_us_per_msg']} us/msg lost {c['lost']} | pushes {p['pushes']} "
       f"never pushed {p['devices_never_pushed']} duplicates {p['duplicates']} "
-      f"p50 {p['p50_ms']} p99 {p['p99_ms']} ms | dead letters {dead} retries {retries}")
+      f"p50 {p['p50_ms']} p99 {p['p99_ms']} ms | put back {deferred} dead letters {dead} "
+      f"retries {retries}")
 PY
     kill -9 "$pid"
     wait "$pid" 2> /dev/null || true
