@@ -90,6 +90,8 @@ pub fn request_body(notification: &Notification) -> Option<Value> {
             push.insert("collapse_id".into(), json!(notification.conversation));
         }
         push.insert("mutable_content".into(), json!(true));
+        // The device's default alert sound; without it iOS shows the alert silently.
+        push.insert("sound".into(), json!("default"));
     } else {
         push.insert(
             "android".into(),
@@ -214,6 +216,7 @@ mod tests {
         assert_eq!(push["thread-id"], json!("bob"));
         assert_eq!(push["collapse_id"], json!("bob"));
         assert_eq!(push["mutable_content"], json!(true));
+        assert_eq!(push["sound"], json!("default"));
         assert_eq!(push["priority"], json!("high"));
         assert!(push.get("android").is_none());
         assert_eq!(
@@ -248,6 +251,7 @@ mod tests {
             "thread-id",
             "collapse_id",
             "mutable_content",
+            "sound",
         ] {
             assert!(push.get(ios_only).is_none(), "{ios_only} in {push}");
         }

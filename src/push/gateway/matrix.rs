@@ -47,6 +47,8 @@ pub fn request_body(notification: &Notification) -> Value {
         "pushkey": notification.token,
         "pushkey_ts": notification.registered_secs,
         "data": Value::Object(data),
+        // The device's default sound (Sygnal passes it to APNs; without it alerts are silent).
+        "tweaks": { "sound": "default" },
     });
     push.insert("devices".into(), json!([device]));
     json!({ "notification": Value::Object(push) })
@@ -127,6 +129,7 @@ mod tests {
                         "conversation": "bob", "group": false, "server_id": 9001, "seq": 42,
                         "count": 2,
                     },
+                    "tweaks": { "sound": "default" },
                 }],
             }})
         );
