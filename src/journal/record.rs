@@ -71,15 +71,18 @@ impl<R: Read> RecordReader<R> {
     /// but [`Step::Record`] the offset stays at the start of the bad record.
     pub(crate) fn read(&mut self, expected_lsn: u64, payload: &mut Vec<u8>) -> io::Result<Step> {
         let mut header = [0u8; HEADER_BYTES];
-        match read_full(&mut self.input, &mut header)? {
-            0 => return Ok(Step::End),
-            HEADER_BYTES => {}
-            _ => return Ok(Step::Damaged(Damage::ShortRecord)),
+        let read = read_full(&mut self.input, &mut header)?;
+        if read == 0 {
+            return Ok(Step::End);
         }
-        // Exactly HEADER_BYTES bytes: these reads cannot run short.
-        if header == [0u8; HEADER_BYTES] {
+        // Zeros, even fewer than a header's worth at the end of the file: never a record.
+        if header[..read].iter().all(|&byte| byte == 0) {
             return Ok(Step::Unwritten);
         }
+        if read < HEADER_BYTES {
+            return Ok(Step::Damaged(Damage::ShortRecord));
+        }
+        // Exactly HEADER_BYTES bytes: these reads cannot run short.
         let mut fields = &header[..];
         let len = fields.get_u32();
         let stored_crc = fields.get_u32();

@@ -107,3 +107,28 @@ async fn a_torn_batch_inside_allocated_space_is_cut_and_not_repeated() {
     let (_journal, recovery) = open(&config);
     assert_eq!(records(&recovery, 5), vec![(6, Bytes::from_static(b"six"))]);
 }
+
+/// A segment whose records end fewer than a header's bytes before its allocated end: the zeros
+/// left are unwritten space, not a short record.
+#[tokio::test]
+async fn zeros_shorter_than_a_header_at_a_segment_end_are_not_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = preallocated(dir.path());
+    let (journal, _) = open(&config);
+    // One record of 4096 - 10 bytes with its header, then one that cannot fit beside it.
+    let big = Bytes::from(vec![7u8; 4096 - 10 - super::super::record::HEADER_BYTES]);
+    let small = Bytes::from_static(b"next");
+    assert_eq!(
+        append_each(&journal, [big.clone(), small.clone()]).await,
+        vec![1, 2]
+    );
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 2, "the second record starts a new segment");
+    assert_eq!(file_len(&files[0]), 4096);
+    journal.close().expect("close");
+    drop(journal);
+
+    let (_journal, recovery) = open(&config);
+    assert_eq!(recovery.dropped_bytes(), 0, "zeros counted as a torn tail");
+    assert_eq!(records(&recovery, 0), vec![(1, big), (2, small)]);
+}
