@@ -204,7 +204,9 @@ async fn three_nodes_link_every_pair_and_exchange_calls_and_casts() {
                 Lane::Call,
                 PANICS,
                 Bytes::new(),
-                Duration::from_millis(300)
+                // The answer comes as soon as the panic is caught; the panic's backtrace is
+                // printed first, which takes a while on a loaded machine.
+                CALL_DEADLINE
             )
             .await,
         Err(CallError::Remote("handler panicked".to_owned()))
