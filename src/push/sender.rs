@@ -13,6 +13,14 @@ mod backoff;
 mod stats;
 mod worker;
 
+/// What became of one try at the queue.
+enum Enqueued {
+    Queued,
+    Full,
+    /// The sender is closed; the push was counted as a dead letter.
+    Closed,
+}
+
 #[cfg(test)]
 mod tests;
 
@@ -101,24 +109,14 @@ impl Sender {
     /// Queues `notification` without waiting. False if it was dropped instead (the queue is
     /// full, or the sender closed): it is then counted as a dead letter.
     pub fn submit(&self, notification: Notification) -> bool {
-        if self.stop.is_cancelled() {
-            self.counters.dead_letter();
-            return false;
-        }
-        match self
-            .queue
-            .try_send(Queued::new(notification, &self.counters))
-        {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.enqueue(notification) {
+            Enqueued::Queued => true,
+            Enqueued::Full => {
                 let before = self.counters.dead_letter();
                 self.log_full(before + 1);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.counters.dead_letter();
-                false
-            }
+            Enqueued::Closed => false,
         }
     }
 
@@ -126,19 +124,24 @@ impl Sender {
     /// nothing is counted, the caller keeps what the push stands for and offers it again
     /// later. A closed sender takes it as a dead letter.
     pub fn offer(&self, notification: Notification) -> bool {
+        !matches!(self.enqueue(notification), Enqueued::Full)
+    }
+
+    /// Tries the queue once; a closed sender counts the push as a dead letter.
+    fn enqueue(&self, notification: Notification) -> Enqueued {
         if self.stop.is_cancelled() {
             self.counters.dead_letter();
-            return true;
+            return Enqueued::Closed;
         }
         match self
             .queue
             .try_send(Queued::new(notification, &self.counters))
         {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
+            Ok(()) => Enqueued::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => Enqueued::Full,
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 self.counters.dead_letter();
-                true
+                Enqueued::Closed
             }
         }
     }
