@@ -1,6 +1,6 @@
-//! The node's push queue: pushes wait in one bounded queue ([`Sender::submit`] never blocks;
-//! over `push.queue` they are dropped as dead letters) and `push.connections` tasks send them,
-//! each through its own keep-alive gateway connection.
+//! The node's push queue: pushes wait in one bounded queue ([`Sender::offer`] never blocks;
+//! over `push.queue` it hands the push back, and the scheduler offers it again later) and
+//! `push.connections` tasks send them, each through its own keep-alive gateway connection.
 //!
 //! Supervision: the [`Sender`] owns the queue's sending side, a stop token and the tasks
 //! (`worker`). Each task owns one [`Gateway`] and, while it works on a push, that push,
@@ -13,19 +13,10 @@ mod backoff;
 mod stats;
 mod worker;
 
-/// What became of one try at the queue.
-enum Enqueued {
-    Queued,
-    Full,
-    /// The sender is closed; the push was counted as a dead letter.
-    Closed,
-}
-
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{Mutex, mpsc};
@@ -43,17 +34,12 @@ use worker::Shared;
 /// from its account. Called on a sender task: it must not block (hand the work on).
 pub type OnUnregistered = Arc<dyn Fn(&Notification) + Send + Sync>;
 
-/// Least time between two log lines about a full queue.
-const FULL_LOG_EVERY_MS: u64 = 10_000;
-
 /// The push queue and the tasks that empty it into the gateway.
 pub struct Sender {
     queue: mpsc::Sender<Queued>,
     counters: Arc<Counters>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    /// When a full queue was last logged (monotonic ms; 0: never).
-    full_logged_ms: AtomicU64,
 }
 
 impl Sender {
@@ -102,22 +88,7 @@ impl Sender {
             counters,
             stop,
             tasks,
-            full_logged_ms: AtomicU64::new(0),
         })
-    }
-
-    /// Queues `notification` without waiting. False if it was dropped instead (the queue is
-    /// full, or the sender closed): it is then counted as a dead letter.
-    pub fn submit(&self, notification: Notification) -> bool {
-        match self.enqueue(notification) {
-            Enqueued::Queued => true,
-            Enqueued::Full => {
-                let before = self.counters.dead_letter();
-                self.log_full(before + 1);
-                false
-            }
-            Enqueued::Closed => false,
-        }
     }
 
     /// Queues `notification` without waiting if there is room. False when the queue is full:
@@ -128,7 +99,7 @@ impl Sender {
     }
 
     /// Tries the queue once; a closed sender counts the push as a dead letter.
-    fn enqueue(&self, notification: Notification) -> Enqueued {
+    pub(super) fn enqueue(&self, notification: Notification) -> Enqueued {
         if self.stop.is_cancelled() {
             self.counters.dead_letter();
             return Enqueued::Closed;
@@ -168,22 +139,16 @@ impl Sender {
             }
         }
     }
+}
 
-    /// Logs a full queue at most once per [`FULL_LOG_EVERY_MS`].
-    fn log_full(&self, dead_letters: u64) {
-        let now = crate::clock::monotonic_ms().max(1);
-        let last = self.full_logged_ms.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < FULL_LOG_EVERY_MS {
-            return;
-        }
-        if self
-            .full_logged_ms
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            tracing::debug!(dead_letters, "push queue full: push dropped");
-        }
-    }
+/// What became of one try at the queue.
+pub(super) enum Enqueued {
+    /// In the queue.
+    Queued,
+    /// No room: nothing counted.
+    Full,
+    /// The sender is closed; the push was counted as a dead letter.
+    Closed,
 }
 
 impl std::fmt::Debug for Sender {

@@ -47,6 +47,22 @@ fn recorder() -> (OnUnregistered, Arc<Mutex<Vec<String>>>) {
     (callback, called)
 }
 
+impl Sender {
+    /// Queues `notification` or drops it: false when the queue is full (then counted as a dead
+    /// letter here) or the sender closed. The scheduler offers instead (it keeps what it cannot
+    /// queue); this is the simplest way to put pushes on the queue in a test.
+    fn submit(&self, notification: Notification) -> bool {
+        match self.enqueue(notification) {
+            Enqueued::Queued => true,
+            Enqueued::Full => {
+                self.counters.dead_letter();
+                false
+            }
+            Enqueued::Closed => false,
+        }
+    }
+}
+
 fn ignore() -> OnUnregistered {
     Arc::new(|_: &Notification| {})
 }
