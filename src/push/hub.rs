@@ -48,7 +48,8 @@ pub enum PushEvent {
         /// Everything up to here.
         up_to: u64,
     },
-    /// `device` of `owner` no longer holds the token it had (unregistered or replaced): its burst ends.
+    /// `device` of `owner` no longer holds the token it had (unregistered or replaced): its
+    /// burst ends.
     Forget {
         /// The user.
         owner: Id,
