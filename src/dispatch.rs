@@ -55,6 +55,13 @@ pub trait Worker: Send + 'static {
     }
     /// Called on the worker's task after its doorbell rang.
     fn rung(&mut self) {}
+    /// True while the worker has work of its own to do in steps (a long pass over its state),
+    /// between batches of jobs instead of in one job that would hold the thread.
+    fn has_steps(&self) -> bool {
+        false
+    }
+    /// Does one short step of that work.
+    fn step(&mut self) {}
 }
 
 /// Which queue of a worker a job goes to.
@@ -100,6 +107,15 @@ struct Receivers<J> {
     write: mpsc::Receiver<J>,
     read: mpsc::Receiver<J>,
     internal: mpsc::Receiver<J>,
+}
+
+impl<J> Receivers<J> {
+    /// A job already queued on any lane (write, read, then internal), without waiting.
+    fn try_next(&mut self) -> Option<J> {
+        [&mut self.write, &mut self.read, &mut self.internal]
+            .into_iter()
+            .find_map(|lane| lane.try_recv().ok())
+    }
 }
 
 /// One keyed service: 32 shards of workers with bounded lanes.
@@ -274,6 +290,21 @@ async fn run_worker<W: Worker>(
     let doorbell = worker.doorbell();
     let mut open = [true; 3];
     loop {
+        if worker.has_steps() {
+            // Queued jobs first; with none, one step of the worker's own work, then the
+            // thread's other tasks (the doorbell's permit waits for the next `select!`).
+            if stop.is_cancelled() {
+                break;
+            }
+            match lanes.try_next() {
+                Some(job) => run_batch(name, &mut worker, &mut lanes, job).await,
+                None => {
+                    run_step(name, &mut worker);
+                    tokio::task::yield_now().await;
+                }
+            }
+            continue;
+        }
         // Wait for the first job from any lane (or the doorbell); stop when every lane is
         // closed or the industry is stopped.
         let first = tokio::select! {
@@ -306,27 +337,40 @@ async fn run_worker<W: Worker>(
             }
             else => break,
         };
-        run_job(name, &mut worker, first);
-        // Then take what is already queued, alternating lanes, up to a batch.
-        let mut handled = 1;
-        while handled < MAX_BATCH {
-            let mut progressed = false;
-            for lane in [&mut lanes.write, &mut lanes.read, &mut lanes.internal] {
-                if let Ok(job) = lane.try_recv() {
-                    run_job(name, &mut worker, job);
-                    handled += 1;
-                    progressed = true;
-                }
-            }
-            if !progressed {
-                break;
+        run_batch(name, &mut worker, &mut lanes, first).await;
+    }
+}
+
+/// Runs `first`, then what is already queued, alternating lanes, up to a batch; then one step
+/// of the worker's own work if it has some, so that a steady stream of jobs never starves it.
+async fn run_batch<W: Worker>(
+    name: &'static str,
+    worker: &mut W,
+    lanes: &mut Receivers<W::Job>,
+    first: W::Job,
+) {
+    run_job(name, worker, first);
+    let mut handled = 1;
+    while handled < MAX_BATCH {
+        let mut progressed = false;
+        for lane in [&mut lanes.write, &mut lanes.read, &mut lanes.internal] {
+            if let Ok(job) = lane.try_recv() {
+                run_job(name, worker, job);
+                handled += 1;
+                progressed = true;
             }
         }
-        worker.end_batch();
-        if handled >= MAX_BATCH {
-            // Let other tasks on this thread run between batches.
-            tokio::task::yield_now().await;
+        if !progressed {
+            break;
         }
+    }
+    worker.end_batch();
+    if worker.has_steps() {
+        run_step(name, worker);
+    }
+    if handled >= MAX_BATCH {
+        // Let other tasks on this thread run between batches.
+        tokio::task::yield_now().await;
     }
 }
 
@@ -335,6 +379,13 @@ async fn rung(doorbell: Option<&Notify>) {
     match doorbell {
         Some(notify) => notify.notified().await,
         None => std::future::pending().await,
+    }
+}
+
+fn run_step<W: Worker>(name: &'static str, worker: &mut W) {
+    if std::panic::catch_unwind(AssertUnwindSafe(|| worker.step())).is_err() {
+        metrics::counter!(DISPATCH_PANICS, "service" => name).increment(1);
+        tracing::error!(service = name, "dispatcher step panicked; worker continues");
     }
 }
 
@@ -351,8 +402,11 @@ mod tests {
     use crate::shard::key_hash;
     use tokio::sync::oneshot;
 
+    #[derive(Default)]
     struct Recorder {
         seen: Vec<(u64, u32)>,
+        /// Steps of its own work left, and done.
+        steps: (u32, u32),
     }
 
     #[derive(Debug)]
@@ -360,6 +414,8 @@ mod tests {
         Record(u64, u32),
         Dump(oneshot::Sender<Vec<(u64, u32)>>),
         Panic,
+        Steps(u32),
+        StepsDone(oneshot::Sender<u32>),
     }
 
     impl Worker for Recorder {
@@ -371,6 +427,21 @@ mod tests {
                     let _ = reply.send(self.seen.clone());
                 }
                 Job::Panic => panic!("job panicked on purpose"),
+                Job::Steps(n) => self.steps.0 += n,
+                Job::StepsDone(reply) => {
+                    let _ = reply.send(self.steps.1);
+                }
+            }
+        }
+
+        fn has_steps(&self) -> bool {
+            self.steps.0 > 0
+        }
+
+        fn step(&mut self) {
+            self.steps = (self.steps.0 - 1, self.steps.1 + 1);
+            if self.steps.1 == 3 {
+                panic!("step panicked on purpose");
             }
         }
     }
@@ -385,7 +456,7 @@ mod tests {
     #[tokio::test]
     async fn jobs_of_one_key_run_in_order_and_survive_a_panic() {
         let (industry, _handles) =
-            Industry::start("test", &config(1024), |_, _| Recorder { seen: Vec::new() });
+            Industry::start("test", &config(1024), |_, _| Recorder::default());
         let hash = key_hash(b"alice");
         for n in 0..100 {
             industry
@@ -408,8 +479,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_full_lane_refuses_instead_of_blocking() {
-        let (industry, _handles) =
-            Industry::start("test", &config(16), |_, _| Recorder { seen: Vec::new() });
+        let (industry, _handles) = Industry::start("test", &config(16), |_, _| Recorder::default());
         let hash = key_hash(b"bob");
         // The worker cannot run before we yield, so the 17th job finds the lane full.
         for n in 0..16 {
@@ -423,5 +493,38 @@ mod tests {
         let (tx, _rx) = oneshot::channel();
         assert!(industry.submit(hash, Lane::Read, Job::Dump(tx)).is_ok());
         assert_eq!(industry.depth(), 17);
+    }
+
+    #[tokio::test]
+    async fn jobs_run_between_the_steps_of_a_workers_own_work() {
+        const STEPS: u32 = 100_000;
+        let (industry, _handles) = Industry::start("test", &config(16), |_, _| Recorder::default());
+        let hash = key_hash(b"carol");
+        industry
+            .submit(hash, Lane::Write, Job::Steps(STEPS))
+            .unwrap();
+        let done = async || {
+            let (tx, rx) = oneshot::channel();
+            industry
+                .submit(hash, Lane::Read, Job::StepsDone(tx))
+                .unwrap();
+            rx.await.unwrap()
+        };
+        // Answered while steps are left: the jobs did not wait for all of them.
+        let mut first = 0;
+        while first == 0 {
+            first = done().await;
+        }
+        assert!(first < STEPS, "{first} steps done before a job ran");
+        // A step that panics (the third) is counted and the rest still run.
+        while done().await < STEPS {
+            tokio::task::yield_now().await;
+        }
+        let (tx, rx) = oneshot::channel();
+        industry
+            .submit(hash, Lane::Write, Job::Record(hash, 1))
+            .unwrap();
+        industry.submit(hash, Lane::Write, Job::Dump(tx)).unwrap();
+        assert_eq!(rx.await.unwrap(), vec![(hash, 1)]);
     }
 }

@@ -107,6 +107,9 @@ pub const CHECKPOINTS: &str = "tern_checkpoints_total";
 pub const CHECKPOINT_FAILURES: &str = "tern_checkpoint_failures_total";
 /// Entries written back to the stores (unacked past the write-back delay).
 pub const WRITTEN_BACK: &str = "tern_mailbox_written_back_total";
+/// Steps write-back passes took after their first: a worker's pass stops after 64 KiB of store
+/// writes (or 512 mailboxes) and goes on after the jobs queued meanwhile.
+pub const WRITEBACK_STEPS: &str = "tern_mailbox_writeback_steps_total";
 /// Typing notices relayed to online devices.
 pub const TYPING_RELAYED: &str = "tern_typing_relayed_total";
 /// Presence updates sent to subscribers.
@@ -411,6 +414,11 @@ fn describe() {
         WRITTEN_BACK,
         Unit::Count,
         "Entries written back to the stores."
+    );
+    describe_counter!(
+        WRITEBACK_STEPS,
+        Unit::Count,
+        "Steps of write-back passes after their first (a pass yields to queued jobs every 64 KiB of store writes)."
     );
     describe_counter!(TYPING_RELAYED, Unit::Count, "Typing notices relayed.");
     describe_counter!(

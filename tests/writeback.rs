@@ -107,3 +107,111 @@ async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
         Frame::QueueDrained(_)
     ));
 }
+
+/// Three offline mailboxes on one mailbox worker, each left hundreds of messages (more store
+/// writes each than one step of a pass takes): the pass runs in steps with the worker's other
+/// jobs between them, and still writes every message back before the journal is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_in_steps_writes_back_every_mailbox_of_its_worker() {
+    use tern::shard::{key_hash, shard_of, worker_of};
+    const EACH: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let (config_path, config) = child_config(
+        dir.path(),
+        &[
+            FAST_WRITEBACK[0],
+            FAST_WRITEBACK[1],
+            ("frames_per_sec = 200", "frames_per_sec = 100000"),
+            ("frame_burst = 400", "frame_burst = 100000"),
+        ],
+    );
+    let workers = config.dispatch.workers_per_shard as usize;
+    let key = TokenKey::new(config.auth.token_key.as_bytes());
+    let token = |user: &str| key.sign(user, "d", now_secs() + 600).unwrap();
+    let data = dir.path().join("data");
+    // Three users whose mailboxes the same worker owns.
+    let place = |user: &str| {
+        let hash = key_hash(user.as_bytes());
+        (shard_of(hash), worker_of(hash, workers))
+    };
+    let target = place("offline-0");
+    let recipients: Vec<String> = (0..)
+        .map(|n| format!("offline-{n}"))
+        .filter(|user| place(user) == target)
+        .take(3)
+        .collect();
+
+    let node = ChildNode::start(&config_path, &data);
+    let (alice, _) = Client::login(node.client, &token("alice"), 0)
+        .await
+        .unwrap();
+    let (mut alice_reader, mut alice_writer) = alice.split();
+    next_matching(&mut alice_reader, |f| {
+        matches!(f, Frame::QueueDrained(_)).then_some(())
+    })
+    .await;
+    for round in 0..EACH / 50 {
+        for to in &recipients {
+            for n in 0..50 {
+                let id = format!("{to}-{}", round * 50 + n);
+                alice_writer
+                    .send_text(&id, to, &format!("message {id} {}", "x".repeat(100)))
+                    .await
+                    .unwrap();
+            }
+        }
+        for _ in 0..150 {
+            next_matching(&mut alice_reader, |f| {
+                matches!(f, Frame::ServerAck(_)).then_some(())
+            })
+            .await;
+        }
+    }
+    let total = (EACH * recipients.len()) as f64;
+    let admin = node.admin;
+    eventually("every message written back", async || {
+        metric(admin, "tern_mailbox_written_back_total").await >= total
+    })
+    .await;
+    let released = metric(admin, "tern_checkpoints_total").await;
+    eventually("two more checkpoints", async || {
+        metric(admin, "tern_checkpoints_total").await >= released + 2.0
+    })
+    .await;
+    assert_eq!(
+        metric(admin, "tern_mailbox_written_back_total").await,
+        total,
+        "each message written back once"
+    );
+    assert!(
+        metric(admin, "tern_mailbox_writeback_steps_total").await >= 1.0,
+        "some pass took more than one step"
+    );
+
+    // Crash: every message comes back, from the store.
+    node.kill();
+    let node = ChildNode::start(&config_path, &data);
+    assert_eq!(
+        metric(node.admin, "tern_recovery_store_entries").await,
+        total
+    );
+    for to in &recipients {
+        let (phone, _) = Client::login(node.client, &token(to), 0).await.unwrap();
+        let (mut reader, _writer) = phone.split();
+        let mut ids = Vec::new();
+        loop {
+            match next(&mut reader).await {
+                Frame::Deliver(d) => {
+                    let Some(deliver::Payload::Message(m)) = d.payload else {
+                        panic!("expected a chat message");
+                    };
+                    ids.push(m.client_msg_id);
+                }
+                Frame::QueueDrained(_) => break,
+                _ => {}
+            }
+        }
+        let expected: Vec<String> = (0..EACH).map(|n| format!("{to}-{n}")).collect();
+        assert_eq!(ids, expected, "{to}'s messages, in order");
+    }
+}

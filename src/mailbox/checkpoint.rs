@@ -61,6 +61,12 @@ impl Countdown {
         (countdown, rx)
     }
 
+    /// One more part, to be finished before the countdown can end; only added by a part
+    /// that has not finished yet (a worker adding its pass's store batches one by one).
+    pub fn add_part(&self) {
+        self.remaining.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// One part finished.
     pub fn finish(&self, ok: bool) {
         if !ok {

@@ -12,6 +12,7 @@ mod evict;
 pub mod group;
 mod push;
 mod read;
+mod writeback;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,12 +167,15 @@ pub(super) struct MailboxWorker {
     /// Set by a failed write-back batch: the next pass rewrites everything it holds.
     writeback_failed: Arc<AtomicBool>,
     written_back: Counter,
+    writeback_steps: Counter,
     shared: Arc<Shared>,
     dedup_window: usize,
     usage: Usage,
     budget: Budget,
     /// An eviction batch is in flight.
     evicting: bool,
+    /// The write-back pass under way, between its steps.
+    pass: Option<writeback::Pass>,
     evictions: Counter,
     evicted_entries: Counter,
     read_from_cache: Counter,
@@ -216,6 +220,7 @@ impl MailboxWorker {
             stores,
             writeback_failed: Arc::new(AtomicBool::new(false)),
             written_back: metrics::counter!(names::WRITTEN_BACK),
+            writeback_steps: metrics::counter!(names::WRITEBACK_STEPS),
             shared: Arc::new(Shared {
                 registry,
                 push: setup.push,
@@ -235,6 +240,7 @@ impl MailboxWorker {
             usage,
             budget,
             evicting: false,
+            pass: None,
             evictions: metrics::counter!(names::EVICTIONS),
             evicted_entries: metrics::counter!(names::EVICTED_ENTRIES),
             read_from_cache: metrics::counter!(names::MAILBOX_READ_ENTRIES, "source" => "cache"),
@@ -268,6 +274,21 @@ impl Worker for MailboxWorker {
         if take(&self.shared.has_group_news) {
             self.group_news();
         }
+    }
+
+    fn has_steps(&self) -> bool {
+        self.pass.is_some()
+    }
+
+    fn step(&mut self) {
+        if take(&self.shared.has_failed) {
+            self.forget_failed();
+        }
+        if take(&self.shared.has_evicted) {
+            self.finish_eviction();
+        }
+        self.write_back_step();
+        self.usage.publish();
     }
 
     fn handle(&mut self, job: MailboxOp) {
@@ -626,72 +647,6 @@ impl MailboxWorker {
         }
         self.groups.extend(groups);
         done.finish(true);
-    }
-
-    /// Writes back entries accepted before `older_than_ms` and still unacked, deletes written-back
-    /// entries every device has acked since, and saves changed last seqs and cursors, in one
-    /// store batch for this worker's shard.
-    fn write_back(&mut self, older_than_ms: u64, done: Arc<Countdown>) {
-        let rewrite = self.writeback_failed.swap(false, Ordering::AcqRel);
-        let mut batch = WriteBatch::new();
-        let mut written = 0u64;
-        // False when some dedup table could not be saved (an append failed during the pass,
-        // twice): this pass then covers no journal record (nothing is released), and the table
-        // is saved by the next one.
-        let mut dedup_saved = true;
-        for (owner, slot) in &mut self.slots {
-            if rewrite {
-                slot.written_upto = 0;
-                slot.dirty = true;
-                slot.mailbox.dedup_mut().mark_unsaved(self.dedup_window);
-            }
-            written += write_entries(owner, slot, &mut batch, older_than_ms);
-            let acked = slot
-                .mailbox
-                .min_cursor()
-                .unwrap_or(0)
-                .min(slot.written_upto);
-            if acked > slot.deleted_upto {
-                batch.delete_entries_up_to(owner.as_bytes(), acked);
-                slot.deleted_upto = acked;
-            }
-            group::report_released(&self.fanout, owner, slot);
-            dedup_saved &= write_changes(owner, slot, &mut batch, self.dedup_window, &self.shared);
-        }
-        if !dedup_saved {
-            // An append failed during the pass: forget it, then save what is left, once.
-            if take(&self.shared.has_failed) {
-                self.forget_failed();
-            }
-            dedup_saved = true;
-            for (owner, slot) in &mut self.slots {
-                dedup_saved &=
-                    write_changes(owner, slot, &mut batch, self.dedup_window, &self.shared);
-            }
-        }
-        self.write_back_groups(&mut batch, rewrite);
-        self.pump_all();
-        self.written_back.increment(written);
-        if batch.is_empty() {
-            done.finish(dedup_saved);
-            return;
-        }
-        let failed = self.writeback_failed.clone();
-        let shared = self.shared.clone();
-        let finish = done.clone();
-        let submitted = self
-            .stores
-            .write_batch_with(self.shard, batch, move |result| {
-                if result.is_err() {
-                    shared.store_failures.fetch_add(1, Ordering::AcqRel);
-                    failed.store(true, Ordering::Release);
-                }
-                finish.finish(result.is_ok() && dedup_saved);
-            });
-        if submitted.is_err() {
-            self.writeback_failed.store(true, Ordering::Release);
-            done.finish(false);
-        }
     }
 
     /// Drops the dedup records of appends whose journal write failed.
