@@ -10,7 +10,9 @@
 # Installs what is missing (mosquitto, python3, a C toolchain; Rust must be there already),
 # builds tern and tern-load in release, starts tern (loadtest/bench.toml on its own ports) and
 # its own mosquitto (generated config, loopback only), runs every scenario against each, then
-# prints the table and writes the chart. Nothing is left running.
+# prints the table and writes the chart. Nothing is left running. After each tern run the node's
+# /metrics goes to RESULTS/NAME-tern.metrics (cumulative since the node started), so that its
+# slow journal fsyncs can be told apart from the rest (loadtest/scripts/stalls.py).
 #
 # Settings (environment):
 #   RESULTS            results directory (default loadtest/results/<UTC time>)
@@ -241,6 +243,10 @@ load() {
     local status=0
     "$LOAD" "$scenario" "${target[@]}" --json "$@" \
         >"$dir/$name-$server.json" 2>"$dir/$name-$server.log" || status=$?
+    if [ "$server" = tern ]; then
+        # The node's own histograms (acks, journal fsyncs) so far, to tell its stalls apart.
+        curl -s "http://127.0.0.1:$TERN_ADMIN_PORT/metrics" >"$dir/$name-tern.metrics" || true
+    fi
     if [ "$status" != 0 ]; then
         failures=$((failures + 1))
         say "  exit status $status; last lines of $dir/$name-$server.log:"

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod background;
 pub mod certs;
 pub mod client;
 pub mod clock;

@@ -117,7 +117,11 @@ impl Stores {
                     let config = &config;
                     thread::Builder::new()
                         .name(format!("tern-store-open-{index}"))
-                        .spawn_scoped(scope, move || Database::open(index, count, path, config))
+                        .spawn_scoped(scope, move || {
+                            // sled's own threads, started by the open, inherit it.
+                            crate::background::lower_priority();
+                            Database::open(index, count, path, config)
+                        })
                 })
                 .collect();
             openers

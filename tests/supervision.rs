@@ -88,3 +88,52 @@ async fn a_dead_journal_thread_makes_the_node_exit_with_70() {
 async fn a_dead_store_thread_makes_the_node_exit_with_70() {
     thread_death_stops_the_node("store").await;
 }
+
+/// The store threads, and the threads sled starts from them, run at a lower CPU priority than
+/// the runtime's workers and the journal thread, whose delays every ack waits on.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_threads_run_at_a_lower_priority_than_the_phones_path() {
+    let files = ChildFiles::new(&[]);
+    let node = ChildNode::start(&files.config_path, &files.data);
+    send_acked(node.client, &files.key, "alice", "bob", "hello").await;
+    // (thread name, nice value) of every thread of the node, from /proc.
+    let tasks = format!("/proc/{}/task", node.child.id());
+    let threads: Vec<(String, i64)> = std::fs::read_dir(&tasks)
+        .expect("the node's threads")
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...: the nice value is the 19th field, the 17th after ")".
+            let (head, rest) = stat.rsplit_once(')')?;
+            let name = head.split_once('(')?.1.to_owned();
+            let nice = rest.split_whitespace().nth(16)?.parse().ok()?;
+            Some((name, nice))
+        })
+        .collect();
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let stores = nice_of("tern-store-");
+    assert_eq!(
+        stores.len(),
+        files.config.store.count as usize,
+        "{threads:?}"
+    );
+    assert!(stores.iter().all(|&nice| nice == 10), "{threads:?}");
+    let sled = nice_of("sled-io");
+    assert!(
+        !sled.is_empty() && sled.iter().all(|&nice| nice == 10),
+        "{threads:?}"
+    );
+    for front in ["tokio-rt-worker", "tern-journal"] {
+        let nices = nice_of(front);
+        assert!(
+            !nices.is_empty() && nices.iter().all(|&nice| nice == 0),
+            "{front}: {threads:?}"
+        );
+    }
+}

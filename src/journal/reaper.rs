@@ -75,8 +75,10 @@ impl Reaper {
             let (sender, receiver) = sync_channel(QUEUE);
             match thread::Builder::new()
                 .name("tern-reaper".to_owned())
-                .spawn(move || reap(receiver))
-            {
+                .spawn(move || {
+                    crate::background::lower_priority();
+                    reap(receiver)
+                }) {
                 Ok(thread) => self.queue = Some((sender, thread)),
                 Err(error) => {
                     tracing::warn!(%error, "journal: cannot start the reaper thread");

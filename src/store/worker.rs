@@ -163,6 +163,7 @@ impl Store {
                 // Dropped when the thread ends, by a return or a panic: the node's supervisor
                 // waits on it.
                 let _alive = alive;
+                crate::background::lower_priority();
                 let mut served = Served::new(place, database, thread_shared);
                 serve(&mut served, queue)
             })
