@@ -6,13 +6,31 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
-use tern::client::Client;
+use tern::client::{Client, ClientReader, ClientWriter};
 use tern::clock::now_secs;
 use tern::proto::v1::{deliver, server_frame::Frame};
 use tern::token::TokenKey;
 
 async fn metric(admin: SocketAddr, name: &str) -> f64 {
     metric_value(&http_get(admin, "/metrics").await, name).unwrap_or(0.0)
+}
+
+/// Logs in with `token` and waits until the queue is drained.
+async fn drained_login(addr: SocketAddr, token: &str) -> (ClientReader, ClientWriter) {
+    let (client, _) = Client::login(addr, token, 0).await.unwrap();
+    let (mut reader, writer) = client.split();
+    next_matching(&mut reader, |f| {
+        matches!(f, Frame::QueueDrained(_)).then_some(())
+    })
+    .await;
+    (reader, writer)
+}
+
+/// Waits for `count` ServerAcks, passing over other frames.
+async fn server_acks(reader: &mut ClientReader, count: usize) {
+    for _ in 0..count {
+        next_matching(reader, |f| matches!(f, Frame::ServerAck(_)).then_some(())).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,14 +51,7 @@ async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
         next(&mut carol_reader).await,
         Frame::QueueDrained(_)
     ));
-    let (alice, _) = Client::login(node.client, &token("alice"), 0)
-        .await
-        .unwrap();
-    let (mut alice_reader, mut alice_writer) = alice.split();
-    next_matching(&mut alice_reader, |f| {
-        matches!(f, Frame::QueueDrained(_)).then_some(())
-    })
-    .await;
+    let (mut alice_reader, mut alice_writer) = drained_login(node.client, &token("alice")).await;
 
     // carol reads and acks at once; bob is offline and leaves his message unread.
     alice_writer
@@ -51,12 +62,7 @@ async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
         .send_text("to-bob", "bob", "left unread")
         .await
         .unwrap();
-    for _ in 0..2 {
-        next_matching(&mut alice_reader, |f| {
-            matches!(f, Frame::ServerAck(_)).then_some(())
-        })
-        .await;
-    }
+    server_acks(&mut alice_reader, 2).await;
     let seq = next_matching(&mut carol_reader, |f| match f {
         Frame::Deliver(d) => Some(d.seq),
         _ => None,
@@ -142,14 +148,7 @@ async fn a_pass_in_steps_writes_back_every_mailbox_of_its_worker() {
         .collect();
 
     let node = ChildNode::start(&config_path, &data);
-    let (alice, _) = Client::login(node.client, &token("alice"), 0)
-        .await
-        .unwrap();
-    let (mut alice_reader, mut alice_writer) = alice.split();
-    next_matching(&mut alice_reader, |f| {
-        matches!(f, Frame::QueueDrained(_)).then_some(())
-    })
-    .await;
+    let (mut alice_reader, mut alice_writer) = drained_login(node.client, &token("alice")).await;
     for round in 0..EACH / 50 {
         for to in &recipients {
             for n in 0..50 {
@@ -160,12 +159,7 @@ async fn a_pass_in_steps_writes_back_every_mailbox_of_its_worker() {
                     .unwrap();
             }
         }
-        for _ in 0..150 {
-            next_matching(&mut alice_reader, |f| {
-                matches!(f, Frame::ServerAck(_)).then_some(())
-            })
-            .await;
-        }
+        server_acks(&mut alice_reader, 150).await;
     }
     let total = (EACH * recipients.len()) as f64;
     let admin = node.admin;

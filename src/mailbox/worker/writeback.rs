@@ -56,44 +56,55 @@ impl Drop for Pass {
     }
 }
 
-/// What one mailbox adds to a pass's batch: entries written, dedup table saved.
-struct Visited {
-    written: u64,
-    dedup_saved: bool,
+/// What visiting a mailbox needs besides the mailbox: the pass and the worker's settings.
+struct Visit<'a> {
+    pass: &'a Pass,
+    dedup_window: usize,
+    fanout: &'a FanOut,
+    shared: &'a Shared,
 }
 
-/// Adds `owner`'s part of a pass to `batch`.
-#[allow(clippy::too_many_arguments)]
-fn visit(
-    owner: &Id,
-    slot: &mut Slot,
-    batch: &mut WriteBatch,
-    older_than_ms: u64,
-    rewrite: bool,
-    dedup_window: usize,
-    fanout: &FanOut,
-    shared: &Shared,
-) -> Visited {
-    if rewrite {
-        slot.written_upto = 0;
-        slot.dirty = true;
-        slot.mailbox.dedup_mut().mark_unsaved(dedup_window);
+/// One step of a pass: its batch, and what its mailboxes added.
+struct Step {
+    batch: WriteBatch,
+    written: u64,
+    /// Every dedup table of the step could be saved.
+    saved: bool,
+    visited: usize,
+}
+
+impl Step {
+    fn new() -> Self {
+        Step {
+            batch: WriteBatch::new(),
+            written: 0,
+            saved: true,
+            visited: 0,
+        }
     }
-    let written = write_entries(owner, slot, batch, older_than_ms);
-    let acked = slot
-        .mailbox
-        .min_cursor()
-        .unwrap_or(0)
-        .min(slot.written_upto);
-    if acked > slot.deleted_upto {
-        batch.delete_entries_up_to(owner.as_bytes(), acked);
-        slot.deleted_upto = acked;
-    }
-    group::report_released(fanout, owner, slot);
-    let dedup_saved = write_changes(owner, slot, batch, dedup_window, shared);
-    Visited {
-        written,
-        dedup_saved,
+
+    /// Adds `owner`'s part of the pass to the batch; true once the step is full.
+    fn add(&mut self, visit: &Visit<'_>, owner: &Id, slot: &mut Slot) -> bool {
+        let batch = &mut self.batch;
+        if visit.pass.rewrite {
+            slot.written_upto = 0;
+            slot.dirty = true;
+            slot.mailbox.dedup_mut().mark_unsaved(visit.dedup_window);
+        }
+        self.written += write_entries(owner, slot, batch, visit.pass.older_than_ms);
+        let acked = slot
+            .mailbox
+            .min_cursor()
+            .unwrap_or(0)
+            .min(slot.written_upto);
+        if acked > slot.deleted_upto {
+            batch.delete_entries_up_to(owner.as_bytes(), acked);
+            slot.deleted_upto = acked;
+        }
+        group::report_released(visit.fanout, owner, slot);
+        self.saved &= write_changes(owner, slot, batch, visit.dedup_window, visit.shared);
+        self.visited += 1;
+        batch.approximate_bytes() >= STEP_BYTES || self.visited >= STEP_SLOTS
     }
 }
 
@@ -113,29 +124,21 @@ impl MailboxWorker {
             done: Some(done),
         };
         // The first step walks the map itself, and lists what it leaves for the next ones.
-        let mut batch = WriteBatch::new();
-        let (mut written, mut saved, mut visited) = (0, true, 0);
+        let mut step = Step::new();
+        let visit = Visit {
+            pass: &pass,
+            dedup_window: self.dedup_window,
+            fanout: &self.fanout,
+            shared: &self.shared,
+        };
         let mut slots = self.slots.iter_mut();
         for (owner, slot) in slots.by_ref() {
-            let part = visit(
-                owner,
-                slot,
-                &mut batch,
-                older_than_ms,
-                pass.rewrite,
-                self.dedup_window,
-                &self.fanout,
-                &self.shared,
-            );
-            written += part.written;
-            saved &= part.dedup_saved;
-            visited += 1;
-            if batch.approximate_bytes() >= STEP_BYTES || visited >= STEP_SLOTS {
+            if step.add(&visit, owner, slot) {
                 break;
             }
         }
         pass.rest = slots.map(|(owner, _)| owner.clone()).collect();
-        self.end_step(pass, batch, written, saved);
+        self.end_step(pass, step);
     }
 
     /// Runs the next step of the pass under way, if any.
@@ -145,38 +148,37 @@ impl MailboxWorker {
             return;
         };
         self.writeback_steps.increment(1);
-        let mut batch = WriteBatch::new();
-        let (mut written, mut saved, mut visited) = (0, true, 0);
-        while let Some(owner) = pass.rest.pop() {
+        let mut step = Step::new();
+        let mut rest = std::mem::take(&mut pass.rest);
+        let visit = Visit {
+            pass: &pass,
+            dedup_window: self.dedup_window,
+            fanout: &self.fanout,
+            shared: &self.shared,
+        };
+        while let Some(owner) = rest.pop() {
             // Gone since the pass began (a snapshot replaced it): nothing of it to write.
             let Some(slot) = self.slots.get_mut(&owner) else {
                 continue;
             };
-            let part = visit(
-                &owner,
-                slot,
-                &mut batch,
-                pass.older_than_ms,
-                pass.rewrite,
-                self.dedup_window,
-                &self.fanout,
-                &self.shared,
-            );
-            written += part.written;
-            saved &= part.dedup_saved;
-            visited += 1;
-            if batch.approximate_bytes() >= STEP_BYTES || visited >= STEP_SLOTS {
+            if step.add(&visit, &owner, slot) {
                 break;
             }
         }
-        self.end_step(pass, batch, written, saved);
+        pass.rest = rest;
+        self.end_step(pass, step);
     }
 
     /// Ends a step: retries the dedup tables once if an append failed during it, submits its
     /// batch (with the groups' part after the last mailbox), and finishes the pass or keeps it
     /// for the next step.
-    fn end_step(&mut self, mut pass: Pass, mut batch: WriteBatch, written: u64, saved: bool) {
-        let mut saved = saved;
+    fn end_step(&mut self, mut pass: Pass, step: Step) {
+        let Step {
+            mut batch,
+            written,
+            mut saved,
+            ..
+        } = step;
         if !saved {
             // An append failed during the step: forget it, then save what is left, once.
             if take(&self.shared.has_failed) {
