@@ -281,26 +281,13 @@ impl Worker for MailboxWorker {
     }
 
     fn step(&mut self) {
-        if take(&self.shared.has_failed) {
-            self.forget_failed();
-        }
-        if take(&self.shared.has_evicted) {
-            self.finish_eviction();
-        }
+        self.catch_up();
         self.write_back_step();
         self.usage.publish();
     }
 
     fn handle(&mut self, job: MailboxOp) {
-        if take(&self.shared.has_failed) {
-            self.forget_failed();
-        }
-        if take(&self.shared.has_evicted) {
-            self.finish_eviction();
-        }
-        if take(&self.shared.has_group_news) {
-            self.group_news();
-        }
+        self.catch_up();
         match job {
             MailboxOp::Group(job) => self.group(*job),
             MailboxOp::ListGroups {
@@ -405,6 +392,20 @@ impl Worker for MailboxWorker {
 }
 
 impl MailboxWorker {
+    /// Takes in what completions left since the last job: failed appends, applied evictions,
+    /// group news.
+    fn catch_up(&mut self) {
+        if take(&self.shared.has_failed) {
+            self.forget_failed();
+        }
+        if take(&self.shared.has_evicted) {
+            self.finish_eviction();
+        }
+        if take(&self.shared.has_group_news) {
+            self.group_news();
+        }
+    }
+
     fn login(
         &mut self,
         owner: Id,
