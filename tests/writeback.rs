@@ -114,9 +114,10 @@ async fn only_unread_messages_reach_the_store_and_survive_a_restart() {
     ));
 }
 
-/// Three offline mailboxes on one mailbox worker, each left hundreds of messages (more store
-/// writes each than one step of a pass takes): the pass runs in steps with the worker's other
-/// jobs between them, and still writes every message back before the journal is released.
+/// Three offline mailboxes on one mailbox worker, each left hundreds of messages of a kilobyte
+/// (what a pass writes of any one of them within a second is more than one step takes): the
+/// pass runs in steps with the worker's other jobs between them, and still writes every message
+/// back before the journal is released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_in_steps_writes_back_every_mailbox_of_its_worker() {
     use tern::shard::{key_hash, shard_of, worker_of};
@@ -154,7 +155,7 @@ async fn a_pass_in_steps_writes_back_every_mailbox_of_its_worker() {
             for n in 0..50 {
                 let id = format!("{to}-{}", round * 50 + n);
                 alice_writer
-                    .send_text(&id, to, &format!("message {id} {}", "x".repeat(100)))
+                    .send_text(&id, to, &format!("message {id} {}", "x".repeat(1000)))
                     .await
                     .unwrap();
             }
