@@ -516,7 +516,7 @@ mod tests {
             first = done().await;
         }
         assert!(first < STEPS, "{first} steps done before a job ran");
-        // A step that panics (the third) is counted and the rest still run.
+        // A step that panics (the third) does not stop the worker: the rest still run.
         while done().await < STEPS {
             tokio::task::yield_now().await;
         }
